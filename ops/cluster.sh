@@ -1,0 +1,592 @@
+#!/usr/bin/env bash
+# Local replog cluster manager: runs replog-node processes on loopback.
+# See usage() below, or `ops/cluster.sh --help`.
+#
+# Layout under $REPLOG_CLUSTER_DIR (default target/replog-cluster):
+#   cluster.env          N, the --initial-cluster string, joined node ids,
+#                        TLS flag and the node args used at `up`
+#   node-ID/data/        data dir of node ID
+#   node-ID.log          stdout+stderr of node ID (appended across restarts)
+#   node-ID.pid          pid of node ID while it runs
+#   tls/                 certificates (when started with --tls)
+#
+# Node ID (1..9) listens for gRPC on 127.0.0.1:700ID and serves metrics and
+# /health on 127.0.0.1:910ID.
+#
+# Safety: only PIDs read from our own pid files are ever signalled, and only
+# after /proc/PID/cmdline shows that they are the replog-node of that node id.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: ops/cluster.sh COMMAND [ARGS]
+
+commands:
+  up [N] [--tls]   start an N-node cluster (N in 1..9; default: the N of the
+                   existing cluster, else 3) and wait until every node's
+                   /health answers 200; --tls passes --tls-dir DIR/tls
+  down [--purge]   stop every node gracefully (SIGTERM, SIGKILL after 10 s);
+                   data is kept unless --purge, which deletes the state dir
+  status           table of nodes: id, pid, state, gRPC address, health
+  kill ID          SIGKILL node ID
+  stop ID          stop node ID gracefully (SIGTERM, SIGKILL after 10 s)
+  start ID         restart a stopped or killed node ID on its existing data
+  pause ID         SIGSTOP node ID
+  resume ID        SIGCONT node ID
+  join ID          start a new node ID that joins the running cluster
+                   (--join 127.0.0.1:7001 instead of --initial-cluster)
+
+Node ID listens for gRPC on 127.0.0.1:700ID and for metrics on 127.0.0.1:910ID.
+
+environment:
+  REPLOG_CLUSTER_DIR     state dir (default target/replog-cluster; a relative
+                         path is relative to the repository root)
+  REPLOG_BIN_DIR         dir holding replog-node (default target/release)
+  REPLOG_NODE_ARGS       extra flags for replog-node (word-split); when unset,
+                         `start` and `join` reuse the ones given to `up`
+  REPLOG_HEALTH_TIMEOUT  seconds to wait for /health (default 30)
+  RUST_LOG               node log filter (default info)
+EOF
+}
+
+die() {
+  echo "cluster.sh: $*" >&2
+  exit 1
+}
+note() { echo "cluster.sh: $*" >&2; }
+
+# --- locations --------------------------------------------------------------
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+
+abs_path() {
+  case "$1" in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s\n' "$ROOT/$1" ;;
+  esac
+}
+
+DIR=$(abs_path "${REPLOG_CLUSTER_DIR:-target/replog-cluster}")
+DIR=${DIR%/}
+BIN_DIR=$(abs_path "${REPLOG_BIN_DIR:-target/release}")
+BIN="${BIN_DIR%/}/replog-node"
+ENV_FILE="$DIR/cluster.env"
+export RUST_LOG="${RUST_LOG:-info}"
+
+# --- timeouts (seconds) -----------------------------------------------------
+
+# How long `up`, `start` and `join` wait for every /health to answer 200.
+HEALTH_TIMEOUT_S=${REPLOG_HEALTH_TIMEOUT:-30}
+HEALTH_POLL_S=0.1
+# Graceful stop: how long a node gets after SIGTERM before SIGKILL.
+STOP_TIMEOUT_S=10
+# After SIGKILL: how long to wait for the process to disappear.
+KILL_TIMEOUT_S=5
+# How long to wait for a freshly launched node to write its pid file.
+LAUNCH_TIMEOUT_S=5
+
+[[ "$HEALTH_TIMEOUT_S" =~ ^[0-9]+$ ]] || die "REPLOG_HEALTH_TIMEOUT must be a whole number of seconds"
+
+JOIN_ADDR=127.0.0.1:7001
+
+grpc_addr() { echo "127.0.0.1:700$1"; }
+metrics_addr() { echo "127.0.0.1:910$1"; }
+pid_file() { echo "$DIR/node-$1.pid"; }
+log_file() { echo "$DIR/node-$1.log"; }
+data_dir() { echo "$DIR/node-$1/data"; }
+
+# --- cluster.env ------------------------------------------------------------
+
+# Parsed, never sourced: it is data, not code.
+N=""
+INITIAL_CLUSTER=""
+JOINED=""
+TLS=0
+NODE_ARGS=""
+
+load_env() {
+  [ -f "$ENV_FILE" ] || return 1
+  local line key val
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in '' | '#'*) continue ;; esac
+    key=${line%%=*}
+    val=${line#*=}
+    case "$key" in
+      N) N=$val ;;
+      INITIAL_CLUSTER) INITIAL_CLUSTER=$val ;;
+      JOINED) JOINED=$val ;;
+      TLS) TLS=$val ;;
+      NODE_ARGS) NODE_ARGS=$val ;;
+    esac
+  done <"$ENV_FILE"
+  [[ "$N" =~ ^[1-9]$ ]] || die "$ENV_FILE is corrupt (N='$N'); fix it or run: ops/cluster.sh down --purge"
+  return 0
+}
+
+save_env() {
+  mkdir -p "$DIR"
+  local tmp="$ENV_FILE.tmp.$$"
+  {
+    echo "# written by ops/cluster.sh; read by it (parsed, not sourced)"
+    echo "N=$N"
+    echo "INITIAL_CLUSTER=$INITIAL_CLUSTER"
+    echo "JOINED=$JOINED"
+    echo "TLS=$TLS"
+    echo "NODE_ARGS=$NODE_ARGS"
+  } >"$tmp"
+  mv -f "$tmp" "$ENV_FILE"
+}
+
+require_env() {
+  load_env || die "no cluster in $DIR (cluster.env missing); run: ops/cluster.sh up"
+}
+
+is_joined() {
+  local j
+  for j in $JOINED; do [ "$j" = "$1" ] && return 0; done
+  return 1
+}
+
+# Every node id the state dir knows of: 1..N, joined ones, and any id that
+# still has a pid file (e.g. from a cluster.env that was edited by hand).
+known_ids() {
+  local ids="" i f
+  if [ -n "$N" ]; then
+    for ((i = 1; i <= N; i++)); do ids+=" $i"; done
+  fi
+  ids+=" $JOINED"
+  for f in "$DIR"/node-[1-9].pid; do
+    [ -e "$f" ] || continue
+    f=${f##*/node-}
+    ids+=" ${f%.pid}"
+  done
+  # shellcheck disable=SC2086
+  printf '%s\n' $ids | sort -nu | tr '\n' ' '
+}
+
+check_id() {
+  [[ "${1:-}" =~ ^[1-9]$ ]] || die "node id must be 1..9 (got '${1:-}')"
+}
+
+# --- processes --------------------------------------------------------------
+
+# Prints the pid of node $1 if its pid file names a live replog-node for that
+# node id; removes a stale pid file (with a note) and prints nothing otherwise.
+live_pid() {
+  local id=$1 f pid cmd
+  f=$(pid_file "$id")
+  [ -f "$f" ] || return 0
+  pid=$(head -n1 "$f" 2>/dev/null || true)
+  if [[ "$pid" =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/cmdline" ]; then
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    if [[ "$cmd" == *replog-node* && "$cmd" == *" --id $id "* && "$cmd" == *" $(data_dir "$id") "* ]]; then
+      echo "$pid"
+      return 0
+    fi
+  fi
+  note "node $id: stale pid file (pid '${pid}' is not this node's replog-node); removed"
+  rm -f "$f"
+}
+
+# R (running, sleeping, ...), T (stopped/paused), Z (zombie) or empty if gone.
+proc_state() {
+  local s
+  s=$(awk '/^State:/ {print $2; exit}' "/proc/$1/status" 2>/dev/null || true)
+  case "$s" in
+    '') echo "" ;;
+    T | t) echo T ;;
+    Z | X) echo Z ;;
+    *) echo R ;;
+  esac
+}
+
+is_gone() {
+  local s
+  s=$(proc_state "$1")
+  [ -z "$s" ] || [ "$s" = Z ]
+}
+
+# Waits up to $2 seconds for every pid in $1 (space separated) to exit.
+# Returns 1 if some are still there.
+wait_gone() {
+  local pids=$1 deadline=$((SECONDS + $2)) p left
+  while :; do
+    left=""
+    for p in $pids; do is_gone "$p" || left+=" $p"; done
+    [ -z "$left" ] && return 0
+    ((SECONDS >= deadline)) && return 1
+    sleep 0.1
+  done
+}
+
+# Graceful stop of the given node ids, in parallel: SIGTERM (plus SIGCONT,
+# so a paused node can act on it), then SIGKILL after STOP_TIMEOUT_S.
+graceful_stop() {
+  local id pid pids="" ids_stopped=""
+  for id in "$@"; do
+    pid=$(live_pid "$id")
+    [ -n "$pid" ] || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true
+    pids+=" $pid"
+    ids_stopped+=" $id:$pid"
+  done
+  [ -n "$pids" ] || return 0
+  if ! wait_gone "$pids" "$STOP_TIMEOUT_S"; then
+    for pid in $pids; do
+      if ! is_gone "$pid"; then
+        note "pid $pid still running ${STOP_TIMEOUT_S} s after SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    done
+    wait_gone "$pids" "$KILL_TIMEOUT_S" || die "pids$pids did not exit after SIGKILL"
+  fi
+  local entry
+  for entry in $ids_stopped; do
+    id=${entry%%:*}
+    rm -f "$(pid_file "$id")"
+    echo "stopped node $id (pid ${entry#*:})"
+  done
+}
+
+require_running() {
+  local pid
+  pid=$(live_pid "$1")
+  [ -n "$pid" ] || die "node $1 is not running"
+  echo "$pid"
+}
+
+# --- health -----------------------------------------------------------------
+
+ensure_curl() {
+  command -v curl >/dev/null 2>&1 && return 0
+  note "curl not found; installing it with apt-get"
+  command -v apt-get >/dev/null 2>&1 || die "curl is missing and apt-get is not available; install curl"
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get -y -qq install curl >&2 ||
+    die "could not install curl; install it by hand"
+  command -v curl >/dev/null 2>&1 || die "curl still missing after apt-get install"
+}
+
+# HTTP status of node $1's /health ("000" if no answer). Never via a proxy.
+health_code() {
+  curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time "${2:-1}" \
+    "http://$(metrics_addr "$1")/health" 2>/dev/null || true
+}
+
+# Waits until every node id given answers /health with 200. On timeout, or as
+# soon as one of them exits, prints the tail of the failed nodes' logs and
+# exits 1.
+wait_healthy() {
+  local deadline=$((SECONDS + HEALTH_TIMEOUT_S)) pending="$*" next id pid code
+  local dead=""
+  while [ -n "$pending" ]; do
+    next=""
+    for id in $pending; do
+      pid=$(head -n1 "$(pid_file "$id")" 2>/dev/null || true)
+      if [ -z "$pid" ] || is_gone "$pid"; then
+        dead+=" $id"
+        continue
+      fi
+      code=$(health_code "$id" 1)
+      [ "$code" = 200 ] || next+=" $id"
+    done
+    pending=${next# }
+    [ -n "$dead" ] && break
+    [ -z "$pending" ] && break
+    ((SECONDS >= deadline)) && break
+    sleep "$HEALTH_POLL_S"
+  done
+  [ -z "$pending" ] && [ -z "$dead" ] && return 0
+
+  for id in $dead; do
+    echo "node $id exited before it became healthy; last 20 lines of $(log_file "$id"):" >&2
+    tail -n 20 "$(log_file "$id")" >&2 || true
+    rm -f "$(pid_file "$id")"
+  done
+  for id in $pending; do
+    echo "node $id: /health not 200 after ${HEALTH_TIMEOUT_S} s; last 20 lines of $(log_file "$id"):" >&2
+    tail -n 20 "$(log_file "$id")" >&2 || true
+  done
+  echo "cluster.sh: some nodes are not healthy; the others keep running (see: ops/cluster.sh status; stop them with: ops/cluster.sh down)" >&2
+  exit 1
+}
+
+# --- launching --------------------------------------------------------------
+
+require_bin() {
+  [ -x "$BIN" ] || die "replog-node not found at $BIN; build it first with: cargo build --release (or set REPLOG_BIN_DIR)"
+}
+
+port_in_use() {
+  # A successful connect means something listens there already.
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+check_ports_free() {
+  local id p
+  for id in "$@"; do
+    for p in "700$id" "910$id"; do
+      if port_in_use "$p"; then
+        die "port 127.0.0.1:$p (node $id) is already in use; is another cluster running (other REPLOG_CLUSTER_DIR)? try: ss -ltnp 'sport = :$p'"
+      fi
+    done
+  done
+}
+
+# Launches node $1 in the background, in its own session so it outlives this
+# script; the exec'd child writes its own pid, so the pid file names the node
+# process itself whatever setsid does.
+launch_node() {
+  local id=$1 args extra
+  args=(--id "$id" --listen "$(grpc_addr "$id")" --metrics-listen "$(metrics_addr "$id")" --data-dir "$(data_dir "$id")")
+  if is_joined "$id"; then
+    args+=(--join "$JOIN_ADDR")
+  else
+    args+=(--initial-cluster "$INITIAL_CLUSTER")
+  fi
+  [ "$TLS" = 1 ] && args+=(--tls-dir "$DIR/tls")
+  read -r -a extra <<<"${REPLOG_NODE_ARGS-$NODE_ARGS}"
+  args+=("${extra[@]}")
+
+  mkdir -p "$(data_dir "$id")"
+  local pidf log
+  pidf=$(pid_file "$id")
+  log=$(log_file "$id")
+  rm -f "$pidf"
+  echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) ops/cluster.sh: RUST_LOG=$RUST_LOG $BIN ${args[*]}" >>"$log"
+  # shellcheck disable=SC2016 # $$ and $@ expand in the child shell
+  nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidf" "$BIN" "${args[@]}" >>"$log" 2>&1 </dev/null &
+  local deadline=$((SECONDS + LAUNCH_TIMEOUT_S))
+  until [ -s "$pidf" ]; do
+    ((SECONDS >= deadline)) && die "node $id did not start (no pid file after ${LAUNCH_TIMEOUT_S} s); see $log"
+    sleep 0.05
+  done
+  echo "started node $id (pid $(head -n1 "$pidf")), log $log"
+}
+
+# --- status -----------------------------------------------------------------
+
+print_status() {
+  local id pid state health s
+  printf '%-3s %-8s %-8s %-16s %s\n' ID PID STATE GRPC HEALTH
+  for id in $(known_ids); do
+    pid=$(live_pid "$id")
+    if [ -z "$pid" ]; then
+      state=stopped
+      pid=-
+    else
+      s=$(proc_state "$pid")
+      case "$s" in T) state=paused ;; *) state=running ;; esac
+    fi
+    if [ "$state" = stopped ]; then
+      health=down
+    elif [ "$(health_code "$id" 1)" = 200 ]; then
+      health=ok
+    else
+      health=down
+    fi
+    printf '%-3s %-8s %-8s %-16s %s\n' "$id" "$pid" "$state" "$(grpc_addr "$id")" "$health"
+  done
+}
+
+# --- commands ---------------------------------------------------------------
+
+cmd_up() {
+  local n="" tls=0 a
+  for a in "$@"; do
+    case "$a" in
+      --tls) tls=1 ;;
+      -h | --help) usage; exit 0 ;;
+      [1-9]) [ -z "$n" ] || die "up: N given twice"; n=$a ;;
+      *) die "up: N must be 1..9 (got '$a'); usage: ops/cluster.sh up [N] [--tls]" ;;
+    esac
+  done
+
+  local had_env=0
+  if load_env; then had_env=1; fi
+  local id running=""
+  for id in $(known_ids); do
+    [ -n "$(live_pid "$id")" ] && running+=" $id"
+  done
+  [ -z "$running" ] || die "nodes$running from a previous 'up' are still running; run 'ops/cluster.sh down' first"
+
+  if [ -z "$n" ]; then
+    if [ "$had_env" = 1 ]; then n=$N; else n=3; fi
+  fi
+  if [ "$had_env" = 1 ] && [ "$n" != "$N" ]; then
+    die "$DIR holds a $N-node cluster; run 'ops/cluster.sh up $N', or 'ops/cluster.sh down --purge' to start afresh with $n nodes"
+  fi
+  if [ "$had_env" = 0 ]; then JOINED=""; fi
+
+  require_bin
+  ensure_curl
+
+  N=$n
+  TLS=$tls
+  NODE_ARGS=${REPLOG_NODE_ARGS-$NODE_ARGS}
+  INITIAL_CLUSTER=""
+  for ((id = 1; id <= N; id++)); do
+    INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}$id=$(grpc_addr "$id")"
+  done
+
+  if [ "$TLS" = 1 ]; then
+    # TODO: generate a CA, node certs and the client CA/cert/key under
+    # $DIR/tls/ (the user-facing contract), then let nodes start with
+    # --tls-dir "$DIR/tls" (launch_node already passes it when TLS=1).
+    die "TLS not implemented yet"
+  fi
+
+  local ids
+  ids=$(for ((id = 1; id <= N; id++)); do echo "$id"; done; printf '%s\n' $JOINED)
+  ids=$(echo "$ids" | sort -nu | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  check_ports_free $ids
+  save_env
+
+  for id in $ids; do launch_node "$id"; done
+  # shellcheck disable=SC2086
+  wait_healthy $ids
+  echo
+  print_status
+}
+
+cmd_down() {
+  local purge=0 a
+  for a in "$@"; do
+    case "$a" in
+      --purge) purge=1 ;;
+      *) die "down: unknown argument '$a'; usage: ops/cluster.sh down [--purge]" ;;
+    esac
+  done
+  if [ ! -d "$DIR" ]; then
+    echo "no cluster state in $DIR; nothing to stop"
+    return 0
+  fi
+  load_env || true
+  # shellcheck disable=SC2046
+  graceful_stop $(known_ids)
+  if [ "$purge" = 1 ]; then
+    # Refuse to delete a directory that does not look like ours.
+    local f
+    for f in "$DIR"/* "$DIR"/.[!.]*; do
+      [ -e "$f" ] || continue
+      case "${f##*/}" in
+        cluster.env | cluster.env.tmp.* | tls | node-[1-9] | node-[1-9].log | node-[1-9].pid) ;;
+        *) die "not purging $DIR: it holds '${f##*/}', which ops/cluster.sh did not create" ;;
+      esac
+    done
+    case "$DIR" in / | "$ROOT" | "$HOME") die "refusing to delete $DIR" ;; esac
+    rm -rf -- "${DIR:?}"
+    echo "purged $DIR"
+  else
+    echo "cluster stopped; data kept in $DIR (delete it with: ops/cluster.sh down --purge)"
+  fi
+}
+
+cmd_status() {
+  if ! load_env && ! compgen -G "$DIR/node-[1-9].pid" >/dev/null; then
+    echo "no cluster in $DIR (start one with: ops/cluster.sh up)"
+    return 0
+  fi
+  ensure_curl
+  print_status
+}
+
+cmd_kill() {
+  local id=$1 pid
+  load_env || true
+  pid=$(require_running "$id")
+  kill -KILL "$pid" 2>/dev/null || true
+  wait_gone "$pid" "$KILL_TIMEOUT_S" || die "node $id (pid $pid) did not exit after SIGKILL"
+  rm -f "$(pid_file "$id")"
+  echo "killed node $id (pid $pid)"
+}
+
+cmd_stop() {
+  local id=$1
+  load_env || true
+  require_running "$id" >/dev/null
+  graceful_stop "$id"
+}
+
+cmd_start() {
+  local id=$1 pid
+  require_env
+  if [ "$id" -gt "$N" ] && ! is_joined "$id"; then
+    die "node $id is not part of this cluster (nodes 1..$N${JOINED:+, joined:$JOINED}); add it with: ops/cluster.sh join $id"
+  fi
+  pid=$(live_pid "$id")
+  [ -z "$pid" ] || die "node $id is already running (pid $pid)"
+  require_bin
+  ensure_curl
+  check_ports_free "$id"
+  launch_node "$id"
+  wait_healthy "$id"
+  echo "node $id is healthy"
+}
+
+cmd_pause() {
+  local id=$1 pid
+  load_env || true
+  pid=$(require_running "$id")
+  [ "$(proc_state "$pid")" = T ] && { echo "node $id (pid $pid) is already paused"; return 0; }
+  kill -STOP "$pid"
+  echo "paused node $id (pid $pid)"
+}
+
+cmd_resume() {
+  local id=$1 pid
+  load_env || true
+  pid=$(require_running "$id")
+  kill -CONT "$pid"
+  echo "resumed node $id (pid $pid)"
+}
+
+cmd_join() {
+  local id=$1
+  require_env
+  [ "$id" -gt "$N" ] || die "node $id is in the initial cluster (1..$N); use: ops/cluster.sh start $id"
+  if is_joined "$id"; then
+    die "node $id has joined already; use: ops/cluster.sh start $id"
+  fi
+  [ -z "$(live_pid "$id")" ] || die "node $id is already running"
+  require_bin
+  ensure_curl
+  [ -n "$(live_pid 1)" ] || note "warning: node 1 ($JOIN_ADDR), the join target, is not running"
+  check_ports_free "$id"
+  if [ -d "$(data_dir "$id")" ] && [ -n "$(ls -A "$(data_dir "$id")")" ]; then
+    die "$(data_dir "$id") is not empty (left from an earlier node $id); remove it first"
+  fi
+  JOINED=$(printf '%s\n' $JOINED "$id" | sort -nu | tr '\n' ' ')
+  JOINED=${JOINED% }
+  save_env
+  launch_node "$id"
+  wait_healthy "$id"
+  echo "node $id joined via $JOIN_ADDR and is healthy"
+}
+
+# --- main -------------------------------------------------------------------
+
+[ $# -ge 1 ] || { usage >&2; exit 2; }
+cmd=$1
+shift
+case "$cmd" in
+  -h | --help | help) usage ;;
+  up) cmd_up "$@" ;;
+  down) cmd_down "$@" ;;
+  status)
+    [ $# -eq 0 ] || die "status takes no arguments"
+    cmd_status
+    ;;
+  kill | stop | start | pause | resume | join)
+    [ $# -eq 1 ] || die "usage: ops/cluster.sh $cmd ID"
+    check_id "$1"
+    "cmd_$cmd" "$1"
+    ;;
+  *)
+    echo "cluster.sh: unknown command '$cmd'" >&2
+    usage >&2
+    exit 2
+    ;;
+esac

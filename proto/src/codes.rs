@@ -1,0 +1,113 @@
+//! Stable error codes on the wire.
+//!
+//! A code is never reused once retired. Each failing RPC returns a gRPC
+//! status whose metadata holds [`CODE_KEY`] with one of these numbers, so a
+//! client can act on it without parsing the message text.
+
+/// Metadata key holding the numeric error code.
+pub const CODE_KEY: &str = "replog-code";
+/// Metadata key holding the id of the node believed to lead the group.
+pub const LEADER_ID_KEY: &str = "replog-leader-id";
+/// Metadata key holding the client address of that node.
+pub const LEADER_ADDR_KEY: &str = "replog-leader-addr";
+
+/// A stable error code. The numeric values are part of the wire contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    UnknownTopic = 1,
+    UnknownPartition = 2,
+    NotLeader = 3,
+    OffsetOutOfRange = 4,
+    RecordTooLarge = 5,
+    BatchTooLarge = 6,
+    InvalidTopicName = 7,
+    TopicAlreadyExists = 8,
+    InvalidReplicationFactor = 9,
+    InvalidPartitions = 10,
+    CorruptBatch = 11,
+    InvalidRequest = 12,
+    Unavailable = 13,
+    Timeout = 14,
+    Internal = 15,
+    Storage = 16,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::UnknownTopic,
+        ErrorCode::UnknownPartition,
+        ErrorCode::NotLeader,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::RecordTooLarge,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::InvalidTopicName,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::CorruptBatch,
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+        ErrorCode::Storage,
+    ];
+
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_u16(v: u16) -> Option<ErrorCode> {
+        Self::ALL.iter().copied().find(|c| c.as_u16() == v)
+    }
+
+    /// The upper-case name used in messages and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownTopic => "UNKNOWN_TOPIC",
+            ErrorCode::UnknownPartition => "UNKNOWN_PARTITION",
+            ErrorCode::NotLeader => "NOT_LEADER",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::RecordTooLarge => "RECORD_TOO_LARGE",
+            ErrorCode::BatchTooLarge => "BATCH_TOO_LARGE",
+            ErrorCode::InvalidTopicName => "INVALID_TOPIC_NAME",
+            ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
+            ErrorCode::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
+            ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
+            ErrorCode::CorruptBatch => "CORRUPT_BATCH",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Storage => "STORAGE_ERROR",
+        }
+    }
+
+    /// Retryable errors are transient: the same request may succeed later,
+    /// possibly at another node. Everything else is the caller's to fix.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({})", self.name(), self.as_u16())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_u16()), "duplicate code {c}");
+            assert_eq!(ErrorCode::from_u16(c.as_u16()), Some(c));
+        }
+        assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::NotLeader.as_u16(), 3, "wire value is part of the contract");
+    }
+}
