@@ -171,6 +171,14 @@ check_id() {
 
 # --- processes --------------------------------------------------------------
 
+# Millisecond clock (bash 5 EPOCHREALTIME; SECONDS is too coarse for deadlines).
+now_ms() {
+  local t=${EPOCHREALTIME//[.,]/}
+  echo $((10#$t / 1000))
+}
+deadline_ms() { echo $(($(now_ms) + $1 * 1000)); }
+past() { (($(now_ms) >= $1)); }
+
 # Prints the pid of node $1 if its pid file names a live replog-node for that
 # node id; removes a stale pid file (with a note) and prints nothing otherwise.
 live_pid() {
@@ -210,12 +218,13 @@ is_gone() {
 # Waits up to $2 seconds for every pid in $1 (space separated) to exit.
 # Returns 1 if some are still there.
 wait_gone() {
-  local pids=$1 deadline=$((SECONDS + $2)) p left
+  local pids=$1 deadline p left
+  deadline=$(deadline_ms "$2")
   while :; do
     left=""
     for p in $pids; do is_gone "$p" || left+=" $p"; done
     [ -z "$left" ] && return 0
-    ((SECONDS >= deadline)) && return 1
+    past "$deadline" && return 1
     sleep 0.1
   done
 }
@@ -233,16 +242,17 @@ graceful_stop() {
     ids_stopped+=" $id:$pid"
   done
   [ -n "$pids" ] || return 0
+  local entry
   if ! wait_gone "$pids" "$STOP_TIMEOUT_S"; then
-    for pid in $pids; do
+    for entry in $ids_stopped; do
+      pid=${entry#*:}
       if ! is_gone "$pid"; then
-        note "pid $pid still running ${STOP_TIMEOUT_S} s after SIGTERM; sending SIGKILL"
+        note "node ${entry%%:*} (pid $pid) still running ${STOP_TIMEOUT_S} s after SIGTERM; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
       fi
     done
     wait_gone "$pids" "$KILL_TIMEOUT_S" || die "pids$pids did not exit after SIGKILL"
   fi
-  local entry
   for entry in $ids_stopped; do
     id=${entry%%:*}
     rm -f "$(pid_file "$id")"
@@ -263,8 +273,9 @@ ensure_curl() {
   command -v curl >/dev/null 2>&1 && return 0
   note "curl not found; installing it with apt-get"
   command -v apt-get >/dev/null 2>&1 || die "curl is missing and apt-get is not available; install curl"
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get -y -qq install curl >&2 ||
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -y -qq install curl; } >&2; then
     die "could not install curl; install it by hand"
+  fi
   command -v curl >/dev/null 2>&1 || die "curl still missing after apt-get install"
 }
 
@@ -278,8 +289,8 @@ health_code() {
 # soon as one of them exits, prints the tail of the failed nodes' logs and
 # exits 1.
 wait_healthy() {
-  local deadline=$((SECONDS + HEALTH_TIMEOUT_S)) pending="$*" next id pid code
-  local dead=""
+  local deadline pending="$*" next id pid code dead=""
+  deadline=$(deadline_ms "$HEALTH_TIMEOUT_S")
   while [ -n "$pending" ]; do
     next=""
     for id in $pending; do
@@ -294,20 +305,24 @@ wait_healthy() {
     pending=${next# }
     [ -n "$dead" ] && break
     [ -z "$pending" ] && break
-    ((SECONDS >= deadline)) && break
+    past "$deadline" && break
     sleep "$HEALTH_POLL_S"
   done
   [ -z "$pending" ] && [ -z "$dead" ] && return 0
 
-  for id in $dead; do
-    echo "node $id exited before it became healthy; last 20 lines of $(log_file "$id"):" >&2
-    tail -n 20 "$(log_file "$id")" >&2 || true
-    rm -f "$(pid_file "$id")"
-  done
-  for id in $pending; do
-    echo "node $id: /health not 200 after ${HEALTH_TIMEOUT_S} s; last 20 lines of $(log_file "$id"):" >&2
-    tail -n 20 "$(log_file "$id")" >&2 || true
-  done
+  if [ -n "$dead" ]; then
+    for id in $dead; do
+      echo "node $id exited before it became healthy; last 20 lines of $(log_file "$id"):" >&2
+      tail -n 20 "$(log_file "$id")" >&2 || true
+      rm -f "$(pid_file "$id")"
+    done
+    [ -z "$pending" ] || echo "cluster.sh: stopped waiting; not healthy yet: nodes $pending" >&2
+  else
+    for id in $pending; do
+      echo "node $id: /health not 200 after ${HEALTH_TIMEOUT_S} s; last 20 lines of $(log_file "$id"):" >&2
+      tail -n 20 "$(log_file "$id")" >&2 || true
+    done
+  fi
   echo "cluster.sh: some nodes are not healthy; the others keep running (see: ops/cluster.sh status; stop them with: ops/cluster.sh down)" >&2
   exit 1
 }
@@ -357,9 +372,10 @@ launch_node() {
   echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) ops/cluster.sh: RUST_LOG=$RUST_LOG $BIN ${args[*]}" >>"$log"
   # shellcheck disable=SC2016 # $$ and $@ expand in the child shell
   nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidf" "$BIN" "${args[@]}" >>"$log" 2>&1 </dev/null &
-  local deadline=$((SECONDS + LAUNCH_TIMEOUT_S))
+  local deadline
+  deadline=$(deadline_ms "$LAUNCH_TIMEOUT_S")
   until [ -s "$pidf" ]; do
-    ((SECONDS >= deadline)) && die "node $id did not start (no pid file after ${LAUNCH_TIMEOUT_S} s); see $log"
+    past "$deadline" && die "node $id did not start (no pid file after ${LAUNCH_TIMEOUT_S} s); see $log"
     sleep 0.05
   done
   echo "started node $id (pid $(head -n1 "$pidf")), log $log"
@@ -424,7 +440,10 @@ cmd_up() {
 
   N=$n
   TLS=$tls
-  NODE_ARGS=${REPLOG_NODE_ARGS-$NODE_ARGS}
+  # `up` declares the cluster afresh: its flags are REPLOG_NODE_ARGS as given
+  # now; `start` and `join` reuse them unless REPLOG_NODE_ARGS is set.
+  NODE_ARGS=${REPLOG_NODE_ARGS-}
+  export REPLOG_NODE_ARGS=$NODE_ARGS
   INITIAL_CLUSTER=""
   for ((id = 1; id <= N; id++)); do
     INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}$id=$(grpc_addr "$id")"
@@ -438,6 +457,7 @@ cmd_up() {
   fi
 
   local ids
+  # shellcheck disable=SC2086 # JOINED is a list of digits
   ids=$(for ((id = 1; id <= N; id++)); do echo "$id"; done; printf '%s\n' $JOINED)
   ids=$(echo "$ids" | sort -nu | tr '\n' ' ')
   # shellcheck disable=SC2086
@@ -553,11 +573,12 @@ cmd_join() {
   [ -z "$(live_pid "$id")" ] || die "node $id is already running"
   require_bin
   ensure_curl
-  [ -n "$(live_pid 1)" ] || note "warning: node 1 ($JOIN_ADDR), the join target, is not running"
+  [ -n "$(live_pid 1)" ] || die "node 1 ($JOIN_ADDR), the join target, is not running; start it first: ops/cluster.sh start 1"
   check_ports_free "$id"
   if [ -d "$(data_dir "$id")" ] && [ -n "$(ls -A "$(data_dir "$id")")" ]; then
     die "$(data_dir "$id") is not empty (left from an earlier node $id); remove it first"
   fi
+  # shellcheck disable=SC2086 # JOINED is a list of digits
   JOINED=$(printf '%s\n' $JOINED "$id" | sort -nu | tr '\n' ' ')
   JOINED=${JOINED% }
   save_env

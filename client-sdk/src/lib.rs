@@ -1,1 +1,27 @@
+//! The replog Rust SDK.
+//!
+//! - [`Client`] ([`client`]): bootstrap addresses, a metadata cache
+//!   (topic → partitions → leader), and leader-routed requests that refresh
+//!   the cache and retry with backoff on NOT_LEADER / UNAVAILABLE within a
+//!   deadline.
+//! - [`Producer`] ([`producer`]): partitions by key, accumulates records per
+//!   partition into batches, and resolves each `send` to `(partition, offset)`.
+//! - [`PartitionReader`] ([`consumer`]): reads one partition from an offset.
+//! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
+//! - `cli`: the `replog` command-line tool, one file per subcommand.
 
+pub mod client;
+pub mod consumer;
+pub mod error;
+pub mod producer;
+
+#[doc(hidden)]
+pub mod cli;
+
+pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
+pub use consumer::{ConsumedRecord, FetchOptions, PartitionReader};
+pub use error::{Error, Result};
+pub use producer::{Producer, ProducerConfig};
+pub use replog_proto::batch::Record;
+pub use replog_proto::codes::ErrorCode;
+pub use replog_proto::pb::Acks;

@@ -1,0 +1,187 @@
+//! `replog bench produce|consume`: throughput and latency against a live
+//! cluster, ending with one JSON line (records, seconds, records_per_sec,
+//! mb_per_sec, p50_ms, p99_ms, p999_ms, max_ms).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::producer::now_ms;
+use crate::{Acks, Client, FetchOptions, PartitionReader, Producer, ProducerConfig, Record};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    All,
+    None,
+}
+
+impl From<AcksArg> for Acks {
+    fn from(a: AcksArg) -> Acks {
+        match a {
+            AcksArg::All => Acks::All,
+            AcksArg::None => Acks::None,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    Produce(BenchArgs),
+    Consume(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Topic to use; created (or reused) if absent. Default: bench-<size>-<partitions>.
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub record_size: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    #[arg(long, default_value_t = 6)]
+    pub partitions: u32,
+    #[arg(long, default_value_t = 3)]
+    pub replication_factor: u32,
+    /// Concurrent producer tasks.
+    #[arg(long, default_value_t = 4)]
+    pub producers: u32,
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    pub acks: AcksArg,
+    /// Must be json: the last line is the result for scripts.
+    #[arg(long, default_value = "json")]
+    pub output: String,
+}
+
+pub async fn run(client: Client, cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Produce(a) => produce(client, a).await,
+        BenchCmd::Consume(a) => consume(client, a).await,
+    }
+}
+
+async fn ensure_topic(client: &Client, a: &BenchArgs) -> anyhow::Result<String> {
+    let name = a.topic.clone().unwrap_or_else(|| format!("bench-{}-{}", a.record_size, a.partitions));
+    if client.describe_topic(&name).await.is_err() {
+        client.create_topic(&name, a.partitions, a.replication_factor).await?;
+    }
+    Ok(name)
+}
+
+fn report(kind: &str, records: u64, bytes: u64, elapsed: Duration, h: &Histogram<u64>, extra: serde_json::Value) {
+    let secs = elapsed.as_secs_f64();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mut v = json!({
+        "bench": kind,
+        "records": records,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "records_per_sec": (records as f64 / secs).round(),
+        "mb_per_sec": ((bytes as f64 / secs / 1e6) * 100.0).round() / 100.0,
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "p999_ms": ms(0.999),
+        "max_ms": h.max() as f64 / 1000.0,
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    println!("{v}");
+}
+
+async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
+    let topic = ensure_topic(&client, &a).await?;
+    let producer = Producer::new(client.clone(), ProducerConfig { acks: a.acks.into(), ..Default::default() });
+    let value = Bytes::from(vec![b'x'; a.record_size]);
+    let per = a.records / a.producers as u64;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.producers {
+        let (producer, topic, value) = (producer.clone(), topic.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, crate::producer::SendHandle)>(50_000);
+            let waiter = tokio::spawn(async move {
+                let mut errors = 0u64;
+                while let Some((t0, handle)) = rx.recv().await {
+                    match handle.wait().await {
+                        Ok(_) => {
+                            let _ = h.record(t0.elapsed().as_micros() as u64);
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (h, errors)
+            });
+            for _ in 0..per {
+                let t0 = Instant::now();
+                let rec = Record::new(None, value.clone(), now_ms());
+                let handle = producer.enqueue(&topic, None, rec).await?;
+                if tx.send((t0, handle)).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            anyhow::Ok(waiter.await?)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        hist.add(h)?;
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    let ok = hist.len();
+    report(
+        "produce",
+        ok,
+        ok * a.record_size as u64,
+        elapsed,
+        &hist,
+        json!({"errors": errors, "topic": topic, "record_size": a.record_size, "partitions": a.partitions,
+               "producers": a.producers, "acks": format!("{:?}", a.acks).to_lowercase()}),
+    );
+    if errors > 0 {
+        anyhow::bail!("{errors} records were not acknowledged");
+    }
+    Ok(())
+}
+
+async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
+    let topic = ensure_topic(&client, &a).await?;
+    let info = client.describe_topic(&topic).await?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let want_per = a.records.div_ceil(info.partitions.len().max(1) as u64);
+    for p in &info.partitions {
+        let end = p.high_watermark.min(p.log_start_offset + want_per);
+        let mut reader = PartitionReader::new(client.clone(), &topic, p.partition, p.log_start_offset)
+            .with_options(FetchOptions { max_wait_ms: 0, ..Default::default() });
+        tasks.push(tokio::spawn(async move {
+            let mut h: Histogram<u64> = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let (mut n, mut bytes) = (0u64, 0u64);
+            while reader.position() < end {
+                let t0 = Instant::now();
+                let recs = reader.poll().await?;
+                let _ = h.record(t0.elapsed().as_micros() as u64);
+                n += recs.len() as u64;
+                bytes += recs.iter().map(|r| r.value.len() as u64).sum::<u64>();
+            }
+            anyhow::Ok((h, n, bytes))
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let (mut n, mut bytes) = (0, 0);
+    for t in tasks {
+        let (h, c, b) = t.await??;
+        hist.add(h)?;
+        n += c;
+        bytes += b;
+    }
+    report("consume", n, bytes, start.elapsed(), &hist, json!({"topic": topic, "latency": "per fetch"}));
+    Ok(())
+}

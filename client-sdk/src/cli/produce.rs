@@ -1,0 +1,69 @@
+//! `replog produce TOPIC [--key K] [--partition P]`: one record per stdin line.
+
+use bytes::Bytes;
+use clap::Args;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::Output;
+use crate::producer::now_ms;
+use crate::{Client, Producer, ProducerConfig, Record};
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Key for every record (records with one key go to one partition).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Send every record to this partition instead of choosing by key.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Wait for a majority (all) or not at all (none).
+    #[arg(long, value_enum, default_value_t = super::bench::AcksArg::All)]
+    pub acks: super::bench::AcksArg,
+}
+
+pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Result<()> {
+    let producer = Producer::new(client, ProducerConfig { acks: args.acks.into(), ..Default::default() });
+    let key = args.key.map(Bytes::from);
+    // Handles are awaited in input order by a printer task while reading
+    // goes on, so a long input streams through with bounded memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, crate::producer::SendHandle)>(100_000);
+    let printer = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u64, 0u64);
+        while let Some((line, h)) = rx.recv().await {
+            match h.wait().await {
+                Ok((partition, offset)) => {
+                    ok += 1;
+                    if out == Output::Json {
+                        println!("{}", json!({"line": line, "partition": partition, "offset": offset}));
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("line {line}: not acknowledged: {e}");
+                }
+            }
+        }
+        (ok, failed)
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut n = 0usize;
+    while let Some(line) = lines.next_line().await? {
+        n += 1;
+        let rec = Record::new(key.clone(), Bytes::from(line), now_ms());
+        let h = producer.enqueue(&args.topic, args.partition, rec).await?;
+        if tx.send((n, h)).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let (ok, failed) = printer.await?;
+    if out == Output::Text {
+        eprintln!("{ok} records acknowledged");
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {n} records were not acknowledged");
+    }
+    Ok(())
+}

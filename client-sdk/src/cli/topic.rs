@@ -1,0 +1,106 @@
+//! `replog topic create|list|describe|delete`.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::Output;
+use crate::{Client, TopicInfo};
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List topics.
+    List,
+    /// Show a topic's partitions: leader, replicas, offsets.
+    Describe { name: String },
+    /// Delete a topic and all its records.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    #[arg(long, default_value_t = 3)]
+    pub replication_factor: u32,
+}
+
+pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        TopicCmd::Create(a) => {
+            let t = client.create_topic(&a.name, a.partitions, a.replication_factor).await?;
+            match out {
+                Output::Json => println!("{}", describe_json(&t)),
+                Output::Text => println!(
+                    "created topic {} with {} partitions, replication factor {}",
+                    t.name,
+                    t.partitions.len(),
+                    a.replication_factor
+                ),
+            }
+        }
+        TopicCmd::List => {
+            let topics = client.list_topics().await?;
+            match out {
+                Output::Json => {
+                    let v: Vec<_> = topics
+                        .iter()
+                        .map(|t| json!({"name": t.name, "partitions": t.partitions.len(),
+                            "replication_factor": t.partitions.first().map_or(0, |p| p.replicas.len())}))
+                        .collect();
+                    println!("{}", json!({ "topics": v }));
+                }
+                Output::Text => {
+                    for t in topics {
+                        println!("{}", t.name);
+                    }
+                }
+            }
+        }
+        TopicCmd::Describe { name } => {
+            let t = client.describe_topic(&name).await?;
+            match out {
+                Output::Json => println!("{}", describe_json(&t)),
+                Output::Text => {
+                    println!("topic {} (id {}), {} partitions", t.name, t.topic_id, t.partitions.len());
+                    println!("{:>9}  {:>6}  {:<12}  {:>16}  {:>16}", "PARTITION", "LEADER", "REPLICAS", "LOG_START", "HIGH_WATERMARK");
+                    for p in &t.partitions {
+                        let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                        let leader = p.leader.map_or("-".to_string(), |l| l.to_string());
+                        println!(
+                            "{:>9}  {:>6}  {:<12}  {:>16}  {:>16}",
+                            p.partition, leader, replicas, p.log_start_offset, p.high_watermark
+                        );
+                    }
+                }
+            }
+        }
+        TopicCmd::Delete { name } => {
+            client.delete_topic(&name).await?;
+            match out {
+                Output::Json => println!("{}", json!({ "deleted": name })),
+                Output::Text => println!("deleted topic {name}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_json(t: &TopicInfo) -> serde_json::Value {
+    let parts: Vec<_> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.partition,
+                "leader": p.leader,
+                "replicas": p.replicas,
+                "log_start_offset": p.log_start_offset,
+                "high_watermark": p.high_watermark,
+            })
+        })
+        .collect();
+    json!({ "name": t.name, "topic_id": t.topic_id, "partitions": parts })
+}

@@ -1,0 +1,424 @@
+//! Connections, the metadata cache and leader-routed requests.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use replog_proto::codes::ErrorCode;
+use replog_proto::pb::{self, replog_client::ReplogClient};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, LeaderHint, Result};
+
+/// Client settings. The defaults suit a local cluster and most deployments.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Per-attempt RPC timeout (a long-poll fetch adds its wait to this).
+    pub request_timeout: Duration,
+    /// Total time a request may spend retrying NOT_LEADER / UNAVAILABLE.
+    /// Leader elections take 1–2 s, so this must be several times that.
+    pub retry_deadline: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(10),
+            retry_deadline: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(1000),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A topic as the cluster describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub topic_id: u64,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// Node id of the leader; `None` while there is none.
+    pub leader: Option<u64>,
+    pub replicas: Vec<u64>,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+}
+
+impl From<pb::TopicMetadata> for TopicInfo {
+    fn from(t: pb::TopicMetadata) -> Self {
+        TopicInfo {
+            name: t.name,
+            topic_id: t.topic_id,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition,
+                    leader: (p.leader != 0).then_some(p.leader),
+                    replicas: p.replicas,
+                    log_start_offset: p.log_start_offset,
+                    high_watermark: p.high_watermark,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct MetaCache {
+    nodes: HashMap<u64, String>,
+    topics: HashMap<String, TopicInfo>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    bootstrap: Vec<String>,
+    conns: Mutex<HashMap<String, ReplogClient<Channel>>>,
+    meta: Mutex<MetaCache>,
+}
+
+/// A handle to a replog cluster. Cheap to clone; clones share connections
+/// and the metadata cache.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects using `bootstrap` addresses (`host:port`). Fails if none of
+    /// them answers a metadata request within the retry deadline.
+    pub async fn connect<I, S>(bootstrap: I) -> Result<Client>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::connect_with(bootstrap, ClientConfig::default()).await
+    }
+
+    pub async fn connect_with<I, S>(bootstrap: I, config: ClientConfig) -> Result<Client>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let bootstrap: Vec<String> = bootstrap.into_iter().map(Into::into).filter(|s| !s.is_empty()).collect();
+        if bootstrap.is_empty() {
+            return Err(Error::InvalidArgument("no bootstrap address given".into()));
+        }
+        for a in &bootstrap {
+            if !a.contains(':') {
+                return Err(Error::InvalidArgument(format!("bootstrap address {a:?} is not host:port")));
+            }
+        }
+        let client = Client {
+            inner: Arc::new(Inner { config, bootstrap, conns: Mutex::default(), meta: Mutex::default() }),
+        };
+        client.refresh_metadata(&[]).await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn conn(&self, addr: &str) -> Result<ReplogClient<Channel>> {
+        let mut conns = self.inner.conns.lock().expect("conns lock");
+        if let Some(c) = conns.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::InvalidArgument(format!("bad address {addr}: {e}")))?
+            .connect_timeout(self.inner.config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let c = ReplogClient::new(ep.connect_lazy())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Addresses to try for cluster-wide requests: known nodes first, then
+    /// the bootstrap list.
+    fn any_addrs(&self) -> Vec<String> {
+        let meta = self.inner.meta.lock().expect("meta lock");
+        let mut v: Vec<String> = meta.nodes.values().cloned().collect();
+        v.sort();
+        for b in &self.inner.bootstrap {
+            if !v.contains(b) {
+                v.push(b.clone());
+            }
+        }
+        v
+    }
+
+    /// Runs `f` against some node, retrying retryable errors with backoff
+    /// until the deadline. `f` gets the attempt number and picks its address.
+    pub(crate) async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let cfg = &self.inner.config;
+        let start = Instant::now();
+        let mut backoff = cfg.backoff_initial;
+        let mut attempt = 0u32;
+        loop {
+            let err = match f(attempt).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            attempt += 1;
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            let elapsed = start.elapsed();
+            if elapsed + backoff > cfg.retry_deadline {
+                return Err(Error::DeadlineExceeded {
+                    attempts: attempt,
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    last: Box::new(err),
+                });
+            }
+            // A NOT_LEADER with an address is worth an immediate retry there.
+            let hinted = matches!(&err, Error::Broker { leader: Some(LeaderHint { addr: Some(_), .. }), .. });
+            if !hinted || attempt > 3 {
+                let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
+                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                backoff = (backoff * 2).min(cfg.backoff_max);
+            }
+        }
+    }
+
+    /// Sends a cluster-wide request to any node, rotating on failure.
+    async fn any_node<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(ReplogClient<Channel>, String) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retry(|attempt| {
+            let addrs = self.any_addrs();
+            let addr = addrs[attempt as usize % addrs.len()].clone();
+            let conn = self.conn(&addr);
+            let fut = conn.map(|c| f(c, addr.clone()));
+            async move {
+                let resp = fut?.await.map_err(|s| Error::from_status(&addr, s))?;
+                Ok(resp.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Fetches metadata for `topics` (all when empty) and updates the cache.
+    pub async fn refresh_metadata(&self, topics: &[String]) -> Result<Vec<TopicInfo>> {
+        let timeout = self.inner.config.request_timeout;
+        let resp = self
+            .any_node(|mut c, _| {
+                let mut req = tonic::Request::new(pb::MetadataRequest { topics: topics.to_vec() });
+                req.set_timeout(timeout);
+                async move { c.metadata(req).await }
+            })
+            .await?;
+        let infos: Vec<TopicInfo> = resp.topics.into_iter().map(TopicInfo::from).collect();
+        let mut meta = self.inner.meta.lock().expect("meta lock");
+        for n in resp.nodes {
+            meta.nodes.insert(n.id, n.addr);
+        }
+        if topics.is_empty() {
+            meta.topics.clear();
+        }
+        for t in &infos {
+            meta.topics.insert(t.name.clone(), t.clone());
+        }
+        Ok(infos)
+    }
+
+    /// The cached description of `topic`, fetched if absent.
+    pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
+        if let Some(t) = self.inner.meta.lock().expect("meta lock").topics.get(topic) {
+            return Ok(t.clone());
+        }
+        let infos = self.refresh_metadata(&[topic.to_string()]).await?;
+        infos.into_iter().find(|t| t.name == topic).ok_or_else(|| Error::Broker {
+            code: ErrorCode::UnknownTopic,
+            message: format!("topic {topic:?} does not exist"),
+            leader: None,
+        })
+    }
+
+    fn forget_topic(&self, topic: &str) {
+        self.inner.meta.lock().expect("meta lock").topics.remove(topic);
+    }
+
+    /// Address to send a partition request to on this attempt: the cached
+    /// leader, else a replica chosen by the attempt number.
+    async fn partition_addr(&self, topic: &str, partition: u32, attempt: u32) -> Result<String> {
+        let info = self.topic(topic).await?;
+        let p = info.partitions.get(partition as usize).ok_or_else(|| Error::Broker {
+            code: ErrorCode::UnknownPartition,
+            message: format!("topic {topic:?} has {} partitions; {partition} is out of range", info.partitions.len()),
+            leader: None,
+        })?;
+        let meta = self.inner.meta.lock().expect("meta lock");
+        let node = match p.leader {
+            Some(l) if meta.nodes.contains_key(&l) => l,
+            _ if p.replicas.is_empty() => return Err(Error::Corrupt(format!("{topic}/{partition} has no replicas"))),
+            _ => p.replicas[attempt as usize % p.replicas.len()],
+        };
+        meta.nodes.get(&node).cloned().ok_or_else(|| Error::Corrupt(format!("node {node} has no address")))
+    }
+
+    /// Records what a failed partition request taught us about the leader.
+    fn learn(&self, topic: &str, partition: u32, err: &Error) {
+        if !err.is_retryable() {
+            return;
+        }
+        let mut meta = self.inner.meta.lock().expect("meta lock");
+        if let Error::Broker { leader: Some(LeaderHint { id, addr }), .. } = err {
+            if let Some(addr) = addr {
+                meta.nodes.insert(*id, addr.clone());
+            }
+            if let Some(p) = meta.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) {
+                p.leader = Some(*id);
+                return;
+            }
+        }
+        // No usable hint: drop the entry so that the next attempt refreshes.
+        meta.topics.remove(topic);
+    }
+
+    /// Runs a partition request at the partition's leader, following
+    /// NOT_LEADER hints and refreshing metadata until the retry deadline.
+    pub(crate) async fn at_leader<T, F, Fut>(&self, topic: &str, partition: u32, f: F) -> Result<T>
+    where
+        F: Fn(ReplogClient<Channel>, String) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retry(|attempt| {
+            let f = &f;
+            async move {
+                let addr = self.partition_addr(topic, partition, attempt).await?;
+                let conn = self.conn(&addr)?;
+                match f(conn, addr.clone()).await {
+                    Ok(r) => Ok(r.into_inner()),
+                    Err(s) => {
+                        let e = Error::from_status(&addr, s);
+                        self.learn(topic, partition, &e);
+                        Err(e)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Appends one encoded batch to a partition at its leader and returns the
+    /// batch's base offset. Retries NOT_LEADER / UNAVAILABLE; a retry after an
+    /// indeterminate failure may append the batch twice unless the batch
+    /// carries an idempotent producer id.
+    pub async fn produce_batch(&self, topic: &str, partition: u32, batch: Bytes, acks: pb::Acks) -> Result<pb::ProduceResponse> {
+        let timeout = self.inner.config.request_timeout;
+        self.at_leader(topic, partition, |mut c, _| {
+            let mut req = tonic::Request::new(pb::ProduceRequest {
+                topic: topic.to_string(),
+                partition,
+                batch: batch.clone(),
+                acks: acks as i32,
+                timeout_ms: timeout.as_millis() as u32,
+            });
+            req.set_timeout(timeout + Duration::from_secs(1));
+            async move { c.produce(req).await }
+        })
+        .await
+    }
+
+    /// Raw fetch at the leader (or at the node `replica_addr` when given).
+    pub async fn fetch_raw(&self, req: pb::FetchRequest, replica_addr: Option<&str>) -> Result<pb::FetchResponse> {
+        let timeout = self.inner.config.request_timeout + Duration::from_millis(req.max_wait_ms as u64);
+        let call = move |mut c: ReplogClient<Channel>, req: pb::FetchRequest| {
+            let mut r = tonic::Request::new(req);
+            r.set_timeout(timeout);
+            async move { c.fetch(r).await }
+        };
+        match replica_addr {
+            Some(addr) => {
+                let c = self.conn(addr)?;
+                let r = call(c, pb::FetchRequest { replica_read: true, ..req }).await;
+                r.map(|r| r.into_inner()).map_err(|s| Error::from_status(addr, s))
+            }
+            None => {
+                let (topic, partition) = (req.topic.clone(), req.partition);
+                self.at_leader(&topic, partition, |c, _| call(c, req.clone())).await
+            }
+        }
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: u32, replication_factor: u32) -> Result<TopicInfo> {
+        let timeout = self.inner.config.request_timeout + Duration::from_secs(10);
+        let resp = self
+            .any_node(|mut c, _| {
+                let mut req = tonic::Request::new(pb::CreateTopicRequest {
+                    name: name.to_string(),
+                    partitions,
+                    replication_factor,
+                });
+                req.set_timeout(timeout);
+                async move { c.create_topic(req).await }
+            })
+            .await?;
+        let info = TopicInfo::from(resp.topic.unwrap_or_default());
+        self.inner.meta.lock().expect("meta lock").topics.insert(info.name.clone(), info.clone());
+        Ok(info)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let timeout = self.inner.config.request_timeout;
+        self.any_node(|mut c, _| {
+            let mut req = tonic::Request::new(pb::DeleteTopicRequest { name: name.to_string() });
+            req.set_timeout(timeout);
+            async move { c.delete_topic(req).await }
+        })
+        .await?;
+        self.forget_topic(name);
+        Ok(())
+    }
+
+    /// Every topic, with fresh leaders and offsets.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        let mut v = self.refresh_metadata(&[]).await?;
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// One topic, with fresh leaders and offsets.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        self.forget_topic(name);
+        self.topic(name).await
+    }
+
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse> {
+        let timeout = self.inner.config.request_timeout;
+        self.any_node(|mut c, _| {
+            let mut req = tonic::Request::new(pb::ClusterStatusRequest {});
+            req.set_timeout(timeout);
+            async move { c.cluster_status(req).await }
+        })
+        .await
+    }
+
+    /// Address of node `id` as last seen in metadata.
+    pub fn node_addr(&self, id: u64) -> Option<String> {
+        self.inner.meta.lock().expect("meta lock").nodes.get(&id).cloned()
+    }
+}

@@ -1,0 +1,83 @@
+//! SDK errors.
+
+use replog_proto::codes::{CODE_KEY, ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The broker refused the request with a stable code.
+    #[error("{code}: {message}")]
+    Broker { code: ErrorCode, message: String, leader: Option<LeaderHint> },
+    /// The request could not reach a broker, or the connection broke. Whether
+    /// a write sent this way was applied is unknown.
+    #[error("transport error talking to {addr}: {message}")]
+    Transport { addr: String, message: String },
+    /// Retries ran out of time; `last` is the last error seen.
+    #[error("gave up after {attempts} attempts in {elapsed_ms} ms; last error: {last}")]
+    DeadlineExceeded { attempts: u32, elapsed_ms: u64, last: Box<Error> },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("corrupt data from broker: {0}")]
+    Corrupt(String),
+}
+
+/// Where the broker believes the leader is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub id: u64,
+    pub addr: Option<String>,
+}
+
+impl Error {
+    /// The broker's error code, if the broker answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Broker { code, .. } => Some(*code),
+            Error::DeadlineExceeded { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed if retried (possibly elsewhere).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Broker { code, .. } => code.is_retryable(),
+            Error::Transport { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a write that failed this way may still have been applied.
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Broker { code, .. } => *code == ErrorCode::Timeout || *code == ErrorCode::Unavailable,
+            Error::DeadlineExceeded { last, .. } => last.is_indeterminate(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn from_status(addr: &str, status: tonic::Status) -> Error {
+        let md = status.metadata();
+        let code = md
+            .get(CODE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(ErrorCode::from_u16);
+        match code {
+            Some(code) => {
+                let leader = md
+                    .get(LEADER_ID_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .map(|id| LeaderHint {
+                        id,
+                        addr: md.get(LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()).map(str::to_string),
+                    });
+                Error::Broker { code, message: status.message().to_string(), leader }
+            }
+            None => Error::Transport { addr: addr.to_string(), message: format!("{}: {}", status.code(), status.message()) },
+        }
+    }
+}
