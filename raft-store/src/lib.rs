@@ -1,1 +1,29 @@
+//! openraft storage for replog on sled.
+//!
+//! - [`types`]: the Raft type configuration shared by every group, and the
+//!   commands (`Request`) and results (`Response`) entries carry.
+//! - [`store`]: the node's one sled database, trees per group, and the
+//!   group-commit flusher that makes appends durable (flush + fsync).
+//! - [`log_store`]: `RaftLogStorage` for one group.
+//! - [`partition`]: a partition's state — the offset index over the Raft
+//!   log, the high watermark — and the read path for fetch.
+//! - [`controller`]: the cluster metadata the controller group replicates.
+//! - [`state_machine`]: `RaftStateMachine` for both kinds of group, with
+//!   snapshots.
+//!
+//! Storage shape: the Raft log *is* the partition log. A producer batch is
+//! one Raft entry, written once; applying it only records
+//! `base offset → log index` in the offset index. Logs are not purged by
+//! openraft (snapshot policy `Never`); only retention may release a prefix.
 
+pub mod controller;
+pub mod log_store;
+pub mod partition;
+pub mod state_machine;
+pub mod store;
+pub mod types;
+
+pub use log_store::LogStore;
+pub use state_machine::GroupStateMachine;
+pub use store::{FlushStats, Store, StoreConfig};
+pub use types::*;

@@ -1,0 +1,151 @@
+//! Cluster metadata replicated by the controller group (group 0): nodes,
+//! topics, and each partition's Raft group and replica set.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{GroupId, NodeId};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMeta {
+    pub nodes: BTreeMap<NodeId, NodeMeta>,
+    pub topics: BTreeMap<String, TopicMeta>,
+    pub next_topic_id: u64,
+    pub next_group_id: GroupId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMeta {
+    pub id: NodeId,
+    /// Client and peer gRPC address (`host:port`).
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: u64,
+    pub partitions: Vec<PartitionMeta>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// The Raft group replicating this partition.
+    pub group: GroupId,
+    /// Replica nodes; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerCmd {
+    RegisterNode { id: NodeId, addr: String },
+    /// Replica sets are chosen by the controller leader before proposing,
+    /// so that every replica applies the same placement.
+    CreateTopic { name: String, replicas: Vec<Vec<NodeId>>, created_ms: i64 },
+    DeleteTopic { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerResult {
+    Done,
+    TopicCreated(TopicMeta),
+    TopicExists(String),
+    UnknownTopic(String),
+    Invalid(String),
+}
+
+impl ClusterMeta {
+    pub fn apply(&mut self, cmd: ControllerCmd) -> ControllerResult {
+        match cmd {
+            ControllerCmd::RegisterNode { id, addr } => {
+                self.nodes.insert(id, NodeMeta { id, addr });
+                ControllerResult::Done
+            }
+            ControllerCmd::CreateTopic { name, replicas, created_ms } => {
+                if self.topics.contains_key(&name) {
+                    return ControllerResult::TopicExists(name);
+                }
+                if replicas.is_empty() || replicas.iter().any(|r| r.is_empty()) {
+                    return ControllerResult::Invalid("every partition needs at least one replica".into());
+                }
+                if let Some(n) = replicas.iter().flatten().find(|n| !self.nodes.contains_key(n)) {
+                    return ControllerResult::Invalid(format!("unknown node {n} in replica set"));
+                }
+                self.next_topic_id += 1;
+                let partitions = replicas
+                    .into_iter()
+                    .map(|replicas| {
+                        self.next_group_id += 1;
+                        PartitionMeta { group: self.next_group_id, replicas }
+                    })
+                    .collect();
+                let t = TopicMeta { name: name.clone(), id: self.next_topic_id, partitions, created_ms };
+                self.topics.insert(name, t.clone());
+                ControllerResult::TopicCreated(t)
+            }
+            ControllerCmd::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(_) => ControllerResult::Done,
+                None => ControllerResult::UnknownTopic(name),
+            },
+        }
+    }
+
+    /// Every partition group `node` is a replica of, with its replica set.
+    pub fn groups_of(&self, node: NodeId) -> BTreeMap<GroupId, Vec<NodeId>> {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.replicas.contains(&node))
+            .map(|p| (p.group, p.replicas.clone()))
+            .collect()
+    }
+
+    /// Finds the topic and partition number of a group.
+    pub fn locate(&self, group: GroupId) -> Option<(&TopicMeta, u32)> {
+        self.topics.values().find_map(|t| {
+            t.partitions.iter().position(|p| p.group == group).map(|i| (t, i as u32))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta3() -> ClusterMeta {
+        let mut m = ClusterMeta::default();
+        for id in 1..=3 {
+            m.apply(ControllerCmd::RegisterNode { id, addr: format!("127.0.0.1:700{id}") });
+        }
+        m
+    }
+
+    #[test]
+    fn create_assigns_fresh_groups_and_refuses_duplicates() {
+        let mut m = meta3();
+        let r = m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![1, 2], vec![2, 3]], created_ms: 0 });
+        let ControllerResult::TopicCreated(t) = r else { panic!("{r:?}") };
+        assert_eq!(t.partitions.iter().map(|p| p.group).collect::<Vec<_>>(), vec![1, 2]);
+        let again = m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![1]], created_ms: 0 });
+        assert_eq!(again, ControllerResult::TopicExists("a".into()));
+        // Groups are never reused, even after a delete.
+        m.apply(ControllerCmd::DeleteTopic { name: "a".into() });
+        let ControllerResult::TopicCreated(t) =
+            m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![3]], created_ms: 0 })
+        else {
+            panic!()
+        };
+        assert_eq!(t.partitions[0].group, 3);
+        assert_eq!(m.groups_of(3).keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn unknown_nodes_are_refused() {
+        let mut m = meta3();
+        let r = m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![9]], created_ms: 0 });
+        assert!(matches!(r, ControllerResult::Invalid(_)));
+        assert!(m.topics.is_empty());
+    }
+}

@@ -1,0 +1,305 @@
+//! `RaftStateMachine` for replog groups.
+//!
+//! A group is either the controller (cluster metadata) or a partition
+//! (offset index over the Raft log). Applying a batch of entries ends with
+//! one atomic sled batch holding the new applied log id, membership and
+//! state, so the persisted state machine is always consistent with its own
+//! applied index; it is not fsync'd, because openraft re-applies committed
+//! entries from that index on restart.
+//!
+//! Snapshots carry everything a replica needs to serve the group: the
+//! cluster metadata, or a partition's state *and every retained batch*, so a
+//! replica that installs one can serve (and lead) without losing records.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::controller::{ClusterMeta, ControllerCmd, ControllerResult};
+use crate::partition::{
+    IndexEntry, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, batch_key, index_key,
+};
+use crate::store::{Store, decode, encode, sled_err};
+use crate::types::{GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_CLUSTER: &[u8] = b"cluster";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// What a group's state machine holds.
+pub enum Kind {
+    Controller { meta: ClusterMeta, tx: watch::Sender<Arc<ClusterMeta>> },
+    Partition { state: PartitionState, tx: watch::Sender<Offsets> },
+}
+
+pub struct GroupStateMachine {
+    group: GroupId,
+    sm: sled::Tree,
+    log: sled::Tree,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    kind: Kind,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    data: SnapshotKind,
+}
+
+#[derive(Serialize, Deserialize)]
+enum SnapshotKind {
+    Controller(ClusterMeta),
+    Partition { state: PartitionState, batches: Vec<(u64, u32, i64, Bytes)> },
+}
+
+impl GroupStateMachine {
+    /// Opens (or creates) the controller group's state machine.
+    pub fn open_controller(store: &Arc<Store>, group: GroupId) -> io::Result<GroupStateMachine> {
+        let sm = store.sm_tree(group)?;
+        let meta: ClusterMeta = match sm.get(KEY_CLUSTER).map_err(sled_err)? {
+            Some(v) => decode(&v)?,
+            None => ClusterMeta::default(),
+        };
+        let (tx, _) = watch::channel(Arc::new(meta.clone()));
+        Self::open(store, group, sm, Kind::Controller { meta, tx })
+    }
+
+    /// Opens (or creates) a partition group's state machine.
+    pub fn open_partition(store: &Arc<Store>, group: GroupId) -> io::Result<GroupStateMachine> {
+        let sm = store.sm_tree(group)?;
+        let state: PartitionState = match sm.get(KEY_STATE).map_err(sled_err)? {
+            Some(v) => decode(&v)?,
+            None => PartitionState::default(),
+        };
+        let (tx, _) = watch::channel(Offsets::from(state));
+        Self::open(store, group, sm, Kind::Partition { state, tx })
+    }
+
+    fn open(store: &Arc<Store>, group: GroupId, sm: sled::Tree, kind: Kind) -> io::Result<GroupStateMachine> {
+        let (last_applied, membership) = match sm.get(KEY_APPLIED).map_err(sled_err)? {
+            Some(v) => decode(&v)?,
+            None => (None, StoredMembership::default()),
+        };
+        Ok(GroupStateMachine { group, sm, log: store.log_tree(group)?, last_applied, membership, kind })
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Watches the cluster metadata (controller group only).
+    pub fn cluster_watch(&self) -> Option<watch::Receiver<Arc<ClusterMeta>>> {
+        match &self.kind {
+            Kind::Controller { tx, .. } => Some(tx.subscribe()),
+            Kind::Partition { .. } => None,
+        }
+    }
+
+    /// Read access for fetch (partition groups only).
+    pub fn reader(&self) -> Option<PartitionReader> {
+        match &self.kind {
+            Kind::Partition { tx, .. } => {
+                Some(PartitionReader { log: self.log.clone(), sm: self.sm.clone(), offsets: tx.subscribe() })
+            }
+            Kind::Controller { .. } => None,
+        }
+    }
+
+    fn apply_request(&mut self, req: Request, index: u64, batch: &mut sled::Batch) -> Response {
+        match (&mut self.kind, req) {
+            (Kind::Partition { state, .. }, Request::Append { record_count, max_timestamp_ms, .. }) => {
+                let base = state.next_offset;
+                let ie = IndexEntry { location: Location::Log(index), record_count, max_timestamp_ms };
+                batch.insert(&index_key(base)[..], &ie.encode()[..]);
+                state.next_offset += record_count as u64;
+                Response::Appended { base_offset: base, record_count }
+            }
+            (Kind::Controller { meta, .. }, Request::Controller(cmd)) => Response::Controller(meta.apply(cmd)),
+            (Kind::Controller { .. }, r) => Response::Rejected(format!("controller group cannot apply {r}")),
+            (Kind::Partition { .. }, Request::Controller(ControllerCmd::RegisterNode { .. }))
+            | (Kind::Partition { .. }, Request::Controller(_)) => {
+                Response::Controller(ControllerResult::Invalid("not the controller group".into()))
+            }
+        }
+    }
+
+    fn persist_state(&self, batch: &mut sled::Batch) -> io::Result<()> {
+        batch.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
+        match &self.kind {
+            Kind::Controller { meta, .. } => batch.insert(KEY_CLUSTER, encode(meta)?),
+            Kind::Partition { state, .. } => batch.insert(KEY_STATE, encode(state)?),
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        match &self.kind {
+            Kind::Controller { meta, tx } => {
+                if **tx.borrow() != *meta {
+                    tx.send_replace(Arc::new(meta.clone()));
+                }
+            }
+            Kind::Partition { state, tx } => {
+                tx.send_if_modified(|o| {
+                    let new = Offsets::from(*state);
+                    let changed = *o != new;
+                    *o = new;
+                    changed
+                });
+            }
+        }
+    }
+}
+
+/// Builds a snapshot from the state captured when the builder was made.
+pub struct SnapshotBuilder {
+    sm: sled::Tree,
+    log: sled::Tree,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    data: BuilderData,
+}
+
+enum BuilderData {
+    Controller(ClusterMeta),
+    Partition(PartitionState),
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let data = match &self.data {
+            BuilderData::Controller(m) => SnapshotKind::Controller(m.clone()),
+            BuilderData::Partition(state) => {
+                // Batches below the captured next offset are immutable, so
+                // reading them while apply goes on is consistent.
+                let reader = PartitionReader {
+                    log: self.log.clone(),
+                    sm: self.sm.clone(),
+                    // Bounded by the captured state, not the live one.
+                    offsets: watch::channel(Offsets::from(*state)).1,
+                };
+                let batches = reader
+                    .read(state.log_start_offset, usize::MAX, usize::MAX)?
+                    .into_iter()
+                    .map(|b| {
+                        let ts = replog_proto::batch::peek_header(&b.batch).map(|h| h.max_timestamp_ms).unwrap_or(0);
+                        (b.base_offset, b.record_count, ts, b.batch)
+                    })
+                    .collect();
+                SnapshotKind::Partition { state: *state, batches }
+            }
+        };
+        let body = SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), data };
+        let bytes = encode(&body)?;
+        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone() };
+        self.sm.insert(KEY_SNAPSHOT, encode(&(&meta, &bytes))?).map_err(sled_err)?;
+        Ok(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for GroupStateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut replies = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            self.last_applied = Some(log_id);
+            let resp = match entry.payload {
+                EntryPayload::Blank => Response::None,
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(log_id), m);
+                    Response::None
+                }
+                EntryPayload::Normal(req) => self.apply_request(req, log_id.index, &mut batch),
+            };
+            if let Some(r) = responder {
+                replies.push((r, resp));
+            }
+        }
+        self.persist_state(&mut batch)?;
+        self.sm.apply_batch(batch).map_err(sled_err)?;
+        self.publish();
+        for (r, resp) in replies {
+            r.send(resp);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let data = match &self.kind {
+            Kind::Controller { meta, .. } => BuilderData::Controller(meta.clone()),
+            Kind::Partition { state, .. } => BuilderData::Partition(*state),
+        };
+        SnapshotBuilder {
+            sm: self.sm.clone(),
+            log: self.log.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            data,
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let body: SnapshotBody = decode(&bytes)?;
+        let mut batch = sled::Batch::default();
+        // Replace everything: the snapshot is the whole state.
+        for kv in self.sm.iter() {
+            batch.remove(kv.map_err(sled_err)?.0);
+        }
+        match (&mut self.kind, body.data) {
+            (Kind::Controller { meta: m, .. }, SnapshotKind::Controller(new)) => *m = new,
+            (Kind::Partition { state, .. }, SnapshotKind::Partition { state: new, batches }) => {
+                *state = new;
+                for (base, count, ts, data) in batches {
+                    let ie = IndexEntry { location: Location::Snapshot, record_count: count, max_timestamp_ms: ts };
+                    batch.insert(&index_key(base)[..], &ie.encode()[..]);
+                    batch.insert(&batch_key(base)[..], data.as_ref());
+                }
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot for group {} is of the wrong kind", self.group),
+                ));
+            }
+        }
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.persist_state(&mut batch)?;
+        batch.insert(KEY_SNAPSHOT, encode(&(meta, &bytes))?);
+        self.sm.apply_batch(batch).map_err(sled_err)?;
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        match self.sm.get(KEY_SNAPSHOT).map_err(sled_err)? {
+            Some(v) => {
+                let (meta, bytes): (SnapshotMeta, Vec<u8>) = decode(&v)?;
+                Ok(Some(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) }))
+            }
+            None => Ok(None),
+        }
+    }
+}
