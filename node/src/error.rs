@@ -1,0 +1,90 @@
+//! Node errors, their stable wire codes, and the one mapping to
+//! `tonic::Status`.
+
+use replog_proto::codes::{CODE_KEY, ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY};
+
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has {count} partitions; partition {partition} does not exist")]
+    UnknownPartition { topic: String, partition: u32, count: u32 },
+    #[error("this node does not lead {what}")]
+    NotLeader { what: String, leader: Option<(u64, String)> },
+    #[error("offset {offset} is outside the log [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange { offset: u64, log_start: u64, high_watermark: u64 },
+    #[error("{0}")]
+    RecordTooLarge(String),
+    #[error("batch of {size} bytes exceeds the limit of {limit} bytes")]
+    BatchTooLarge { size: usize, limit: usize },
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    #[error("replication factor {requested} is invalid: {reason}")]
+    InvalidReplicationFactor { requested: u32, reason: String },
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(String),
+    #[error("corrupt batch: {0}")]
+    CorruptBatch(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("storage error: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+impl NodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            NodeError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            NodeError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+            NodeError::NotLeader { .. } => ErrorCode::NotLeader,
+            NodeError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            NodeError::RecordTooLarge(_) => ErrorCode::RecordTooLarge,
+            NodeError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+            NodeError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+            NodeError::TopicAlreadyExists(_) => ErrorCode::TopicAlreadyExists,
+            NodeError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+            NodeError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            NodeError::CorruptBatch(_) => ErrorCode::CorruptBatch,
+            NodeError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            NodeError::Unavailable(_) => ErrorCode::Unavailable,
+            NodeError::Timeout(_) => ErrorCode::Timeout,
+            NodeError::Internal(_) => ErrorCode::Internal,
+            NodeError::Storage(_) => ErrorCode::Storage,
+        }
+    }
+}
+
+impl From<NodeError> for tonic::Status {
+    fn from(e: NodeError) -> tonic::Status {
+        let code = e.code();
+        let grpc = match code {
+            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => tonic::Code::NotFound,
+            ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
+            ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
+            ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
+            ErrorCode::Internal | ErrorCode::Storage => tonic::Code::Internal,
+            _ => tonic::Code::InvalidArgument,
+        };
+        let mut status = tonic::Status::new(grpc, format!("{}: {e}", code.name()));
+        let md = status.metadata_mut();
+        md.insert(CODE_KEY, code.as_u16().to_string().parse().expect("digits are valid metadata"));
+        if let NodeError::NotLeader { leader: Some((id, addr)), .. } = &e {
+            md.insert(LEADER_ID_KEY, id.to_string().parse().expect("digits are valid metadata"));
+            if let Ok(v) = addr.parse() {
+                md.insert(LEADER_ADDR_KEY, v);
+            }
+        }
+        status
+    }
+}

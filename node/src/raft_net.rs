@@ -1,0 +1,158 @@
+//! Raft transport, client side: one gRPC channel per peer shared by every
+//! group; each call names its group. Payloads are openraft's own messages
+//! encoded with bincode inside a protobuf envelope.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
+use replog_proto::pb::RaftMessage;
+use replog_proto::pb::raft_peer_client::RaftPeerClient;
+use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+/// Floor for an append's deadline: openraft passes the heartbeat interval,
+/// which is too short for a large batch on a busy machine.
+const MIN_APPEND_DEADLINE: Duration = Duration::from_secs(3);
+/// Snapshots carry whole partitions.
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(300);
+const VOTE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Connections to peers, one channel each (HTTP/2 multiplexes the groups).
+#[derive(Default)]
+pub struct PeerPool {
+    conns: Mutex<HashMap<String, RaftPeerClient<Channel>>>,
+}
+
+impl PeerPool {
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+        let mut conns = self.conns.lock().expect("peer pool lock");
+        if let Some(c) = conns.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(3));
+        let c = RaftPeerClient::new(ep.connect_lazy())
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30);
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Builds per-peer clients for one group.
+pub struct NetworkFactory {
+    pub pool: Arc<PeerPool>,
+    pub group: GroupId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
+        PeerConn { pool: self.pool.clone(), group: self.group, target, addr: node.addr.clone() }
+    }
+}
+
+/// One group's view of one peer.
+pub struct PeerConn {
+    pool: Arc<PeerPool>,
+    group: GroupId,
+    target: NodeId,
+    addr: String,
+}
+
+type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
+
+fn net_err(msg: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(msg.to_string()))
+}
+
+impl PeerConn {
+    async fn call<Req, Resp, F, Fut>(&self, req: &Req, deadline: Duration, f: F) -> RpcResult<Resp>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let payload = bincode::serialize(req).map_err(net_err)?;
+        let client = self.pool.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
+        let mut r = tonic::Request::new(RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() });
+        r.set_timeout(deadline);
+        let resp = match tokio::time::timeout(deadline, f(client, r)).await {
+            Err(_) => return Err(net_err(format!("no answer from node {} within {deadline:?}", self.target))),
+            Ok(Err(status)) => {
+                let msg = format!("node {} ({}): {}", self.target, self.addr, status.message());
+                return Err(match status.code() {
+                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(msg)),
+                    _ => net_err(msg),
+                });
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if !resp.error.is_empty() {
+            // Usually "unknown group": the peer has not created it yet. Retry soon.
+            return Err(net_err(format!("node {}: {}", self.target, resp.error)));
+        }
+        bincode::deserialize(&resp.payload).map_err(net_err)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConn {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
+        let deadline = option.hard_ttl().max(MIN_APPEND_DEADLINE);
+        self.call(&rpc, deadline, |mut c, r| async move { c.append_entries(r).await }).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> RpcResult<VoteResponse<TypeConfig>> {
+        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> RpcResult<VoteResponse<TypeConfig>> {
+        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.pre_vote(r).await }).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let send = self.call(&req, SNAPSHOT_DEADLINE, |mut c, r| async move { c.install_snapshot(r).await });
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = send => r.map_err(StreamingError::from),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<TransferLeaderResponse<TypeConfig>> {
+        self.call(&req, VOTE_DEADLINE, |mut c, r| async move { c.transfer_leader(r).await }).await
+    }
+}

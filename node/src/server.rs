@@ -1,0 +1,56 @@
+//! Wires a node: storage and groups, the gRPC server, the metrics endpoint.
+
+use std::future::Future;
+
+use replog_proto::pb::raft_peer_server::RaftPeerServer;
+use replog_proto::pb::replog_server::ReplogServer;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::NodeConfig;
+use crate::metrics::{self, Metrics};
+use crate::node::Node;
+use crate::service::ClientService;
+use crate::service::raft_peer::PeerService;
+
+/// Largest gRPC message accepted: a full batch plus framing (the batch
+/// limit itself is enforced with a clear error by the produce handler).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Runs a node until `shutdown` resolves, then stops it gracefully.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let node = Node::start(config.clone(), Metrics::new()).await?;
+    node.spawn_tasks();
+    info!(id = node.id, addr = %node.addr, data = %config.data_dir.display(), "replog node started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_task = tokio::spawn(metrics::serve(config.metrics_listen, node.clone(), stopped(stop_rx.clone())));
+
+    let client = ReplogServer::new(ClientService { node: node.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let peer = RaftPeerServer::new(PeerService { node: node.clone() })
+        .max_decoding_message_size(1 << 30)
+        .max_encoding_message_size(1 << 30);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(client)
+        .add_service(peer)
+        .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+    let grpc_task = tokio::spawn(grpc);
+
+    shutdown.await;
+    info!("shutting down");
+    // Hand off leadership while the gRPC server still answers peers.
+    node.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = grpc_task.await;
+    let _ = metrics_task.await;
+    info!("stopped");
+    Ok(())
+}

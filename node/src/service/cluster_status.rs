@@ -1,0 +1,32 @@
+//! Cluster status: every node, whether it answers, what it leads.
+
+use replog_proto::pb::{ClusterStatusResponse, NodeStatus};
+
+use crate::node::{ALIVE_WITHIN, Node};
+
+pub fn handle(node: &Node) -> ClusterStatusResponse {
+    let meta = node.meta();
+    let mut members: std::collections::BTreeMap<u64, String> = node.config.initial_cluster.clone();
+    members.extend(meta.nodes.values().map(|n| (n.id, n.addr.clone())));
+    let views = node.peer_views();
+    let me = node.node_info();
+    let nodes = members
+        .into_iter()
+        .map(|(id, addr)| {
+            if id == node.id {
+                return NodeStatus { id, addr, alive: true, leader_count: me.leader_count, replica_count: me.replica_count };
+            }
+            let v = views.get(&id);
+            let alive = v.and_then(|v| v.last_ok).is_some_and(|t| t.elapsed() < ALIVE_WITHIN);
+            let info = v.and_then(|v| v.info.as_ref()).filter(|_| alive);
+            NodeStatus {
+                id,
+                addr,
+                alive,
+                leader_count: info.map_or(0, |i| i.leader_count),
+                replica_count: info.map_or(0, |i| i.replica_count),
+            }
+        })
+        .collect();
+    ClusterStatusResponse { nodes, controller_leader: node.controller_leader().unwrap_or(0) }
+}

@@ -1,0 +1,43 @@
+//! Metadata: topics with partitions, replicas, current leaders and offsets.
+
+use replog_proto::pb::{BrokerInfo, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
+use replog_raft_store::controller::TopicMeta;
+
+use crate::node::Node;
+
+pub fn handle(node: &Node, req: MetadataRequest) -> MetadataResponse {
+    let meta = node.meta();
+    let topics = meta
+        .topics
+        .values()
+        .filter(|t| req.topics.is_empty() || req.topics.contains(&t.name))
+        .map(|t| topic_metadata(node, t))
+        .collect();
+    let mut nodes: Vec<BrokerInfo> = meta.nodes.values().map(|n| BrokerInfo { id: n.id, addr: n.addr.clone() }).collect();
+    if nodes.is_empty() {
+        // Before the controller registered anyone, the first cluster is known.
+        nodes = node.config.initial_cluster.iter().map(|(id, a)| BrokerInfo { id: *id, addr: a.clone() }).collect();
+    }
+    MetadataResponse { nodes, topics }
+}
+
+pub fn topic_metadata(node: &Node, t: &TopicMeta) -> TopicMetadata {
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let leader = node.leader_of(p.group, &p.replicas);
+            let (log_start_offset, high_watermark) = node.offsets_of(p.group, leader);
+            PartitionMetadata {
+                partition: i as u32,
+                group_id: p.group,
+                leader: leader.unwrap_or(0),
+                replicas: p.replicas.clone(),
+                log_start_offset,
+                high_watermark,
+            }
+        })
+        .collect();
+    TopicMetadata { name: t.name.clone(), topic_id: t.id, partitions }
+}

@@ -1,0 +1,93 @@
+//! Raft transport, server side — only for cluster peers. Each message names
+//! its group; the payload is the openraft request, bincode-encoded.
+
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use replog_proto::pb::RaftMessage;
+use replog_proto::pb::raft_peer_server::RaftPeer;
+use replog_raft_store::{Raft, SnapshotMeta, TypeConfig, Vote};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+
+pub struct PeerService {
+    pub node: Arc<Node>,
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> Result<Response<RaftMessage>, Status> {
+    let msg = match r.map_err(|e| e.to_string()).and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string())) {
+        Ok(payload) => RaftMessage { group_id: group, payload: payload.into(), error: String::new() },
+        Err(error) => RaftMessage { group_id: group, payload: Default::default(), error },
+    };
+    Ok(Response::new(msg))
+}
+
+impl PeerService {
+    fn raft(&self, group: u64) -> Result<Raft, String> {
+        if group == replog_raft_store::CONTROLLER_GROUP {
+            return Ok(self.node.controller.raft.clone());
+        }
+        self.node.group(group).map(|g| g.raft.clone()).ok_or_else(|| format!("unknown group {group}"))
+    }
+
+    fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, String> {
+        bincode::deserialize(&m.payload).map_err(|e| format!("undecodable payload: {e}"))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        let r = async {
+            let raft = self.raft(m.group_id)?;
+            let rpc: AppendEntriesRequest<TypeConfig> = Self::decode(&m)?;
+            raft.append_entries(rpc).await.map_err(|e| e.to_string())
+        };
+        reply(m.group_id, r.await)
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        let r = async {
+            let raft = self.raft(m.group_id)?;
+            let rpc: VoteRequest<TypeConfig> = Self::decode(&m)?;
+            raft.vote(rpc).await.map_err(|e| e.to_string())
+        };
+        reply(m.group_id, r.await)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        let r = async {
+            let raft = self.raft(m.group_id)?;
+            let rpc: VoteRequest<TypeConfig> = Self::decode(&m)?;
+            raft.pre_vote(rpc).await.map_err(|e| e.to_string())
+        };
+        reply(m.group_id, r.await)
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        let r = async {
+            let raft = self.raft(m.group_id)?;
+            let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = Self::decode(&m)?;
+            let snap = replog_raft_store::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
+            raft.install_full_snapshot(vote, snap).await.map_err(|e| e.to_string())
+        };
+        reply(m.group_id, r.await)
+    }
+
+    async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        let r = async {
+            let raft = self.raft(m.group_id)?;
+            let rpc: TransferLeaderRequest<TypeConfig> = Self::decode(&m)?;
+            raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string())
+        };
+        reply(m.group_id, r.await)
+    }
+}
