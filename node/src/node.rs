@@ -25,6 +25,19 @@ use crate::raft_net::{NetworkFactory, PeerPool};
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// A peer that has not answered for this long counts as down.
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
+/// How long non-preferred replicas let the preferred one initialize a new
+/// partition group before doing it themselves.
+const INIT_GRACE: Duration = Duration::from_secs(3);
+/// How often leaders check whether to hand back to preferred replicas.
+const BALANCE_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn initialize(raft: &Raft, members: BTreeMap<NodeId, BasicNode>) -> anyhow::Result<()> {
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.api_error().is_some() => Ok(()), // already initialized
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// One Raft group hosted here.
 pub struct Group {
@@ -64,6 +77,7 @@ pub struct Node {
     pub cluster: watch::Receiver<Arc<ClusterMeta>>,
     groups: RwLock<HashMap<GroupId, Arc<Group>>>,
     peers: Mutex<BTreeMap<NodeId, PeerView>>,
+    probe_conns: Mutex<HashMap<String, pb::replog_client::ReplogClient<tonic::transport::Channel>>>,
     pub metrics: Metrics,
     /// Serializes group creation and removal.
     reconcile_lock: tokio::sync::Mutex<()>,
@@ -104,6 +118,7 @@ impl Node {
             cluster,
             groups: RwLock::default(),
             peers: Mutex::default(),
+            probe_conns: Mutex::default(),
             metrics,
             reconcile_lock: tokio::sync::Mutex::new(()),
             config,
@@ -119,6 +134,8 @@ impl Node {
         tokio::spawn(async move { n.register_loop().await });
         let n = self.clone();
         tokio::spawn(async move { n.probe_loop().await });
+        let n = self.clone();
+        tokio::spawn(async move { n.balance_loop().await });
     }
 
     pub fn group(&self, id: GroupId) -> Option<Arc<Group>> {
@@ -271,12 +288,20 @@ impl Node {
                 .filter_map(|r| Some((*r, BasicNode { addr: meta.nodes.get(r)?.addr.clone() })))
                 .collect();
             let g = self.open_partition_group(*gid).await?;
-            // Every replica proposes the same initial membership; openraft
-            // accepts it once and refuses the rest harmlessly.
-            if let Err(e) = g.raft.initialize(members).await {
-                if e.api_error().is_none() {
-                    return Err(e.into());
-                }
+            // The preferred leader (first replica) initializes the group at
+            // once and so usually wins the first election; the others step
+            // in after a grace period if it could not. All propose the same
+            // membership, which openraft accepts once and refuses after.
+            if replicas.first() == Some(&self.id) {
+                initialize(&g.raft, members).await?;
+            } else {
+                let raft = g.raft.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(INIT_GRACE).await;
+                    if !raft.is_initialized().await.unwrap_or(true) {
+                        let _ = initialize(&raft, members).await;
+                    }
+                });
             }
             self.groups.write().expect("groups lock").insert(*gid, g);
             self.metrics.groups.set(self.groups.read().expect("groups lock").len() as i64);
@@ -310,42 +335,78 @@ impl Node {
         Ok(Arc::new(Group { id: gid, raft, reader }))
     }
 
-    /// The controller leader records every controller member in the
-    /// metadata, so placement and clients know their addresses.
-    async fn register_loop(self: Arc<Self>) {
+    /// Moves leadership of each partition this node leads back to its
+    /// preferred replica (the first) when that replica is alive, so leaders
+    /// stay spread as placement intended after failures heal.
+    async fn balance_loop(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if !self.controller.is_leader(self.id) {
-                continue;
-            }
-            let members: Vec<(NodeId, String)> = {
-                let m = self.controller.raft.metrics();
-                let m = m.borrow_watched();
-                m.membership_config.nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
-            };
+            tokio::time::sleep(BALANCE_INTERVAL).await;
             let meta = self.meta();
-            for (id, addr) in members {
-                if meta.nodes.get(&id).map(|n| &n.addr) != Some(&addr) {
-                    if let Err(e) = self.controller_write(ControllerCmd::RegisterNode { id, addr }).await {
-                        warn!("registering node {id}: {e}");
-                    }
+            let live = self.live_nodes();
+            for g in self.groups() {
+                if !g.is_leader(self.id) {
+                    continue;
+                }
+                let Some((t, p)) = meta.locate(g.id) else { continue };
+                let Some(&preferred) = t.partitions[p as usize].replicas.first() else { continue };
+                if preferred != self.id && live.contains(&preferred) {
+                    info!(group = g.id, to = preferred, "moving leadership to the preferred replica");
+                    let _ = g.raft.trigger().transfer_leader(preferred).await;
                 }
             }
         }
     }
 
+    /// The controller leader records every controller member in the
+    /// metadata, so placement and clients know their addresses.
+    async fn register_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.controller.is_leader(self.id) {
+                if let Err(e) = self.ensure_registered().await {
+                    warn!("registering nodes: {e}");
+                }
+            }
+        }
+    }
+
+    /// Registers every controller member missing from the metadata. Runs
+    /// on the controller leader.
+    pub async fn ensure_registered(&self) -> Result<()> {
+        let members: Vec<(NodeId, String)> = {
+            let m = self.controller.raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config.nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
+        };
+        let meta = self.meta();
+        for (id, addr) in members {
+            if meta.nodes.get(&id).map(|n| &n.addr) != Some(&addr) {
+                self.controller_write(ControllerCmd::RegisterNode { id, addr }).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Asks every known node for its `NodeInfo`: liveness, and who leads
     /// the groups this node does not host.
     async fn probe_loop(self: Arc<Self>) {
-        let mut conns: HashMap<String, pb::replog_client::ReplogClient<tonic::transport::Channel>> = HashMap::new();
         loop {
-            let meta = self.meta();
-            let mut targets: BTreeMap<NodeId, String> = self.config.initial_cluster.clone();
-            targets.extend(meta.nodes.values().map(|n| (n.id, n.addr.clone())));
-            targets.remove(&self.id);
-            let mut calls = Vec::new();
-            for (id, addr) in targets {
-                let client = match conns.get(&addr) {
+            self.probe_round().await;
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// One round of `NodeInfo` calls to every other known node.
+    pub async fn probe_round(&self) {
+        let meta = self.meta();
+        let mut targets: BTreeMap<NodeId, String> = self.config.initial_cluster.clone();
+        targets.extend(meta.nodes.values().map(|n| (n.id, n.addr.clone())));
+        targets.remove(&self.id);
+        let mut calls = Vec::new();
+        for (id, addr) in targets {
+            let client = {
+                let mut conns = self.probe_conns.lock().expect("probe conns lock");
+                match conns.get(&addr) {
                     Some(c) => c.clone(),
                     None => {
                         let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else { continue };
@@ -355,27 +416,24 @@ impl Node {
                         conns.insert(addr.clone(), c.clone());
                         c
                     }
-                };
-                calls.push(async move {
-                    let mut c = client;
-                    let mut req = tonic::Request::new(pb::NodeInfoRequest {});
-                    req.set_timeout(PROBE_INTERVAL * 2);
-                    let r = tokio::time::timeout(PROBE_INTERVAL * 2, c.node_info(req)).await;
-                    (id, r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
-                });
-            }
-            let results = futures::future::join_all(calls).await;
-            {
-                let mut peers = self.peers.lock().expect("peers lock");
-                for (id, info) in results {
-                    let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None });
-                    if let Some(info) = info {
-                        v.last_ok = Some(Instant::now());
-                        v.info = Some(info);
-                    }
                 }
+            };
+            calls.push(async move {
+                let mut c = client;
+                let mut req = tonic::Request::new(pb::NodeInfoRequest {});
+                req.set_timeout(PROBE_INTERVAL * 2);
+                let r = tokio::time::timeout(PROBE_INTERVAL * 2, c.node_info(req)).await;
+                (id, r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
+            });
+        }
+        let results = futures::future::join_all(calls).await;
+        let mut peers = self.peers.lock().expect("peers lock");
+        for (id, info) in results {
+            let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None });
+            if let Some(info) = info {
+                v.last_ok = Some(Instant::now());
+                v.info = Some(info);
             }
-            tokio::time::sleep(PROBE_INTERVAL).await;
         }
     }
 

@@ -55,12 +55,18 @@ pub async fn handle(node: &Node, mut req: CreateTopicRequest, forwarded: bool) -
         }
         return super::forward_to_controller(node, req, |mut c, r| async move { c.create_topic(r).await }).await;
     }
+    node.ensure_registered().await?;
     let meta = node.meta();
     if meta.topics.contains_key(&req.name) {
         return Err(NodeError::TopicAlreadyExists(req.name).into());
     }
-    let live = node.live_nodes();
     let rf = req.replication_factor;
+    let mut live = node.live_nodes();
+    if rf as usize > live.len() {
+        // The prober may not have heard from everyone yet (fresh start).
+        node.probe_round().await;
+        live = node.live_nodes();
+    }
     if rf as usize > live.len() {
         return Err(NodeError::InvalidReplicationFactor {
             requested: rf,

@@ -62,7 +62,7 @@ impl Replog for ClientService {
         &self,
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        Ok(Response::new(cluster_status::handle(&self.node)))
+        Ok(Response::new(cluster_status::handle(&self.node).await))
     }
 
     async fn node_info(&self, _req: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {

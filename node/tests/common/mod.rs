@@ -1,0 +1,196 @@
+//! Test harness: a cluster of real `replog-node` processes on loopback,
+//! each with its own data directory, started, killed and restarted by PID.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use replog_client::{Client, ClientConfig};
+
+/// How long a cluster may take to elect its controller after starting.
+pub const CLUSTER_READY: Duration = Duration::from_secs(30);
+/// Generous bound for anything awaited in these tests (CI has 2 cores and
+/// runs debug builds in parallel).
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct TestNode {
+    pub id: u64,
+    pub addr: String,
+    pub metrics: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub nodes: BTreeMap<u64, TestNode>,
+    pub initial: String,
+    pub extra_args: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+impl TestCluster {
+    /// Starts `n` nodes and waits until the controller has a leader.
+    pub async fn start(n: u64, extra_args: &[&str]) -> TestCluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let dir = tmp.path().join(format!("node-{id}"));
+            nodes.insert(
+                id,
+                TestNode {
+                    id,
+                    addr: format!("127.0.0.1:{}", free_port()),
+                    metrics: format!("127.0.0.1:{}", free_port()),
+                    dir,
+                    child: None,
+                },
+            );
+        }
+        let initial = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let mut c = TestCluster { nodes, initial, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), _tmp: tmp };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c.wait_ready().await;
+        c
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let initial = self.initial.clone();
+        let extra = self.extra_args.clone();
+        let n = self.nodes.get_mut(&id).expect("node");
+        assert!(n.child.is_none(), "node {id} is already running");
+        std::fs::create_dir_all(&n.dir).expect("data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_replog-node"))
+            .args(["--id", &id.to_string(), "--listen", &n.addr, "--metrics-listen", &n.metrics])
+            .arg("--data-dir")
+            .arg(n.dir.join("data"))
+            .args(["--initial-cluster", &initial])
+            .args(&extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::from(log.try_clone().expect("log fd")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn replog-node");
+        n.child = Some(child);
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn running_addrs(&self) -> Vec<String> {
+        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.addr.clone()).collect()
+    }
+
+    pub async fn client(&self) -> Client {
+        let cfg = ClientConfig { retry_deadline: WAIT, ..Default::default() };
+        Client::connect_with(self.running_addrs(), cfg).await.expect("connect")
+    }
+
+    /// SIGKILL: no chance to flush or hand over anything.
+    pub fn kill(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).expect("node");
+        if let Some(mut c) = n.child.take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).expect("node");
+        if let Some(mut c) = n.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let status = c.wait().expect("wait");
+            assert!(status.success(), "node {id} exited with {status} on SIGTERM");
+        }
+    }
+
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.nodes[&id].dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Waits until every running node reports the same controller leader.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + CLUSTER_READY;
+        loop {
+            if self.controller_agreed().await {
+                return;
+            }
+            if Instant::now() > deadline {
+                for id in self.nodes.keys() {
+                    eprintln!("--- node {id} log ---\n{}", self.log_of(*id));
+                }
+                panic!("cluster not ready within {CLUSTER_READY:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn controller_agreed(&self) -> bool {
+        let mut leader = None;
+        for addr in self.running_addrs() {
+            let Ok(c) = Client::connect_with(
+                [addr.clone()],
+                ClientConfig { retry_deadline: Duration::from_millis(200), ..Default::default() },
+            )
+            .await
+            else {
+                return false;
+            };
+            match c.cluster_status().await {
+                Ok(s) if s.controller_leader != 0 => {
+                    if leader.is_some_and(|l| l != s.controller_leader) {
+                        return false;
+                    }
+                    leader = Some(s.controller_leader);
+                }
+                _ => return false,
+            }
+        }
+        leader.is_some()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
