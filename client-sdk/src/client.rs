@@ -111,17 +111,28 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let bootstrap: Vec<String> = bootstrap.into_iter().map(Into::into).filter(|s| !s.is_empty()).collect();
+        let bootstrap: Vec<String> = bootstrap
+            .into_iter()
+            .map(Into::into)
+            .filter(|s| !s.is_empty())
+            .collect();
         if bootstrap.is_empty() {
             return Err(Error::InvalidArgument("no bootstrap address given".into()));
         }
         for a in &bootstrap {
             if !a.contains(':') {
-                return Err(Error::InvalidArgument(format!("bootstrap address {a:?} is not host:port")));
+                return Err(Error::InvalidArgument(format!(
+                    "bootstrap address {a:?} is not host:port"
+                )));
             }
         }
         let client = Client {
-            inner: Arc::new(Inner { config, bootstrap, conns: Mutex::default(), meta: Mutex::default() }),
+            inner: Arc::new(Inner {
+                config,
+                bootstrap,
+                conns: Mutex::default(),
+                meta: Mutex::default(),
+            }),
         };
         client.refresh_metadata(&[]).await?;
         Ok(client)
@@ -192,7 +203,13 @@ impl Client {
                 });
             }
             // A NOT_LEADER with an address is worth an immediate retry there.
-            let hinted = matches!(&err, Error::Broker { leader: Some(LeaderHint { addr: Some(_), .. }), .. });
+            let hinted = matches!(
+                &err,
+                Error::Broker {
+                    leader: Some(LeaderHint { addr: Some(_), .. }),
+                    ..
+                }
+            );
             if !hinted || attempt > 3 {
                 let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
@@ -225,7 +242,9 @@ impl Client {
         let timeout = self.inner.config.request_timeout;
         let resp = self
             .any_node(|mut c, _| {
-                let mut req = tonic::Request::new(pb::MetadataRequest { topics: topics.to_vec() });
+                let mut req = tonic::Request::new(pb::MetadataRequest {
+                    topics: topics.to_vec(),
+                });
                 req.set_timeout(timeout);
                 async move { c.metadata(req).await }
             })
@@ -250,33 +269,54 @@ impl Client {
             return Ok(t.clone());
         }
         let infos = self.refresh_metadata(&[topic.to_string()]).await?;
-        infos.into_iter().find(|t| t.name == topic).ok_or_else(|| Error::Broker {
-            code: ErrorCode::UnknownTopic,
-            message: format!("topic {topic:?} does not exist"),
-            leader: None,
-        })
+        infos
+            .into_iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| Error::Broker {
+                code: ErrorCode::UnknownTopic,
+                message: format!("topic {topic:?} does not exist"),
+                leader: None,
+            })
     }
 
     fn forget_topic(&self, topic: &str) {
-        self.inner.meta.lock().expect("meta lock").topics.remove(topic);
+        self.inner
+            .meta
+            .lock()
+            .expect("meta lock")
+            .topics
+            .remove(topic);
     }
 
     /// Address to send a partition request to on this attempt: the cached
     /// leader, else a replica chosen by the attempt number.
     async fn partition_addr(&self, topic: &str, partition: u32, attempt: u32) -> Result<String> {
         let info = self.topic(topic).await?;
-        let p = info.partitions.get(partition as usize).ok_or_else(|| Error::Broker {
-            code: ErrorCode::UnknownPartition,
-            message: format!("topic {topic:?} has {} partitions; {partition} is out of range", info.partitions.len()),
-            leader: None,
-        })?;
+        let p = info
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| Error::Broker {
+                code: ErrorCode::UnknownPartition,
+                message: format!(
+                    "topic {topic:?} has {} partitions; {partition} is out of range",
+                    info.partitions.len()
+                ),
+                leader: None,
+            })?;
         let meta = self.inner.meta.lock().expect("meta lock");
         let node = match p.leader {
             Some(l) if meta.nodes.contains_key(&l) => l,
-            _ if p.replicas.is_empty() => return Err(Error::Corrupt(format!("{topic}/{partition} has no replicas"))),
+            _ if p.replicas.is_empty() => {
+                return Err(Error::Corrupt(format!(
+                    "{topic}/{partition} has no replicas"
+                )));
+            }
             _ => p.replicas[attempt as usize % p.replicas.len()],
         };
-        meta.nodes.get(&node).cloned().ok_or_else(|| Error::Corrupt(format!("node {node} has no address")))
+        meta.nodes
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| Error::Corrupt(format!("node {node} has no address")))
     }
 
     /// Records what a failed partition request taught us about the leader.
@@ -285,11 +325,19 @@ impl Client {
             return;
         }
         let mut meta = self.inner.meta.lock().expect("meta lock");
-        if let Error::Broker { leader: Some(LeaderHint { id, addr }), .. } = err {
+        if let Error::Broker {
+            leader: Some(LeaderHint { id, addr }),
+            ..
+        } = err
+        {
             if let Some(addr) = addr {
                 meta.nodes.insert(*id, addr.clone());
             }
-            if let Some(p) = meta.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) {
+            if let Some(p) = meta
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partitions.get_mut(partition as usize))
+            {
                 p.leader = Some(*id);
                 return;
             }
@@ -327,7 +375,13 @@ impl Client {
     /// batch's base offset. Retries NOT_LEADER / UNAVAILABLE; a retry after an
     /// indeterminate failure may append the batch twice unless the batch
     /// carries an idempotent producer id.
-    pub async fn produce_batch(&self, topic: &str, partition: u32, batch: Bytes, acks: pb::Acks) -> Result<pb::ProduceResponse> {
+    pub async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: pb::Acks,
+    ) -> Result<pb::ProduceResponse> {
         let timeout = self.inner.config.request_timeout;
         self.at_leader(topic, partition, |mut c, _| {
             let mut req = tonic::Request::new(pb::ProduceRequest {
@@ -344,8 +398,13 @@ impl Client {
     }
 
     /// Raw fetch at the leader (or at the node `replica_addr` when given).
-    pub async fn fetch_raw(&self, req: pb::FetchRequest, replica_addr: Option<&str>) -> Result<pb::FetchResponse> {
-        let timeout = self.inner.config.request_timeout + Duration::from_millis(req.max_wait_ms as u64);
+    pub async fn fetch_raw(
+        &self,
+        req: pb::FetchRequest,
+        replica_addr: Option<&str>,
+    ) -> Result<pb::FetchResponse> {
+        let timeout =
+            self.inner.config.request_timeout + Duration::from_millis(req.max_wait_ms as u64);
         let call = move |mut c: ReplogClient<Channel>, req: pb::FetchRequest| {
             let mut r = tonic::Request::new(req);
             r.set_timeout(timeout);
@@ -354,17 +413,31 @@ impl Client {
         match replica_addr {
             Some(addr) => {
                 let c = self.conn(addr)?;
-                let r = call(c, pb::FetchRequest { replica_read: true, ..req }).await;
-                r.map(|r| r.into_inner()).map_err(|s| Error::from_status(addr, s))
+                let r = call(
+                    c,
+                    pb::FetchRequest {
+                        replica_read: true,
+                        ..req
+                    },
+                )
+                .await;
+                r.map(|r| r.into_inner())
+                    .map_err(|s| Error::from_status(addr, s))
             }
             None => {
                 let (topic, partition) = (req.topic.clone(), req.partition);
-                self.at_leader(&topic, partition, |c, _| call(c, req.clone())).await
+                self.at_leader(&topic, partition, |c, _| call(c, req.clone()))
+                    .await
             }
         }
     }
 
-    pub async fn create_topic(&self, name: &str, partitions: u32, replication_factor: u32) -> Result<TopicInfo> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> Result<TopicInfo> {
         let timeout = self.inner.config.request_timeout + Duration::from_secs(10);
         let resp = self
             .any_node(|mut c, _| {
@@ -378,14 +451,21 @@ impl Client {
             })
             .await?;
         let info = TopicInfo::from(resp.topic.unwrap_or_default());
-        self.inner.meta.lock().expect("meta lock").topics.insert(info.name.clone(), info.clone());
+        self.inner
+            .meta
+            .lock()
+            .expect("meta lock")
+            .topics
+            .insert(info.name.clone(), info.clone());
         Ok(info)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let timeout = self.inner.config.request_timeout;
         self.any_node(|mut c, _| {
-            let mut req = tonic::Request::new(pb::DeleteTopicRequest { name: name.to_string() });
+            let mut req = tonic::Request::new(pb::DeleteTopicRequest {
+                name: name.to_string(),
+            });
             req.set_timeout(timeout);
             async move { c.delete_topic(req).await }
         })
@@ -419,6 +499,12 @@ impl Client {
 
     /// Address of node `id` as last seen in metadata.
     pub fn node_addr(&self, id: u64) -> Option<String> {
-        self.inner.meta.lock().expect("meta lock").nodes.get(&id).cloned()
+        self.inner
+            .meta
+            .lock()
+            .expect("meta lock")
+            .nodes
+            .get(&id)
+            .cloned()
     }
 }

@@ -87,27 +87,44 @@ impl SendHandle {
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
-        Producer { client, config, state: Arc::default() }
+        Producer {
+            client,
+            config,
+            state: Arc::default(),
+        }
     }
 
     /// Sends one record and waits for its acknowledgement. The partition is
     /// chosen by key hash, or round-robin when there is no key.
     pub async fn send(&self, topic: &str, key: Option<Bytes>, value: Bytes) -> Result<(u32, u64)> {
-        self.enqueue(topic, None, Record::new(key, value, now_ms())).await?.wait().await
+        self.enqueue(topic, None, Record::new(key, value, now_ms()))
+            .await?
+            .wait()
+            .await
     }
 
     /// Queues one record and returns at once with a handle to its result.
     /// Records queued one after another for the same partition are written
     /// in that order.
-    pub async fn enqueue(&self, topic: &str, partition: Option<u32>, record: Record) -> Result<SendHandle> {
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        record: Record,
+    ) -> Result<SendHandle> {
         let partitions = self.client.topic(topic).await?.partitions.len() as u32;
         if partitions == 0 {
-            return Err(Error::InvalidArgument(format!("topic {topic:?} has no partitions")));
+            return Err(Error::InvalidArgument(format!(
+                "topic {topic:?} has no partitions"
+            )));
         }
         let partition = match partition {
             Some(p) => p,
@@ -124,7 +141,9 @@ impl Producer {
         if partition >= partitions {
             return Err(Error::Broker {
                 code: replog_proto::codes::ErrorCode::UnknownPartition,
-                message: format!("topic {topic:?} has {partitions} partitions; {partition} is out of range"),
+                message: format!(
+                    "topic {topic:?} has {partitions} partitions; {partition} is out of range"
+                ),
                 leader: None,
             });
         }
@@ -132,7 +151,10 @@ impl Producer {
         let (reply, rx) = oneshot::channel();
         tx.send(Pending { record, reply })
             .await
-            .map_err(|_| Error::Transport { addr: String::new(), message: "producer queue closed".into() })?;
+            .map_err(|_| Error::Transport {
+                addr: String::new(),
+                message: "producer queue closed".into(),
+            })?;
         Ok(SendHandle { partition, rx })
     }
 
@@ -142,14 +164,26 @@ impl Producer {
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.queue_capacity);
-                tokio::spawn(run_partition(self.client.clone(), self.config.clone(), topic.to_string(), partition, rx));
+                tokio::spawn(run_partition(
+                    self.client.clone(),
+                    self.config.clone(),
+                    topic.to_string(),
+                    partition,
+                    rx,
+                ));
                 tx
             })
             .clone()
     }
 }
 
-async fn run_partition(client: Client, cfg: ProducerConfig, topic: String, partition: u32, mut rx: mpsc::Receiver<Pending>) {
+async fn run_partition(
+    client: Client,
+    cfg: ProducerConfig,
+    topic: String,
+    partition: u32,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     while let Some(first) = rx.recv().await {
         let mut size = first.record.encoded_len();
         let mut pending = vec![first];
@@ -168,7 +202,14 @@ async fn run_partition(client: Client, cfg: ProducerConfig, topic: String, parti
             let len = next.record.encoded_len();
             if size + len > cfg.batch_max_bytes {
                 // Too big for this batch: it starts the next one.
-                send_batch(&client, &cfg, &topic, partition, std::mem::take(&mut pending)).await;
+                send_batch(
+                    &client,
+                    &cfg,
+                    &topic,
+                    partition,
+                    std::mem::take(&mut pending),
+                )
+                .await;
                 size = 0;
             }
             size += len;
@@ -178,15 +219,24 @@ async fn run_partition(client: Client, cfg: ProducerConfig, topic: String, parti
     }
 }
 
-async fn send_batch(client: &Client, cfg: &ProducerConfig, topic: &str, partition: u32, pending: Vec<Pending>) {
+async fn send_batch(
+    client: &Client,
+    cfg: &ProducerConfig,
+    topic: &str,
+    partition: u32,
+    pending: Vec<Pending>,
+) {
     if pending.is_empty() {
         return;
     }
-    let mut b = batch::BatchBuilder::with_capacity(pending.iter().map(|p| p.record.encoded_len()).sum());
+    let mut b =
+        batch::BatchBuilder::with_capacity(pending.iter().map(|p| p.record.encoded_len()).sum());
     for p in &pending {
         b.push(&p.record);
     }
-    let result = client.produce_batch(topic, partition, b.build(), cfg.acks).await;
+    let result = client
+        .produce_batch(topic, partition, b.build(), cfg.acks)
+        .await;
     for (i, p) in pending.into_iter().enumerate() {
         let r = match &result {
             Ok(resp) => Ok(resp.base_offset + i as u64),
@@ -246,14 +296,20 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 
     #[test]
     fn same_key_same_partition() {
         for n in 1..20 {
-            assert_eq!(partition_for_key(b"user-42", n), partition_for_key(b"user-42", n));
+            assert_eq!(
+                partition_for_key(b"user-42", n),
+                partition_for_key(b"user-42", n)
+            );
             assert!(partition_for_key(b"user-42", n) < n);
         }
     }

@@ -10,11 +10,22 @@ pub enum NodeError {
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
     #[error("topic {topic:?} has {count} partitions; partition {partition} does not exist")]
-    UnknownPartition { topic: String, partition: u32, count: u32 },
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
     #[error("this node does not lead {what}")]
-    NotLeader { what: String, leader: Option<(u64, String)> },
+    NotLeader {
+        what: String,
+        leader: Option<(u64, String)>,
+    },
     #[error("offset {offset} is outside the log [{log_start}, {high_watermark}]")]
-    OffsetOutOfRange { offset: u64, log_start: u64, high_watermark: u64 },
+    OffsetOutOfRange {
+        offset: u64,
+        log_start: u64,
+        high_watermark: u64,
+    },
     #[error("{0}")]
     RecordTooLarge(String),
     #[error("batch of {size} bytes exceeds the limit of {limit} bytes")]
@@ -78,9 +89,22 @@ impl From<NodeError> for tonic::Status {
         };
         let mut status = tonic::Status::new(grpc, format!("{}: {e}", code.name()));
         let md = status.metadata_mut();
-        md.insert(CODE_KEY, code.as_u16().to_string().parse().expect("digits are valid metadata"));
-        if let NodeError::NotLeader { leader: Some((id, addr)), .. } = &e {
-            md.insert(LEADER_ID_KEY, id.to_string().parse().expect("digits are valid metadata"));
+        md.insert(
+            CODE_KEY,
+            code.as_u16()
+                .to_string()
+                .parse()
+                .expect("digits are valid metadata"),
+        );
+        if let NodeError::NotLeader {
+            leader: Some((id, addr)),
+            ..
+        } = &e
+        {
+            md.insert(
+                LEADER_ID_KEY,
+                id.to_string().parse().expect("digits are valid metadata"),
+            );
             if let Ok(v) = addr.parse() {
                 md.insert(LEADER_ADDR_KEY, v);
             }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
 use replog_proto::pb::RaftMessage;
@@ -64,7 +64,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
-        PeerConn { pool: self.pool.clone(), group: self.group, target, addr: node.addr.clone() }
+        PeerConn {
+            pool: self.pool.clone(),
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+        }
     }
 }
 
@@ -91,15 +96,29 @@ impl PeerConn {
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let payload = bincode::serialize(req).map_err(net_err)?;
-        let client = self.pool.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
-        let mut r = tonic::Request::new(RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() });
+        let client = self
+            .pool
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
+        let mut r = tonic::Request::new(RaftMessage {
+            group_id: self.group,
+            payload: payload.into(),
+            error: String::new(),
+        });
         r.set_timeout(deadline);
         let resp = match tokio::time::timeout(deadline, f(client, r)).await {
-            Err(_) => return Err(net_err(format!("no answer from node {} within {deadline:?}", self.target))),
+            Err(_) => {
+                return Err(net_err(format!(
+                    "no answer from node {} within {deadline:?}",
+                    self.target
+                )));
+            }
             Ok(Err(status)) => {
                 let msg = format!("node {} ({}): {}", self.target, self.addr, status.message());
                 return Err(match status.code() {
-                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(msg)),
+                    tonic::Code::Unavailable => {
+                        RPCError::Unreachable(Unreachable::from_string(msg))
+                    }
                     _ => net_err(msg),
                 });
             }
@@ -122,15 +141,34 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         let deadline = option.hard_ttl().max(MIN_APPEND_DEADLINE);
-        self.call(&rpc, deadline, |mut c, r| async move { c.append_entries(r).await }).await
+        self.call(&rpc, deadline, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> RpcResult<VoteResponse<TypeConfig>> {
-        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.vote(r).await }).await
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
+        self.call(
+            &rpc,
+            VOTE_DEADLINE,
+            |mut c, r| async move { c.vote(r).await },
+        )
+        .await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> RpcResult<VoteResponse<TypeConfig>> {
-        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.pre_vote(r).await }).await
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
+        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
     }
 
     async fn full_snapshot(
@@ -141,7 +179,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
-        let send = self.call(&req, SNAPSHOT_DEADLINE, |mut c, r| async move { c.install_snapshot(r).await });
+        let send = self.call(&req, SNAPSHOT_DEADLINE, |mut c, r| async move {
+            c.install_snapshot(r).await
+        });
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => r.map_err(StreamingError::from),
@@ -153,6 +193,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         req: TransferLeaderRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<TransferLeaderResponse<TypeConfig>> {
-        self.call(&req, VOTE_DEADLINE, |mut c, r| async move { c.transfer_leader(r).await }).await
+        self.call(&req, VOTE_DEADLINE, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 }

@@ -86,7 +86,10 @@ impl ErrorCode {
     /// Retryable errors are transient: the same request may succeed later,
     /// possibly at another node. Everything else is the caller's to fix.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout)
+        matches!(
+            self,
+            ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout
+        )
     }
 }
 
@@ -108,6 +111,10 @@ mod tests {
             assert_eq!(ErrorCode::from_u16(c.as_u16()), Some(c));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::NotLeader.as_u16(), 3, "wire value is part of the contract");
+        assert_eq!(
+            ErrorCode::NotLeader.as_u16(),
+            3,
+            "wire value is part of the contract"
+        );
     }
 }

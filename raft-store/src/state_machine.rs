@@ -26,7 +26,10 @@ use crate::partition::{
     IndexEntry, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, batch_key, index_key,
 };
 use crate::store::{Store, decode, encode, sled_err};
-use crate::types::{GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{
+    GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
+    TypeConfig,
+};
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_CLUSTER: &[u8] = b"cluster";
@@ -34,8 +37,14 @@ const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// What a group's state machine holds.
 pub enum Kind {
-    Controller { meta: ClusterMeta, tx: watch::Sender<Arc<ClusterMeta>> },
-    Partition { state: PartitionState, tx: watch::Sender<Offsets> },
+    Controller {
+        meta: ClusterMeta,
+        tx: watch::Sender<Arc<ClusterMeta>>,
+    },
+    Partition {
+        state: PartitionState,
+        tx: watch::Sender<Offsets>,
+    },
 }
 
 pub struct GroupStateMachine {
@@ -57,7 +66,10 @@ struct SnapshotBody {
 #[derive(Serialize, Deserialize)]
 enum SnapshotKind {
     Controller(ClusterMeta),
-    Partition { state: PartitionState, batches: Vec<(u64, u32, i64, Bytes)> },
+    Partition {
+        state: PartitionState,
+        batches: Vec<(u64, u32, i64, Bytes)>,
+    },
 }
 
 impl GroupStateMachine {
@@ -83,12 +95,24 @@ impl GroupStateMachine {
         Self::open(store, group, sm, Kind::Partition { state, tx })
     }
 
-    fn open(store: &Arc<Store>, group: GroupId, sm: sled::Tree, kind: Kind) -> io::Result<GroupStateMachine> {
+    fn open(
+        store: &Arc<Store>,
+        group: GroupId,
+        sm: sled::Tree,
+        kind: Kind,
+    ) -> io::Result<GroupStateMachine> {
         let (last_applied, membership) = match sm.get(KEY_APPLIED).map_err(sled_err)? {
             Some(v) => decode(&v)?,
             None => (None, StoredMembership::default()),
         };
-        Ok(GroupStateMachine { group, sm, log: store.log_tree(group)?, last_applied, membership, kind })
+        Ok(GroupStateMachine {
+            group,
+            sm,
+            log: store.log_tree(group)?,
+            last_applied,
+            membership,
+            kind,
+        })
     }
 
     pub fn group(&self) -> GroupId {
@@ -106,24 +130,44 @@ impl GroupStateMachine {
     /// Read access for fetch (partition groups only).
     pub fn reader(&self) -> Option<PartitionReader> {
         match &self.kind {
-            Kind::Partition { tx, .. } => {
-                Some(PartitionReader { log: self.log.clone(), sm: self.sm.clone(), offsets: tx.subscribe() })
-            }
+            Kind::Partition { tx, .. } => Some(PartitionReader {
+                log: self.log.clone(),
+                sm: self.sm.clone(),
+                offsets: tx.subscribe(),
+            }),
             Kind::Controller { .. } => None,
         }
     }
 
     fn apply_request(&mut self, req: Request, index: u64, batch: &mut sled::Batch) -> Response {
         match (&mut self.kind, req) {
-            (Kind::Partition { state, .. }, Request::Append { record_count, max_timestamp_ms, .. }) => {
+            (
+                Kind::Partition { state, .. },
+                Request::Append {
+                    record_count,
+                    max_timestamp_ms,
+                    ..
+                },
+            ) => {
                 let base = state.next_offset;
-                let ie = IndexEntry { location: Location::Log(index), record_count, max_timestamp_ms };
+                let ie = IndexEntry {
+                    location: Location::Log(index),
+                    record_count,
+                    max_timestamp_ms,
+                };
                 batch.insert(&index_key(base)[..], &ie.encode()[..]);
                 state.next_offset += record_count as u64;
-                Response::Appended { base_offset: base, record_count }
+                Response::Appended {
+                    base_offset: base,
+                    record_count,
+                }
             }
-            (Kind::Controller { meta, .. }, Request::Controller(cmd)) => Response::Controller(meta.apply(cmd)),
-            (Kind::Controller { .. }, r) => Response::Rejected(format!("controller group cannot apply {r}")),
+            (Kind::Controller { meta, .. }, Request::Controller(cmd)) => {
+                Response::Controller(meta.apply(cmd))
+            }
+            (Kind::Controller { .. }, r) => {
+                Response::Rejected(format!("controller group cannot apply {r}"))
+            }
             (Kind::Partition { .. }, Request::Controller(ControllerCmd::RegisterNode { .. }))
             | (Kind::Partition { .. }, Request::Controller(_)) => {
                 Response::Controller(ControllerResult::Invalid("not the controller group".into()))
@@ -132,7 +176,10 @@ impl GroupStateMachine {
     }
 
     fn persist_state(&self, batch: &mut sled::Batch) -> io::Result<()> {
-        batch.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
+        batch.insert(
+            KEY_APPLIED,
+            encode(&(&self.last_applied, &self.membership))?,
+        );
         match &self.kind {
             Kind::Controller { meta, .. } => batch.insert(KEY_CLUSTER, encode(meta)?),
             Kind::Partition { state, .. } => batch.insert(KEY_STATE, encode(state)?),
@@ -192,18 +239,35 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     .read(state.log_start_offset, usize::MAX, usize::MAX)?
                     .into_iter()
                     .map(|b| {
-                        let ts = replog_proto::batch::peek_header(&b.batch).map(|h| h.max_timestamp_ms).unwrap_or(0);
+                        let ts = replog_proto::batch::peek_header(&b.batch)
+                            .map(|h| h.max_timestamp_ms)
+                            .unwrap_or(0);
                         (b.base_offset, b.record_count, ts, b.batch)
                     })
                     .collect();
-                SnapshotKind::Partition { state: *state, batches }
+                SnapshotKind::Partition {
+                    state: *state,
+                    batches,
+                }
             }
         };
-        let body = SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), data };
+        let body = SnapshotBody {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            data,
+        };
         let bytes = encode(&body)?;
-        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone() };
-        self.sm.insert(KEY_SNAPSHOT, encode(&(&meta, &bytes))?).map_err(sled_err)?;
-        Ok(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+        };
+        self.sm
+            .insert(KEY_SNAPSHOT, encode(&(&meta, &bytes))?)
+            .map_err(sled_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: std::io::Cursor::new(bytes),
+        })
     }
 }
 
@@ -217,7 +281,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
     {
         let mut batch = sled::Batch::default();
         let mut replies = Vec::new();
@@ -259,7 +325,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
         let body: SnapshotBody = decode(&bytes)?;
         let mut batch = sled::Batch::default();
@@ -269,10 +339,20 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         }
         match (&mut self.kind, body.data) {
             (Kind::Controller { meta: m, .. }, SnapshotKind::Controller(new)) => *m = new,
-            (Kind::Partition { state, .. }, SnapshotKind::Partition { state: new, batches }) => {
+            (
+                Kind::Partition { state, .. },
+                SnapshotKind::Partition {
+                    state: new,
+                    batches,
+                },
+            ) => {
                 *state = new;
                 for (base, count, ts, data) in batches {
-                    let ie = IndexEntry { location: Location::Snapshot, record_count: count, max_timestamp_ms: ts };
+                    let ie = IndexEntry {
+                        location: Location::Snapshot,
+                        record_count: count,
+                        max_timestamp_ms: ts,
+                    };
                     batch.insert(&index_key(base)[..], &ie.encode()[..]);
                     batch.insert(&batch_key(base)[..], data.as_ref());
                 }
@@ -297,7 +377,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         match self.sm.get(KEY_SNAPSHOT).map_err(sled_err)? {
             Some(v) => {
                 let (meta, bytes): (SnapshotMeta, Vec<u8>) = decode(&v)?;
-                Ok(Some(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) }))
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: std::io::Cursor::new(bytes),
+                }))
             }
             None => Ok(None),
         }

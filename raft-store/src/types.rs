@@ -46,7 +46,11 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Append { batch, record_count, .. } => {
+            Request::Append {
+                batch,
+                record_count,
+                ..
+            } => {
                 write!(f, "Append({record_count} records, {} bytes)", batch.len())
             }
             Request::Controller(c) => write!(f, "Controller({c:?})"),

@@ -16,10 +16,18 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
         .into_iter()
         .map(|(id, addr)| {
             if id == node.id {
-                return NodeStatus { id, addr, alive: true, leader_count: me.leader_count, replica_count: me.replica_count };
+                return NodeStatus {
+                    id,
+                    addr,
+                    alive: true,
+                    leader_count: me.leader_count,
+                    replica_count: me.replica_count,
+                };
             }
             let v = views.get(&id);
-            let alive = v.and_then(|v| v.last_ok).is_some_and(|t| t.elapsed() < ALIVE_WITHIN);
+            let alive = v
+                .and_then(|v| v.last_ok)
+                .is_some_and(|t| t.elapsed() < ALIVE_WITHIN);
             let info = v.and_then(|v| v.info.as_ref()).filter(|_| alive);
             NodeStatus {
                 id,
@@ -30,5 +38,8 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
             }
         })
         .collect();
-    ClusterStatusResponse { nodes, controller_leader: node.controller_leader().unwrap_or(0) }
+    ClusterStatusResponse {
+        nodes,
+        controller_leader: node.controller_leader().unwrap_or(0),
+    }
 }

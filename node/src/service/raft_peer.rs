@@ -17,10 +17,24 @@ pub struct PeerService {
     pub node: Arc<Node>,
 }
 
-fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> Result<Response<RaftMessage>, Status> {
-    let msg = match r.map_err(|e| e.to_string()).and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string())) {
-        Ok(payload) => RaftMessage { group_id: group, payload: payload.into(), error: String::new() },
-        Err(error) => RaftMessage { group_id: group, payload: Default::default(), error },
+fn reply<T: Serialize, E: std::fmt::Display>(
+    group: u64,
+    r: Result<T, E>,
+) -> Result<Response<RaftMessage>, Status> {
+    let msg = match r
+        .map_err(|e| e.to_string())
+        .and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string()))
+    {
+        Ok(payload) => RaftMessage {
+            group_id: group,
+            payload: payload.into(),
+            error: String::new(),
+        },
+        Err(error) => RaftMessage {
+            group_id: group,
+            payload: Default::default(),
+            error,
+        },
     };
     Ok(Response::new(msg))
 }
@@ -30,7 +44,10 @@ impl PeerService {
         if group == replog_raft_store::CONTROLLER_GROUP {
             return Ok(self.node.controller.raft.clone());
         }
-        self.node.group(group).map(|g| g.raft.clone()).ok_or_else(|| format!("unknown group {group}"))
+        self.node
+            .group(group)
+            .map(|g| g.raft.clone())
+            .ok_or_else(|| format!("unknown group {group}"))
     }
 
     fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, String> {
@@ -40,7 +57,10 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let m = req.into_inner();
         let r = async {
             let raft = self.raft(m.group_id)?;
@@ -70,23 +90,36 @@ impl RaftPeer for PeerService {
         reply(m.group_id, r.await)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let m = req.into_inner();
         let r = async {
             let raft = self.raft(m.group_id)?;
             let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = Self::decode(&m)?;
-            let snap = replog_raft_store::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
-            raft.install_full_snapshot(vote, snap).await.map_err(|e| e.to_string())
+            let snap = replog_raft_store::Snapshot {
+                meta,
+                snapshot: std::io::Cursor::new(data),
+            };
+            raft.install_full_snapshot(vote, snap)
+                .await
+                .map_err(|e| e.to_string())
         };
         reply(m.group_id, r.await)
     }
 
-    async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let m = req.into_inner();
         let r = async {
             let raft = self.raft(m.group_id)?;
             let rpc: TransferLeaderRequest<TypeConfig> = Self::decode(&m)?;
-            raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string())
+            raft.handle_transfer_leader(rpc)
+                .await
+                .map_err(|e| e.to_string())
         };
         reply(m.group_id, r.await)
     }

@@ -1,0 +1,579 @@
+//! The history of a chaos run: every send attempt, every poll, and the final
+//! reads, in the order they completed.
+//!
+//! A history is stored as JSON lines, one [`Event`] per line, tagged by
+//! `"type"`:
+//!
+//! ```text
+//! {"type":"send","producer":"p1","topic":"chaos","partition":0,"value":"w-1-7","outcome":{"type":"ok","partition":0,"offset":41},"start_us":1200,"end_us":4810}
+//! {"type":"send","producer":"p2","topic":"chaos","partition":null,"value":"w-2-9","outcome":{"type":"unknown","error":"transport error ..."},"start_us":1300,"end_us":9000}
+//! {"type":"poll","consumer":"c1","topic":"chaos","partition":0,"records":[{"offset":41,"value":"w-1-7"}],"start_us":5000,"end_us":5020}
+//! {"type":"final-read","reader":"leader","topic":"chaos","partition":0,"start_offset":0,"high_watermark":42,"records":[...],"start_us":90000,"end_us":90300}
+//! ```
+//!
+//! Values are strings, unique per send attempt (see [`value_name`]): the
+//! checker identifies a write by its value, so a value that is re-sent after
+//! an indeterminate failure will be reported as a duplicate if both attempts
+//! land. A consumer name stands for one continuous reading session of a
+//! partition; a consumer that seeks on purpose must continue under a new
+//! name, or the checker reports the jump as a poll-skip or nonmonotonic-poll.
+//!
+//! [`Recorder`] collects events from many tokio tasks at once (it is a cheap
+//! clone of an `Arc<Mutex<..>>`) and can stream them to a file as they come.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use replog_client::{ConsumedRecord, Error as SdkError, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+/// The conventional value of a producer's `seq`-th write: `w-<producer>-<seq>`.
+pub fn value_name(producer: u32, seq: u64) -> String {
+    format!("w-{producer}-{seq}")
+}
+
+/// How one send attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Acknowledged (acks=all): the record is at `offset` of `partition`.
+    Ok { partition: u32, offset: u64 },
+    /// Definitely not written: the broker refused it.
+    Fail { error: String },
+    /// Indeterminate (timeout, transport error, retries exhausted): the
+    /// record may or may not have been written.
+    Unknown { error: String },
+}
+
+impl Outcome {
+    /// Classifies the result of `Producer::send` / `SendHandle::wait`.
+    ///
+    /// Conservative on purpose, because a `Fail` that is later read is
+    /// reported as a phantom write: only refusals that the broker makes
+    /// before appending anything, and that would repeat on every retry of
+    /// the same batch (validation errors, unknown topic or partition), count
+    /// as `Fail`. Everything else is `Unknown`, in particular
+    /// `DeadlineExceeded` whatever its last error was (an earlier attempt in
+    /// the SDK's retry loop may have been indeterminate), `NOT_LEADER` (a
+    /// deposed leader may have appended the entry, which its successor can
+    /// still commit), and `INTERNAL` / `STORAGE`.
+    pub fn from_send(result: &Result<(u32, u64), SdkError>) -> Outcome {
+        match result {
+            Ok((partition, offset)) => Outcome::Ok {
+                partition: *partition,
+                offset: *offset,
+            },
+            Err(e) => {
+                let error = e.to_string();
+                let refused = match e {
+                    SdkError::InvalidArgument(_) => true,
+                    SdkError::Broker { code, .. } => matches!(
+                        code,
+                        ErrorCode::UnknownTopic
+                            | ErrorCode::UnknownPartition
+                            | ErrorCode::RecordTooLarge
+                            | ErrorCode::BatchTooLarge
+                            | ErrorCode::InvalidTopicName
+                            | ErrorCode::CorruptBatch
+                            | ErrorCode::InvalidRequest
+                    ),
+                    _ => false,
+                };
+                if refused {
+                    Outcome::Fail { error }
+                } else {
+                    Outcome::Unknown { error }
+                }
+            }
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok { .. })
+    }
+}
+
+/// One send attempt of one unique value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendOp {
+    /// Who sent it, e.g. `"p1"`.
+    pub producer: String,
+    pub topic: String,
+    /// The partition asked for; `None` when the producer chose (by key or
+    /// round-robin). The acknowledged partition is in the outcome.
+    pub partition: Option<u32>,
+    pub value: String,
+    pub outcome: Outcome,
+    /// Microseconds since the recorder started ([`Recorder::now_us`]).
+    #[serde(default)]
+    pub start_us: u64,
+    #[serde(default)]
+    pub end_us: u64,
+}
+
+/// One record as read: its offset and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRecord {
+    pub offset: u64,
+    pub value: String,
+}
+
+impl ReadRecord {
+    pub fn new(offset: u64, value: impl Into<String>) -> ReadRecord {
+        ReadRecord {
+            offset,
+            value: value.into(),
+        }
+    }
+}
+
+impl From<&ConsumedRecord> for ReadRecord {
+    /// The value is taken as UTF-8; invalid bytes become U+FFFD, so garbage
+    /// still shows up (as an unexpected value) instead of being dropped.
+    fn from(r: &ConsumedRecord) -> ReadRecord {
+        ReadRecord {
+            offset: r.offset,
+            value: String::from_utf8_lossy(&r.value).into_owned(),
+        }
+    }
+}
+
+/// Converts what `PartitionReader::poll` / `read_to_end` returned.
+pub fn read_records(records: &[ConsumedRecord]) -> Vec<ReadRecord> {
+    records.iter().map(ReadRecord::from).collect()
+}
+
+/// One successful poll of one partition by one consumer, records in the
+/// order returned. Empty polls may be recorded or left out; failed polls are
+/// left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollOp {
+    /// The reading session, e.g. `"c1"`.
+    pub consumer: String,
+    pub topic: String,
+    pub partition: u32,
+    pub records: Vec<ReadRecord>,
+    #[serde(default)]
+    pub start_us: u64,
+    #[serde(default)]
+    pub end_us: u64,
+}
+
+/// A full read of one partition at the end of the run, after the faults
+/// healed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalRead {
+    /// Which node or path served it, e.g. `"leader"` or `"replica-2"`. A
+    /// partition may have several final reads (one per replica); each one
+    /// must agree with the acknowledged writes on the offsets it covers.
+    #[serde(default = "default_reader")]
+    pub reader: String,
+    pub topic: String,
+    pub partition: u32,
+    /// The first offset read (normally 0, or the log start offset).
+    pub start_offset: u64,
+    /// The end of the read, exclusive: the high watermark it read up to.
+    /// The read covers `start_offset..high_watermark` (extended to the last
+    /// record returned, should one lie beyond).
+    pub high_watermark: u64,
+    pub records: Vec<ReadRecord>,
+    #[serde(default)]
+    pub start_us: u64,
+    #[serde(default)]
+    pub end_us: u64,
+}
+
+fn default_reader() -> String {
+    "leader".to_string()
+}
+
+impl FinalRead {
+    /// The offsets this read vouches for: every offset in the range that is
+    /// not in `records` is known to be empty.
+    pub fn covered(&self) -> std::ops::Range<u64> {
+        let end = self
+            .records
+            .iter()
+            .map(|r| r.offset + 1)
+            .max()
+            .unwrap_or(0)
+            .max(self.high_watermark);
+        self.start_offset..end
+    }
+}
+
+/// One line of a history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    Send(SendOp),
+    Poll(PollOp),
+    FinalRead(FinalRead),
+}
+
+impl From<SendOp> for Event {
+    fn from(op: SendOp) -> Event {
+        Event::Send(op)
+    }
+}
+
+impl From<PollOp> for Event {
+    fn from(op: PollOp) -> Event {
+        Event::Poll(op)
+    }
+}
+
+impl From<FinalRead> for Event {
+    fn from(op: FinalRead) -> Event {
+        Event::FinalRead(op)
+    }
+}
+
+/// A whole run's events, in completion order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    pub events: Vec<Event>,
+}
+
+impl History {
+    pub fn new() -> History {
+        History::default()
+    }
+
+    pub fn push(&mut self, event: impl Into<Event>) {
+        self.events.push(event.into());
+    }
+
+    pub fn sends(&self) -> impl Iterator<Item = &SendOp> {
+        self.events.iter().filter_map(|e| match e {
+            Event::Send(op) => Some(op),
+            _ => None,
+        })
+    }
+
+    pub fn polls(&self) -> impl Iterator<Item = &PollOp> {
+        self.events.iter().filter_map(|e| match e {
+            Event::Poll(op) => Some(op),
+            _ => None,
+        })
+    }
+
+    pub fn final_reads(&self) -> impl Iterator<Item = &FinalRead> {
+        self.events.iter().filter_map(|e| match e {
+            Event::FinalRead(op) => Some(op),
+            _ => None,
+        })
+    }
+
+    /// Writes the history as JSON lines.
+    pub fn write_jsonl(&self, w: impl Write) -> io::Result<()> {
+        let mut w = BufWriter::new(w);
+        for e in &self.events {
+            write_event(&mut w, e)?;
+        }
+        w.flush()
+    }
+
+    /// Reads JSON lines; blank lines are skipped. A bad line is an
+    /// `InvalidData` error naming its line number.
+    pub fn read_jsonl(r: impl io::Read) -> io::Result<History> {
+        let mut events = Vec::new();
+        for (i, line) in BufReader::new(r).lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e = serde_json::from_str(&line).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("history line {}: {e}", i + 1),
+                )
+            })?;
+            events.push(e);
+        }
+        Ok(History { events })
+    }
+
+    pub fn save(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        self.write_jsonl(File::create(path)?)
+    }
+
+    pub fn load(path: impl AsRef<Path>) -> io::Result<History> {
+        History::read_jsonl(File::open(path)?)
+    }
+}
+
+fn write_event(w: &mut impl Write, e: &Event) -> io::Result<()> {
+    serde_json::to_writer(&mut *w, e)?;
+    w.write_all(b"\n")
+}
+
+/// Collects events from concurrent tasks. Clones share one history.
+///
+/// Recording never fails and never awaits (a short `std::sync::Mutex`
+/// section); with [`Recorder::create`] each event is also appended to a
+/// JSON-lines file through a buffer, and the first write error is returned
+/// by [`Recorder::finish`].
+#[derive(Clone)]
+pub struct Recorder {
+    started: Instant,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    events: Vec<Event>,
+    sink: Option<BufWriter<File>>,
+    sink_error: Option<io::Error>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+impl Recorder {
+    /// A recorder that keeps the history in memory only.
+    pub fn new() -> Recorder {
+        Recorder::with_sink(None)
+    }
+
+    /// A recorder that also streams every event to `path` (created or
+    /// truncated), so a run that dies half-way still leaves its history.
+    pub fn create(path: impl AsRef<Path>) -> io::Result<Recorder> {
+        Ok(Recorder::with_sink(Some(BufWriter::new(File::create(
+            path,
+        )?))))
+    }
+
+    fn with_sink(sink: Option<BufWriter<File>>) -> Recorder {
+        Recorder {
+            started: Instant::now(),
+            inner: Arc::new(Mutex::new(Inner {
+                events: Vec::new(),
+                sink,
+                sink_error: None,
+            })),
+        }
+    }
+
+    /// Microseconds since the recorder was created, for `start_us`/`end_us`.
+    pub fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Appends one event.
+    pub fn record(&self, event: impl Into<Event>) {
+        let event = event.into();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Inner {
+            events,
+            sink,
+            sink_error,
+        } = &mut *inner;
+        if let Some(w) = sink
+            && sink_error.is_none()
+            && let Err(e) = write_event(w, &event)
+        {
+            *sink_error = Some(e);
+        }
+        events.push(event);
+    }
+
+    /// How many events so far.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of the history so far.
+    pub fn history(&self) -> History {
+        History {
+            events: self
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .events
+                .clone(),
+        }
+    }
+
+    /// Flushes the file (if any) and returns the history. Call it once the
+    /// tasks that record have finished; events recorded later still go to
+    /// the recorder but not into the returned history.
+    pub fn finish(&self) -> io::Result<History> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = inner.sink_error.take() {
+            return Err(e);
+        }
+        if let Some(w) = inner.sink.as_mut() {
+            w.flush()?;
+        }
+        Ok(History {
+            events: inner.events.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> History {
+        let mut h = History::new();
+        h.push(SendOp {
+            producer: "p1".into(),
+            topic: "t".into(),
+            partition: Some(0),
+            value: value_name(1, 0),
+            outcome: Outcome::Ok {
+                partition: 0,
+                offset: 0,
+            },
+            start_us: 1,
+            end_us: 2,
+        });
+        h.push(SendOp {
+            producer: "p1".into(),
+            topic: "t".into(),
+            partition: None,
+            value: value_name(1, 1),
+            outcome: Outcome::Unknown {
+                error: "timeout".into(),
+            },
+            start_us: 3,
+            end_us: 4,
+        });
+        h.push(PollOp {
+            consumer: "c1".into(),
+            topic: "t".into(),
+            partition: 0,
+            records: vec![ReadRecord::new(0, "w-1-0")],
+            start_us: 5,
+            end_us: 6,
+        });
+        h.push(FinalRead {
+            reader: "leader".into(),
+            topic: "t".into(),
+            partition: 0,
+            start_offset: 0,
+            high_watermark: 1,
+            records: vec![ReadRecord::new(0, "w-1-0")],
+            start_us: 7,
+            end_us: 8,
+        });
+        h
+    }
+
+    #[test]
+    fn given_history_when_written_as_jsonl_and_read_back_then_it_is_unchanged() {
+        let h = sample();
+        let mut buf = Vec::new();
+        h.write_jsonl(&mut buf).unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.lines().next().unwrap().contains(r#""type":"send""#));
+        assert!(text.contains(r#""type":"final-read""#));
+        assert_eq!(History::read_jsonl(&buf[..]).unwrap(), h);
+    }
+
+    #[test]
+    fn given_bad_line_when_reading_jsonl_then_error_names_the_line() {
+        let err = History::read_jsonl(&b"\n{\"type\":\"nope\"}\n"[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn given_recorder_shared_by_tasks_when_finished_then_file_and_history_hold_every_event() {
+        let path =
+            std::env::temp_dir().join(format!("replog-chaos-history-{}.jsonl", std::process::id()));
+        let rec = Recorder::create(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..4u32)
+                .map(|p| {
+                    let rec = rec.clone();
+                    tokio::spawn(async move {
+                        for seq in 0..25u64 {
+                            let start_us = rec.now_us();
+                            rec.record(SendOp {
+                                producer: format!("p{p}"),
+                                topic: "t".into(),
+                                partition: Some(p),
+                                value: value_name(p, seq),
+                                outcome: Outcome::Ok {
+                                    partition: p,
+                                    offset: seq,
+                                },
+                                start_us,
+                                end_us: rec.now_us(),
+                            });
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let h = rec.finish().unwrap();
+        assert_eq!(h.sends().count(), 100);
+        assert_eq!(History::load(&path).unwrap(), h);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn given_sdk_errors_when_classified_then_only_deterministic_refusals_are_fail() {
+        let broker = |code| SdkError::Broker {
+            code,
+            message: String::new(),
+            leader: None,
+        };
+        assert!(matches!(
+            Outcome::from_send(&Err(broker(ErrorCode::RecordTooLarge))),
+            Outcome::Fail { .. }
+        ));
+        assert!(matches!(
+            Outcome::from_send(&Err(broker(ErrorCode::Internal))),
+            Outcome::Unknown { .. }
+        ));
+        let transport = SdkError::Transport {
+            addr: "a".into(),
+            message: "reset".into(),
+        };
+        assert!(matches!(
+            Outcome::from_send(&Err(transport)),
+            Outcome::Unknown { .. }
+        ));
+        let deadline = SdkError::DeadlineExceeded {
+            attempts: 3,
+            elapsed_ms: 10,
+            last: Box::new(broker(ErrorCode::NotLeader)),
+        };
+        assert!(matches!(
+            Outcome::from_send(&Err(deadline)),
+            Outcome::Unknown { .. }
+        ));
+        assert_eq!(
+            Outcome::from_send(&Ok((2, 9))),
+            Outcome::Ok {
+                partition: 2,
+                offset: 9
+            }
+        );
+    }
+}
