@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Produce and consume benchmarks against a fresh local 3-node release
+# cluster. Each `replog bench` prints one JSON line; they are collected in
+# target/bench/results.jsonl. Knobs: BENCH_RECORDS, BENCH_SIZE,
+# BENCH_PARTITIONS, BENCH_PRODUCERS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export REPLOG_CLUSTER_DIR="${REPLOG_CLUSTER_DIR:-$(mktemp -d /tmp/replog-bench.XXXXXX)}"
+trap 'ops/cluster.sh down >/dev/null 2>&1 || true' EXIT
+N="${BENCH_RECORDS:-500000}"; S="${BENCH_SIZE:-100}"; P="${BENCH_PARTITIONS:-6}"; K="${BENCH_PRODUCERS:-4}"
+cargo build --release --bins
+ops/cluster.sh up 3
+mkdir -p target/bench
+R=target/release/replog
+for acks in all none; do
+  $R bench produce --topic "bench-$acks" --record-size "$S" --records "$N" --partitions "$P" --producers "$K" --acks "$acks" --output json | tail -1 | tee -a target/bench/results.jsonl
+done
+$R bench consume --topic bench-all --record-size "$S" --records "$N" --partitions "$P" --output json | tail -1 | tee -a target/bench/results.jsonl
+for id in 1 2 3; do curl -s "127.0.0.1:910$id/metrics" | grep -E '^replog_storage_fsync' | sed "s/^/node $id: /"; done
