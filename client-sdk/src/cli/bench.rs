@@ -1,5 +1,5 @@
 //! `replog bench produce|consume`: throughput and latency against a live
-//! cluster, ending with one JSON line (records, seconds, records_per_sec,
+//! cluster, ending with one JSON line whatever `--output` says (records, seconds, records_per_sec,
 //! mb_per_sec, p50_ms, p99_ms, p999_ms, max_ms).
 
 use std::time::{Duration, Instant};
@@ -51,9 +51,6 @@ pub struct BenchArgs {
     pub producers: u32,
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
-    /// Must be json: the last line is the result for scripts.
-    #[arg(long, default_value = "json")]
-    pub output: String,
 }
 
 pub async fn run(client: Client, cmd: BenchCmd) -> anyhow::Result<()> {

@@ -55,72 +55,82 @@ impl PeerService {
     }
 }
 
+impl PeerService {
+    /// Decodes the request for the named group, runs `f` on its Raft, and
+    /// encodes the answer (or the error) back.
+    async fn dispatch<Req, Resp, E, F, Fut>(
+        &self,
+        req: Request<RaftMessage>,
+        f: F,
+    ) -> Result<Response<RaftMessage>, Status>
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(Raft, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, E>>,
+    {
+        let m = req.into_inner();
+        let r = async {
+            let raft = self.raft(m.group_id)?;
+            let rpc: Req = Self::decode(&m)?;
+            f(raft, rpc).await.map_err(|e| e.to_string())
+        };
+        reply(m.group_id, r.await)
+    }
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let m = req.into_inner();
-        let r = async {
-            let raft = self.raft(m.group_id)?;
-            let rpc: AppendEntriesRequest<TypeConfig> = Self::decode(&m)?;
-            raft.append_entries(rpc).await.map_err(|e| e.to_string())
-        };
-        reply(m.group_id, r.await)
+        self.dispatch(req, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move { raft.append_entries(rpc).await })
+            .await
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let m = req.into_inner();
-        let r = async {
-            let raft = self.raft(m.group_id)?;
-            let rpc: VoteRequest<TypeConfig> = Self::decode(&m)?;
-            raft.vote(rpc).await.map_err(|e| e.to_string())
-        };
-        reply(m.group_id, r.await)
+        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
+            raft.vote(rpc).await
+        })
+        .await
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let m = req.into_inner();
-        let r = async {
-            let raft = self.raft(m.group_id)?;
-            let rpc: VoteRequest<TypeConfig> = Self::decode(&m)?;
-            raft.pre_vote(rpc).await.map_err(|e| e.to_string())
-        };
-        reply(m.group_id, r.await)
+        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
+            raft.pre_vote(rpc).await
+        })
+        .await
     }
 
     async fn install_snapshot(
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let m = req.into_inner();
-        let r = async {
-            let raft = self.raft(m.group_id)?;
-            let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = Self::decode(&m)?;
-            let snap = replog_raft_store::Snapshot {
-                meta,
-                snapshot: std::io::Cursor::new(data),
-            };
-            raft.install_full_snapshot(vote, snap)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        reply(m.group_id, r.await)
+        self.dispatch(
+            req,
+            |raft, (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>)| async move {
+                let snap = replog_raft_store::Snapshot {
+                    meta,
+                    snapshot: std::io::Cursor::new(data),
+                };
+                raft.install_full_snapshot(vote, snap).await
+            },
+        )
+        .await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let m = req.into_inner();
-        let r = async {
-            let raft = self.raft(m.group_id)?;
-            let rpc: TransferLeaderRequest<TypeConfig> = Self::decode(&m)?;
-            raft.handle_transfer_leader(rpc)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        reply(m.group_id, r.await)
+        self.dispatch(
+            req,
+            |raft, rpc: TransferLeaderRequest<TypeConfig>| async move {
+                raft.handle_transfer_leader(rpc).await
+            },
+        )
+        .await
     }
 }
