@@ -450,10 +450,10 @@ impl Node {
     async fn register_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if self.controller.is_leader(self.id) {
-                if let Err(e) = self.ensure_registered().await {
-                    warn!("registering nodes: {e}");
-                }
+            if self.controller.is_leader(self.id)
+                && let Err(e) = self.ensure_registered().await
+            {
+                warn!("registering nodes: {e}");
             }
         }
     }

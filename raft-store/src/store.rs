@@ -89,10 +89,10 @@ impl Store {
             .map_err(sled_err)?;
         // Make the data file's directory entry durable once.
         File::open(dir)?.sync_all()?;
-        if let Some(parent) = dir.parent() {
-            if let Ok(d) = File::open(parent) {
-                let _ = d.sync_all();
-            }
+        if let Some(parent) = dir.parent()
+            && let Ok(d) = File::open(parent)
+        {
+            let _ = d.sync_all();
         }
         let data_file = File::open(dir.join("db"))?;
         let stats = Arc::new(FlushStats::default());
