@@ -96,7 +96,7 @@ impl Node {
                 cache_capacity_bytes: config.cache_mb << 20,
             },
         )?;
-        let pool = Arc::new(PeerPool::default());
+        let pool = Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen)));
         let sm = GroupStateMachine::open_controller(&store, CONTROLLER_GROUP)?;
         let cluster = sm
             .cluster_watch()
@@ -501,15 +501,12 @@ impl Node {
                 match conns.get(&addr) {
                     Some(c) => c.clone(),
                     None => {
-                        let Ok(ep) =
-                            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                        else {
+                        let local = crate::raft_net::source_ip(self.config.listen);
+                        let Ok(ep) = crate::raft_net::peer_endpoint(&addr, local) else {
                             continue;
                         };
                         let c = pb::replog_client::ReplogClient::new(
-                            ep.connect_timeout(PROBE_INTERVAL)
-                                .tcp_nodelay(true)
-                                .connect_lazy(),
+                            ep.connect_timeout(PROBE_INTERVAL).connect_lazy(),
                         );
                         conns.insert(addr.clone(), c.clone());
                         c

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,20 +33,42 @@ const VOTE_DEADLINE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct PeerPool {
     conns: Mutex<HashMap<String, RaftPeerClient<Channel>>>,
+    local_ip: Option<IpAddr>,
+}
+
+/// The source address for this node's outgoing connections: its listen IP,
+/// unless it listens on every interface. On a host with one address per
+/// node (or 127.0.0.N per node in tests), packet filters can then tell the
+/// nodes' traffic apart.
+pub fn source_ip(listen: std::net::SocketAddr) -> Option<IpAddr> {
+    (!listen.ip().is_unspecified()).then_some(listen.ip())
+}
+
+/// An endpoint to a peer, bound to this node's source address.
+pub fn peer_endpoint(addr: &str, local_ip: Option<IpAddr>) -> Result<Endpoint, String> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .local_address(local_ip)
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(3)))
 }
 
 impl PeerPool {
+    pub fn new(local_ip: Option<IpAddr>) -> PeerPool {
+        PeerPool {
+            conns: Mutex::default(),
+            local_ip,
+        }
+    }
+
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
         let mut conns = self.conns.lock().expect("peer pool lock");
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(3));
+        let ep = peer_endpoint(addr, self.local_ip)?;
         let c = RaftPeerClient::new(ep.connect_lazy())
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30);

@@ -109,7 +109,7 @@ where
         )
         .into());
     };
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let ep = crate::raft_net::peer_endpoint(&addr, crate::raft_net::source_ip(node.config.listen))
         .map_err(|_| Status::from(node.not_leader(what.clone(), leader)))?;
     let client = pb::replog_client::ReplogClient::new(ep.connect_lazy());
     let mut r = Request::new(req);
