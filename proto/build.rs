@@ -8,11 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Record payloads travel as `bytes::Bytes`: decoding a request slices the
     // receive buffer instead of copying every key and value.
     config.bytes(["."]);
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &["proto/replog.proto"],
-        &["proto"],
-    )?;
+    tonic_prost_build::configure().compile_with_config(config, &["proto/replog.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/replog.proto");
     Ok(())
 }

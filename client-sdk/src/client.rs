@@ -111,29 +111,17 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let bootstrap: Vec<String> = bootstrap
-            .into_iter()
-            .map(Into::into)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let bootstrap: Vec<String> = bootstrap.into_iter().map(Into::into).filter(|s| !s.is_empty()).collect();
         if bootstrap.is_empty() {
             return Err(Error::InvalidArgument("no bootstrap address given".into()));
         }
         for a in &bootstrap {
             if !a.contains(':') {
-                return Err(Error::InvalidArgument(format!(
-                    "bootstrap address {a:?} is not host:port"
-                )));
+                return Err(Error::InvalidArgument(format!("bootstrap address {a:?} is not host:port")));
             }
         }
-        let client = Client {
-            inner: Arc::new(Inner {
-                config,
-                bootstrap,
-                conns: Mutex::default(),
-                meta: Mutex::default(),
-            }),
-        };
+        let client =
+            Client { inner: Arc::new(Inner { config, bootstrap, conns: Mutex::default(), meta: Mutex::default() }) };
         client.refresh_metadata(&[]).await?;
         Ok(client)
     }
@@ -203,13 +191,7 @@ impl Client {
                 });
             }
             // A NOT_LEADER with an address is worth an immediate retry there.
-            let hinted = matches!(
-                &err,
-                Error::Broker {
-                    leader: Some(LeaderHint { addr: Some(_), .. }),
-                    ..
-                }
-            );
+            let hinted = matches!(&err, Error::Broker { leader: Some(LeaderHint { addr: Some(_), .. }), .. });
             if !hinted || attempt > 3 {
                 let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
@@ -242,9 +224,7 @@ impl Client {
         let timeout = self.inner.config.request_timeout;
         let resp = self
             .any_node(|mut c, _| {
-                let mut req = tonic::Request::new(pb::MetadataRequest {
-                    topics: topics.to_vec(),
-                });
+                let mut req = tonic::Request::new(pb::MetadataRequest { topics: topics.to_vec() });
                 req.set_timeout(timeout);
                 async move { c.metadata(req).await }
             })
@@ -269,54 +249,47 @@ impl Client {
             return Ok(t.clone());
         }
         let infos = self.refresh_metadata(&[topic.to_string()]).await?;
-        infos
-            .into_iter()
-            .find(|t| t.name == topic)
-            .ok_or_else(|| Error::Broker {
-                code: ErrorCode::UnknownTopic,
-                message: format!("topic {topic:?} does not exist"),
-                leader: None,
-            })
+        infos.into_iter().find(|t| t.name == topic).ok_or_else(|| Error::Broker {
+            code: ErrorCode::UnknownTopic,
+            message: format!("topic {topic:?} does not exist"),
+            leader: None,
+        })
     }
 
     fn forget_topic(&self, topic: &str) {
-        self.inner
-            .meta
-            .lock()
-            .expect("meta lock")
-            .topics
-            .remove(topic);
+        self.inner.meta.lock().expect("meta lock").topics.remove(topic);
     }
 
     /// Address to send a partition request to on this attempt: the cached
     /// leader, else a replica chosen by the attempt number.
     async fn partition_addr(&self, topic: &str, partition: u32, attempt: u32) -> Result<String> {
         let info = self.topic(topic).await?;
-        let p = info
-            .partitions
-            .get(partition as usize)
-            .ok_or_else(|| Error::Broker {
-                code: ErrorCode::UnknownPartition,
-                message: format!(
-                    "topic {topic:?} has {} partitions; {partition} is out of range",
-                    info.partitions.len()
-                ),
-                leader: None,
-            })?;
-        let meta = self.inner.meta.lock().expect("meta lock");
-        let node = match p.leader {
-            Some(l) if meta.nodes.contains_key(&l) => l,
-            _ if p.replicas.is_empty() => {
-                return Err(Error::Corrupt(format!(
-                    "{topic}/{partition} has no replicas"
-                )));
+        let p = info.partitions.get(partition as usize).ok_or_else(|| Error::Broker {
+            code: ErrorCode::UnknownPartition,
+            message: format!("topic {topic:?} has {} partitions; {partition} is out of range", info.partitions.len()),
+            leader: None,
+        })?;
+        let node = {
+            let meta = self.inner.meta.lock().expect("meta lock");
+            let node = match p.leader {
+                Some(l) if meta.nodes.contains_key(&l) => l,
+                _ if p.replicas.is_empty() => {
+                    return Err(Error::Corrupt(format!("{topic}/{partition} has no replicas")));
+                }
+                _ => p.replicas[attempt as usize % p.replicas.len()],
+            };
+            if let Some(addr) = meta.nodes.get(&node) {
+                return Ok(addr.clone());
             }
-            _ => p.replicas[attempt as usize % p.replicas.len()],
+            node
         };
-        meta.nodes
-            .get(&node)
-            .cloned()
-            .ok_or_else(|| Error::Corrupt(format!("node {node} has no address")))
+        // A node we have no address for yet: learn the cluster again.
+        self.refresh_metadata(&[topic.to_string()]).await?;
+        self.node_addr(node).ok_or_else(|| Error::Broker {
+            code: ErrorCode::Unavailable,
+            message: format!("no address known for node {node}"),
+            leader: None,
+        })
     }
 
     /// Records what a failed partition request taught us about the leader.
@@ -325,19 +298,11 @@ impl Client {
             return;
         }
         let mut meta = self.inner.meta.lock().expect("meta lock");
-        if let Error::Broker {
-            leader: Some(LeaderHint { id, addr }),
-            ..
-        } = err
-        {
+        if let Error::Broker { leader: Some(LeaderHint { id, addr }), .. } = err {
             if let Some(addr) = addr {
                 meta.nodes.insert(*id, addr.clone());
             }
-            if let Some(p) = meta
-                .topics
-                .get_mut(topic)
-                .and_then(|t| t.partitions.get_mut(partition as usize))
-            {
+            if let Some(p) = meta.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) {
                 p.leader = Some(*id);
                 return;
             }
@@ -398,13 +363,8 @@ impl Client {
     }
 
     /// Raw fetch at the leader (or at the node `replica_addr` when given).
-    pub async fn fetch_raw(
-        &self,
-        req: pb::FetchRequest,
-        replica_addr: Option<&str>,
-    ) -> Result<pb::FetchResponse> {
-        let timeout =
-            self.inner.config.request_timeout + Duration::from_millis(req.max_wait_ms as u64);
+    pub async fn fetch_raw(&self, req: pb::FetchRequest, replica_addr: Option<&str>) -> Result<pb::FetchResponse> {
+        let timeout = self.inner.config.request_timeout + Duration::from_millis(req.max_wait_ms as u64);
         let call = move |mut c: ReplogClient<Channel>, req: pb::FetchRequest| {
             let mut r = tonic::Request::new(req);
             r.set_timeout(timeout);
@@ -413,31 +373,17 @@ impl Client {
         match replica_addr {
             Some(addr) => {
                 let c = self.conn(addr)?;
-                let r = call(
-                    c,
-                    pb::FetchRequest {
-                        replica_read: true,
-                        ..req
-                    },
-                )
-                .await;
-                r.map(|r| r.into_inner())
-                    .map_err(|s| Error::from_status(addr, s))
+                let r = call(c, pb::FetchRequest { replica_read: true, ..req }).await;
+                r.map(|r| r.into_inner()).map_err(|s| Error::from_status(addr, s))
             }
             None => {
                 let (topic, partition) = (req.topic.clone(), req.partition);
-                self.at_leader(&topic, partition, |c, _| call(c, req.clone()))
-                    .await
+                self.at_leader(&topic, partition, |c, _| call(c, req.clone())).await
             }
         }
     }
 
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        replication_factor: u32,
-    ) -> Result<TopicInfo> {
+    pub async fn create_topic(&self, name: &str, partitions: u32, replication_factor: u32) -> Result<TopicInfo> {
         let timeout = self.inner.config.request_timeout + Duration::from_secs(10);
         let resp = self
             .any_node(|mut c, _| {
@@ -451,21 +397,14 @@ impl Client {
             })
             .await?;
         let info = TopicInfo::from(resp.topic.unwrap_or_default());
-        self.inner
-            .meta
-            .lock()
-            .expect("meta lock")
-            .topics
-            .insert(info.name.clone(), info.clone());
+        self.inner.meta.lock().expect("meta lock").topics.insert(info.name.clone(), info.clone());
         Ok(info)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let timeout = self.inner.config.request_timeout;
         self.any_node(|mut c, _| {
-            let mut req = tonic::Request::new(pb::DeleteTopicRequest {
-                name: name.to_string(),
-            });
+            let mut req = tonic::Request::new(pb::DeleteTopicRequest { name: name.to_string() });
             req.set_timeout(timeout);
             async move { c.delete_topic(req).await }
         })
@@ -497,14 +436,21 @@ impl Client {
         .await
     }
 
+    /// A fresh idempotent-producer id `(producer id, epoch)`.
+    pub async fn init_producer(&self) -> Result<(i64, i16)> {
+        let timeout = self.inner.config.request_timeout;
+        let r = self
+            .any_node(|mut c, _| {
+                let mut req = tonic::Request::new(pb::InitProducerRequest {});
+                req.set_timeout(timeout);
+                async move { c.init_producer(req).await }
+            })
+            .await?;
+        Ok((r.producer_id, r.epoch as i16))
+    }
+
     /// Address of node `id` as last seen in metadata.
     pub fn node_addr(&self, id: u64) -> Option<String> {
-        self.inner
-            .meta
-            .lock()
-            .expect("meta lock")
-            .nodes
-            .get(&id)
-            .cloned()
+        self.inner.meta.lock().expect("meta lock").nodes.get(&id).cloned()
     }
 }

@@ -28,11 +28,7 @@ pub struct FetchOptions {
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        FetchOptions {
-            max_bytes: 4 << 20,
-            max_records: 10_000,
-            max_wait_ms: 500,
-        }
+        FetchOptions { max_bytes: 4 << 20, max_records: 10_000, max_wait_ms: 500 }
     }
 }
 
@@ -103,16 +99,12 @@ impl PartitionReader {
             max_wait_ms: self.opts.max_wait_ms,
             replica_read: false,
         };
-        let resp = self
-            .client
-            .fetch_raw(req, self.replica_addr.as_deref())
-            .await?;
+        let resp = self.client.fetch_raw(req, self.replica_addr.as_deref()).await?;
         self.high_watermark = resp.high_watermark;
         self.log_start_offset = resp.log_start_offset;
         let mut out = Vec::new();
         for b in resp.batches {
-            let (_, records) =
-                batch::decode(&b.batch).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let (_, records) = batch::decode(&b.batch).map_err(|e| Error::Corrupt(e.to_string()))?;
             for (i, r) in records.into_iter().enumerate() {
                 let offset = b.base_offset + i as u64;
                 // A fetch returns whole batches; skip what lies before the position.

@@ -8,22 +8,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The broker refused the request with a stable code.
     #[error("{code}: {message}")]
-    Broker {
-        code: ErrorCode,
-        message: String,
-        leader: Option<LeaderHint>,
-    },
+    Broker { code: ErrorCode, message: String, leader: Option<LeaderHint> },
     /// The request could not reach a broker, or the connection broke. Whether
     /// a write sent this way was applied is unknown.
     #[error("transport error talking to {addr}: {message}")]
     Transport { addr: String, message: String },
     /// Retries ran out of time; `last` is the last error seen.
     #[error("gave up after {attempts} attempts in {elapsed_ms} ms; last error: {last}")]
-    DeadlineExceeded {
-        attempts: u32,
-        elapsed_ms: u64,
-        last: Box<Error>,
-    },
+    DeadlineExceeded { attempts: u32, elapsed_ms: u64, last: Box<Error> },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("corrupt data from broker: {0}")]
@@ -60,9 +52,7 @@ impl Error {
     pub fn is_indeterminate(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
-            Error::Broker { code, .. } => {
-                *code == ErrorCode::Timeout || *code == ErrorCode::Unavailable
-            }
+            Error::Broker { code, .. } => *code == ErrorCode::Timeout || *code == ErrorCode::Unavailable,
             Error::DeadlineExceeded { last, .. } => last.is_indeterminate(),
             _ => false,
         }
@@ -77,27 +67,18 @@ impl Error {
             .and_then(ErrorCode::from_u16);
         match code {
             Some(code) => {
-                let leader = md
-                    .get(LEADER_ID_KEY)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .map(|id| LeaderHint {
-                        id,
-                        addr: md
-                            .get(LEADER_ADDR_KEY)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string),
+                let leader =
+                    md.get(LEADER_ID_KEY).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()).map(|id| {
+                        LeaderHint {
+                            id,
+                            addr: md.get(LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()).map(str::to_string),
+                        }
                     });
-                Error::Broker {
-                    code,
-                    message: status.message().to_string(),
-                    leader,
-                }
+                Error::Broker { code, message: status.message().to_string(), leader }
             }
-            None => Error::Transport {
-                addr: addr.to_string(),
-                message: format!("{}: {}", status.code(), status.message()),
-            },
+            None => {
+                Error::Transport { addr: addr.to_string(), message: format!("{}: {}", status.code(), status.message()) }
+            }
         }
     }
 }

@@ -6,6 +6,14 @@
 //! One batch per partition is in flight at a time, so records from one
 //! producer land in a partition in the order they were sent; while a batch
 //! is in flight the next one fills, which is where throughput comes from.
+//!
+//! Idempotence (on by default): every batch carries a producer id (from the
+//! controller) and the sequence number of its first record. When a retry
+//! reaches a partition that already holds the batch — its acknowledgement
+//! was lost to a failover — the partition answers with the original offset
+//! instead of appending it again. After a batch fails for good, the sender
+//! takes a new producer id, so a batch that may or may not have landed can
+//! never be confused with the next one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +39,9 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Records queued per partition before `send` waits (back-pressure).
     pub queue_capacity: usize,
+    /// Tag batches with a producer id and sequence so that retries are
+    /// never appended twice.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -41,6 +52,7 @@ impl Default for ProducerConfig {
             batch_max_bytes: 1 << 20,
             linger: Duration::from_millis(2),
             queue_capacity: 100_000,
+            idempotent: true,
         }
     }
 }
@@ -87,44 +99,27 @@ impl SendHandle {
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
-        Producer {
-            client,
-            config,
-            state: Arc::default(),
-        }
+        Producer { client, config, state: Arc::default() }
     }
 
     /// Sends one record and waits for its acknowledgement. The partition is
     /// chosen by key hash, or round-robin when there is no key.
     pub async fn send(&self, topic: &str, key: Option<Bytes>, value: Bytes) -> Result<(u32, u64)> {
-        self.enqueue(topic, None, Record::new(key, value, now_ms()))
-            .await?
-            .wait()
-            .await
+        self.enqueue(topic, None, Record::new(key, value, now_ms())).await?.wait().await
     }
 
     /// Queues one record and returns at once with a handle to its result.
     /// Records queued one after another for the same partition are written
     /// in that order.
-    pub async fn enqueue(
-        &self,
-        topic: &str,
-        partition: Option<u32>,
-        record: Record,
-    ) -> Result<SendHandle> {
+    pub async fn enqueue(&self, topic: &str, partition: Option<u32>, record: Record) -> Result<SendHandle> {
         let partitions = self.client.topic(topic).await?.partitions.len() as u32;
         if partitions == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "topic {topic:?} has no partitions"
-            )));
+            return Err(Error::InvalidArgument(format!("topic {topic:?} has no partitions")));
         }
         let partition = match partition {
             Some(p) => p,
@@ -141,9 +136,7 @@ impl Producer {
         if partition >= partitions {
             return Err(Error::Broker {
                 code: replog_proto::codes::ErrorCode::UnknownPartition,
-                message: format!(
-                    "topic {topic:?} has {partitions} partitions; {partition} is out of range"
-                ),
+                message: format!("topic {topic:?} has {partitions} partitions; {partition} is out of range"),
                 leader: None,
             });
         }
@@ -151,10 +144,7 @@ impl Producer {
         let (reply, rx) = oneshot::channel();
         tx.send(Pending { record, reply })
             .await
-            .map_err(|_| Error::Transport {
-                addr: String::new(),
-                message: "producer queue closed".into(),
-            })?;
+            .map_err(|_| Error::Transport { addr: String::new(), message: "producer queue closed".into() })?;
         Ok(SendHandle { partition, rx })
     }
 
@@ -164,17 +154,19 @@ impl Producer {
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.queue_capacity);
-                tokio::spawn(run_partition(
-                    self.client.clone(),
-                    self.config.clone(),
-                    topic.to_string(),
-                    partition,
-                    rx,
-                ));
+                tokio::spawn(run_partition(self.client.clone(), self.config.clone(), topic.to_string(), partition, rx));
                 tx
             })
             .clone()
     }
+}
+
+/// The idempotence state of one partition sender.
+#[derive(Default)]
+struct Sequence {
+    /// `(producer id, epoch)`, taken on first use and after a failure.
+    id: Option<(i64, i16)>,
+    next: i32,
 }
 
 async fn run_partition(
@@ -184,6 +176,7 @@ async fn run_partition(
     partition: u32,
     mut rx: mpsc::Receiver<Pending>,
 ) {
+    let mut seq = Sequence::default();
     while let Some(first) = rx.recv().await {
         let mut size = first.record.encoded_len();
         let mut pending = vec![first];
@@ -192,36 +185,28 @@ async fn run_partition(
             let next = match rx.try_recv() {
                 Ok(p) => p,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(linger_until, rx.recv()).await {
-                        Ok(Some(p)) => p,
-                        _ => break,
-                    }
-                }
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                    Ok(Some(p)) => p,
+                    _ => break,
+                },
             };
             let len = next.record.encoded_len();
             if size + len > cfg.batch_max_bytes {
                 // Too big for this batch: it starts the next one.
-                send_batch(
-                    &client,
-                    &cfg,
-                    &topic,
-                    partition,
-                    std::mem::take(&mut pending),
-                )
-                .await;
+                send_batch(&client, &cfg, &mut seq, &topic, partition, std::mem::take(&mut pending)).await;
                 size = 0;
             }
             size += len;
             pending.push(next);
         }
-        send_batch(&client, &cfg, &topic, partition, pending).await;
+        send_batch(&client, &cfg, &mut seq, &topic, partition, pending).await;
     }
 }
 
 async fn send_batch(
     client: &Client,
     cfg: &ProducerConfig,
+    seq: &mut Sequence,
     topic: &str,
     partition: u32,
     pending: Vec<Pending>,
@@ -229,14 +214,37 @@ async fn send_batch(
     if pending.is_empty() {
         return;
     }
-    let mut b =
-        batch::BatchBuilder::with_capacity(pending.iter().map(|p| p.record.encoded_len()).sum());
+    let count = pending.len() as i32;
+    let mut b = batch::BatchBuilder::with_capacity(pending.iter().map(|p| p.record.encoded_len()).sum());
+    let mut tagged = false;
+    if cfg.idempotent {
+        if seq.id.is_none() || seq.next.checked_add(count).is_none() {
+            match client.init_producer().await {
+                Ok(id) => *seq = Sequence { id: Some(id), next: 0 },
+                Err(e) => {
+                    for p in pending {
+                        let _ = p.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some((producer_id, epoch)) = seq.id {
+            b = b.producer(batch::ProducerInfo { producer_id, epoch, base_sequence: seq.next });
+            tagged = true;
+        }
+    }
     for p in &pending {
         b.push(&p.record);
     }
-    let result = client
-        .produce_batch(topic, partition, b.build(), cfg.acks)
-        .await;
+    let result = client.produce_batch(topic, partition, b.build(), cfg.acks).await;
+    if tagged {
+        match &result {
+            Ok(_) => seq.next += count,
+            // Whether it landed is unknown: start a fresh sequence space.
+            Err(_) => seq.id = None,
+        }
+    }
     for (i, p) in pending.into_iter().enumerate() {
         let r = match &result {
             Ok(resp) => Ok(resp.base_offset + i as u64),
@@ -296,20 +304,14 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
-            -58897971
-        );
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 
     #[test]
     fn same_key_same_partition() {
         for n in 1..20 {
-            assert_eq!(
-                partition_for_key(b"user-42", n),
-                partition_for_key(b"user-42", n)
-            );
+            assert_eq!(partition_for_key(b"user-42", n), partition_for_key(b"user-42", n));
             assert!(partition_for_key(b"user-42", n) < n);
         }
     }

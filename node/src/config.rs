@@ -73,9 +73,7 @@ impl Default for NodeConfig {
 
 impl NodeConfig {
     pub fn advertise_addr(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 
     /// Checks fields against each other.
@@ -86,10 +84,7 @@ impl NodeConfig {
         if !self.initial_cluster.is_empty() {
             match self.initial_cluster.get(&self.id) {
                 None => {
-                    return Err(format!(
-                        "--initial-cluster does not name this node (id {})",
-                        self.id
-                    ));
+                    return Err(format!("--initial-cluster does not name this node (id {})", self.id));
                 }
                 Some(a) if *a != self.advertise_addr() => {
                     return Err(format!(
@@ -189,13 +184,8 @@ pub struct Args {
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut m = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| format!("{part:?} is not id=host:port"))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| format!("{id:?} is not a node id"))?;
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("{part:?} is not id=host:port"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("{id:?} is not a node id"))?;
         if id == 0 {
             return Err("node ids start at 1".into());
         }
@@ -214,17 +204,13 @@ impl Args {
     pub fn into_config(self) -> Result<NodeConfig, String> {
         let mut c = match &self.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("reading {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
                 toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", p.display()))?
             }
             None => NodeConfig::default(),
         };
         if self.join.is_some() {
-            return Err(
-                "--join is not available in this version; start every node with --initial-cluster"
-                    .into(),
-            );
+            return Err("--join is not available in this version; start every node with --initial-cluster".into());
         }
         if self.tls_dir.is_some() {
             return Err("--tls-dir is not available in this version".into());
@@ -271,10 +257,7 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_make_a_valid_raft_config() {
-        let c = NodeConfig {
-            id: 1,
-            ..Default::default()
-        };
+        let c = NodeConfig { id: 1, ..Default::default() };
         c.validate().unwrap();
         c.raft_config().unwrap();
     }
@@ -286,10 +269,6 @@ mod tests {
             initial_cluster: parse_initial_cluster("1=127.0.0.1:7001").unwrap(),
             ..Default::default()
         };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .contains("does not name this node")
-        );
+        assert!(c.validate().unwrap_err().contains("does not name this node"));
     }
 }

@@ -10,22 +10,11 @@ pub enum NodeError {
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
     #[error("topic {topic:?} has {count} partitions; partition {partition} does not exist")]
-    UnknownPartition {
-        topic: String,
-        partition: u32,
-        count: u32,
-    },
+    UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("this node does not lead {what}")]
-    NotLeader {
-        what: String,
-        leader: Option<(u64, String)>,
-    },
+    NotLeader { what: String, leader: Option<(u64, String)> },
     #[error("offset {offset} is outside the log [{log_start}, {high_watermark}]")]
-    OffsetOutOfRange {
-        offset: u64,
-        log_start: u64,
-        high_watermark: u64,
-    },
+    OffsetOutOfRange { offset: u64, log_start: u64, high_watermark: u64 },
     #[error("{0}")]
     RecordTooLarge(String),
     #[error("batch of {size} bytes exceeds the limit of {limit} bytes")]
@@ -50,6 +39,9 @@ pub enum NodeError {
     Internal(String),
     #[error("storage error: {0}")]
     Storage(#[from] std::io::Error),
+    /// Refused by a state machine when the entry was applied.
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
 }
 
 impl NodeError {
@@ -71,6 +63,7 @@ impl NodeError {
             NodeError::Timeout(_) => ErrorCode::Timeout,
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::Storage(_) => ErrorCode::Storage,
+            NodeError::Refused { code, .. } => *code,
         }
     }
 }
@@ -85,26 +78,14 @@ impl From<NodeError> for tonic::Status {
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
             ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::Internal | ErrorCode::Storage => tonic::Code::Internal,
+            ErrorCode::OutOfOrderSequence | ErrorCode::ProducerFenced => tonic::Code::FailedPrecondition,
             _ => tonic::Code::InvalidArgument,
         };
         let mut status = tonic::Status::new(grpc, format!("{}: {e}", code.name()));
         let md = status.metadata_mut();
-        md.insert(
-            CODE_KEY,
-            code.as_u16()
-                .to_string()
-                .parse()
-                .expect("digits are valid metadata"),
-        );
-        if let NodeError::NotLeader {
-            leader: Some((id, addr)),
-            ..
-        } = &e
-        {
-            md.insert(
-                LEADER_ID_KEY,
-                id.to_string().parse().expect("digits are valid metadata"),
-            );
+        md.insert(CODE_KEY, code.as_u16().to_string().parse().expect("digits are valid metadata"));
+        if let NodeError::NotLeader { leader: Some((id, addr)), .. } = &e {
+            md.insert(LEADER_ID_KEY, id.to_string().parse().expect("digits are valid metadata"));
             if let Ok(v) = addr.parse() {
                 md.insert(LEADER_ADDR_KEY, v);
             }

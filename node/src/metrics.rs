@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::node::Node;
@@ -43,55 +43,34 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let lat = |name: &str, help: &str| {
-            HistogramOpts::new(name, help).buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-            ])
+            HistogramOpts::new(name, help)
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
         };
         let m = Metrics {
             produce_requests: IntCounterVec::new(
-                Opts::new(
-                    "replog_produce_requests_total",
-                    "Produce requests by result code",
-                ),
+                Opts::new("replog_produce_requests_total", "Produce requests by result code"),
                 &["result"],
             )
             .expect("metric"),
-            produce_records: IntCounter::new("replog_produce_records_total", "Records appended")
-                .expect("metric"),
-            produce_bytes: IntCounter::new("replog_produce_bytes_total", "Batch bytes appended")
-                .expect("metric"),
+            produce_records: IntCounter::new("replog_produce_records_total", "Records appended").expect("metric"),
+            produce_bytes: IntCounter::new("replog_produce_bytes_total", "Batch bytes appended").expect("metric"),
             produce_latency: Histogram::with_opts(lat(
                 "replog_produce_latency_seconds",
                 "Produce request time at the leader, acks=all: until a majority has it on disk",
             ))
             .expect("metric"),
             fetch_requests: IntCounterVec::new(
-                Opts::new(
-                    "replog_fetch_requests_total",
-                    "Fetch requests by result code",
-                ),
+                Opts::new("replog_fetch_requests_total", "Fetch requests by result code"),
                 &["result"],
             )
             .expect("metric"),
-            fetch_bytes: IntCounter::new(
-                "replog_fetch_bytes_total",
-                "Batch bytes returned by fetch",
-            )
-            .expect("metric"),
-            fetch_latency: HistogramVec::new(
-                lat("replog_fetch_latency_seconds", "Fetch request time"),
-                &["long_poll"],
-            )
-            .expect("metric"),
-            groups: IntGauge::new("replog_raft_groups", "Raft groups hosted (partitions)")
+            fetch_bytes: IntCounter::new("replog_fetch_bytes_total", "Batch bytes returned by fetch").expect("metric"),
+            fetch_latency: HistogramVec::new(lat("replog_fetch_latency_seconds", "Fetch request time"), &["long_poll"])
                 .expect("metric"),
-            leaders: IntGauge::new("replog_raft_leaders", "Partition groups this node leads")
+            groups: IntGauge::new("replog_raft_groups", "Raft groups hosted (partitions)").expect("metric"),
+            leaders: IntGauge::new("replog_raft_leaders", "Partition groups this node leads").expect("metric"),
+            fsyncs: IntGauge::new("replog_storage_fsyncs_total", "Flush + fsync rounds of the storage")
                 .expect("metric"),
-            fsyncs: IntGauge::new(
-                "replog_storage_fsyncs_total",
-                "Flush + fsync rounds of the storage",
-            )
-            .expect("metric"),
             fsync_waiters: IntGauge::new(
                 "replog_storage_fsync_waiters_total",
                 "Writes made durable by those rounds (waiters / fsyncs = group-commit factor)",
@@ -103,46 +82,29 @@ impl Metrics {
             )
             .expect("metric"),
             partition_high_watermark: IntGaugeVec::new(
-                Opts::new(
-                    "replog_partition_high_watermark",
-                    "High watermark of each hosted partition",
-                ),
+                Opts::new("replog_partition_high_watermark", "High watermark of each hosted partition"),
                 &["topic", "partition"],
             )
             .expect("metric"),
-            controller_leader: IntGauge::new(
-                "replog_controller_leader",
-                "Node id of the controller leader (0: none)",
-            )
-            .expect("metric"),
+            controller_leader: IntGauge::new("replog_controller_leader", "Node id of the controller leader (0: none)")
+                .expect("metric"),
             registry,
         };
         let r = &m.registry;
-        r.register(Box::new(m.produce_requests.clone()))
-            .expect("register");
-        r.register(Box::new(m.produce_records.clone()))
-            .expect("register");
-        r.register(Box::new(m.produce_bytes.clone()))
-            .expect("register");
-        r.register(Box::new(m.produce_latency.clone()))
-            .expect("register");
-        r.register(Box::new(m.fetch_requests.clone()))
-            .expect("register");
-        r.register(Box::new(m.fetch_bytes.clone()))
-            .expect("register");
-        r.register(Box::new(m.fetch_latency.clone()))
-            .expect("register");
+        r.register(Box::new(m.produce_requests.clone())).expect("register");
+        r.register(Box::new(m.produce_records.clone())).expect("register");
+        r.register(Box::new(m.produce_bytes.clone())).expect("register");
+        r.register(Box::new(m.produce_latency.clone())).expect("register");
+        r.register(Box::new(m.fetch_requests.clone())).expect("register");
+        r.register(Box::new(m.fetch_bytes.clone())).expect("register");
+        r.register(Box::new(m.fetch_latency.clone())).expect("register");
         r.register(Box::new(m.groups.clone())).expect("register");
         r.register(Box::new(m.leaders.clone())).expect("register");
         r.register(Box::new(m.fsyncs.clone())).expect("register");
-        r.register(Box::new(m.fsync_waiters.clone()))
-            .expect("register");
-        r.register(Box::new(m.fsync_seconds_micros.clone()))
-            .expect("register");
-        r.register(Box::new(m.partition_high_watermark.clone()))
-            .expect("register");
-        r.register(Box::new(m.controller_leader.clone()))
-            .expect("register");
+        r.register(Box::new(m.fsync_waiters.clone())).expect("register");
+        r.register(Box::new(m.fsync_seconds_micros.clone())).expect("register");
+        r.register(Box::new(m.partition_high_watermark.clone())).expect("register");
+        r.register(Box::new(m.controller_leader.clone())).expect("register");
         m
     }
 }
@@ -157,12 +119,9 @@ fn refresh(node: &Node) {
     let m = &node.metrics;
     let s = node.store.stats();
     m.fsyncs.set(s.flushes.load(Ordering::Relaxed) as i64);
-    m.fsync_waiters
-        .set(s.waiters.load(Ordering::Relaxed) as i64);
-    m.fsync_seconds_micros
-        .set(s.micros.load(Ordering::Relaxed) as i64);
-    m.controller_leader
-        .set(node.controller_leader().unwrap_or(0) as i64);
+    m.fsync_waiters.set(s.waiters.load(Ordering::Relaxed) as i64);
+    m.fsync_seconds_micros.set(s.micros.load(Ordering::Relaxed) as i64);
+    m.controller_leader.set(node.controller_leader().unwrap_or(0) as i64);
     let info = node.node_info();
     m.leaders.set(info.leader_count as i64);
     let meta = node.meta();
@@ -189,14 +148,8 @@ async fn metrics(State(node): State<Arc<Node>>) -> (StatusCode, String) {
 /// Healthy once the node serves and its controller group has a leader.
 async fn health(State(node): State<Arc<Node>>) -> (StatusCode, String) {
     match node.controller_leader() {
-        Some(l) => (
-            StatusCode::OK,
-            format!("{{\"node\":{},\"controller_leader\":{l}}}\n", node.id),
-        ),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{{\"node\":{},\"controller_leader\":null}}\n", node.id),
-        ),
+        Some(l) => (StatusCode::OK, format!("{{\"node\":{},\"controller_leader\":{l}}}\n", node.id)),
+        None => (StatusCode::SERVICE_UNAVAILABLE, format!("{{\"node\":{},\"controller_leader\":null}}\n", node.id)),
     }
 }
 
@@ -205,12 +158,7 @@ pub async fn serve(
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .with_state(node);
+    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(node);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -92,37 +92,20 @@ impl Node {
         let raft_config = Arc::new(config.raft_config().map_err(anyhow::Error::msg)?);
         let store = Store::open(
             &config.data_dir,
-            &replog_raft_store::StoreConfig {
-                cache_capacity_bytes: config.cache_mb << 20,
-            },
+            &replog_raft_store::StoreConfig { cache_capacity_bytes: config.cache_mb << 20 },
         )?;
         let pool = Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen)));
         let sm = GroupStateMachine::open_controller(&store, CONTROLLER_GROUP)?;
-        let cluster = sm
-            .cluster_watch()
-            .expect("controller state machine has a cluster watch");
+        let cluster = sm.cluster_watch().expect("controller state machine has a cluster watch");
         let log = LogStore::open(store.clone(), CONTROLLER_GROUP)?;
-        let net = NetworkFactory {
-            pool: pool.clone(),
-            group: CONTROLLER_GROUP,
-        };
+        let net = NetworkFactory { pool: pool.clone(), group: CONTROLLER_GROUP };
         let raft = Raft::new(config.id, raft_config.clone(), net, log, sm).await?;
-        let controller = Arc::new(Group {
-            id: CONTROLLER_GROUP,
-            raft,
-            reader: None,
-        });
+        let controller = Arc::new(Group { id: CONTROLLER_GROUP, raft, reader: None });
         if !config.initial_cluster.is_empty() {
-            let members: BTreeMap<NodeId, BasicNode> = config
-                .initial_cluster
-                .iter()
-                .map(|(id, a)| (*id, BasicNode { addr: a.clone() }))
-                .collect();
+            let members: BTreeMap<NodeId, BasicNode> =
+                config.initial_cluster.iter().map(|(id, a)| (*id, BasicNode { addr: a.clone() })).collect();
             match controller.raft.initialize(members).await {
-                Ok(()) => info!(
-                    "initialized the controller group with {:?}",
-                    config.initial_cluster
-                ),
+                Ok(()) => info!("initialized the controller group with {:?}", config.initial_cluster),
                 Err(e) if e.api_error().is_some() => {} // already initialized: a restart
                 Err(e) => return Err(e.into()),
             }
@@ -162,12 +145,7 @@ impl Node {
     }
 
     pub fn groups(&self) -> Vec<Arc<Group>> {
-        self.groups
-            .read()
-            .expect("groups lock")
-            .values()
-            .cloned()
-            .collect()
+        self.groups.read().expect("groups lock").values().cloned().collect()
     }
 
     pub fn meta(&self) -> Arc<ClusterMeta> {
@@ -180,28 +158,18 @@ impl Node {
 
     /// Address of a node: from the metadata, else the initial cluster.
     pub fn node_addr(&self, id: NodeId) -> Option<String> {
-        self.meta()
-            .nodes
-            .get(&id)
-            .map(|n| n.addr.clone())
-            .or_else(|| self.config.initial_cluster.get(&id).cloned())
+        self.meta().nodes.get(&id).map(|n| n.addr.clone()).or_else(|| self.config.initial_cluster.get(&id).cloned())
     }
 
     /// The partition group for `topic`/`partition`, checking both exist.
     pub fn locate(&self, topic: &str, partition: u32) -> Result<(GroupId, Vec<NodeId>)> {
         let meta = self.meta();
-        let t = meta
-            .topics
-            .get(topic)
-            .ok_or_else(|| NodeError::UnknownTopic(topic.to_string()))?;
-        let p =
-            t.partitions
-                .get(partition as usize)
-                .ok_or_else(|| NodeError::UnknownPartition {
-                    topic: topic.to_string(),
-                    partition,
-                    count: t.partitions.len() as u32,
-                })?;
+        let t = meta.topics.get(topic).ok_or_else(|| NodeError::UnknownTopic(topic.to_string()))?;
+        let p = t.partitions.get(partition as usize).ok_or_else(|| NodeError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+            count: t.partitions.len() as u32,
+        })?;
         Ok((p.group, p.replicas.clone()))
     }
 
@@ -228,16 +196,7 @@ impl Node {
         }
         let peers = self.peers.lock().expect("peers lock");
         leader
-            .and_then(|l| {
-                peers
-                    .get(&l)?
-                    .info
-                    .as_ref()?
-                    .groups
-                    .iter()
-                    .find(|g| g.group_id == group)
-                    .cloned()
-            })
+            .and_then(|l| peers.get(&l)?.info.as_ref()?.groups.iter().find(|g| g.group_id == group).cloned())
             .map(|g| (g.log_start_offset, g.high_watermark))
             .unwrap_or((0, 0))
     }
@@ -255,11 +214,7 @@ impl Node {
             .keys()
             .copied()
             .filter(|id| {
-                *id == self.id
-                    || peers
-                        .get(id)
-                        .and_then(|p| p.last_ok)
-                        .is_some_and(|t| t.elapsed() < ALIVE_WITHIN)
+                *id == self.id || peers.get(id).and_then(|p| p.last_ok).is_some_and(|t| t.elapsed() < ALIVE_WITHIN)
             })
             .collect()
     }
@@ -300,17 +255,10 @@ impl Node {
 
     /// Proposes a controller command. Must run on the controller leader.
     pub async fn controller_write(&self, cmd: ControllerCmd) -> Result<ControllerResult> {
-        match self
-            .controller
-            .raft
-            .client_write(Request::Controller(cmd))
-            .await
-        {
+        match self.controller.raft.client_write(Request::Controller(cmd)).await {
             Ok(resp) => match resp.data {
                 Response::Controller(r) => Ok(r),
-                other => Err(NodeError::Internal(format!(
-                    "controller answered {other:?}"
-                ))),
+                other => Err(NodeError::Internal(format!("controller answered {other:?}"))),
             },
             Err(e) => match e.forward_to_leader() {
                 Some(f) => Err(self.not_leader("the controller group".into(), f.leader_id)),
@@ -345,14 +293,7 @@ impl Node {
             }
             let members: BTreeMap<NodeId, BasicNode> = replicas
                 .iter()
-                .filter_map(|r| {
-                    Some((
-                        *r,
-                        BasicNode {
-                            addr: meta.nodes.get(r)?.addr.clone(),
-                        },
-                    ))
-                })
+                .filter_map(|r| Some((*r, BasicNode { addr: meta.nodes.get(r)?.addr.clone() })))
                 .collect();
             let g = self.open_partition_group(*gid).await?;
             // The preferred leader (first replica) initializes the group at
@@ -371,9 +312,7 @@ impl Node {
                 });
             }
             self.groups.write().expect("groups lock").insert(*gid, g);
-            self.metrics
-                .groups
-                .set(self.groups.read().expect("groups lock").len() as i64);
+            self.metrics.groups.set(self.groups.read().expect("groups lock").len() as i64);
         }
         // Drop groups whose topic was deleted. Only groups the metadata
         // has already allocated can be judged; anything newer is kept.
@@ -381,9 +320,7 @@ impl Node {
             .store
             .groups()
             .into_iter()
-            .filter(|g| {
-                *g != CONTROLLER_GROUP && *g <= meta.next_group_id && !wanted.contains_key(g)
-            })
+            .filter(|g| *g != CONTROLLER_GROUP && *g <= meta.next_group_id && !wanted.contains_key(g))
             .collect();
         for gid in stale {
             let g = self.groups.write().expect("groups lock").remove(&gid);
@@ -393,9 +330,7 @@ impl Node {
             self.store.drop_group(gid).await?;
             info!(group = gid, "dropped partition group of a deleted topic");
         }
-        self.metrics
-            .groups
-            .set(self.groups.read().expect("groups lock").len() as i64);
+        self.metrics.groups.set(self.groups.read().expect("groups lock").len() as i64);
         Ok(())
     }
 
@@ -403,16 +338,9 @@ impl Node {
         let sm = GroupStateMachine::open_partition(&self.store, gid)?;
         let reader = sm.reader();
         let log = LogStore::open(self.store.clone(), gid)?;
-        let net = NetworkFactory {
-            pool: self.pool.clone(),
-            group: gid,
-        };
+        let net = NetworkFactory { pool: self.pool.clone(), group: gid };
         let raft = Raft::new(self.id, self.raft_config.clone(), net, log, sm).await?;
-        Ok(Arc::new(Group {
-            id: gid,
-            raft,
-            reader,
-        }))
+        Ok(Arc::new(Group { id: gid, raft, reader }))
     }
 
     /// Moves leadership of each partition this node leads back to its
@@ -434,11 +362,7 @@ impl Node {
                     continue;
                 };
                 if preferred != self.id && live.contains(&preferred) {
-                    info!(
-                        group = g.id,
-                        to = preferred,
-                        "moving leadership to the preferred replica"
-                    );
+                    info!(group = g.id, to = preferred, "moving leadership to the preferred replica");
                     let _ = g.raft.trigger().transfer_leader(preferred).await;
                 }
             }
@@ -464,16 +388,12 @@ impl Node {
         let members: Vec<(NodeId, String)> = {
             let m = self.controller.raft.metrics();
             let m = m.borrow_watched();
-            m.membership_config
-                .nodes()
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect()
+            m.membership_config.nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
         };
         let meta = self.meta();
         for (id, addr) in members {
             if meta.nodes.get(&id).map(|n| &n.addr) != Some(&addr) {
-                self.controller_write(ControllerCmd::RegisterNode { id, addr })
-                    .await?;
+                self.controller_write(ControllerCmd::RegisterNode { id, addr }).await?;
             }
         }
         Ok(())
@@ -505,9 +425,7 @@ impl Node {
                         let Ok(ep) = crate::raft_net::peer_endpoint(&addr, local) else {
                             continue;
                         };
-                        let c = pb::replog_client::ReplogClient::new(
-                            ep.connect_timeout(PROBE_INTERVAL).connect_lazy(),
-                        );
+                        let c = pb::replog_client::ReplogClient::new(ep.connect_timeout(PROBE_INTERVAL).connect_lazy());
                         conns.insert(addr.clone(), c.clone());
                         c
                     }
@@ -524,10 +442,7 @@ impl Node {
         let results = futures::future::join_all(calls).await;
         let mut peers = self.peers.lock().expect("peers lock");
         for (id, info) in results {
-            let v = peers.entry(id).or_insert(PeerView {
-                last_ok: None,
-                info: None,
-            });
+            let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None });
             if let Some(info) = info {
                 v.last_ok = Some(Instant::now());
                 v.info = Some(info);
@@ -538,19 +453,10 @@ impl Node {
     /// Graceful stop: hand off leadership where possible, then stop every
     /// group and flush.
     pub async fn shutdown(&self) {
-        for g in self
-            .groups()
-            .iter()
-            .chain(std::iter::once(&self.controller))
-        {
+        for g in self.groups().iter().chain(std::iter::once(&self.controller)) {
             if g.is_leader(self.id) {
                 let m = g.raft.metrics().borrow_watched().clone();
-                if let Some(to) = m
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .find(|v| *v != self.id)
-                {
+                if let Some(to) = m.membership_config.membership().voter_ids().find(|v| *v != self.id) {
                     let _ = g.raft.trigger().transfer_leader(to).await;
                 }
             }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
 use replog_proto::pb::RaftMessage;
@@ -57,10 +57,7 @@ pub fn peer_endpoint(addr: &str, local_ip: Option<IpAddr>) -> Result<Endpoint, S
 
 impl PeerPool {
     pub fn new(local_ip: Option<IpAddr>) -> PeerPool {
-        PeerPool {
-            conns: Mutex::default(),
-            local_ip,
-        }
+        PeerPool { conns: Mutex::default(), local_ip }
     }
 
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
@@ -87,12 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
-        PeerConn {
-            pool: self.pool.clone(),
-            group: self.group,
-            target,
-            addr: node.addr.clone(),
-        }
+        PeerConn { pool: self.pool.clone(), group: self.group, target, addr: node.addr.clone() }
     }
 }
 
@@ -119,29 +111,18 @@ impl PeerConn {
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let payload = bincode::serialize(req).map_err(net_err)?;
-        let client = self
-            .pool
-            .client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
-        let mut r = tonic::Request::new(RaftMessage {
-            group_id: self.group,
-            payload: payload.into(),
-            error: String::new(),
-        });
+        let client = self.pool.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
+        let mut r =
+            tonic::Request::new(RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() });
         r.set_timeout(deadline);
         let resp = match tokio::time::timeout(deadline, f(client, r)).await {
             Err(_) => {
-                return Err(net_err(format!(
-                    "no answer from node {} within {deadline:?}",
-                    self.target
-                )));
+                return Err(net_err(format!("no answer from node {} within {deadline:?}", self.target)));
             }
             Ok(Err(status)) => {
                 let msg = format!("node {} ({}): {}", self.target, self.addr, status.message());
                 return Err(match status.code() {
-                    tonic::Code::Unavailable => {
-                        RPCError::Unreachable(Unreachable::from_string(msg))
-                    }
+                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(msg)),
                     _ => net_err(msg),
                 });
             }
@@ -164,23 +145,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         let deadline = option.hard_ttl().max(MIN_APPEND_DEADLINE);
-        self.call(&rpc, deadline, |mut c, r| async move {
-            c.append_entries(r).await
-        })
-        .await
+        self.call(&rpc, deadline, |mut c, r| async move { c.append_entries(r).await }).await
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> RpcResult<VoteResponse<TypeConfig>> {
-        self.call(
-            &rpc,
-            VOTE_DEADLINE,
-            |mut c, r| async move { c.vote(r).await },
-        )
-        .await
+    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> RpcResult<VoteResponse<TypeConfig>> {
+        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.vote(r).await }).await
     }
 
     async fn pre_vote(
@@ -188,10 +157,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<VoteResponse<TypeConfig>> {
-        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move {
-            c.pre_vote(r).await
-        })
-        .await
+        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.pre_vote(r).await }).await
     }
 
     async fn full_snapshot(
@@ -202,9 +168,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
-        let send = self.call(&req, SNAPSHOT_DEADLINE, |mut c, r| async move {
-            c.install_snapshot(r).await
-        });
+        let send = self.call(&req, SNAPSHOT_DEADLINE, |mut c, r| async move { c.install_snapshot(r).await });
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => r.map_err(StreamingError::from),
@@ -216,9 +180,6 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         req: TransferLeaderRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<TransferLeaderResponse<TypeConfig>> {
-        self.call(&req, VOTE_DEADLINE, |mut c, r| async move {
-            c.transfer_leader(r).await
-        })
-        .await
+        self.call(&req, VOTE_DEADLINE, |mut c, r| async move { c.transfer_leader(r).await }).await
     }
 }

@@ -18,10 +18,7 @@ use crate::service::raft_peer::PeerService;
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Runs a node until `shutdown` resolves, then stops it gracefully.
-pub async fn run(
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let node = Node::start(config.clone(), Metrics::new()).await?;
     node.spawn_tasks();
@@ -31,11 +28,7 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let metrics_task = tokio::spawn(metrics::serve(
-        config.metrics_listen,
-        node.clone(),
-        stopped(stop_rx.clone()),
-    ));
+    let metrics_task = tokio::spawn(metrics::serve(config.metrics_listen, node.clone(), stopped(stop_rx.clone())));
 
     let client = ReplogServer::new(ClientService { node: node.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

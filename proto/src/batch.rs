@@ -44,12 +44,7 @@ pub struct Record {
 
 impl Record {
     pub fn new(key: Option<Bytes>, value: Bytes, timestamp_ms: i64) -> Record {
-        Record {
-            timestamp_ms,
-            key,
-            value,
-            headers: Vec::new(),
-        }
+        Record { timestamp_ms, key, value, headers: Vec::new() }
     }
 
     /// Bytes this record takes inside a batch.
@@ -60,11 +55,7 @@ impl Record {
             + 4
             + self.value.len()
             + 2
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| 2 + k.len() + 4 + v.len())
-                .sum::<usize>()
+            + self.headers.iter().map(|(k, v)| 2 + k.len() + 4 + v.len()).sum::<usize>()
     }
 }
 
@@ -77,11 +68,7 @@ pub struct ProducerInfo {
 }
 
 impl ProducerInfo {
-    pub const NONE: ProducerInfo = ProducerInfo {
-        producer_id: -1,
-        epoch: -1,
-        base_sequence: -1,
-    };
+    pub const NONE: ProducerInfo = ProducerInfo { producer_id: -1, epoch: -1, base_sequence: -1 };
 }
 
 /// The decoded fixed header of a batch.
@@ -106,11 +93,7 @@ pub enum BatchError {
     #[error("record {index} is malformed: {reason}")]
     Malformed { index: u32, reason: &'static str },
     #[error("record {index} is {size} bytes, above the limit of {limit}")]
-    RecordTooLarge {
-        index: u32,
-        size: usize,
-        limit: usize,
-    },
+    RecordTooLarge { index: u32, size: usize, limit: usize },
     #[error("{0} trailing bytes after the last record")]
     Trailing(usize),
 }
@@ -139,13 +122,7 @@ impl BatchBuilder {
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
         let mut buf = BytesMut::with_capacity(HEADER_LEN + bytes);
         buf.resize(HEADER_LEN, 0);
-        BatchBuilder {
-            buf,
-            count: 0,
-            first_ts: 0,
-            max_ts: i64::MIN,
-            producer: ProducerInfo::NONE,
-        }
+        BatchBuilder { buf, count: 0, first_ts: 0, max_ts: i64::MIN, producer: ProducerInfo::NONE }
     }
 
     pub fn producer(mut self, producer: ProducerInfo) -> Self {
@@ -241,11 +218,7 @@ pub fn peek_header(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         record_count,
         first_timestamp_ms,
         max_timestamp_ms,
-        producer: ProducerInfo {
-            producer_id,
-            epoch,
-            base_sequence,
-        },
+        producer: ProducerInfo { producer_id, epoch, base_sequence },
     })
 }
 
@@ -265,11 +238,7 @@ pub fn validate(batch: &[u8], max_record_bytes: usize) -> Result<BatchHeader, Ba
     for index in 0..header.record_count {
         let (body, tail) = split_record(rest, index)?;
         if body.len() + 4 > max_record_bytes {
-            return Err(BatchError::RecordTooLarge {
-                index,
-                size: body.len() + 4,
-                limit: max_record_bytes,
-            });
+            return Err(BatchError::RecordTooLarge { index, size: body.len() + 4, limit: max_record_bytes });
         }
         check_record(body, index)?;
         rest = tail;
@@ -304,44 +273,24 @@ fn check_record(mut b: &[u8], index: u32) -> Result<(), BatchError> {
         Some(h)
     }
     take(&mut b, 8).ok_or(bad("truncated timestamp"))?;
-    let klen = i32::from_be_bytes(
-        take(&mut b, 4)
-            .ok_or(bad("truncated key length"))?
-            .try_into()
-            .unwrap_or_default(),
-    );
+    let klen = i32::from_be_bytes(take(&mut b, 4).ok_or(bad("truncated key length"))?.try_into().unwrap_or_default());
     if klen >= 0 {
         take(&mut b, klen as usize).ok_or(bad("key past end of record"))?;
     } else if klen != -1 {
         return Err(bad("negative key length"));
     }
-    let vlen = u32::from_be_bytes(
-        take(&mut b, 4)
-            .ok_or(bad("truncated value length"))?
-            .try_into()
-            .unwrap_or_default(),
-    );
+    let vlen = u32::from_be_bytes(take(&mut b, 4).ok_or(bad("truncated value length"))?.try_into().unwrap_or_default());
     take(&mut b, vlen as usize).ok_or(bad("value past end of record"))?;
-    let hcount = u16::from_be_bytes(
-        take(&mut b, 2)
-            .ok_or(bad("truncated header count"))?
-            .try_into()
-            .unwrap_or_default(),
-    );
+    let hcount =
+        u16::from_be_bytes(take(&mut b, 2).ok_or(bad("truncated header count"))?.try_into().unwrap_or_default());
     for _ in 0..hcount {
         let nlen = u16::from_be_bytes(
-            take(&mut b, 2)
-                .ok_or(bad("truncated header name length"))?
-                .try_into()
-                .unwrap_or_default(),
+            take(&mut b, 2).ok_or(bad("truncated header name length"))?.try_into().unwrap_or_default(),
         );
         let name = take(&mut b, nlen as usize).ok_or(bad("header name past end"))?;
         std::str::from_utf8(name).map_err(|_| bad("header name is not UTF-8"))?;
         let hvlen = u32::from_be_bytes(
-            take(&mut b, 4)
-                .ok_or(bad("truncated header value length"))?
-                .try_into()
-                .unwrap_or_default(),
+            take(&mut b, 4).ok_or(bad("truncated header value length"))?.try_into().unwrap_or_default(),
         );
         take(&mut b, hvlen as usize).ok_or(bad("header value past end"))?;
     }
@@ -372,11 +321,7 @@ pub fn decode(batch: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
         };
         let ts = i64::from_be_bytes(rd(&mut cur, 8)[..].try_into().unwrap_or_default());
         let klen = i32::from_be_bytes(rd(&mut cur, 4)[..].try_into().unwrap_or_default());
-        let key = if klen >= 0 {
-            Some(rd(&mut cur, klen as usize))
-        } else {
-            None
-        };
+        let key = if klen >= 0 { Some(rd(&mut cur, klen as usize)) } else { None };
         let vlen = u32::from_be_bytes(rd(&mut cur, 4)[..].try_into().unwrap_or_default());
         let value = rd(&mut cur, vlen as usize);
         let hcount = u16::from_be_bytes(rd(&mut cur, 2)[..].try_into().unwrap_or_default());
@@ -387,12 +332,7 @@ pub fn decode(batch: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
             let hvlen = u32::from_be_bytes(rd(&mut cur, 4)[..].try_into().unwrap_or_default());
             headers.push((name, rd(&mut cur, hvlen as usize)));
         }
-        records.push(Record {
-            timestamp_ms: ts,
-            key,
-            value,
-            headers,
-        });
+        records.push(Record { timestamp_ms: ts, key, value, headers });
     }
     if pos != batch.len() {
         return Err(BatchError::Trailing(batch.len() - pos));
@@ -406,20 +346,13 @@ mod tests {
 
     fn sample() -> Vec<Record> {
         vec![
-            Record::new(
-                Some(Bytes::from_static(b"k1")),
-                Bytes::from_static(b"hello"),
-                1000,
-            ),
+            Record::new(Some(Bytes::from_static(b"k1")), Bytes::from_static(b"hello"), 1000),
             Record::new(None, Bytes::new(), 1002),
             Record {
                 timestamp_ms: 999,
                 key: Some(Bytes::new()),
                 value: Bytes::from(vec![7u8; 300]),
-                headers: vec![
-                    ("trace".into(), Bytes::from_static(b"abc")),
-                    ("e".into(), Bytes::new()),
-                ],
+                headers: vec![("trace".into(), Bytes::from_static(b"abc")), ("e".into(), Bytes::new())],
             },
         ]
     }
@@ -444,10 +377,7 @@ mod tests {
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x10;
-            assert!(
-                validate(&c, 1 << 20).is_err(),
-                "flip at byte {i} went unnoticed"
-            );
+            assert!(validate(&c, 1 << 20).is_err(), "flip at byte {i} went unnoticed");
         }
     }
 

@@ -31,10 +31,12 @@ pub enum ErrorCode {
     Timeout = 14,
     Internal = 15,
     Storage = 16,
+    OutOfOrderSequence = 17,
+    ProducerFenced = 18,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -51,6 +53,8 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Internal,
         ErrorCode::Storage,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::ProducerFenced,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -80,16 +84,15 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Storage => "STORAGE_ERROR",
+            ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
+            ErrorCode::ProducerFenced => "PRODUCER_FENCED",
         }
     }
 
     /// Retryable errors are transient: the same request may succeed later,
     /// possibly at another node. Everything else is the caller's to fix.
     pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout
-        )
+        matches!(self, ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout)
     }
 }
 
@@ -111,10 +114,6 @@ mod tests {
             assert_eq!(ErrorCode::from_u16(c.as_u16()), Some(c));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(
-            ErrorCode::NotLeader.as_u16(),
-            3,
-            "wire value is part of the contract"
-        );
+        assert_eq!(ErrorCode::NotLeader.as_u16(), 3, "wire value is part of the contract");
     }
 }

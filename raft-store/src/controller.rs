@@ -13,6 +13,8 @@ pub struct ClusterMeta {
     pub topics: BTreeMap<String, TopicMeta>,
     pub next_topic_id: u64,
     pub next_group_id: GroupId,
+    /// Next idempotent-producer id to hand out.
+    pub next_producer_id: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,8 @@ pub enum ControllerCmd {
     DeleteTopic {
         name: String,
     },
+    /// Hands out one fresh producer id.
+    AllocateProducerId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +67,7 @@ pub enum ControllerResult {
     TopicExists(String),
     UnknownTopic(String),
     Invalid(String),
+    ProducerId(i64),
 }
 
 impl ClusterMeta {
@@ -72,24 +77,14 @@ impl ClusterMeta {
                 self.nodes.insert(id, NodeMeta { id, addr });
                 ControllerResult::Done
             }
-            ControllerCmd::CreateTopic {
-                name,
-                replicas,
-                created_ms,
-            } => {
+            ControllerCmd::CreateTopic { name, replicas, created_ms } => {
                 if self.topics.contains_key(&name) {
                     return ControllerResult::TopicExists(name);
                 }
                 if replicas.is_empty() || replicas.iter().any(|r| r.is_empty()) {
-                    return ControllerResult::Invalid(
-                        "every partition needs at least one replica".into(),
-                    );
+                    return ControllerResult::Invalid("every partition needs at least one replica".into());
                 }
-                if let Some(n) = replicas
-                    .iter()
-                    .flatten()
-                    .find(|n| !self.nodes.contains_key(n))
-                {
+                if let Some(n) = replicas.iter().flatten().find(|n| !self.nodes.contains_key(n)) {
                     return ControllerResult::Invalid(format!("unknown node {n} in replica set"));
                 }
                 self.next_topic_id += 1;
@@ -97,18 +92,10 @@ impl ClusterMeta {
                     .into_iter()
                     .map(|replicas| {
                         self.next_group_id += 1;
-                        PartitionMeta {
-                            group: self.next_group_id,
-                            replicas,
-                        }
+                        PartitionMeta { group: self.next_group_id, replicas }
                     })
                     .collect();
-                let t = TopicMeta {
-                    name: name.clone(),
-                    id: self.next_topic_id,
-                    partitions,
-                    created_ms,
-                };
+                let t = TopicMeta { name: name.clone(), id: self.next_topic_id, partitions, created_ms };
                 self.topics.insert(name, t.clone());
                 ControllerResult::TopicCreated(t)
             }
@@ -116,6 +103,11 @@ impl ClusterMeta {
                 Some(_) => ControllerResult::Done,
                 None => ControllerResult::UnknownTopic(name),
             },
+            ControllerCmd::AllocateProducerId => {
+                let id = self.next_producer_id;
+                self.next_producer_id += 1;
+                ControllerResult::ProducerId(id)
+            }
         }
     }
 
@@ -131,12 +123,7 @@ impl ClusterMeta {
 
     /// Finds the topic and partition number of a group.
     pub fn locate(&self, group: GroupId) -> Option<(&TopicMeta, u32)> {
-        self.topics.values().find_map(|t| {
-            t.partitions
-                .iter()
-                .position(|p| p.group == group)
-                .map(|i| (t, i as u32))
-        })
+        self.topics.values().find_map(|t| t.partitions.iter().position(|p| p.group == group).map(|i| (t, i as u32)))
     }
 }
 
@@ -147,10 +134,7 @@ mod tests {
     fn meta3() -> ClusterMeta {
         let mut m = ClusterMeta::default();
         for id in 1..=3 {
-            m.apply(ControllerCmd::RegisterNode {
-                id,
-                addr: format!("127.0.0.1:700{id}"),
-            });
+            m.apply(ControllerCmd::RegisterNode { id, addr: format!("127.0.0.1:700{id}") });
         }
         m
     }
@@ -163,26 +147,15 @@ mod tests {
             replicas: vec![vec![1, 2], vec![2, 3]],
             created_ms: 0,
         });
-        let ControllerResult::TopicCreated(t) = r else {
-            panic!("{r:?}")
-        };
-        assert_eq!(
-            t.partitions.iter().map(|p| p.group).collect::<Vec<_>>(),
-            vec![1, 2]
-        );
-        let again = m.apply(ControllerCmd::CreateTopic {
-            name: "a".into(),
-            replicas: vec![vec![1]],
-            created_ms: 0,
-        });
+        let ControllerResult::TopicCreated(t) = r else { panic!("{r:?}") };
+        assert_eq!(t.partitions.iter().map(|p| p.group).collect::<Vec<_>>(), vec![1, 2]);
+        let again = m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![1]], created_ms: 0 });
         assert_eq!(again, ControllerResult::TopicExists("a".into()));
         // Groups are never reused, even after a delete.
         m.apply(ControllerCmd::DeleteTopic { name: "a".into() });
-        let ControllerResult::TopicCreated(t) = m.apply(ControllerCmd::CreateTopic {
-            name: "a".into(),
-            replicas: vec![vec![3]],
-            created_ms: 0,
-        }) else {
+        let ControllerResult::TopicCreated(t) =
+            m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![3]], created_ms: 0 })
+        else {
             panic!()
         };
         assert_eq!(t.partitions[0].group, 3);
@@ -192,11 +165,7 @@ mod tests {
     #[test]
     fn unknown_nodes_are_refused() {
         let mut m = meta3();
-        let r = m.apply(ControllerCmd::CreateTopic {
-            name: "a".into(),
-            replicas: vec![vec![9]],
-            created_ms: 0,
-        });
+        let r = m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![9]], created_ms: 0 });
         assert!(matches!(r, ControllerResult::Invalid(_)));
         assert!(m.topics.is_empty());
     }

@@ -8,6 +8,7 @@
 //! - [`partition`]: a partition's state — the offset index over the Raft
 //!   log, the high watermark — and the read path for fetch.
 //! - [`controller`]: the cluster metadata the controller group replicates.
+//! - [`producers`]: idempotent-producer sequence state and the dedup check.
 //! - [`state_machine`]: `RaftStateMachine` for both kinds of group, with
 //!   snapshots.
 //!
@@ -19,6 +20,7 @@
 pub mod controller;
 pub mod log_store;
 pub mod partition;
+pub mod producers;
 pub mod state_machine;
 pub mod store;
 pub mod types;

@@ -34,12 +34,7 @@ impl LogStore {
     pub fn open(store: Arc<Store>, group: GroupId) -> io::Result<LogStore> {
         let log = store.log_tree(group)?;
         let meta = store.meta_tree(group)?;
-        Ok(LogStore {
-            store,
-            group,
-            log,
-            meta,
-        })
+        Ok(LogStore { store, group, log, meta })
     }
 
     pub fn group(&self) -> GroupId {
@@ -109,10 +104,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, v)) => Some(decode::<Entry>(&v)?.log_id),
             None => last_purged,
         };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -135,11 +127,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: IOFlushed<TypeConfig>,
-    ) -> Result<(), io::Error>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

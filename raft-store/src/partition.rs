@@ -44,10 +44,7 @@ pub struct Offsets {
 
 impl From<PartitionState> for Offsets {
     fn from(s: PartitionState) -> Offsets {
-        Offsets {
-            log_start_offset: s.log_start_offset,
-            high_watermark: s.next_offset,
-        }
+        Offsets { log_start_offset: s.log_start_offset, high_watermark: s.next_offset }
     }
 }
 
@@ -85,20 +82,14 @@ impl IndexEntry {
 
     pub(crate) fn decode(b: &[u8]) -> io::Result<IndexEntry> {
         if b.len() != Self::LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad offset index entry",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad offset index entry"));
         }
         let idx = u64::from_be_bytes(b[1..9].try_into().unwrap_or_default());
         let location = match b[0] {
             0 => Location::Log(idx),
             1 => Location::Snapshot,
             k => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad location kind {k}"),
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad location kind {k}")));
             }
         };
         Ok(IndexEntry {
@@ -158,12 +149,7 @@ impl PartitionReader {
 
     /// Batches holding records from `offset` on, below the high watermark,
     /// up to `max_bytes` (at least one batch) and `max_records`.
-    pub fn read(
-        &self,
-        offset: u64,
-        max_bytes: usize,
-        max_records: usize,
-    ) -> io::Result<Vec<StoredBatch>> {
+    pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> io::Result<Vec<StoredBatch>> {
         let hw = self.offsets().high_watermark;
         let mut out = Vec::new();
         if offset >= hw {
@@ -185,11 +171,7 @@ impl PartitionReader {
             let batch = self.load(base, ie)?;
             bytes += batch.len();
             records += ie.record_count as usize;
-            out.push(StoredBatch {
-                base_offset: base,
-                record_count: ie.record_count,
-                batch,
-            });
+            out.push(StoredBatch { base_offset: base, record_count: ie.record_count, batch });
             if bytes >= max_bytes || records >= max_records {
                 break;
             }
@@ -198,27 +180,14 @@ impl PartitionReader {
     }
 
     fn load(&self, base: u64, ie: IndexEntry) -> io::Result<Bytes> {
-        let missing = || {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("batch at offset {base} is no longer stored"),
-            )
-        };
+        let missing = || io::Error::new(io::ErrorKind::NotFound, format!("batch at offset {base} is no longer stored"));
         match ie.location {
             Location::Snapshot => {
-                let v = self
-                    .sm
-                    .get(batch_key(base))
-                    .map_err(sled_err)?
-                    .ok_or_else(missing)?;
+                let v = self.sm.get(batch_key(base)).map_err(sled_err)?.ok_or_else(missing)?;
                 Ok(Bytes::copy_from_slice(&v))
             }
             Location::Log(index) => {
-                let v = self
-                    .log
-                    .get(index.to_be_bytes())
-                    .map_err(sled_err)?
-                    .ok_or_else(missing)?;
+                let v = self.log.get(index.to_be_bytes()).map_err(sled_err)?.ok_or_else(missing)?;
                 let entry: Entry = decode(&v)?;
                 match entry.payload {
                     EntryPayload::Normal(Request::Append { batch, .. }) => Ok(batch),
@@ -245,16 +214,8 @@ mod tests {
     #[test]
     fn index_entry_round_trips() {
         for ie in [
-            IndexEntry {
-                location: Location::Log(7),
-                record_count: 3,
-                max_timestamp_ms: -1,
-            },
-            IndexEntry {
-                location: Location::Snapshot,
-                record_count: u32::MAX,
-                max_timestamp_ms: i64::MAX,
-            },
+            IndexEntry { location: Location::Log(7), record_count: 3, max_timestamp_ms: -1 },
+            IndexEntry { location: Location::Snapshot, record_count: u32::MAX, max_timestamp_ms: i64::MAX },
         ] {
             assert_eq!(IndexEntry::decode(&ie.encode()).unwrap(), ie);
         }

@@ -11,6 +11,7 @@
 //! cluster metadata, or a partition's state *and every retained batch*, so a
 //! replica that installs one can serve (and lead) without losing records.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
@@ -18,17 +19,19 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use replog_proto::codes::ErrorCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::warn;
 
-use crate::controller::{ClusterMeta, ControllerCmd, ControllerResult};
+use crate::controller::{ClusterMeta, ControllerResult};
 use crate::partition::{
     IndexEntry, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, batch_key, index_key,
 };
+use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::store::{Store, decode, encode, sled_err};
 use crate::types::{
-    GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
-    TypeConfig,
+    GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
 const KEY_APPLIED: &[u8] = b"applied";
@@ -37,14 +40,8 @@ const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// What a group's state machine holds.
 pub enum Kind {
-    Controller {
-        meta: ClusterMeta,
-        tx: watch::Sender<Arc<ClusterMeta>>,
-    },
-    Partition {
-        state: PartitionState,
-        tx: watch::Sender<Offsets>,
-    },
+    Controller { meta: ClusterMeta, tx: watch::Sender<Arc<ClusterMeta>> },
+    Partition { state: PartitionState, producers: HashMap<i64, ProducerState>, tx: watch::Sender<Offsets> },
 }
 
 pub struct GroupStateMachine {
@@ -66,10 +63,7 @@ struct SnapshotBody {
 #[derive(Serialize, Deserialize)]
 enum SnapshotKind {
     Controller(ClusterMeta),
-    Partition {
-        state: PartitionState,
-        batches: Vec<(u64, u32, i64, Bytes)>,
-    },
+    Partition { state: PartitionState, batches: Vec<(u64, u32, i64, Bytes)>, producers: Vec<(i64, ProducerState)> },
 }
 
 impl GroupStateMachine {
@@ -91,28 +85,24 @@ impl GroupStateMachine {
             Some(v) => decode(&v)?,
             None => PartitionState::default(),
         };
+        let mut producers = HashMap::new();
+        for kv in sm.scan_prefix(b"p") {
+            let (k, v) = kv.map_err(sled_err)?;
+            let id = k.get(1..9).and_then(|s| s.try_into().ok()).map(i64::from_be_bytes);
+            if let Some(id) = id {
+                producers.insert(id, decode(&v)?);
+            }
+        }
         let (tx, _) = watch::channel(Offsets::from(state));
-        Self::open(store, group, sm, Kind::Partition { state, tx })
+        Self::open(store, group, sm, Kind::Partition { state, producers, tx })
     }
 
-    fn open(
-        store: &Arc<Store>,
-        group: GroupId,
-        sm: sled::Tree,
-        kind: Kind,
-    ) -> io::Result<GroupStateMachine> {
+    fn open(store: &Arc<Store>, group: GroupId, sm: sled::Tree, kind: Kind) -> io::Result<GroupStateMachine> {
         let (last_applied, membership) = match sm.get(KEY_APPLIED).map_err(sled_err)? {
             Some(v) => decode(&v)?,
             None => (None, StoredMembership::default()),
         };
-        Ok(GroupStateMachine {
-            group,
-            sm,
-            log: store.log_tree(group)?,
-            last_applied,
-            membership,
-            kind,
-        })
+        Ok(GroupStateMachine { group, sm, log: store.log_tree(group)?, last_applied, membership, kind })
     }
 
     pub fn group(&self) -> GroupId {
@@ -130,11 +120,9 @@ impl GroupStateMachine {
     /// Read access for fetch (partition groups only).
     pub fn reader(&self) -> Option<PartitionReader> {
         match &self.kind {
-            Kind::Partition { tx, .. } => Some(PartitionReader {
-                log: self.log.clone(),
-                sm: self.sm.clone(),
-                offsets: tx.subscribe(),
-            }),
+            Kind::Partition { tx, .. } => {
+                Some(PartitionReader { log: self.log.clone(), sm: self.sm.clone(), offsets: tx.subscribe() })
+            }
             Kind::Controller { .. } => None,
         }
     }
@@ -142,44 +130,53 @@ impl GroupStateMachine {
     fn apply_request(&mut self, req: Request, index: u64, batch: &mut sled::Batch) -> Response {
         match (&mut self.kind, req) {
             (
-                Kind::Partition { state, .. },
-                Request::Append {
-                    record_count,
-                    max_timestamp_ms,
-                    ..
-                },
+                Kind::Partition { state, producers, .. },
+                Request::Append { batch: data, record_count, max_timestamp_ms },
             ) => {
-                let base = state.next_offset;
-                let ie = IndexEntry {
-                    location: Location::Log(index),
-                    record_count,
-                    max_timestamp_ms,
+                let producer = match replog_proto::batch::peek_header(&data) {
+                    Ok(h) => h.producer,
+                    Err(e) => {
+                        return Response::Rejected { code: ErrorCode::CorruptBatch.as_u16(), message: e.to_string() };
+                    }
                 };
+                let pid = producer.producer_id;
+                if pid >= 0 {
+                    match producers::check(producers.get(&pid), producer.epoch, producer.base_sequence, record_count) {
+                        SeqCheck::Append => {}
+                        SeqCheck::Duplicate { base_offset } => return Response::Appended { base_offset, record_count },
+                        SeqCheck::Reject { code, message } => {
+                            return Response::Rejected { code: code.as_u16(), message };
+                        }
+                    }
+                }
+                let base = state.next_offset;
+                let ie = IndexEntry { location: Location::Log(index), record_count, max_timestamp_ms };
                 batch.insert(&index_key(base)[..], &ie.encode()[..]);
                 state.next_offset += record_count as u64;
-                Response::Appended {
-                    base_offset: base,
-                    record_count,
+                if pid >= 0 {
+                    let st = producers.entry(pid).or_default();
+                    let seq = SeqBatch { base_sequence: producer.base_sequence, record_count, base_offset: base };
+                    producers::record(st, producer.epoch, seq);
+                    match encode(st) {
+                        Ok(v) => batch.insert(&producers::key(pid)[..], v),
+                        Err(e) => warn!(group = self.group, "producer state not persisted: {e}"),
+                    }
                 }
+                Response::Appended { base_offset: base, record_count }
             }
-            (Kind::Controller { meta, .. }, Request::Controller(cmd)) => {
-                Response::Controller(meta.apply(cmd))
-            }
-            (Kind::Controller { .. }, r) => {
-                Response::Rejected(format!("controller group cannot apply {r}"))
-            }
-            (Kind::Partition { .. }, Request::Controller(ControllerCmd::RegisterNode { .. }))
-            | (Kind::Partition { .. }, Request::Controller(_)) => {
+            (Kind::Controller { meta, .. }, Request::Controller(cmd)) => Response::Controller(meta.apply(cmd)),
+            (Kind::Controller { .. }, r) => Response::Rejected {
+                code: ErrorCode::InvalidRequest.as_u16(),
+                message: format!("controller group cannot apply {r}"),
+            },
+            (Kind::Partition { .. }, Request::Controller(_)) => {
                 Response::Controller(ControllerResult::Invalid("not the controller group".into()))
             }
         }
     }
 
     fn persist_state(&self, batch: &mut sled::Batch) -> io::Result<()> {
-        batch.insert(
-            KEY_APPLIED,
-            encode(&(&self.last_applied, &self.membership))?,
-        );
+        batch.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
         match &self.kind {
             Kind::Controller { meta, .. } => batch.insert(KEY_CLUSTER, encode(meta)?),
             Kind::Partition { state, .. } => batch.insert(KEY_STATE, encode(state)?),
@@ -194,7 +191,7 @@ impl GroupStateMachine {
                     tx.send_replace(Arc::new(meta.clone()));
                 }
             }
-            Kind::Partition { state, tx } => {
+            Kind::Partition { state, tx, .. } => {
                 tx.send_if_modified(|o| {
                     let new = Offsets::from(*state);
                     let changed = *o != new;
@@ -217,7 +214,7 @@ pub struct SnapshotBuilder {
 
 enum BuilderData {
     Controller(ClusterMeta),
-    Partition(PartitionState),
+    Partition(PartitionState, Vec<(i64, ProducerState)>),
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -226,7 +223,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let data = match &self.data {
             BuilderData::Controller(m) => SnapshotKind::Controller(m.clone()),
-            BuilderData::Partition(state) => {
+            BuilderData::Partition(state, producers) => {
                 // Batches below the captured next offset are immutable, so
                 // reading them while apply goes on is consistent.
                 let reader = PartitionReader {
@@ -239,35 +236,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     .read(state.log_start_offset, usize::MAX, usize::MAX)?
                     .into_iter()
                     .map(|b| {
-                        let ts = replog_proto::batch::peek_header(&b.batch)
-                            .map(|h| h.max_timestamp_ms)
-                            .unwrap_or(0);
+                        let ts = replog_proto::batch::peek_header(&b.batch).map(|h| h.max_timestamp_ms).unwrap_or(0);
                         (b.base_offset, b.record_count, ts, b.batch)
                     })
                     .collect();
-                SnapshotKind::Partition {
-                    state: *state,
-                    batches,
-                }
+                SnapshotKind::Partition { state: *state, batches, producers: producers.clone() }
             }
         };
-        let body = SnapshotBody {
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-            data,
-        };
+        let body = SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), data };
         let bytes = encode(&body)?;
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-        };
-        self.sm
-            .insert(KEY_SNAPSHOT, encode(&(&meta, &bytes))?)
-            .map_err(sled_err)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: std::io::Cursor::new(bytes),
-        })
+        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone() };
+        self.sm.insert(KEY_SNAPSHOT, encode(&(&meta, &bytes))?).map_err(sled_err)?;
+        Ok(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })
     }
 }
 
@@ -281,9 +261,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
-            + Unpin
-            + OptionalSend,
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let mut batch = sled::Batch::default();
         let mut replies = Vec::new();
@@ -314,7 +292,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let data = match &self.kind {
             Kind::Controller { meta, .. } => BuilderData::Controller(meta.clone()),
-            Kind::Partition { state, .. } => BuilderData::Partition(*state),
+            Kind::Partition { state, producers, .. } => {
+                BuilderData::Partition(*state, producers.iter().map(|(k, v)| (*k, v.clone())).collect())
+            }
         };
         SnapshotBuilder {
             sm: self.sm.clone(),
@@ -325,11 +305,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: SnapshotData,
-    ) -> Result<(), io::Error> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
         let body: SnapshotBody = decode(&bytes)?;
         let mut batch = sled::Batch::default();
@@ -340,19 +316,17 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         match (&mut self.kind, body.data) {
             (Kind::Controller { meta: m, .. }, SnapshotKind::Controller(new)) => *m = new,
             (
-                Kind::Partition { state, .. },
-                SnapshotKind::Partition {
-                    state: new,
-                    batches,
-                },
+                Kind::Partition { state, producers, .. },
+                SnapshotKind::Partition { state: new, batches, producers: p },
             ) => {
                 *state = new;
+                producers.clear();
+                for (id, st) in p {
+                    batch.insert(&producers::key(id)[..], encode(&st)?);
+                    producers.insert(id, st);
+                }
                 for (base, count, ts, data) in batches {
-                    let ie = IndexEntry {
-                        location: Location::Snapshot,
-                        record_count: count,
-                        max_timestamp_ms: ts,
-                    };
+                    let ie = IndexEntry { location: Location::Snapshot, record_count: count, max_timestamp_ms: ts };
                     batch.insert(&index_key(base)[..], &ie.encode()[..]);
                     batch.insert(&batch_key(base)[..], data.as_ref());
                 }
@@ -377,10 +351,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         match self.sm.get(KEY_SNAPSHOT).map_err(sled_err)? {
             Some(v) => {
                 let (meta, bytes): (SnapshotMeta, Vec<u8>) = decode(&v)?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: std::io::Cursor::new(bytes),
-                }))
+                Ok(Some(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) }))
             }
             None => Ok(None),
         }

@@ -37,9 +37,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            cache_capacity_bytes: 256 << 20,
-        }
+        StoreConfig { cache_capacity_bytes: 256 << 20 }
     }
 }
 
@@ -104,13 +102,7 @@ impl Store {
                 .name("replog-flusher".into())
                 .spawn(move || flusher(db, data_file, rx, stats))?
         };
-        Ok(Arc::new(Store {
-            db,
-            dir: dir.to_path_buf(),
-            tx: Some(tx),
-            flusher: Some(flusher),
-            stats,
-        }))
+        Ok(Arc::new(Store { db, dir: dir.to_path_buf(), tx: Some(tx), flusher: Some(flusher), stats }))
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -145,21 +137,15 @@ impl Store {
     }
 
     pub fn log_tree(&self, group: GroupId) -> io::Result<sled::Tree> {
-        self.db
-            .open_tree(format!("log/{group:016x}"))
-            .map_err(sled_err)
+        self.db.open_tree(format!("log/{group:016x}")).map_err(sled_err)
     }
 
     pub fn meta_tree(&self, group: GroupId) -> io::Result<sled::Tree> {
-        self.db
-            .open_tree(format!("meta/{group:016x}"))
-            .map_err(sled_err)
+        self.db.open_tree(format!("meta/{group:016x}")).map_err(sled_err)
     }
 
     pub fn sm_tree(&self, group: GroupId) -> io::Result<sled::Tree> {
-        self.db
-            .open_tree(format!("sm/{group:016x}"))
-            .map_err(sled_err)
+        self.db.open_tree(format!("sm/{group:016x}")).map_err(sled_err)
     }
 
     /// Groups that have state on this node.
@@ -168,12 +154,7 @@ impl Store {
             .db
             .tree_names()
             .iter()
-            .filter_map(|n| {
-                std::str::from_utf8(n)
-                    .ok()?
-                    .strip_prefix("meta/")
-                    .map(str::to_string)
-            })
+            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix("meta/").map(str::to_string))
             .filter_map(|h| u64::from_str_radix(&h, 16).ok())
             .collect();
         v.sort_unstable();
@@ -182,40 +163,24 @@ impl Store {
 
     /// Deletes every tree of `group` and waits for that to be durable.
     pub async fn drop_group(&self, group: GroupId) -> io::Result<()> {
-        for name in [
-            format!("log/{group:016x}"),
-            format!("sm/{group:016x}"),
-            format!("meta/{group:016x}"),
-        ] {
+        for name in [format!("log/{group:016x}"), format!("sm/{group:016x}"), format!("meta/{group:016x}")] {
             self.db.drop_tree(name).map_err(sled_err)?;
         }
         self.flush().await
     }
 }
 
-fn flusher(
-    db: sled::Db,
-    data_file: File,
-    rx: mpsc::Receiver<FlushCallback>,
-    stats: Arc<FlushStats>,
-) {
+fn flusher(db: sled::Db, data_file: File, rx: mpsc::Receiver<FlushCallback>, stats: Arc<FlushStats>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(cb) = rx.try_recv() {
             waiting.push(cb);
         }
         let t0 = Instant::now();
-        let result = db
-            .flush()
-            .map_err(sled_err)
-            .and_then(|_| data_file.sync_data());
-        stats
-            .micros
-            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let result = db.flush().map_err(sled_err).and_then(|_| data_file.sync_data());
+        stats.micros.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
         stats.flushes.fetch_add(1, Ordering::Relaxed);
-        stats
-            .waiters
-            .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        stats.waiters.fetch_add(waiting.len() as u64, Ordering::Relaxed);
         if result.is_err() {
             stats.errors.fetch_add(1, Ordering::Relaxed);
         }

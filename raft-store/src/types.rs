@@ -34,11 +34,7 @@ pub type Raft = openraft::Raft<TypeConfig, crate::GroupStateMachine>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Append one producer batch (already validated) to a partition.
-    Append {
-        batch: Bytes,
-        record_count: u32,
-        max_timestamp_ms: i64,
-    },
+    Append { batch: Bytes, record_count: u32, max_timestamp_ms: i64 },
     /// Change cluster metadata (controller group only).
     Controller(ControllerCmd),
 }
@@ -46,11 +42,7 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Append {
-                batch,
-                record_count,
-                ..
-            } => {
+            Request::Append { batch, record_count, .. } => {
                 write!(f, "Append({record_count} records, {} bytes)", batch.len())
             }
             Request::Controller(c) => write!(f, "Controller({c:?})"),
@@ -69,7 +61,10 @@ pub enum Response {
         record_count: u32,
     },
     Controller(ControllerResult),
-    /// The entry was committed but the state machine refused it (for
-    /// example a partition command sent to the controller group).
-    Rejected(String),
+    /// The entry was committed but the state machine refused it; `code` is
+    /// a stable wire error code (`replog_proto::codes::ErrorCode`).
+    Rejected {
+        code: u16,
+        message: String,
+    },
 }

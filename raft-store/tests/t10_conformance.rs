@@ -12,12 +12,9 @@ use replog_raft_store::{GroupStateMachine, LogStore, Store, StoreConfig, TypeCon
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, GroupStateMachine, tempfile::TempDir> for SledBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, LogStore, GroupStateMachine), StorageError<TypeConfig>> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, GroupStateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<Store> =
-            Store::open(dir.path(), &StoreConfig::default()).expect("open store");
+        let store: Arc<Store> = Store::open(dir.path(), &StoreConfig::default()).expect("open store");
         let log = LogStore::open(store.clone(), 7).expect("log store");
         let sm = GroupStateMachine::open_partition(&store, 7).expect("state machine");
         Ok((dir, log, sm))

@@ -79,14 +79,8 @@ const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 #[test]
 fn acked_appends_survive_sigkill() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
-        let seed = std::env::var(CHILD_SEED_ENV)
-            .expect("child seed")
-            .parse()
-            .expect("child seed");
-        let round = std::env::var(CHILD_ROUND_ENV)
-            .expect("child round")
-            .parse()
-            .expect("child round");
+        let seed = std::env::var(CHILD_SEED_ENV).expect("child seed").parse().expect("child seed");
+        let round = std::env::var(CHILD_ROUND_ENV).expect("child round").parse().expect("child round");
         run_child(Path::new(&dir), seed, round);
         return;
     }
@@ -106,10 +100,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn log_id(index: u64) -> LogId {
-    LogId::new(
-        openraft::impls::leader_id_adv::LeaderId::new_committed(1, 1),
-        index,
-    )
+    LogId::new(openraft::impls::leader_id_adv::LeaderId::new_committed(1, 1), index)
 }
 
 /// The entry round `round` writes at `index`.
@@ -127,22 +118,14 @@ fn make_entry(seed: u64, round: u32, index: u64) -> Entry {
             let mut value = vec![0u8; len];
             rng.fill(&mut value[..]);
             let key = format!("{round}:{index}:{j}");
-            Record::new(
-                Some(Bytes::from(key)),
-                Bytes::from(value),
-                base_ts + j as i64,
-            )
+            Record::new(Some(Bytes::from(key)), Bytes::from(value), base_ts + j as i64)
         })
         .collect();
     let max_ts = records.iter().map(|r| r.timestamp_ms).max().unwrap();
     let batch = batch::encode(&records);
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(Request::Append {
-            batch,
-            record_count: count as u32,
-            max_timestamp_ms: max_ts,
-        }),
+        payload: EntryPayload::Normal(Request::Append { batch, record_count: count as u32, max_timestamp_ms: max_ts }),
     }
 }
 
@@ -157,12 +140,7 @@ fn append_batch(e: &Entry) -> Option<&Bytes> {
 fn writer_round(e: &Entry) -> Option<u32> {
     let (_, records) = batch::decode(append_batch(e)?).ok()?;
     let key = records.first()?.key.as_ref()?;
-    std::str::from_utf8(key)
-        .ok()?
-        .split(':')
-        .next()?
-        .parse()
-        .ok()
+    std::str::from_utf8(key).ok()?.split(':').next()?.parse().ok()
 }
 
 /// Bit-identical comparison (Request has no PartialEq).
@@ -172,16 +150,8 @@ fn same_entry(a: &Entry, b: &Entry) -> bool {
     }
     match (&a.payload, &b.payload) {
         (
-            EntryPayload::Normal(Request::Append {
-                batch: b1,
-                record_count: c1,
-                max_timestamp_ms: t1,
-            }),
-            EntryPayload::Normal(Request::Append {
-                batch: b2,
-                record_count: c2,
-                max_timestamp_ms: t2,
-            }),
+            EntryPayload::Normal(Request::Append { batch: b1, record_count: c1, max_timestamp_ms: t1 }),
+            EntryPayload::Normal(Request::Append { batch: b2, record_count: c2, max_timestamp_ms: t2 }),
         ) => b1 == b2 && c1 == c2 && t1 == t2,
         _ => false,
     }
@@ -201,11 +171,7 @@ fn run_child(dir: &Path, seed: u64, round: u32) {
         eprintln!("crash child: not killed within {CHILD_DEADLINE:?}, exiting");
         std::process::exit(3);
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     rt.block_on(child_main(dir, seed, round));
 }
 
@@ -229,22 +195,11 @@ fn emit(line: &str) {
 }
 
 async fn child_main(dir: &Path, seed: u64, round: u32) {
-    let store = Store::open(
-        dir,
-        &StoreConfig {
-            cache_capacity_bytes: 64 << 20,
-        },
-    )
-    .expect("child: open store");
+    let store = Store::open(dir, &StoreConfig { cache_capacity_bytes: 64 << 20 }).expect("child: open store");
     let mut log = LogStore::open(store.clone(), GROUP).expect("child: open log store");
     let state = log.get_log_state().await.expect("child: log state");
     let mut next = state.last_log_id.map_or(1, |l| l.index + 1);
-    let first_term = log
-        .read_vote()
-        .await
-        .expect("child: read vote")
-        .map_or(0, |v| vote_term(&v))
-        + 1;
+    let first_term = log.read_vote().await.expect("child: read vote").map_or(0, |v| vote_term(&v)) + 1;
     emit(&format!("START {next} {first_term}"));
 
     // Votes, saved one after another beside the appends.
@@ -252,10 +207,7 @@ async fn child_main(dir: &Path, seed: u64, round: u32) {
     tokio::spawn(async move {
         let mut term = first_term;
         loop {
-            vote_log
-                .save_vote(&Vote::new_committed(term, 1))
-                .await
-                .expect("child: save_vote");
+            vote_log.save_vote(&Vote::new_committed(term, 1)).await.expect("child: save_vote");
             emit(&format!("VOTE {term}"));
             term += 1;
             tokio::task::yield_now().await;
@@ -267,24 +219,14 @@ async fn child_main(dir: &Path, seed: u64, round: u32) {
     loop {
         let permit = slots.clone().acquire_owned().await.unwrap();
         let n = rng.gen_range(1..=4u64);
-        let entries: Vec<Entry> = (next..next + n)
-            .map(|i| make_entry(seed, round, i))
-            .collect();
+        let entries: Vec<Entry> = (next..next + n).map(|i| make_entry(seed, round, i)).collect();
         let acks: Vec<String> = entries
             .iter()
-            .map(|e| {
-                format!(
-                    "ACK {} {}",
-                    e.log_id.index,
-                    crc32c::crc32c(append_batch(e).unwrap())
-                )
-            })
+            .map(|e| format!("ACK {} {}", e.log_id.index, crc32c::crc32c(append_batch(e).unwrap())))
             .collect();
         emit(&format!("SENT {} {}", next, next + n - 1));
         let (tx, rx) = TypeConfig::oneshot();
-        log.append(entries, IOFlushed::signal(tx))
-            .await
-            .expect("child: append");
+        log.append(entries, IOFlushed::signal(tx)).await.expect("child: append");
         tokio::spawn(async move {
             match rx.await {
                 Ok(Ok(())) => {
@@ -374,10 +316,7 @@ fn run_child_round(dir: &Path, seed: u64, round: u32, kill_after: usize) -> Roun
             Some("ACK") => {
                 let index: u64 = w.next().unwrap().parse().unwrap();
                 let crc: u32 = w.next().unwrap().parse().unwrap();
-                assert!(
-                    rep.acked.insert(index, crc).is_none(),
-                    "index {index} acknowledged twice"
-                );
+                assert!(rep.acked.insert(index, crc).is_none(), "index {index} acknowledged twice");
                 if !killed && rep.acked.len() >= kill_after {
                     // Child::kill is SIGKILL on Unix.
                     guard.0.as_mut().unwrap().kill().expect("kill child");
@@ -389,11 +328,7 @@ fn run_child_round(dir: &Path, seed: u64, round: u32, kill_after: usize) -> Roun
         }
     }
     let status = guard.0.take().unwrap().wait().expect("wait child");
-    assert!(
-        killed,
-        "round {round}: child exited ({status}) after {} acks, before it was killed",
-        rep.acked.len()
-    );
+    assert!(killed, "round {round}: child exited ({status}) after {} acks, before it was killed", rep.acked.len());
     assert!(started, "round {round}: child never reported START");
     rep
 }
@@ -421,13 +356,7 @@ struct History {
     vote_term: u64,
 }
 
-async fn verify(
-    dir: &Path,
-    seed: u64,
-    round: u32,
-    rep: &RoundReport,
-    hist: &mut History,
-) -> String {
+async fn verify(dir: &Path, seed: u64, round: u32, rep: &RoundReport, hist: &mut History) -> String {
     let store = Store::open(dir, &StoreConfig::default()).expect("reopen store");
     let mut log = LogStore::open(store.clone(), GROUP).expect("reopen log store");
     let entries = log.try_get_log_entries(..).await.expect("read log");
@@ -448,10 +377,7 @@ async fn verify(
     let last = entries.len() as u64;
 
     // 4. The log state agrees with the entries.
-    assert_eq!(
-        state.last_purged_log_id, None,
-        "round {round}: nothing was purged"
-    );
+    assert_eq!(state.last_purged_log_id, None, "round {round}: nothing was purged");
     assert_eq!(
         state.last_log_id,
         entries.last().map(|e| e.log_id),
@@ -478,11 +404,7 @@ async fn verify(
              (writer round in entry: {:?})",
             writer_round(e)
         );
-        assert_eq!(
-            crc32c::crc32c(append_batch(e).unwrap()),
-            rep.acked[&i],
-            "round {round}: crc of entry {i}"
-        );
+        assert_eq!(crc32c::crc32c(append_batch(e).unwrap()), rep.acked[&i], "round {round}: crc of entry {i}");
     }
 
     // Bookkeeping for checks 2 (rest) and 3.
@@ -503,9 +425,8 @@ async fn verify(
         if hist.found.contains_key(&i) || rep.acked.contains_key(&i) {
             continue;
         }
-        let r = writer_round(e).unwrap_or_else(|| {
-            panic!("round {round}: unacknowledged entry {i} is not a readable record batch")
-        });
+        let r = writer_round(e)
+            .unwrap_or_else(|| panic!("round {round}: unacknowledged entry {i} is not a readable record batch"));
         assert!(
             same_entry(e, &make_entry(seed, r, i)),
             "round {round}: unacknowledged entry {i} (from round {r}) is corrupt"
@@ -525,10 +446,7 @@ async fn verify(
     for i in last + 1..=rep.last_sent.unwrap_or(0) {
         hist.missing_after.insert(i, round);
     }
-    hist.found = entries
-        .iter()
-        .map(|e| (e.log_id.index, e.clone()))
-        .collect();
+    hist.found = entries.iter().map(|e| (e.log_id.index, e.clone())).collect();
 
     // 5. The vote.
     let got = vote.map(|v| vote_term(&v));
@@ -546,10 +464,7 @@ async fn verify(
         acked_vote + 1
     );
     if let Some(v) = vote {
-        assert!(
-            v.committed && v.leader_id.node_id == 1,
-            "round {round}: vote {v:?} is not what was saved"
-        );
+        assert!(v.committed && v.leader_id.node_id == 1, "round {round}: vote {v:?} is not what was saved");
     }
     hist.vote_term = got.unwrap_or(0);
 
@@ -575,11 +490,7 @@ fn run_parent() {
         let _ = tmp.keep();
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut hist = History::default();
     let t0 = Instant::now();
@@ -587,10 +498,7 @@ fn run_parent() {
         let kill_after = rng.gen_range(1..=MAX_ACKS_BEFORE_KILL);
         let rep = run_child_round(&dir, seed, round, kill_after);
         let expected_start = hist.found.len() as u64 + 1;
-        assert_eq!(
-            rep.start, expected_start,
-            "round {round}: child started at the wrong index"
-        );
+        assert_eq!(rep.start, expected_start, "round {round}: child started at the wrong index");
         assert_eq!(
             rep.first_vote_term,
             hist.vote_term + 1,

@@ -61,26 +61,14 @@ pub async fn run(client: Client, cmd: BenchCmd) -> anyhow::Result<()> {
 }
 
 async fn ensure_topic(client: &Client, a: &BenchArgs) -> anyhow::Result<String> {
-    let name = a
-        .topic
-        .clone()
-        .unwrap_or_else(|| format!("bench-{}-{}", a.record_size, a.partitions));
+    let name = a.topic.clone().unwrap_or_else(|| format!("bench-{}-{}", a.record_size, a.partitions));
     if client.describe_topic(&name).await.is_err() {
-        client
-            .create_topic(&name, a.partitions, a.replication_factor)
-            .await?;
+        client.create_topic(&name, a.partitions, a.replication_factor).await?;
     }
     Ok(name)
 }
 
-fn report(
-    kind: &str,
-    records: u64,
-    bytes: u64,
-    elapsed: Duration,
-    h: &Histogram<u64>,
-    extra: serde_json::Value,
-) {
+fn report(kind: &str, records: u64, bytes: u64, elapsed: Duration, h: &Histogram<u64>, extra: serde_json::Value) {
     let secs = elapsed.as_secs_f64();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let mut v = json!({
@@ -102,13 +90,7 @@ fn report(
 
 async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     let topic = ensure_topic(&client, &a).await?;
-    let producer = Producer::new(
-        client.clone(),
-        ProducerConfig {
-            acks: a.acks.into(),
-            ..Default::default()
-        },
-    );
+    let producer = Producer::new(client.clone(), ProducerConfig { acks: a.acks.into(), ..Default::default() });
     let value = Bytes::from(vec![b'x'; a.record_size]);
     let per = a.records / a.producers as u64;
     let start = Instant::now();
@@ -116,10 +98,8 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..a.producers {
         let (producer, topic, value) = (producer.clone(), topic.clone(), value.clone());
         tasks.push(tokio::spawn(async move {
-            let mut h =
-                Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
-            let (tx, mut rx) =
-                tokio::sync::mpsc::channel::<(Instant, crate::producer::SendHandle)>(50_000);
+            let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, crate::producer::SendHandle)>(50_000);
             let waiter = tokio::spawn(async move {
                 let mut errors = 0u64;
                 while let Some((t0, handle)) = rx.recv().await {
@@ -176,15 +156,10 @@ async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     let want_per = a.records.div_ceil(info.partitions.len().max(1) as u64);
     for p in &info.partitions {
         let end = p.high_watermark.min(p.log_start_offset + want_per);
-        let mut reader =
-            PartitionReader::new(client.clone(), &topic, p.partition, p.log_start_offset)
-                .with_options(FetchOptions {
-                    max_wait_ms: 0,
-                    ..Default::default()
-                });
+        let mut reader = PartitionReader::new(client.clone(), &topic, p.partition, p.log_start_offset)
+            .with_options(FetchOptions { max_wait_ms: 0, ..Default::default() });
         tasks.push(tokio::spawn(async move {
-            let mut h: Histogram<u64> =
-                Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let mut h: Histogram<u64> = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
             let (mut n, mut bytes) = (0u64, 0u64);
             while reader.position() < end {
                 let t0 = Instant::now();
@@ -204,13 +179,6 @@ async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
         n += c;
         bytes += b;
     }
-    report(
-        "consume",
-        n,
-        bytes,
-        start.elapsed(),
-        &hist,
-        json!({"topic": topic, "latency": "per fetch"}),
-    );
+    report("consume", n, bytes, start.elapsed(), &hist, json!({"topic": topic, "latency": "per fetch"}));
     Ok(())
 }

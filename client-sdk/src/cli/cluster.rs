@@ -27,22 +27,12 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                         })
                         .collect();
                     let controller = (s.controller_leader != 0).then_some(s.controller_leader);
-                    println!(
-                        "{}",
-                        json!({ "nodes": nodes, "controller_leader": controller })
-                    );
+                    println!("{}", json!({ "nodes": nodes, "controller_leader": controller }));
                 }
                 Output::Text => {
-                    println!(
-                        "{:>4}  {:<22}  {:<5}  {:>7}  {:>8}",
-                        "ID", "ADDR", "ALIVE", "LEADERS", "REPLICAS"
-                    );
+                    println!("{:>4}  {:<22}  {:<5}  {:>7}  {:>8}", "ID", "ADDR", "ALIVE", "LEADERS", "REPLICAS");
                     for n in &s.nodes {
-                        let ctl = if n.id == s.controller_leader {
-                            "  (controller)"
-                        } else {
-                            ""
-                        };
+                        let ctl = if n.id == s.controller_leader { "  (controller)" } else { "" };
                         println!(
                             "{:>4}  {:<22}  {:<5}  {:>7}  {:>8}{ctl}",
                             n.id, n.addr, n.alive, n.leader_count, n.replica_count

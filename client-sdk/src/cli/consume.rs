@@ -34,20 +34,13 @@ pub struct ConsumeArgs {
 
 pub async fn run(client: Client, args: ConsumeArgs, out: Output) -> anyhow::Result<()> {
     if args.group.is_some() {
-        return Err(Error::InvalidArgument(
-            "consumer groups (--group) are not available in this version".into(),
-        )
-        .into());
+        return Err(Error::InvalidArgument("consumer groups (--group) are not available in this version".into()).into());
     }
     let topic = client.describe_topic(&args.topic).await?;
     let partitions: Vec<_> = match args.partition {
         Some(p) => {
             let info = topic.partitions.get(p as usize).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "topic {} has {} partitions",
-                    topic.name,
-                    topic.partitions.len()
-                ))
+                Error::InvalidArgument(format!("topic {} has {} partitions", topic.name, topic.partitions.len()))
             })?;
             vec![info.clone()]
         }
@@ -106,10 +99,7 @@ fn print_record(r: &ConsumedRecord, out: Output) {
     match out {
         Output::Text => println!("{value}"),
         Output::Json => {
-            let key = r
-                .key
-                .as_ref()
-                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let key = r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
             println!(
                 "{}",
                 json!({"partition": r.partition, "offset": r.offset, "key": key, "value": value, "timestamp": r.timestamp_ms})

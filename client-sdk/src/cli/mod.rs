@@ -12,20 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{Client, Error};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "replog",
-    version,
-    about = "Command-line client for a replog cluster"
-)]
+#[command(name = "replog", version, about = "Command-line client for a replog cluster")]
 pub struct Cli {
     /// Broker addresses to start from (host:port, comma-separated).
-    #[arg(
-        long,
-        global = true,
-        env = "REPLOG_BOOTSTRAP",
-        default_value = "127.0.0.1:7001",
-        value_delimiter = ','
-    )]
+    #[arg(long, global = true, env = "REPLOG_BOOTSTRAP", default_value = "127.0.0.1:7001", value_delimiter = ',')]
     pub bootstrap: Vec<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]

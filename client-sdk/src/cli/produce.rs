@@ -24,13 +24,7 @@ pub struct ProduceArgs {
 }
 
 pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Result<()> {
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks: args.acks.into(),
-            ..Default::default()
-        },
-    );
+    let producer = Producer::new(client, ProducerConfig { acks: args.acks.into(), ..Default::default() });
     let key = args.key.map(Bytes::from);
     // Handles are awaited in input order by a printer task while reading
     // goes on, so a long input streams through with bounded memory.
@@ -42,10 +36,7 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
                 Ok((partition, offset)) => {
                     ok += 1;
                     if out == Output::Json {
-                        println!(
-                            "{}",
-                            json!({"line": line, "partition": partition, "offset": offset})
-                        );
+                        println!("{}", json!({"line": line, "partition": partition, "offset": offset}));
                     }
                 }
                 Err(e) => {

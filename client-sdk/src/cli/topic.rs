@@ -30,9 +30,7 @@ pub struct CreateArgs {
 pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
         TopicCmd::Create(a) => {
-            let t = client
-                .create_topic(&a.name, a.partitions, a.replication_factor)
-                .await?;
+            let t = client.create_topic(&a.name, a.partitions, a.replication_factor).await?;
             match out {
                 Output::Json => println!("{}", describe_json(&t)),
                 Output::Text => println!(
@@ -49,8 +47,10 @@ pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<(
                 Output::Json => {
                     let v: Vec<_> = topics
                         .iter()
-                        .map(|t| json!({"name": t.name, "partitions": t.partitions.len(),
-                            "replication_factor": t.partitions.first().map_or(0, |p| p.replicas.len())}))
+                        .map(|t| {
+                            json!({"name": t.name, "partitions": t.partitions.len(),
+                            "replication_factor": t.partitions.first().map_or(0, |p| p.replicas.len())})
+                        })
                         .collect();
                     println!("{}", json!({ "topics": v }));
                 }
@@ -66,23 +66,13 @@ pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<(
             match out {
                 Output::Json => println!("{}", describe_json(&t)),
                 Output::Text => {
-                    println!(
-                        "topic {} (id {}), {} partitions",
-                        t.name,
-                        t.topic_id,
-                        t.partitions.len()
-                    );
+                    println!("topic {} (id {}), {} partitions", t.name, t.topic_id, t.partitions.len());
                     println!(
                         "{:>9}  {:>6}  {:<12}  {:>16}  {:>16}",
                         "PARTITION", "LEADER", "REPLICAS", "LOG_START", "HIGH_WATERMARK"
                     );
                     for p in &t.partitions {
-                        let replicas = p
-                            .replicas
-                            .iter()
-                            .map(u64::to_string)
-                            .collect::<Vec<_>>()
-                            .join(",");
+                        let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
                         let leader = p.leader.map_or("-".to_string(), |l| l.to_string());
                         println!(
                             "{:>9}  {:>6}  {:<12}  {:>16}  {:>16}",

@@ -25,9 +25,7 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
                 };
             }
             let v = views.get(&id);
-            let alive = v
-                .and_then(|v| v.last_ok)
-                .is_some_and(|t| t.elapsed() < ALIVE_WITHIN);
+            let alive = v.and_then(|v| v.last_ok).is_some_and(|t| t.elapsed() < ALIVE_WITHIN);
             let info = v.and_then(|v| v.info.as_ref()).filter(|_| alive);
             NodeStatus {
                 id,
@@ -38,8 +36,5 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
             }
         })
         .collect();
-    ClusterStatusResponse {
-        nodes,
-        controller_leader: node.controller_leader().unwrap_or(0),
-    }
+    ClusterStatusResponse { nodes, controller_leader: node.controller_leader().unwrap_or(0) }
 }

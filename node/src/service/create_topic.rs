@@ -20,10 +20,7 @@ const MAX_NAME_LEN: usize = 249;
 
 /// Topic names: 1–249 of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn validate_name(name: &str) -> Result<(), NodeError> {
-    let bad = |reason| NodeError::InvalidTopicName {
-        name: name.to_string(),
-        reason,
-    };
+    let bad = |reason| NodeError::InvalidTopicName { name: name.to_string(), reason };
     if name.is_empty() {
         return Err(bad("empty"));
     }
@@ -33,23 +30,14 @@ pub fn validate_name(name: &str) -> Result<(), NodeError> {
     if name == "." || name == ".." {
         return Err(bad("'.' and '..' are reserved"));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err(bad(
-            "only ASCII letters, digits, '.', '_' and '-' are allowed",
-        ));
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(bad("only ASCII letters, digits, '.', '_' and '-' are allowed"));
     }
     Ok(())
 }
 
 #[instrument(skip_all, fields(topic = %req.name, partitions = req.partitions, rf = req.replication_factor))]
-pub async fn handle(
-    node: &Node,
-    mut req: CreateTopicRequest,
-    forwarded: bool,
-) -> Result<CreateTopicResponse, Status> {
+pub async fn handle(node: &Node, mut req: CreateTopicRequest, forwarded: bool) -> Result<CreateTopicResponse, Status> {
     validate_name(&req.name)?;
     if req.partitions == 0 || req.partitions > node.config.max_partitions {
         return Err(NodeError::InvalidPartitions(format!(
@@ -65,10 +53,7 @@ pub async fn handle(
         if forwarded {
             return Err(NodeError::Unavailable("controller leadership moved; retry".into()).into());
         }
-        return super::forward_to_controller(node, req, |mut c, r| async move {
-            c.create_topic(r).await
-        })
-        .await;
+        return super::forward_to_controller(node, req, |mut c, r| async move { c.create_topic(r).await }).await;
     }
     node.ensure_registered().await?;
     let meta = node.meta();
@@ -90,11 +75,7 @@ pub async fn handle(
         .into());
     }
     let replicas = place(&meta, &live, req.partitions, rf);
-    let cmd = ControllerCmd::CreateTopic {
-        name: req.name.clone(),
-        replicas,
-        created_ms: now_ms(),
-    };
+    let cmd = ControllerCmd::CreateTopic { name: req.name.clone(), replicas, created_ms: now_ms() };
     let topic = match node.controller_write(cmd).await? {
         ControllerResult::TopicCreated(t) => t,
         ControllerResult::TopicExists(n) => return Err(NodeError::TopicAlreadyExists(n).into()),
@@ -127,24 +108,12 @@ pub fn place(meta: &ClusterMeta, live: &[NodeId], partitions: u32, rf: u32) -> V
             }
         }
     }
-    let start = nodes
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, n)| leaders[n])
-        .map_or(0, |(i, _)| i);
-    (0..partitions as usize)
-        .map(|p| {
-            (0..rf as usize)
-                .map(|r| nodes[(start + p + r) % nodes.len()])
-                .collect()
-        })
-        .collect()
+    let start = nodes.iter().enumerate().min_by_key(|(_, n)| leaders[n]).map_or(0, |(i, _)| i);
+    (0..partitions as usize).map(|p| (0..rf as usize).map(|r| nodes[(start + p + r) % nodes.len()]).collect()).collect()
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

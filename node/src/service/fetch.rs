@@ -21,11 +21,8 @@ pub async fn handle(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     match &r {
         Ok(resp) => {
             m.fetch_requests.with_label_values(&["ok"]).inc();
-            m.fetch_bytes
-                .inc_by(resp.batches.iter().map(|b| b.batch.len() as u64).sum());
-            m.fetch_latency
-                .with_label_values(&[long_poll])
-                .observe(t0.elapsed().as_secs_f64());
+            m.fetch_bytes.inc_by(resp.batches.iter().map(|b| b.batch.len() as u64).sum());
+            m.fetch_latency.with_label_values(&[long_poll]).observe(t0.elapsed().as_secs_f64());
         }
         Err(e) => m.fetch_requests.with_label_values(&[e.code().name()]).inc(),
     }
@@ -35,16 +32,11 @@ pub async fn handle(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
 async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     let (gid, replicas) = node.locate(&req.topic, req.partition)?;
     let what = || format!("{}/{}", req.topic, req.partition);
-    let group = node
-        .group(gid)
-        .ok_or_else(|| node.not_leader(what(), node.leader_of(gid, &replicas)))?;
+    let group = node.group(gid).ok_or_else(|| node.not_leader(what(), node.leader_of(gid, &replicas)))?;
     if !req.replica_read && !group.is_leader(node.id) {
         return Err(node.not_leader(what(), group.leader()));
     }
-    let reader = group
-        .reader
-        .as_ref()
-        .ok_or_else(|| NodeError::Internal("partition group without a reader".into()))?;
+    let reader = group.reader.as_ref().ok_or_else(|| NodeError::Internal("partition group without a reader".into()))?;
     let mut offsets = reader.offsets();
     if req.offset < offsets.log_start_offset || req.offset > offsets.high_watermark {
         return Err(NodeError::OffsetOutOfRange {
@@ -54,41 +46,24 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
         });
     }
     if req.offset == offsets.high_watermark && req.max_wait_ms > 0 {
-        let wait =
-            Duration::from_millis((req.max_wait_ms as u64).min(node.config.max_fetch_wait_ms));
+        let wait = Duration::from_millis((req.max_wait_ms as u64).min(node.config.max_fetch_wait_ms));
         offsets = reader.wait_beyond(req.offset, wait).await;
     }
-    let max_bytes = if req.max_bytes == 0 {
-        DEFAULT_MAX_BYTES
-    } else {
-        req.max_bytes as usize
-    };
-    let max_records = if req.max_records == 0 {
-        DEFAULT_MAX_RECORDS
-    } else {
-        req.max_records as usize
-    };
-    let batches = reader
-        .read(req.offset, max_bytes, max_records)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                NodeError::OffsetOutOfRange {
-                    offset: req.offset,
-                    log_start: offsets.log_start_offset,
-                    high_watermark: offsets.high_watermark,
-                }
-            } else {
-                NodeError::Storage(e)
+    let max_bytes = if req.max_bytes == 0 { DEFAULT_MAX_BYTES } else { req.max_bytes as usize };
+    let max_records = if req.max_records == 0 { DEFAULT_MAX_RECORDS } else { req.max_records as usize };
+    let batches = reader.read(req.offset, max_bytes, max_records).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            NodeError::OffsetOutOfRange {
+                offset: req.offset,
+                log_start: offsets.log_start_offset,
+                high_watermark: offsets.high_watermark,
             }
-        })?;
+        } else {
+            NodeError::Storage(e)
+        }
+    })?;
     Ok(FetchResponse {
-        batches: batches
-            .into_iter()
-            .map(|b| FetchedBatch {
-                base_offset: b.base_offset,
-                batch: b.batch,
-            })
-            .collect(),
+        batches: batches.into_iter().map(|b| FetchedBatch { base_offset: b.base_offset, batch: b.batch }).collect(),
         high_watermark: offsets.high_watermark,
         log_start_offset: offsets.log_start_offset,
     })

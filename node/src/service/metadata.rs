@@ -1,8 +1,6 @@
 //! Metadata: topics with partitions, replicas, current leaders and offsets.
 
-use replog_proto::pb::{
-    BrokerInfo, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
-};
+use replog_proto::pb::{BrokerInfo, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
 use replog_raft_store::controller::TopicMeta;
 
 use crate::node::Node;
@@ -15,26 +13,11 @@ pub fn handle(node: &Node, req: MetadataRequest) -> MetadataResponse {
         .filter(|t| req.topics.is_empty() || req.topics.contains(&t.name))
         .map(|t| topic_metadata(node, t))
         .collect();
-    let mut nodes: Vec<BrokerInfo> = meta
-        .nodes
-        .values()
-        .map(|n| BrokerInfo {
-            id: n.id,
-            addr: n.addr.clone(),
-        })
-        .collect();
-    if nodes.is_empty() {
-        // Before the controller registered anyone, the first cluster is known.
-        nodes = node
-            .config
-            .initial_cluster
-            .iter()
-            .map(|(id, a)| BrokerInfo {
-                id: *id,
-                addr: a.clone(),
-            })
-            .collect();
-    }
+    // Members of the first cluster are known before the controller has
+    // registered them; registered addresses win.
+    let mut addrs = node.config.initial_cluster.clone();
+    addrs.extend(meta.nodes.values().map(|n| (n.id, n.addr.clone())));
+    let nodes = addrs.into_iter().map(|(id, addr)| BrokerInfo { id, addr }).collect();
     MetadataResponse { nodes, topics }
 }
 
@@ -56,9 +39,5 @@ pub fn topic_metadata(node: &Node, t: &TopicMeta) -> TopicMetadata {
             }
         })
         .collect();
-    TopicMetadata {
-        name: t.name.clone(),
-        topic_id: t.id,
-        partitions,
-    }
+    TopicMetadata { name: t.name.clone(), topic_id: t.id, partitions }
 }

@@ -5,6 +5,7 @@ mod cluster_status;
 mod create_topic;
 mod delete_topic;
 mod fetch;
+mod init_producer;
 mod metadata;
 mod produce;
 pub mod raft_peer;
@@ -35,9 +36,7 @@ impl Replog for ClientService {
         req: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let fwd = forwarded(&req);
-        create_topic::handle(&self.node, req.into_inner(), fwd)
-            .await
-            .map(Response::new)
+        create_topic::handle(&self.node, req.into_inner(), fwd).await.map(Response::new)
     }
 
     async fn delete_topic(
@@ -45,39 +44,19 @@ impl Replog for ClientService {
         req: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         let fwd = forwarded(&req);
-        delete_topic::handle(&self.node, req.into_inner(), fwd)
-            .await
-            .map(Response::new)
+        delete_topic::handle(&self.node, req.into_inner(), fwd).await.map(Response::new)
     }
 
-    async fn metadata(
-        &self,
-        req: Request<pb::MetadataRequest>,
-    ) -> Result<Response<pb::MetadataResponse>, Status> {
-        Ok(Response::new(metadata::handle(
-            &self.node,
-            req.into_inner(),
-        )))
+    async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        Ok(Response::new(metadata::handle(&self.node, req.into_inner())))
     }
 
-    async fn produce(
-        &self,
-        req: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
-        produce::handle(&self.node, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        produce::handle(&self.node, req.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 
-    async fn fetch(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<pb::FetchResponse>, Status> {
-        fetch::handle(&self.node, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        fetch::handle(&self.node, req.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 
     async fn cluster_status(
@@ -87,10 +66,15 @@ impl Replog for ClientService {
         Ok(Response::new(cluster_status::handle(&self.node).await))
     }
 
-    async fn node_info(
+    async fn init_producer(
         &self,
-        _req: Request<pb::NodeInfoRequest>,
-    ) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        req: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let fwd = forwarded(&req);
+        init_producer::handle(&self.node, req.into_inner(), fwd).await.map(Response::new)
+    }
+
+    async fn node_info(&self, _req: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {
         Ok(Response::new(self.node.node_info()))
     }
 }
@@ -104,17 +88,13 @@ where
     let what = "the controller group".to_string();
     let leader = node.controller_leader().filter(|l| *l != node.id);
     let Some(addr) = leader.and_then(|l| node.node_addr(l)) else {
-        return Err(crate::error::NodeError::Unavailable(
-            "the controller group has no leader right now".into(),
-        )
-        .into());
+        return Err(crate::error::NodeError::Unavailable("the controller group has no leader right now".into()).into());
     };
     let ep = crate::raft_net::peer_endpoint(&addr, crate::raft_net::source_ip(node.config.listen))
         .map_err(|_| Status::from(node.not_leader(what.clone(), leader)))?;
     let client = pb::replog_client::ReplogClient::new(ep.connect_lazy());
     let mut r = Request::new(req);
-    r.metadata_mut()
-        .insert(FORWARDED_KEY, "1".parse().expect("valid metadata"));
+    r.metadata_mut().insert(FORWARDED_KEY, "1".parse().expect("valid metadata"));
     r.set_timeout(std::time::Duration::from_secs(20));
     call(client, r).await.map(Response::into_inner)
 }

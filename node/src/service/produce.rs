@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use replog_proto::batch::{self, BatchError};
+use replog_proto::codes::ErrorCode;
 use replog_proto::pb::{Acks, ProduceRequest, ProduceResponse};
 use replog_raft_store::{Request, Response};
 use tracing::instrument;
@@ -18,10 +19,7 @@ pub async fn handle(node: &Node, req: ProduceRequest) -> Result<ProduceResponse>
     let m = &node.metrics;
     match &r {
         Ok(_) => m.produce_requests.with_label_values(&["ok"]).inc(),
-        Err(e) => m
-            .produce_requests
-            .with_label_values(&[e.code().name()])
-            .inc(),
+        Err(e) => m.produce_requests.with_label_values(&[e.code().name()]).inc(),
     }
     if r.is_ok() {
         m.produce_latency.observe(t0.elapsed().as_secs_f64());
@@ -30,25 +28,19 @@ pub async fn handle(node: &Node, req: ProduceRequest) -> Result<ProduceResponse>
 }
 
 async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
-    let acks = Acks::try_from(req.acks)
-        .map_err(|_| NodeError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
+    let acks =
+        Acks::try_from(req.acks).map_err(|_| NodeError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
     let (gid, replicas) = node.locate(&req.topic, req.partition)?;
     let limit = node.config.max_batch_bytes;
     if req.batch.len() > limit {
-        return Err(NodeError::BatchTooLarge {
-            size: req.batch.len(),
-            limit,
-        });
+        return Err(NodeError::BatchTooLarge { size: req.batch.len(), limit });
     }
-    let header =
-        batch::validate(&req.batch, node.config.max_record_bytes).map_err(|e| match e {
-            BatchError::RecordTooLarge { .. } => NodeError::RecordTooLarge(e.to_string()),
-            other => NodeError::CorruptBatch(other.to_string()),
-        })?;
+    let header = batch::validate(&req.batch, node.config.max_record_bytes).map_err(|e| match e {
+        BatchError::RecordTooLarge { .. } => NodeError::RecordTooLarge(e.to_string()),
+        other => NodeError::CorruptBatch(other.to_string()),
+    })?;
     let what = || format!("{}/{}", req.topic, req.partition);
-    let group = node
-        .group(gid)
-        .ok_or_else(|| node.not_leader(what(), node.leader_of(gid, &replicas)))?;
+    let group = node.group(gid).ok_or_else(|| node.not_leader(what(), node.leader_of(gid, &replicas)))?;
     if !group.is_leader(node.id) {
         return Err(node.not_leader(what(), group.leader()));
     }
@@ -63,16 +55,11 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
         tokio::spawn(async move {
             let _ = raft.client_write(cmd).await;
         });
-        return Ok(ProduceResponse {
-            base_offset: 0,
-            record_count: header.record_count,
-            high_watermark: 0,
-        });
+        return Ok(ProduceResponse { base_offset: 0, record_count: header.record_count, high_watermark: 0 });
     }
     let timeout = match req.timeout_ms {
         0 => Duration::from_millis(node.config.produce_timeout_ms),
-        t => Duration::from_millis(t as u64)
-            .min(Duration::from_millis(node.config.produce_timeout_ms)),
+        t => Duration::from_millis(t as u64).min(Duration::from_millis(node.config.produce_timeout_ms)),
     };
     let resp = match tokio::time::timeout(timeout, group.raft.client_write(cmd)).await {
         Err(_) => {
@@ -90,22 +77,16 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
         Ok(Ok(r)) => r,
     };
     match resp.data {
-        Response::Appended {
-            base_offset,
-            record_count,
-        } => {
+        Response::Appended { base_offset, record_count } => {
             node.metrics.produce_records.inc_by(record_count as u64);
             node.metrics.produce_bytes.inc_by(bytes);
-            let hw = group
-                .reader
-                .as_ref()
-                .map_or(0, |r| r.offsets().high_watermark);
-            Ok(ProduceResponse {
-                base_offset,
-                record_count,
-                high_watermark: hw,
-            })
+            let hw = group.reader.as_ref().map_or(0, |r| r.offsets().high_watermark);
+            Ok(ProduceResponse { base_offset, record_count, high_watermark: hw })
         }
+        Response::Rejected { code, message } => Err(match ErrorCode::from_u16(code) {
+            Some(code) => NodeError::Refused { code, message },
+            None => NodeError::Internal(format!("append refused with unknown code {code}: {message}")),
+        }),
         other => Err(NodeError::Internal(format!("append answered {other:?}"))),
     }
 }

@@ -17,24 +17,10 @@ pub struct PeerService {
     pub node: Arc<Node>,
 }
 
-fn reply<T: Serialize, E: std::fmt::Display>(
-    group: u64,
-    r: Result<T, E>,
-) -> Result<Response<RaftMessage>, Status> {
-    let msg = match r
-        .map_err(|e| e.to_string())
-        .and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string()))
-    {
-        Ok(payload) => RaftMessage {
-            group_id: group,
-            payload: payload.into(),
-            error: String::new(),
-        },
-        Err(error) => RaftMessage {
-            group_id: group,
-            payload: Default::default(),
-            error,
-        },
+fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> Result<Response<RaftMessage>, Status> {
+    let msg = match r.map_err(|e| e.to_string()).and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string())) {
+        Ok(payload) => RaftMessage { group_id: group, payload: payload.into(), error: String::new() },
+        Err(error) => RaftMessage { group_id: group, payload: Default::default(), error },
     };
     Ok(Response::new(msg))
 }
@@ -44,10 +30,7 @@ impl PeerService {
         if group == replog_raft_store::CONTROLLER_GROUP {
             return Ok(self.node.controller.raft.clone());
         }
-        self.node
-            .group(group)
-            .map(|g| g.raft.clone())
-            .ok_or_else(|| format!("unknown group {group}"))
+        self.node.group(group).map(|g| g.raft.clone()).ok_or_else(|| format!("unknown group {group}"))
     }
 
     fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, String> {
@@ -82,55 +65,31 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.dispatch(req, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move { raft.append_entries(rpc).await })
             .await
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
-            raft.vote(rpc).await
-        })
-        .await
+        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move { raft.vote(rpc).await }).await
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
-            raft.pre_vote(rpc).await
+        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move { raft.pre_vote(rpc).await }).await
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(req, |raft, (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>)| async move {
+            let snap = replog_raft_store::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
+            raft.install_full_snapshot(vote, snap).await
         })
         .await
     }
 
-    async fn install_snapshot(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(
-            req,
-            |raft, (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>)| async move {
-                let snap = replog_raft_store::Snapshot {
-                    meta,
-                    snapshot: std::io::Cursor::new(data),
-                };
-                raft.install_full_snapshot(vote, snap).await
-            },
-        )
-        .await
-    }
-
-    async fn transfer_leader(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(
-            req,
-            |raft, rpc: TransferLeaderRequest<TypeConfig>| async move {
-                raft.handle_transfer_leader(rpc).await
-            },
-        )
+    async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(req, |raft, rpc: TransferLeaderRequest<TypeConfig>| async move {
+            raft.handle_transfer_leader(rpc).await
+        })
         .await
     }
 }

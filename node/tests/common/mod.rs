@@ -33,11 +33,7 @@ pub struct TestCluster {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 impl TestCluster {
@@ -58,17 +54,9 @@ impl TestCluster {
                 },
             );
         }
-        let initial = nodes
-            .values()
-            .map(|n| format!("{}={}", n.id, n.addr))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = TestCluster {
-            nodes,
-            initial,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            _tmp: tmp,
-        };
+        let initial = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let mut c =
+            TestCluster { nodes, initial, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), _tmp: tmp };
         for id in 1..=n {
             c.spawn(id);
         }
@@ -82,20 +70,10 @@ impl TestCluster {
         let n = self.nodes.get_mut(&id).expect("node");
         assert!(n.child.is_none(), "node {id} is already running");
         std::fs::create_dir_all(&n.dir).expect("data dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(n.dir.with_extension("log"))
-            .expect("log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(n.dir.with_extension("log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_replog-node"))
-            .args([
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &n.addr,
-                "--metrics-listen",
-                &n.metrics,
-            ])
+            .args(["--id", &id.to_string(), "--listen", &n.addr, "--metrics-listen", &n.metrics])
             .arg("--data-dir")
             .arg(n.dir.join("data"))
             .args(["--initial-cluster", &initial])
@@ -113,21 +91,12 @@ impl TestCluster {
     }
 
     pub fn running_addrs(&self) -> Vec<String> {
-        self.nodes
-            .values()
-            .filter(|n| n.child.is_some())
-            .map(|n| n.addr.clone())
-            .collect()
+        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.addr.clone()).collect()
     }
 
     pub async fn client(&self) -> Client {
-        let cfg = ClientConfig {
-            retry_deadline: WAIT,
-            ..Default::default()
-        };
-        Client::connect_with(self.running_addrs(), cfg)
-            .await
-            .expect("connect")
+        let cfg = ClientConfig { retry_deadline: WAIT, ..Default::default() };
+        Client::connect_with(self.running_addrs(), cfg).await.expect("connect")
     }
 
     /// SIGKILL: no chance to flush or hand over anything.
@@ -147,10 +116,7 @@ impl TestCluster {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }
             let status = c.wait().expect("wait");
-            assert!(
-                status.success(),
-                "node {id} exited with {status} on SIGTERM"
-            );
+            assert!(status.success(), "node {id} exited with {status} on SIGTERM");
         }
     }
 
@@ -180,10 +146,7 @@ impl TestCluster {
         for addr in self.running_addrs() {
             let Ok(c) = Client::connect_with(
                 [addr.clone()],
-                ClientConfig {
-                    retry_deadline: Duration::from_millis(200),
-                    ..Default::default()
-                },
+                ClientConfig { retry_deadline: Duration::from_millis(200), ..Default::default() },
             )
             .await
             else {
@@ -225,10 +188,7 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
