@@ -15,11 +15,12 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
-use replog_proto::pb::RaftMessage;
 use replog_proto::pb::raft_peer_client::RaftPeerClient;
+use replog_proto::pb::{RaftBatch, RaftMessage};
 use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 /// Floor for an append's deadline: openraft passes the heartbeat interval,
@@ -34,7 +35,17 @@ const VOTE_DEADLINE: Duration = Duration::from_secs(1);
 pub struct PeerPool {
     conns: Mutex<HashMap<String, RaftPeerClient<Channel>>>,
     local_ip: Option<IpAddr>,
+    heartbeats: Mutex<HashMap<String, mpsc::UnboundedSender<Heartbeat>>>,
 }
+
+/// One group's heartbeat waiting to go out with others to the same peer.
+type Heartbeat = (RaftMessage, oneshot::Sender<Result<RaftMessage, String>>);
+
+/// How long a heartbeat waits for others to the same peer. Small against
+/// the heartbeat interval and the election timeout.
+const HEARTBEAT_LINGER: Duration = Duration::from_millis(5);
+const HEARTBEAT_BATCH_MAX: usize = 1024;
+const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The source address for this node's outgoing connections: its listen IP,
 /// unless it listens on every interface. On a host with one address per
@@ -57,7 +68,28 @@ pub fn peer_endpoint(addr: &str, local_ip: Option<IpAddr>) -> Result<Endpoint, S
 
 impl PeerPool {
     pub fn new(local_ip: Option<IpAddr>) -> PeerPool {
-        PeerPool { conns: Mutex::default(), local_ip }
+        PeerPool { conns: Mutex::default(), local_ip, heartbeats: Mutex::default() }
+    }
+
+    /// Sends one group's heartbeat to `addr` together with the other
+    /// groups' heartbeats to the same peer.
+    async fn heartbeat(&self, addr: &str, msg: RaftMessage) -> Result<RaftMessage, String> {
+        let tx = {
+            let mut hb = self.heartbeats.lock().expect("heartbeat lock");
+            match hb.get(addr) {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let client = self.client(addr)?;
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run_heartbeat_batcher(client, rx));
+                    hb.insert(addr.to_string(), tx.clone());
+                    tx
+                }
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.send((msg, reply)).map_err(|_| "heartbeat batcher stopped".to_string())?;
+        rx.await.map_err(|_| "heartbeat batcher dropped the call".to_string())?
     }
 
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
@@ -74,6 +106,52 @@ impl PeerPool {
     }
 }
 
+/// Collects heartbeats for one peer for up to [`HEARTBEAT_LINGER`] and
+/// sends them as one `HeartbeatBatch` call.
+async fn run_heartbeat_batcher(client: RaftPeerClient<Channel>, mut rx: mpsc::UnboundedReceiver<Heartbeat>) {
+    while let Some(first) = rx.recv().await {
+        let until = tokio::time::Instant::now() + HEARTBEAT_LINGER;
+        let mut batch = vec![first];
+        while batch.len() < HEARTBEAT_BATCH_MAX {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(h)) => batch.push(h),
+                _ => break,
+            }
+        }
+        let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let mut c = client.clone();
+        // Sent from its own task so a slow peer never holds up the next batch.
+        tokio::spawn(async move {
+            let mut req = tonic::Request::new(RaftBatch { messages });
+            req.set_timeout(HEARTBEAT_DEADLINE);
+            let answer = match tokio::time::timeout(HEARTBEAT_DEADLINE, c.heartbeat_batch(req)).await {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner().messages;
+                    if r.len() == replies.len() {
+                        Ok(r)
+                    } else {
+                        Err("heartbeat batch answer has the wrong length".into())
+                    }
+                }
+                Ok(Err(status)) => Err(status.message().to_string()),
+                Err(_) => Err(format!("no heartbeat answer within {HEARTBEAT_DEADLINE:?}")),
+            };
+            match answer {
+                Ok(msgs) => {
+                    for (tx, m) in replies.into_iter().zip(msgs) {
+                        let _ = tx.send(Ok(m));
+                    }
+                }
+                Err(e) => {
+                    for tx in replies {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Builds per-peer clients for one group.
 pub struct NetworkFactory {
     pub pool: Arc<PeerPool>,
@@ -84,7 +162,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
-        PeerConn { pool: self.pool.clone(), group: self.group, target, addr: node.addr.clone() }
+        PeerConn { pool: self.pool.clone(), group: self.group, target, addr: node.addr.clone(), heartbeat: false }
+    }
+
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
+        PeerConn { pool: self.pool.clone(), group: self.group, target, addr: node.addr.clone(), heartbeat: true }
     }
 }
 
@@ -94,6 +176,8 @@ pub struct PeerConn {
     group: GroupId,
     target: NodeId,
     addr: String,
+    /// openraft's heartbeat client: empty appends go through the batcher.
+    heartbeat: bool,
 }
 
 type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
@@ -144,6 +228,19 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
+        if self.heartbeat && rpc.entries.is_empty() {
+            let payload = bincode::serialize(&rpc).map_err(net_err)?;
+            let msg = RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() };
+            let resp = self
+                .pool
+                .heartbeat(&self.addr, msg)
+                .await
+                .map_err(|e| net_err(format!("node {}: {e}", self.target)))?;
+            if !resp.error.is_empty() {
+                return Err(net_err(format!("node {}: {}", self.target, resp.error)));
+            }
+            return bincode::deserialize(&resp.payload).map_err(net_err);
+        }
         let deadline = option.hard_ttl().max(MIN_APPEND_DEADLINE);
         self.call(&rpc, deadline, |mut c, r| async move { c.append_entries(r).await }).await
     }

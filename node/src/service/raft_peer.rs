@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
-use replog_proto::pb::RaftMessage;
 use replog_proto::pb::raft_peer_server::RaftPeer;
+use replog_proto::pb::{RaftBatch, RaftMessage};
 use replog_raft_store::{Raft, SnapshotMeta, TypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,12 +17,11 @@ pub struct PeerService {
     pub node: Arc<Node>,
 }
 
-fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> Result<Response<RaftMessage>, Status> {
-    let msg = match r.map_err(|e| e.to_string()).and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string())) {
+fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> RaftMessage {
+    match r.map_err(|e| e.to_string()).and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string())) {
         Ok(payload) => RaftMessage { group_id: group, payload: payload.into(), error: String::new() },
         Err(error) => RaftMessage { group_id: group, payload: Default::default(), error },
-    };
-    Ok(Response::new(msg))
+    }
 }
 
 impl PeerService {
@@ -53,7 +52,19 @@ impl PeerService {
         F: FnOnce(Raft, Req) -> Fut,
         Fut: Future<Output = Result<Resp, E>>,
     {
-        let m = req.into_inner();
+        Ok(Response::new(self.handle(req.into_inner(), f).await))
+    }
+
+    /// Decodes one message for its group, runs `f` on that group's Raft, and
+    /// encodes the answer (or the error).
+    async fn handle<Req, Resp, E, F, Fut>(&self, m: RaftMessage, f: F) -> RaftMessage
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(Raft, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, E>>,
+    {
         let r = async {
             let raft = self.raft(m.group_id)?;
             let rpc: Req = Self::decode(&m)?;
@@ -84,6 +95,13 @@ impl RaftPeer for PeerService {
             raft.install_full_snapshot(vote, snap).await
         })
         .await
+    }
+
+    async fn heartbeat_batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
+        let calls = req.into_inner().messages.into_iter().map(|m| {
+            self.handle(m, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move { raft.append_entries(rpc).await })
+        });
+        Ok(Response::new(RaftBatch { messages: futures::future::join_all(calls).await }))
     }
 
     async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
