@@ -38,6 +38,20 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     }
     let reader = group.reader.as_ref().ok_or_else(|| NodeError::Internal("partition group without a reader".into()))?;
     let mut offsets = reader.offsets();
+    if req.offset > offsets.high_watermark && !req.replica_read {
+        // A leader fresh from an election may not have applied everything
+        // its predecessor acknowledged and served: catch up to the commit
+        // index before calling the offset out of range.
+        group
+            .raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| match e.forward_to_leader() {
+                Some(f) => node.not_leader(what(), f.leader_id),
+                None => NodeError::Unavailable(format!("{}: {e}", what())),
+            })?;
+        offsets = reader.offsets();
+    }
     if req.offset < offsets.log_start_offset || req.offset > offsets.high_watermark {
         return Err(NodeError::OffsetOutOfRange {
             offset: req.offset,
