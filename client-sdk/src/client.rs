@@ -12,6 +12,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, LeaderHint, Result};
 
+/// Per-attempt timeout of a metadata request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Client settings. The defaults suit a local cluster and most deployments.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -173,12 +176,14 @@ impl Client {
         let start = Instant::now();
         let mut backoff = cfg.backoff_initial;
         let mut attempt = 0u32;
+        let mut indeterminate = false;
         loop {
             let err = match f(attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             attempt += 1;
+            indeterminate |= err.is_indeterminate();
             if !err.is_retryable() {
                 return Err(err);
             }
@@ -187,6 +192,7 @@ impl Client {
                 return Err(Error::DeadlineExceeded {
                     attempts: attempt,
                     elapsed_ms: elapsed.as_millis() as u64,
+                    indeterminate,
                     last: Box::new(err),
                 });
             }
@@ -206,9 +212,12 @@ impl Client {
         F: Fn(ReplogClient<Channel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        // Start at a random node so that one dead or paused node does not
+        // cost every call a timeout.
+        let start = rand::random::<u32>() as usize;
         self.retry(|attempt| {
             let addrs = self.any_addrs();
-            let addr = addrs[attempt as usize % addrs.len()].clone();
+            let addr = addrs[(start + attempt as usize) % addrs.len()].clone();
             let conn = self.conn(&addr);
             let fut = conn.map(|c| f(c, addr.clone()));
             async move {
@@ -221,7 +230,8 @@ impl Client {
 
     /// Fetches metadata for `topics` (all when empty) and updates the cache.
     pub async fn refresh_metadata(&self, topics: &[String]) -> Result<Vec<TopicInfo>> {
-        let timeout = self.inner.config.request_timeout;
+        // Metadata is cheap for a healthy node: do not wait long on a sick one.
+        let timeout = self.inner.config.request_timeout.min(METADATA_TIMEOUT);
         let resp = self
             .any_node(|mut c, _| {
                 let mut req = tonic::Request::new(pb::MetadataRequest { topics: topics.to_vec() });

@@ -13,9 +13,10 @@ pub enum Error {
     /// a write sent this way was applied is unknown.
     #[error("transport error talking to {addr}: {message}")]
     Transport { addr: String, message: String },
-    /// Retries ran out of time; `last` is the last error seen.
+    /// Retries ran out of time; `last` is the last error seen, and
+    /// `indeterminate` says whether any attempt may have been applied.
     #[error("gave up after {attempts} attempts in {elapsed_ms} ms; last error: {last}")]
-    DeadlineExceeded { attempts: u32, elapsed_ms: u64, last: Box<Error> },
+    DeadlineExceeded { attempts: u32, elapsed_ms: u64, indeterminate: bool, last: Box<Error> },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("corrupt data from broker: {0}")]
@@ -53,7 +54,7 @@ impl Error {
         match self {
             Error::Transport { .. } => true,
             Error::Broker { code, .. } => *code == ErrorCode::Timeout || *code == ErrorCode::Unavailable,
-            Error::DeadlineExceeded { last, .. } => last.is_indeterminate(),
+            Error::DeadlineExceeded { indeterminate, .. } => *indeterminate,
             _ => false,
         }
     }

@@ -178,7 +178,8 @@ async fn run_partition(
 ) {
     let mut seq = Sequence::default();
     while let Some(first) = rx.recv().await {
-        let mut size = first.record.encoded_len();
+        // The limit is on the encoded batch, header included.
+        let mut size = batch::HEADER_LEN + first.record.encoded_len();
         let mut pending = vec![first];
         let linger_until = tokio::time::Instant::now() + cfg.linger;
         while pending.len() < cfg.batch_max_records && size < cfg.batch_max_bytes {
@@ -194,7 +195,7 @@ async fn run_partition(
             if size + len > cfg.batch_max_bytes {
                 // Too big for this batch: it starts the next one.
                 send_batch(&client, &cfg, &mut seq, &topic, partition, std::mem::take(&mut pending)).await;
-                size = 0;
+                size = batch::HEADER_LEN;
             }
             size += len;
             pending.push(next);
@@ -217,7 +218,9 @@ async fn send_batch(
     let count = pending.len() as i32;
     let mut b = batch::BatchBuilder::with_capacity(pending.iter().map(|p| p.record.encoded_len()).sum());
     let mut tagged = false;
-    if cfg.idempotent {
+    // As in Kafka, idempotence needs acks=all: with acks=none the producer
+    // never learns whether a batch landed, so it cannot keep its sequence.
+    if cfg.idempotent && cfg.acks == Acks::All {
         if seq.id.is_none() || seq.next.checked_add(count).is_none() {
             match client.init_producer().await {
                 Ok(id) => *seq = Sequence { id: Some(id), next: 0 },

@@ -30,6 +30,8 @@ pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
 /// How long non-preferred replicas let the preferred one initialize a new
 /// partition group before doing it themselves.
 const INIT_GRACE: Duration = Duration::from_secs(3);
+/// acks=none writes a node accepts before committing them.
+pub const MAX_ACKS_NONE_IN_FLIGHT: usize = 1024;
 /// How often leaders check whether to hand back to preferred replicas.
 const BALANCE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -83,6 +85,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Serializes group creation and removal.
     reconcile_lock: tokio::sync::Mutex<()>,
+    /// Bounds acks=none writes accepted but not yet committed.
+    pub acks_none_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Node {
@@ -123,6 +127,7 @@ impl Node {
             probe_conns: Mutex::default(),
             metrics,
             reconcile_lock: tokio::sync::Mutex::new(()),
+            acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
             config,
         });
         Ok(node)
@@ -287,6 +292,7 @@ impl Node {
         let _guard = self.reconcile_lock.lock().await;
         let meta = self.meta();
         let wanted = meta.groups_of(self.id);
+        let mut failed = 0;
         for (gid, replicas) in &wanted {
             if self.group(*gid).is_some() {
                 continue;
@@ -295,13 +301,23 @@ impl Node {
                 .iter()
                 .filter_map(|r| Some((*r, BasicNode { addr: meta.nodes.get(r)?.addr.clone() })))
                 .collect();
-            let g = self.open_partition_group(*gid).await?;
+            // One group that cannot open must not keep the others down.
+            let g = match self.open_partition_group(*gid).await {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!(group = gid, "cannot open partition group: {e:#}");
+                    failed += 1;
+                    continue;
+                }
+            };
             // The preferred leader (first replica) initializes the group at
             // once and so usually wins the first election; the others step
             // in after a grace period if it could not. All propose the same
             // membership, which openraft accepts once and refuses after.
             if replicas.first() == Some(&self.id) {
-                initialize(&g.raft, members).await?;
+                if let Err(e) = initialize(&g.raft, members).await {
+                    warn!(group = gid, "initializing partition group: {e:#}");
+                }
             } else {
                 let raft = g.raft.clone();
                 tokio::spawn(async move {
@@ -331,6 +347,9 @@ impl Node {
             info!(group = gid, "dropped partition group of a deleted topic");
         }
         self.metrics.groups.set(self.groups.read().expect("groups lock").len() as i64);
+        if failed > 0 {
+            anyhow::bail!("{failed} partition groups could not be opened; retrying");
+        }
         Ok(())
     }
 
@@ -361,10 +380,20 @@ impl Node {
                 let Some(&preferred) = t.partitions[p as usize].replicas.first() else {
                     continue;
                 };
-                if preferred != self.id && live.contains(&preferred) {
-                    info!(group = g.id, to = preferred, "moving leadership to the preferred replica");
-                    let _ = g.raft.trigger().transfer_leader(preferred).await;
+                if preferred == self.id || !live.contains(&preferred) {
+                    continue;
                 }
+                // Only to a replica that has everything: a transfer stops
+                // writes until the target takes over, and a lagging target
+                // would give up and leave the partition leaderless for an
+                // election timeout.
+                let m = g.raft.metrics().borrow_watched().clone();
+                let matched = m.replication.as_ref().and_then(|r| r.get(&preferred).cloned().flatten());
+                if matched.map(|l| l.index) != m.last_log_index {
+                    continue;
+                }
+                info!(group = g.id, to = preferred, "moving leadership to the preferred replica");
+                let _ = g.raft.trigger().transfer_leader(preferred).await;
             }
         }
     }

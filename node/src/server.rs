@@ -16,6 +16,9 @@ use crate::service::raft_peer::PeerService;
 /// Largest gRPC message accepted: a full batch plus framing (the batch
 /// limit itself is enforced with a clear error by the produce handler).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest peer message: an append carries at most `max_payload_entries`
+/// (64) entries of at most one batch each; snapshots travel whole for now.
+const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 
 /// Runs a node until `shutdown` resolves, then stops it gracefully.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -34,8 +37,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let peer = RaftPeerServer::new(PeerService { node: node.clone() })
-        .max_decoding_message_size(1 << 30)
-        .max_encoding_message_size(1 << 30);
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)

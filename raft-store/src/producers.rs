@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 
 /// Batches remembered per producer: how far back a retry is recognized.
 pub const RETAINED_BATCHES: usize = 5;
+/// Producers remembered per partition. Beyond this the one that appended
+/// least recently is forgotten (its retries are then appended as new), so
+/// short-lived producers cannot grow the state without bound. The choice
+/// depends only on the log, so every replica forgets the same one.
+pub const MAX_PRODUCERS: usize = 10_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerState {
@@ -110,10 +115,29 @@ pub fn record(state: &mut ProducerState, epoch: i16, batch: SeqBatch) {
     }
 }
 
+/// Key prefix of producer state in the state machine tree. Distinct from
+/// every other key's first byte there (`o`, `b`, `a`, `c`, `s`, and `p` of
+/// `partition`).
+pub(crate) const KEY_PREFIX: u8 = b'P';
+
+/// The producer to forget when there are too many: the one whose last
+/// batch is oldest.
+pub fn least_recent<'a>(producers: impl Iterator<Item = (&'a i64, &'a ProducerState)>) -> Option<i64> {
+    producers.min_by_key(|(id, st)| (st.batches.back().map_or(0, |b| b.base_offset), **id)).map(|(id, _)| *id)
+}
+
 pub(crate) fn key(producer_id: i64) -> [u8; 9] {
-    let mut k = [b'p'; 9];
+    let mut k = [KEY_PREFIX; 9];
     k[1..].copy_from_slice(&producer_id.to_be_bytes());
     k
+}
+
+/// The producer id of a key made by [`key`].
+pub(crate) fn id_of(key: &[u8]) -> Option<i64> {
+    match key {
+        [KEY_PREFIX, rest @ ..] if rest.len() == 8 => rest.try_into().ok().map(i64::from_be_bytes),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +178,22 @@ mod tests {
         record(&mut st2, 2, SeqBatch { base_sequence: 0, record_count: 1, base_offset: 11 });
         assert_eq!(code(check(Some(&st2), 1, 1, 1)), ErrorCode::ProducerFenced);
         assert_eq!(check(Some(&st2), 3, 0, 1), SeqCheck::Append);
+    }
+
+    #[test]
+    fn the_least_recently_appending_producer_is_forgotten_first() {
+        let mut m = std::collections::HashMap::new();
+        m.insert(7, after(&[(0, 1, 50)]));
+        m.insert(3, after(&[(0, 1, 10), (1, 1, 90)]));
+        m.insert(9, after(&[(0, 1, 20)]));
+        assert_eq!(least_recent(m.iter()), Some(9));
+    }
+
+    #[test]
+    fn producer_keys_never_collide_with_other_state_keys() {
+        assert_eq!(id_of(&key(-5)), Some(-5));
+        assert_eq!(id_of(b"partition"), None);
+        assert_eq!(id_of(&crate::partition::index_key(3)), None);
     }
 
     #[test]

@@ -86,10 +86,9 @@ impl GroupStateMachine {
             None => PartitionState::default(),
         };
         let mut producers = HashMap::new();
-        for kv in sm.scan_prefix(b"p") {
+        for kv in sm.scan_prefix([producers::KEY_PREFIX]) {
             let (k, v) = kv.map_err(sled_err)?;
-            let id = k.get(1..9).and_then(|s| s.try_into().ok()).map(i64::from_be_bytes);
-            if let Some(id) = id {
+            if let Some(id) = producers::id_of(&k) {
                 producers.insert(id, decode(&v)?);
             }
         }
@@ -154,6 +153,14 @@ impl GroupStateMachine {
                 batch.insert(&index_key(base)[..], &ie.encode()[..]);
                 state.next_offset += record_count as u64;
                 if pid >= 0 {
+                    // Only a new producer beyond the cap costs the scan.
+                    let evict = (producers.len() >= producers::MAX_PRODUCERS && !producers.contains_key(&pid))
+                        .then(|| producers::least_recent(producers.iter()))
+                        .flatten();
+                    if let Some(old) = evict {
+                        producers.remove(&old);
+                        batch.remove(&producers::key(old)[..]);
+                    }
                     let st = producers.entry(pid).or_default();
                     let seq = SeqBatch { base_sequence: producer.base_sequence, record_count, base_offset: base };
                     producers::record(st, producer.epoch, seq);

@@ -9,9 +9,16 @@
 //! flusher also calls `fdatasync` on sled's data file. Every appender that
 //! queued while a flush was running shares the next one (group commit):
 //! many groups appending at once cost one fsync, not one each.
-//! Values above sled's blob threshold (a quarter of the segment size) are
-//! written to separate files that sled never syncs; the segment size is set
-//! so that no entry within the configured batch limit gets there.
+//! sled writes any log item above its blob threshold (a quarter of the
+//! segment size) — a large value, or a whole consolidated leaf holding
+//! several entries — to a file of its own under `blobs/`, and never syncs
+//! those files. The flusher therefore also fsyncs every blob file created
+//! since its last round, and the `blobs` directory, before it reports
+//! anything durable.
+//!
+//! A failed flush or fsync stops the process: after an fsync error Linux
+//! may drop the dirty pages and report later fsyncs as successful, so
+//! nothing written afterwards could be trusted as durable.
 
 use std::fs::File;
 use std::io;
@@ -93,6 +100,7 @@ impl Store {
             let _ = d.sync_all();
         }
         let data_file = File::open(dir.join("db"))?;
+        let blobs = BlobSyncer::new(dir.join("blobs"));
         let stats = Arc::new(FlushStats::default());
         let (tx, rx) = mpsc::channel::<FlushCallback>();
         let flusher = {
@@ -100,7 +108,7 @@ impl Store {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("replog-flusher".into())
-                .spawn(move || flusher(db, data_file, rx, stats))?
+                .spawn(move || flusher(db, data_file, blobs, rx, stats))?
         };
         Ok(Arc::new(Store { db, dir: dir.to_path_buf(), tx: Some(tx), flusher: Some(flusher), stats }))
     }
@@ -170,14 +178,64 @@ impl Store {
     }
 }
 
-fn flusher(db: sled::Db, data_file: File, rx: mpsc::Receiver<FlushCallback>, stats: Arc<FlushStats>) {
+/// Finds and fsyncs blob files sled wrote since the last round. Blob files
+/// are named by the log sequence number at which they were written, which
+/// only grows.
+struct BlobSyncer {
+    dir: PathBuf,
+    synced_through: Option<u64>,
+}
+
+impl BlobSyncer {
+    fn new(dir: PathBuf) -> BlobSyncer {
+        BlobSyncer { dir, synced_through: None }
+    }
+
+    fn sync_new(&mut self) -> io::Result<()> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut newest = self.synced_through;
+        let mut any = false;
+        for entry in entries {
+            let entry = entry?;
+            let Some(lsn) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+            if self.synced_through.is_some_and(|s| lsn <= s) {
+                continue;
+            }
+            match File::open(entry.path()) {
+                Ok(f) => f.sync_data()?,
+                // Already garbage-collected by sled: nothing to make durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            newest = newest.max(Some(lsn));
+            any = true;
+        }
+        if any {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.synced_through = newest;
+        Ok(())
+    }
+}
+
+fn flusher(
+    db: sled::Db,
+    data_file: File,
+    mut blobs: BlobSyncer,
+    rx: mpsc::Receiver<FlushCallback>,
+    stats: Arc<FlushStats>,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(cb) = rx.try_recv() {
             waiting.push(cb);
         }
         let t0 = Instant::now();
-        let result = db.flush().map_err(sled_err).and_then(|_| data_file.sync_data());
+        let result = db.flush().map_err(sled_err).and_then(|_| blobs.sync_new()).and_then(|_| data_file.sync_data());
         stats.micros.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
         stats.flushes.fetch_add(1, Ordering::Relaxed);
         stats.waiters.fetch_add(waiting.len() as u64, Ordering::Relaxed);
@@ -189,6 +247,10 @@ fn flusher(db: sled::Db, data_file: File, rx: mpsc::Receiver<FlushCallback>, sta
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             });
+        }
+        if let Err(e) = result {
+            tracing::error!("storage flush failed: {e}; stopping, since later writes could not be made durable");
+            std::process::abort();
         }
     }
 }

@@ -1,6 +1,8 @@
-//! A partition snapshot carries every retained record: a fresh replica that
-//! installs one serves exactly the batches, at exactly the offsets, that the
-//! replica which built it serves — even though its own Raft log is empty.
+//! The partition state machine keeps what it promises across snapshots and
+//! restarts: a fresh replica that installs a snapshot serves exactly the
+//! batches, at exactly the offsets, that the replica which built it serves —
+//! even though its own Raft log is empty — and a partition of any size,
+//! with idempotent-producer state, reopens with its offsets intact.
 
 use std::sync::Arc;
 
@@ -8,13 +10,19 @@ use bytes::Bytes;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
 use openraft::{EntryPayload, LogId, RaftSnapshotBuilder};
-use replog_proto::batch::{self, Record};
+use replog_proto::batch::{BatchBuilder, ProducerInfo, Record};
 use replog_raft_store::{Entry, GroupStateMachine, LogStore, Request, Store, StoreConfig};
 
 fn append_entry(index: u64, n: usize) -> Entry {
-    let records: Vec<Record> =
-        (0..n).map(|i| Record::new(None, Bytes::from(format!("e{index}-r{i}")), index as i64)).collect();
-    let b = batch::encode(&records);
+    append_entry_from(index, n, ProducerInfo::NONE)
+}
+
+fn append_entry_from(index: u64, n: usize, producer: ProducerInfo) -> Entry {
+    let mut b = BatchBuilder::new().producer(producer);
+    for i in 0..n {
+        b.push(&Record::new(None, Bytes::from(format!("e{index}-r{i}")), index as i64));
+    }
+    let b = b.build();
     Entry {
         log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Normal(Request::Append {
@@ -23,6 +31,50 @@ fn append_entry(index: u64, n: usize) -> Entry {
             max_timestamp_ms: index as i64,
         }),
     }
+}
+
+async fn apply(sm: &mut GroupStateMachine, entries: Vec<Entry>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for e in entries {
+        tx.send(Ok((e, None))).unwrap();
+    }
+    drop(tx);
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    sm.apply(Box::pin(stream)).await.unwrap();
+}
+
+#[tokio::test]
+async fn given_a_large_partition_with_producers_when_reopened_then_offsets_and_dedup_state_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<Store> = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let mut log = LogStore::open(store.clone(), 9).unwrap();
+    let mut sm = GroupStateMachine::open_partition(&store, 9).unwrap();
+    // Past 2^16 records, so the stored next offset has bits that any
+    // confusion between state keys would expose.
+    let pid = ProducerInfo { producer_id: 42, epoch: 0, base_sequence: 0 };
+    let entries: Vec<Entry> = (1..=3)
+        .map(|i| append_entry_from(i, 30_000, ProducerInfo { base_sequence: (i as i32 - 1) * 30_000, ..pid }))
+        .collect();
+    log.blocking_append(entries.clone()).await.unwrap();
+    apply(&mut sm, entries.clone()).await;
+    let before = sm.reader().unwrap().offsets();
+    assert_eq!(before.high_watermark, 90_000);
+    drop(sm);
+    drop(log);
+    drop(store);
+
+    let store: Arc<Store> = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let mut sm = GroupStateMachine::open_partition(&store, 9).expect("a large partition must reopen");
+    assert_eq!(sm.reader().unwrap().offsets(), before);
+    // The producer state came back too: a retry of the last batch is
+    // recognised and answered with its first offset, not appended.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut retry = entries[2].clone();
+    retry.log_id = LogId::new(LeaderId { term: 1, node_id: 1 }, 4);
+    tx.send(Ok((retry, None))).unwrap();
+    drop(tx);
+    sm.apply(Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))).await.unwrap();
+    assert_eq!(sm.reader().unwrap().offsets(), before, "a retried batch was appended again");
 }
 
 #[tokio::test]
@@ -34,13 +86,7 @@ async fn given_a_partition_snapshot_when_a_fresh_replica_installs_it_then_it_ser
 
     let entries: Vec<Entry> = (1..=20).map(|i| append_entry(i, 1 + (i as usize % 4))).collect();
     log_a.blocking_append(entries.clone()).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for e in entries {
-        tx.send(Ok((e, None))).unwrap();
-    }
-    drop(tx);
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    sm_a.apply(Box::pin(stream)).await.unwrap();
+    apply(&mut sm_a, entries).await;
 
     let served_a = sm_a.reader().unwrap().all_batches().unwrap();
     let offsets_a = sm_a.reader().unwrap().offsets();

@@ -29,6 +29,7 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
     // Handles are awaited in input order by a printer task while reading
     // goes on, so a long input streams through with bounded memory.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, crate::producer::SendHandle)>(100_000);
+    let acks_all = matches!(args.acks, super::bench::AcksArg::All);
     let printer = tokio::spawn(async move {
         let (mut ok, mut failed) = (0u64, 0u64);
         while let Some((line, h)) = rx.recv().await {
@@ -36,7 +37,12 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
                 Ok((partition, offset)) => {
                     ok += 1;
                     if out == Output::Json {
-                        println!("{}", json!({"line": line, "partition": partition, "offset": offset}));
+                        if acks_all {
+                            println!("{}", json!({"line": line, "partition": partition, "offset": offset}));
+                        } else {
+                            // acks=none: sent, but no offset was assigned yet.
+                            println!("{}", json!({"line": line, "partition": partition}));
+                        }
                     }
                 }
                 Err(e) => {

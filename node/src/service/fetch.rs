@@ -11,6 +11,11 @@ use crate::node::Node;
 
 const DEFAULT_MAX_BYTES: usize = 4 << 20;
 const DEFAULT_MAX_RECORDS: usize = 10_000;
+/// Upper bounds whatever the request asks: a response must fit in memory
+/// and in a gRPC message (at least one batch is always returned, and a
+/// batch is at most `max_batch_bytes`).
+const MAX_FETCH_BYTES: usize = 16 << 20;
+const MAX_FETCH_RECORDS: usize = 100_000;
 
 #[instrument(skip_all, fields(topic = %req.topic, partition = req.partition, offset = req.offset))]
 pub async fn handle(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
@@ -42,14 +47,12 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
         // A leader fresh from an election may not have applied everything
         // its predecessor acknowledged and served: catch up to the commit
         // index before calling the offset out of range.
-        group
-            .raft
-            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
-            .await
-            .map_err(|e| match e.forward_to_leader() {
+        group.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.map_err(|e| {
+            match e.forward_to_leader() {
                 Some(f) => node.not_leader(what(), f.leader_id),
                 None => NodeError::Unavailable(format!("{}: {e}", what())),
-            })?;
+            }
+        })?;
         offsets = reader.offsets();
     }
     if req.offset < offsets.log_start_offset || req.offset > offsets.high_watermark {
@@ -63,8 +66,9 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
         let wait = Duration::from_millis((req.max_wait_ms as u64).min(node.config.max_fetch_wait_ms));
         offsets = reader.wait_beyond(req.offset, wait).await;
     }
-    let max_bytes = if req.max_bytes == 0 { DEFAULT_MAX_BYTES } else { req.max_bytes as usize };
-    let max_records = if req.max_records == 0 { DEFAULT_MAX_RECORDS } else { req.max_records as usize };
+    let max_bytes = if req.max_bytes == 0 { DEFAULT_MAX_BYTES } else { (req.max_bytes as usize).min(MAX_FETCH_BYTES) };
+    let max_records =
+        if req.max_records == 0 { DEFAULT_MAX_RECORDS } else { (req.max_records as usize).min(MAX_FETCH_RECORDS) };
     let batches = reader.read(req.offset, max_bytes, max_records).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             NodeError::OffsetOutOfRange {

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use openraft::errors::ClientWriteError;
 use replog_proto::batch::{self, BatchError};
 use replog_proto::codes::ErrorCode;
 use replog_proto::pb::{Acks, ProduceRequest, ProduceResponse};
@@ -10,7 +11,7 @@ use replog_raft_store::{Request, Response};
 use tracing::instrument;
 
 use crate::error::{NodeError, Result};
-use crate::node::Node;
+use crate::node::{MAX_ACKS_NONE_IN_FLIGHT, Node};
 
 #[instrument(skip_all, fields(topic = %req.topic, partition = req.partition, bytes = req.batch.len()))]
 pub async fn handle(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
@@ -51,9 +52,14 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
         max_timestamp_ms: header.max_timestamp_ms,
     };
     if acks == Acks::None {
+        // Bounded: a fast acks=none producer must not queue writes without limit.
+        let permit = node.acks_none_slots.clone().try_acquire_owned().map_err(|_| {
+            NodeError::Unavailable(format!("{MAX_ACKS_NONE_IN_FLIGHT} acks=none writes already in flight; slow down"))
+        })?;
         let raft = group.raft.clone();
         tokio::spawn(async move {
             let _ = raft.client_write(cmd).await;
+            drop(permit);
         });
         return Ok(ProduceResponse { base_offset: 0, record_count: header.record_count, high_watermark: 0 });
     }
@@ -69,9 +75,15 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
             )));
         }
         Ok(Err(e)) => {
-            return Err(match e.forward_to_leader() {
-                Some(f) => node.not_leader(what(), f.leader_id),
-                None => NodeError::Unavailable(format!("{}: {e}", what())),
+            return Err(match e.api_error() {
+                // Proposed, then leadership moved: it may still commit.
+                Some(ClientWriteError::LogEntryDiscarded(_)) => {
+                    NodeError::Unavailable(format!("{}: leadership changed; the batch may have been appended", what()))
+                }
+                _ => match e.forward_to_leader() {
+                    Some(f) => node.not_leader(what(), f.leader_id),
+                    None => NodeError::Unavailable(format!("{}: {e}", what())),
+                },
             });
         }
         Ok(Ok(r)) => r,
