@@ -11,7 +11,10 @@
 #   tls/                 certificates (when started with --tls)
 #
 # Node ID (1..9) listens for gRPC on 127.0.0.1:700ID and serves metrics and
-# /health on 127.0.0.1:910ID.
+# /health on 127.0.0.1:910ID. Opt-in, for packet-level fault injection
+# (chaos-tests/scripts/): with REPLOG_PER_NODE_IP=1 at `up`, node ID uses its
+# own loopback address 127.0.0.(10+ID) instead (127.0.0.11:7001, ...), and
+# sends its peer traffic from it; the choice is kept in cluster.env.
 #
 # Safety: only PIDs read from our own pid files are ever signalled, and only
 # after /proc/PID/cmdline shows that they are the replog-node of that node id.
@@ -37,6 +40,9 @@ commands:
                    (--join 127.0.0.1:7001 instead of --initial-cluster)
 
 Node ID listens for gRPC on 127.0.0.1:700ID and for metrics on 127.0.0.1:910ID.
+With REPLOG_PER_NODE_IP=1 at `up`, node ID uses 127.0.0.(10+ID) instead of
+127.0.0.1 (e.g. 127.0.0.11:7001), so that iptables rules per node pair can
+partition the nodes (see chaos-tests/scripts/ and docs/chaos.md).
 
 environment:
   REPLOG_CLUSTER_DIR     state dir (default target/replog-cluster; a relative
@@ -45,6 +51,8 @@ environment:
   REPLOG_NODE_ARGS       extra flags for replog-node (word-split); when unset,
                          `start` and `join` reuse the ones given to `up`
   REPLOG_HEALTH_TIMEOUT  seconds to wait for /health (default 30)
+  REPLOG_PER_NODE_IP     1 at `up`: node ID on 127.0.0.(10+ID) (default 0:
+                         every node on 127.0.0.1); remembered in cluster.env
   RUST_LOG               node log filter (default info)
 EOF
 }
@@ -88,10 +96,17 @@ LAUNCH_TIMEOUT_S=5
 
 [[ "$HEALTH_TIMEOUT_S" =~ ^[0-9]+$ ]] || die "REPLOG_HEALTH_TIMEOUT must be a whole number of seconds"
 
-JOIN_ADDR=127.0.0.1:7001
+# 0: every node on 127.0.0.1 (the default, the contract); 1: node ID on its
+# own loopback address 127.0.0.(10+ID). Set by `up` from REPLOG_PER_NODE_IP
+# and kept in cluster.env, so later commands address the same nodes.
+PER_NODE_IP=0
 
-grpc_addr() { echo "127.0.0.1:700$1"; }
-metrics_addr() { echo "127.0.0.1:910$1"; }
+node_ip() {
+  if [ "$PER_NODE_IP" = 1 ]; then echo "127.0.0.$((10 + $1))"; else echo "127.0.0.1"; fi
+}
+grpc_addr() { echo "$(node_ip "$1"):700$1"; }
+metrics_addr() { echo "$(node_ip "$1"):910$1"; }
+join_addr() { grpc_addr 1; }
 pid_file() { echo "$DIR/node-$1.pid"; }
 log_file() { echo "$DIR/node-$1.log"; }
 data_dir() { echo "$DIR/node-$1/data"; }
@@ -118,6 +133,7 @@ load_env() {
       JOINED) JOINED=$val ;;
       TLS) TLS=$val ;;
       NODE_ARGS) NODE_ARGS=$val ;;
+      PER_NODE_IP) PER_NODE_IP=$val ;;
     esac
   done <"$ENV_FILE"
   [[ "$N" =~ ^[1-9]$ ]] || die "$ENV_FILE is corrupt (N='$N'); fix it or run: ops/cluster.sh down --purge"
@@ -134,6 +150,7 @@ save_env() {
     echo "JOINED=$JOINED"
     echo "TLS=$TLS"
     echo "NODE_ARGS=$NODE_ARGS"
+    echo "PER_NODE_IP=$PER_NODE_IP"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -335,15 +352,16 @@ require_bin() {
 
 port_in_use() {
   # A successful connect means something listens there already.
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
 
 check_ports_free() {
-  local id p
+  local id p ip
   for id in "$@"; do
+    ip=$(node_ip "$id")
     for p in "700$id" "910$id"; do
-      if port_in_use "$p"; then
-        die "port 127.0.0.1:$p (node $id) is already in use; is another cluster running (other REPLOG_CLUSTER_DIR)? try: ss -ltnp 'sport = :$p'"
+      if port_in_use "$ip" "$p"; then
+        die "port $ip:$p (node $id) is already in use; is another cluster running (other REPLOG_CLUSTER_DIR)? try: ss -ltnp 'sport = :$p'"
       fi
     done
   done
@@ -356,7 +374,7 @@ launch_node() {
   local id=$1 args extra
   args=(--id "$id" --listen "$(grpc_addr "$id")" --metrics-listen "$(metrics_addr "$id")" --data-dir "$(data_dir "$id")")
   if is_joined "$id"; then
-    args+=(--join "$JOIN_ADDR")
+    args+=(--join "$(join_addr)")
   else
     args+=(--initial-cluster "$INITIAL_CLUSTER")
   fi
@@ -440,6 +458,20 @@ cmd_up() {
 
   N=$n
   TLS=$tls
+  # Addresses are part of the cluster's identity: an existing cluster keeps
+  # the mode it was created with.
+  local per_ip=${REPLOG_PER_NODE_IP-}
+  case "$per_ip" in
+    '' | 0 | 1) ;;
+    *) die "REPLOG_PER_NODE_IP must be 0 or 1 (got '$per_ip')" ;;
+  esac
+  if [ "$had_env" = 1 ]; then
+    if [ -n "$per_ip" ] && [ "$per_ip" != "$PER_NODE_IP" ]; then
+      die "$DIR holds a cluster made with REPLOG_PER_NODE_IP=$PER_NODE_IP; use that, or 'ops/cluster.sh down --purge' to start afresh"
+    fi
+  else
+    PER_NODE_IP=${per_ip:-0}
+  fi
   # `up` declares the cluster afresh: its flags are REPLOG_NODE_ARGS as given
   # now; `start` and `join` reuse them unless REPLOG_NODE_ARGS is set.
   NODE_ARGS=${REPLOG_NODE_ARGS-}
@@ -573,7 +605,7 @@ cmd_join() {
   [ -z "$(live_pid "$id")" ] || die "node $id is already running"
   require_bin
   ensure_curl
-  [ -n "$(live_pid 1)" ] || die "node 1 ($JOIN_ADDR), the join target, is not running; start it first: ops/cluster.sh start 1"
+  [ -n "$(live_pid 1)" ] || die "node 1 ($(join_addr)), the join target, is not running; start it first: ops/cluster.sh start 1"
   check_ports_free "$id"
   if [ -d "$(data_dir "$id")" ] && [ -n "$(ls -A "$(data_dir "$id")")" ]; then
     die "$(data_dir "$id") is not empty (left from an earlier node $id); remove it first"
@@ -584,7 +616,7 @@ cmd_join() {
   save_env
   launch_node "$id"
   wait_healthy "$id"
-  echo "node $id joined via $JOIN_ADDR and is healthy"
+  echo "node $id joined via $(join_addr) and is healthy"
 }
 
 # --- main -------------------------------------------------------------------

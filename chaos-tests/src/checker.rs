@@ -192,11 +192,8 @@ impl Report {
 impl fmt::Display for Report {
     /// One table row: counts aligned under [`Report::header`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let row: Vec<String> = self
-            .columns()
-            .iter()
-            .map(|(name, n)| format!("{n:>w$}", w = name.len().max(MIN_COL)))
-            .collect();
+        let row: Vec<String> =
+            self.columns().iter().map(|(name, n)| format!("{n:>w$}", w = name.len().max(MIN_COL))).collect();
         f.write_str(&row.join(" "))
     }
 }
@@ -218,13 +215,7 @@ type OffsetIndex<'a> = HashMap<u64, &'a str>;
 type Observations<'a> = BTreeMap<Tp, BTreeMap<u64, BTreeMap<&'a str, BTreeSet<String>>>>;
 
 fn observe<'a>(obs: &mut Observations<'a>, tp: &Tp, offset: u64, value: &'a str, source: String) {
-    obs.entry(tp.clone())
-        .or_default()
-        .entry(offset)
-        .or_default()
-        .entry(value)
-        .or_default()
-        .insert(source);
+    obs.entry(tp.clone()).or_default().entry(offset).or_default().entry(value).or_default().insert(source);
 }
 
 /// Checks a history. Pure: the same history gives the same report.
@@ -239,8 +230,7 @@ pub fn check(history: &History) -> Report {
         match &op.outcome {
             Outcome::Ok { partition, offset } => {
                 report.acknowledged += 1;
-                s.acks
-                    .push(((op.topic.clone(), *partition), *offset, op.producer.clone()));
+                s.acks.push(((op.topic.clone(), *partition), *offset, op.producer.clone()));
             }
             Outcome::Fail { .. } => {
                 report.failed += 1;
@@ -264,31 +254,16 @@ pub fn check(history: &History) -> Report {
     for (value, s) in &sent {
         for (tp, offset, producer) in &s.acks {
             observe(&mut obs, tp, *offset, value, format!("ack to {producer}"));
-            expected
-                .entry((tp.clone(), *offset, value))
-                .or_default()
-                .insert(format!("acknowledged to {producer}"));
+            expected.entry((tp.clone(), *offset, value)).or_default().insert(format!("acknowledged to {producer}"));
         }
     }
     for op in history.polls() {
         report.polls += 1;
         let tp = (op.topic.clone(), op.partition);
         for r in &op.records {
-            observe(
-                &mut obs,
-                &tp,
-                r.offset,
-                &r.value,
-                format!("poll by {}", op.consumer),
-            );
-            read_at
-                .entry(&r.value)
-                .or_default()
-                .insert((tp.clone(), r.offset));
-            expected
-                .entry((tp.clone(), r.offset, &r.value))
-                .or_default()
-                .insert(format!("read by {}", op.consumer));
+            observe(&mut obs, &tp, r.offset, &r.value, format!("poll by {}", op.consumer));
+            read_at.entry(&r.value).or_default().insert((tp.clone(), r.offset));
+            expected.entry((tp.clone(), r.offset, &r.value)).or_default().insert(format!("read by {}", op.consumer));
         }
     }
     // Each final read, with its records by offset.
@@ -298,17 +273,8 @@ pub fn check(history: &History) -> Report {
         let tp = (f.topic.clone(), f.partition);
         let mut at = HashMap::new();
         for r in &f.records {
-            observe(
-                &mut obs,
-                &tp,
-                r.offset,
-                &r.value,
-                format!("final read ({})", f.reader),
-            );
-            read_at
-                .entry(&r.value)
-                .or_default()
-                .insert((tp.clone(), r.offset));
+            observe(&mut obs, &tp, r.offset, &r.value, format!("final read ({})", f.reader));
+            read_at.entry(&r.value).or_default().insert((tp.clone(), r.offset));
             // An offset returned twice is a nonmonotonic read (below); the
             // first value stands for the read.
             at.entry(r.offset).or_insert(r.value.as_str());
@@ -324,12 +290,7 @@ pub fn check(history: &History) -> Report {
             if values.len() > 1 {
                 let detail = values
                     .iter()
-                    .map(|(v, sources)| {
-                        format!(
-                            "{v} ({})",
-                            sources.iter().cloned().collect::<Vec<_>>().join(", ")
-                        )
-                    })
+                    .map(|(v, sources)| format!("{v} ({})", sources.iter().cloned().collect::<Vec<_>>().join(", ")))
                     .collect::<Vec<_>>()
                     .join(" vs ");
                 anomalies.push(Anomaly {
@@ -348,15 +309,8 @@ pub fn check(history: &History) -> Report {
     let mut read_values: Vec<_> = read_at.iter().collect();
     read_values.sort();
     for (value, places) in read_values {
-        let ((topic, partition), first_offset) =
-            places.first().expect("a read value has a place").clone();
-        let where_read = || {
-            places
-                .iter()
-                .map(|((t, p), o)| format!("{t}/{p}@{o}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let ((topic, partition), first_offset) = places.first().expect("a read value has a place").clone();
+        let where_read = || places.iter().map(|((t, p), o)| format!("{t}/{p}@{o}")).collect::<Vec<_>>().join(", ");
         if places.len() > 1 {
             anomalies.push(Anomaly {
                 kind: AnomalyKind::Duplicate,
@@ -401,18 +355,13 @@ pub fn check(history: &History) -> Report {
             detail: format!("{why} at offset {offset}; {detail}"),
         };
         let reads = finals.get(tp).map(Vec::as_slice).unwrap_or_default();
-        let covering: Vec<_> = reads
-            .iter()
-            .filter(|(f, _)| f.covered().contains(offset))
-            .collect();
+        let covering: Vec<_> = reads.iter().filter(|(f, _)| f.covered().contains(offset)).collect();
         if covering.is_empty() {
             let detail = if reads.is_empty() {
                 "there is no final read of the partition".to_string()
             } else {
-                let ends = reads
-                    .iter()
-                    .map(|(f, _)| format!("{} ends at {}", f.reader, f.covered().end))
-                    .collect::<Vec<_>>();
+                let ends =
+                    reads.iter().map(|(f, _)| format!("{} ends at {}", f.reader, f.covered().end)).collect::<Vec<_>>();
                 format!("no final read reaches it ({})", ends.join(", "))
             };
             anomalies.push(anomaly(AnomalyKind::Unseen, detail));
@@ -429,22 +378,14 @@ pub fn check(history: &History) -> Report {
         if !missing.is_empty() {
             let elsewhere: Vec<String> = reads
                 .iter()
-                .flat_map(|(f, _)| {
-                    f.records
-                        .iter()
-                        .filter(|r| r.value == *value)
-                        .map(|r| r.offset)
-                })
+                .flat_map(|(f, _)| f.records.iter().filter(|r| r.value == *value).map(|r| r.offset))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .map(|o| o.to_string())
                 .collect();
             let mut detail = missing.join("; ");
             if !elsewhere.is_empty() {
-                detail.push_str(&format!(
-                    "; found at offset {} instead",
-                    elsewhere.join(", ")
-                ));
+                detail.push_str(&format!("; found at offset {} instead", elsewhere.join(", ")));
             }
             anomalies.push(anomaly(AnomalyKind::LostWrite, detail));
         }
@@ -452,29 +393,19 @@ pub fn check(history: &History) -> Report {
 
     // nonmonotonic-poll / poll-skip: each consumer's successive offsets. A
     // final read counts as one poll by a consumer of its own.
-    let final_readers: Vec<(String, &FinalRead)> = history
-        .final_reads()
-        .map(|f| (format!("final read ({})", f.reader), f))
-        .collect();
+    let final_readers: Vec<(String, &FinalRead)> =
+        history.final_reads().map(|f| (format!("final read ({})", f.reader), f)).collect();
     let reads = history
         .polls()
         .map(|op| (op.consumer.as_str(), &op.topic, op.partition, &op.records))
-        .chain(
-            final_readers
-                .iter()
-                .map(|(name, f)| (name.as_str(), &f.topic, f.partition, &f.records)),
-        );
+        .chain(final_readers.iter().map(|(name, f)| (name.as_str(), &f.topic, f.partition, &f.records)));
     let mut last: HashMap<(&str, Tp), (u64, &str)> = HashMap::new();
     for (consumer, topic, partition, records) in reads {
         let tp = (topic.clone(), partition);
         let known = obs.get(&tp);
         for (i, r) in records.iter().enumerate() {
             let key = (consumer, tp.clone());
-            let when = if i == 0 {
-                "on its next poll"
-            } else {
-                "within one poll"
-            };
+            let when = if i == 0 { "on its next poll" } else { "within one poll" };
             if let Some(&(prev, prev_value)) = last.get(&key) {
                 let anomaly = |kind, values: Vec<String>, detail: String| Anomaly {
                     kind,
@@ -503,24 +434,12 @@ pub fn check(history: &History) -> Report {
                         .unwrap_or_default();
                     if !skipped.is_empty() {
                         const SHOWN: usize = 8;
-                        let listed: Vec<String> = skipped
-                            .iter()
-                            .take(SHOWN)
-                            .map(|(o, v)| format!("{v}@{o}"))
-                            .collect();
+                        let listed: Vec<String> = skipped.iter().take(SHOWN).map(|(o, v)| format!("{v}@{o}")).collect();
                         let more = if skipped.len() > SHOWN { ", ..." } else { "" };
                         anomalies.push(anomaly(
                             AnomalyKind::PollSkip,
-                            skipped
-                                .iter()
-                                .take(SHOWN)
-                                .map(|(_, v)| v.to_string())
-                                .collect(),
-                            format!(
-                                "skipped {} existing offset(s): {}{more}",
-                                skipped.len(),
-                                listed.join(", ")
-                            ),
+                            skipped.iter().take(SHOWN).map(|(_, v)| v.to_string()).collect(),
+                            format!("skipped {} existing offset(s): {}{more}", skipped.len(), listed.join(", ")),
                         ));
                     }
                 }
@@ -549,13 +468,7 @@ mod tests {
     struct H(History);
 
     impl H {
-        fn send(
-            &mut self,
-            producer: &str,
-            value: &str,
-            partition: u32,
-            outcome: Outcome,
-        ) -> &mut Self {
+        fn send(&mut self, producer: &str, value: &str, partition: u32, outcome: Outcome) -> &mut Self {
             self.0.push(SendOp {
                 producer: producer.into(),
                 topic: T.into(),
@@ -569,34 +482,15 @@ mod tests {
         }
 
         fn ok(&mut self, producer: &str, value: &str, partition: u32, offset: u64) -> &mut Self {
-            self.send(
-                producer,
-                value,
-                partition,
-                Outcome::Ok { partition, offset },
-            )
+            self.send(producer, value, partition, Outcome::Ok { partition, offset })
         }
 
         fn fail(&mut self, producer: &str, value: &str, partition: u32) -> &mut Self {
-            self.send(
-                producer,
-                value,
-                partition,
-                Outcome::Fail {
-                    error: "RECORD_TOO_LARGE(5)".into(),
-                },
-            )
+            self.send(producer, value, partition, Outcome::Fail { error: "RECORD_TOO_LARGE(5)".into() })
         }
 
         fn unknown(&mut self, producer: &str, value: &str, partition: u32) -> &mut Self {
-            self.send(
-                producer,
-                value,
-                partition,
-                Outcome::Unknown {
-                    error: "timeout".into(),
-                },
-            )
+            self.send(producer, value, partition, Outcome::Unknown { error: "timeout".into() })
         }
 
         fn poll(&mut self, consumer: &str, partition: u32, records: &[(u64, &str)]) -> &mut Self {
@@ -612,12 +506,7 @@ mod tests {
         }
 
         /// A final read from offset 0 up to the high watermark.
-        fn final_read(
-            &mut self,
-            partition: u32,
-            high_watermark: u64,
-            records: &[(u64, &str)],
-        ) -> &mut Self {
+        fn final_read(&mut self, partition: u32, high_watermark: u64, records: &[(u64, &str)]) -> &mut Self {
             self.0.push(FinalRead {
                 reader: "leader".into(),
                 topic: T.into(),
@@ -637,18 +526,12 @@ mod tests {
     }
 
     fn recs(records: &[(u64, &str)]) -> Vec<ReadRecord> {
-        records
-            .iter()
-            .map(|(o, v)| ReadRecord::new(*o, *v))
-            .collect()
+        records.iter().map(|(o, v)| ReadRecord::new(*o, *v)).collect()
     }
 
     /// (kind, values) of every anomaly, in report order.
     fn kinds_and_values(r: &Report) -> Vec<(AnomalyKind, Vec<String>)> {
-        r.anomalies
-            .iter()
-            .map(|a| (a.kind, a.values.clone()))
-            .collect()
+        r.anomalies.iter().map(|a| (a.kind, a.values.clone())).collect()
     }
 
     fn vals(v: &[&str]) -> Vec<String> {
@@ -670,21 +553,14 @@ mod tests {
             .poll("c1", 0, &[(2, "w-1-1"), (3, "w-1-2")])
             .poll("c2", 0, &[(1, "w-2-0"), (2, "w-1-1")])
             .poll("c2", 1, &[(0, "w-2-3")])
-            .final_read(
-                0,
-                4,
-                &[(0, "w-1-0"), (1, "w-2-0"), (2, "w-1-1"), (3, "w-1-2")],
-            )
+            .final_read(0, 4, &[(0, "w-1-0"), (1, "w-2-0"), (2, "w-1-1"), (3, "w-1-2")])
             .final_read(1, 1, &[(0, "w-2-3")]);
 
         let r = h.check();
 
         assert!(r.is_valid(), "unexpected anomalies: {:#?}", r.anomalies);
         assert_eq!(r.anomaly_count(), 0);
-        assert_eq!(
-            (r.sends, r.acknowledged, r.failed, r.indeterminate),
-            (7, 4, 1, 2)
-        );
+        assert_eq!((r.sends, r.acknowledged, r.failed, r.indeterminate), (7, 4, 1, 2));
         assert_eq!(r.indeterminate_read, 1);
         assert!(AnomalyKind::ALL.iter().all(|k| r.count(*k) == 0));
     }
@@ -695,15 +571,11 @@ mod tests {
         // w-1-2 was acknowledged at offset 2, but the final read holds the
         // indeterminate w-2-0 there, and again at 3.
         let mut h = H::default();
-        h.ok("p1", "w-1-0", 0, 0)
-            .ok("p1", "w-1-1", 0, 1)
-            .ok("p1", "w-1-2", 0, 2)
-            .unknown("p2", "w-2-0", 0)
-            .final_read(
-                0,
-                4,
-                &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-2-0"), (3, "w-2-0")],
-            );
+        h.ok("p1", "w-1-0", 0, 0).ok("p1", "w-1-1", 0, 1).ok("p1", "w-1-2", 0, 2).unknown("p2", "w-2-0", 0).final_read(
+            0,
+            4,
+            &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-2-0"), (3, "w-2-0")],
+        );
 
         let r = h.check();
 
@@ -718,17 +590,8 @@ mod tests {
         let lost = r.of_kind(AnomalyKind::LostWrite).next().unwrap();
         assert_eq!(lost.offsets, vec![2]);
         assert!(lost.detail.contains("holds w-2-0"), "{lost}");
-        assert_eq!(
-            r.of_kind(AnomalyKind::Duplicate).next().unwrap().offsets,
-            vec![2, 3]
-        );
-        assert_eq!(
-            r.of_kind(AnomalyKind::InconsistentOffsets)
-                .next()
-                .unwrap()
-                .offsets,
-            vec![2]
-        );
+        assert_eq!(r.of_kind(AnomalyKind::Duplicate).next().unwrap().offsets, vec![2, 3]);
+        assert_eq!(r.of_kind(AnomalyKind::InconsistentOffsets).next().unwrap().offsets, vec![2]);
         assert_eq!(r.count(AnomalyKind::LostWrite), 1);
         assert!(!r.is_valid());
     }
@@ -754,10 +617,7 @@ mod tests {
             ]
         );
         let a = r.of_kind(AnomalyKind::InconsistentOffsets).next().unwrap();
-        assert!(
-            a.detail.contains("poll by c1") && a.detail.contains("poll by c2"),
-            "{a}"
-        );
+        assert!(a.detail.contains("poll by c1") && a.detail.contains("poll by c2"), "{a}");
     }
 
     #[test]
@@ -769,18 +629,11 @@ mod tests {
             .ok("p1", "w-1-3", 0, 3)
             .poll("c1", 0, &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-1-2")])
             .poll("c1", 0, &[(1, "w-1-1"), (2, "w-1-2"), (3, "w-1-3")])
-            .final_read(
-                0,
-                4,
-                &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-1-2"), (3, "w-1-3")],
-            );
+            .final_read(0, 4, &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-1-2"), (3, "w-1-3")]);
 
         let r = h.check();
 
-        assert_eq!(
-            kinds_and_values(&r),
-            vec![(AnomalyKind::NonmonotonicPoll, vals(&["w-1-2", "w-1-1"]))]
-        );
+        assert_eq!(kinds_and_values(&r), vec![(AnomalyKind::NonmonotonicPoll, vals(&["w-1-2", "w-1-1"]))]);
         let a = &r.anomalies[0];
         assert_eq!(a.offsets, vec![2, 1]);
         assert!(a.detail.contains("consumer c1"), "{a}");
@@ -795,18 +648,11 @@ mod tests {
             .ok("p1", "w-1-3", 0, 3)
             .poll("c1", 0, &[(0, "w-1-0"), (1, "w-1-1")])
             .poll("c1", 0, &[(3, "w-1-3")])
-            .final_read(
-                0,
-                4,
-                &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-1-2"), (3, "w-1-3")],
-            );
+            .final_read(0, 4, &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-1-2"), (3, "w-1-3")]);
 
         let r = h.check();
 
-        assert_eq!(
-            kinds_and_values(&r),
-            vec![(AnomalyKind::PollSkip, vals(&["w-1-2"]))]
-        );
+        assert_eq!(kinds_and_values(&r), vec![(AnomalyKind::PollSkip, vals(&["w-1-2"]))]);
         assert_eq!(r.anomalies[0].offsets, vec![1, 3]);
     }
 
@@ -823,37 +669,26 @@ mod tests {
 
         assert_eq!(
             kinds_and_values(&r),
-            vec![
-                (AnomalyKind::Unseen, vals(&["w-1-1"])),
-                (AnomalyKind::Unseen, vals(&["w-1-2"]))
-            ]
+            vec![(AnomalyKind::Unseen, vals(&["w-1-1"])), (AnomalyKind::Unseen, vals(&["w-1-2"]))]
         );
-        assert_eq!(
-            (r.anomalies[0].partition, r.anomalies[0].offsets.clone()),
-            (0, vec![1])
-        );
-        assert_eq!(
-            (r.anomalies[1].partition, r.anomalies[1].offsets.clone()),
-            (1, vec![0])
-        );
+        assert_eq!((r.anomalies[0].partition, r.anomalies[0].offsets.clone()), (0, vec![1]));
+        assert_eq!((r.anomalies[1].partition, r.anomalies[1].offsets.clone()), (1, vec![0]));
         assert_eq!(r.count(AnomalyKind::LostWrite), 0);
     }
 
     #[test]
     fn given_refused_write_read_back_when_checked_then_phantom_write_is_reported() {
         let mut h = H::default();
-        h.ok("p1", "w-1-0", 0, 0)
-            .fail("p1", "w-1-1", 0)
-            .unknown("p1", "w-1-2", 0)
-            .final_read(0, 3, &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-1-2")]);
+        h.ok("p1", "w-1-0", 0, 0).fail("p1", "w-1-1", 0).unknown("p1", "w-1-2", 0).final_read(
+            0,
+            3,
+            &[(0, "w-1-0"), (1, "w-1-1"), (2, "w-1-2")],
+        );
 
         let r = h.check();
 
         // The indeterminate w-1-2, read once, is fine.
-        assert_eq!(
-            kinds_and_values(&r),
-            vec![(AnomalyKind::PhantomWrite, vals(&["w-1-1"]))]
-        );
+        assert_eq!(kinds_and_values(&r), vec![(AnomalyKind::PhantomWrite, vals(&["w-1-1"]))]);
         assert_eq!(r.anomalies[0].offsets, vec![1]);
         assert_eq!(r.indeterminate_read, 1);
     }
@@ -861,32 +696,23 @@ mod tests {
     #[test]
     fn given_value_never_sent_read_back_when_checked_then_unexpected_is_reported() {
         let mut h = H::default();
-        h.ok("p1", "w-1-0", 0, 0)
-            .final_read(0, 2, &[(0, "w-1-0"), (1, "garbage")]);
+        h.ok("p1", "w-1-0", 0, 0).final_read(0, 2, &[(0, "w-1-0"), (1, "garbage")]);
 
         let r = h.check();
 
-        assert_eq!(
-            kinds_and_values(&r),
-            vec![(AnomalyKind::Unexpected, vals(&["garbage"]))]
-        );
+        assert_eq!(kinds_and_values(&r), vec![(AnomalyKind::Unexpected, vals(&["garbage"]))]);
     }
 
     #[test]
     fn given_report_when_displayed_then_row_aligns_with_header() {
         let mut h = H::default();
-        h.ok("p1", "w-1-0", 0, 0)
-            .ok("p1", "w-1-1", 0, 1)
-            .final_read(0, 1, &[(0, "w-1-0")]);
+        h.ok("p1", "w-1-0", 0, 0).ok("p1", "w-1-1", 0, 1).final_read(0, 1, &[(0, "w-1-0")]);
 
         let r = h.check();
         let (header, row) = (Report::header(), r.to_string());
 
         assert_eq!(header.len(), row.len());
-        let cells: Vec<_> = header
-            .split_whitespace()
-            .zip(row.split_whitespace())
-            .collect();
+        let cells: Vec<_> = header.split_whitespace().zip(row.split_whitespace()).collect();
         assert!(cells.contains(&("acked", "2")));
         assert!(cells.contains(&("unseen", "1")));
         assert!(cells.contains(&("anomalies", "1")));

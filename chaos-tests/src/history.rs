@@ -62,10 +62,7 @@ impl Outcome {
     /// still commit), and `INTERNAL` / `STORAGE`.
     pub fn from_send(result: &Result<(u32, u64), SdkError>) -> Outcome {
         match result {
-            Ok((partition, offset)) => Outcome::Ok {
-                partition: *partition,
-                offset: *offset,
-            },
+            Ok((partition, offset)) => Outcome::Ok { partition: *partition, offset: *offset },
             Err(e) => {
                 let error = e.to_string();
                 let refused = match e {
@@ -82,11 +79,7 @@ impl Outcome {
                     ),
                     _ => false,
                 };
-                if refused {
-                    Outcome::Fail { error }
-                } else {
-                    Outcome::Unknown { error }
-                }
+                if refused { Outcome::Fail { error } } else { Outcome::Unknown { error } }
             }
         }
     }
@@ -123,10 +116,7 @@ pub struct ReadRecord {
 
 impl ReadRecord {
     pub fn new(offset: u64, value: impl Into<String>) -> ReadRecord {
-        ReadRecord {
-            offset,
-            value: value.into(),
-        }
+        ReadRecord { offset, value: value.into() }
     }
 }
 
@@ -134,10 +124,7 @@ impl From<&ConsumedRecord> for ReadRecord {
     /// The value is taken as UTF-8; invalid bytes become U+FFFD, so garbage
     /// still shows up (as an unexpected value) instead of being dropped.
     fn from(r: &ConsumedRecord) -> ReadRecord {
-        ReadRecord {
-            offset: r.offset,
-            value: String::from_utf8_lossy(&r.value).into_owned(),
-        }
+        ReadRecord { offset: r.offset, value: String::from_utf8_lossy(&r.value).into_owned() }
     }
 }
 
@@ -194,13 +181,7 @@ impl FinalRead {
     /// The offsets this read vouches for: every offset in the range that is
     /// not in `records` is known to be empty.
     pub fn covered(&self) -> std::ops::Range<u64> {
-        let end = self
-            .records
-            .iter()
-            .map(|r| r.offset + 1)
-            .max()
-            .unwrap_or(0)
-            .max(self.high_watermark);
+        let end = self.records.iter().map(|r| r.offset + 1).max().unwrap_or(0).max(self.high_watermark);
         self.start_offset..end
     }
 }
@@ -286,12 +267,8 @@ impl History {
             if line.trim().is_empty() {
                 continue;
             }
-            let e = serde_json::from_str(&line).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("history line {}: {e}", i + 1),
-                )
-            })?;
+            let e = serde_json::from_str(&line)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("history line {}: {e}", i + 1)))?;
             events.push(e);
         }
         Ok(History { events })
@@ -344,19 +321,13 @@ impl Recorder {
     /// A recorder that also streams every event to `path` (created or
     /// truncated), so a run that dies half-way still leaves its history.
     pub fn create(path: impl AsRef<Path>) -> io::Result<Recorder> {
-        Ok(Recorder::with_sink(Some(BufWriter::new(File::create(
-            path,
-        )?))))
+        Ok(Recorder::with_sink(Some(BufWriter::new(File::create(path)?))))
     }
 
     fn with_sink(sink: Option<BufWriter<File>>) -> Recorder {
         Recorder {
             started: Instant::now(),
-            inner: Arc::new(Mutex::new(Inner {
-                events: Vec::new(),
-                sink,
-                sink_error: None,
-            })),
+            inner: Arc::new(Mutex::new(Inner { events: Vec::new(), sink, sink_error: None })),
         }
     }
 
@@ -369,11 +340,7 @@ impl Recorder {
     pub fn record(&self, event: impl Into<Event>) {
         let event = event.into();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Inner {
-            events,
-            sink,
-            sink_error,
-        } = &mut *inner;
+        let Inner { events, sink, sink_error } = &mut *inner;
         if let Some(w) = sink
             && sink_error.is_none()
             && let Err(e) = write_event(w, &event)
@@ -385,11 +352,7 @@ impl Recorder {
 
     /// How many events so far.
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .events
-            .len()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).events.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -398,14 +361,7 @@ impl Recorder {
 
     /// A copy of the history so far.
     pub fn history(&self) -> History {
-        History {
-            events: self
-                .inner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .events
-                .clone(),
-        }
+        History { events: self.inner.lock().unwrap_or_else(|p| p.into_inner()).events.clone() }
     }
 
     /// Flushes the file (if any) and returns the history. Call it once the
@@ -419,9 +375,7 @@ impl Recorder {
         if let Some(w) = inner.sink.as_mut() {
             w.flush()?;
         }
-        Ok(History {
-            events: inner.events.clone(),
-        })
+        Ok(History { events: inner.events.clone() })
     }
 }
 
@@ -436,10 +390,7 @@ mod tests {
             topic: "t".into(),
             partition: Some(0),
             value: value_name(1, 0),
-            outcome: Outcome::Ok {
-                partition: 0,
-                offset: 0,
-            },
+            outcome: Outcome::Ok { partition: 0, offset: 0 },
             start_us: 1,
             end_us: 2,
         });
@@ -448,9 +399,7 @@ mod tests {
             topic: "t".into(),
             partition: None,
             value: value_name(1, 1),
-            outcome: Outcome::Unknown {
-                error: "timeout".into(),
-            },
+            outcome: Outcome::Unknown { error: "timeout".into() },
             start_us: 3,
             end_us: 4,
         });
@@ -496,13 +445,9 @@ mod tests {
 
     #[test]
     fn given_recorder_shared_by_tasks_when_finished_then_file_and_history_hold_every_event() {
-        let path =
-            std::env::temp_dir().join(format!("replog-chaos-history-{}.jsonl", std::process::id()));
+        let path = std::env::temp_dir().join(format!("replog-chaos-history-{}.jsonl", std::process::id()));
         let rec = Recorder::create(&path).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
         rt.block_on(async {
             let tasks: Vec<_> = (0..4u32)
                 .map(|p| {
@@ -515,10 +460,7 @@ mod tests {
                                 topic: "t".into(),
                                 partition: Some(p),
                                 value: value_name(p, seq),
-                                outcome: Outcome::Ok {
-                                    partition: p,
-                                    offset: seq,
-                                },
+                                outcome: Outcome::Ok { partition: p, offset: seq },
                                 start_us,
                                 end_us: rec.now_us(),
                             });
@@ -538,42 +480,18 @@ mod tests {
 
     #[test]
     fn given_sdk_errors_when_classified_then_only_deterministic_refusals_are_fail() {
-        let broker = |code| SdkError::Broker {
-            code,
-            message: String::new(),
-            leader: None,
-        };
-        assert!(matches!(
-            Outcome::from_send(&Err(broker(ErrorCode::RecordTooLarge))),
-            Outcome::Fail { .. }
-        ));
-        assert!(matches!(
-            Outcome::from_send(&Err(broker(ErrorCode::Internal))),
-            Outcome::Unknown { .. }
-        ));
-        let transport = SdkError::Transport {
-            addr: "a".into(),
-            message: "reset".into(),
-        };
-        assert!(matches!(
-            Outcome::from_send(&Err(transport)),
-            Outcome::Unknown { .. }
-        ));
+        let broker = |code| SdkError::Broker { code, message: String::new(), leader: None };
+        assert!(matches!(Outcome::from_send(&Err(broker(ErrorCode::RecordTooLarge))), Outcome::Fail { .. }));
+        assert!(matches!(Outcome::from_send(&Err(broker(ErrorCode::Internal))), Outcome::Unknown { .. }));
+        let transport = SdkError::Transport { addr: "a".into(), message: "reset".into() };
+        assert!(matches!(Outcome::from_send(&Err(transport)), Outcome::Unknown { .. }));
         let deadline = SdkError::DeadlineExceeded {
             attempts: 3,
             elapsed_ms: 10,
+            indeterminate: false,
             last: Box::new(broker(ErrorCode::NotLeader)),
         };
-        assert!(matches!(
-            Outcome::from_send(&Err(deadline)),
-            Outcome::Unknown { .. }
-        ));
-        assert_eq!(
-            Outcome::from_send(&Ok((2, 9))),
-            Outcome::Ok {
-                partition: 2,
-                offset: 9
-            }
-        );
+        assert!(matches!(Outcome::from_send(&Err(deadline)), Outcome::Unknown { .. }));
+        assert_eq!(Outcome::from_send(&Ok((2, 9))), Outcome::Ok { partition: 2, offset: 9 });
     }
 }

@@ -1,0 +1,190 @@
+//! `make chaos`: chaos runs against real local clusters, one table row per
+//! run, and the contract's last line `chaos: runs=R acknowledged=A
+//! anomalies=N`.
+//!
+//! Environment (see docs/chaos.md):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `CHAOS_RUNS` | 20 | runs, each on a fresh cluster |
+//! | `CHAOS_SECONDS` | 60 | workload + nemesis time per run |
+//! | `CHAOS_SEED` | random (printed) | seed of run 1; run n's seed is derived from it and printed |
+//! | `CHAOS_FAULTS` | all | comma list of faults (`kill,pause,partition-leader,partition-split,partition-bridge,partition-oneway,kill-all,netem`, or `partition`) |
+//! | `CHAOS_NODES` | 3 | nodes per cluster (3 or 5) |
+//! | `CHAOS_PARTITIONS` | 6 | partitions of the topic (replication factor 3) |
+//! | `CHAOS_PRODUCERS` | 4 | producers |
+//! | `CHAOS_RATE` | 50 | sends per second per producer |
+//! | `CHAOS_DEADLINE_MS` | 20000 | the workload client's retry deadline; below the fault windows (3–7 s) it makes writes indeterminate |
+//! | `CHAOS_IDEMPOTENT` | 1 | 0 turns the SDK's idempotent producer off (retries may then append twice: `duplicate`) |
+//! | `CHAOS_OUT` | `target/chaos` | where histories, reports and node logs go |
+//! | `CHAOS_TOLERATE` | none | anomaly kinds that are counted and printed but do not make the exit code non-zero |
+//!
+//! Exit code: 0 when no run had an anomaly (or only tolerated ones) and no
+//! run hit a problem (crash, failed heal, replica that never caught up), 1
+//! otherwise, 2 on bad configuration.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use replog_chaos::checker::{AnomalyKind, Report};
+use replog_chaos::nemesis::Fault;
+use replog_chaos::runner::{RunConfig, anomaly_summary, default_out_dir, fault_summary, run_once, run_seed};
+
+fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+        _ => Ok(default),
+    }
+}
+
+struct Settings {
+    runs: u32,
+    seed: u64,
+    base: RunConfig,
+    tolerate: Vec<AnomalyKind>,
+}
+
+fn settings() -> Result<Settings> {
+    let runs: u32 = env_or("CHAOS_RUNS", 20)?;
+    let seconds: u64 = env_or("CHAOS_SECONDS", 60)?;
+    let seed: u64 = env_or("CHAOS_SEED", rand::random::<u64>())?;
+    let faults = Fault::parse_list(&std::env::var("CHAOS_FAULTS").unwrap_or_default())?;
+    let nodes: u64 = env_or("CHAOS_NODES", 3)?;
+    if !(3..=9).contains(&nodes) {
+        bail!("CHAOS_NODES must be 3..9 (3 or 5 make sense), got {nodes}");
+    }
+    if runs == 0 || seconds < 5 {
+        bail!("CHAOS_RUNS must be > 0 and CHAOS_SECONDS >= 5");
+    }
+    let out_dir = std::env::var("CHAOS_OUT").map(Into::into).unwrap_or_else(|_| default_out_dir());
+    let mut tolerate = Vec::new();
+    for k in std::env::var("CHAOS_TOLERATE").unwrap_or_default().split(',').map(str::trim) {
+        if k.is_empty() {
+            continue;
+        }
+        match AnomalyKind::ALL.iter().find(|a| a.name() == k) {
+            Some(a) => tolerate.push(*a),
+            None => bail!("CHAOS_TOLERATE: unknown anomaly kind {k:?}"),
+        }
+    }
+    Ok(Settings {
+        runs,
+        seed,
+        tolerate,
+        base: RunConfig {
+            run: 0,
+            seed,
+            seconds,
+            faults,
+            nodes,
+            partitions: env_or("CHAOS_PARTITIONS", 6)?,
+            replication: 3,
+            producers: env_or("CHAOS_PRODUCERS", 4)?,
+            rate: env_or("CHAOS_RATE", 50)?,
+            retry_deadline: std::time::Duration::from_millis(env_or("CHAOS_DEADLINE_MS", 20_000)?),
+            idempotent: match std::env::var("CHAOS_IDEMPOTENT").unwrap_or_default().trim() {
+                "" | "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                v => bail!("CHAOS_IDEMPOTENT must be 1 or 0, got {v:?}"),
+            },
+            out_dir,
+        },
+    })
+}
+
+async fn run_all(s: &Settings) -> Result<bool> {
+    let faults = s.base.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(",");
+    println!(
+        "chaos: runs={} seconds={} seed={} faults={} nodes={} idempotent={} deadline={:?} out={}",
+        s.runs,
+        s.base.seconds,
+        s.seed,
+        faults,
+        s.base.nodes,
+        s.base.idempotent,
+        s.base.retry_deadline,
+        s.base.out_dir.display()
+    );
+    println!(
+        "chaos: reproduce one run with CHAOS_RUNS=1 CHAOS_SEED=<its seed> CHAOS_SECONDS={} CHAOS_FAULTS={faults} CHAOS_NODES={}",
+        s.base.seconds, s.base.nodes
+    );
+    let mut rows = Vec::new();
+    let (mut acked, mut anomalies, mut failed) = (0usize, 0usize, false);
+    for run in 1..=s.runs {
+        let cfg = RunConfig { run, seed: run_seed(s.seed, run), ..s.base.clone() };
+        eprintln!("chaos: run {run}/{} seed {} ...", s.runs, cfg.seed);
+        let row = match run_once(&cfg).await {
+            Ok(r) => {
+                acked += r.report.acknowledged;
+                anomalies += r.report.anomaly_count();
+                let intolerable = r.report.anomalies.iter().filter(|a| !s.tolerate.contains(&a.kind)).count();
+                if intolerable > 0 || !r.problems.is_empty() {
+                    failed = true;
+                }
+                for a in r.report.anomalies.iter().take(10) {
+                    eprintln!("chaos:   ANOMALY {a}");
+                }
+                for p in &r.problems {
+                    eprintln!("chaos:   PROBLEM {p}");
+                }
+                eprintln!("chaos:   history {} report {}", r.history_path.display(), r.report_path.display());
+                format!(
+                    "{run:>3} {:>20} {} {:>8} {}  {}",
+                    cfg.seed,
+                    r.report,
+                    r.problems.len(),
+                    fault_summary(&r.events),
+                    anomaly_summary(&r.report)
+                )
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("chaos:   run {run} failed: {e:#}");
+                format!("{run:>3} {:>20} run failed: {e:#}", cfg.seed)
+            }
+        };
+        // Progress on stderr; the table goes to stdout once, at the end.
+        eprintln!("{row}");
+        rows.push(row);
+    }
+    println!();
+    println!("{:>3} {:>20} {} {:>8} faults  anomalies", "run", "seed", Report::header(), "problems");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!("chaos: runs={} acknowledged={acked} anomalies={anomalies}", s.runs);
+    Ok(!failed)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let s = match settings().context("chaos configuration") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("chaos: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Ctrl-C drops the run in progress: its cluster kills its nodes and the
+    // network faults are removed (Drop impls), then the process exits.
+    let result = tokio::select! {
+        r = run_all(&s) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("chaos: interrupted; cleaned up");
+            return ExitCode::from(130);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chaos: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

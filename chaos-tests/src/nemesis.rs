@@ -1,0 +1,487 @@
+//! The nemesis: faults applied to a running cluster on a schedule drawn
+//! from a seed, each one healed before the next begins.
+//!
+//! A schedule ([`schedule`]) alternates quiet windows (2–4 s: the cluster
+//! recovers under load) and fault windows (a few seconds, one fault kind
+//! each) until the run's duration is used up. It is a pure function of the
+//! seed, the enabled faults and the duration, so a seed reproduces the same
+//! kinds, timings and random choices. Which node a choice lands on ("the
+//! leader of partition 3") is looked up in the live cluster when the fault
+//! starts, so it may differ between two runs of one seed.
+//!
+//! The faults ([`Fault`], names as in `CHAOS_FAULTS`):
+//!
+//! | name | what | heal |
+//! |---|---|---|
+//! | `kill` | SIGKILL the leader of a partition, a follower, or a random node | restart it on its data |
+//! | `pause` | SIGSTOP the leader of a partition or a random node | SIGCONT |
+//! | `partition-leader` | isolate (packet drops both ways) the leader of a partition or the controller leader | flush the rules |
+//! | `partition-split` | a minority and a majority that cannot reach each other | flush |
+//! | `partition-bridge` | two sides that cannot talk, and one node that talks to both | flush |
+//! | `partition-oneway` | packets from A to B dropped, B to A pass (A: a leader towards everyone, or a random pair) | flush |
+//! | `kill-all` | SIGKILL every node at once, writes in flight | restart them all |
+//! | `netem` | delay, jitter and loss on every node-to-node link | remove the qdisc and rules |
+//!
+//! [`Nemesis::heal_all`] undoes everything (network, paused and killed
+//! nodes); the runner calls it before the final reads. Every fault is
+//! logged as a [`NemesisEvent`] with times on the history's clock, so an
+//! anomaly can be matched with what was happening when its write was sent.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::cluster::ChaosCluster;
+use crate::history::Recorder;
+use crate::net::Net;
+use crate::workload::Counters;
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    Kill,
+    Pause,
+    PartitionLeader,
+    PartitionSplit,
+    PartitionBridge,
+    PartitionOneway,
+    KillAll,
+    Netem,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 8] = [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::PartitionLeader,
+        Fault::PartitionSplit,
+        Fault::PartitionBridge,
+        Fault::PartitionOneway,
+        Fault::KillAll,
+        Fault::Netem,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::PartitionLeader => "partition-leader",
+            Fault::PartitionSplit => "partition-split",
+            Fault::PartitionBridge => "partition-bridge",
+            Fault::PartitionOneway => "partition-oneway",
+            Fault::KillAll => "kill-all",
+            Fault::Netem => "netem",
+        }
+    }
+
+    /// Whether the fault needs [`Net`] (root, iptables, tc).
+    pub fn needs_net(self) -> bool {
+        matches!(
+            self,
+            Fault::PartitionLeader
+                | Fault::PartitionSplit
+                | Fault::PartitionBridge
+                | Fault::PartitionOneway
+                | Fault::Netem
+        )
+    }
+
+    /// Parses a `CHAOS_FAULTS` list: comma-separated names, `all` for every
+    /// fault, `partition` for the four partition faults. Empty means all.
+    pub fn parse_list(s: &str) -> Result<Vec<Fault>> {
+        let mut out = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let add: Vec<Fault> = match name {
+                "all" => Fault::ALL.to_vec(),
+                "partition" => {
+                    vec![Fault::PartitionLeader, Fault::PartitionSplit, Fault::PartitionBridge, Fault::PartitionOneway]
+                }
+                _ => match Fault::ALL.iter().find(|f| f.name() == name) {
+                    Some(f) => vec![*f],
+                    None => bail!(
+                        "unknown fault {name:?}; known: all, partition, {}",
+                        Fault::ALL.map(Fault::name).join(", ")
+                    ),
+                },
+            };
+            for f in add {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+        if out.is_empty() {
+            out = Fault::ALL.to_vec();
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One fault window of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Window {
+    /// When the fault starts, from the start of the schedule.
+    pub start: Duration,
+    /// How long it lasts before it is healed.
+    pub duration: Duration,
+    pub fault: Fault,
+    /// Seed for this window's own choices (which mode, which node).
+    pub choice: u64,
+}
+
+/// Quiet time between faults.
+const QUIET_MS: std::ops::Range<u64> = 2000..4000;
+/// Fault duration, by kind.
+fn fault_ms(f: Fault) -> std::ops::Range<u64> {
+    match f {
+        // Down time of the whole cluster; recovery happens in the quiet
+        // window after it.
+        Fault::KillAll => 500..2500,
+        _ => 3000..7000,
+    }
+}
+
+/// The fault windows for `total` seconds of workload, drawn from `seed`.
+/// The last window ends at least one quiet window before `total`.
+pub fn schedule(seed: u64, faults: &[Fault], total: Duration) -> Vec<Window> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    if faults.is_empty() {
+        return out;
+    }
+    let total_ms = total.as_millis() as u64;
+    let mut t = rng.gen_range(QUIET_MS);
+    loop {
+        let fault = *faults.choose(&mut rng).expect("not empty");
+        let dur = rng.gen_range(fault_ms(fault));
+        let choice = rng.r#gen::<u64>();
+        if t + dur + QUIET_MS.start > total_ms {
+            break;
+        }
+        out.push(Window { start: Duration::from_millis(t), duration: Duration::from_millis(dur), fault, choice });
+        t += dur + rng.gen_range(QUIET_MS);
+    }
+    out
+}
+
+/// What the nemesis did: one line of its log.
+#[derive(Debug, Clone, Serialize)]
+pub struct NemesisEvent {
+    pub fault: Fault,
+    /// What exactly, e.g. "kill leader of chaos/3: node 2".
+    pub detail: String,
+    /// On the history's clock ([`Recorder::now_us`]).
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+impl fmt::Display for NemesisEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:7.2}s–{:7.2}s {:<17} {}",
+            self.start_us as f64 / 1e6,
+            self.end_us as f64 / 1e6,
+            self.fault.name(),
+            self.detail
+        )
+    }
+}
+
+/// What must be undone.
+enum Active {
+    Killed(Vec<u64>),
+    Paused(Vec<u64>),
+    Net,
+}
+
+/// Applies and heals faults on one cluster.
+pub struct Nemesis {
+    net: Option<Net>,
+    topic: String,
+    partitions: u32,
+    clock: Recorder,
+    events: Vec<NemesisEvent>,
+    /// Nodes that exited on their own (crashes), with when and how.
+    pub crashes: Vec<String>,
+    counters: Option<Arc<Counters>>,
+}
+
+impl Nemesis {
+    /// `net` is required if any scheduled fault needs it. `clock` is the
+    /// run's recorder, for timestamps comparable with the history.
+    pub fn new(net: Option<Net>, topic: &str, partitions: u32, clock: Recorder) -> Nemesis {
+        Nemesis {
+            net,
+            topic: topic.to_string(),
+            partitions,
+            clock,
+            events: Vec::new(),
+            crashes: Vec::new(),
+            counters: None,
+        }
+    }
+
+    /// Names the number of sends in flight in the log of every kill, to
+    /// show that writes were under way when the nodes died.
+    pub fn with_counters(mut self, counters: Arc<Counters>) -> Nemesis {
+        self.counters = Some(counters);
+        self
+    }
+
+    /// Waits (at most 2 s) until at least one send is outstanding, so that
+    /// a kill lands while writes are in flight.
+    async fn await_in_flight(&self) {
+        let Some(c) = &self.counters else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while c.in_flight.load(Ordering::Relaxed) == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn in_flight(&self) -> String {
+        match &self.counters {
+            Some(c) => format!(" ({} sends in flight)", c.in_flight.load(Ordering::Relaxed)),
+            None => String::new(),
+        }
+    }
+
+    pub fn events(&self) -> &[NemesisEvent] {
+        &self.events
+    }
+
+    fn net(&self) -> Result<&Net> {
+        match &self.net {
+            Some(n) => Ok(n),
+            None => bail!("this fault needs network control (root); none was set up"),
+        }
+    }
+
+    /// Runs `windows`; `t0` is the instant the schedule's offsets count from.
+    /// Returns when the last window is healed.
+    pub async fn run(
+        &mut self,
+        cluster: &mut ChaosCluster,
+        windows: &[Window],
+        t0: tokio::time::Instant,
+    ) -> Result<()> {
+        for w in windows {
+            tokio::time::sleep_until(t0 + w.start).await;
+            self.note_crashes(cluster);
+            let start_us = self.clock.now_us();
+            let (active, detail) = self.apply(cluster, w).await?;
+            tokio::time::sleep(w.duration).await;
+            self.note_crashes(cluster);
+            self.undo(cluster, active)?;
+            let event = NemesisEvent { fault: w.fault, detail, start_us, end_us: self.clock.now_us() };
+            eprintln!("chaos:   {event}");
+            self.events.push(event);
+        }
+        Ok(())
+    }
+
+    fn note_crashes(&mut self, cluster: &mut ChaosCluster) {
+        for (id, status) in cluster.exited() {
+            let msg = format!(
+                "node {id} exited on its own ({status}) at {:.2}s; restarting it",
+                self.clock.now_us() as f64 / 1e6
+            );
+            eprintln!("chaos:   CRASH {msg}");
+            self.crashes.push(msg);
+            let _ = cluster.restart(id);
+        }
+    }
+
+    /// Undoes every fault: heals the network, resumes paused nodes and
+    /// restarts stopped ones.
+    pub fn heal_all(&mut self, cluster: &mut ChaosCluster) -> Result<()> {
+        self.note_crashes(cluster);
+        if let Some(net) = &self.net {
+            net.heal()?;
+        }
+        for id in cluster.ids() {
+            if cluster.is_paused(id) {
+                cluster.resume(id)?;
+            }
+        }
+        cluster.restart_all()
+    }
+
+    fn undo(&mut self, cluster: &mut ChaosCluster, active: Active) -> Result<()> {
+        match active {
+            Active::Killed(ids) => {
+                for id in ids {
+                    if !cluster.is_running(id) {
+                        cluster.restart(id)?;
+                    }
+                }
+            }
+            Active::Paused(ids) => {
+                for id in ids {
+                    cluster.resume(id)?;
+                }
+            }
+            Active::Net => self.net()?.heal()?,
+        }
+        Ok(())
+    }
+
+    /// The leader of a random partition (or, one time in four when
+    /// `controller` is allowed, of the controller), else a random node.
+    async fn some_leader(&self, cluster: &ChaosCluster, rng: &mut StdRng, controller: bool) -> (u64, String) {
+        if controller && rng.gen_ratio(1, 4) {
+            if let Some(l) = cluster.controller_leader().await {
+                return (l, format!("controller leader node {l}"));
+            }
+        } else {
+            let p = rng.gen_range(0..self.partitions);
+            if let Some(l) = cluster.leader_of(&self.topic, p).await {
+                return (l, format!("leader of {}/{p} node {l}", self.topic));
+            }
+        }
+        let id = *cluster.ids().choose(rng).expect("nodes");
+        (id, format!("node {id} (no leader known)"))
+    }
+
+    async fn apply(&mut self, cluster: &mut ChaosCluster, w: &Window) -> Result<(Active, String)> {
+        let mut rng = StdRng::seed_from_u64(w.choice);
+        let ids = cluster.ids();
+        let random = |rng: &mut StdRng| *ids.choose(rng).expect("nodes");
+        Ok(match w.fault {
+            Fault::Kill => {
+                let (id, what) = match rng.gen_range(0..3) {
+                    0 => self.some_leader(cluster, &mut rng, true).await,
+                    1 => {
+                        let (l, what) = self.some_leader(cluster, &mut rng, false).await;
+                        let others: Vec<u64> = ids.iter().copied().filter(|i| *i != l).collect();
+                        let f = *others.choose(&mut rng).expect("n > 1");
+                        (f, format!("follower node {f} (not the {what})"))
+                    }
+                    _ => {
+                        let id = random(&mut rng);
+                        (id, format!("random node {id}"))
+                    }
+                };
+                self.await_in_flight().await;
+                let in_flight = self.in_flight();
+                cluster.kill(id)?;
+                (Active::Killed(vec![id]), format!("SIGKILL {what}{in_flight}; restart after"))
+            }
+            Fault::Pause => {
+                let (id, what) = if rng.gen_bool(0.5) {
+                    self.some_leader(cluster, &mut rng, true).await
+                } else {
+                    let id = random(&mut rng);
+                    (id, format!("random node {id}"))
+                };
+                cluster.pause(id)?;
+                (Active::Paused(vec![id]), format!("SIGSTOP {what}"))
+            }
+            Fault::PartitionLeader => {
+                let (id, what) = self.some_leader(cluster, &mut rng, true).await;
+                self.net()?.isolate(id)?;
+                (Active::Net, format!("isolate {what}"))
+            }
+            Fault::PartitionSplit => {
+                let mut s = ids.clone();
+                s.shuffle(&mut rng);
+                let minority = s[..(s.len() - 1) / 2].to_vec();
+                let majority = s[(s.len() - 1) / 2..].to_vec();
+                self.net()?.partition(&[minority.clone(), majority.clone()])?;
+                (Active::Net, format!("split minority {minority:?} | majority {majority:?}"))
+            }
+            Fault::PartitionBridge => {
+                let mut s = ids.clone();
+                s.shuffle(&mut rng);
+                let half = s.len() / 2;
+                let (left, bridge, right) = (s[..half].to_vec(), s[half], s[half + 1..].to_vec());
+                self.net()?.bridge(&left, bridge, &right)?;
+                (Active::Net, format!("bridge {left:?} <-> {bridge} <-> {right:?}"))
+            }
+            Fault::PartitionOneway => {
+                let detail = if rng.gen_bool(0.5) {
+                    let (l, what) = self.some_leader(cluster, &mut rng, true).await;
+                    for other in ids.iter().filter(|i| **i != l) {
+                        self.net()?.drop_oneway(l, *other)?;
+                    }
+                    format!("drop packets from {what} to every other node (one way)")
+                } else {
+                    let mut s = ids.clone();
+                    s.shuffle(&mut rng);
+                    self.net()?.drop_oneway(s[0], s[1])?;
+                    format!("drop packets {} -> {} (one way)", s[0], s[1])
+                };
+                (Active::Net, detail)
+            }
+            Fault::KillAll => {
+                self.await_in_flight().await;
+                let in_flight = self.in_flight();
+                cluster.kill_all()?;
+                (
+                    Active::Killed(ids.clone()),
+                    format!("SIGKILL all nodes {ids:?} at once{in_flight}; restart all after"),
+                )
+            }
+            Fault::Netem => {
+                let delay = rng.gen_range(20..150);
+                let loss = rng.gen_range(2..15) as f64;
+                let net = self.net.as_mut().ok_or_else(|| anyhow::anyhow!("netem needs network control (root)"))?;
+                let mode = net.netem(delay, delay / 4, loss)?;
+                (Active::Net, format!("{mode} on every node link"))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_seed_when_scheduled_twice_then_schedules_are_identical() {
+        let a = schedule(42, &Fault::ALL, Duration::from_secs(60));
+        let b = schedule(42, &Fault::ALL, Duration::from_secs(60));
+        assert_eq!(a, b);
+        assert!(a.len() >= 5, "{a:?}");
+        assert_ne!(a, schedule(43, &Fault::ALL, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn given_schedule_then_windows_do_not_overlap_and_end_before_the_run() {
+        for seed in 0..50 {
+            let total = Duration::from_secs(30);
+            let w = schedule(seed, &[Fault::Kill, Fault::KillAll], total);
+            for pair in w.windows(2) {
+                assert!(pair[0].start + pair[0].duration < pair[1].start);
+            }
+            if let Some(last) = w.last() {
+                assert!(last.start + last.duration <= total);
+            }
+            assert!(w.iter().all(|x| matches!(x.fault, Fault::Kill | Fault::KillAll)));
+        }
+    }
+
+    #[test]
+    fn given_fault_lists_when_parsed_then_names_groups_and_errors_are_handled() {
+        assert_eq!(Fault::parse_list("").unwrap(), Fault::ALL.to_vec());
+        assert_eq!(Fault::parse_list("all").unwrap(), Fault::ALL.to_vec());
+        assert_eq!(Fault::parse_list("kill, pause,kill").unwrap(), vec![Fault::Kill, Fault::Pause]);
+        assert_eq!(Fault::parse_list("partition").unwrap().len(), 4);
+        assert!(Fault::parse_list("kill,explode").is_err());
+        assert!(!Fault::Kill.needs_net() && Fault::Netem.needs_net());
+    }
+}

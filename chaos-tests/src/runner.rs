@@ -1,0 +1,325 @@
+//! One chaos run, end to end: a fresh cluster, a topic, the workload under
+//! the nemesis for the run's duration, healing, final reads, the checker.
+//!
+//! [`run_once`] leaves behind, under the output directory:
+//!
+//! - `run-<n>.jsonl`: the history (streamed while the run goes, so a run
+//!   that dies half-way still leaves it);
+//! - `run-<n>.nemesis.log`: every fault with its times on the history's
+//!   clock;
+//! - `run-<n>.report.txt`: the checker's report, every anomaly with the
+//!   faults active while its writes were in flight;
+//! - `run-<n>/`: the nodes' data and logs (`node-<i>.log`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use replog_client::ClientConfig;
+
+use crate::checker::{AnomalyKind, Report, check};
+use crate::cluster::ChaosCluster;
+use crate::history::{History, Outcome, Recorder};
+use crate::nemesis::{Fault, Nemesis, NemesisEvent, schedule};
+use crate::net::Net;
+use crate::workload::{Workload, WorkloadConfig, final_reads};
+
+/// Everything that defines one run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// 1-based run number (names the files).
+    pub run: u32,
+    pub seed: u64,
+    pub seconds: u64,
+    pub faults: Vec<Fault>,
+    pub nodes: u64,
+    pub partitions: u32,
+    pub replication: u32,
+    pub producers: u32,
+    /// Sends per second per producer.
+    pub rate: u32,
+    /// The SDK's idempotent producer on (the default) or off.
+    pub idempotent: bool,
+    /// The SDK's retry deadline for the workload's requests: shorter than
+    /// the fault windows, it turns more writes indeterminate.
+    pub retry_deadline: Duration,
+    pub out_dir: PathBuf,
+}
+
+/// What a run produced.
+pub struct RunResult {
+    pub report: Report,
+    /// The faults actually applied, in order.
+    pub events: Vec<NemesisEvent>,
+    /// Findings beside the checker's anomalies: node crashes, replicas that
+    /// never caught up, corrupt reads. Each one fails the run.
+    pub problems: Vec<String>,
+    pub history_path: PathBuf,
+    pub report_path: PathBuf,
+}
+
+/// The seed of run `run` (1-based) of a schedule seeded with `base`: run 1
+/// uses `base` itself, so `CHAOS_RUNS=1 CHAOS_SEED=<a run's seed>` repeats
+/// that run.
+pub fn run_seed(base: u64, run: u32) -> u64 {
+    if run <= 1 {
+        return base;
+    }
+    // splitmix64 of base + run
+    let mut z = base.wrapping_add((run as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The directory for chaos output: `<target>/chaos`, the target directory
+/// found above the running executable.
+pub fn default_out_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|a| a.join("CACHEDIR.TAG").is_file() || a.file_name().is_some_and(|n| n == "target"))
+                .map(|t| t.join("chaos"))
+        })
+        .unwrap_or_else(|| PathBuf::from("target/chaos"))
+}
+
+/// Runs one chaos run; see the module docs.
+pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
+    let topic = "chaos";
+    let out = &cfg.out_dir;
+    std::fs::create_dir_all(out)?;
+    let run_dir = out.join(format!("run-{}", cfg.run));
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).with_context(|| format!("remove {}", run_dir.display()))?;
+    }
+    let history_path = out.join(format!("run-{}.jsonl", cfg.run));
+    let report_path = out.join(format!("run-{}.report.txt", cfg.run));
+    let nemesis_path = out.join(format!("run-{}.nemesis.log", cfg.run));
+
+    let windows = schedule(cfg.seed, &cfg.faults, Duration::from_secs(cfg.seconds));
+    let mut cluster = ChaosCluster::start(cfg.nodes, &run_dir, &[]).await?;
+    let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
+    let client = cluster
+        .client(ClientConfig {
+            request_timeout: Duration::from_secs(5).min(cfg.retry_deadline),
+            retry_deadline: cfg.retry_deadline,
+            ..ClientConfig::default()
+        })
+        .await?;
+    client.create_topic(topic, cfg.partitions, cfg.replication.min(cfg.nodes as u32)).await.context("create topic")?;
+    cluster.wait_leaders(&client, topic, Duration::from_secs(60)).await?;
+
+    let rec = Recorder::create(&history_path)?;
+    let mut workload = Workload::start(
+        client.clone(),
+        rec.clone(),
+        WorkloadConfig {
+            topic: topic.into(),
+            partitions: cfg.partitions,
+            producers: cfg.producers,
+            rate: cfg.rate,
+            max_in_flight: 200,
+            idempotent: cfg.idempotent,
+        },
+    );
+    let mut nemesis = Nemesis::new(net, topic, cfg.partitions, rec.clone()).with_counters(workload.counters.clone());
+    let t0 = tokio::time::Instant::now();
+    let nemesis_result = nemesis.run(&mut cluster, &windows, t0).await;
+    tokio::time::sleep_until(t0 + Duration::from_secs(cfg.seconds)).await;
+    let heal_result = nemesis.heal_all(&mut cluster);
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(e) = nemesis_result.and(heal_result) {
+        problems.push(format!("nemesis failed: {e:#}"));
+        // Heal what can be healed; the final reads still run.
+        let _ = nemesis.heal_all(&mut cluster);
+    }
+
+    // Healed: the cluster must come back, with a leader for every
+    // partition, while the producers keep writing.
+    let ready = async {
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        cluster.wait_leaders(&client, topic, Duration::from_secs(60)).await
+    }
+    .await;
+    if let Err(e) = &ready {
+        problems.push(format!("after healing: {e:#}"));
+    }
+    workload.stop_producers().await;
+    problems.extend(workload.stop_consumers().await);
+    let notes = final_reads(&client, &rec, topic, &cluster.addrs(), Duration::from_secs(60)).await;
+    match notes {
+        Ok(n) => problems.extend(n.notes),
+        Err(e) => problems.push(format!("final reads: {e:#}")),
+    }
+    problems.extend(nemesis.crashes.iter().cloned());
+    for (id, status) in cluster.exited() {
+        problems.push(format!("node {id} exited on its own ({status})"));
+    }
+    let history = rec.finish()?;
+    let events = nemesis.events().to_vec();
+    drop(nemesis); // heals the network and removes the chain (Net's drop)
+    drop(cluster);
+
+    let log: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&nemesis_path, &log)?;
+    let report = check(&history);
+    std::fs::write(&report_path, describe(cfg, &report, &problems, &history, &events))?;
+    Ok(RunResult { report, events, problems, history_path, report_path })
+}
+
+/// The run's report: counts, every anomaly, and for each anomaly the send
+/// attempts of its values with the faults active while they were in flight.
+pub fn describe(
+    cfg: &RunConfig,
+    report: &Report,
+    problems: &[String],
+    history: &History,
+    events: &[NemesisEvent],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "run {} seed {} faults {} seconds {} nodes {} idempotent {} retry deadline {:?}",
+        cfg.run,
+        cfg.seed,
+        cfg.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
+        cfg.seconds,
+        cfg.nodes,
+        cfg.idempotent,
+        cfg.retry_deadline
+    );
+    let _ = writeln!(s, "{}\n{report}\n", Report::header());
+    let _ = writeln!(s, "nemesis:");
+    for e in events {
+        let _ = writeln!(s, "  {e}");
+    }
+    if !problems.is_empty() {
+        let _ = writeln!(s, "problems:");
+        for p in problems {
+            let _ = writeln!(s, "  {p}");
+        }
+    }
+    let _ = writeln!(s, "anomalies: {}", report.anomaly_count());
+    for a in &report.anomalies {
+        let _ = writeln!(s, "  {a}");
+        for v in &a.values {
+            for op in history.sends().filter(|op| &op.value == v) {
+                let outcome = match &op.outcome {
+                    Outcome::Ok { partition, offset } => format!("ok {partition}@{offset}"),
+                    Outcome::Fail { error } => format!("fail: {error}"),
+                    Outcome::Unknown { error } => format!("unknown: {error}"),
+                };
+                let during: Vec<String> = events
+                    .iter()
+                    .filter(|e| e.start_us <= op.end_us && op.start_us <= e.end_us)
+                    .map(|e| format!("{} ({})", e.fault, e.detail))
+                    .collect();
+                let during = if during.is_empty() { "no fault".to_string() } else { during.join("; ") };
+                let _ = writeln!(
+                    s,
+                    "    send {v} by {} {:.3}s–{:.3}s -> {outcome}; while: {during}",
+                    op.producer,
+                    op.start_us as f64 / 1e6,
+                    op.end_us as f64 / 1e6
+                );
+            }
+        }
+    }
+    s
+}
+
+/// The anomalies of a report by kind, compactly: `duplicate=3 lost-write=1`.
+pub fn anomaly_summary(report: &Report) -> String {
+    let parts: Vec<String> = AnomalyKind::ALL
+        .iter()
+        .filter(|k| report.count(**k) > 0)
+        .map(|k| format!("{k}={}", report.count(*k)))
+        .collect();
+    if parts.is_empty() { "none".into() } else { parts.join(" ") }
+}
+
+/// The faults that were applied, by kind with counts: `kill×2,pause×1`.
+pub fn fault_summary(events: &[NemesisEvent]) -> String {
+    let mut by: BTreeMap<Fault, usize> = BTreeMap::new();
+    for e in events {
+        *by.entry(e.fault).or_default() += 1;
+    }
+    if by.is_empty() {
+        return "-".into();
+    }
+    by.iter().map(|(f, n)| format!("{}x{n}", f.name())).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{FinalRead, ReadRecord, SendOp};
+
+    #[test]
+    fn given_run_seed_then_run_one_uses_the_base_seed_and_others_differ() {
+        assert_eq!(run_seed(42, 1), 42);
+        assert_ne!(run_seed(42, 2), 42);
+        assert_ne!(run_seed(42, 2), run_seed(42, 3));
+        assert_eq!(run_seed(42, 7), run_seed(42, 7));
+    }
+
+    #[test]
+    fn given_duplicate_when_described_then_report_names_its_sends_and_the_fault_in_flight() {
+        let mut h = History::new();
+        h.push(SendOp {
+            producer: "p1".into(),
+            topic: "chaos".into(),
+            partition: None,
+            value: "w-1-0".into(),
+            outcome: Outcome::Ok { partition: 0, offset: 1 },
+            start_us: 1_000_000,
+            end_us: 3_000_000,
+        });
+        h.push(FinalRead {
+            reader: "leader".into(),
+            topic: "chaos".into(),
+            partition: 0,
+            start_offset: 0,
+            high_watermark: 2,
+            records: vec![ReadRecord::new(0, "w-1-0"), ReadRecord::new(1, "w-1-0")],
+            start_us: 4_000_000,
+            end_us: 4_100_000,
+        });
+        let report = check(&h);
+        assert_eq!(report.count(AnomalyKind::Duplicate), 1);
+        let events = vec![
+            NemesisEvent {
+                fault: Fault::Kill,
+                detail: "SIGKILL node 2".into(),
+                start_us: 2_000_000,
+                end_us: 2_500_000,
+            },
+            NemesisEvent { fault: Fault::Pause, detail: "later".into(), start_us: 3_500_000, end_us: 3_900_000 },
+        ];
+        let cfg = RunConfig {
+            run: 1,
+            seed: 7,
+            seconds: 10,
+            faults: vec![Fault::Kill],
+            nodes: 3,
+            partitions: 1,
+            replication: 3,
+            producers: 1,
+            rate: 1,
+            idempotent: true,
+            retry_deadline: Duration::from_secs(1),
+            out_dir: PathBuf::from("unused"),
+        };
+        let text = describe(&cfg, &report, &[], &h, &events);
+        assert!(text.contains("duplicate chaos/0 offsets=[0, 1]"), "{text}");
+        assert!(text.contains("send w-1-0 by p1 1.000s–3.000s -> ok 0@1; while: kill (SIGKILL node 2)"), "{text}");
+        let send_line = text.lines().find(|l| l.contains("send w-1-0")).unwrap();
+        assert!(!send_line.contains("later"), "a fault after the send ended is not blamed: {send_line}");
+        assert_eq!(anomaly_summary(&report), "duplicate=1");
+        assert_eq!(fault_summary(&events), "killx1,pausex1");
+    }
+}
