@@ -161,6 +161,15 @@ impl Node {
         self.controller.leader()
     }
 
+    /// Every node known here with its address: the first cluster's members
+    /// (known before the controller registers them) and every registered
+    /// node, whose registered address wins.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let mut m = self.config.initial_cluster.clone();
+        m.extend(self.meta().nodes.values().map(|n| (n.id, n.addr.clone())));
+        m
+    }
+
     /// Address of a node: from the metadata, else the initial cluster.
     pub fn node_addr(&self, id: NodeId) -> Option<String> {
         self.meta().nodes.get(&id).map(|n| n.addr.clone()).or_else(|| self.config.initial_cluster.get(&id).cloned())
@@ -439,9 +448,7 @@ impl Node {
 
     /// One round of `NodeInfo` calls to every other known node.
     pub async fn probe_round(&self) {
-        let meta = self.meta();
-        let mut targets: BTreeMap<NodeId, String> = self.config.initial_cluster.clone();
-        targets.extend(meta.nodes.values().map(|n| (n.id, n.addr.clone())));
+        let mut targets = self.members();
         targets.remove(&self.id);
         let mut calls = Vec::new();
         for (id, addr) in targets {

@@ -187,6 +187,21 @@ fn net_err(msg: impl std::fmt::Display) -> RPCError<TypeConfig> {
 }
 
 impl PeerConn {
+    /// Wraps `req` for this connection's group.
+    fn envelope<Req: Serialize>(&self, req: &Req) -> RpcResult<RaftMessage> {
+        let payload = bincode::serialize(req).map_err(net_err)?;
+        Ok(RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() })
+    }
+
+    /// Unwraps the peer's answer, or the error it reported.
+    fn open<Resp: DeserializeOwned>(&self, resp: RaftMessage) -> RpcResult<Resp> {
+        if !resp.error.is_empty() {
+            // Usually "unknown group": the peer has not created it yet. Retry soon.
+            return Err(net_err(format!("node {}: {}", self.target, resp.error)));
+        }
+        bincode::deserialize(&resp.payload).map_err(net_err)
+    }
+
     async fn call<Req, Resp, F, Fut>(&self, req: &Req, deadline: Duration, f: F) -> RpcResult<Resp>
     where
         Req: Serialize,
@@ -194,10 +209,8 @@ impl PeerConn {
         F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
-        let payload = bincode::serialize(req).map_err(net_err)?;
         let client = self.pool.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;
-        let mut r =
-            tonic::Request::new(RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() });
+        let mut r = tonic::Request::new(self.envelope(req)?);
         r.set_timeout(deadline);
         let resp = match tokio::time::timeout(deadline, f(client, r)).await {
             Err(_) => {
@@ -212,11 +225,7 @@ impl PeerConn {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        if !resp.error.is_empty() {
-            // Usually "unknown group": the peer has not created it yet. Retry soon.
-            return Err(net_err(format!("node {}: {}", self.target, resp.error)));
-        }
-        bincode::deserialize(&resp.payload).map_err(net_err)
+        self.open(resp)
     }
 }
 
@@ -229,17 +238,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         if self.heartbeat && rpc.entries.is_empty() {
-            let payload = bincode::serialize(&rpc).map_err(net_err)?;
-            let msg = RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() };
-            let resp = self
-                .pool
-                .heartbeat(&self.addr, msg)
-                .await
-                .map_err(|e| net_err(format!("node {}: {e}", self.target)))?;
-            if !resp.error.is_empty() {
-                return Err(net_err(format!("node {}: {}", self.target, resp.error)));
-            }
-            return bincode::deserialize(&resp.payload).map_err(net_err);
+            let sent = self.pool.heartbeat(&self.addr, self.envelope(&rpc)?).await;
+            return self.open(sent.map_err(|e| net_err(format!("node {}: {e}", self.target)))?);
         }
         let deadline = option.hard_ttl().max(MIN_APPEND_DEADLINE);
         self.call(&rpc, deadline, |mut c, r| async move { c.append_entries(r).await }).await

@@ -7,9 +7,7 @@ use crate::node::{ALIVE_WITHIN, Node};
 pub async fn handle(node: &Node) -> ClusterStatusResponse {
     // Ask everyone now rather than report the prober's last round.
     node.probe_round().await;
-    let meta = node.meta();
-    let mut members: std::collections::BTreeMap<u64, String> = node.config.initial_cluster.clone();
-    members.extend(meta.nodes.values().map(|n| (n.id, n.addr.clone())));
+    let members = node.members();
     let views = node.peer_views();
     let me = node.node_info();
     let nodes = members

@@ -13,11 +13,7 @@ pub fn handle(node: &Node, req: MetadataRequest) -> MetadataResponse {
         .filter(|t| req.topics.is_empty() || req.topics.contains(&t.name))
         .map(|t| topic_metadata(node, t))
         .collect();
-    // Members of the first cluster are known before the controller has
-    // registered them; registered addresses win.
-    let mut addrs = node.config.initial_cluster.clone();
-    addrs.extend(meta.nodes.values().map(|n| (n.id, n.addr.clone())));
-    let nodes = addrs.into_iter().map(|(id, addr)| BrokerInfo { id, addr }).collect();
+    let nodes = node.members().into_iter().map(|(id, addr)| BrokerInfo { id, addr }).collect();
     MetadataResponse { nodes, topics }
 }
 

@@ -38,23 +38,6 @@ impl PeerService {
 }
 
 impl PeerService {
-    /// Decodes the request for the named group, runs `f` on its Raft, and
-    /// encodes the answer (or the error) back.
-    async fn dispatch<Req, Resp, E, F, Fut>(
-        &self,
-        req: Request<RaftMessage>,
-        f: F,
-    ) -> Result<Response<RaftMessage>, Status>
-    where
-        Req: DeserializeOwned,
-        Resp: Serialize,
-        E: std::fmt::Display,
-        F: FnOnce(Raft, Req) -> Fut,
-        Fut: Future<Output = Result<Resp, E>>,
-    {
-        Ok(Response::new(self.handle(req.into_inner(), f).await))
-    }
-
     /// Decodes one message for its group, runs `f` on that group's Raft, and
     /// encodes the answer (or the error).
     async fn handle<Req, Resp, E, F, Fut>(&self, m: RaftMessage, f: F) -> RaftMessage
@@ -74,40 +57,43 @@ impl PeerService {
     }
 }
 
+/// Appends and heartbeats, whether they come alone or batched.
+async fn append(raft: Raft, rpc: AppendEntriesRequest<TypeConfig>) -> Result<impl Serialize, impl std::fmt::Display> {
+    raft.append_entries(rpc).await
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(req, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move { raft.append_entries(rpc).await })
-            .await
+        Ok(Response::new(self.handle(req.into_inner(), append).await))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move { raft.vote(rpc).await }).await
+        let f = |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.vote(rpc).await };
+        Ok(Response::new(self.handle(req.into_inner(), f).await))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(req, |raft, rpc: VoteRequest<TypeConfig>| async move { raft.pre_vote(rpc).await }).await
+        let f = |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.pre_vote(rpc).await };
+        Ok(Response::new(self.handle(req.into_inner(), f).await))
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(req, |raft, (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>)| async move {
+        let f = |raft: Raft, (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>)| async move {
             let snap = replog_raft_store::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
             raft.install_full_snapshot(vote, snap).await
-        })
-        .await
+        };
+        Ok(Response::new(self.handle(req.into_inner(), f).await))
     }
 
     async fn heartbeat_batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
-        let calls = req.into_inner().messages.into_iter().map(|m| {
-            self.handle(m, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move { raft.append_entries(rpc).await })
-        });
+        let calls = req.into_inner().messages.into_iter().map(|m| self.handle(m, append));
         Ok(Response::new(RaftBatch { messages: futures::future::join_all(calls).await }))
     }
 
     async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.dispatch(req, |raft, rpc: TransferLeaderRequest<TypeConfig>| async move {
-            raft.handle_transfer_leader(rpc).await
-        })
-        .await
+        let f =
+            |raft: Raft, rpc: TransferLeaderRequest<TypeConfig>| async move { raft.handle_transfer_leader(rpc).await };
+        Ok(Response::new(self.handle(req.into_inner(), f).await))
     }
 }
