@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make bench
+# replog — make run · make stop · make test · make lint · make chaos · make bench · make memory
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint chaos bench clean-cluster
+.PHONY: build run stop test lint chaos bench memory clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -59,6 +59,10 @@ chaos: build
 
 bench:
 	bash ops/bench.sh
+
+# RSS of every node while 4 GiB (MEMORY_GB) is produced and read back.
+memory:
+	bash ops/memory.sh
 
 clean-cluster:
 	$(CLUSTER) down --purge

@@ -21,7 +21,8 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Prometheus `/metrics` and `/health` listen address.
     pub metrics_listen: SocketAddr,
-    /// Where the node keeps its sled database.
+    /// Where the node keeps its data: segment logs under `logs/`, small
+    /// state in a sled database under `sled/`.
     pub data_dir: PathBuf,
     /// The first cluster's members, `id → address`; every member of the
     /// first cluster is started with the same map. Ignored on restart.
@@ -40,8 +41,12 @@ pub struct NodeConfig {
     pub produce_timeout_ms: u64,
     /// Longest long-poll wait a fetch may ask for.
     pub max_fetch_wait_ms: u64,
-    /// sled page cache, in MiB.
+    /// sled page cache, in MiB (sled holds only small state: offsets,
+    /// indexes, votes).
     pub cache_mb: u64,
+    /// A log segment file is sealed and a new one started past this size,
+    /// in MiB. After a crash a node rereads each partition's last segment.
+    pub segment_mb: u64,
     /// Replicas per topic partition when a request does not say.
     pub default_replication_factor: u32,
     /// Most partitions a topic may have.
@@ -64,7 +69,8 @@ impl Default for NodeConfig {
             max_record_bytes: 1 << 20,
             produce_timeout_ms: 10_000,
             max_fetch_wait_ms: 30_000,
-            cache_mb: 256,
+            cache_mb: 64,
+            segment_mb: 64,
             default_replication_factor: 3,
             max_partitions: 1024,
         }
@@ -102,11 +108,14 @@ impl NodeConfig {
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
             return Err("election-timeout-max-ms must exceed election-timeout-min-ms".into());
         }
-        if self.max_batch_bytes > replog_raft_store::store::MAX_INLINE_ENTRY_BYTES - 4096 {
+        if self.max_batch_bytes > replog_raft_store::store::MAX_ENTRY_BYTES - 4096 {
             return Err(format!(
-                "max-batch-bytes may be at most {} (sled inline entry limit)",
-                replog_raft_store::store::MAX_INLINE_ENTRY_BYTES - 4096
+                "max-batch-bytes may be at most {} (largest log entry)",
+                replog_raft_store::store::MAX_ENTRY_BYTES - 4096
             ));
+        }
+        if self.segment_mb == 0 || self.segment_mb > 4096 {
+            return Err("segment-mb must be 1..=4096".into());
         }
         if self.max_record_bytes > self.max_batch_bytes {
             return Err("max-record-bytes cannot exceed max-batch-bytes".into());
@@ -179,6 +188,8 @@ pub struct Args {
     pub max_record_bytes: Option<usize>,
     #[arg(long, env = "REPLOG_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    #[arg(long, env = "REPLOG_SEGMENT_MB")]
+    pub segment_mb: Option<u64>,
 }
 
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -228,7 +239,8 @@ impl Args {
             election_timeout_max_ms,
             max_batch_bytes,
             max_record_bytes,
-            cache_mb
+            cache_mb,
+            segment_mb
         );
         if let Some(a) = self.advertise {
             c.advertise = Some(a);

@@ -96,7 +96,10 @@ impl Node {
         let raft_config = Arc::new(config.raft_config().map_err(anyhow::Error::msg)?);
         let store = Store::open(
             &config.data_dir,
-            &replog_raft_store::StoreConfig { cache_capacity_bytes: config.cache_mb << 20 },
+            &replog_raft_store::StoreConfig {
+                cache_capacity_bytes: config.cache_mb << 20,
+                segment_bytes: config.segment_mb << 20,
+            },
         )?;
         let pool = Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen)));
         let sm = GroupStateMachine::open_controller(&store, CONTROLLER_GROUP)?;

@@ -2,8 +2,10 @@
 //!
 //! - [`types`]: the Raft type configuration shared by every group, and the
 //!   commands (`Request`) and results (`Response`) entries carry.
-//! - [`store`]: the node's one sled database, trees per group, and the
-//!   group-commit flusher that makes appends durable (flush + fsync).
+//! - [`store`]: the node's storage — segment logs per group, one sled
+//!   database for small state — and the group-commit flusher that makes
+//!   appends durable (fdatasync).
+//! - [`segment`]: a group's Raft log as append-only segment files.
 //! - [`log_store`]: `RaftLogStorage` for one group.
 //! - [`partition`]: a partition's state — the offset index over the Raft
 //!   log, the high watermark — and the read path for fetch.
@@ -13,7 +15,7 @@
 //!   snapshots.
 //!
 //! Storage shape: the Raft log *is* the partition log. A producer batch is
-//! one Raft entry, written once; applying it only records
+//! one Raft entry, written once to a segment file; applying it only records
 //! `base offset → log index` in the offset index. Logs are not purged by
 //! openraft (snapshot policy `Never`); only retention may release a prefix.
 
@@ -21,6 +23,7 @@ pub mod controller;
 pub mod log_store;
 pub mod partition;
 pub mod producers;
+pub mod segment;
 pub mod state_machine;
 pub mod store;
 pub mod types;

@@ -1,10 +1,10 @@
-//! `RaftLogStorage` for one group on sled.
+//! `RaftLogStorage` for one group: entries in the group's segment log
+//! ([`crate::segment`]), the vote, the committed log id and the last purged
+//! log id in its sled `meta/` tree.
 //!
-//! Entries live in the group's `log/` tree under big-endian indexes; the
-//! vote, the committed log id and the last purged log id live in `meta/`.
-//! `append` writes the entries as one atomic sled batch and hands the
-//! flush callback to the store's group-commit flusher, so openraft counts
-//! an entry only once it is fsync'd.
+//! `append` writes the frames and hands the flush callback to the store's
+//! group-commit flusher, so openraft counts an entry only once it is
+//! fsync'd.
 
 use std::fmt::Debug;
 use std::io;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
+use crate::segment::SegmentLog;
 use crate::store::{Store, decode, encode, sled_err};
 use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 
@@ -21,28 +22,35 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 
-/// The Raft log of one group. Clones share the same trees.
+/// Bytes of entries one replication message carries at most (at least one
+/// entry): bounds the memory a lagging follower's catch-up costs.
+const MAX_READ_BYTES: usize = 8 << 20;
+
+/// The Raft log of one group. Clones share the same log.
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
-    group: GroupId,
-    log: sled::Tree,
+    log: Arc<SegmentLog>,
     meta: sled::Tree,
 }
 
 impl LogStore {
     pub fn open(store: Arc<Store>, group: GroupId) -> io::Result<LogStore> {
-        let log = store.log_tree(group)?;
+        let log = store.log(group)?;
         let meta = store.meta_tree(group)?;
-        Ok(LogStore { store, group, log, meta })
+        let ls = LogStore { store, log, meta };
+        if let Some(p) = ls.get_meta::<LogId>(KEY_PURGED)? {
+            ls.log.set_floor(p.index + 1);
+        }
+        Ok(ls)
     }
 
     pub fn group(&self) -> GroupId {
-        self.group
+        self.log.group()
     }
 
-    /// The raw log tree, for the partition read path.
-    pub fn tree(&self) -> &sled::Tree {
+    /// The segment log, for the partition read path.
+    pub fn segments(&self) -> &Arc<SegmentLog> {
         &self.log
     }
 
@@ -59,20 +67,16 @@ impl LogStore {
     }
 }
 
-pub(crate) fn idx_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-fn to_sled_range<RB: RangeBounds<u64>>(range: &RB) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
+fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
     let start = match range.start_bound() {
-        Bound::Included(i) => Bound::Included(idx_key(*i)),
-        Bound::Excluded(i) => Bound::Excluded(idx_key(*i)),
-        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
     };
     let end = match range.end_bound() {
-        Bound::Included(i) => Bound::Included(idx_key(*i)),
-        Bound::Excluded(i) => Bound::Excluded(idx_key(*i)),
-        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(i) => i.saturating_add(1),
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => u64::MAX,
     };
     (start, end)
 }
@@ -82,12 +86,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let mut out = Vec::new();
-        for kv in self.log.range(to_sled_range(&range)) {
-            let (_, v) = kv.map_err(sled_err)?;
-            out.push(decode::<Entry>(&v)?);
-        }
-        Ok(out)
+        let (start, end) = bounds(&range);
+        self.log.read(start, end, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        self.log.read(start, end, MAX_READ_BYTES)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -100,10 +104,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last = match self.log.last().map_err(sled_err)? {
-            Some((_, v)) => Some(decode::<Entry>(&v)?.log_id),
-            None => last_purged,
-        };
+        let last = self.log.last_log_id().or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
@@ -124,7 +125,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        let committed = self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten();
+        // sled may have kept a committed id whose entries a crash took from
+        // the log's unsynced tail. Every entry still held at or below it is
+        // committed; the rest will come back from the leader.
+        let last = self.log.last_log_id();
+        Ok(match (committed, last) {
+            (Some(c), Some(l)) if c.index > l.index => Some(l),
+            (c, _) => c,
+        })
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -132,41 +141,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            batch.insert(&idx_key(e.log_id.index)[..], encode(&e)?);
-        }
-        self.log.apply_batch(batch).map_err(sled_err)?;
-        self.store.flush_then(move |r| callback.io_completed(r));
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let epoch = self.log.epoch();
+        let end = self.log.append(&entries)?;
+        let log = self.log.clone();
+        self.store.flush_logs_then(move |r| {
+            if r.is_ok() {
+                log.mark_durable(end, epoch);
+            }
+            callback.io_completed(r)
+        });
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let start = match &last_log_id {
-            Some(l) => Bound::Excluded(idx_key(l.index)),
-            None => Bound::Unbounded,
-        };
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range((start, Bound::Unbounded)) {
-            let (k, _) = kv.map_err(sled_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(sled_err)?;
-        // Rare (leader change with a divergent tail); make it durable before
-        // the entries that replace it are written.
-        self.store.flush().await
+        // Rare (leader change with a divergent tail); the cut is fsync'd
+        // before the entries that replace it are written.
+        self.log.truncate_after(last_log_id.map(|l| l.index))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // Record the purge point first: a crash in between leaves extra
-        // entries, never a hole.
+        // The purge point is durable before any file goes, so a crash in
+        // between leaves extra entries, never a hole.
         self.put_meta(KEY_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=idx_key(log_id.index)) {
-            let (k, _) = kv.map_err(sled_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(sled_err)?;
-        Ok(())
+        self.store.flush().await?;
+        self.log.purge_through(log_id.index)
     }
 }

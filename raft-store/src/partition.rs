@@ -3,29 +3,34 @@
 //! The state machine keeps, in the group's `sm/` tree:
 //! - `partition` → [`PartitionState`] (next offset, log start offset);
 //! - `o<base offset>` → [`IndexEntry`]: where the batch starting at that
-//!   offset lives — a Raft log index, or (after a snapshot install) a copy in
-//!   this tree under `b<base offset>` — with its record count.
+//!   offset lives — a Raft log index, or (after a snapshot install) a place
+//!   in the installed snapshot's data file — with its record count, size
+//!   and newest timestamp.
 //!
-//! Readers ([`PartitionReader`]) never touch Raft: they read the trees
-//! directly, bounded by the high watermark the state machine publishes
-//! after each apply. Everything below the high watermark is committed, and
-//! committed log entries are never truncated, so the read is safe on any
-//! replica.
+//! Readers ([`PartitionReader`]) never touch Raft: they read the index and
+//! the segment log directly, bounded by the high watermark the state
+//! machine publishes after each apply. Everything below the high watermark
+//! is committed, and committed log entries are never truncated, so the read
+//! is safe on any replica.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::store::{decode, sled_err};
-use crate::types::{Entry, Request};
+use crate::segment::SegmentLog;
+use crate::store::sled_err;
+use crate::types::Request;
 
 pub(crate) const KEY_STATE: &[u8] = b"partition";
 const PREFIX_INDEX: u8 = b'o';
-const PREFIX_BATCH: u8 = b'b';
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
@@ -53,8 +58,8 @@ impl From<PartitionState> for Offsets {
 pub enum Location {
     /// In the Raft log at this index.
     Log(u64),
-    /// Copied into the state machine tree by a snapshot install.
-    Snapshot,
+    /// At this byte position of the installed snapshot's data file.
+    Snapshot(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,52 +67,51 @@ pub struct IndexEntry {
     pub location: Location,
     pub record_count: u32,
     pub max_timestamp_ms: i64,
+    /// Encoded size of the batch.
+    pub bytes: u32,
 }
 
 impl IndexEntry {
-    const LEN: usize = 1 + 8 + 4 + 8;
+    const LEN: usize = 1 + 8 + 4 + 8 + 4;
 
     pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
-        let (kind, idx) = match self.location {
+        let (kind, at) = match self.location {
             Location::Log(i) => (0u8, i),
-            Location::Snapshot => (1u8, 0),
+            Location::Snapshot(p) => (1u8, p),
         };
         b[0] = kind;
-        b[1..9].copy_from_slice(&idx.to_be_bytes());
+        b[1..9].copy_from_slice(&at.to_be_bytes());
         b[9..13].copy_from_slice(&self.record_count.to_be_bytes());
         b[13..21].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
+        b[21..25].copy_from_slice(&self.bytes.to_be_bytes());
         b
     }
 
     pub(crate) fn decode(b: &[u8]) -> io::Result<IndexEntry> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad offset index entry");
         if b.len() != Self::LEN {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad offset index entry"));
+            return Err(bad());
         }
-        let idx = u64::from_be_bytes(b[1..9].try_into().unwrap_or_default());
+        let at = u64::from_be_bytes(b[1..9].try_into().map_err(|_| bad())?);
         let location = match b[0] {
-            0 => Location::Log(idx),
-            1 => Location::Snapshot,
+            0 => Location::Log(at),
+            1 => Location::Snapshot(at),
             k => {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad location kind {k}")));
             }
         };
         Ok(IndexEntry {
             location,
-            record_count: u32::from_be_bytes(b[9..13].try_into().unwrap_or_default()),
-            max_timestamp_ms: i64::from_be_bytes(b[13..21].try_into().unwrap_or_default()),
+            record_count: u32::from_be_bytes(b[9..13].try_into().map_err(|_| bad())?),
+            max_timestamp_ms: i64::from_be_bytes(b[13..21].try_into().map_err(|_| bad())?),
+            bytes: u32::from_be_bytes(b[21..25].try_into().map_err(|_| bad())?),
         })
     }
 }
 
 pub(crate) fn index_key(base_offset: u64) -> [u8; 9] {
     let mut k = [PREFIX_INDEX; 9];
-    k[1..].copy_from_slice(&base_offset.to_be_bytes());
-    k
-}
-
-pub(crate) fn batch_key(base_offset: u64) -> [u8; 9] {
-    let mut k = [PREFIX_BATCH; 9];
     k[1..].copy_from_slice(&base_offset.to_be_bytes());
     k
 }
@@ -127,11 +131,19 @@ pub struct StoredBatch {
     pub batch: Bytes,
 }
 
+/// The data file of the snapshot this replica installed last, if any.
+pub(crate) type InstalledData = Arc<RwLock<Option<Arc<File>>>>;
+
+fn evicted(base: u64) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("batch at offset {base} is no longer stored"))
+}
+
 /// Read access to a partition. Cheap to clone.
 #[derive(Clone)]
 pub struct PartitionReader {
-    pub(crate) log: sled::Tree,
+    pub(crate) log: Arc<SegmentLog>,
     pub(crate) sm: sled::Tree,
+    pub(crate) installed: InstalledData,
     pub(crate) offsets: watch::Receiver<Offsets>,
 }
 
@@ -150,17 +162,27 @@ impl PartitionReader {
     /// Batches holding records from `offset` on, below the high watermark,
     /// up to `max_bytes` (at least one batch) and `max_records`.
     pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> io::Result<Vec<StoredBatch>> {
-        let hw = self.offsets().high_watermark;
-        let mut out = Vec::new();
+        self.read_below(offset, self.offsets().high_watermark, max_bytes, max_records)
+    }
+
+    pub(crate) fn read_below(
+        &self,
+        offset: u64,
+        hw: u64,
+        max_bytes: usize,
+        max_records: usize,
+    ) -> io::Result<Vec<StoredBatch>> {
         if offset >= hw {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         // The batch containing `offset` starts at or before it.
         let start = match self.sm.range(index_key(0)..=index_key(offset)).next_back() {
             Some(kv) => base_of(&kv.map_err(sled_err)?.0)?,
             None => offset,
         };
+        // Plan from the index alone, then read the log in one pass.
         let (mut bytes, mut records) = (0usize, 0usize);
+        let mut plan = Vec::new();
         for kv in self.sm.range(index_key(start)..index_key(hw)) {
             let (k, v) = kv.map_err(sled_err)?;
             let base = base_of(&k)?;
@@ -168,36 +190,45 @@ impl PartitionReader {
             if base + ie.record_count as u64 <= offset {
                 continue;
             }
-            let batch = self.load(base, ie)?;
-            bytes += batch.len();
+            bytes += ie.bytes as usize;
             records += ie.record_count as usize;
-            out.push(StoredBatch { base_offset: base, record_count: ie.record_count, batch });
+            plan.push((base, ie));
             if bytes >= max_bytes || records >= max_records {
                 break;
             }
         }
+        let log_range = plan.iter().filter_map(|(_, ie)| match ie.location {
+            Location::Log(i) => Some(i),
+            Location::Snapshot(_) => None,
+        });
+        let from_log: HashMap<u64, Bytes> = match (log_range.clone().min(), log_range.max()) {
+            (Some(lo), Some(hi)) => self
+                .log
+                .read(lo, hi + 1, usize::MAX)?
+                .into_iter()
+                .filter_map(|e| match e.payload {
+                    EntryPayload::Normal(Request::Append { batch, .. }) => Some((e.log_id.index, batch)),
+                    _ => None,
+                })
+                .collect(),
+            _ => HashMap::new(),
+        };
+        let mut out = Vec::with_capacity(plan.len());
+        for (base, ie) in plan {
+            let batch = match ie.location {
+                Location::Log(i) => from_log.get(&i).cloned().ok_or_else(|| evicted(base))?,
+                Location::Snapshot(pos) => self.load_installed(base, pos, ie.bytes)?,
+            };
+            out.push(StoredBatch { base_offset: base, record_count: ie.record_count, batch });
+        }
         Ok(out)
     }
 
-    fn load(&self, base: u64, ie: IndexEntry) -> io::Result<Bytes> {
-        let missing = || io::Error::new(io::ErrorKind::NotFound, format!("batch at offset {base} is no longer stored"));
-        match ie.location {
-            Location::Snapshot => {
-                let v = self.sm.get(batch_key(base)).map_err(sled_err)?.ok_or_else(missing)?;
-                Ok(Bytes::copy_from_slice(&v))
-            }
-            Location::Log(index) => {
-                let v = self.log.get(index.to_be_bytes()).map_err(sled_err)?.ok_or_else(missing)?;
-                let entry: Entry = decode(&v)?;
-                match entry.payload {
-                    EntryPayload::Normal(Request::Append { batch, .. }) => Ok(batch),
-                    _ => Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("log index {index} for offset {base} is not an append"),
-                    )),
-                }
-            }
-        }
+    fn load_installed(&self, base: u64, pos: u64, len: u32) -> io::Result<Bytes> {
+        let file = self.installed.read().expect("installed lock").clone().ok_or_else(|| evicted(base))?;
+        let mut buf = BytesMut::zeroed(len as usize);
+        file.read_exact_at(&mut buf, pos)?;
+        Ok(buf.freeze())
     }
 
     /// Every stored batch below the high watermark, in offset order.
@@ -214,11 +245,17 @@ mod tests {
     #[test]
     fn index_entry_round_trips() {
         for ie in [
-            IndexEntry { location: Location::Log(7), record_count: 3, max_timestamp_ms: -1 },
-            IndexEntry { location: Location::Snapshot, record_count: u32::MAX, max_timestamp_ms: i64::MAX },
+            IndexEntry { location: Location::Log(7), record_count: 3, max_timestamp_ms: -1, bytes: 90 },
+            IndexEntry {
+                location: Location::Snapshot(1 << 40),
+                record_count: u32::MAX,
+                max_timestamp_ms: i64::MAX,
+                bytes: u32::MAX,
+            },
         ] {
             assert_eq!(IndexEntry::decode(&ie.encode()).unwrap(), ie);
         }
-        assert!(IndexEntry::decode(&[9u8; 21]).is_err());
+        assert!(IndexEntry::decode(&[9u8; 25]).is_err());
+        assert!(IndexEntry::decode(&[0u8; 21]).is_err());
     }
 }

@@ -7,13 +7,25 @@
 //! applied index; it is not fsync'd, because openraft re-applies committed
 //! entries from that index on restart.
 //!
+//! Applied state is never persisted ahead of the local log: before an
+//! apply's sled batch is written, the entries it covers must be fsync'd in
+//! this replica's own segment log (a follower can learn that an entry is
+//! committed before its own copy is on disk). Otherwise a power failure
+//! could leave the offset index pointing at entries the log lost.
+//!
 //! Snapshots carry everything a replica needs to serve the group: the
 //! cluster metadata, or a partition's state *and every retained batch*, so a
 //! replica that installs one can serve (and lead) without losing records.
+//! The current snapshot is kept as a file in the group's log directory
+//! (`snapshot`), and the batches of an installed one in a data file beside
+//! it (`installed-<index>.data`), so that sled holds only small values.
 
 use std::collections::HashMap;
+use std::fs::{self, File};
 use std::io;
-use std::sync::Arc;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -26,9 +38,10 @@ use tracing::warn;
 
 use crate::controller::{ClusterMeta, ControllerResult};
 use crate::partition::{
-    IndexEntry, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, batch_key, index_key,
+    IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, index_key,
 };
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
+use crate::segment::SegmentLog;
 use crate::store::{Store, decode, encode, sled_err};
 use crate::types::{
     GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -36,7 +49,9 @@ use crate::types::{
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_CLUSTER: &[u8] = b"cluster";
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// Name of the installed snapshot's data file, if one was installed.
+const KEY_INSTALLED: &[u8] = b"installed";
+const SNAPSHOT_FILE: &str = "snapshot";
 
 /// What a group's state machine holds.
 pub enum Kind {
@@ -47,7 +62,8 @@ pub enum Kind {
 pub struct GroupStateMachine {
     group: GroupId,
     sm: sled::Tree,
-    log: sled::Tree,
+    log: Arc<SegmentLog>,
+    installed: InstalledData,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     kind: Kind,
@@ -101,7 +117,23 @@ impl GroupStateMachine {
             Some(v) => decode(&v)?,
             None => (None, StoredMembership::default()),
         };
-        Ok(GroupStateMachine { group, sm, log: store.log_tree(group)?, last_applied, membership, kind })
+        let log = store.log(group)?;
+        let installed = match sm.get(KEY_INSTALLED).map_err(sled_err)? {
+            Some(name) => {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                Some(Arc::new(File::open(log.dir().join(name))?))
+            }
+            None => None,
+        };
+        Ok(GroupStateMachine {
+            group,
+            sm,
+            log,
+            installed: Arc::new(RwLock::new(installed)),
+            last_applied,
+            membership,
+            kind,
+        })
     }
 
     pub fn group(&self) -> GroupId {
@@ -119,9 +151,12 @@ impl GroupStateMachine {
     /// Read access for fetch (partition groups only).
     pub fn reader(&self) -> Option<PartitionReader> {
         match &self.kind {
-            Kind::Partition { tx, .. } => {
-                Some(PartitionReader { log: self.log.clone(), sm: self.sm.clone(), offsets: tx.subscribe() })
-            }
+            Kind::Partition { tx, .. } => Some(PartitionReader {
+                log: self.log.clone(),
+                sm: self.sm.clone(),
+                installed: self.installed.clone(),
+                offsets: tx.subscribe(),
+            }),
             Kind::Controller { .. } => None,
         }
     }
@@ -149,7 +184,12 @@ impl GroupStateMachine {
                     }
                 }
                 let base = state.next_offset;
-                let ie = IndexEntry { location: Location::Log(index), record_count, max_timestamp_ms };
+                let ie = IndexEntry {
+                    location: Location::Log(index),
+                    record_count,
+                    max_timestamp_ms,
+                    bytes: data.len() as u32,
+                };
                 batch.insert(&index_key(base)[..], &ie.encode()[..]);
                 state.next_offset += record_count as u64;
                 if pid >= 0 {
@@ -212,8 +252,9 @@ impl GroupStateMachine {
 
 /// Builds a snapshot from the state captured when the builder was made.
 pub struct SnapshotBuilder {
-    sm: sled::Tree,
-    log: sled::Tree,
+    /// Read access bounded by the captured state (partitions only).
+    reader: Option<PartitionReader>,
+    dir: std::path::PathBuf,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     data: BuilderData,
@@ -233,14 +274,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             BuilderData::Partition(state, producers) => {
                 // Batches below the captured next offset are immutable, so
                 // reading them while apply goes on is consistent.
-                let reader = PartitionReader {
-                    log: self.log.clone(),
-                    sm: self.sm.clone(),
-                    // Bounded by the captured state, not the live one.
-                    offsets: watch::channel(Offsets::from(*state)).1,
-                };
+                let reader =
+                    self.reader.as_ref().ok_or_else(|| io::Error::other("partition snapshot without a reader"))?;
                 let batches = reader
-                    .read(state.log_start_offset, usize::MAX, usize::MAX)?
+                    .read_below(state.log_start_offset, state.next_offset, usize::MAX, usize::MAX)?
                     .into_iter()
                     .map(|b| {
                         let ts = replog_proto::batch::peek_header(&b.batch).map(|h| h.max_timestamp_ms).unwrap_or(0);
@@ -253,7 +290,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let body = SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), data };
         let bytes = encode(&body)?;
         let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone() };
-        self.sm.insert(KEY_SNAPSHOT, encode(&(&meta, &bytes))?).map_err(sled_err)?;
+        write_durably(&self.dir, SNAPSHOT_FILE, &encode(&(&meta, &bytes))?)?;
         Ok(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })
     }
 }
@@ -287,6 +324,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 replies.push((r, resp));
             }
         }
+        if let Some(l) = self.last_applied {
+            self.log.wait_durable(l.index).await;
+        }
         self.persist_state(&mut batch)?;
         self.sm.apply_batch(batch).map_err(sled_err)?;
         self.publish();
@@ -304,8 +344,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             }
         };
         SnapshotBuilder {
-            sm: self.sm.clone(),
-            log: self.log.clone(),
+            reader: self.reader(),
+            dir: self.log.dir().to_path_buf(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             data,
@@ -316,6 +356,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let bytes = snapshot.into_inner();
         let body: SnapshotBody = decode(&bytes)?;
         let mut batch = sled::Batch::default();
+        let mut new_installed = None;
         // Replace everything: the snapshot is the whole state.
         for kv in self.sm.iter() {
             batch.remove(kv.map_err(sled_err)?.0);
@@ -332,11 +373,25 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                     batch.insert(&producers::key(id)[..], encode(&st)?);
                     producers.insert(id, st);
                 }
-                for (base, count, ts, data) in batches {
-                    let ie = IndexEntry { location: Location::Snapshot, record_count: count, max_timestamp_ms: ts };
-                    batch.insert(&index_key(base)[..], &ie.encode()[..]);
-                    batch.insert(&batch_key(base)[..], data.as_ref());
+                // The batches go to a data file of their own, durable before
+                // the index that points into it.
+                let name = format!("installed-{}.data", meta.last_log_id.map_or(0, |l| l.index));
+                let mut data_buf = Vec::new();
+                for (base, count, ts, data) in &batches {
+                    let ie = IndexEntry {
+                        location: Location::Snapshot(data_buf.len() as u64),
+                        record_count: *count,
+                        max_timestamp_ms: *ts,
+                        bytes: data.len() as u32,
+                    };
+                    batch.insert(&index_key(*base)[..], &ie.encode()[..]);
+                    data_buf.extend_from_slice(data);
                 }
+                let dir = self.log.dir().to_path_buf();
+                write_durably(&dir, &name, &data_buf)?;
+                batch.insert(KEY_INSTALLED, name.as_bytes());
+                let file = Arc::new(File::open(dir.join(&name))?);
+                new_installed = Some((name, file));
             }
             _ => {
                 return Err(io::Error::new(
@@ -348,19 +403,48 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.persist_state(&mut batch)?;
-        batch.insert(KEY_SNAPSHOT, encode(&(meta, &bytes))?);
+        write_durably(self.log.dir(), SNAPSHOT_FILE, &encode(&(meta, &bytes))?)?;
         self.sm.apply_batch(batch).map_err(sled_err)?;
+        if let Some((name, file)) = new_installed {
+            let old = self.installed.write().expect("installed lock").replace(file);
+            drop(old);
+            remove_other_installed(self.log.dir(), &name);
+        }
         self.publish();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match self.sm.get(KEY_SNAPSHOT).map_err(sled_err)? {
-            Some(v) => {
+        match fs::read(self.log.dir().join(SNAPSHOT_FILE)) {
+            Ok(v) => {
                 let (meta, bytes): (SnapshotMeta, Vec<u8>) = decode(&v)?;
                 Ok(Some(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) }))
             }
-            None => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Writes `name` in `dir` so that after a crash it holds either its old
+/// content or all of `data`.
+fn write_durably(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let f = File::create(&tmp)?;
+    f.write_all_at(data, 0)?;
+    f.sync_data()?;
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+/// Deletes data files of snapshots installed before `keep`.
+fn remove_other_installed(dir: &Path, keep: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("installed-") && name != keep {
+            let _ = fs::remove_file(e.path());
         }
     }
 }

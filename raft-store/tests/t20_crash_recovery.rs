@@ -73,6 +73,8 @@ const ROUNDS: u32 = 5;
 const MAX_ACKS_BEFORE_KILL: usize = 800;
 /// Appends in flight at once in the child (each of 1..=4 entries).
 const IN_FLIGHT: usize = 16;
+/// Small segments, so that kills land around segment rolls too.
+const SEGMENT_BYTES: u64 = 256 << 10;
 /// A child that nobody kills gives up after this long.
 const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -195,7 +197,8 @@ fn emit(line: &str) {
 }
 
 async fn child_main(dir: &Path, seed: u64, round: u32) {
-    let store = Store::open(dir, &StoreConfig { cache_capacity_bytes: 64 << 20 }).expect("child: open store");
+    let store = Store::open(dir, &StoreConfig { cache_capacity_bytes: 64 << 20, segment_bytes: SEGMENT_BYTES })
+        .expect("child: open store");
     let mut log = LogStore::open(store.clone(), GROUP).expect("child: open log store");
     let state = log.get_log_state().await.expect("child: log state");
     let mut next = state.last_log_id.map_or(1, |l| l.index + 1);
@@ -333,11 +336,11 @@ fn run_child_round(dir: &Path, seed: u64, round: u32, kill_after: usize) -> Roun
     rep
 }
 
-/// Blocks until no open file holds sled's lock on `<dir>/db`, i.e. until
+/// Blocks until no open file holds sled's lock on `<dir>/sled/db`, i.e. until
 /// every handle of the parent's last `Store` (including its flusher thread)
 /// is gone, so that the next child can open the database.
 fn wait_until_db_unlocked(dir: &Path) {
-    let f = std::fs::File::open(dir.join("db")).expect("open db file");
+    let f = std::fs::File::open(dir.join("sled").join("db")).expect("open db file");
     // SAFETY: flock on a file descriptor we own.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
