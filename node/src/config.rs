@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// A log segment file is sealed and a new one started past this size,
     /// in MiB. After a crash a node rereads each partition's last segment.
     pub segment_mb: u64,
+    /// Free space kept on the data volume, in MiB: below it produce is
+    /// refused with DISK_FULL, below half of it log appends wait.
+    pub min_free_mb: u64,
     /// Replicas per topic partition when a request does not say.
     pub default_replication_factor: u32,
     /// Most partitions a topic may have.
@@ -71,6 +74,7 @@ impl Default for NodeConfig {
             max_fetch_wait_ms: 30_000,
             cache_mb: 64,
             segment_mb: 64,
+            min_free_mb: 256,
             default_replication_factor: 3,
             max_partitions: 1024,
         }
@@ -190,6 +194,8 @@ pub struct Args {
     pub cache_mb: Option<u64>,
     #[arg(long, env = "REPLOG_SEGMENT_MB")]
     pub segment_mb: Option<u64>,
+    #[arg(long, env = "REPLOG_MIN_FREE_MB")]
+    pub min_free_mb: Option<u64>,
 }
 
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -240,7 +246,8 @@ impl Args {
             max_batch_bytes,
             max_record_bytes,
             cache_mb,
-            segment_mb
+            segment_mb,
+            min_free_mb
         );
         if let Some(a) = self.advertise {
             c.advertise = Some(a);

@@ -39,6 +39,10 @@ pub enum NodeError {
     Internal(String),
     #[error("storage error: {0}")]
     Storage(#[from] std::io::Error),
+    #[error(
+        "the node's data volume has {free_mb} MiB free, below its floor of {min_free_mb} MiB; free space or move leadership"
+    )]
+    DiskFull { free_mb: u64, min_free_mb: u64 },
     /// Refused by a state machine when the entry was applied.
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
@@ -63,6 +67,7 @@ impl NodeError {
             NodeError::Timeout(_) => ErrorCode::Timeout,
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::Storage(_) => ErrorCode::Storage,
+            NodeError::DiskFull { .. } => ErrorCode::DiskFull,
             NodeError::Refused { code, .. } => *code,
         }
     }
@@ -79,6 +84,7 @@ impl From<NodeError> for tonic::Status {
             ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::Internal | ErrorCode::Storage => tonic::Code::Internal,
             ErrorCode::OutOfOrderSequence | ErrorCode::ProducerFenced => tonic::Code::FailedPrecondition,
+            ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
             _ => tonic::Code::InvalidArgument,
         };
         let mut status = tonic::Status::new(grpc, format!("{}: {e}", code.name()));

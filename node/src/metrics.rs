@@ -37,6 +37,7 @@ pub struct Metrics {
     pub fsync_seconds_micros: IntGauge,
     pub partition_high_watermark: IntGaugeVec,
     pub controller_leader: IntGauge,
+    pub disk_free: IntGauge,
 }
 
 impl Metrics {
@@ -88,6 +89,11 @@ impl Metrics {
             .expect("metric"),
             controller_leader: IntGauge::new("replog_controller_leader", "Node id of the controller leader (0: none)")
                 .expect("metric"),
+            disk_free: IntGauge::new(
+                "replog_storage_free_bytes",
+                "Free space on the data volume (produce is refused below min_free_mb)",
+            )
+            .expect("metric"),
             registry,
         };
         let r = &m.registry;
@@ -105,6 +111,7 @@ impl Metrics {
         r.register(Box::new(m.fsync_seconds_micros.clone())).expect("register");
         r.register(Box::new(m.partition_high_watermark.clone())).expect("register");
         r.register(Box::new(m.controller_leader.clone())).expect("register");
+        r.register(Box::new(m.disk_free.clone())).expect("register");
         m
     }
 }
@@ -122,6 +129,7 @@ fn refresh(node: &Node) {
     m.fsync_waiters.set(s.waiters.load(Ordering::Relaxed) as i64);
     m.fsync_seconds_micros.set(s.micros.load(Ordering::Relaxed) as i64);
     m.controller_leader.set(node.controller_leader().unwrap_or(0) as i64);
+    m.disk_free.set(node.store.disk().free() as i64);
     let info = node.node_info();
     m.leaders.set(info.leader_count as i64);
     let meta = node.meta();

@@ -99,6 +99,7 @@ impl Node {
             &replog_raft_store::StoreConfig {
                 cache_capacity_bytes: config.cache_mb << 20,
                 segment_bytes: config.segment_mb << 20,
+                min_free_bytes: config.min_free_mb << 20,
             },
         )?;
         let pool = Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen)));
@@ -492,6 +493,8 @@ impl Node {
     /// Graceful stop: hand off leadership where possible, then stop every
     /// group and flush.
     pub async fn shutdown(&self) {
+        // Appends held back by a full disk must not hold the stop.
+        self.store.begin_close();
         for g in self.groups().iter().chain(std::iter::once(&self.controller)) {
             if g.is_leader(self.id) {
                 let m = g.raft.metrics().borrow_watched().clone();

@@ -33,10 +33,12 @@ pub enum ErrorCode {
     Storage = 16,
     OutOfOrderSequence = 17,
     ProducerFenced = 18,
+    /// The node's data volume is below its free-space floor.
+    DiskFull = 19,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::Storage,
         ErrorCode::OutOfOrderSequence,
         ErrorCode::ProducerFenced,
+        ErrorCode::DiskFull,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Storage => "STORAGE_ERROR",
             ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
             ErrorCode::ProducerFenced => "PRODUCER_FENCED",
+            ErrorCode::DiskFull => "DISK_FULL",
         }
     }
 

@@ -6,6 +6,8 @@
 //!   database for small state — and the group-commit flusher that makes
 //!   appends durable (fdatasync).
 //! - [`segment`]: a group's Raft log as append-only segment files.
+//! - [`disk`]: free space on the data volume: refusing produce, holding back
+//!   appends and the ballast that keeps sled writable on a full disk.
 //! - [`log_store`]: `RaftLogStorage` for one group.
 //! - [`partition`]: a partition's state — the offset index over the Raft
 //!   log, the high watermark — and the read path for fetch.
@@ -20,6 +22,7 @@
 //! openraft (snapshot policy `Never`); only retention may release a prefix.
 
 pub mod controller;
+pub mod disk;
 pub mod log_store;
 pub mod partition;
 pub mod producers;

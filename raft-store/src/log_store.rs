@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -21,6 +22,11 @@ use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
+
+/// How often an append held back by a full disk looks again.
+const DISK_WAIT: Duration = Duration::from_millis(200);
+/// How often it says so in the log.
+const DISK_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Bytes of entries one replication message carries at most (at least one
 /// entry): bounds the memory a lagging follower's catch-up costs.
@@ -99,6 +105,37 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
+impl LogStore {
+    /// Appends once the data volume has room, waiting (not failing) while
+    /// it has not: an append error would stop the group for good, whereas a
+    /// full follower that waits only falls behind, and catches up when space
+    /// comes back ([`crate::disk`]).
+    async fn append_when_there_is_room(&self, entries: &[Entry]) -> io::Result<u64> {
+        let mut warned: Option<Instant> = None;
+        loop {
+            if self.store.disk().accepts_appends() {
+                match self.log.append(entries) {
+                    Ok(end) => return Ok(end),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.store.closing() {
+                return Err(io::Error::other("shutting down while the log waited for disk space"));
+            }
+            if warned.is_none_or(|t| t.elapsed() >= DISK_WARN_EVERY) {
+                tracing::warn!(
+                    group = self.group(),
+                    free_bytes = self.store.disk().free(),
+                    "data volume full: log appends wait for space"
+                );
+                warned = Some(Instant::now());
+            }
+            tokio::time::sleep(DISK_WAIT).await;
+        }
+    }
+}
+
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
@@ -143,7 +180,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let epoch = self.log.epoch();
-        let end = self.log.append(&entries)?;
+        let end = self.append_when_there_is_room(&entries).await?;
         let log = self.log.clone();
         self.store.flush_logs_then(move |r| {
             if r.is_ok() {

@@ -406,7 +406,9 @@ impl SegmentLog {
     /// Seals the active segment (index written, both fsync'd) and starts a
     /// new one at `first`.
     fn roll(&self, segs: &mut Segments, first: u64) -> io::Result<()> {
-        if let Some(a) = segs.active.take() {
+        // Any step may fail (a full disk): the active segment is given up
+        // only once it is sealed, so a retry finds the log as it was.
+        if let Some(a) = &segs.active {
             if a.positions.is_empty() {
                 // An empty segment is simply replaced.
                 fs::remove_file(self.dir.join(seg_name(a.first)))?;
@@ -416,14 +418,20 @@ impl SegmentLog {
                     idx.extend_from_slice(&p.to_le_bytes());
                 }
                 let idx_path = self.dir.join(idx_name(a.first));
-                let f = File::create(&idx_path)?;
-                f.write_all_at(&idx, 0)?;
-                // Sealed segments are trusted as they are on open, so they
-                // must be whole on disk before the log moves past them.
-                self.syncer.sync_now(&f, false)?;
-                self.syncer.sync_now(&a.file, false)?;
+                let written = File::create(&idx_path).and_then(|f| {
+                    f.write_all_at(&idx, 0)?;
+                    // Sealed segments are trusted as they are on open, so they
+                    // must be whole on disk before the log moves past them.
+                    self.syncer.sync_now(&f, false)?;
+                    self.syncer.sync_now(&a.file, false)
+                });
+                if let Err(e) = written {
+                    let _ = fs::remove_file(&idx_path);
+                    return Err(e);
+                }
                 segs.sealed.push(Sealed { first: a.first, count: a.positions.len() as u64, len: a.len });
             }
+            segs.active = None;
         }
         let file = OpenOptions::new()
             .create(true)

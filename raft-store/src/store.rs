@@ -33,10 +33,11 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
+use crate::disk::DiskGuard;
 use crate::segment::SegmentLog;
 use crate::types::GroupId;
 
@@ -54,11 +55,13 @@ pub struct StoreConfig {
     pub cache_capacity_bytes: u64,
     /// A log segment is sealed and a new one started past this size.
     pub segment_bytes: u64,
+    /// Free space the node keeps on its data volume ([`crate::disk`]).
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_capacity_bytes: 64 << 20, segment_bytes: 64 << 20 }
+        StoreConfig { cache_capacity_bytes: 64 << 20, segment_bytes: 64 << 20, min_free_bytes: 256 << 20 }
     }
 }
 
@@ -145,6 +148,8 @@ pub struct Store {
     cfg: StoreConfig,
     syncer: Arc<Syncer>,
     logs: Mutex<HashMap<GroupId, Arc<SegmentLog>>>,
+    disk: DiskGuard,
+    closing: AtomicBool,
     tx: Option<mpsc::Sender<FlushRequest>>,
     flusher: Option<std::thread::JoinHandle<()>>,
     stats: Arc<FlushStats>,
@@ -201,6 +206,7 @@ impl Store {
         {
             let _ = d.sync_all();
         }
+        let disk = DiskGuard::new(dir, cfg.min_free_bytes)?;
         let data_file = File::open(sled_dir.join("db"))?;
         let blobs = BlobSyncer::new(sled_dir.join("blobs"));
         let stats = Arc::new(FlushStats::default());
@@ -220,6 +226,8 @@ impl Store {
             cfg: cfg.clone(),
             syncer,
             logs: Mutex::default(),
+            disk,
+            closing: AtomicBool::new(false),
             tx: Some(tx),
             flusher: Some(flusher),
             stats,
@@ -236,6 +244,21 @@ impl Store {
 
     pub fn stats(&self) -> &Arc<FlushStats> {
         &self.stats
+    }
+
+    /// Free space on the data volume and what may be written.
+    pub fn disk(&self) -> &DiskGuard {
+        &self.disk
+    }
+
+    /// Marks the store as shutting down: appends waiting for disk space
+    /// give up instead of holding the node's shutdown.
+    pub fn begin_close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     fn request(&self, sled: bool, cb: Box<dyn FnOnce(io::Result<()>) + Send>) {

@@ -197,8 +197,11 @@ fn emit(line: &str) {
 }
 
 async fn child_main(dir: &Path, seed: u64, round: u32) {
-    let store = Store::open(dir, &StoreConfig { cache_capacity_bytes: 64 << 20, segment_bytes: SEGMENT_BYTES })
-        .expect("child: open store");
+    let store = Store::open(
+        dir,
+        &StoreConfig { cache_capacity_bytes: 64 << 20, segment_bytes: SEGMENT_BYTES, ..StoreConfig::default() },
+    )
+    .expect("child: open store");
     let mut log = LogStore::open(store.clone(), GROUP).expect("child: open log store");
     let state = log.get_log_state().await.expect("child: log state");
     let mut next = state.last_log_id.map_or(1, |l| l.index + 1);

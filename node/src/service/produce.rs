@@ -45,6 +45,10 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
     if !group.is_leader(node.id) {
         return Err(node.not_leader(what(), group.leader()));
     }
+    let disk = node.store.disk();
+    if !disk.accepts_produce() {
+        return Err(NodeError::DiskFull { free_mb: disk.free() >> 20, min_free_mb: disk.min_free() >> 20 });
+    }
     let bytes = req.batch.len() as u64;
     let cmd = Request::Append {
         batch: req.batch,

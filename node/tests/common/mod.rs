@@ -39,6 +39,12 @@ fn free_port() -> u16 {
 impl TestCluster {
     /// Starts `n` nodes and waits until the controller has a leader.
     pub async fn start(n: u64, extra_args: &[&str]) -> TestCluster {
+        Self::prepare(n, extra_args).launch().await
+    }
+
+    /// Chooses addresses and data directories for `n` nodes without starting
+    /// any, so a test can prepare a node's directory (e.g. mount a volume).
+    pub fn prepare(n: u64, extra_args: &[&str]) -> TestCluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -55,13 +61,22 @@ impl TestCluster {
             );
         }
         let initial = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
-        let mut c =
-            TestCluster { nodes, initial, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), _tmp: tmp };
-        for id in 1..=n {
-            c.spawn(id);
+        TestCluster { nodes, initial, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), _tmp: tmp }
+    }
+
+    /// Starts every node and waits until the controller has a leader.
+    pub async fn launch(mut self) -> TestCluster {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.spawn(id);
         }
-        c.wait_ready().await;
-        c
+        self.wait_ready().await;
+        self
+    }
+
+    /// The directory of the whole test cluster.
+    pub fn root(&self) -> &std::path::Path {
+        self._tmp.path()
     }
 
     pub fn spawn(&mut self, id: u64) {
