@@ -1,84 +1,110 @@
-//! Node configuration: a serde struct with defaults, loaded from an optional
-//! TOML file, overridden by flags and `REPLOG_*` environment variables, and
-//! checked by `validate()`. `ops/replog-node.example.toml` documents every key.
+//! Node configuration, declared once: every key of [`NodeConfig`] is at the
+//! same time a TOML key, a command-line flag (`--key-name`) and a `REPLOG_*`
+//! environment variable, with one doc comment and one default. Values come
+//! from the defaults, then an optional TOML file, then the environment and
+//! flags; `validate()` checks them against each other.
+//! `ops/replog-node.example.toml` documents every key (a test keeps it so).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// Everything a node needs to run.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
-    /// This node's id, unique in the cluster, > 0.
-    pub id: u64,
-    /// gRPC listen address (client and peer services).
-    pub listen: SocketAddr,
-    /// Address other nodes and clients use to reach this node; defaults to `listen`.
-    pub advertise: Option<String>,
-    /// Prometheus `/metrics` and `/health` listen address.
-    pub metrics_listen: SocketAddr,
-    /// Where the node keeps its data: segment logs under `logs/`, small
-    /// state in a sled database under `sled/`.
-    pub data_dir: PathBuf,
-    /// The first cluster's members, `id → address`; every member of the
-    /// first cluster is started with the same map. Ignored on restart.
-    pub initial_cluster: BTreeMap<u64, String>,
-    /// Raft heartbeat interval. Followers expect one at least this often.
-    pub heartbeat_ms: u64,
-    /// A follower that hears no leader for a random time in this range
-    /// starts an election: how long a dead leader goes unnoticed.
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    /// Largest producer batch accepted, in bytes.
-    pub max_batch_bytes: usize,
-    /// Largest single record accepted, in bytes.
-    pub max_record_bytes: usize,
-    /// Default time a produce may wait for its commit before TIMEOUT.
-    pub produce_timeout_ms: u64,
-    /// Longest long-poll wait a fetch may ask for.
-    pub max_fetch_wait_ms: u64,
-    /// sled page cache, in MiB (sled holds only small state: offsets,
-    /// indexes, votes).
-    pub cache_mb: u64,
-    /// A log segment file is sealed and a new one started past this size,
-    /// in MiB. After a crash a node rereads each partition's last segment.
-    pub segment_mb: u64,
-    /// Free space kept on the data volume, in MiB: below it produce is
-    /// refused with DISK_FULL, below half of it log appends wait.
-    pub min_free_mb: u64,
-    /// Replicas per topic partition when a request does not say.
-    pub default_replication_factor: u32,
-    /// Most partitions a topic may have.
-    pub max_partitions: u32,
+/// The address others reach a node at, when it is not `listen`.
+pub type Advertise = Option<String>;
+
+fn parse_advertise(s: &str) -> Result<Advertise, String> {
+    Ok(Some(s.to_string()))
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            id: 0,
-            listen: "127.0.0.1:7001".parse().expect("literal address"),
-            advertise: None,
-            metrics_listen: "127.0.0.1:9101".parse().expect("literal address"),
-            data_dir: PathBuf::from("replog-data"),
-            initial_cluster: BTreeMap::new(),
-            heartbeat_ms: 150,
-            election_timeout_min_ms: 750,
-            election_timeout_max_ms: 1500,
-            max_batch_bytes: 1 << 20,
-            max_record_bytes: 1 << 20,
-            produce_timeout_ms: 10_000,
-            max_fetch_wait_ms: 30_000,
-            cache_mb: 64,
-            segment_mb: 64,
-            min_free_mb: 256,
-            default_replication_factor: 3,
-            max_partitions: 1024,
+/// Declares [`NodeConfig`], its defaults and the matching [`Overrides`]
+/// (flags and environment) from one list.
+macro_rules! node_config {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident : $ty:ty = $default:expr, env = $env:literal $(, parse = $parse:path)? ;
+    )*) => {
+        /// Everything a node needs to run.
+        #[derive(Debug, Clone, Deserialize, Serialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct NodeConfig {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
         }
-    }
+
+        impl Default for NodeConfig {
+            fn default() -> Self {
+                NodeConfig { $( $field: $default, )* }
+            }
+        }
+
+        /// Command-line flags and `REPLOG_*` environment variables; each
+        /// overrides the config file.
+        #[derive(Debug, Default, clap::Args)]
+        pub struct Overrides {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, env = $env $(, value_parser = $parse)?)]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl Overrides {
+            fn apply(self, c: &mut NodeConfig) {
+                $( if let Some(v) = self.$field { c.$field = v; } )*
+            }
+        }
+    };
+}
+
+node_config! {
+    /// This node's id, unique in the cluster, greater than 0.
+    id: u64 = 0, env = "REPLOG_ID";
+    /// gRPC listen address (client and peer services).
+    listen: SocketAddr = "127.0.0.1:7001".parse().expect("literal address"), env = "REPLOG_LISTEN";
+    /// Address other nodes and clients use to reach this node [default: listen].
+    advertise: Advertise = None, env = "REPLOG_ADVERTISE", parse = parse_advertise;
+    /// Prometheus /metrics and /health listen address.
+    metrics_listen: SocketAddr = "127.0.0.1:9101".parse().expect("literal address"), env = "REPLOG_METRICS_LISTEN";
+    /// Where the node keeps its data: segment logs under logs/, small state
+    /// in a sled database under sled/.
+    data_dir: PathBuf = PathBuf::from("replog-data"), env = "REPLOG_DATA_DIR";
+    /// The first cluster's members, `1=host:port,2=host:port,...`; start every
+    /// member of the first cluster with the same list. Ignored on restart.
+    initial_cluster: BTreeMap<u64, String> = BTreeMap::new(), env = "REPLOG_INITIAL_CLUSTER",
+        parse = parse_initial_cluster;
+    /// Raft heartbeat interval in ms. Followers expect one at least this often.
+    heartbeat_ms: u64 = 150, env = "REPLOG_HEARTBEAT_MS";
+    /// A follower that hears no leader for a random time between the min and
+    /// max election timeouts (ms) starts an election: how long a dead leader
+    /// goes unnoticed.
+    election_timeout_min_ms: u64 = 750, env = "REPLOG_ELECTION_TIMEOUT_MIN_MS";
+    /// Upper end of the election timeout range, in ms.
+    election_timeout_max_ms: u64 = 1500, env = "REPLOG_ELECTION_TIMEOUT_MAX_MS";
+    /// Largest producer batch accepted, in bytes (at most 64 MiB minus 4 KiB).
+    max_batch_bytes: usize = 1 << 20, env = "REPLOG_MAX_BATCH_BYTES";
+    /// Largest single record accepted, in bytes.
+    max_record_bytes: usize = 1 << 20, env = "REPLOG_MAX_RECORD_BYTES";
+    /// Longest a produce may wait for its commit before TIMEOUT, in ms.
+    produce_timeout_ms: u64 = 10_000, env = "REPLOG_PRODUCE_TIMEOUT_MS";
+    /// Longest long-poll wait a fetch may ask for, in ms.
+    max_fetch_wait_ms: u64 = 30_000, env = "REPLOG_MAX_FETCH_WAIT_MS";
+    /// sled page cache in MiB; sled holds only small state (offsets,
+    /// indexes, votes).
+    cache_mb: u64 = 64, env = "REPLOG_CACHE_MB";
+    /// Log segment size in MiB: a segment file is sealed and a new one
+    /// started past it. After a crash a node rereads each partition's last
+    /// segment.
+    segment_mb: u64 = 64, env = "REPLOG_SEGMENT_MB";
+    /// Free space kept on the data volume, in MiB: below it produce is
+    /// refused with DISK_FULL, below half of it log appends wait, and a
+    /// ballast of half of it is kept for the node's own state.
+    min_free_mb: u64 = 256, env = "REPLOG_MIN_FREE_MB";
+    /// Replicas per topic partition when a create request does not say.
+    default_replication_factor: u32 = 3, env = "REPLOG_DEFAULT_REPLICATION_FACTOR";
+    /// Most partitions a topic may have.
+    max_partitions: u32 = 1024, env = "REPLOG_MAX_PARTITIONS";
 }
 
 impl NodeConfig {
@@ -150,52 +176,15 @@ impl NodeConfig {
     }
 }
 
-/// Command-line flags; each overrides the config file and has a `REPLOG_*`
-/// environment variable.
+/// The node's command line: a config file and the overrides.
 #[derive(Debug, Parser)]
 #[command(name = "replog-node", version, about = "A replog broker node")]
 pub struct Args {
     /// TOML config file (see ops/replog-node.example.toml).
     #[arg(long, env = "REPLOG_CONFIG")]
     pub config: Option<PathBuf>,
-    #[arg(long, env = "REPLOG_ID")]
-    pub id: Option<u64>,
-    /// gRPC listen address [default: 127.0.0.1:7001].
-    #[arg(long, env = "REPLOG_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Address peers and clients use for this node [default: --listen].
-    #[arg(long, env = "REPLOG_ADVERTISE")]
-    pub advertise: Option<String>,
-    /// Prometheus /metrics and /health address [default: 127.0.0.1:9101].
-    #[arg(long, env = "REPLOG_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    #[arg(long, env = "REPLOG_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// First cluster members: `1=host:port,2=host:port,...`.
-    #[arg(long, env = "REPLOG_INITIAL_CLUSTER")]
-    pub initial_cluster: Option<String>,
-    /// Join a running cluster through this node (not available yet).
-    #[arg(long, env = "REPLOG_JOIN")]
-    pub join: Option<String>,
-    /// Directory with TLS material (not available yet).
-    #[arg(long, env = "REPLOG_TLS_DIR")]
-    pub tls_dir: Option<PathBuf>,
-    #[arg(long, env = "REPLOG_HEARTBEAT_MS")]
-    pub heartbeat_ms: Option<u64>,
-    #[arg(long, env = "REPLOG_ELECTION_TIMEOUT_MIN_MS")]
-    pub election_timeout_min_ms: Option<u64>,
-    #[arg(long, env = "REPLOG_ELECTION_TIMEOUT_MAX_MS")]
-    pub election_timeout_max_ms: Option<u64>,
-    #[arg(long, env = "REPLOG_MAX_BATCH_BYTES")]
-    pub max_batch_bytes: Option<usize>,
-    #[arg(long, env = "REPLOG_MAX_RECORD_BYTES")]
-    pub max_record_bytes: Option<usize>,
-    #[arg(long, env = "REPLOG_CACHE_MB")]
-    pub cache_mb: Option<u64>,
-    #[arg(long, env = "REPLOG_SEGMENT_MB")]
-    pub segment_mb: Option<u64>,
-    #[arg(long, env = "REPLOG_MIN_FREE_MB")]
-    pub min_free_mb: Option<u64>,
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -217,6 +206,35 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
 }
 
 impl Args {
+    /// The command line, its help showing each key's default.
+    pub fn command_with_defaults() -> clap::Command {
+        use clap::CommandFactory;
+        let defaults = match serde_json::to_value(NodeConfig::default()) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => Default::default(),
+        };
+        let mut cmd = Args::command();
+        for (key, v) in defaults {
+            let shown = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            cmd = cmd.mut_arg(&key, |a| {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                a.help(format!("{help} [default: {shown}]"))
+            });
+        }
+        cmd
+    }
+
+    /// Parses the process's arguments (exits with usage on error).
+    pub fn from_env() -> Args {
+        use clap::FromArgMatches;
+        let matches = Self::command_with_defaults().get_matches();
+        Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// File (if any), then flags and environment on top; validated.
     pub fn into_config(self) -> Result<NodeConfig, String> {
         let mut c = match &self.config {
@@ -226,35 +244,7 @@ impl Args {
             }
             None => NodeConfig::default(),
         };
-        if self.join.is_some() {
-            return Err("--join is not available in this version; start every node with --initial-cluster".into());
-        }
-        if self.tls_dir.is_some() {
-            return Err("--tls-dir is not available in this version".into());
-        }
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
-        }
-        set!(
-            id,
-            listen,
-            metrics_listen,
-            data_dir,
-            heartbeat_ms,
-            election_timeout_min_ms,
-            election_timeout_max_ms,
-            max_batch_bytes,
-            max_record_bytes,
-            cache_mb,
-            segment_mb,
-            min_free_mb
-        );
-        if let Some(a) = self.advertise {
-            c.advertise = Some(a);
-        }
-        if let Some(ic) = self.initial_cluster {
-            c.initial_cluster = parse_initial_cluster(&ic)?;
-        }
+        self.overrides.apply(&mut c);
         c.validate()?;
         Ok(c)
     }
@@ -279,6 +269,54 @@ mod tests {
         let c = NodeConfig { id: 1, ..Default::default() };
         c.validate().unwrap();
         c.raft_config().unwrap();
+    }
+
+    /// Every key is a flag `--key-name` with the variable `REPLOG_KEY_NAME`,
+    /// and the example file documents it.
+    #[test]
+    fn every_key_has_a_flag_a_variable_and_an_example() {
+        use clap::CommandFactory;
+        let keys: Vec<String> = match serde_json::to_value(NodeConfig::default()).unwrap() {
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            other => panic!("config serializes as {other}"),
+        };
+        let cmd = Args::command();
+        let example = include_str!("../../ops/replog-node.example.toml");
+        for key in &keys {
+            let long = key.replace('_', "-");
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .unwrap_or_else(|| panic!("no flag --{long}"));
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert_eq!(env, format!("REPLOG_{}", key.to_uppercase()), "variable of --{long}");
+            let documented = example.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim();
+                l.starts_with(&format!("{key} =")) || l == format!("[{key}]")
+            });
+            assert!(documented, "ops/replog-node.example.toml does not document {key}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "id = 2\nlisten = \"127.0.0.1:7002\"\nheartbeat_ms = 100\nsegment_mb = 8\n").unwrap();
+        let args = Args::try_parse_from([
+            "replog-node",
+            "--config",
+            file.to_str().unwrap(),
+            "--heartbeat-ms",
+            "120",
+            "--initial-cluster",
+            "2=127.0.0.1:7002",
+        ])
+        .unwrap();
+        let c = args.into_config().unwrap();
+        assert_eq!((c.id, c.heartbeat_ms, c.segment_mb), (2, 120, 8));
+        assert_eq!(c.max_partitions, NodeConfig::default().max_partitions);
+        assert_eq!(c.initial_cluster.get(&2).map(String::as_str), Some("127.0.0.1:7002"));
     }
 
     #[test]

@@ -1,8 +1,7 @@
-use clap::Parser;
 use replog_node::config::Args;
 
 fn main() {
-    let args = Args::parse();
+    let args = Args::from_env();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
