@@ -16,4 +16,4 @@ for acks in all none; do
   $R bench produce --topic "bench-$acks" --record-size "$S" --records "$N" --partitions "$P" --producers "$K" --acks "$acks" --output json | tail -1 | tee -a target/bench/results.jsonl
 done
 $R bench consume --topic bench-all --record-size "$S" --records "$N" --partitions "$P" --output json | tail -1 | tee -a target/bench/results.jsonl
-for id in 1 2 3; do curl -s "127.0.0.1:910$id/metrics" | grep -E '^replog_storage_fsync' | sed "s/^/node $id: /"; done
+for id in 1 2 3; do curl -s "127.0.0.1:910$id/metrics" | grep -E '^replog_storage_(flush|files)' | sed "s/^/node $id: /"; done

@@ -1,8 +1,8 @@
 //! Prometheus metrics and the `/metrics` + `/health` HTTP endpoint.
 //!
-//! Names follow `replog_<subsystem>_<name>_<unit>`. Counters that live in
-//! other components (the storage flusher, Raft state) are copied into
-//! gauges when scraped.
+//! Names follow `replog_<subsystem>_<name>_<unit>` in base units (seconds,
+//! bytes), `_total` on counters only. Counters that live in other components
+//! (the storage flusher) are brought up to date when scraped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::node::Node;
@@ -32,9 +32,10 @@ pub struct Metrics {
     pub fetch_latency: HistogramVec,
     pub groups: IntGauge,
     pub leaders: IntGauge,
-    pub fsyncs: IntGauge,
-    pub fsync_waiters: IntGauge,
-    pub fsync_seconds_micros: IntGauge,
+    pub flushes: IntCounter,
+    pub flush_waiters: IntCounter,
+    pub files_synced: IntCounter,
+    pub flush_seconds: Counter,
     pub partition_high_watermark: IntGaugeVec,
     pub controller_leader: IntGauge,
     pub disk_free: IntGauge,
@@ -70,18 +71,20 @@ impl Metrics {
                 .expect("metric"),
             groups: IntGauge::new("replog_raft_groups", "Raft groups hosted (partitions)").expect("metric"),
             leaders: IntGauge::new("replog_raft_leaders", "Partition groups this node leads").expect("metric"),
-            fsyncs: IntGauge::new("replog_storage_fsyncs_total", "Flush + fsync rounds of the storage")
+            flushes: IntCounter::new(
+                "replog_storage_flushes_total",
+                "Group-commit flush rounds (fdatasync of dirty files)",
+            )
+            .expect("metric"),
+            flush_waiters: IntCounter::new(
+                "replog_storage_flush_waiters_total",
+                "Writes made durable by those rounds (waiters / flushes = group-commit factor)",
+            )
+            .expect("metric"),
+            files_synced: IntCounter::new("replog_storage_files_synced_total", "Files fdatasync'd by flush rounds")
                 .expect("metric"),
-            fsync_waiters: IntGauge::new(
-                "replog_storage_fsync_waiters_total",
-                "Writes made durable by those rounds (waiters / fsyncs = group-commit factor)",
-            )
-            .expect("metric"),
-            fsync_seconds_micros: IntGauge::new(
-                "replog_storage_fsync_time_microseconds_total",
-                "Time spent in flush + fsync",
-            )
-            .expect("metric"),
+            flush_seconds: Counter::new("replog_storage_flush_seconds_total", "Time spent in flush rounds")
+                .expect("metric"),
             partition_high_watermark: IntGaugeVec::new(
                 Opts::new("replog_partition_high_watermark", "High watermark of each hosted partition"),
                 &["topic", "partition"],
@@ -106,9 +109,10 @@ impl Metrics {
         r.register(Box::new(m.fetch_latency.clone())).expect("register");
         r.register(Box::new(m.groups.clone())).expect("register");
         r.register(Box::new(m.leaders.clone())).expect("register");
-        r.register(Box::new(m.fsyncs.clone())).expect("register");
-        r.register(Box::new(m.fsync_waiters.clone())).expect("register");
-        r.register(Box::new(m.fsync_seconds_micros.clone())).expect("register");
+        r.register(Box::new(m.flushes.clone())).expect("register");
+        r.register(Box::new(m.flush_waiters.clone())).expect("register");
+        r.register(Box::new(m.files_synced.clone())).expect("register");
+        r.register(Box::new(m.flush_seconds.clone())).expect("register");
         r.register(Box::new(m.partition_high_watermark.clone())).expect("register");
         r.register(Box::new(m.controller_leader.clone())).expect("register");
         r.register(Box::new(m.disk_free.clone())).expect("register");
@@ -122,12 +126,19 @@ impl Default for Metrics {
     }
 }
 
+/// Moves `c` up to `total`, a count kept elsewhere that only grows.
+fn catch_up(c: &IntCounter, total: u64) {
+    c.inc_by(total.saturating_sub(c.get()));
+}
+
 fn refresh(node: &Node) {
     let m = &node.metrics;
     let s = node.store.stats();
-    m.fsyncs.set(s.flushes.load(Ordering::Relaxed) as i64);
-    m.fsync_waiters.set(s.waiters.load(Ordering::Relaxed) as i64);
-    m.fsync_seconds_micros.set(s.micros.load(Ordering::Relaxed) as i64);
+    catch_up(&m.flushes, s.flushes.load(Ordering::Relaxed));
+    catch_up(&m.flush_waiters, s.waiters.load(Ordering::Relaxed));
+    catch_up(&m.files_synced, s.files_synced.load(Ordering::Relaxed));
+    let secs = s.micros.load(Ordering::Relaxed) as f64 / 1e6;
+    m.flush_seconds.inc_by((secs - m.flush_seconds.get()).max(0.0));
     m.controller_leader.set(node.controller_leader().unwrap_or(0) as i64);
     m.disk_free.set(node.store.disk().free() as i64);
     let info = node.node_info();
