@@ -47,7 +47,13 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
                 }
                 Err(e) => {
                     failed += 1;
-                    eprintln!("line {line}: not acknowledged: {e}");
+                    // A user re-sending failed lines must know which ones may
+                    // be in the topic already.
+                    if e.is_indeterminate() {
+                        eprintln!("line {line}: not acknowledged, may have been written: {e}");
+                    } else {
+                        eprintln!("line {line}: not acknowledged: {e}");
+                    }
                 }
             }
         }
