@@ -374,7 +374,7 @@ impl Client {
     }
 
     /// Appends one encoded batch to a partition at its leader and returns the
-    /// batch's base offset. Retries NOT_LEADER / UNAVAILABLE; a retry after an
+    /// batch's base offset (`None` with acks=none, which assigns none). Retries NOT_LEADER / UNAVAILABLE; a retry after an
     /// indeterminate failure may append the batch twice unless the batch
     /// carries an idempotent producer id. A refusal that follows such an
     /// attempt comes back as [`Error::Indeterminate`], never as a definite
@@ -387,18 +387,26 @@ impl Client {
         acks: pb::Acks,
     ) -> Result<pb::ProduceResponse> {
         let timeout = self.inner.config.request_timeout;
-        self.at_leader(topic, partition, Call::Write, |mut c, _| {
-            let mut req = tonic::Request::new(pb::ProduceRequest {
-                topic: topic.to_string(),
-                partition,
-                batch: batch.clone(),
-                acks: acks as i32,
-                timeout_ms: timeout.as_millis() as u32,
-            });
-            req.set_timeout(timeout + Duration::from_secs(1));
-            async move { c.produce(req).await }
-        })
-        .await
+        let resp = self
+            .at_leader(topic, partition, Call::Write, |mut c, _| {
+                let mut req = tonic::Request::new(pb::ProduceRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    batch: batch.clone(),
+                    acks: acks as i32,
+                    timeout_ms: timeout.as_millis() as u32,
+                });
+                req.set_timeout(timeout + Duration::from_secs(1));
+                async move { c.produce(req).await }
+            })
+            .await?;
+        if acks == pb::Acks::All && resp.base_offset.is_none() {
+            // Appended, but where is unknown: no caller may take it as an offset.
+            return Err(Error::Corrupt(format!(
+                "{topic}/{partition}: the broker acknowledged an acks=all batch without its offset"
+            )));
+        }
+        Ok(resp)
     }
 
     /// Raw fetch at the leader (or at the node `replica_addr` when given).

@@ -15,24 +15,25 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, metric, wait_for};
+use common::{TestCluster, WAIT, metric, preferred_leader, wait_for};
 use replog_client::{Acks, Client, ClientConfig, Error, ErrorCode, Record};
 use replog_proto::batch;
 
+/// A leader that hears from no majority refuses new writes once its lease
+/// (the longest election timeout) runs out; until then it accepts writes it
+/// cannot commit, which time out. The lease is made long enough for an
+/// attempt to reach the leader within it even on a loaded machine.
+const LONG_LEASE: [&str; 2] = ["--election-timeout-max-ms", "10000"];
 /// Per-attempt timeout of the producing client: short, so that attempts
 /// time out quickly while the partition has no majority.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_timed_out_produce_when_a_retry_is_refused_then_the_write_is_reported_indeterminate() {
-    let mut cluster = TestCluster::start(5, &[]).await;
+    let mut cluster = TestCluster::start(5, &LONG_LEASE).await;
     let admin = cluster.client().await;
     admin.create_topic("t", 1, 3).await.expect("create");
-    let (leader, replicas) = wait_for("a leader for t/0", WAIT, || async {
-        let p = admin.describe_topic("t").await.ok()?.partitions.first()?.clone();
-        Some((p.leader?, p.replicas))
-    })
-    .await;
+    let (leader, replicas) = preferred_leader(&admin, "t", 0).await;
     // The partition keeps its leader but loses its majority.
     for r in replicas.iter().filter(|r| **r != leader) {
         cluster.kill(*r);

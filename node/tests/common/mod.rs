@@ -205,3 +205,15 @@ pub fn metric(metrics_addr: &str, sample: &str) -> Option<f64> {
     s.read_to_string(&mut body).ok()?;
     body.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Waits until `topic`/`partition` is led by its preferred replica (the
+/// first) and returns `(leader, replicas)`. Leadership that is elsewhere
+/// moves there once the balancer runs, so only this leader is stable
+/// enough for a test to act on.
+pub async fn preferred_leader(client: &Client, topic: &str, partition: u32) -> (u64, Vec<u64>) {
+    wait_for("the preferred replica to lead", WAIT, || async {
+        let p = client.describe_topic(topic).await.ok()?.partitions.get(partition as usize)?.clone();
+        (p.leader? == *p.replicas.first()?).then(|| (p.leader.unwrap_or_default(), p.replicas))
+    })
+    .await
+}
