@@ -36,7 +36,9 @@ pub struct NodeConfig {
     pub max_batch_bytes: usize,
     /// Largest single record accepted, in bytes.
     pub max_record_bytes: usize,
-    /// Default time a produce may wait for its commit before TIMEOUT.
+    /// Longest time a produce may wait for its commit: an acks=all produce
+    /// answers TIMEOUT then, an acks=none write stops waiting and frees its
+    /// slot. A request may ask for less.
     pub produce_timeout_ms: u64,
     /// Longest long-poll wait a fetch may ask for.
     pub max_fetch_wait_ms: u64,
