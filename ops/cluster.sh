@@ -31,8 +31,9 @@ commands:
   down [--purge]   stop every node gracefully (SIGTERM, SIGKILL after 10 s);
                    data is kept unless --purge, which deletes the state dir
   status           table of nodes: id, pid, state, gRPC address, health
-  kill ID          SIGKILL node ID
-  stop ID          stop node ID gracefully (SIGTERM, SIGKILL after 10 s)
+  kill ID          SIGKILL node ID; returns once it has exited (ports free)
+  stop ID          stop node ID gracefully (SIGTERM, SIGKILL after 10 s);
+                   returns once it has exited
   start ID         restart a stopped or killed node ID on its existing data
   pause ID         SIGSTOP node ID
   resume ID        SIGCONT node ID
@@ -89,7 +90,8 @@ HEALTH_TIMEOUT_S=${REPLOG_HEALTH_TIMEOUT:-30}
 HEALTH_POLL_S=0.1
 # Graceful stop: how long a node gets after SIGTERM before SIGKILL.
 STOP_TIMEOUT_S=10
-# After SIGKILL: how long to wait for the process to disappear.
+# After SIGKILL: how long to wait for the process (every thread) to exit;
+# `kill` and `stop` return only then, so that `start` can follow at once.
 KILL_TIMEOUT_S=5
 # How long to wait for a freshly launched node to write its pid file.
 LAUNCH_TIMEOUT_S=5
@@ -226,10 +228,19 @@ proc_state() {
   esac
 }
 
+# Whether pid $1 has exited. A zombie is not enough: when the main thread of
+# a multi-threaded process exits first (SIGKILL reaches every thread, but a
+# thread in the middle of an fsync finishes it before it dies), /proc shows
+# the process as a zombie while its other threads still hold its files,
+# listening sockets included, and a `start` at once would find the ports in
+# use. The process is gone once no thread but the zombie main thread is left.
 is_gone() {
-  local s
+  local s threads
   s=$(proc_state "$1")
-  [ -z "$s" ] || [ "$s" = Z ]
+  [ -z "$s" ] && return 0
+  [ "$s" = Z ] || return 1
+  threads=$(awk '/^Threads:/ {print $2; exit}' "/proc/$1/status" 2>/dev/null || true)
+  [ -z "$threads" ] || [ "$threads" -le 1 ]
 }
 
 # Waits up to $2 seconds for every pid in $1 (space separated) to exit.

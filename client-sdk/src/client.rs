@@ -15,6 +15,15 @@ use crate::error::{Error, LeaderHint, Result};
 /// Per-attempt timeout of a metadata request.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Whether a request changes cluster state. Retrying a write after an
+/// attempt whose outcome is unknown can only ever be answered
+/// "indeterminate"; a read has no outcome to be unsure about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    Read,
+    Write,
+}
+
 /// Client settings. The defaults suit a local cluster and most deployments.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -167,7 +176,12 @@ impl Client {
 
     /// Runs `f` against some node, retrying retryable errors with backoff
     /// until the deadline. `f` gets the attempt number and picks its address.
-    pub(crate) async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T>
+    ///
+    /// For a [`Call::Write`], a non-retryable error that follows an attempt
+    /// with an unknown outcome is returned as [`Error::Indeterminate`]: the
+    /// earlier attempt may still commit, so the later refusal does not mean
+    /// the write did not happen.
+    pub(crate) async fn retry<T, F, Fut>(&self, call: Call, mut f: F) -> Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -176,23 +190,36 @@ impl Client {
         let start = Instant::now();
         let mut backoff = cfg.backoff_initial;
         let mut attempt = 0u32;
-        let mut indeterminate = false;
+        // The first attempt whose outcome is unknown, and its number (from 1).
+        let mut unknown: Option<(u32, Error)> = None;
         loop {
             let err = match f(attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             attempt += 1;
-            indeterminate |= err.is_indeterminate();
+            if unknown.is_none() && err.is_indeterminate() {
+                unknown = Some((attempt, err.clone()));
+            }
             if !err.is_retryable() {
-                return Err(err);
+                return Err(match unknown {
+                    Some((earlier_attempt, earlier)) if call == Call::Write && !err.is_indeterminate() => {
+                        Error::Indeterminate {
+                            attempts: attempt,
+                            earlier_attempt,
+                            earlier: Box::new(earlier),
+                            last: Box::new(err),
+                        }
+                    }
+                    _ => err,
+                });
             }
             let elapsed = start.elapsed();
             if elapsed + backoff > cfg.retry_deadline {
                 return Err(Error::DeadlineExceeded {
                     attempts: attempt,
                     elapsed_ms: elapsed.as_millis() as u64,
-                    indeterminate,
+                    indeterminate: unknown.is_some(),
                     last: Box::new(err),
                 });
             }
@@ -207,7 +234,7 @@ impl Client {
     }
 
     /// Sends a cluster-wide request to any node, rotating on failure.
-    async fn any_node<T, F, Fut>(&self, f: F) -> Result<T>
+    async fn any_node<T, F, Fut>(&self, call: Call, f: F) -> Result<T>
     where
         F: Fn(ReplogClient<Channel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -215,7 +242,7 @@ impl Client {
         // Start at a random node so that one dead or paused node does not
         // cost every call a timeout.
         let start = rand::random::<u32>() as usize;
-        self.retry(|attempt| {
+        self.retry(call, |attempt| {
             let addrs = self.any_addrs();
             let addr = addrs[(start + attempt as usize) % addrs.len()].clone();
             let conn = self.conn(&addr);
@@ -233,7 +260,7 @@ impl Client {
         // Metadata is cheap for a healthy node: do not wait long on a sick one.
         let timeout = self.inner.config.request_timeout.min(METADATA_TIMEOUT);
         let resp = self
-            .any_node(|mut c, _| {
+            .any_node(Call::Read, |mut c, _| {
                 let mut req = tonic::Request::new(pb::MetadataRequest { topics: topics.to_vec() });
                 req.set_timeout(timeout);
                 async move { c.metadata(req).await }
@@ -323,12 +350,12 @@ impl Client {
 
     /// Runs a partition request at the partition's leader, following
     /// NOT_LEADER hints and refreshing metadata until the retry deadline.
-    pub(crate) async fn at_leader<T, F, Fut>(&self, topic: &str, partition: u32, f: F) -> Result<T>
+    pub(crate) async fn at_leader<T, F, Fut>(&self, topic: &str, partition: u32, call: Call, f: F) -> Result<T>
     where
         F: Fn(ReplogClient<Channel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.retry(|attempt| {
+        self.retry(call, |attempt| {
             let f = &f;
             async move {
                 let addr = self.partition_addr(topic, partition, attempt).await?;
@@ -347,9 +374,11 @@ impl Client {
     }
 
     /// Appends one encoded batch to a partition at its leader and returns the
-    /// batch's base offset. Retries NOT_LEADER / UNAVAILABLE; a retry after an
+    /// batch's base offset (`None` with acks=none, which assigns none). Retries NOT_LEADER / UNAVAILABLE; a retry after an
     /// indeterminate failure may append the batch twice unless the batch
-    /// carries an idempotent producer id.
+    /// carries an idempotent producer id. A refusal that follows such an
+    /// attempt comes back as [`Error::Indeterminate`], never as a definite
+    /// failure.
     pub async fn produce_batch(
         &self,
         topic: &str,
@@ -358,18 +387,26 @@ impl Client {
         acks: pb::Acks,
     ) -> Result<pb::ProduceResponse> {
         let timeout = self.inner.config.request_timeout;
-        self.at_leader(topic, partition, |mut c, _| {
-            let mut req = tonic::Request::new(pb::ProduceRequest {
-                topic: topic.to_string(),
-                partition,
-                batch: batch.clone(),
-                acks: acks as i32,
-                timeout_ms: timeout.as_millis() as u32,
-            });
-            req.set_timeout(timeout + Duration::from_secs(1));
-            async move { c.produce(req).await }
-        })
-        .await
+        let resp = self
+            .at_leader(topic, partition, Call::Write, |mut c, _| {
+                let mut req = tonic::Request::new(pb::ProduceRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    batch: batch.clone(),
+                    acks: acks as i32,
+                    timeout_ms: timeout.as_millis() as u32,
+                });
+                req.set_timeout(timeout + Duration::from_secs(1));
+                async move { c.produce(req).await }
+            })
+            .await?;
+        if acks == pb::Acks::All && resp.base_offset.is_none() {
+            // Appended, but where is unknown: no caller may take it as an offset.
+            return Err(Error::Corrupt(format!(
+                "{topic}/{partition}: the broker acknowledged an acks=all batch without its offset"
+            )));
+        }
+        Ok(resp)
     }
 
     /// Raw fetch at the leader (or at the node `replica_addr` when given).
@@ -388,7 +425,7 @@ impl Client {
             }
             None => {
                 let (topic, partition) = (req.topic.clone(), req.partition);
-                self.at_leader(&topic, partition, |c, _| call(c, req.clone())).await
+                self.at_leader(&topic, partition, Call::Read, |c, _| call(c, req.clone())).await
             }
         }
     }
@@ -396,7 +433,7 @@ impl Client {
     pub async fn create_topic(&self, name: &str, partitions: u32, replication_factor: u32) -> Result<TopicInfo> {
         let timeout = self.inner.config.request_timeout + Duration::from_secs(10);
         let resp = self
-            .any_node(|mut c, _| {
+            .any_node(Call::Write, |mut c, _| {
                 let mut req = tonic::Request::new(pb::CreateTopicRequest {
                     name: name.to_string(),
                     partitions,
@@ -413,7 +450,7 @@ impl Client {
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let timeout = self.inner.config.request_timeout;
-        self.any_node(|mut c, _| {
+        self.any_node(Call::Write, |mut c, _| {
             let mut req = tonic::Request::new(pb::DeleteTopicRequest { name: name.to_string() });
             req.set_timeout(timeout);
             async move { c.delete_topic(req).await }
@@ -438,7 +475,7 @@ impl Client {
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse> {
         let timeout = self.inner.config.request_timeout;
-        self.any_node(|mut c, _| {
+        self.any_node(Call::Read, |mut c, _| {
             let mut req = tonic::Request::new(pb::ClusterStatusRequest {});
             req.set_timeout(timeout);
             async move { c.cluster_status(req).await }
@@ -449,8 +486,10 @@ impl Client {
     /// A fresh idempotent-producer id `(producer id, epoch)`.
     pub async fn init_producer(&self) -> Result<(i64, i16)> {
         let timeout = self.inner.config.request_timeout;
+        // Not a write for the caller: an id allocated by an attempt whose
+        // answer was lost is never used by anyone.
         let r = self
-            .any_node(|mut c, _| {
+            .any_node(Call::Read, |mut c, _| {
                 let mut req = tonic::Request::new(pb::InitProducerRequest {});
                 req.set_timeout(timeout);
                 async move { c.init_producer(req).await }
@@ -462,5 +501,76 @@ impl Client {
     /// Address of node `id` as last seen in metadata.
     pub fn node_addr(&self, id: u64) -> Option<String> {
         self.inner.meta.lock().expect("meta lock").nodes.get(&id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The retry loop's verdict on a sequence of attempt outcomes. The loop
+    //! is driven directly with scripted outcomes because which error a real
+    //! cluster returns on which attempt depends on timing; the end-to-end
+    //! case runs against real nodes in `node/tests/t60_indeterminate_retry.rs`.
+
+    use super::*;
+
+    fn client() -> Client {
+        let config = ClientConfig {
+            backoff_initial: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            ..ClientConfig::default()
+        };
+        Client {
+            inner: Arc::new(Inner { config, bootstrap: Vec::new(), conns: Mutex::default(), meta: Mutex::default() }),
+        }
+    }
+
+    fn broker(code: ErrorCode) -> Error {
+        Error::Broker { code, message: code.name().into(), leader: None }
+    }
+
+    fn transport() -> Error {
+        Error::Transport { addr: "127.0.0.1:1".into(), message: "deadline exceeded".into() }
+    }
+
+    /// Runs `call` through the retry loop, failing attempt *i* with `script[i]`.
+    async fn run(call: Call, script: Vec<Error>) -> Error {
+        let script = Arc::new(script);
+        client()
+            .retry(call, |attempt| {
+                let script = script.clone();
+                async move { Err::<(), _>(script[attempt as usize].clone()) }
+            })
+            .await
+            .expect_err("every attempt fails")
+    }
+
+    #[tokio::test]
+    async fn given_a_write_when_a_refusal_follows_an_unknown_attempt_then_the_error_is_indeterminate() {
+        for first in [transport(), broker(ErrorCode::Timeout), broker(ErrorCode::Unavailable)] {
+            let e =
+                run(Call::Write, vec![first.clone(), broker(ErrorCode::NotLeader), broker(ErrorCode::UnknownTopic)])
+                    .await;
+            assert!(e.is_indeterminate(), "after {first:?}: {e:?}");
+            assert!(!e.is_retryable());
+            assert_eq!(e.code(), Some(ErrorCode::UnknownTopic), "the last code stays visible");
+            assert!(e.to_string().contains("may have been applied"), "{e}");
+            match e {
+                Error::Indeterminate { attempts: 3, earlier_attempt: 1, .. } => {}
+                other => panic!("expected Indeterminate after 3 attempts, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_write_when_refused_without_an_unknown_attempt_then_the_refusal_is_definite() {
+        let e = run(Call::Write, vec![broker(ErrorCode::NotLeader), broker(ErrorCode::UnknownTopic)]).await;
+        assert!(!e.is_indeterminate(), "{e:?}");
+        assert!(matches!(e, Error::Broker { code: ErrorCode::UnknownTopic, .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn given_a_read_when_a_refusal_follows_a_timeout_then_the_refusal_is_returned_as_is() {
+        let e = run(Call::Read, vec![transport(), broker(ErrorCode::OffsetOutOfRange)]).await;
+        assert!(matches!(e, Error::Broker { code: ErrorCode::OffsetOutOfRange, .. }), "{e:?}");
     }
 }

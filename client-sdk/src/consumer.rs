@@ -89,6 +89,11 @@ impl PartitionReader {
 
     /// The next records at or after the position (empty if none arrived
     /// within the long-poll wait), advancing the position past them.
+    ///
+    /// A response is taken whole or not at all: if any of its batches
+    /// cannot be decoded, the error is returned and the position stays
+    /// where it was, so the records of the batches before the bad one are
+    /// read again by the next poll instead of being skipped.
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>> {
         let req = pb::FetchRequest {
             topic: self.topic.clone(),
@@ -100,24 +105,35 @@ impl PartitionReader {
             replica_read: false,
         };
         let resp = self.client.fetch_raw(req, self.replica_addr.as_deref()).await?;
+        let (out, next_offset) = self.accept(&resp)?;
+        self.next_offset = next_offset;
         self.high_watermark = resp.high_watermark;
         self.log_start_offset = resp.log_start_offset;
+        Ok(out)
+    }
+
+    /// Decodes a whole fetch response: its records from the position on, and
+    /// the position after them. Changes nothing.
+    fn accept(&self, resp: &pb::FetchResponse) -> Result<(Vec<ConsumedRecord>, u64)> {
+        let mut next = self.next_offset;
         let mut out = Vec::new();
-        for b in resp.batches {
-            let (_, records) = batch::decode(&b.batch).map_err(|e| Error::Corrupt(e.to_string()))?;
+        for b in &resp.batches {
+            let (_, records) = batch::decode(&b.batch).map_err(|e| {
+                Error::Corrupt(format!("{}/{}: batch at offset {}: {e}", self.topic, self.partition, b.base_offset))
+            })?;
             for (i, r) in records.into_iter().enumerate() {
                 let offset = b.base_offset + i as u64;
                 // A fetch returns whole batches; skip what lies before the position.
-                if offset < self.next_offset {
+                if offset < next {
                     continue;
                 }
-                if offset != self.next_offset {
+                if offset != next {
                     return Err(Error::Corrupt(format!(
-                        "{}/{}: expected offset {}, broker returned {offset}",
-                        self.topic, self.partition, self.next_offset
+                        "{}/{}: expected offset {next}, broker returned {offset}",
+                        self.topic, self.partition
                     )));
                 }
-                self.next_offset = offset + 1;
+                next = offset + 1;
                 out.push(ConsumedRecord {
                     partition: self.partition,
                     offset,
@@ -128,7 +144,7 @@ impl PartitionReader {
                 });
             }
         }
-        Ok(out)
+        Ok((out, next))
     }
 
     /// Reads everything from the position up to the high watermark observed

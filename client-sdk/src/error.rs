@@ -17,6 +17,16 @@ pub enum Error {
     /// `indeterminate` says whether any attempt may have been applied.
     #[error("gave up after {attempts} attempts in {elapsed_ms} ms; last error: {last}")]
     DeadlineExceeded { attempts: u32, elapsed_ms: u64, indeterminate: bool, last: Box<Error> },
+    /// A write failed for good on a later attempt after an earlier attempt
+    /// whose outcome is unknown (timeout, broken connection, leadership
+    /// change). `last` alone would read as a definite refusal, but the
+    /// earlier attempt may still have been applied, so the write as a whole
+    /// is indeterminate. `code()` is `last`'s code.
+    #[error(
+        "outcome unknown: attempt {earlier_attempt} of {attempts} may have been applied ({earlier}); \
+         the last attempt failed: {last}"
+    )]
+    Indeterminate { attempts: u32, earlier_attempt: u32, earlier: Box<Error>, last: Box<Error> },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("corrupt data from broker: {0}")]
@@ -35,7 +45,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Broker { code, .. } => Some(*code),
-            Error::DeadlineExceeded { last, .. } => last.code(),
+            Error::DeadlineExceeded { last, .. } | Error::Indeterminate { last, .. } => last.code(),
             _ => None,
         }
     }
@@ -55,6 +65,7 @@ impl Error {
             Error::Transport { .. } => true,
             Error::Broker { code, .. } => *code == ErrorCode::Timeout || *code == ErrorCode::Unavailable,
             Error::DeadlineExceeded { indeterminate, .. } => *indeterminate,
+            Error::Indeterminate { .. } => true,
             _ => false,
         }
     }

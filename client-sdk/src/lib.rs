@@ -5,7 +5,8 @@
 //!   the cache and retry with backoff on NOT_LEADER / UNAVAILABLE within a
 //!   deadline.
 //! - [`Producer`] ([`producer`]): partitions by key, accumulates records per
-//!   partition into batches, and resolves each `send` to `(partition, offset)`.
+//!   partition into batches, and resolves each record to an [`Ack`]: its
+//!   partition and, with acks=all, its offset.
 //! - [`PartitionReader`] ([`consumer`]): reads one partition from an offset.
 //! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
 //! - `cli`: the `replog` command-line tool, one file per subcommand.
@@ -21,7 +22,7 @@ pub mod cli;
 pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{ConsumedRecord, FetchOptions, PartitionReader};
 pub use error::{Error, Result};
-pub use producer::{Producer, ProducerConfig};
+pub use producer::{Ack, Producer, ProducerConfig, SendHandle};
 pub use replog_proto::batch::Record;
 pub use replog_proto::codes::ErrorCode;
 pub use replog_proto::pb::Acks;

@@ -59,7 +59,8 @@ impl Default for ProducerConfig {
 
 struct Pending {
     record: Record,
-    reply: oneshot::Sender<Result<u64>>,
+    /// The record's offset; `None` when the broker assigned none (acks=none).
+    reply: oneshot::Sender<Result<Option<u64>>>,
 }
 
 #[derive(Default)]
@@ -76,11 +77,21 @@ pub struct Producer {
     state: Arc<Mutex<State>>,
 }
 
-/// A record accepted by the producer, resolving to `(partition, offset)`
-/// once the broker acknowledged its batch.
+/// A record accepted by the producer, resolving to the broker's answer for
+/// its batch.
 pub struct SendHandle {
     partition: u32,
-    rx: oneshot::Receiver<Result<u64>>,
+    rx: oneshot::Receiver<Result<Option<u64>>>,
+}
+
+/// The broker's answer for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: u32,
+    /// The record's offset in the partition. `None` with acks=none: the
+    /// broker answers before the batch is in the log, so no offset exists
+    /// yet (and the record may never be appended).
+    pub offset: Option<u64>,
 }
 
 impl SendHandle {
@@ -88,12 +99,29 @@ impl SendHandle {
         self.partition
     }
 
-    pub async fn wait(self) -> Result<(u32, u64)> {
-        let off = self.rx.await.map_err(|_| Error::Transport {
+    /// Waits for the broker's answer for the record's batch, whatever the
+    /// producer's acks setting.
+    pub async fn ack(self) -> Result<Ack> {
+        let offset = self.rx.await.map_err(|_| Error::Transport {
             addr: String::new(),
             message: "producer dropped before the batch was acknowledged".into(),
         })??;
-        Ok((self.partition, off))
+        Ok(Ack { partition: self.partition, offset })
+    }
+
+    /// Waits for the record's acknowledgement with acks=all and returns
+    /// `(partition, offset)`. With acks=none there is no offset to return:
+    /// use [`SendHandle::ack`]; this fails with `InvalidArgument` once the
+    /// broker has answered.
+    pub async fn wait(self) -> Result<(u32, u64)> {
+        let ack = self.ack().await?;
+        let offset = ack.offset.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "partition {}: acks=none assigns no offset when the broker answers; use SendHandle::ack",
+                ack.partition
+            ))
+        })?;
+        Ok((ack.partition, offset))
     }
 }
 
@@ -107,8 +135,9 @@ impl Producer {
         Producer { client, config, state: Arc::default() }
     }
 
-    /// Sends one record and waits for its acknowledgement. The partition is
-    /// chosen by key hash, or round-robin when there is no key.
+    /// Sends one record and waits for its acknowledgement (acks=all; see
+    /// [`SendHandle::wait`]). The partition is chosen by key hash, or
+    /// round-robin when there is no key.
     pub async fn send(&self, topic: &str, key: Option<Bytes>, value: Bytes) -> Result<(u32, u64)> {
         self.enqueue(topic, None, Record::new(key, value, now_ms())).await?.wait().await
     }
@@ -250,7 +279,7 @@ async fn send_batch(
     }
     for (i, p) in pending.into_iter().enumerate() {
         let r = match &result {
-            Ok(resp) => Ok(resp.base_offset + i as u64),
+            Ok(resp) => Ok(resp.base_offset.map(|base| base + i as u64)),
             Err(e) => Err(e.clone()),
         };
         let _ = p.reply.send(r);

@@ -86,7 +86,9 @@ node_config! {
     max_batch_bytes: usize = 1 << 20, env = "REPLOG_MAX_BATCH_BYTES";
     /// Largest single record accepted, in bytes.
     max_record_bytes: usize = 1 << 20, env = "REPLOG_MAX_RECORD_BYTES";
-    /// Longest a produce may wait for its commit before TIMEOUT, in ms.
+    /// Longest a produce may wait for its commit, in ms: an acks=all produce
+    /// answers TIMEOUT then, an acks=none write stops waiting and frees its
+    /// slot. A request may ask for less.
     produce_timeout_ms: u64 = 10_000, env = "REPLOG_PRODUCE_TIMEOUT_MS";
     /// Longest long-poll wait a fetch may ask for, in ms.
     max_fetch_wait_ms: u64 = 30_000, env = "REPLOG_MAX_FETCH_WAIT_MS";

@@ -206,17 +206,29 @@ impl Node {
             .map(|g| g.leader)
     }
 
-    /// Offsets of `group` as known here or as its leader reported them.
+    /// Offsets of `group` as its leader knows them: this node's own if it
+    /// leads, else what `leader` last reported to the prober. A follower's
+    /// own offsets trail the leader's (by a heartbeat, or by a whole
+    /// catch-up after a restart); being committed, they are still a lower
+    /// bound, so they count where they are newer than the leader's last
+    /// report (at most one probe interval old) or there is none.
     pub fn offsets_of(&self, group: GroupId, leader: Option<NodeId>) -> (u64, u64) {
-        if let Some(r) = self.group(group).and_then(|g| g.reader.clone()) {
-            let o = r.offsets();
+        let local = self.group(group).and_then(|g| Some((g.is_leader(self.id), g.reader.as_ref()?.offsets())));
+        if let Some((true, o)) = &local {
             return (o.log_start_offset, o.high_watermark);
         }
-        let peers = self.peers.lock().expect("peers lock");
-        leader
-            .and_then(|l| peers.get(&l)?.info.as_ref()?.groups.iter().find(|g| g.group_id == group).cloned())
-            .map(|g| (g.log_start_offset, g.high_watermark))
-            .unwrap_or((0, 0))
+        let reported = {
+            let peers = self.peers.lock().expect("peers lock");
+            leader
+                .filter(|l| *l != self.id)
+                .and_then(|l| peers.get(&l)?.info.as_ref()?.groups.iter().find(|g| g.group_id == group).cloned())
+                .map(|g| (g.log_start_offset, g.high_watermark))
+        };
+        let own = local.map(|(_, o)| (o.log_start_offset, o.high_watermark));
+        match (reported, own) {
+            (Some(r), Some(o)) => (r.0.max(o.0), r.1.max(o.1)),
+            (r, o) => r.or(o).unwrap_or((0, 0)),
+        }
     }
 
     pub fn not_leader(&self, what: String, leader: Option<NodeId>) -> NodeError {

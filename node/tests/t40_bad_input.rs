@@ -83,7 +83,7 @@ async fn given_bad_requests_when_sent_then_each_gets_its_code_and_the_cluster_ke
     let status = client.cluster_status().await.expect("status");
     assert!(status.nodes.iter().all(|n| n.alive), "a node went down: {status:?}");
     let then = client.produce_batch("t", 0, one(b"after"), Acks::All).await.expect("produce after");
-    assert_eq!(then.base_offset, first.base_offset + 1, "a refused batch took an offset");
+    assert_eq!(then.base_offset, first.base_offset.map(|o| o + 1), "a refused batch took an offset");
     let recs = PartitionReader::new(client.clone(), "t", 0, 0).read_to_end().await.expect("read");
     let values: Vec<_> = recs.iter().map(|r| r.value.clone()).collect();
     assert_eq!(values, vec![Bytes::from_static(b"before"), Bytes::from_static(b"after")]);

@@ -39,7 +39,7 @@ async fn given_an_idempotent_producer_when_a_batch_is_retried_across_failover_an
 
     let b1 = batch(pid, 3, &["d"]);
     let second = client.produce_batch("t", 0, b1.clone(), Acks::All).await.expect("produce next");
-    assert_eq!(second.base_offset, first.base_offset + 3);
+    assert_eq!(second.base_offset, first.base_offset.map(|o| o + 3));
     let gap = client.produce_batch("t", 0, batch(pid, 9, &["x"]), Acks::All).await;
     assert_eq!(gap.expect_err("a gap must be refused").code(), Some(ErrorCode::OutOfOrderSequence));
 

@@ -103,7 +103,8 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
             let waiter = tokio::spawn(async move {
                 let mut errors = 0u64;
                 while let Some((t0, handle)) = rx.recv().await {
-                    match handle.wait().await {
+                    // ack, not wait: with acks=none there is no offset.
+                    match handle.ack().await {
                         Ok(_) => {
                             let _ = h.record(t0.elapsed().as_micros() as u64);
                         }

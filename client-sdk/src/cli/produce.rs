@@ -1,4 +1,7 @@
-//! `replog produce TOPIC [--key K] [--partition P]`: one record per stdin line.
+//! `replog produce TOPIC [--key K] [--partition P] [--acks all|none]`: one
+//! record per stdin line. With `--output json`, one line per acknowledged
+//! record: `{"line":N,"partition":P,"offset":O}`, where O is null with
+//! `--acks none` (no offset exists when the broker answers).
 
 use bytes::Bytes;
 use clap::Args;
@@ -7,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::Output;
 use crate::producer::now_ms;
-use crate::{Client, Producer, ProducerConfig, Record};
+use crate::{Ack, Client, Producer, ProducerConfig, Record};
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
@@ -29,25 +32,27 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
     // Handles are awaited in input order by a printer task while reading
     // goes on, so a long input streams through with bounded memory.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, crate::producer::SendHandle)>(100_000);
-    let acks_all = matches!(args.acks, super::bench::AcksArg::All);
     let printer = tokio::spawn(async move {
         let (mut ok, mut failed) = (0u64, 0u64);
         while let Some((line, h)) = rx.recv().await {
-            match h.wait().await {
-                Ok((partition, offset)) => {
+            match h.ack().await {
+                Ok(ack) => {
                     ok += 1;
                     if out == Output::Json {
-                        if acks_all {
-                            println!("{}", json!({"line": line, "partition": partition, "offset": offset}));
-                        } else {
-                            // acks=none: sent, but no offset was assigned yet.
-                            println!("{}", json!({"line": line, "partition": partition}));
-                        }
+                        // acks=none: the broker answered before the record had
+                        // an offset, so it is null rather than made up.
+                        println!("{}", ack_json(line, &ack));
                     }
                 }
                 Err(e) => {
                     failed += 1;
-                    eprintln!("line {line}: not acknowledged: {e}");
+                    // A user re-sending failed lines must know which ones may
+                    // be in the topic already.
+                    if e.is_indeterminate() {
+                        eprintln!("line {line}: not acknowledged, may have been written: {e}");
+                    } else {
+                        eprintln!("line {line}: not acknowledged: {e}");
+                    }
                 }
             }
         }
@@ -72,4 +77,23 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
         anyhow::bail!("{failed} of {n} records were not acknowledged");
     }
     Ok(())
+}
+
+/// The `--output json` line for one acknowledged input line.
+fn ack_json(line: usize, ack: &Ack) -> serde_json::Value {
+    json!({"line": line, "partition": ack.partition, "offset": ack.offset})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_an_ack_without_offset_when_printed_as_json_then_offset_is_null() {
+        let none = ack_json(7, &Ack { partition: 2, offset: None });
+        assert_eq!(none, json!({"line": 7, "partition": 2, "offset": null}));
+        assert!(none["offset"].is_null(), "the key is there, with null");
+        let all = ack_json(1, &Ack { partition: 0, offset: Some(41) });
+        assert_eq!(all, json!({"line": 1, "partition": 0, "offset": 41}));
+    }
 }

@@ -34,6 +34,18 @@ pub async fn handle(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     r
 }
 
+/// Whether a leader must catch up to the commit index (a ReadIndex round)
+/// before it answers a fetch at `offset`. A leader fresh from an election
+/// may not yet have applied everything its predecessor acknowledged and
+/// served, so its high watermark can be stale: past it, the offset must not
+/// be called out of range; at it without a wait, the answer "nothing more,
+/// high watermark here" must not hide committed records. A long poll at the
+/// high watermark needs no round: it waits for the high watermark to move,
+/// which the catch-up does.
+fn needs_catch_up(offset: u64, high_watermark: u64, max_wait_ms: u32) -> bool {
+    offset > high_watermark || (offset == high_watermark && max_wait_ms == 0)
+}
+
 async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     let (gid, replicas) = node.locate(&req.topic, req.partition)?;
     let what = || format!("{}/{}", req.topic, req.partition);
@@ -43,10 +55,7 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     }
     let reader = group.reader.as_ref().ok_or_else(|| NodeError::Internal("partition group without a reader".into()))?;
     let mut offsets = reader.offsets();
-    if req.offset > offsets.high_watermark && !req.replica_read {
-        // A leader fresh from an election may not have applied everything
-        // its predecessor acknowledged and served: catch up to the commit
-        // index before calling the offset out of range.
+    if !req.replica_read && needs_catch_up(req.offset, offsets.high_watermark, req.max_wait_ms) {
         group.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.map_err(|e| {
             match e.forward_to_leader() {
                 Some(f) => node.not_leader(what(), f.leader_id),
@@ -85,4 +94,30 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
         high_watermark: offsets.high_watermark,
         log_start_offset: offsets.log_start_offset,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The catch-up decision on its own: the window in which a new leader
+    //! has not applied what its predecessor committed closes within
+    //! milliseconds, so real nodes cannot be held inside it on demand.
+
+    use super::needs_catch_up;
+
+    #[test]
+    fn given_a_fetch_at_the_high_watermark_without_a_wait_then_the_leader_catches_up_first() {
+        assert!(needs_catch_up(10, 10, 0), "a stale high watermark would answer 'nothing more'");
+    }
+
+    #[test]
+    fn given_a_fetch_past_the_high_watermark_then_the_leader_catches_up_first() {
+        assert!(needs_catch_up(11, 10, 0));
+        assert!(needs_catch_up(11, 10, 500));
+    }
+
+    #[test]
+    fn given_a_long_poll_at_the_high_watermark_or_a_fetch_below_it_then_no_round_is_spent() {
+        assert!(!needs_catch_up(10, 10, 500), "the long poll waits for the high watermark to move");
+        assert!(!needs_catch_up(9, 10, 0), "records below the high watermark are committed and applied");
+    }
 }

@@ -8,7 +8,7 @@ use replog_proto::batch::{self, BatchError};
 use replog_proto::codes::ErrorCode;
 use replog_proto::pb::{Acks, ProduceRequest, ProduceResponse};
 use replog_raft_store::{Request, Response};
-use tracing::instrument;
+use tracing::{debug, instrument};
 
 use crate::error::{NodeError, Result};
 use crate::node::{MAX_ACKS_NONE_IN_FLIGHT, Node};
@@ -55,22 +55,32 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
         record_count: header.record_count,
         max_timestamp_ms: header.max_timestamp_ms,
     };
+    let timeout = match req.timeout_ms {
+        0 => Duration::from_millis(node.config.produce_timeout_ms),
+        t => Duration::from_millis(t as u64).min(Duration::from_millis(node.config.produce_timeout_ms)),
+    };
     if acks == Acks::None {
         // Bounded: a fast acks=none producer must not queue writes without limit.
         let permit = node.acks_none_slots.clone().try_acquire_owned().map_err(|_| {
             NodeError::Unavailable(format!("{MAX_ACKS_NONE_IN_FLIGHT} acks=none writes already in flight; slow down"))
         })?;
         let raft = group.raft.clone();
+        let name = what();
         tokio::spawn(async move {
-            let _ = raft.client_write(cmd).await;
+            // The same deadline as an acks=all write: on a leader that was
+            // deposed or lost its majority the write may never finish, and
+            // its slot must not be held forever. The entry may still commit
+            // after the deadline; only the wait ends.
+            if tokio::time::timeout(timeout, raft.client_write(cmd)).await.is_err() {
+                debug!(partition = %name, ?timeout, "acks=none write not committed in time; its slot is released");
+            }
             drop(permit);
         });
-        return Ok(ProduceResponse { base_offset: 0, record_count: header.record_count, high_watermark: 0 });
+        // The batch is not in the log yet, so it has no offset: none is
+        // made up. The high watermark is the partition's current one.
+        let hw = group.reader.as_ref().map_or(0, |r| r.offsets().high_watermark);
+        return Ok(ProduceResponse { base_offset: None, record_count: header.record_count, high_watermark: hw });
     }
-    let timeout = match req.timeout_ms {
-        0 => Duration::from_millis(node.config.produce_timeout_ms),
-        t => Duration::from_millis(t as u64).min(Duration::from_millis(node.config.produce_timeout_ms)),
-    };
     let resp = match tokio::time::timeout(timeout, group.raft.client_write(cmd)).await {
         Err(_) => {
             return Err(NodeError::Timeout(format!(
@@ -97,7 +107,7 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
             node.metrics.produce_records.inc_by(record_count as u64);
             node.metrics.produce_bytes.inc_by(bytes);
             let hw = group.reader.as_ref().map_or(0, |r| r.offsets().high_watermark);
-            Ok(ProduceResponse { base_offset, record_count, high_watermark: hw })
+            Ok(ProduceResponse { base_offset: Some(base_offset), record_count, high_watermark: hw })
         }
         Response::Rejected { code, message } => Err(match ErrorCode::from_u16(code) {
             Some(code) => NodeError::Refused { code, message },

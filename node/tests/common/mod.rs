@@ -207,3 +207,28 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of one sample on a node's `/metrics` page, e.g.
+/// `replog_produce_requests_total{result="TIMEOUT"}`; `None` if the node
+/// does not answer or has no such sample yet.
+pub fn metric(metrics_addr: &str, sample: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(metrics_addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {metrics_addr}\r\n\r\n").as_bytes()).ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until `topic`/`partition` is led by its preferred replica (the
+/// first) and returns `(leader, replicas)`. Leadership that is elsewhere
+/// moves there once the balancer runs, so only this leader is stable
+/// enough for a test to act on.
+pub async fn preferred_leader(client: &Client, topic: &str, partition: u32) -> (u64, Vec<u64>) {
+    wait_for("the preferred replica to lead", WAIT, || async {
+        let p = client.describe_topic(topic).await.ok()?.partitions.get(partition as usize)?.clone();
+        (p.leader? == *p.replicas.first()?).then(|| (p.leader.unwrap_or_default(), p.replicas))
+    })
+    .await
+}

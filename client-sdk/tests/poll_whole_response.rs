@@ -1,0 +1,149 @@
+//! `PartitionReader::poll` takes a fetch response whole or not at all: when
+//! a later batch of a response cannot be decoded, the poll fails and the
+//! position stays where it was, so the records of the good batches before
+//! it are read again by the next poll — none is skipped.
+//!
+//! The broker side is a small real gRPC server speaking the replog client
+//! protocol, not a replog node: a node validates every batch's checksum
+//! before appending it, so a real cluster cannot be made to serve a
+//! response whose second batch is damaged (that would take damage on the
+//! wire or on disk at a precise spot).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use replog_client::{Client, ClientConfig, Error, PartitionReader, Record};
+use replog_proto::batch;
+use replog_proto::pb::{self, replog_server::Replog, replog_server::ReplogServer};
+use tonic::{Request, Response, Status};
+
+/// Bound on every request of the test; the server answers at once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct State {
+    addr: String,
+    /// Damage the second batch of every fetch response.
+    damage_second_batch: bool,
+    /// The offset of every fetch received, in order.
+    fetched_at: Vec<u64>,
+}
+
+/// Partition `t`/0 holding five records in two batches: `r0..r2` at 0 and
+/// `r3, r4` at 3.
+#[derive(Clone, Default)]
+struct OnePartition(Arc<Mutex<State>>);
+
+fn values(range: std::ops::Range<u64>) -> Vec<Record> {
+    range.map(|i| Record::new(None, Bytes::from(format!("r{i}")), 1)).collect()
+}
+
+#[tonic::async_trait]
+impl Replog for OnePartition {
+    async fn metadata(&self, _: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        let addr = self.0.lock().expect("state").addr.clone();
+        Ok(Response::new(pb::MetadataResponse {
+            nodes: vec![pb::BrokerInfo { id: 1, addr }],
+            topics: vec![pb::TopicMetadata {
+                name: "t".into(),
+                topic_id: 1,
+                partitions: vec![pb::PartitionMetadata {
+                    partition: 0,
+                    group_id: 1,
+                    leader: 1,
+                    replicas: vec![1],
+                    log_start_offset: 0,
+                    high_watermark: 5,
+                }],
+            }],
+        }))
+    }
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        let mut st = self.0.lock().expect("state");
+        st.fetched_at.push(req.get_ref().offset);
+        let mut second = batch::encode(&values(3..5)).to_vec();
+        if st.damage_second_batch {
+            let last = second.len() - 1;
+            second[last] ^= 0xff;
+        }
+        Ok(Response::new(pb::FetchResponse {
+            batches: vec![
+                pb::FetchedBatch { base_offset: 0, batch: batch::encode(&values(0..3)) },
+                pb::FetchedBatch { base_offset: 3, batch: Bytes::from(second) },
+            ],
+            high_watermark: 5,
+            log_start_offset: 0,
+        }))
+    }
+
+    async fn create_topic(
+        &self,
+        _: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn delete_topic(
+        &self,
+        _: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn produce(&self, _: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn cluster_status(
+        &self,
+        _: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn node_info(&self, _: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn init_producer(
+        &self,
+        _: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+}
+
+async fn serve(state: OnePartition) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    state.0.lock().expect("state").addr = addr.to_string();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder().add_service(ReplogServer::new(state)).serve_with_incoming(incoming),
+    );
+    addr
+}
+
+#[tokio::test]
+async fn given_a_response_whose_second_batch_is_damaged_when_polled_then_nothing_is_taken_and_nothing_skipped() {
+    let state = OnePartition::default();
+    state.0.lock().expect("state").damage_second_batch = true;
+    let addr = serve(state.clone()).await;
+    let cfg = ClientConfig { request_timeout: REQUEST_TIMEOUT, retry_deadline: REQUEST_TIMEOUT, ..Default::default() };
+    let client = Client::connect_with([addr.to_string()], cfg).await.expect("connect");
+    let mut reader = PartitionReader::new(client, "t", 0, 0);
+
+    let err = reader.poll().await.expect_err("the second batch is damaged");
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert_eq!(reader.position(), 0, "a rejected response must not move the position");
+
+    state.0.lock().expect("state").damage_second_batch = false;
+    let got: Vec<(u64, Bytes)> = reader.poll().await.expect("poll").into_iter().map(|r| (r.offset, r.value)).collect();
+    let want: Vec<(u64, Bytes)> = (0..5).map(|i| (i, Bytes::from(format!("r{i}")))).collect();
+    assert_eq!(got, want, "the records of the good batch must come back, none skipped");
+    assert_eq!(reader.position(), 5);
+    assert_eq!(state.0.lock().expect("state").fetched_at, vec![0, 0], "the second poll asks from the same offset");
+}
