@@ -2,6 +2,7 @@
 //! `tonic::Status`.
 
 use replog_proto::codes::{CODE_KEY, ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY};
+use replog_raft_store::{Rejection, StoreError};
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 
@@ -44,8 +45,8 @@ pub enum NodeError {
     )]
     DiskFull { free_mb: u64, min_free_mb: u64 },
     /// Refused by a state machine when the entry was applied.
-    #[error("{message}")]
-    Refused { code: ErrorCode, message: String },
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
 }
 
 impl NodeError {
@@ -68,7 +69,25 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::Storage(_) => ErrorCode::Storage,
             NodeError::DiskFull { .. } => ErrorCode::DiskFull,
-            NodeError::Refused { code, .. } => *code,
+            NodeError::Rejected(r) => match r {
+                Rejection::CorruptBatch(_) => ErrorCode::CorruptBatch,
+                Rejection::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequence,
+                Rejection::ProducerFenced(_) => ErrorCode::ProducerFenced,
+                Rejection::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            },
+        }
+    }
+}
+
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> NodeError {
+        match e {
+            // Released between the offset check and the read: to the reader
+            // the offset is now before the log start.
+            StoreError::Evicted { offset, log_start, high_watermark } => {
+                NodeError::OffsetOutOfRange { offset, log_start, high_watermark }
+            }
+            StoreError::Io(e) => NodeError::Storage(e),
         }
     }
 }

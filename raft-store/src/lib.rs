@@ -1,5 +1,7 @@
 //! openraft storage for replog on sled.
 //!
+//! - [`error`]: [`StoreError`] for the read path and [`Rejection`], what a
+//!   state machine refuses.
 //! - [`types`]: the Raft type configuration shared by every group, and the
 //!   commands (`Request`) and results (`Response`) entries carry.
 //! - [`store`]: the node's storage — segment logs per group, one sled
@@ -23,6 +25,7 @@
 
 pub mod controller;
 pub mod disk;
+pub mod error;
 pub mod log_store;
 pub mod partition;
 pub mod producers;
@@ -31,6 +34,7 @@ pub mod state_machine;
 pub mod store;
 pub mod types;
 
+pub use error::{Rejection, StoreError};
 pub use log_store::LogStore;
 pub use state_machine::GroupStateMachine;
 pub use store::{FlushStats, Store, StoreConfig};

@@ -25,6 +25,7 @@ use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::error::StoreError;
 use crate::segment::SegmentLog;
 use crate::store::sled_err;
 use crate::types::Request;
@@ -134,10 +135,6 @@ pub struct StoredBatch {
 /// The data file of the snapshot this replica installed last, if any.
 pub(crate) type InstalledData = Arc<RwLock<Option<Arc<File>>>>;
 
-fn evicted(base: u64) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("batch at offset {base} is no longer stored"))
-}
-
 /// Read access to a partition. Cheap to clone.
 #[derive(Clone)]
 pub struct PartitionReader {
@@ -161,7 +158,7 @@ impl PartitionReader {
 
     /// Batches holding records from `offset` on, below the high watermark,
     /// up to `max_bytes` (at least one batch) and `max_records`.
-    pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> io::Result<Vec<StoredBatch>> {
+    pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<Vec<StoredBatch>, StoreError> {
         self.read_below(offset, self.offsets().high_watermark, max_bytes, max_records)
     }
 
@@ -171,7 +168,7 @@ impl PartitionReader {
         hw: u64,
         max_bytes: usize,
         max_records: usize,
-    ) -> io::Result<Vec<StoredBatch>> {
+    ) -> Result<Vec<StoredBatch>, StoreError> {
         if offset >= hw {
             return Ok(Vec::new());
         }
@@ -213,26 +210,32 @@ impl PartitionReader {
                 .collect(),
             _ => HashMap::new(),
         };
+        let evicted = |base: u64| {
+            let o = self.offsets();
+            StoreError::Evicted { offset: base, log_start: o.log_start_offset, high_watermark: o.high_watermark }
+        };
         let mut out = Vec::with_capacity(plan.len());
         for (base, ie) in plan {
             let batch = match ie.location {
                 Location::Log(i) => from_log.get(&i).cloned().ok_or_else(|| evicted(base))?,
-                Location::Snapshot(pos) => self.load_installed(base, pos, ie.bytes)?,
+                Location::Snapshot(pos) => self.load_installed(pos, ie.bytes)?.ok_or_else(|| evicted(base))?,
             };
             out.push(StoredBatch { base_offset: base, record_count: ie.record_count, batch });
         }
         Ok(out)
     }
 
-    fn load_installed(&self, base: u64, pos: u64, len: u32) -> io::Result<Bytes> {
-        let file = self.installed.read().expect("installed lock").clone().ok_or_else(|| evicted(base))?;
+    fn load_installed(&self, pos: u64, len: u32) -> io::Result<Option<Bytes>> {
+        let Some(file) = self.installed.read().expect("installed lock").clone() else {
+            return Ok(None);
+        };
         let mut buf = BytesMut::zeroed(len as usize);
         file.read_exact_at(&mut buf, pos)?;
-        Ok(buf.freeze())
+        Ok(Some(buf.freeze()))
     }
 
     /// Every stored batch below the high watermark, in offset order.
-    pub fn all_batches(&self) -> io::Result<Vec<StoredBatch>> {
+    pub fn all_batches(&self) -> Result<Vec<StoredBatch>, StoreError> {
         let o = self.offsets();
         self.read(o.log_start_offset, usize::MAX, usize::MAX)
     }

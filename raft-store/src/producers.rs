@@ -11,8 +11,9 @@
 
 use std::collections::VecDeque;
 
-use replog_proto::codes::ErrorCode;
 use serde::{Deserialize, Serialize};
+
+use crate::error::Rejection;
 
 /// Batches remembered per producer: how far back a retry is recognized.
 pub const RETAINED_BATCHES: usize = 5;
@@ -49,27 +50,21 @@ pub enum SeqCheck {
     Duplicate {
         base_offset: u64,
     },
-    Reject {
-        code: ErrorCode,
-        message: String,
-    },
+    Reject(Rejection),
 }
 
 /// Decides what to do with a batch `(epoch, base_sequence, record_count)`
 /// from a producer whose state is `state` (None: first batch seen).
 pub fn check(state: Option<&ProducerState>, epoch: i16, base_sequence: i32, record_count: u32) -> SeqCheck {
     if base_sequence < 0 {
-        return SeqCheck::Reject {
-            code: ErrorCode::InvalidRequest,
-            message: format!("negative base sequence {base_sequence}"),
-        };
+        return SeqCheck::Reject(Rejection::InvalidRequest(format!("negative base sequence {base_sequence}")));
     }
     let Some(st) = state else { return SeqCheck::Append };
     if epoch < st.epoch {
-        return SeqCheck::Reject {
-            code: ErrorCode::ProducerFenced,
-            message: format!("epoch {epoch} is older than the current epoch {}", st.epoch),
-        };
+        return SeqCheck::Reject(Rejection::ProducerFenced(format!(
+            "epoch {epoch} is older than the current epoch {}",
+            st.epoch
+        )));
     }
     if epoch > st.epoch {
         // A new epoch starts a new sequence space.
@@ -79,27 +74,22 @@ pub fn check(state: Option<&ProducerState>, epoch: i16, base_sequence: i32, reco
         if b.record_count == record_count {
             return SeqCheck::Duplicate { base_offset: b.base_offset };
         }
-        return SeqCheck::Reject {
-            code: ErrorCode::OutOfOrderSequence,
-            message: format!(
-                "sequence {base_sequence} was already used by a batch of {} records, not {record_count}",
-                b.record_count
-            ),
-        };
+        return SeqCheck::Reject(Rejection::OutOfOrderSequence(format!(
+            "sequence {base_sequence} was already used by a batch of {} records, not {record_count}",
+            b.record_count
+        )));
     }
     let expected = st.batches.back().map_or(0, |b| b.last_sequence() + 1);
     if base_sequence as i64 == expected {
         SeqCheck::Append
     } else if (base_sequence as i64) < expected {
-        SeqCheck::Reject {
-            code: ErrorCode::OutOfOrderSequence,
-            message: format!("sequence {base_sequence} is older than the batches remembered (next is {expected})"),
-        }
+        SeqCheck::Reject(Rejection::OutOfOrderSequence(format!(
+            "sequence {base_sequence} is older than the batches remembered (next is {expected})"
+        )))
     } else {
-        SeqCheck::Reject {
-            code: ErrorCode::OutOfOrderSequence,
-            message: format!("sequence {base_sequence} leaves a gap: expected {expected}"),
-        }
+        SeqCheck::Reject(Rejection::OutOfOrderSequence(format!(
+            "sequence {base_sequence} leaves a gap: expected {expected}"
+        )))
     }
 }
 
@@ -168,15 +158,12 @@ mod tests {
     #[test]
     fn gaps_reused_sequences_and_old_epochs_are_refused() {
         let st = after(&[(0, 3, 10)]);
-        let code = |c| match c {
-            SeqCheck::Reject { code, .. } => code,
-            other => panic!("expected a refusal, got {other:?}"),
-        };
-        assert_eq!(code(check(Some(&st), 0, 5, 1)), ErrorCode::OutOfOrderSequence);
-        assert_eq!(code(check(Some(&st), 0, 0, 2)), ErrorCode::OutOfOrderSequence);
+        let out_of_order = |c| matches!(c, SeqCheck::Reject(Rejection::OutOfOrderSequence(_)));
+        assert!(out_of_order(check(Some(&st), 0, 5, 1)));
+        assert!(out_of_order(check(Some(&st), 0, 0, 2)));
         let mut st2 = st.clone();
         record(&mut st2, 2, SeqBatch { base_sequence: 0, record_count: 1, base_offset: 11 });
-        assert_eq!(code(check(Some(&st2), 1, 1, 1)), ErrorCode::ProducerFenced);
+        assert!(matches!(check(Some(&st2), 1, 1, 1), SeqCheck::Reject(Rejection::ProducerFenced(_))));
         assert_eq!(check(Some(&st2), 3, 0, 1), SeqCheck::Append);
     }
 
@@ -200,7 +187,7 @@ mod tests {
     fn only_the_last_batches_are_remembered() {
         let st = after(&(0..10).map(|i| (i, 1, i as u64)).collect::<Vec<_>>());
         assert_eq!(st.batches.len(), RETAINED_BATCHES);
-        assert!(matches!(check(Some(&st), 0, 0, 1), SeqCheck::Reject { .. }));
+        assert!(matches!(check(Some(&st), 0, 0, 1), SeqCheck::Reject(_)));
         assert_eq!(check(Some(&st), 0, 9, 1), SeqCheck::Duplicate { base_offset: 9 });
     }
 }

@@ -31,12 +31,12 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use replog_proto::codes::ErrorCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::controller::{ClusterMeta, ControllerResult};
+use crate::error::Rejection;
 use crate::partition::{
     IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, index_key,
 };
@@ -170,7 +170,7 @@ impl GroupStateMachine {
                 let producer = match replog_proto::batch::peek_header(&data) {
                     Ok(h) => h.producer,
                     Err(e) => {
-                        return Response::Rejected { code: ErrorCode::CorruptBatch.as_u16(), message: e.to_string() };
+                        return Response::Rejected(Rejection::CorruptBatch(e.to_string()));
                     }
                 };
                 let pid = producer.producer_id;
@@ -178,9 +178,7 @@ impl GroupStateMachine {
                     match producers::check(producers.get(&pid), producer.epoch, producer.base_sequence, record_count) {
                         SeqCheck::Append => {}
                         SeqCheck::Duplicate { base_offset } => return Response::Appended { base_offset, record_count },
-                        SeqCheck::Reject { code, message } => {
-                            return Response::Rejected { code: code.as_u16(), message };
-                        }
+                        SeqCheck::Reject(r) => return Response::Rejected(r),
                     }
                 }
                 let base = state.next_offset;
@@ -212,10 +210,9 @@ impl GroupStateMachine {
                 Response::Appended { base_offset: base, record_count }
             }
             (Kind::Controller { meta, .. }, Request::Controller(cmd)) => Response::Controller(meta.apply(cmd)),
-            (Kind::Controller { .. }, r) => Response::Rejected {
-                code: ErrorCode::InvalidRequest.as_u16(),
-                message: format!("controller group cannot apply {r}"),
-            },
+            (Kind::Controller { .. }, r) => {
+                Response::Rejected(Rejection::InvalidRequest(format!("controller group cannot apply {r}")))
+            }
             (Kind::Partition { .. }, Request::Controller(_)) => {
                 Response::Controller(ControllerResult::Invalid("not the controller group".into()))
             }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::controller::{ControllerCmd, ControllerResult};
+use crate::error::Rejection;
 
 pub type NodeId = u64;
 /// Identifies one Raft group on every node. Group 0 is the controller.
@@ -61,10 +62,6 @@ pub enum Response {
         record_count: u32,
     },
     Controller(ControllerResult),
-    /// The entry was committed but the state machine refused it; `code` is
-    /// a stable wire error code (`replog_proto::codes::ErrorCode`).
-    Rejected {
-        code: u16,
-        message: String,
-    },
+    /// The entry was committed but the state machine refused it.
+    Rejected(Rejection),
 }

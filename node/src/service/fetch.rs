@@ -78,17 +78,7 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     let max_bytes = if req.max_bytes == 0 { DEFAULT_MAX_BYTES } else { (req.max_bytes as usize).min(MAX_FETCH_BYTES) };
     let max_records =
         if req.max_records == 0 { DEFAULT_MAX_RECORDS } else { (req.max_records as usize).min(MAX_FETCH_RECORDS) };
-    let batches = reader.read(req.offset, max_bytes, max_records).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            NodeError::OffsetOutOfRange {
-                offset: req.offset,
-                log_start: offsets.log_start_offset,
-                high_watermark: offsets.high_watermark,
-            }
-        } else {
-            NodeError::Storage(e)
-        }
-    })?;
+    let batches = reader.read(req.offset, max_bytes, max_records)?;
     Ok(FetchResponse {
         batches: batches.into_iter().map(|b| FetchedBatch { base_offset: b.base_offset, batch: b.batch }).collect(),
         high_watermark: offsets.high_watermark,

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use openraft::errors::ClientWriteError;
 use replog_proto::batch::{self, BatchError};
-use replog_proto::codes::ErrorCode;
 use replog_proto::pb::{Acks, ProduceRequest, ProduceResponse};
 use replog_raft_store::{Request, Response};
 use tracing::{debug, instrument};
@@ -109,10 +108,7 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
             let hw = group.reader.as_ref().map_or(0, |r| r.offsets().high_watermark);
             Ok(ProduceResponse { base_offset: Some(base_offset), record_count, high_watermark: hw })
         }
-        Response::Rejected { code, message } => Err(match ErrorCode::from_u16(code) {
-            Some(code) => NodeError::Refused { code, message },
-            None => NodeError::Internal(format!("append refused with unknown code {code}: {message}")),
-        }),
+        Response::Rejected(r) => Err(NodeError::Rejected(r)),
         other => Err(NodeError::Internal(format!("append answered {other:?}"))),
     }
 }
