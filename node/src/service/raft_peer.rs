@@ -1,24 +1,26 @@
 //! Raft transport, server side — only for cluster peers. Each message names
-//! its group; the payload is the openraft request, bincode-encoded.
+//! its group; the payload is the openraft request, bincode-encoded with the
+//! codec of [`crate::raft_net`], the same one the sending side uses.
 
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use replog_proto::pb::raft_peer_server::RaftPeer;
 use replog_proto::pb::{RaftBatch, RaftMessage};
-use replog_raft_store::{Raft, SnapshotMeta, TypeConfig, Vote};
+use replog_raft_store::{Raft, TypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
+use crate::raft_net::{SnapshotPayload, decode_payload, encode_payload};
 
 pub struct PeerService {
     pub node: Arc<Node>,
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> RaftMessage {
-    match r.map_err(|e| e.to_string()).and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string())) {
+    match r.map_err(|e| e.to_string()).and_then(|v| encode_payload(&v).map_err(|e| e.to_string())) {
         Ok(payload) => RaftMessage { group_id: group, payload: payload.into(), error: String::new() },
         Err(error) => RaftMessage { group_id: group, payload: Default::default(), error },
     }
@@ -33,7 +35,7 @@ impl PeerService {
     }
 
     fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, String> {
-        bincode::deserialize(&m.payload).map_err(|e| format!("undecodable payload: {e}"))
+        decode_payload(&m.payload).map_err(|e| format!("undecodable payload: {e}"))
     }
 }
 
@@ -79,7 +81,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let f = |raft: Raft, (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>)| async move {
+        let f = |raft: Raft, (vote, meta, data): SnapshotPayload| async move {
             let snap = replog_raft_store::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
             raft.install_full_snapshot(vote, snap).await
         };
