@@ -32,6 +32,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub const MAGIC: u8 = 1;
 pub const HEADER_LEN: usize = 40;
 const CRC_START: usize = 5;
+/// The smallest record: length, timestamp, key length (-1), value length
+/// (0) and header count (0).
+const MIN_RECORD_LEN: usize = 4 + 8 + 4 + 4 + 2;
 
 /// One record as the producer gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -306,7 +309,11 @@ fn check_record(mut b: &[u8], index: u32) -> Result<(), BatchError> {
 /// gives an error, never a panic.
 pub fn decode(batch: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     let header = peek_header(batch)?;
-    let mut records = Vec::with_capacity(header.record_count.min(65_536) as usize);
+    // The count comes from the input: reserve only for as many records as
+    // the bytes can hold, or a 40-byte header claiming 4 billion records
+    // would reserve megabytes before the first record fails to parse.
+    let fits = (batch.len() - HEADER_LEN) / MIN_RECORD_LEN;
+    let mut records = Vec::with_capacity((header.record_count as usize).min(fits));
     let mut pos = HEADER_LEN;
     for index in 0..header.record_count {
         let (body, _) = split_record(&batch[pos..], index)?;
@@ -397,6 +404,17 @@ mod tests {
             Err(BatchError::RecordTooLarge { index: 2, .. }) => {}
             other => panic!("expected RecordTooLarge at 2, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_record_count_beyond_the_bytes_is_an_error() {
+        let mut b = encode(&sample()).to_vec();
+        b[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+        let b = Bytes::from(b);
+        assert!(decode(&b).is_err());
+        assert!(matches!(validate(&b, 1 << 20), Err(BatchError::BadCrc)));
+        // The smallest record is what the capacity bound assumes.
+        assert_eq!(Record::new(None, Bytes::new(), 0).encoded_len(), MIN_RECORD_LEN);
     }
 
     #[test]
