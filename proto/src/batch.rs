@@ -50,6 +50,23 @@ impl Record {
         Record { timestamp_ms, key, value, headers: Vec::new() }
     }
 
+    /// Checks that every field fits its length prefix in the batch format
+    /// (key below 2 GiB, value and header values below 4 GiB, header names
+    /// below 64 KiB, at most 65,535 headers, the whole record below 4 GiB).
+    pub fn check_encodable(&self) -> Result<(), BatchError> {
+        let too_long = |field, len: usize, max: usize| {
+            if len > max { Err(BatchError::FieldTooLong { field, len, max }) } else { Ok(()) }
+        };
+        too_long("key", self.key.as_ref().map_or(0, |k| k.len()), i32::MAX as usize)?;
+        too_long("value", self.value.len(), u32::MAX as usize)?;
+        too_long("header count", self.headers.len(), u16::MAX as usize)?;
+        for (name, value) in &self.headers {
+            too_long("header name", name.len(), u16::MAX as usize)?;
+            too_long("header value", value.len(), u32::MAX as usize)?;
+        }
+        too_long("record", self.encoded_len() - 4, u32::MAX as usize)
+    }
+
     /// Bytes this record takes inside a batch.
     pub fn encoded_len(&self) -> usize {
         4 + 8
@@ -99,6 +116,8 @@ pub enum BatchError {
     RecordTooLarge { index: u32, size: usize, limit: usize },
     #[error("{0} trailing bytes after the last record")]
     Trailing(usize),
+    #[error("record field {field} is {len} bytes, above the format's maximum of {max}")]
+    FieldTooLong { field: &'static str, len: usize, max: usize },
 }
 
 /// Builds a batch in one buffer.
@@ -146,6 +165,19 @@ impl BatchBuilder {
         self.buf.len()
     }
 
+    /// Appends a record whose fields fit the format
+    /// ([`Record::check_encodable`]), or refuses it and leaves the batch as
+    /// it was.
+    pub fn try_push(&mut self, r: &Record) -> Result<(), BatchError> {
+        r.check_encodable()?;
+        self.push(r);
+        Ok(())
+    }
+
+    /// Appends a record. The caller guarantees that its fields fit the
+    /// format (see [`BatchBuilder::try_push`]); a field that does not is
+    /// written with a wrapped length prefix and the broker refuses the
+    /// batch as corrupt.
     pub fn push(&mut self, r: &Record) {
         if self.count == 0 {
             self.first_ts = r.timestamp_ms;
@@ -415,6 +447,18 @@ mod tests {
         assert!(matches!(validate(&b, 1 << 20), Err(BatchError::BadCrc)));
         // The smallest record is what the capacity bound assumes.
         assert_eq!(Record::new(None, Bytes::new(), 0).encoded_len(), MIN_RECORD_LEN);
+    }
+
+    #[test]
+    fn a_field_too_long_for_its_length_prefix_is_refused_by_try_push() {
+        let mut r = Record::new(None, Bytes::new(), 1);
+        r.headers.push(("n".repeat(65_536), Bytes::new()));
+        let mut b = BatchBuilder::new();
+        assert_eq!(b.try_push(&r), Err(BatchError::FieldTooLong { field: "header name", len: 65_536, max: 65_535 }));
+        assert!(b.is_empty());
+        r.headers[0].0.pop();
+        b.try_push(&r).expect("65,535 bytes fit");
+        validate(&b.build(), 1 << 20).expect("valid");
     }
 
     #[test]
