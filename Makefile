@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make bench · make memory
+# replog — make run · make stop · make test · make lint · make chaos · make fuzz · make bench · make memory
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint chaos bench memory clean-cluster
+.PHONY: build run stop test lint chaos fuzz bench memory clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -43,6 +43,7 @@ test:
 	fi
 	bash ops/smoke.sh
 	$(CARGO) build --release --bins
+	$(BIN)/replog-fuzz run --seconds 2
 	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=kill-all CHAOS_OUT=target/chaos-smoke-kill-all $(BIN)/chaos
 
@@ -56,6 +57,13 @@ lint:
 # binaries first (as `make run` does) so that the runs test the current tree.
 chaos: build
 	$(CARGO) run --release -p replog-chaos --bin chaos -- $(CHAOS_ARGS)
+
+# Every fuzz target under libFuzzer (coverage guided, stable toolchain) for
+# FUZZ_SECONDS each (default 60); FUZZ_SEED, FUZZ_TARGETS and
+# FUZZ_ENGINE=random pass through (docs/fuzzing.md). make test runs the
+# random engine for 2 s per target.
+fuzz:
+	bash fuzz/run.sh
 
 bench:
 	bash ops/bench.sh

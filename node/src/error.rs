@@ -92,6 +92,24 @@ impl From<StoreError> for NodeError {
     }
 }
 
+/// Longest error message sent: messages echo request fields (a topic name
+/// may be megabytes), the message travels as an HTTP/2 header, and a header
+/// block above the client's limit (16 KiB by default) makes it reset the
+/// stream — the caller would get a protocol error instead of the code.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+fn bounded(mut msg: String) -> String {
+    if msg.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push('…');
+    }
+    msg
+}
+
 impl From<NodeError> for tonic::Status {
     fn from(e: NodeError) -> tonic::Status {
         let code = e.code();
@@ -106,7 +124,7 @@ impl From<NodeError> for tonic::Status {
             ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
             _ => tonic::Code::InvalidArgument,
         };
-        let mut status = tonic::Status::new(grpc, format!("{}: {e}", code.name()));
+        let mut status = tonic::Status::new(grpc, bounded(format!("{}: {e}", code.name())));
         let md = status.metadata_mut();
         md.insert(CODE_KEY, code.as_u16().to_string().parse().expect("digits are valid metadata"));
         if let NodeError::NotLeader { leader: Some((id, addr)), .. } = &e {

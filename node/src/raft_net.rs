@@ -1,6 +1,7 @@
 //! Raft transport, client side: one gRPC channel per peer shared by every
 //! group; each call names its group. Payloads are openraft's own messages
-//! encoded with bincode inside a protobuf envelope.
+//! encoded with bincode inside a protobuf envelope; [`encode_payload`] and
+//! [`decode_payload`] are the one codec both ends use.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bincode::Options;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -17,7 +19,7 @@ use openraft::raft::{
 use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
 use replog_proto::pb::raft_peer_client::RaftPeerClient;
 use replog_proto::pb::{RaftBatch, RaftMessage};
-use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +31,39 @@ const MIN_APPEND_DEADLINE: Duration = Duration::from_secs(3);
 /// Snapshots carry whole partitions.
 const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(300);
 const VOTE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Largest peer payload either end encodes or decodes: the peer service's
+/// message limit (`server.rs`), so the budget never refuses a message the
+/// transport would carry.
+pub const MAX_PEER_PAYLOAD_BYTES: u64 = 256 << 20;
+
+/// What an `InstallSnapshot` message carries: the leader's vote, the
+/// snapshot's meta and its whole data.
+pub type SnapshotPayload = (Vote, SnapshotMeta, Vec<u8>);
+
+/// The bincode configuration of peer payloads, the same on both ends.
+///
+/// The wire format is bincode 1's default (fixed-width little-endian
+/// integers, u64 length prefixes), what `bincode::serialize` writes, so
+/// nodes of either build interoperate. Two checks are added on decode,
+/// because the payload comes off the network: a byte budget, so that no
+/// length prefix can make the decoder read (or allocate) past it, and
+/// trailing bytes are refused, since a sender never writes any and garbage
+/// that happens to start like a message should not pass for one.
+fn payload_codec() -> impl Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().reject_trailing_bytes().with_limit(MAX_PEER_PAYLOAD_BYTES)
+}
+
+/// Encodes one openraft request or response for a peer.
+pub fn encode_payload<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    payload_codec().serialize(value)
+}
+
+/// Decodes a peer payload. Never panics and never allocates more than the
+/// payload's own length per buffer, whatever the bytes are.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode::Error> {
+    payload_codec().deserialize(payload)
+}
 
 /// Connections to peers, one channel each (HTTP/2 multiplexes the groups).
 #[derive(Default)]
@@ -189,7 +224,7 @@ fn net_err(msg: impl std::fmt::Display) -> RPCError<TypeConfig> {
 impl PeerConn {
     /// Wraps `req` for this connection's group.
     fn envelope<Req: Serialize>(&self, req: &Req) -> RpcResult<RaftMessage> {
-        let payload = bincode::serialize(req).map_err(net_err)?;
+        let payload = encode_payload(req).map_err(net_err)?;
         Ok(RaftMessage { group_id: self.group, payload: payload.into(), error: String::new() })
     }
 
@@ -199,7 +234,7 @@ impl PeerConn {
             // Usually "unknown group": the peer has not created it yet. Retry soon.
             return Err(net_err(format!("node {}: {}", self.target, resp.error)));
         }
-        bincode::deserialize(&resp.payload).map_err(net_err)
+        decode_payload(&resp.payload).map_err(net_err)
     }
 
     async fn call<Req, Resp, F, Fut>(&self, req: &Req, deadline: Duration, f: F) -> RpcResult<Resp>
@@ -264,7 +299,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let req: SnapshotPayload = (vote, snapshot.meta, snapshot.snapshot.into_inner());
         let send = self.call(&req, SNAPSHOT_DEADLINE, |mut c, r| async move { c.install_snapshot(r).await });
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
@@ -278,5 +313,60 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         _option: RPCOption,
     ) -> RpcResult<TransferLeaderResponse<TypeConfig>> {
         self.call(&req, VOTE_DEADLINE, |mut c, r| async move { c.transfer_leader(r).await }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::vote::RaftLeaderId;
+
+    use super::*;
+
+    type LeaderId = openraft::type_config::alias::LeaderIdOf<TypeConfig>;
+
+    fn append() -> AppendEntriesRequest<TypeConfig> {
+        let log_id = replog_raft_store::LogId::new(LeaderId::new(3, 1).to_committed(), 7);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(log_id),
+            entries: vec![replog_raft_store::Entry {
+                log_id,
+                payload: openraft::EntryPayload::Normal(replog_raft_store::Request::Append {
+                    batch: bytes::Bytes::from_static(b"batch bytes"),
+                    record_count: 1,
+                    max_timestamp_ms: 5,
+                }),
+            }],
+            leader_commit: Some(log_id),
+        }
+    }
+
+    #[test]
+    fn payloads_keep_bincode_1_default_wire_format() {
+        let req = append();
+        let ours = encode_payload(&req).expect("encode");
+        assert_eq!(ours, bincode::serialize(&req).expect("plain bincode"), "nodes of older builds must read it");
+        let back: AppendEntriesRequest<TypeConfig> = decode_payload(&ours).expect("decode");
+        assert_eq!(encode_payload(&back).expect("encode"), ours);
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut b = encode_payload(&append()).expect("encode");
+        b.push(0);
+        assert!(decode_payload::<AppendEntriesRequest<TypeConfig>>(&b).is_err());
+    }
+
+    #[test]
+    fn a_length_prefix_beyond_the_payload_is_an_error_not_an_allocation() {
+        // The entries' count is the u64 after the vote (17 bytes) and the
+        // prev_log_id (1 + 24 bytes).
+        let mut b = encode_payload(&append()).expect("encode");
+        assert_eq!(b[42..50], 1u64.to_le_bytes(), "the layout this test assumes");
+        b[42..50].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_payload::<AppendEntriesRequest<TypeConfig>>(&b).is_err());
+        // A byte-string length past the budget is refused before reading.
+        let huge = [u64::MAX.to_le_bytes()].concat();
+        assert!(decode_payload::<Vec<u8>>(&huge).is_err());
     }
 }

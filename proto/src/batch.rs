@@ -32,6 +32,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub const MAGIC: u8 = 1;
 pub const HEADER_LEN: usize = 40;
 const CRC_START: usize = 5;
+/// The smallest record: length, timestamp, key length (-1), value length
+/// (0) and header count (0).
+const MIN_RECORD_LEN: usize = 4 + 8 + 4 + 4 + 2;
 
 /// One record as the producer gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -45,6 +48,23 @@ pub struct Record {
 impl Record {
     pub fn new(key: Option<Bytes>, value: Bytes, timestamp_ms: i64) -> Record {
         Record { timestamp_ms, key, value, headers: Vec::new() }
+    }
+
+    /// Checks that every field fits its length prefix in the batch format
+    /// (key below 2 GiB, value and header values below 4 GiB, header names
+    /// below 64 KiB, at most 65,535 headers, the whole record below 4 GiB).
+    pub fn check_encodable(&self) -> Result<(), BatchError> {
+        let too_long = |field, len: usize, max: usize| {
+            if len > max { Err(BatchError::FieldTooLong { field, len, max }) } else { Ok(()) }
+        };
+        too_long("key", self.key.as_ref().map_or(0, |k| k.len()), i32::MAX as usize)?;
+        too_long("value", self.value.len(), u32::MAX as usize)?;
+        too_long("header count", self.headers.len(), u16::MAX as usize)?;
+        for (name, value) in &self.headers {
+            too_long("header name", name.len(), u16::MAX as usize)?;
+            too_long("header value", value.len(), u32::MAX as usize)?;
+        }
+        too_long("record", self.encoded_len() - 4, u32::MAX as usize)
     }
 
     /// Bytes this record takes inside a batch.
@@ -96,6 +116,8 @@ pub enum BatchError {
     RecordTooLarge { index: u32, size: usize, limit: usize },
     #[error("{0} trailing bytes after the last record")]
     Trailing(usize),
+    #[error("record field {field} is {len} bytes, above the format's maximum of {max}")]
+    FieldTooLong { field: &'static str, len: usize, max: usize },
 }
 
 /// Builds a batch in one buffer.
@@ -143,6 +165,19 @@ impl BatchBuilder {
         self.buf.len()
     }
 
+    /// Appends a record whose fields fit the format
+    /// ([`Record::check_encodable`]), or refuses it and leaves the batch as
+    /// it was.
+    pub fn try_push(&mut self, r: &Record) -> Result<(), BatchError> {
+        r.check_encodable()?;
+        self.push(r);
+        Ok(())
+    }
+
+    /// Appends a record. The caller guarantees that its fields fit the
+    /// format (see [`BatchBuilder::try_push`]); a field that does not is
+    /// written with a wrapped length prefix and the broker refuses the
+    /// batch as corrupt.
     pub fn push(&mut self, r: &Record) {
         if self.count == 0 {
             self.first_ts = r.timestamp_ms;
@@ -306,7 +341,11 @@ fn check_record(mut b: &[u8], index: u32) -> Result<(), BatchError> {
 /// gives an error, never a panic.
 pub fn decode(batch: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     let header = peek_header(batch)?;
-    let mut records = Vec::with_capacity(header.record_count.min(65_536) as usize);
+    // The count comes from the input: reserve only for as many records as
+    // the bytes can hold, or a 40-byte header claiming 4 billion records
+    // would reserve megabytes before the first record fails to parse.
+    let fits = (batch.len() - HEADER_LEN) / MIN_RECORD_LEN;
+    let mut records = Vec::with_capacity((header.record_count as usize).min(fits));
     let mut pos = HEADER_LEN;
     for index in 0..header.record_count {
         let (body, _) = split_record(&batch[pos..], index)?;
@@ -397,6 +436,29 @@ mod tests {
             Err(BatchError::RecordTooLarge { index: 2, .. }) => {}
             other => panic!("expected RecordTooLarge at 2, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_record_count_beyond_the_bytes_is_an_error() {
+        let mut b = encode(&sample()).to_vec();
+        b[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+        let b = Bytes::from(b);
+        assert!(decode(&b).is_err());
+        assert!(matches!(validate(&b, 1 << 20), Err(BatchError::BadCrc)));
+        // The smallest record is what the capacity bound assumes.
+        assert_eq!(Record::new(None, Bytes::new(), 0).encoded_len(), MIN_RECORD_LEN);
+    }
+
+    #[test]
+    fn a_field_too_long_for_its_length_prefix_is_refused_by_try_push() {
+        let mut r = Record::new(None, Bytes::new(), 1);
+        r.headers.push(("n".repeat(65_536), Bytes::new()));
+        let mut b = BatchBuilder::new();
+        assert_eq!(b.try_push(&r), Err(BatchError::FieldTooLong { field: "header name", len: 65_536, max: 65_535 }));
+        assert!(b.is_empty());
+        r.headers[0].0.pop();
+        b.try_push(&r).expect("65,535 bytes fit");
+        validate(&b.build(), 1 << 20).expect("valid");
     }
 
     #[test]

@@ -1,24 +1,99 @@
 //! Raft transport, server side — only for cluster peers. Each message names
-//! its group; the payload is the openraft request, bincode-encoded.
+//! its group; the payload is the openraft request, bincode-encoded with the
+//! codec of [`crate::raft_net`], the same one the sending side uses.
+//!
+//! The port is not authenticated (peer TLS is on the roadmap), so a request
+//! here may come from anyone. What a well-formed request can do to Raft is
+//! Raft's business, with one exception checked here: terms near the top of
+//! `u64` ([`MAX_TERM`]), which no cluster reaches and which would leave a
+//! group unable to ever elect again.
 
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::vote::RaftLeaderId;
 use replog_proto::pb::raft_peer_server::RaftPeer;
 use replog_proto::pb::{RaftBatch, RaftMessage};
-use replog_raft_store::{Raft, SnapshotMeta, TypeConfig, Vote};
+use replog_raft_store::{LogId, Raft, TypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
+use crate::raft_net::{SnapshotPayload, decode_payload, encode_payload};
+
+/// Largest term a peer message may carry. openraft starts an election at
+/// `term + 1`: a group that took a term of `u64::MAX` from a message would
+/// overflow at its next election (a panic in its Raft task with overflow
+/// checks, a wrap to term 0 without), i.e. never have a leader again. 2^62
+/// elections at one per millisecond take 146 million years, so no real
+/// cluster comes near.
+pub const MAX_TERM: u64 = 1 << 62;
+
+/// The terms a request carries, so they can be checked before Raft sees them.
+pub trait Terms {
+    fn terms(&self) -> Vec<u64>;
+}
+
+fn vote_term(v: &Vote) -> u64 {
+    v.leader_id.term()
+}
+
+fn log_term(l: Option<&LogId>) -> Option<u64> {
+    l.map(|l| l.committed_leader_id().term())
+}
+
+impl Terms for AppendEntriesRequest<TypeConfig> {
+    fn terms(&self) -> Vec<u64> {
+        let mut t = vec![vote_term(&self.vote)];
+        t.extend(log_term(self.prev_log_id.as_ref()));
+        t.extend(log_term(self.leader_commit.as_ref()));
+        t.extend(self.entries.iter().map(|e| e.log_id.committed_leader_id().term()));
+        t
+    }
+}
+
+impl Terms for VoteRequest<TypeConfig> {
+    fn terms(&self) -> Vec<u64> {
+        let mut t = vec![vote_term(&self.vote)];
+        t.extend(log_term(self.last_log_id.as_ref()));
+        t
+    }
+}
+
+impl Terms for TransferLeaderRequest<TypeConfig> {
+    fn terms(&self) -> Vec<u64> {
+        let mut t = vec![vote_term(self.from_leader())];
+        t.extend(log_term(self.last_log_id()));
+        t
+    }
+}
+
+impl Terms for SnapshotPayload {
+    fn terms(&self) -> Vec<u64> {
+        let (vote, meta, _) = self;
+        let mut t = vec![vote_term(vote)];
+        t.extend(log_term(meta.last_log_id.as_ref()));
+        t.extend(log_term(meta.last_membership.log_id().as_ref()));
+        t
+    }
+}
+
+/// Decodes a peer payload and refuses terms above [`MAX_TERM`].
+pub fn decode_request<T: DeserializeOwned + Terms>(payload: &[u8]) -> Result<T, String> {
+    let rpc: T = decode_payload(payload).map_err(|e| format!("undecodable payload: {e}"))?;
+    if let Some(t) = rpc.terms().into_iter().find(|t| *t > MAX_TERM) {
+        return Err(format!("term {t} is above {MAX_TERM}, which no cluster reaches"));
+    }
+    Ok(rpc)
+}
 
 pub struct PeerService {
     pub node: Arc<Node>,
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> RaftMessage {
-    match r.map_err(|e| e.to_string()).and_then(|v| bincode::serialize(&v).map_err(|e| e.to_string())) {
+    match r.map_err(|e| e.to_string()).and_then(|v| encode_payload(&v).map_err(|e| e.to_string())) {
         Ok(payload) => RaftMessage { group_id: group, payload: payload.into(), error: String::new() },
         Err(error) => RaftMessage { group_id: group, payload: Default::default(), error },
     }
@@ -31,10 +106,6 @@ impl PeerService {
         }
         self.node.group(group).map(|g| g.raft.clone()).ok_or_else(|| format!("unknown group {group}"))
     }
-
-    fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, String> {
-        bincode::deserialize(&m.payload).map_err(|e| format!("undecodable payload: {e}"))
-    }
 }
 
 impl PeerService {
@@ -42,7 +113,7 @@ impl PeerService {
     /// encodes the answer (or the error).
     async fn handle<Req, Resp, E, F, Fut>(&self, m: RaftMessage, f: F) -> RaftMessage
     where
-        Req: DeserializeOwned,
+        Req: DeserializeOwned + Terms,
         Resp: Serialize,
         E: std::fmt::Display,
         F: FnOnce(Raft, Req) -> Fut,
@@ -50,7 +121,7 @@ impl PeerService {
     {
         let r = async {
             let raft = self.raft(m.group_id)?;
-            let rpc: Req = Self::decode(&m)?;
+            let rpc: Req = decode_request(&m.payload)?;
             f(raft, rpc).await.map_err(|e| e.to_string())
         };
         reply(m.group_id, r.await)
@@ -79,7 +150,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let f = |raft: Raft, (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>)| async move {
+        let f = |raft: Raft, (vote, meta, data): SnapshotPayload| async move {
             let snap = replog_raft_store::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
             raft.install_full_snapshot(vote, snap).await
         };
