@@ -73,7 +73,10 @@ pub fn execute(cmd: &str, state: &Mutex<State>) -> String {
     match cmd {
         "ping" | "exit" => "ok".into(),
         "crash" => match st.crash() {
-            Ok(r) => format!("ok files={} bytes={} undone={}", r.files, r.bytes, r.undone),
+            Ok(r) => {
+                tracing::info!(files = r.files, bytes = r.bytes, undone = r.undone, "crash: unsynced writes dropped");
+                format!("ok files={} bytes={} undone={}", r.files, r.bytes, r.undone)
+            }
             Err(e) => format!("error crash: {e}"),
         },
         "sync" => match st.sync_all() {

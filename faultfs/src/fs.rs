@@ -698,7 +698,6 @@ impl State {
         Ok(self.new_fh(Handle::File { ino, sync }))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
         parent: u64,
