@@ -53,8 +53,12 @@ lint:
 
 # CHAOS_RUNS, CHAOS_SECONDS, CHAOS_SEED, CHAOS_FAULTS (and the other knobs
 # in docs/chaos.md) pass through the environment; CHAOS_ARGS adds
-# command-line arguments. Runs as root (iptables, tc); builds the release
-# binaries first (as `make run` does) so that the runs test the current tree.
+# command-line arguments. Runs as root (iptables, tc, and FUSE mounts of
+# replog-faultfs for the power-fail faults); builds the release binaries
+# first (as `make run` does) so that the runs test the current tree.
+# CHAOS_PLANT=skip-fsync plants a skipped fsync in every node: the schedule
+# then passes only if every run catches it (lost acknowledged writes), e.g.
+#   CHAOS_PLANT=skip-fsync CHAOS_FAULTS=power-fail-all CHAOS_RUNS=1 make chaos
 chaos: build
 	$(CARGO) run --release -p replog-chaos --bin chaos -- $(CHAOS_ARGS)
 

@@ -20,6 +20,21 @@
 //! The binary is `$REPLOG_NODE_BIN`, else `replog-node` next to the running
 //! executable's profile directory (`target/release` or `target/debug`),
 //! found from [`std::env::current_exe`].
+//!
+//! **Power loss.** With [`ClusterOptions::faultfs`], each node's data
+//! directory is a mount of `replog-faultfs` (`$REPLOG_FAULTFS_BIN`, else next
+//! to `replog-node`) over `<run dir>/node-<i>/disk`, which plays the node's
+//! disk: it holds only what the node fsync'd. The daemon runs for the whole
+//! life of the cluster, across node restarts, with its log in
+//! `<run dir>/node-<i>.faultfs.log` and its control socket in
+//! `<run dir>/node-<i>/faultfs.sock`. [`ChaosCluster::power_fail`] SIGKILLs
+//! the node, reaps it (so none of its requests is still in flight in the
+//! mount) and tells the daemon to drop every unsynced write; the node is
+//! then restarted on what is left, as after a power cut. On drop the nodes
+//! are killed first and every mount is unmounted; a harness that dies
+//! without unwinding takes the daemons with it (`PR_SET_PDEATHSIG =
+//! SIGTERM`, on which they unmount), and [`clear_run_dir`] detaches any
+//! mount a killed harness still left behind.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -31,6 +46,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use replog_client::{Client, ClientConfig, FetchOptions, PartitionReader};
+use replog_faultfs::CrashReport;
+use replog_faultfs::control::Client as FaultFsClient;
 
 /// The loopback address of node `id`: 127.0.0.(10+id).
 pub fn node_ip(id: u64) -> Ipv4Addr {
@@ -61,6 +78,8 @@ pub struct ChaosNode {
     pub log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// The lazy filesystem under `data_dir`, when the cluster has one.
+    disk: Option<Disk>,
 }
 
 impl ChaosNode {
@@ -75,7 +94,198 @@ pub struct ChaosCluster {
     initial: String,
     bin: PathBuf,
     run_dir: PathBuf,
-    extra_args: Vec<String>,
+    opts: ClusterOptions,
+}
+
+/// How a cluster's nodes run.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Extra command-line arguments for every node.
+    pub extra_args: Vec<String>,
+    /// Mount every node's data directory through `replog-faultfs`, so that
+    /// [`ChaosCluster::power_fail`] can drop its unsynced writes.
+    pub faultfs: bool,
+    /// A bug planted in every node, to show that the faults and the checker
+    /// catch it.
+    pub plant: Option<Plant>,
+}
+
+impl ClusterOptions {
+    /// From the environment: `CHAOS_FAULTFS` (`auto`, the default: mount
+    /// when `power_faults` is set; `1`: always; `0`: never) and
+    /// `CHAOS_PLANT` (see [`Plant`]).
+    pub fn from_env(power_faults: bool) -> Result<ClusterOptions> {
+        let faultfs = match std::env::var("CHAOS_FAULTFS").unwrap_or_default().trim() {
+            "" | "auto" => power_faults,
+            "1" | "on" | "true" => true,
+            "0" | "off" | "false" if power_faults => {
+                bail!("CHAOS_FAULTFS=0, but power-fail faults need the faultfs mounts")
+            }
+            "0" | "off" | "false" => false,
+            v => bail!("CHAOS_FAULTFS must be auto, 1 or 0, got {v:?}"),
+        };
+        Ok(ClusterOptions { extra_args: Vec::new(), faultfs, plant: Plant::from_env()? })
+    }
+}
+
+/// A test-only bug a node can be started with (`CHAOS_PLANT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plant {
+    /// `skip-fsync`: the storage skips its fdatasync/fsync calls
+    /// (`REPLOG_UNSAFE_SKIP_FSYNC=1`), so acknowledged writes are not on
+    /// disk. Power failures must then lose acknowledged writes.
+    SkipFsync,
+}
+
+impl Plant {
+    pub const ALL: [Plant; 1] = [Plant::SkipFsync];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Plant::SkipFsync => "skip-fsync",
+        }
+    }
+
+    /// The environment variable and value that plant it in a node.
+    pub fn env(self) -> (&'static str, &'static str) {
+        match self {
+            Plant::SkipFsync => ("REPLOG_UNSAFE_SKIP_FSYNC", "1"),
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Plant> {
+        match Plant::ALL.iter().find(|p| p.name() == name) {
+            Some(p) => Ok(*p),
+            None => bail!("unknown planted bug {name:?}; known: {}", Plant::ALL.map(Plant::name).join(", ")),
+        }
+    }
+
+    /// `CHAOS_PLANT`, if set and not empty.
+    pub fn from_env() -> Result<Option<Plant>> {
+        match std::env::var("CHAOS_PLANT") {
+            Ok(v) if !v.trim().is_empty() => Plant::parse(v.trim()).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// A node's `replog-faultfs` daemon: the mount under its data directory.
+struct Disk {
+    child: Child,
+    control: PathBuf,
+    mountpoint: PathBuf,
+}
+
+/// How long a daemon may take to mount and answer, or to unmount on exit.
+const DISK_START: Duration = Duration::from_secs(10);
+const DISK_STOP: Duration = Duration::from_secs(5);
+
+impl Disk {
+    /// Starts the daemon: `backing` (the disk) mounted at `mountpoint`,
+    /// and waits until its control socket answers.
+    fn start(bin: &Path, backing: &Path, mountpoint: &Path, control: &Path, log: &Path) -> Result<Disk> {
+        std::fs::create_dir_all(backing)?;
+        std::fs::create_dir_all(mountpoint)?;
+        let log = OpenOptions::new().create(true).append(true).open(log)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("mount")
+            .arg("--backing")
+            .arg(backing)
+            .arg("--mountpoint")
+            .arg(mountpoint)
+            .arg("--control")
+            .arg(control)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+        // SIGTERM, not SIGKILL: the daemon unmounts on it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("spawn {}", bin.display()))?;
+        let mut disk = Disk { child, control: control.to_path_buf(), mountpoint: mountpoint.to_path_buf() };
+        let deadline = Instant::now() + DISK_START;
+        loop {
+            if let Some(status) = disk.child.try_wait()? {
+                bail!("replog-faultfs for {} exited ({status}) before it was ready", mountpoint.display());
+            }
+            if FaultFsClient::connect(control).and_then(|mut c| c.ping()).is_ok() {
+                return Ok(disk);
+            }
+            if Instant::now() >= deadline {
+                disk.stop();
+                bail!("replog-faultfs did not mount {} within {DISK_START:?}", mountpoint.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn client(&self) -> Result<FaultFsClient> {
+        Ok(FaultFsClient::connect(&self.control)?)
+    }
+
+    fn crash(&mut self) -> Result<CrashReport> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("replog-faultfs for {} has exited ({status})", self.mountpoint.display());
+        }
+        Ok(self.client()?.crash()?)
+    }
+
+    /// Asks the daemon to unmount and exit; kills it and detaches the mount
+    /// if it does not within [`DISK_STOP`].
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.client().and_then(|mut c| Ok(c.exit()?));
+            let deadline = Instant::now() + DISK_STOP;
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.child.try_wait().ok().flatten().is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        for m in replog_faultfs::mount::mounts_under(&self.mountpoint) {
+            let _ = replog_faultfs::mount::detach(&m);
+        }
+    }
+}
+
+/// Empties `run_dir` for a new run: detaches `replog-faultfs` mounts a
+/// killed harness left under it (their daemons are gone), then removes it.
+pub fn clear_run_dir(run_dir: &Path) -> Result<()> {
+    if !run_dir.exists() {
+        return Ok(());
+    }
+    for m in replog_faultfs::mount::mounts_under(run_dir) {
+        replog_faultfs::mount::detach(&m).with_context(|| format!("detach stale mount {}", m.display()))?;
+    }
+    std::fs::remove_dir_all(run_dir).with_context(|| format!("remove {}", run_dir.display()))
+}
+
+/// Finds the `replog-faultfs` binary: `$REPLOG_FAULTFS_BIN`, else next to
+/// `node_bin`.
+pub fn find_faultfs_bin(node_bin: &Path) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("REPLOG_FAULTFS_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("REPLOG_FAULTFS_BIN={} is not a file", p.display());
+    }
+    let p = node_bin.with_file_name("replog-faultfs");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!(
+        "replog-faultfs not found next to {} (build it with `cargo build --release -p replog-faultfs`, or set REPLOG_FAULTFS_BIN)",
+        node_bin.display()
+    )
 }
 
 /// Finds the `replog-node` binary: `$REPLOG_NODE_BIN`, else next to the
@@ -121,7 +331,25 @@ impl ChaosCluster {
     /// Starts `n` nodes under `run_dir` (which must not hold an earlier
     /// cluster's data) and waits until they agree on a controller leader.
     pub async fn start(n: u64, run_dir: &Path, extra_args: &[String]) -> Result<ChaosCluster> {
+        ChaosCluster::start_with(n, run_dir, ClusterOptions { extra_args: extra_args.to_vec(), ..Default::default() })
+            .await
+    }
+
+    /// [`ChaosCluster::start`] with options: faultfs mounts, planted bugs.
+    pub async fn start_with(n: u64, run_dir: &Path, opts: ClusterOptions) -> Result<ChaosCluster> {
         let bin = find_node_bin()?;
+        let faultfs_bin = if opts.faultfs {
+            if !Path::new("/dev/fuse").exists() {
+                bail!("power-fail faults need /dev/fuse (FUSE), which this machine does not have");
+            }
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("power-fail faults mount FUSE filesystems: run as root");
+            }
+            Some(find_faultfs_bin(&bin)?)
+        } else {
+            None
+        };
         std::fs::create_dir_all(run_dir)?;
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -138,12 +366,24 @@ impl ChaosCluster {
                     log: run_dir.join(format!("node-{id}.log")),
                     child: None,
                     paused: false,
+                    disk: None,
                 },
             );
         }
         let initial = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
-        let mut c =
-            ChaosCluster { nodes, initial, bin, run_dir: run_dir.to_path_buf(), extra_args: extra_args.to_vec() };
+        let mut c = ChaosCluster { nodes, initial, bin, run_dir: run_dir.to_path_buf(), opts };
+        if let Some(fbin) = &faultfs_bin {
+            for n in c.nodes.values_mut() {
+                let node_dir = run_dir.join(format!("node-{}", n.id));
+                n.disk = Some(Disk::start(
+                    fbin,
+                    &node_dir.join("disk"),
+                    &n.data_dir,
+                    &node_dir.join("faultfs.sock"),
+                    &run_dir.join(format!("node-{}.faultfs.log", n.id)),
+                )?);
+            }
+        }
         for id in 1..=n {
             c.restart(id)?;
         }
@@ -153,6 +393,10 @@ impl ChaosCluster {
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.opts
     }
 
     pub fn bin(&self) -> &Path {
@@ -199,10 +443,16 @@ impl ChaosCluster {
     pub fn restart(&mut self, id: u64) -> Result<()> {
         let initial = self.initial.clone();
         let bin = self.bin.clone();
-        let extra = self.extra_args.clone();
+        let extra = self.opts.extra_args.clone();
+        let plant = self.opts.plant;
         let n = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
         if n.child.is_some() {
             bail!("node {id} is already running");
+        }
+        if let Some(d) = n.disk.as_mut()
+            && let Some(status) = d.child.try_wait()?
+        {
+            bail!("node {id}'s replog-faultfs exited ({status}); its data directory is gone");
         }
         std::fs::create_dir_all(&n.data_dir)?;
         let log = OpenOptions::new().create(true).append(true).open(&n.log)?;
@@ -218,6 +468,10 @@ impl ChaosCluster {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
+        if let Some(p) = plant {
+            let (k, v) = p.env();
+            cmd.env(k, v);
+        }
         // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
         unsafe {
             cmd.pre_exec(|| {
@@ -262,6 +516,36 @@ impl ChaosCluster {
             self.kill(id)?;
         }
         Ok(())
+    }
+
+    /// Whether nodes' data directories are faultfs mounts, so that
+    /// [`ChaosCluster::power_fail`] works.
+    pub fn has_faultfs(&self) -> bool {
+        self.nodes.values().all(|n| n.disk.is_some())
+    }
+
+    fn crash_disk(&mut self, id: u64) -> Result<CrashReport> {
+        let n = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let disk = n.disk.as_mut().ok_or_else(|| anyhow!("node {id} has no faultfs mount (CHAOS_FAULTFS)"))?;
+        disk.crash().with_context(|| format!("power failure of node {id}"))
+    }
+
+    /// Power failure of node `id`: SIGKILL, reap, then drop every write it
+    /// had not fsync'd. It stays down until [`ChaosCluster::restart`].
+    pub fn power_fail(&mut self, id: u64) -> Result<CrashReport> {
+        self.kill(id)?;
+        self.crash_disk(id)
+    }
+
+    /// Power failure of every node at once: all SIGKILLed, then every
+    /// disk loses its unsynced writes. Returns what each lost.
+    pub fn power_fail_all(&mut self) -> Result<Vec<(u64, CrashReport)>> {
+        self.kill_all()?;
+        let mut out = Vec::new();
+        for id in self.ids() {
+            out.push((id, self.crash_disk(id)?));
+        }
+        Ok(out)
     }
 
     /// Restarts every node that is not running.
@@ -451,6 +735,13 @@ impl Drop for ChaosCluster {
                 let _ = c.wait();
             }
         }
+        // Only once no node has a file open in them: the unmounts are then
+        // clean, not lazy.
+        for n in self.nodes.values_mut() {
+            if let Some(mut d) = n.disk.take() {
+                d.stop();
+            }
+        }
     }
 }
 
@@ -464,5 +755,13 @@ mod tests {
         assert!(ips.iter().all(|ip| ip.is_loopback()));
         assert_eq!(ips[0], Ipv4Addr::new(127, 0, 0, 11));
         assert_eq!(ips[4], Ipv4Addr::new(127, 0, 0, 15));
+    }
+
+    #[test]
+    fn given_plant_names_then_known_ones_parse_with_their_env_and_others_fail() {
+        let p = Plant::parse("skip-fsync").unwrap();
+        assert_eq!(p.env(), ("REPLOG_UNSAFE_SKIP_FSYNC", "1"));
+        assert_eq!(p.name(), "skip-fsync");
+        assert!(Plant::parse("skip-everything").is_err());
     }
 }

@@ -21,6 +21,13 @@
 //! | `partition-oneway` | packets from A to B dropped, B to A pass (A: a leader towards everyone, or a random pair) | flush |
 //! | `kill-all` | SIGKILL every node at once, writes in flight | restart them all |
 //! | `netem` | delay, jitter and loss on every node-to-node link | remove the qdisc and rules |
+//! | `power-fail` | power loss of one node (chosen as for `kill`): SIGKILL, then its disk drops every write it had not fsync'd | restart it on what is left |
+//! | `power-fail-all` | power loss of every node at once, writes in flight | restart them all |
+//!
+//! SIGKILL alone leaves the kernel's page cache intact, so it never shows a
+//! missing fsync; the power faults do, because every node's data directory
+//! is then a `replog-faultfs` mount (see [`crate::cluster`]) that holds
+//! unsynced writes in memory until told to lose them.
 //!
 //! [`Nemesis::heal_all`] undoes everything (network, paused and killed
 //! nodes); the runner calls it before the final reads. Every fault is
@@ -55,10 +62,12 @@ pub enum Fault {
     PartitionOneway,
     KillAll,
     Netem,
+    PowerFail,
+    PowerFailAll,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Kill,
         Fault::Pause,
         Fault::PartitionLeader,
@@ -67,6 +76,8 @@ impl Fault {
         Fault::PartitionOneway,
         Fault::KillAll,
         Fault::Netem,
+        Fault::PowerFail,
+        Fault::PowerFailAll,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,7 +90,15 @@ impl Fault {
             Fault::PartitionOneway => "partition-oneway",
             Fault::KillAll => "kill-all",
             Fault::Netem => "netem",
+            Fault::PowerFail => "power-fail",
+            Fault::PowerFailAll => "power-fail-all",
         }
+    }
+
+    /// Whether the fault needs the nodes' data directories on faultfs
+    /// mounts (root, `/dev/fuse`).
+    pub fn needs_faultfs(self) -> bool {
+        matches!(self, Fault::PowerFail | Fault::PowerFailAll)
     }
 
     /// Whether the fault needs [`Net`] (root, iptables, tc).
@@ -150,7 +169,7 @@ fn fault_ms(f: Fault) -> std::ops::Range<u64> {
     match f {
         // Down time of the whole cluster; recovery happens in the quiet
         // window after it.
-        Fault::KillAll => 500..2500,
+        Fault::KillAll | Fault::PowerFailAll => 500..2500,
         _ => 3000..7000,
     }
 }
@@ -357,29 +376,61 @@ impl Nemesis {
         (id, format!("node {id} (no leader known)"))
     }
 
+    /// The node a process fault (`kill`, `power-fail`) hits: the leader of a
+    /// partition or the controller, a follower of a partition, or a random
+    /// node, one time in three each.
+    async fn process_target(&self, cluster: &ChaosCluster, rng: &mut StdRng) -> (u64, String) {
+        let ids = cluster.ids();
+        match rng.gen_range(0..3) {
+            0 => self.some_leader(cluster, rng, true).await,
+            1 => {
+                let (l, what) = self.some_leader(cluster, rng, false).await;
+                let others: Vec<u64> = ids.iter().copied().filter(|i| *i != l).collect();
+                let f = *others.choose(rng).expect("n > 1");
+                (f, format!("follower node {f} (not the {what})"))
+            }
+            _ => {
+                let id = *ids.choose(rng).expect("nodes");
+                (id, format!("random node {id}"))
+            }
+        }
+    }
+
     async fn apply(&mut self, cluster: &mut ChaosCluster, w: &Window) -> Result<(Active, String)> {
         let mut rng = StdRng::seed_from_u64(w.choice);
         let ids = cluster.ids();
         let random = |rng: &mut StdRng| *ids.choose(rng).expect("nodes");
         Ok(match w.fault {
             Fault::Kill => {
-                let (id, what) = match rng.gen_range(0..3) {
-                    0 => self.some_leader(cluster, &mut rng, true).await,
-                    1 => {
-                        let (l, what) = self.some_leader(cluster, &mut rng, false).await;
-                        let others: Vec<u64> = ids.iter().copied().filter(|i| *i != l).collect();
-                        let f = *others.choose(&mut rng).expect("n > 1");
-                        (f, format!("follower node {f} (not the {what})"))
-                    }
-                    _ => {
-                        let id = random(&mut rng);
-                        (id, format!("random node {id}"))
-                    }
-                };
+                let (id, what) = self.process_target(cluster, &mut rng).await;
                 self.await_in_flight().await;
                 let in_flight = self.in_flight();
                 cluster.kill(id)?;
                 (Active::Killed(vec![id]), format!("SIGKILL {what}{in_flight}; restart after"))
+            }
+            Fault::PowerFail => {
+                let (id, what) = self.process_target(cluster, &mut rng).await;
+                self.await_in_flight().await;
+                let in_flight = self.in_flight();
+                let lost = cluster.power_fail(id)?;
+                (
+                    Active::Killed(vec![id]),
+                    format!("power failure of {what}{in_flight}: {}; restart after", describe_loss(&lost)),
+                )
+            }
+            Fault::PowerFailAll => {
+                self.await_in_flight().await;
+                let in_flight = self.in_flight();
+                let lost = cluster.power_fail_all()?;
+                let per_node: Vec<String> =
+                    lost.iter().map(|(id, r)| format!("node {id} {}", describe_loss(r))).collect();
+                (
+                    Active::Killed(ids.clone()),
+                    format!(
+                        "power failure of all nodes {ids:?} at once{in_flight}: {}; restart all after",
+                        per_node.join(", ")
+                    ),
+                )
             }
             Fault::Pause => {
                 let (id, what) = if rng.gen_bool(0.5) {
@@ -447,6 +498,13 @@ impl Nemesis {
     }
 }
 
+/// What a power failure threw away, for the nemesis log: with correct
+/// fsyncs only writes still in flight; with the planted skipped fsync,
+/// everything since the node started.
+fn describe_loss(r: &replog_faultfs::CrashReport) -> String {
+    format!("lost {} unsynced bytes in {} files, {} namespace ops undone", r.bytes, r.files, r.undone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +541,10 @@ mod tests {
         assert_eq!(Fault::parse_list("partition").unwrap().len(), 4);
         assert!(Fault::parse_list("kill,explode").is_err());
         assert!(!Fault::Kill.needs_net() && Fault::Netem.needs_net());
+        assert_eq!(
+            Fault::parse_list("power-fail,power-fail-all").unwrap(),
+            vec![Fault::PowerFail, Fault::PowerFailAll]
+        );
+        assert!(Fault::PowerFail.needs_faultfs() && !Fault::PowerFail.needs_net() && !Fault::Kill.needs_faultfs());
     }
 }

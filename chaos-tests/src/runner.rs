@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use replog_client::ClientConfig;
 
 use crate::checker::{AnomalyKind, Report, check};
-use crate::cluster::ChaosCluster;
+use crate::cluster::{ChaosCluster, ClusterOptions, clear_run_dir};
 use crate::history::{History, Outcome, Recorder};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, schedule};
 use crate::net::Net;
@@ -93,15 +93,14 @@ pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
     let out = &cfg.out_dir;
     std::fs::create_dir_all(out)?;
     let run_dir = out.join(format!("run-{}", cfg.run));
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).with_context(|| format!("remove {}", run_dir.display()))?;
-    }
+    clear_run_dir(&run_dir)?;
     let history_path = out.join(format!("run-{}.jsonl", cfg.run));
     let report_path = out.join(format!("run-{}.report.txt", cfg.run));
     let nemesis_path = out.join(format!("run-{}.nemesis.log", cfg.run));
 
     let windows = schedule(cfg.seed, &cfg.faults, Duration::from_secs(cfg.seconds));
-    let mut cluster = ChaosCluster::start(cfg.nodes, &run_dir, &[]).await?;
+    let cluster_opts = ClusterOptions::from_env(cfg.faults.iter().any(|f| f.needs_faultfs()))?;
+    let mut cluster = ChaosCluster::start_with(cfg.nodes, &run_dir, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig {

@@ -9,7 +9,7 @@
 //! | `CHAOS_RUNS` | 20 | runs, each on a fresh cluster |
 //! | `CHAOS_SECONDS` | 60 | workload + nemesis time per run |
 //! | `CHAOS_SEED` | random (printed) | seed of run 1; run n's seed is derived from it and printed |
-//! | `CHAOS_FAULTS` | all | comma list of faults (`kill,pause,partition-leader,partition-split,partition-bridge,partition-oneway,kill-all,netem`, or `partition`) |
+//! | `CHAOS_FAULTS` | all | comma list of faults (`kill,pause,partition-leader,partition-split,partition-bridge,partition-oneway,kill-all,netem,power-fail,power-fail-all`, or `partition`) |
 //! | `CHAOS_NODES` | 3 | nodes per cluster (3 or 5) |
 //! | `CHAOS_PARTITIONS` | 6 | partitions of the topic (replication factor 3) |
 //! | `CHAOS_PRODUCERS` | 4 | producers |
@@ -18,16 +18,21 @@
 //! | `CHAOS_IDEMPOTENT` | 1 | 0 turns the SDK's idempotent producer off (retries may then append twice: `duplicate`) |
 //! | `CHAOS_OUT` | `target/chaos` | where histories, reports and node logs go |
 //! | `CHAOS_TOLERATE` | none | anomaly kinds that are counted and printed but do not make the exit code non-zero |
+//! | `CHAOS_FAULTFS` | auto | `auto`: nodes' data directories on replog-faultfs mounts when a power fault is enabled; `1` always; `0` never |
+//! | `CHAOS_PLANT` | none | a planted bug in every node (`skip-fsync`): the schedule then checks that the runs catch it |
 //!
 //! Exit code: 0 when no run had an anomaly (or only tolerated ones) and no
 //! run hit a problem (crash, failed heal, replica that never caught up), 1
-//! otherwise, 2 on bad configuration.
+//! otherwise, 2 on bad configuration. With `CHAOS_PLANT` the bug is meant
+//! to be caught: 0 when every run reported lost acknowledged writes
+//! (`lost-write` or `unseen`), 1 otherwise.
 
 use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use replog_chaos::checker::{AnomalyKind, Report};
+use replog_chaos::cluster::Plant;
 use replog_chaos::nemesis::Fault;
 use replog_chaos::runner::{RunConfig, anomaly_summary, default_out_dir, fault_summary, run_once, run_seed};
 
@@ -46,6 +51,7 @@ struct Settings {
     seed: u64,
     base: RunConfig,
     tolerate: Vec<AnomalyKind>,
+    plant: Option<Plant>,
 }
 
 fn settings() -> Result<Settings> {
@@ -75,6 +81,7 @@ fn settings() -> Result<Settings> {
         runs,
         seed,
         tolerate,
+        plant: Plant::from_env()?,
         base: RunConfig {
             run: 0,
             seed,
@@ -113,8 +120,15 @@ async fn run_all(s: &Settings) -> Result<bool> {
         "chaos: reproduce one run with CHAOS_RUNS=1 CHAOS_SEED=<its seed> CHAOS_SECONDS={} CHAOS_FAULTS={faults} CHAOS_NODES={}",
         s.base.seconds, s.base.nodes
     );
+    if let Some(p) = s.plant {
+        let (k, v) = p.env();
+        println!(
+            "chaos: planted bug {}: nodes run with {k}={v}; a run passes only if the checker reports lost acknowledged writes",
+            p.name()
+        );
+    }
     let mut rows = Vec::new();
-    let (mut acked, mut anomalies, mut failed) = (0usize, 0usize, false);
+    let (mut acked, mut anomalies, mut failed, mut caught) = (0usize, 0usize, false, 0u32);
     for run in 1..=s.runs {
         let cfg = RunConfig { run, seed: run_seed(s.seed, run), ..s.base.clone() };
         eprintln!("chaos: run {run}/{} seed {} ...", s.runs, cfg.seed);
@@ -122,6 +136,9 @@ async fn run_all(s: &Settings) -> Result<bool> {
             Ok(r) => {
                 acked += r.report.acknowledged;
                 anomalies += r.report.anomaly_count();
+                if r.report.count(AnomalyKind::LostWrite) + r.report.count(AnomalyKind::Unseen) > 0 {
+                    caught += 1;
+                }
                 let intolerable = r.report.anomalies.iter().filter(|a| !s.tolerate.contains(&a.kind)).count();
                 if intolerable > 0 || !r.problems.is_empty() {
                     failed = true;
@@ -158,6 +175,10 @@ async fn run_all(s: &Settings) -> Result<bool> {
         println!("{r}");
     }
     println!("chaos: runs={} acknowledged={acked} anomalies={anomalies}", s.runs);
+    if let Some(p) = s.plant {
+        println!("chaos: planted {} caught in {caught} of {} runs", p.name(), s.runs);
+        return Ok(caught == s.runs);
+    }
     Ok(!failed)
 }
 
