@@ -25,8 +25,10 @@ stop:
 	$(CLUSTER) down
 
 # The last two steps are the chaos smoke (root: iptables): a short run with a
-# few faults, and one that SIGKILLs every node at once while writes are in
-# flight; both must end with zero anomalies (docs/chaos.md).
+# few faults, one that SIGKILLs every node at once while writes are in
+# flight, and one that cuts every node's power (unsynced writes lost) — all
+# must end with zero anomalies — then the same power cut with a planted
+# skipped fsync, which must be caught (docs/chaos.md).
 #
 # cargo-nextest runs tests faster and isolates them per process, but it does
 # not run doctests, so those run separately when nextest is used.
@@ -46,6 +48,8 @@ test:
 	$(BIN)/replog-fuzz run --seconds 2
 	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=kill-all CHAOS_OUT=target/chaos-smoke-kill-all $(BIN)/chaos
+	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=power-fail,power-fail-all CHAOS_OUT=target/chaos-smoke-power $(BIN)/chaos
+	CHAOS_RUNS=1 CHAOS_SECONDS=10 CHAOS_PARTITIONS=1 CHAOS_FAULTS=power-fail-all CHAOS_PLANT=skip-fsync CHAOS_OUT=target/chaos-smoke-plant $(BIN)/chaos
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -146,6 +146,9 @@ impl Producer {
     /// Records queued one after another for the same partition are written
     /// in that order.
     pub async fn enqueue(&self, topic: &str, partition: Option<u32>, record: Record) -> Result<SendHandle> {
+        // A record the batch format cannot hold would make its whole batch
+        // corrupt: refuse it alone, here.
+        record.check_encodable().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let partitions = self.client.topic(topic).await?.partitions.len() as u32;
         if partitions == 0 {
             return Err(Error::InvalidArgument(format!("topic {topic:?} has no partitions")));

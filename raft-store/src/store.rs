@@ -197,6 +197,10 @@ impl Store {
             .flush_every_ms(Some(1000))
             .open()
             .map_err(sled_err)?;
+        // sled writes its `conf` file once and never syncs it.
+        if let Ok(conf) = File::open(sled_dir.join("conf")) {
+            conf.sync_all()?;
+        }
         // Make the directory entries durable once.
         for d in [&sled_dir, &logs_dir, &dir.to_path_buf()] {
             sync_dir(d)?;
