@@ -44,6 +44,10 @@ pub enum NodeError {
         "the node's data volume has {free_mb} MiB free, below its floor of {min_free_mb} MiB; free space or move leadership"
     )]
     DiskFull { free_mb: u64, min_free_mb: u64 },
+    /// What another node answered to a request this node forwarded (admin
+    /// requests go to the controller leader), passed on with its code.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
     /// Refused by a state machine when the entry was applied.
     #[error(transparent)]
     Rejected(#[from] Rejection),
@@ -69,12 +73,34 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::Storage(_) => ErrorCode::Storage,
             NodeError::DiskFull { .. } => ErrorCode::DiskFull,
+            NodeError::Remote { code, .. } => *code,
             NodeError::Rejected(r) => match r {
                 Rejection::CorruptBatch(_) => ErrorCode::CorruptBatch,
                 Rejection::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequence,
                 Rejection::ProducerFenced(_) => ErrorCode::ProducerFenced,
                 Rejection::InvalidRequest(_) => ErrorCode::InvalidRequest,
             },
+        }
+    }
+}
+
+impl NodeError {
+    /// The error a forwarded request got at `addr`: the remote node's own
+    /// code and message when it answered with one, else UNAVAILABLE.
+    pub fn from_remote(addr: &str, status: tonic::Status) -> NodeError {
+        let code = status
+            .metadata()
+            .get(CODE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(ErrorCode::from_u16);
+        match code {
+            Some(code) => {
+                let msg = status.message();
+                let msg = msg.strip_prefix(code.name()).and_then(|m| m.strip_prefix(": ")).unwrap_or(msg);
+                NodeError::Remote { code, message: msg.to_string() }
+            }
+            None => NodeError::Unavailable(format!("forwarding to {addr}: {}", status.message())),
         }
     }
 }

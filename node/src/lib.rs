@@ -1,19 +1,35 @@
 //! The replog broker node.
 //!
-//! - [`config`]: `NodeConfig` (file, flags, `REPLOG_*` env) and validation.
-//! - [`node`]: the node's Raft groups (controller + partitions), the
-//!   reconciler, the peer prober, graceful shutdown.
-//! - [`raft_net`]: Raft transport client (one channel per peer, all groups).
+//! - [`config`]: `NodeConfig` — every key a TOML key, a flag and a `REPLOG_*`
+//!   variable — and validation.
+//! - [`node`]: the node — storage, controller handle, hosted partitions,
+//!   what it knows of its peers — and graceful shutdown.
+//! - [`partition`]: [`partition::Partition`], a partition in log terms
+//!   (append, read, offsets, leader); the client handlers' only door to Raft.
+//! - [`controller`]: the controller group's handle (propose, watch, register
+//!   members).
+//! - [`members`]: every node and its address.
+//! - [`reconciler`], [`prober`], [`balancer`]: the background tasks —
+//!   which partitions are hosted, who is alive and leads, leadership back to
+//!   preferred replicas.
+//! - [`raft_net`]: the peer connections (one per peer, shared by Raft, the
+//!   prober and forwarding) and the Raft transport client.
 //! - [`service`]: gRPC handlers — the client API, one file per RPC, and the
 //!   peer-only Raft service.
 //! - [`metrics`]: Prometheus metrics, `/metrics` and `/health`.
 //! - [`error`]: `NodeError`, stable codes, the mapping to `tonic::Status`.
 //! - [`server`]: [`server::run`], which wires it all together.
 
+pub mod balancer;
 pub mod config;
+pub mod controller;
 pub mod error;
+pub mod members;
 pub mod metrics;
 pub mod node;
+pub mod partition;
+pub mod prober;
 pub mod raft_net;
+pub mod reconciler;
 pub mod server;
 pub mod service;

@@ -16,7 +16,10 @@ fn main() {
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let result = rt.block_on(replog_node::server::run(config, shutdown_signal()));
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        replog_node::server::run(listener, config, shutdown_signal()).await
+    });
     if let Err(e) = result {
         eprintln!("replog-node: {e:#}");
         std::process::exit(1);

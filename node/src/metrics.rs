@@ -139,7 +139,7 @@ fn refresh(node: &Node) {
     catch_up(&m.files_synced, s.files_synced.load(Ordering::Relaxed));
     let secs = s.micros.load(Ordering::Relaxed) as f64 / 1e6;
     m.flush_seconds.inc_by((secs - m.flush_seconds.get()).max(0.0));
-    m.controller_leader.set(node.controller_leader().unwrap_or(0) as i64);
+    m.controller_leader.set(node.controller.leader().unwrap_or(0) as i64);
     m.disk_free.set(node.store.disk().free() as i64);
     let info = node.node_info();
     m.leaders.set(info.leader_count as i64);
@@ -166,7 +166,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> (StatusCode, String) {
 
 /// Healthy once the node serves and its controller group has a leader.
 async fn health(State(node): State<Arc<Node>>) -> (StatusCode, String) {
-    match node.controller_leader() {
+    match node.controller.leader() {
         Some(l) => (StatusCode::OK, format!("{{\"node\":{},\"controller_leader\":{l}}}\n", node.id)),
         None => (StatusCode::SERVICE_UNAVAILABLE, format!("{{\"node\":{},\"controller_leader\":null}}\n", node.id)),
     }

@@ -18,6 +18,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
 use replog_proto::pb::raft_peer_client::RaftPeerClient;
+use replog_proto::pb::replog_client::ReplogClient;
 use replog_proto::pb::{RaftBatch, RaftMessage};
 use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use serde::Serialize;
@@ -65,10 +66,11 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode:
     payload_codec().deserialize(payload)
 }
 
-/// Connections to peers, one channel each (HTTP/2 multiplexes the groups).
+/// Connections to peers: one HTTP/2 channel per peer, shared by the Raft
+/// traffic of every group, the prober and forwarded admin requests.
 #[derive(Default)]
 pub struct PeerPool {
-    conns: Mutex<HashMap<String, RaftPeerClient<Channel>>>,
+    conns: Mutex<HashMap<String, Channel>>,
     local_ip: Option<IpAddr>,
     heartbeats: Mutex<HashMap<String, mpsc::UnboundedSender<Heartbeat>>>,
 }
@@ -127,17 +129,27 @@ impl PeerPool {
         rx.await.map_err(|_| "heartbeat batcher dropped the call".to_string())?
     }
 
-    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+    /// The channel to the peer at `addr`, connected on first use.
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut conns = self.conns.lock().expect("peer pool lock");
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
-        let ep = peer_endpoint(addr, self.local_ip)?;
-        let c = RaftPeerClient::new(ep.connect_lazy())
-            .max_decoding_message_size(1 << 30)
-            .max_encoding_message_size(1 << 30);
+        let c = peer_endpoint(addr, self.local_ip)?.connect_lazy();
         conns.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// The Raft peer service of `addr`.
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+        Ok(RaftPeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30))
+    }
+
+    /// The client service of `addr` (probes, forwarded admin requests).
+    pub fn replog_client(&self, addr: &str) -> Result<ReplogClient<Channel>, String> {
+        Ok(ReplogClient::new(self.channel(addr)?))
     }
 }
 

@@ -20,9 +20,15 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// (64) entries of at most one batch each; snapshots travel whole for now.
 const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 
-/// Runs a node until `shutdown` resolves, then stops it gracefully.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+/// Runs a node serving gRPC on `listener` until `shutdown` resolves, then
+/// stops it gracefully. The listener is bound by the caller, so a test can
+/// bind port 0; `config.listen` becomes its actual address.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    mut config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.listen = listener.local_addr()?;
     let node = Node::start(config.clone(), Metrics::new()).await?;
     node.spawn_tasks();
     info!(id = node.id, addr = %node.addr, data = %config.data_dir.display(), "replog node started");

@@ -2,12 +2,13 @@
 
 use replog_proto::pb::{ClusterStatusResponse, NodeStatus};
 
-use crate::node::{ALIVE_WITHIN, Node};
+use crate::node::Node;
+use crate::prober::PeerView;
 
 pub async fn handle(node: &Node) -> ClusterStatusResponse {
     // Ask everyone now rather than report the prober's last round.
     node.probe_round().await;
-    let members = node.members();
+    let members = node.members.all();
     let views = node.peer_views();
     let me = node.node_info();
     let nodes = members
@@ -23,7 +24,7 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
                 };
             }
             let v = views.get(&id);
-            let alive = v.and_then(|v| v.last_ok).is_some_and(|t| t.elapsed() < ALIVE_WITHIN);
+            let alive = v.is_some_and(PeerView::alive);
             let info = v.and_then(|v| v.info.as_ref()).filter(|_| alive);
             NodeStatus {
                 id,
@@ -34,5 +35,5 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
             }
         })
         .collect();
-    ClusterStatusResponse { nodes, controller_leader: node.controller_leader().unwrap_or(0) }
+    ClusterStatusResponse { nodes, controller_leader: node.controller.leader().unwrap_or(0) }
 }

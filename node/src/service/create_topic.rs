@@ -2,16 +2,16 @@
 //! leader, answered once every partition has a leader.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use replog_proto::pb::{CreateTopicRequest, CreateTopicResponse};
 use replog_raft_store::NodeId;
 use replog_raft_store::controller::{ClusterMeta, ControllerCmd, ControllerResult};
-use tonic::Status;
 use tracing::{info, instrument};
 
 use super::metadata::topic_metadata;
-use crate::error::NodeError;
+use crate::error::{NodeError, Result};
 use crate::node::Node;
 
 /// How long a create waits for every new partition to elect a leader.
@@ -19,7 +19,7 @@ const LEADERS_WAIT: Duration = Duration::from_secs(15);
 const MAX_NAME_LEN: usize = 249;
 
 /// Topic names: 1–249 of `[A-Za-z0-9._-]`, not `.` or `..`.
-pub fn validate_name(name: &str) -> Result<(), NodeError> {
+pub fn validate_name(name: &str) -> Result<()> {
     let bad = |reason| NodeError::InvalidTopicName { name: name.to_string(), reason };
     if name.is_empty() {
         return Err(bad("empty"));
@@ -36,29 +36,29 @@ pub fn validate_name(name: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-#[instrument(skip_all, fields(topic = %req.name, partitions = req.partitions, rf = req.replication_factor))]
-pub async fn handle(node: &Node, mut req: CreateTopicRequest, forwarded: bool) -> Result<CreateTopicResponse, Status> {
+/// Checks a create request where it arrives and fills in the defaults of
+/// the node it arrived at.
+pub fn prepare(node: &Node, req: &mut CreateTopicRequest) -> Result<()> {
     validate_name(&req.name)?;
     if req.partitions == 0 || req.partitions > node.config.max_partitions {
         return Err(NodeError::InvalidPartitions(format!(
             "{} (must be 1..={})",
             req.partitions, node.config.max_partitions
-        ))
-        .into());
+        )));
     }
     if req.replication_factor == 0 {
         req.replication_factor = node.config.default_replication_factor;
     }
-    if !node.controller.is_leader(node.id) {
-        if forwarded {
-            return Err(NodeError::Unavailable("controller leadership moved; retry".into()).into());
-        }
-        return super::forward_to_controller(node, req, |mut c, r| async move { c.create_topic(r).await }).await;
-    }
-    node.ensure_registered().await?;
+    Ok(())
+}
+
+/// Places and commits the topic; runs on the controller leader.
+#[instrument(skip_all, fields(topic = %req.name, partitions = req.partitions, rf = req.replication_factor))]
+pub async fn handle(node: Arc<Node>, req: CreateTopicRequest) -> Result<CreateTopicResponse> {
+    node.controller.ensure_registered().await?;
     let meta = node.meta();
     if meta.topics.contains_key(&req.name) {
-        return Err(NodeError::TopicAlreadyExists(req.name).into());
+        return Err(NodeError::TopicAlreadyExists(req.name));
     }
     let rf = req.replication_factor;
     let mut live = node.live_nodes();
@@ -71,21 +71,20 @@ pub async fn handle(node: &Node, mut req: CreateTopicRequest, forwarded: bool) -
         return Err(NodeError::InvalidReplicationFactor {
             requested: rf,
             reason: format!("only {} nodes are alive ({live:?})", live.len()),
-        }
-        .into());
+        });
     }
     let replicas = place(&meta, &live, req.partitions, rf);
     let cmd = ControllerCmd::CreateTopic { name: req.name.clone(), replicas, created_ms: now_ms() };
-    let topic = match node.controller_write(cmd).await? {
+    let topic = match node.controller.propose(cmd).await? {
         ControllerResult::TopicCreated(t) => t,
-        ControllerResult::TopicExists(n) => return Err(NodeError::TopicAlreadyExists(n).into()),
-        other => return Err(NodeError::Internal(format!("create answered {other:?}")).into()),
+        ControllerResult::TopicExists(n) => return Err(NodeError::TopicAlreadyExists(n)),
+        other => return Err(NodeError::Internal(format!("create answered {other:?}"))),
     };
     info!(topic = %topic.name, id = topic.id, "created topic");
     // Answer once producers can use every partition.
     let deadline = Instant::now() + LEADERS_WAIT;
     loop {
-        let md = topic_metadata(node, &topic);
+        let md = topic_metadata(&node, &topic);
         if md.partitions.iter().all(|p| p.leader != 0) || Instant::now() > deadline {
             return Ok(CreateTopicResponse { topic: Some(md) });
         }

@@ -13,7 +13,7 @@ pub fn handle(node: &Node, req: MetadataRequest) -> MetadataResponse {
         .filter(|t| req.topics.is_empty() || req.topics.contains(&t.name))
         .map(|t| topic_metadata(node, t))
         .collect();
-    let nodes = node.members().into_iter().map(|(id, addr)| BrokerInfo { id, addr }).collect();
+    let nodes = node.members.all().into_iter().map(|(id, addr)| BrokerInfo { id, addr }).collect();
     MetadataResponse { nodes, topics }
 }
 

@@ -10,23 +10,61 @@ mod metadata;
 mod produce;
 pub mod raft_peer;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use replog_proto::pb::replog_client::ReplogClient;
 use replog_proto::pb::{self, replog_server::Replog};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::error::{NodeError, Result};
 use crate::node::Node;
 
 /// Metadata marking an admin request one node forwarded to the controller
 /// leader, so it is never forwarded twice.
 pub const FORWARDED_KEY: &str = "replog-forwarded";
+/// How long a forwarded admin request may take at the controller leader
+/// (a topic creation waits for every partition to elect a leader).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct ClientService {
     pub node: Arc<Node>,
 }
 
-fn forwarded<T>(req: &Request<T>) -> bool {
-    req.metadata().contains_key(FORWARDED_KEY)
+fn reply<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+impl ClientService {
+    /// Runs an admin request that only the controller leader can serve: here
+    /// if this node leads the controller, else at the leader, once (a request
+    /// already forwarded is not forwarded again).
+    async fn on_controller<T, R, L, LF, F, FF>(&self, req: Request<T>, local: L, forward: F) -> Result<R>
+    where
+        L: FnOnce(Arc<Node>, T) -> LF,
+        LF: Future<Output = Result<R>>,
+        F: FnOnce(ReplogClient<Channel>, Request<T>) -> FF,
+        FF: Future<Output = std::result::Result<Response<R>, Status>>,
+    {
+        let node = &self.node;
+        if node.controller.is_leader() {
+            return local(node.clone(), req.into_inner()).await;
+        }
+        if req.metadata().contains_key(FORWARDED_KEY) {
+            return Err(NodeError::Unavailable("controller leadership moved; retry".into()));
+        }
+        let leader = node.controller.leader().filter(|l| *l != node.id);
+        let Some(addr) = leader.and_then(|l| node.members.addr(l)) else {
+            return Err(NodeError::Unavailable("the controller group has no leader right now".into()));
+        };
+        let client = node.pool.replog_client(&addr).map_err(|_| node.controller.not_leader())?;
+        let mut r = Request::new(req.into_inner());
+        r.metadata_mut().insert(FORWARDED_KEY, "1".parse().expect("valid metadata"));
+        r.set_timeout(FORWARD_TIMEOUT);
+        forward(client, r).await.map(Response::into_inner).map_err(|s| NodeError::from_remote(&addr, s))
+    }
 }
 
 #[tonic::async_trait]
@@ -34,67 +72,58 @@ impl Replog for ClientService {
     async fn create_topic(
         &self,
         req: Request<pb::CreateTopicRequest>,
-    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        let fwd = forwarded(&req);
-        create_topic::handle(&self.node, req.into_inner(), fwd).await.map(Response::new)
+    ) -> std::result::Result<Response<pb::CreateTopicResponse>, Status> {
+        let (md, ext, mut inner) = req.into_parts();
+        if let Err(e) = create_topic::prepare(&self.node, &mut inner) {
+            return Err(e.into());
+        }
+        let req = Request::from_parts(md, ext, inner);
+        reply(self.on_controller(req, create_topic::handle, |mut c, r| async move { c.create_topic(r).await }).await)
     }
 
     async fn delete_topic(
         &self,
         req: Request<pb::DeleteTopicRequest>,
-    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        let fwd = forwarded(&req);
-        delete_topic::handle(&self.node, req.into_inner(), fwd).await.map(Response::new)
+    ) -> std::result::Result<Response<pb::DeleteTopicResponse>, Status> {
+        reply(self.on_controller(req, delete_topic::handle, |mut c, r| async move { c.delete_topic(r).await }).await)
     }
 
-    async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+    async fn metadata(
+        &self,
+        req: Request<pb::MetadataRequest>,
+    ) -> std::result::Result<Response<pb::MetadataResponse>, Status> {
         Ok(Response::new(metadata::handle(&self.node, req.into_inner())))
     }
 
-    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
-        produce::handle(&self.node, req.into_inner()).await.map(Response::new).map_err(Status::from)
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> std::result::Result<Response<pb::ProduceResponse>, Status> {
+        reply(produce::handle(&self.node, req.into_inner()).await)
     }
 
-    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        fetch::handle(&self.node, req.into_inner()).await.map(Response::new).map_err(Status::from)
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> std::result::Result<Response<pb::FetchResponse>, Status> {
+        reply(fetch::handle(&self.node, req.into_inner()).await)
     }
 
     async fn cluster_status(
         &self,
         _req: Request<pb::ClusterStatusRequest>,
-    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+    ) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
         Ok(Response::new(cluster_status::handle(&self.node).await))
     }
 
     async fn init_producer(
         &self,
         req: Request<pb::InitProducerRequest>,
-    ) -> Result<Response<pb::InitProducerResponse>, Status> {
-        let fwd = forwarded(&req);
-        init_producer::handle(&self.node, req.into_inner(), fwd).await.map(Response::new)
+    ) -> std::result::Result<Response<pb::InitProducerResponse>, Status> {
+        reply(self.on_controller(req, init_producer::handle, |mut c, r| async move { c.init_producer(r).await }).await)
     }
 
-    async fn node_info(&self, _req: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {
+    async fn node_info(
+        &self,
+        _req: Request<pb::NodeInfoRequest>,
+    ) -> std::result::Result<Response<pb::NodeInfoResponse>, Status> {
         Ok(Response::new(self.node.node_info()))
     }
-}
-
-/// Sends an admin request to the controller leader's client service.
-async fn forward_to_controller<T, R, F, Fut>(node: &Node, req: T, call: F) -> Result<R, Status>
-where
-    F: FnOnce(pb::replog_client::ReplogClient<tonic::transport::Channel>, Request<T>) -> Fut,
-    Fut: Future<Output = Result<Response<R>, Status>>,
-{
-    let what = "the controller group".to_string();
-    let leader = node.controller_leader().filter(|l| *l != node.id);
-    let Some(addr) = leader.and_then(|l| node.node_addr(l)) else {
-        return Err(crate::error::NodeError::Unavailable("the controller group has no leader right now".into()).into());
-    };
-    let ep = crate::raft_net::peer_endpoint(&addr, crate::raft_net::source_ip(node.config.listen))
-        .map_err(|_| Status::from(node.not_leader(what.clone(), leader)))?;
-    let client = pb::replog_client::ReplogClient::new(ep.connect_lazy());
-    let mut r = Request::new(req);
-    r.metadata_mut().insert(FORWARDED_KEY, "1".parse().expect("valid metadata"));
-    r.set_timeout(std::time::Duration::from_secs(20));
-    call(client, r).await.map(Response::into_inner)
 }

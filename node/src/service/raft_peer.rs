@@ -101,10 +101,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(group: u64, r: Result<T, E>) -> Raf
 
 impl PeerService {
     fn raft(&self, group: u64) -> Result<Raft, String> {
-        if group == replog_raft_store::CONTROLLER_GROUP {
-            return Ok(self.node.controller.raft.clone());
-        }
-        self.node.group(group).map(|g| g.raft.clone()).ok_or_else(|| format!("unknown group {group}"))
+        self.node.raft_of(group).ok_or_else(|| format!("unknown group {group}"))
     }
 }
 

@@ -1,0 +1,106 @@
+//! The controller group as the rest of the node sees it: propose a command,
+//! watch the cluster metadata, know who leads. The controller leader also
+//! registers the group's members in the metadata.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use replog_raft_store::controller::{ClusterMeta, ControllerCmd, ControllerResult};
+use replog_raft_store::{NodeId, Raft, Request, Response};
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::error::{NodeError, Result};
+use crate::members::Members;
+
+const WHAT: &str = "the controller group";
+/// How often the controller leader checks that every member is registered.
+const REGISTER_INTERVAL: Duration = Duration::from_millis(200);
+
+pub struct Controller {
+    me: NodeId,
+    raft: Raft,
+    meta: watch::Receiver<Arc<ClusterMeta>>,
+    members: Arc<Members>,
+}
+
+impl Controller {
+    pub fn new(me: NodeId, raft: Raft, meta: watch::Receiver<Arc<ClusterMeta>>, members: Arc<Members>) -> Controller {
+        Controller { me, raft, meta, members }
+    }
+
+    /// The cluster metadata as applied here.
+    pub fn meta(&self) -> Arc<ClusterMeta> {
+        self.meta.borrow().clone()
+    }
+
+    /// Changes of the metadata, as they are applied here.
+    pub fn watch(&self) -> watch::Receiver<Arc<ClusterMeta>> {
+        self.meta.clone()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.state == ServerState::Leader && m.current_leader == Some(self.me)
+    }
+
+    /// NOT_LEADER naming the controller leader as known here.
+    pub fn not_leader(&self) -> NodeError {
+        self.members.not_leader(WHAT, self.leader().filter(|l| *l != self.me))
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Proposes `cmd` and returns what applying it produced. Runs on the
+    /// controller leader; elsewhere it fails with NOT_LEADER.
+    pub async fn propose(&self, cmd: ControllerCmd) -> Result<ControllerResult> {
+        match self.raft.client_write(Request::Controller(cmd)).await {
+            Ok(resp) => match resp.data {
+                Response::Controller(r) => Ok(r),
+                other => Err(NodeError::Internal(format!("controller answered {other:?}"))),
+            },
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(self.members.not_leader(WHAT, f.leader_id)),
+                None => Err(NodeError::Unavailable(format!("controller: {e}"))),
+            },
+        }
+    }
+
+    /// Registers every controller member missing from the metadata, so that
+    /// placement and clients know their addresses. Runs on the leader.
+    pub async fn ensure_registered(&self) -> Result<()> {
+        let voters: Vec<(NodeId, String)> = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config.nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
+        };
+        let meta = self.meta();
+        for (id, addr) in voters {
+            if meta.nodes.get(&id).map(|n| &n.addr) != Some(&addr) {
+                self.propose(ControllerCmd::RegisterNode { id, addr }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// While this node leads the controller, keeps every member registered.
+    pub async fn register_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(REGISTER_INTERVAL).await;
+            if self.is_leader()
+                && let Err(e) = self.ensure_registered().await
+            {
+                warn!("registering nodes: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Who is in the cluster and where to reach them: the first cluster's
+//! members (known before the controller registers anyone) and every node
+//! the controller has registered, whose registered address wins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use replog_raft_store::NodeId;
+use replog_raft_store::controller::ClusterMeta;
+use tokio::sync::watch;
+
+use crate::error::NodeError;
+
+pub struct Members {
+    initial: BTreeMap<NodeId, String>,
+    meta: watch::Receiver<Arc<ClusterMeta>>,
+}
+
+impl Members {
+    pub fn new(initial: BTreeMap<NodeId, String>, meta: watch::Receiver<Arc<ClusterMeta>>) -> Members {
+        Members { initial, meta }
+    }
+
+    /// Every known node with its address.
+    pub fn all(&self) -> BTreeMap<NodeId, String> {
+        let mut m = self.initial.clone();
+        m.extend(self.meta.borrow().nodes.values().map(|n| (n.id, n.addr.clone())));
+        m
+    }
+
+    pub fn addr(&self, id: NodeId) -> Option<String> {
+        self.meta.borrow().nodes.get(&id).map(|n| n.addr.clone()).or_else(|| self.initial.get(&id).cloned())
+    }
+
+    /// NOT_LEADER for `what`, naming the leader and its address when known.
+    pub fn not_leader(&self, what: impl Into<String>, leader: Option<NodeId>) -> NodeError {
+        let leader = leader.and_then(|l| Some((l, self.addr(l)?)));
+        NodeError::NotLeader { what: what.into(), leader }
+    }
+}

@@ -1,0 +1,255 @@
+//! A partition as the client handlers see it: log terms — high watermark,
+//! log start, offsets — with append, read and wait. The Raft group behind it
+//! stays inside this type; what Raft says is turned into [`NodeError`] here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::ClientWriteError;
+use replog_proto::batch::BatchHeader;
+use replog_raft_store::partition::{Offsets, PartitionReader, StoredBatch};
+use replog_raft_store::{GroupId, NodeId, Raft, Request, Response};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::debug;
+
+use crate::error::{NodeError, Result};
+use crate::members::Members;
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub record_count: u32,
+    /// The high watermark once the batch was applied.
+    pub high_watermark: u64,
+}
+
+/// What a read asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub max_bytes: usize,
+    pub max_records: usize,
+    /// Long-poll: how long to wait at the high watermark for a record.
+    pub max_wait: Duration,
+    /// Serve from this replica even if it does not lead (committed records
+    /// only, possibly behind the leader).
+    pub any_replica: bool,
+}
+
+/// Batches read, with the offsets they were read under.
+#[derive(Debug)]
+pub struct Read {
+    pub batches: Vec<StoredBatch>,
+    pub offsets: Offsets,
+}
+
+/// One partition hosted on this node.
+pub struct Partition {
+    group: GroupId,
+    /// `topic/partition`, for messages.
+    name: String,
+    me: NodeId,
+    raft: Raft,
+    reader: PartitionReader,
+    members: Arc<Members>,
+}
+
+impl Partition {
+    pub fn new(
+        group: GroupId,
+        name: String,
+        me: NodeId,
+        raft: Raft,
+        reader: PartitionReader,
+        members: Arc<Members>,
+    ) -> Partition {
+        Partition { group, name, me, raft, reader, members }
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The leader as this replica knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.state == ServerState::Leader && m.current_leader == Some(self.me)
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        self.reader.offsets()
+    }
+
+    /// The Raft group itself: for the peer service, leadership moves and
+    /// shutdown, never for client handlers.
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> NodeError {
+        self.members.not_leader(self.name.clone(), leader)
+    }
+
+    fn ensure_leader(&self) -> Result<()> {
+        if self.is_leader() { Ok(()) } else { Err(self.not_leader(self.leader())) }
+    }
+
+    fn append_cmd(batch: Bytes, header: &BatchHeader) -> Request {
+        Request::Append { batch, record_count: header.record_count, max_timestamp_ms: header.max_timestamp_ms }
+    }
+
+    /// Appends a validated batch and waits until a majority has it on disk
+    /// and it is applied, or `timeout` passes.
+    pub async fn append(&self, batch: Bytes, header: &BatchHeader, timeout: Duration) -> Result<Appended> {
+        self.ensure_leader()?;
+        let cmd = Self::append_cmd(batch, header);
+        let resp = match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+            Err(_) => {
+                return Err(NodeError::Timeout(format!(
+                    "{} not committed within {timeout:?}; it may still be appended",
+                    self.name
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(match e.api_error() {
+                    // Proposed, then leadership moved: it may still commit.
+                    Some(ClientWriteError::LogEntryDiscarded(_)) => NodeError::Unavailable(format!(
+                        "{}: leadership changed; the batch may have been appended",
+                        self.name
+                    )),
+                    _ => match e.forward_to_leader() {
+                        Some(f) => self.not_leader(f.leader_id),
+                        None => NodeError::Unavailable(format!("{}: {e}", self.name)),
+                    },
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        match resp.data {
+            Response::Appended { base_offset, record_count } => {
+                Ok(Appended { base_offset, record_count, high_watermark: self.offsets().high_watermark })
+            }
+            Response::Rejected(r) => Err(NodeError::Rejected(r)),
+            other => Err(NodeError::Internal(format!("append answered {other:?}"))),
+        }
+    }
+
+    /// Starts appending a validated batch without waiting for it (acks=none).
+    /// `slot` is held until the write ends or `timeout` passes: on a leader
+    /// that was deposed or lost its majority the write may never finish,
+    /// and the slot must not be held forever (the entry may still commit
+    /// later; only the wait ends).
+    pub fn append_detached(
+        &self,
+        batch: Bytes,
+        header: &BatchHeader,
+        timeout: Duration,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<()> {
+        self.ensure_leader()?;
+        let cmd = Self::append_cmd(batch, header);
+        let raft = self.raft.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(timeout, raft.client_write(cmd)).await.is_err() {
+                debug!(partition = %name, ?timeout, "acks=none write not committed in time; its slot is released");
+            }
+            drop(slot);
+        });
+        Ok(())
+    }
+
+    /// Committed batches from `offset` on, within `limits`; at the high
+    /// watermark, waits up to `limits.max_wait` for a record.
+    pub async fn read(&self, offset: u64, limits: ReadLimits) -> Result<Read> {
+        if !limits.any_replica {
+            self.ensure_leader()?;
+        }
+        let mut offsets = self.offsets();
+        if !limits.any_replica && needs_catch_up(offset, offsets.high_watermark, limits.max_wait) {
+            self.catch_up().await?;
+            offsets = self.offsets();
+        }
+        if offset < offsets.log_start_offset || offset > offsets.high_watermark {
+            return Err(NodeError::OffsetOutOfRange {
+                offset,
+                log_start: offsets.log_start_offset,
+                high_watermark: offsets.high_watermark,
+            });
+        }
+        if offset == offsets.high_watermark && !limits.max_wait.is_zero() {
+            offsets = self.wait_for(offset, limits.max_wait).await;
+        }
+        let batches = self.reader.read(offset, limits.max_bytes, limits.max_records)?;
+        Ok(Read { batches, offsets })
+    }
+
+    /// Waits until the high watermark passes `offset` or `wait` elapses.
+    pub async fn wait_for(&self, offset: u64, wait: Duration) -> Offsets {
+        self.reader.wait_beyond(offset, wait).await
+    }
+
+    /// A ReadIndex round: once it returns, everything committed before it
+    /// started is applied here.
+    async fn catch_up(&self) -> Result<()> {
+        self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.map(|_| ()).map_err(|e| {
+            match e.forward_to_leader() {
+                Some(f) => self.not_leader(f.leader_id),
+                None => NodeError::Unavailable(format!("{}: {e}", self.name)),
+            }
+        })
+    }
+}
+
+/// Whether a leader must catch up to the commit index (a ReadIndex round)
+/// before it answers a read at `offset`. A leader fresh from an election
+/// may not yet have applied everything its predecessor acknowledged and
+/// served, so its high watermark can be stale: past it, the offset must not
+/// be called out of range; at it without a wait, the answer "nothing more,
+/// high watermark here" must not hide committed records. A long poll at the
+/// high watermark needs no round: it waits for the high watermark to move,
+/// which the catch-up does.
+fn needs_catch_up(offset: u64, high_watermark: u64, max_wait: Duration) -> bool {
+    offset > high_watermark || (offset == high_watermark && max_wait.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The catch-up decision on its own: the window in which a new leader
+    //! has not applied what its predecessor committed closes within
+    //! milliseconds, so real nodes cannot be held inside it on demand.
+
+    use super::*;
+
+    const NO_WAIT: Duration = Duration::ZERO;
+    const WAIT: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn given_a_read_at_the_high_watermark_without_a_wait_then_the_leader_catches_up_first() {
+        assert!(needs_catch_up(10, 10, NO_WAIT), "a stale high watermark would answer 'nothing more'");
+    }
+
+    #[test]
+    fn given_a_read_past_the_high_watermark_then_the_leader_catches_up_first() {
+        assert!(needs_catch_up(11, 10, NO_WAIT));
+        assert!(needs_catch_up(11, 10, WAIT));
+    }
+
+    #[test]
+    fn given_a_long_poll_at_the_high_watermark_or_a_read_below_it_then_no_round_is_spent() {
+        assert!(!needs_catch_up(10, 10, WAIT), "the long poll waits for the high watermark to move");
+        assert!(!needs_catch_up(9, 10, NO_WAIT), "records below the high watermark are committed and applied");
+    }
+}

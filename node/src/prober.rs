@@ -1,0 +1,93 @@
+//! The peer prober: asks every known node for its `NodeInfo` twice a second,
+//! to know which nodes are alive and who leads the groups this node does
+//! not host (and at what offsets).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use replog_proto::pb;
+use replog_raft_store::{GroupId, NodeId};
+
+use crate::raft_net::PeerPool;
+
+/// How often every peer is asked for its `NodeInfo`.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// A peer that has not answered for this long counts as down.
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
+
+/// What the prober last heard from a peer.
+#[derive(Clone)]
+pub struct PeerView {
+    pub last_ok: Option<Instant>,
+    pub info: Option<pb::NodeInfoResponse>,
+}
+
+impl PeerView {
+    pub fn alive(&self) -> bool {
+        self.last_ok.is_some_and(|t| t.elapsed() < ALIVE_WITHIN)
+    }
+}
+
+#[derive(Default)]
+pub struct Prober {
+    peers: Mutex<BTreeMap<NodeId, PeerView>>,
+}
+
+impl Prober {
+    /// One round of `NodeInfo` calls to `targets` (id → address), over the
+    /// node's shared peer connections.
+    pub async fn probe(&self, targets: BTreeMap<NodeId, String>, pool: &PeerPool) {
+        let calls = targets.into_iter().filter_map(|(id, addr)| {
+            let mut client = pool.replog_client(&addr).ok()?;
+            Some(async move {
+                let mut req = tonic::Request::new(pb::NodeInfoRequest {});
+                req.set_timeout(PROBE_INTERVAL * 2);
+                let r = tokio::time::timeout(PROBE_INTERVAL * 2, client.node_info(req)).await;
+                (id, r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
+            })
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut peers = self.peers.lock().expect("peers lock");
+        for (id, info) in results {
+            let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None });
+            if let Some(info) = info {
+                v.last_ok = Some(Instant::now());
+                v.info = Some(info);
+            }
+        }
+    }
+
+    pub fn views(&self) -> BTreeMap<NodeId, PeerView> {
+        self.peers.lock().expect("peers lock").clone()
+    }
+
+    pub fn alive(&self, id: NodeId) -> bool {
+        self.peers.lock().expect("peers lock").get(&id).is_some_and(PeerView::alive)
+    }
+
+    /// The leader of `group` as one of `replicas` last reported it.
+    pub fn reported_leader(&self, group: GroupId, replicas: &[NodeId]) -> Option<NodeId> {
+        let peers = self.peers.lock().expect("peers lock");
+        replicas
+            .iter()
+            .filter_map(|r| peers.get(r)?.info.as_ref())
+            .flat_map(|i| i.groups.iter())
+            .find(|g| g.group_id == group && g.leader != 0)
+            .map(|g| g.leader)
+    }
+
+    /// `(log start, high watermark)` of `group` as node `from` last
+    /// reported them.
+    pub fn reported_offsets(&self, group: GroupId, from: NodeId) -> Option<(u64, u64)> {
+        let peers = self.peers.lock().expect("peers lock");
+        peers
+            .get(&from)?
+            .info
+            .as_ref()?
+            .groups
+            .iter()
+            .find(|g| g.group_id == group)
+            .map(|g| (g.log_start_offset, g.high_watermark))
+    }
+}
