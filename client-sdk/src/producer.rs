@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use replog_proto::batch::{self, Record};
@@ -125,10 +125,7 @@ impl SendHandle {
     }
 }
 
-/// Now, in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use replog_proto::now_ms;
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {

@@ -275,7 +275,7 @@ pub fn validate(batch: &[u8], max_record_bytes: usize) -> Result<BatchHeader, Ba
         if body.len() + 4 > max_record_bytes {
             return Err(BatchError::RecordTooLarge { index, size: body.len() + 4, limit: max_record_bytes });
         }
-        check_record(body, index)?;
+        parse_record(body, index, |_, _| {})?;
         rest = tail;
     }
     if !rest.is_empty() {
@@ -297,42 +297,52 @@ fn split_record(buf: &[u8], index: u32) -> Result<(&[u8], &[u8]), BatchError> {
     Ok(buf.split_at(len))
 }
 
-fn check_record(mut b: &[u8], index: u32) -> Result<(), BatchError> {
+/// Where the fields of one record body lie, as byte ranges of the body.
+struct RecordLayout {
+    timestamp_ms: i64,
+    key: Option<std::ops::Range<usize>>,
+    value: std::ops::Range<usize>,
+}
+
+/// Parses one record body — the one place the record layout is read. Each
+/// header's (name, value) ranges go to `on_header`; validation passes a
+/// no-op and allocates nothing, decoding collects them.
+fn parse_record(
+    b: &[u8],
+    index: u32,
+    mut on_header: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>),
+) -> Result<RecordLayout, BatchError> {
     let bad = |reason| BatchError::Malformed { index, reason };
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if b.len() < n {
-            return None;
-        }
-        let (h, t) = b.split_at(n);
-        *b = t;
-        Some(h)
-    }
-    take(&mut b, 8).ok_or(bad("truncated timestamp"))?;
-    let klen = i32::from_be_bytes(take(&mut b, 4).ok_or(bad("truncated key length"))?.try_into().unwrap_or_default());
-    if klen >= 0 {
-        take(&mut b, klen as usize).ok_or(bad("key past end of record"))?;
-    } else if klen != -1 {
-        return Err(bad("negative key length"));
-    }
-    let vlen = u32::from_be_bytes(take(&mut b, 4).ok_or(bad("truncated value length"))?.try_into().unwrap_or_default());
-    take(&mut b, vlen as usize).ok_or(bad("value past end of record"))?;
-    let hcount =
-        u16::from_be_bytes(take(&mut b, 2).ok_or(bad("truncated header count"))?.try_into().unwrap_or_default());
+    let mut pos = 0usize;
+    let mut take = |n: usize, what: &'static str| -> Result<std::ops::Range<usize>, BatchError> {
+        let end = pos.checked_add(n).filter(|e| *e <= b.len()).ok_or(bad(what))?;
+        let r = pos..end;
+        pos = end;
+        Ok(r)
+    };
+    let be = |r: std::ops::Range<usize>| &b[r];
+    let timestamp_ms = i64::from_be_bytes(be(take(8, "truncated timestamp")?).try_into().unwrap_or_default());
+    let klen = i32::from_be_bytes(be(take(4, "truncated key length")?).try_into().unwrap_or_default());
+    let key = match klen {
+        -1 => None,
+        k if k >= 0 => Some(take(k as usize, "key past end of record")?),
+        _ => return Err(bad("negative key length")),
+    };
+    let vlen = u32::from_be_bytes(be(take(4, "truncated value length")?).try_into().unwrap_or_default());
+    let value = take(vlen as usize, "value past end of record")?;
+    let hcount = u16::from_be_bytes(be(take(2, "truncated header count")?).try_into().unwrap_or_default());
     for _ in 0..hcount {
-        let nlen = u16::from_be_bytes(
-            take(&mut b, 2).ok_or(bad("truncated header name length"))?.try_into().unwrap_or_default(),
-        );
-        let name = take(&mut b, nlen as usize).ok_or(bad("header name past end"))?;
-        std::str::from_utf8(name).map_err(|_| bad("header name is not UTF-8"))?;
-        let hvlen = u32::from_be_bytes(
-            take(&mut b, 4).ok_or(bad("truncated header value length"))?.try_into().unwrap_or_default(),
-        );
-        take(&mut b, hvlen as usize).ok_or(bad("header value past end"))?;
+        let nlen = u16::from_be_bytes(be(take(2, "truncated header name length")?).try_into().unwrap_or_default());
+        let name = take(nlen as usize, "header name past end")?;
+        std::str::from_utf8(&b[name.clone()]).map_err(|_| bad("header name is not UTF-8"))?;
+        let hvlen = u32::from_be_bytes(be(take(4, "truncated header value length")?).try_into().unwrap_or_default());
+        let hvalue = take(hvlen as usize, "header value past end")?;
+        on_header(name, hvalue);
     }
-    if !b.is_empty() {
+    if pos != b.len() {
         return Err(bad("bytes left after headers"));
     }
-    Ok(())
+    Ok(RecordLayout { timestamp_ms, key, value })
 }
 
 /// Decodes every record of a batch. Keys, values and header values are
@@ -349,29 +359,19 @@ pub fn decode(batch: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     let mut pos = HEADER_LEN;
     for index in 0..header.record_count {
         let (body, _) = split_record(&batch[pos..], index)?;
-        check_record(body, index)?;
         let start = pos + 4;
         pos = start + body.len();
-        let mut cur = start;
-        let rd = |cur: &mut usize, n: usize| {
-            let s = *cur;
-            *cur += n;
-            batch.slice(s..s + n)
-        };
-        let ts = i64::from_be_bytes(rd(&mut cur, 8)[..].try_into().unwrap_or_default());
-        let klen = i32::from_be_bytes(rd(&mut cur, 4)[..].try_into().unwrap_or_default());
-        let key = if klen >= 0 { Some(rd(&mut cur, klen as usize)) } else { None };
-        let vlen = u32::from_be_bytes(rd(&mut cur, 4)[..].try_into().unwrap_or_default());
-        let value = rd(&mut cur, vlen as usize);
-        let hcount = u16::from_be_bytes(rd(&mut cur, 2)[..].try_into().unwrap_or_default());
-        let mut headers = Vec::with_capacity(hcount as usize);
-        for _ in 0..hcount {
-            let nlen = u16::from_be_bytes(rd(&mut cur, 2)[..].try_into().unwrap_or_default());
-            let name = String::from_utf8_lossy(&rd(&mut cur, nlen as usize)).into_owned();
-            let hvlen = u32::from_be_bytes(rd(&mut cur, 4)[..].try_into().unwrap_or_default());
-            headers.push((name, rd(&mut cur, hvlen as usize)));
-        }
-        records.push(Record { timestamp_ms: ts, key, value, headers });
+        let at = |r: std::ops::Range<usize>| batch.slice(start + r.start..start + r.end);
+        let mut headers = Vec::new();
+        let layout = parse_record(body, index, |name, value| {
+            headers.push((String::from_utf8_lossy(&body[name]).into_owned(), at(value)));
+        })?;
+        records.push(Record {
+            timestamp_ms: layout.timestamp_ms,
+            key: layout.key.map(at),
+            value: at(layout.value),
+            headers,
+        });
     }
     if pos != batch.len() {
         return Err(BatchError::Trailing(batch.len() - pos));

@@ -15,9 +15,6 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long)]
     pub partition: Option<u32>,
-    /// Consumer group to read and commit as.
-    #[arg(long)]
-    pub group: Option<String>,
     /// Start at the first retained record (default: only new records).
     #[arg(long, conflicts_with = "offset")]
     pub from_beginning: bool,
@@ -33,9 +30,6 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(client: Client, args: ConsumeArgs, out: Output) -> anyhow::Result<()> {
-    if args.group.is_some() {
-        return Err(Error::InvalidArgument("consumer groups (--group) are not available in this version".into()).into());
-    }
     let topic = client.describe_topic(&args.topic).await?;
     let partitions: Vec<_> = match args.partition {
         Some(p) => {

@@ -74,7 +74,7 @@ pub async fn handle(node: Arc<Node>, req: CreateTopicRequest) -> Result<CreateTo
         });
     }
     let replicas = place(&meta, &live, req.partitions, rf);
-    let cmd = ControllerCmd::CreateTopic { name: req.name.clone(), replicas, created_ms: now_ms() };
+    let cmd = ControllerCmd::CreateTopic { name: req.name.clone(), replicas, created_ms: replog_proto::now_ms() };
     let topic = match node.controller.propose(cmd).await? {
         ControllerResult::TopicCreated(t) => t,
         ControllerResult::TopicExists(n) => return Err(NodeError::TopicAlreadyExists(n)),
@@ -109,10 +109,6 @@ pub fn place(meta: &ClusterMeta, live: &[NodeId], partitions: u32, rf: u32) -> V
     }
     let start = nodes.iter().enumerate().min_by_key(|(_, n)| leaders[n]).map_or(0, |(i, _)| i);
     (0..partitions as usize).map(|p| (0..rf as usize).map(|r| nodes[(start + p + r) % nodes.len()]).collect()).collect()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
