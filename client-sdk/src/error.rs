@@ -1,6 +1,6 @@
 //! SDK errors.
 
-use replog_proto::codes::{CODE_KEY, ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY};
+use replog_proto::codes::{ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -72,12 +72,7 @@ impl Error {
 
     pub(crate) fn from_status(addr: &str, status: tonic::Status) -> Error {
         let md = status.metadata();
-        let code = md
-            .get(CODE_KEY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<u16>().ok())
-            .and_then(ErrorCode::from_u16);
-        match code {
+        match replog_proto::codes::code_of(&status) {
             Some(code) => {
                 let leader =
                     md.get(LEADER_ID_KEY).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()).map(|id| {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use replog_raft_store::controller::{ClusterMeta, ControllerCmd, ControllerResult};
 use replog_raft_store::{NodeId, Raft, Request, Response};
@@ -13,7 +12,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::error::{NodeError, Result};
-use crate::members::Members;
+use crate::members::{Leadership, Members};
 
 const WHAT: &str = "the controller group";
 /// How often the controller leader checks that every member is registered.
@@ -42,13 +41,11 @@ impl Controller {
     }
 
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.raft.leader()
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        m.state == ServerState::Leader && m.current_leader == Some(self.me)
+        self.raft.led_by(self.me)
     }
 
     /// NOT_LEADER naming the controller leader as known here.

@@ -88,13 +88,7 @@ impl NodeError {
     /// The error a forwarded request got at `addr`: the remote node's own
     /// code and message when it answered with one, else UNAVAILABLE.
     pub fn from_remote(addr: &str, status: tonic::Status) -> NodeError {
-        let code = status
-            .metadata()
-            .get(CODE_KEY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<u16>().ok())
-            .and_then(ErrorCode::from_u16);
-        match code {
+        match replog_proto::codes::code_of(&status) {
             Some(code) => {
                 let msg = status.message();
                 let msg = msg.strip_prefix(code.name()).and_then(|m| m.strip_prefix(": ")).unwrap_or(msg);

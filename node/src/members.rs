@@ -11,6 +11,27 @@ use tokio::sync::watch;
 
 use crate::error::NodeError;
 
+/// Who leads a Raft group, as this replica sees it.
+pub trait Leadership {
+    fn leader(&self) -> Option<NodeId>;
+    /// Whether `me` leads it right now.
+    fn led_by(&self, me: NodeId) -> bool;
+}
+
+impl Leadership for replog_raft_store::Raft {
+    fn leader(&self) -> Option<NodeId> {
+        use openraft::async_runtime::WatchReceiver;
+        self.metrics().borrow_watched().current_leader
+    }
+
+    fn led_by(&self, me: NodeId) -> bool {
+        use openraft::async_runtime::WatchReceiver;
+        let m = self.metrics();
+        let m = m.borrow_watched();
+        m.state == openraft::ServerState::Leader && m.current_leader == Some(me)
+    }
+}
+
 pub struct Members {
     initial: BTreeMap<NodeId, String>,
     meta: watch::Receiver<Arc<ClusterMeta>>,

@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
-use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use replog_proto::pb;
 use replog_raft_store::controller::ClusterMeta;
@@ -19,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::controller::Controller;
 use crate::error::{NodeError, Result};
-use crate::members::Members;
+use crate::members::{Leadership, Members};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::prober::{PeerView, Prober};
@@ -216,7 +215,7 @@ impl Node {
             let m = p.raft().metrics().borrow_watched().clone();
             let leader = m.current_leader.unwrap_or(0);
             replicas += 1;
-            if leader == self.id && m.state == ServerState::Leader {
+            if p.is_leader() {
                 leaders += 1;
             }
             let o = p.offsets();
@@ -245,10 +244,7 @@ impl Node {
         self.store.begin_close();
         let rafts: Vec<Raft> =
             self.partitions().iter().map(|p| p.raft().clone()).chain([self.controller.raft().clone()]).collect();
-        let leads = |r: &Raft| {
-            let m = r.metrics().borrow_watched().clone();
-            m.state == ServerState::Leader && m.current_leader == Some(self.id)
-        };
+        let leads = |r: &Raft| r.led_by(self.id);
         for r in &rafts {
             if leads(r) {
                 let m = r.metrics().borrow_watched().clone();

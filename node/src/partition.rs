@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::ServerState;
-use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
 use replog_proto::batch::BatchHeader;
 use replog_raft_store::partition::{Offsets, PartitionReader, StoredBatch};
@@ -16,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use crate::error::{NodeError, Result};
-use crate::members::Members;
+use crate::members::{Leadership, Members};
 
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,29 +44,18 @@ pub struct Read {
     pub offsets: Offsets,
 }
 
-/// One partition hosted on this node.
+/// One partition hosted on this node (opened by the reconciler).
 pub struct Partition {
-    group: GroupId,
+    pub(crate) group: GroupId,
     /// `topic/partition`, for messages.
-    name: String,
-    me: NodeId,
-    raft: Raft,
-    reader: PartitionReader,
-    members: Arc<Members>,
+    pub(crate) name: String,
+    pub(crate) me: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) reader: PartitionReader,
+    pub(crate) members: Arc<Members>,
 }
 
 impl Partition {
-    pub fn new(
-        group: GroupId,
-        name: String,
-        me: NodeId,
-        raft: Raft,
-        reader: PartitionReader,
-        members: Arc<Members>,
-    ) -> Partition {
-        Partition { group, name, me, raft, reader, members }
-    }
-
     pub fn group(&self) -> GroupId {
         self.group
     }
@@ -79,13 +66,11 @@ impl Partition {
 
     /// The leader as this replica knows it.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.raft.leader()
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        m.state == ServerState::Leader && m.current_leader == Some(self.me)
+        self.raft.led_by(self.me)
     }
 
     pub fn offsets(&self) -> Offsets {

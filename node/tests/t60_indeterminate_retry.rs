@@ -15,7 +15,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, metric, preferred_leader, wait_for};
+use common::{TestCluster, WAIT, metric, wait_for};
 use replog_client::{Acks, Client, ClientConfig, Error, ErrorCode, Record};
 use replog_proto::batch;
 
@@ -30,14 +30,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_timed_out_produce_when_a_retry_is_refused_then_the_write_is_reported_indeterminate() {
-    let mut cluster = TestCluster::start(5, &LONG_LEASE).await;
-    let admin = cluster.client().await;
-    admin.create_topic("t", 1, 3).await.expect("create");
-    let (leader, replicas) = preferred_leader(&admin, "t", 0).await;
+    let (mut cluster, admin) = TestCluster::with_topic(5, &LONG_LEASE, "t", 3).await;
     // The partition keeps its leader but loses its majority.
-    for r in replicas.iter().filter(|r| **r != leader) {
-        cluster.kill(*r);
-    }
+    let leader = cluster.strand_leader(&admin, "t").await;
     let leader_metrics = cluster.nodes[&leader].metrics.clone();
     let timeouts = r#"replog_produce_requests_total{result="TIMEOUT"}"#;
     let before = metric(&leader_metrics, timeouts).unwrap_or(0.0);

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, preferred_leader, wait_for};
+use common::{TestCluster, WAIT, wait_for};
 use replog_client::{Acks, ErrorCode, PartitionReader, Producer, ProducerConfig, Record};
 use replog_proto::batch;
 use replog_proto::codes::CODE_KEY;
@@ -74,10 +74,7 @@ fn tail(log: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_acks_none_when_records_are_sent_then_no_offset_is_reported_and_the_records_land() {
-    let cluster = TestCluster::start(3, &[]).await;
-    let client = cluster.client().await;
-    client.create_topic("t", 1, 3).await.expect("create");
-    preferred_leader(&client, "t", 0).await;
+    let (_cluster, client) = TestCluster::with_topic(3, &[], "t", 3).await;
     // An acks=all record first, so that a made-up offset 0 could not pass
     // for a real one.
     let first = client.produce_batch("t", 0, one("all-0"), Acks::All).await.expect("acks=all");
@@ -113,10 +110,7 @@ async fn given_acks_none_when_records_are_sent_then_no_offset_is_reported_and_th
 /// broker never gave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_acks_none_when_waited_for_an_offset_then_none_is_made_up() {
-    let cluster = TestCluster::start(1, &[]).await;
-    let client = cluster.client().await;
-    client.create_topic("t", 1, 1).await.expect("create");
-    preferred_leader(&client, "t", 0).await;
+    let (_cluster, client) = TestCluster::with_topic(1, &[], "t", 1).await;
     client.produce_batch("t", 0, one("first"), Acks::All).await.expect("acks=all");
     let producer = Producer::new(client.clone(), ProducerConfig { acks: Acks::None, ..Default::default() });
     let r = producer.send("t", None, Bytes::from_static(b"second")).await;
@@ -125,14 +119,9 @@ async fn given_acks_none_when_waited_for_an_offset_then_none_is_made_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_leader_without_majority_when_acks_none_slots_fill_up_then_they_come_free_after_the_timeout() {
-    let mut cluster = TestCluster::start(3, &LONG_LEASE).await;
-    let admin = cluster.client().await;
-    admin.create_topic("t", 1, 3).await.expect("create");
-    let (leader, replicas) = preferred_leader(&admin, "t", 0).await;
+    let (mut cluster, admin) = TestCluster::with_topic(3, &LONG_LEASE, "t", 3).await;
     // The leader keeps leading but can commit nothing any more.
-    for r in replicas.iter().filter(|r| **r != leader) {
-        cluster.kill(*r);
-    }
+    let leader = cluster.strand_leader(&admin, "t").await;
     // Straight to the leader with the generated client: what is checked is
     // the node's answer to each request, without the SDK's routing and
     // retries around it.

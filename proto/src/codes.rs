@@ -11,6 +11,16 @@ pub const LEADER_ID_KEY: &str = "replog-leader-id";
 /// Metadata key holding the client address of that node.
 pub const LEADER_ADDR_KEY: &str = "replog-leader-addr";
 
+/// The code a status carries in its metadata, if it carries one.
+pub fn code_of(status: &tonic::Status) -> Option<ErrorCode> {
+    status
+        .metadata()
+        .get(CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(ErrorCode::from_u16)
+}
+
 /// A stable error code. The numeric values are part of the wire contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]

@@ -232,3 +232,25 @@ pub async fn preferred_leader(client: &Client, topic: &str, partition: u32) -> (
     })
     .await
 }
+
+impl TestCluster {
+    /// Starts `n` nodes with a one-partition topic `topic` at RF `rf` led by
+    /// its preferred replica; returns the cluster and a client.
+    pub async fn with_topic(n: u64, extra_args: &[&str], topic: &str, rf: u32) -> (TestCluster, Client) {
+        let cluster = TestCluster::start(n, extra_args).await;
+        let client = cluster.client().await;
+        client.create_topic(topic, 1, rf).await.expect("create topic");
+        preferred_leader(&client, topic, 0).await;
+        (cluster, client)
+    }
+
+    /// Kills every replica of `topic`/0 but its leader, which keeps leading
+    /// (for as long as its lease lasts) but can commit nothing; returns it.
+    pub async fn strand_leader(&mut self, client: &Client, topic: &str) -> u64 {
+        let (leader, replicas) = preferred_leader(client, topic, 0).await;
+        for r in replicas.iter().filter(|r| **r != leader) {
+            self.kill(*r);
+        }
+        leader
+    }
+}
