@@ -692,8 +692,9 @@ impl ChaosCluster {
                     for p in &t.partitions {
                         match p.leader {
                             Some(l) if serving.contains(&l) => {
-                                let mut r = PartitionReader::new(client.clone(), topic, p.partition, 0)
-                                    .with_options(FetchOptions { max_bytes: 1, max_records: 1, max_wait_ms: 0 });
+                                let mut r = PartitionReader::new(client.clone(), topic, p.partition, 0).with_options(
+                                    FetchOptions { max_bytes: 1, max_records: 1, max_wait_ms: 0, min_bytes: 0 },
+                                );
                                 match r.poll().await {
                                     Ok(_) => leaders.push(l),
                                     Err(e) => last = format!("partition {}: {e}", p.partition),

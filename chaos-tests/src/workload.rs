@@ -180,6 +180,7 @@ async fn consume(
         max_bytes: 1 << 20,
         max_records: 1000,
         max_wait_ms: 500,
+        min_bytes: 0,
     });
     let mut notes = Vec::new();
     loop {
@@ -234,6 +235,7 @@ async fn high_watermark(client: &Client, topic: &str, partition: u32, addr: Opti
         max_bytes: 1,
         max_records: 1,
         max_wait_ms: 0,
+        min_bytes: 0,
     });
     if let Some(a) = addr {
         r = r.from_replica(a);

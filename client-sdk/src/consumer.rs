@@ -22,13 +22,17 @@ pub struct ConsumedRecord {
 pub struct FetchOptions {
     pub max_bytes: u32,
     pub max_records: u32,
-    /// Long-poll wait when no record is available yet.
+    /// Long-poll wait when no record (or fewer than `min_bytes`) is
+    /// available yet.
     pub max_wait_ms: u32,
+    /// Long-poll: the broker answers once this many bytes are there, or the
+    /// wait ends (0: as soon as any record is).
+    pub min_bytes: u32,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        FetchOptions { max_bytes: 4 << 20, max_records: 10_000, max_wait_ms: 500 }
+        FetchOptions { max_bytes: 4 << 20, max_records: 10_000, max_wait_ms: 500, min_bytes: 0 }
     }
 }
 
@@ -103,6 +107,7 @@ impl PartitionReader {
             max_records: self.opts.max_records,
             max_wait_ms: self.opts.max_wait_ms,
             replica_read: false,
+            min_bytes: self.opts.min_bytes,
         };
         let resp = self.client.fetch_raw(req, self.replica_addr.as_deref()).await?;
         let (out, next_offset) = self.accept(&resp)?;

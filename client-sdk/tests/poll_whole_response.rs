@@ -114,6 +114,74 @@ impl Replog for OnePartition {
     ) -> Result<Response<pb::InitProducerResponse>, Status> {
         Err(Status::unimplemented("not needed here"))
     }
+
+    async fn list_offsets(
+        &self,
+        _: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        Err(Status::unimplemented("list_offsets"))
+    }
+
+    async fn find_coordinator(
+        &self,
+        _: Request<pb::FindCoordinatorRequest>,
+    ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        Err(Status::unimplemented("find_coordinator"))
+    }
+
+    async fn join_group(&self, _: Request<pb::JoinGroupRequest>) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        Err(Status::unimplemented("join_group"))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        _: Request<pb::GroupHeartbeatRequest>,
+    ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        Err(Status::unimplemented("group_heartbeat"))
+    }
+
+    async fn leave_group(&self, _: Request<pb::LeaveGroupRequest>) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        Err(Status::unimplemented("leave_group"))
+    }
+
+    async fn commit_offsets(
+        &self,
+        _: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        Err(Status::unimplemented("commit_offsets"))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        _: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        Err(Status::unimplemented("fetch_offsets"))
+    }
+
+    async fn describe_group(
+        &self,
+        _: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        Err(Status::unimplemented("describe_group"))
+    }
+
+    async fn list_groups(&self, _: Request<pb::ListGroupsRequest>) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        Err(Status::unimplemented("list_groups"))
+    }
+
+    async fn reset_offsets(
+        &self,
+        _: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        Err(Status::unimplemented("reset_offsets"))
+    }
+
+    async fn delete_group(
+        &self,
+        _: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        Err(Status::unimplemented("delete_group"))
+    }
 }
 
 async fn serve(state: OnePartition) -> SocketAddr {

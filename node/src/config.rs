@@ -107,6 +107,16 @@ node_config! {
     default_replication_factor: u32 = 3, env = "REPLOG_DEFAULT_REPLICATION_FACTOR";
     /// Most partitions a topic may have.
     max_partitions: u32 = 1024, env = "REPLOG_MAX_PARTITIONS";
+    /// Partitions of the internal `__consumer_offsets` topic, created on a
+    /// group's first use: consumer groups spread over that many coordinators.
+    group_partitions: u32 = 16, env = "REPLOG_GROUP_PARTITIONS";
+    /// Session timeout of a group member that does not ask for one, in ms:
+    /// a member silent this long loses its partitions.
+    group_session_timeout_ms: u32 = 10_000, env = "REPLOG_GROUP_SESSION_TIMEOUT_MS";
+    /// Shortest session timeout a member may ask for, in ms.
+    group_min_session_timeout_ms: u32 = 1_000, env = "REPLOG_GROUP_MIN_SESSION_TIMEOUT_MS";
+    /// Longest session timeout a member may ask for, in ms.
+    group_max_session_timeout_ms: u32 = 300_000, env = "REPLOG_GROUP_MAX_SESSION_TIMEOUT_MS";
 }
 
 impl NodeConfig {
@@ -145,6 +155,13 @@ impl NodeConfig {
                 "max-batch-bytes may be at most {} (largest log entry)",
                 replog_raft_store::store::MAX_ENTRY_BYTES - 4096
             ));
+        }
+        if self.group_partitions == 0 || self.group_partitions > self.max_partitions {
+            return Err("group-partitions must be 1..=max-partitions".into());
+        }
+        let (lo, hi) = (self.group_min_session_timeout_ms, self.group_max_session_timeout_ms);
+        if lo == 0 || lo > hi || !(lo..=hi).contains(&self.group_session_timeout_ms) {
+            return Err("group session timeouts must satisfy 0 < min <= default <= max".into());
         }
         if self.segment_mb == 0 || self.segment_mb > 4096 {
             return Err("segment-mb must be 1..=4096".into());

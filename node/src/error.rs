@@ -10,6 +10,8 @@ pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 pub enum NodeError {
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    #[error("{0}")]
+    UnknownGroup(String),
     #[error("topic {topic:?} has {count} partitions; partition {partition} does not exist")]
     UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("this node does not lead {what}")]
@@ -57,6 +59,7 @@ impl NodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             NodeError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            NodeError::UnknownGroup(_) => ErrorCode::UnknownGroup,
             NodeError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
             NodeError::NotLeader { .. } => ErrorCode::NotLeader,
             NodeError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
@@ -79,6 +82,11 @@ impl NodeError {
                 Rejection::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequence,
                 Rejection::ProducerFenced(_) => ErrorCode::ProducerFenced,
                 Rejection::InvalidRequest(_) => ErrorCode::InvalidRequest,
+                Rejection::UnknownGroup(_) => ErrorCode::UnknownGroup,
+                Rejection::UnknownMember(_) => ErrorCode::UnknownMember,
+                Rejection::StaleGeneration(_) => ErrorCode::StaleGeneration,
+                Rejection::NotAssigned(_) => ErrorCode::PartitionNotAssigned,
+                Rejection::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
             },
         }
     }
@@ -134,13 +142,18 @@ impl From<NodeError> for tonic::Status {
     fn from(e: NodeError) -> tonic::Status {
         let code = e.code();
         let grpc = match code {
-            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => tonic::Code::NotFound,
+            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::UnknownGroup => tonic::Code::NotFound,
             ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
             ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::Internal | ErrorCode::Storage => tonic::Code::Internal,
-            ErrorCode::OutOfOrderSequence | ErrorCode::ProducerFenced => tonic::Code::FailedPrecondition,
+            ErrorCode::OutOfOrderSequence
+            | ErrorCode::ProducerFenced
+            | ErrorCode::UnknownMember
+            | ErrorCode::StaleGeneration
+            | ErrorCode::PartitionNotAssigned
+            | ErrorCode::GroupNotEmpty => tonic::Code::FailedPrecondition,
             ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
             _ => tonic::Code::InvalidArgument,
         };

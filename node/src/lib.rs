@@ -8,6 +8,8 @@
 //!   (append, read, offsets, leader); the client handlers' only door to Raft.
 //! - [`controller`]: the controller group's handle (propose, watch, register
 //!   members).
+//! - [`coordinator`]: the consumer-group coordinator's in-memory side —
+//!   member liveness, what a member may take now, expiry of silent members.
 //! - [`members`]: every node and its address.
 //! - [`reconciler`], [`prober`], [`balancer`]: the background tasks —
 //!   which partitions are hosted, who is alive and leads, leadership back to
@@ -23,6 +25,7 @@
 pub mod balancer;
 pub mod config;
 pub mod controller;
+pub mod coordinator;
 pub mod error;
 pub mod members;
 pub mod metrics;

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::controller::Controller;
+use crate::coordinator::Coordinator;
 use crate::error::{NodeError, Result};
 use crate::members::{Leadership, Members};
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct Node {
     pub controller: Arc<Controller>,
     pub members: Arc<Members>,
     pub prober: Prober,
+    /// Liveness of consumer-group members this node coordinates.
+    pub coordinator: Coordinator,
     pub metrics: Metrics,
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
     /// Serializes partition creation and removal.
@@ -86,6 +89,7 @@ impl Node {
             controller,
             members,
             prober: Prober::default(),
+            coordinator: Coordinator::default(),
             metrics,
             partitions: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
@@ -106,6 +110,7 @@ impl Node {
             }
         });
         tokio::spawn(crate::balancer::run(self.clone()));
+        tokio::spawn(crate::coordinator::run(self.clone()));
     }
 
     pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {

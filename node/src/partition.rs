@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::errors::ClientWriteError;
 use replog_proto::batch::BatchHeader;
-use replog_raft_store::partition::{Offsets, PartitionReader, StoredBatch};
+use replog_raft_store::groups::{Committed, GroupCmd, GroupResult};
+use replog_raft_store::partition::{Groups, Offsets, PartitionReader, StoredBatch};
 use replog_raft_store::{GroupId, NodeId, Raft, Request, Response};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
@@ -30,8 +31,11 @@ pub struct Appended {
 pub struct ReadLimits {
     pub max_bytes: usize,
     pub max_records: usize,
-    /// Long-poll: how long to wait at the high watermark for a record.
+    /// Long-poll: how long to wait for `min_bytes` of records.
     pub max_wait: Duration,
+    /// Long-poll: answer once this many bytes of batches are there (0 or 1:
+    /// any record).
+    pub min_bytes: usize,
     /// Serve from this replica even if it does not lead (committed records
     /// only, possibly behind the leader).
     pub any_replica: bool,
@@ -174,16 +178,76 @@ impl Partition {
                 high_watermark: offsets.high_watermark,
             });
         }
-        if offset == offsets.high_watermark && !limits.max_wait.is_zero() {
-            offsets = self.wait_for(offset, limits.max_wait).await;
+        let deadline = tokio::time::Instant::now() + limits.max_wait;
+        loop {
+            let batches = self.reader.read(offset, limits.max_bytes, limits.max_records)?;
+            // Taken after the read, so the answer never claims a high
+            // watermark below what it returns.
+            offsets = self.offsets();
+            let bytes: usize = batches.iter().map(|b| b.batch.len()).sum();
+            let now = tokio::time::Instant::now();
+            if bytes >= limits.min_bytes.max(1) || now >= deadline {
+                return Ok(Read { batches, offsets });
+            }
+            // Not enough yet: wait for the high watermark to move, then look again.
+            self.wait_for(offsets.high_watermark, deadline - now).await;
         }
-        let batches = self.reader.read(offset, limits.max_bytes, limits.max_records)?;
-        Ok(Read { batches, offsets })
     }
 
     /// Waits until the high watermark passes `offset` or `wait` elapses.
     pub async fn wait_for(&self, offset: u64, wait: Duration) -> Offsets {
         self.reader.wait_beyond(offset, wait).await
+    }
+
+    /// Offsets as the leader knows them once everything committed before the
+    /// call is applied here.
+    pub async fn current_offsets(&self) -> Result<Offsets> {
+        self.ensure_leader()?;
+        self.catch_up().await?;
+        Ok(self.offsets())
+    }
+
+    /// The first record at or after `ts` (offset, timestamp), at the leader.
+    pub async fn offset_for_time(&self, ts: i64) -> Result<Option<(u64, i64)>> {
+        self.ensure_leader()?;
+        self.catch_up().await?;
+        Ok(self.reader.offset_for_time(ts)?)
+    }
+
+    /// Applies a consumer-group command through the partition's Raft group
+    /// (partitions of `__consumer_offsets`), at the leader.
+    pub async fn propose_group(&self, cmd: GroupCmd) -> Result<GroupResult> {
+        self.ensure_leader()?;
+        match self.raft.client_write(Request::Group(cmd)).await {
+            Ok(r) => match r.data {
+                Response::Group(g) => Ok(g),
+                Response::Rejected(r) => Err(NodeError::Rejected(r)),
+                other => Err(NodeError::Internal(format!("group command answered {other:?}"))),
+            },
+            Err(e) => Err(match e.forward_to_leader() {
+                Some(f) => self.not_leader(f.leader_id),
+                None => NodeError::Unavailable(format!("{}: {e}", self.name)),
+            }),
+        }
+    }
+
+    /// The consumer groups kept here, as the leader knows them once
+    /// everything committed before the call is applied.
+    pub async fn groups(&self) -> Result<Groups> {
+        self.ensure_leader()?;
+        self.catch_up().await?;
+        Ok(self.reader.groups())
+    }
+
+    /// The groups as applied on this replica, without a round (for the
+    /// coordinator's timers, which act only through Raft anyway).
+    pub fn groups_here(&self) -> Groups {
+        self.reader.groups()
+    }
+
+    /// Committed offsets of `group`, read after [`Partition::groups`].
+    pub fn committed(&self, group: &str) -> Result<Vec<(String, u32, Committed)>> {
+        Ok(self.reader.committed(group)?)
     }
 
     /// A ReadIndex round: once it returns, everything committed before it

@@ -66,6 +66,7 @@ async fn given_bad_requests_when_sent_then_each_gets_its_code_and_the_cluster_ke
         max_records: 0,
         max_wait_ms: 0,
         replica_read: false,
+        min_bytes: 0,
     };
     assert_eq!(code_of(client.fetch_raw(fetch(1_000_000), None).await), ErrorCode::OffsetOutOfRange);
     let mut unknown = fetch(0);

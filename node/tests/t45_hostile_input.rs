@@ -258,6 +258,7 @@ fn hostile_client_request(rng: &mut StdRng) -> (usize, Vec<u8>) {
             max_records: edge_u32(rng),
             max_wait_ms: edge_u32(rng),
             replica_read: rng.r#gen(),
+            min_bytes: edge_u32(rng),
         }
         .encode_to_vec(),
         5 => pb::ClusterStatusRequest {}.encode_to_vec(),

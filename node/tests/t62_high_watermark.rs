@@ -149,6 +149,7 @@ async fn given_a_fetch_at_the_high_watermark_without_a_wait_then_it_answers_at_o
         max_records: 0,
         max_wait_ms: 0,
         replica_read: false,
+        min_bytes: 0,
     };
     let r = client.fetch_raw(req, None).await.expect("fetch at the high watermark");
     assert!(r.batches.is_empty(), "nothing lies at or past the high watermark");

@@ -45,10 +45,20 @@ pub enum ErrorCode {
     ProducerFenced = 18,
     /// The node's data volume is below its free-space floor.
     DiskFull = 19,
+    /// A consumer group that does not exist.
+    UnknownGroup = 20,
+    /// A member id its group does not know (expired, left, never joined).
+    UnknownMember = 21,
+    /// A member acting on an assignment older than its current one.
+    StaleGeneration = 22,
+    /// A commit for a partition not assigned to the member.
+    PartitionNotAssigned = 23,
+    /// A reset or delete of a group that still has members.
+    GroupNotEmpty = 24,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -68,6 +78,11 @@ impl ErrorCode {
         ErrorCode::OutOfOrderSequence,
         ErrorCode::ProducerFenced,
         ErrorCode::DiskFull,
+        ErrorCode::UnknownGroup,
+        ErrorCode::UnknownMember,
+        ErrorCode::StaleGeneration,
+        ErrorCode::PartitionNotAssigned,
+        ErrorCode::GroupNotEmpty,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -100,6 +115,11 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
             ErrorCode::ProducerFenced => "PRODUCER_FENCED",
             ErrorCode::DiskFull => "DISK_FULL",
+            ErrorCode::UnknownGroup => "UNKNOWN_GROUP",
+            ErrorCode::UnknownMember => "UNKNOWN_MEMBER",
+            ErrorCode::StaleGeneration => "STALE_GENERATION",
+            ErrorCode::PartitionNotAssigned => "PARTITION_NOT_ASSIGNED",
+            ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
         }
     }
 

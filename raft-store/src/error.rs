@@ -44,4 +44,19 @@ pub enum Rejection {
     /// The entry makes no sense for this group or has invalid fields.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A consumer group that does not exist.
+    #[error("{0}")]
+    UnknownGroup(String),
+    /// A member id the group does not know (expired, left, or never joined).
+    #[error("{0}")]
+    UnknownMember(String),
+    /// A member acting on an assignment older than its current one.
+    #[error("{0}")]
+    StaleGeneration(String),
+    /// A commit for a partition not assigned to the member.
+    #[error("{0}")]
+    NotAssigned(String),
+    /// A reset or delete of a group that still has members.
+    #[error("{0}")]
+    GroupNotEmpty(String),
 }

@@ -15,6 +15,8 @@
 //!   log, the high watermark — and the read path for fetch.
 //! - [`controller`]: the cluster metadata the controller group replicates.
 //! - [`producers`]: idempotent-producer sequence state and the dedup check.
+//! - [`groups`]: consumer groups — members, assignors, committed offsets —
+//!   kept by partitions of the internal `__consumer_offsets` topic.
 //! - [`state_machine`]: `RaftStateMachine` for both kinds of group, with
 //!   snapshots.
 //!
@@ -26,6 +28,7 @@
 pub mod controller;
 pub mod disk;
 pub mod error;
+pub mod groups;
 pub mod log_store;
 pub mod partition;
 pub mod producers;

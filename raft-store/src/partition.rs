@@ -5,7 +5,11 @@
 //! - `o<base offset>` → [`IndexEntry`]: where the batch starting at that
 //!   offset lives — a Raft log index, or (after a snapshot install) a place
 //!   in the installed snapshot's data file — with its record count, size
-//!   and newest timestamp.
+//!   and newest timestamp;
+//! - `t<timestamp>` → base offset: the time index, one entry for each batch
+//!   that raised the partition's newest timestamp. The first entry at or
+//!   after T names the first batch holding a record at or after T, since
+//!   every record before it is older.
 //!
 //! Readers ([`PartitionReader`]) never touch Raft: they read the index and
 //! the segment log directly, bounded by the high watermark the state
@@ -13,7 +17,7 @@
 //! is committed, and committed log entries are never truncated, so the read
 //! is safe on any replica.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -26,12 +30,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+use crate::groups::{Committed, GroupState, offsets_prefix, parse_offset_key};
 use crate::segment::SegmentLog;
 use crate::store::sled_err;
 use crate::types::Request;
 
 pub(crate) const KEY_STATE: &[u8] = b"partition";
 const PREFIX_INDEX: u8 = b'o';
+const PREFIX_TIME: u8 = b't';
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
@@ -39,6 +45,9 @@ pub struct PartitionState {
     pub next_offset: u64,
     /// First offset still retained.
     pub log_start_offset: u64,
+    /// Newest record timestamp appended so far (the time index grows when
+    /// a batch raises it).
+    pub max_timestamp_ms: Option<i64>,
 }
 
 /// Offsets a reader may see.
@@ -117,6 +126,14 @@ pub(crate) fn index_key(base_offset: u64) -> [u8; 9] {
     k
 }
 
+/// Time index key: timestamps sort as unsigned big-endian once the sign bit
+/// is flipped.
+pub(crate) fn time_key(ts: i64) -> [u8; 9] {
+    let mut k = [PREFIX_TIME; 9];
+    k[1..].copy_from_slice(&((ts as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
 fn base_of(key: &[u8]) -> io::Result<u64> {
     key.get(1..9)
         .and_then(|s| s.try_into().ok())
@@ -135,6 +152,9 @@ pub struct StoredBatch {
 /// The data file of the snapshot this replica installed last, if any.
 pub(crate) type InstalledData = Arc<RwLock<Option<Arc<File>>>>;
 
+/// Every consumer group a partition keeps, by name.
+pub type Groups = Arc<BTreeMap<String, GroupState>>;
+
 /// Read access to a partition. Cheap to clone.
 #[derive(Clone)]
 pub struct PartitionReader {
@@ -142,6 +162,7 @@ pub struct PartitionReader {
     pub(crate) sm: sled::Tree,
     pub(crate) installed: InstalledData,
     pub(crate) offsets: watch::Receiver<Offsets>,
+    pub(crate) groups: watch::Receiver<Groups>,
 }
 
 impl PartitionReader {
@@ -232,6 +253,56 @@ impl PartitionReader {
         let mut buf = BytesMut::zeroed(len as usize);
         file.read_exact_at(&mut buf, pos)?;
         Ok(Some(buf.freeze()))
+    }
+
+    /// The first record at or after `ts`: `(offset, its timestamp)`, or
+    /// None if every retained record is older.
+    pub fn offset_for_time(&self, ts: i64) -> Result<Option<(u64, i64)>, StoreError> {
+        let o = self.offsets();
+        let found = self.sm.range(time_key(ts)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
+        let Some((_, v)) = found else { return Ok(None) };
+        let base = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| io::Error::other("bad time index entry"))?);
+        // Scan from that batch (or the log start, if it was released) to
+        // the first record at or after `ts`; normally within the first batch.
+        let mut at = base.max(o.log_start_offset);
+        while at < o.high_watermark {
+            let batches = self.read_below(at, o.high_watermark, 1 << 20, usize::MAX)?;
+            if batches.is_empty() {
+                break;
+            }
+            for b in batches {
+                let (_, records) = replog_proto::batch::decode(&b.batch)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                for (i, r) in records.iter().enumerate() {
+                    let offset = b.base_offset + i as u64;
+                    if offset >= at && r.timestamp_ms >= ts {
+                        return Ok(Some((offset, r.timestamp_ms)));
+                    }
+                }
+                at = b.base_offset + b.record_count as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Consumer groups this partition keeps (partitions of
+    /// `__consumer_offsets`; empty elsewhere), as applied here.
+    pub fn groups(&self) -> Groups {
+        self.groups.borrow().clone()
+    }
+
+    /// Committed offsets of `group`: `(topic, partition, committed)`.
+    pub fn committed(&self, group: &str) -> Result<Vec<(String, u32, Committed)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sm.scan_prefix(offsets_prefix(group)) {
+            let (k, v) = kv.map_err(sled_err)?;
+            if let Some((g, t, p)) = parse_offset_key(&k)
+                && g == group
+            {
+                out.push((t, p, crate::store::decode(&v)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Every stored batch below the high watermark, in offset order.

@@ -20,7 +20,7 @@
 //! (`snapshot`), and the batches of an installed one in a data file beside
 //! it (`installed-<index>.data`), so that sled holds only small values.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -37,8 +37,12 @@ use tracing::warn;
 
 use crate::controller::{ClusterMeta, ControllerResult};
 use crate::error::Rejection;
+use crate::groups::{
+    self, Committed, GROUP_PREFIX, GroupState, OFFSET_PREFIX, group_key, offsets_prefix, parse_offset_key,
+};
 use crate::partition::{
-    IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, index_key,
+    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, index_key,
+    time_key,
 };
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::segment::SegmentLog;
@@ -55,8 +59,18 @@ const SNAPSHOT_FILE: &str = "snapshot";
 
 /// What a group's state machine holds.
 pub enum Kind {
-    Controller { meta: ClusterMeta, tx: watch::Sender<Arc<ClusterMeta>> },
-    Partition { state: PartitionState, producers: HashMap<i64, ProducerState>, tx: watch::Sender<Offsets> },
+    Controller {
+        meta: ClusterMeta,
+        tx: watch::Sender<Arc<ClusterMeta>>,
+    },
+    Partition {
+        state: PartitionState,
+        producers: HashMap<i64, ProducerState>,
+        tx: watch::Sender<Offsets>,
+        /// Consumer groups (partitions of `__consumer_offsets` only).
+        groups: BTreeMap<String, GroupState>,
+        groups_tx: watch::Sender<Groups>,
+    },
 }
 
 pub struct GroupStateMachine {
@@ -67,6 +81,9 @@ pub struct GroupStateMachine {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     kind: Kind,
+    /// Offsets committed by entries of the apply in progress, not yet in
+    /// the tree: later entries of the same apply must see them.
+    pending_offsets: HashMap<Vec<u8>, Option<Committed>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,7 +96,14 @@ struct SnapshotBody {
 #[derive(Serialize, Deserialize)]
 enum SnapshotKind {
     Controller(ClusterMeta),
-    Partition { state: PartitionState, batches: Vec<(u64, u32, i64, Bytes)>, producers: Vec<(i64, ProducerState)> },
+    Partition {
+        state: PartitionState,
+        batches: Vec<(u64, u32, i64, Bytes)>,
+        producers: Vec<(i64, ProducerState)>,
+        groups: Vec<(String, GroupState)>,
+        /// Committed offsets as stored (offset key, encoded [`Committed`]).
+        offsets: Vec<(Vec<u8>, Vec<u8>)>,
+    },
 }
 
 impl GroupStateMachine {
@@ -108,8 +132,14 @@ impl GroupStateMachine {
                 producers.insert(id, decode(&v)?);
             }
         }
+        let mut groups = BTreeMap::new();
+        for kv in sm.scan_prefix([GROUP_PREFIX]) {
+            let (k, v) = kv.map_err(sled_err)?;
+            groups.insert(String::from_utf8_lossy(&k[1..]).into_owned(), decode(&v)?);
+        }
         let (tx, _) = watch::channel(Offsets::from(state));
-        Self::open(store, group, sm, Kind::Partition { state, producers, tx })
+        let (groups_tx, _) = watch::channel(Arc::new(groups.clone()));
+        Self::open(store, group, sm, Kind::Partition { state, producers, tx, groups, groups_tx })
     }
 
     fn open(store: &Arc<Store>, group: GroupId, sm: sled::Tree, kind: Kind) -> io::Result<GroupStateMachine> {
@@ -133,6 +163,7 @@ impl GroupStateMachine {
             last_applied,
             membership,
             kind,
+            pending_offsets: HashMap::new(),
         })
     }
 
@@ -151,11 +182,12 @@ impl GroupStateMachine {
     /// Read access for fetch (partition groups only).
     pub fn reader(&self) -> Option<PartitionReader> {
         match &self.kind {
-            Kind::Partition { tx, .. } => Some(PartitionReader {
+            Kind::Partition { tx, groups_tx, .. } => Some(PartitionReader {
                 log: self.log.clone(),
                 sm: self.sm.clone(),
                 installed: self.installed.clone(),
                 offsets: tx.subscribe(),
+                groups: groups_tx.subscribe(),
             }),
             Kind::Controller { .. } => None,
         }
@@ -189,6 +221,10 @@ impl GroupStateMachine {
                     bytes: data.len() as u32,
                 };
                 batch.insert(&index_key(base)[..], &ie.encode()[..]);
+                if state.max_timestamp_ms.is_none_or(|m| max_timestamp_ms > m) {
+                    batch.insert(&time_key(max_timestamp_ms)[..], &base.to_be_bytes()[..]);
+                    state.max_timestamp_ms = Some(max_timestamp_ms);
+                }
                 state.next_offset += record_count as u64;
                 if pid >= 0 {
                     // Only a new producer beyond the cap costs the scan.
@@ -216,6 +252,62 @@ impl GroupStateMachine {
             (Kind::Partition { .. }, Request::Controller(_)) => {
                 Response::Controller(ControllerResult::Invalid("not the controller group".into()))
             }
+            (Kind::Partition { groups, .. }, Request::Group(cmd)) => {
+                let name = cmd.group().to_string();
+                let sm = &self.sm;
+                let pending = &self.pending_offsets;
+                let read = |k: &[u8]| -> Option<Committed> {
+                    match pending.get(k) {
+                        Some(c) => c.clone(),
+                        None => sm.get(k).ok().flatten().and_then(|v| decode(&v).ok()),
+                    }
+                };
+                let all = |g: &str| -> Vec<Vec<u8>> {
+                    let mut keys: BTreeSet<Vec<u8>> =
+                        sm.scan_prefix(offsets_prefix(g)).keys().filter_map(Result::ok).map(|k| k.to_vec()).collect();
+                    let prefix = offsets_prefix(g);
+                    for (k, v) in pending {
+                        if k.starts_with(&prefix) {
+                            if v.is_some() {
+                                keys.insert(k.clone())
+                            } else {
+                                keys.remove(k)
+                            };
+                        }
+                    }
+                    keys.into_iter().filter(|k| parse_offset_key(k).is_some_and(|(gg, _, _)| gg == g)).collect()
+                };
+                match groups::apply(cmd, groups.get(&name), &read, &all) {
+                    Err(r) => Response::Rejected(r),
+                    Ok(applied) => {
+                        match applied.state {
+                            Some(Some(st)) => {
+                                match encode(&st) {
+                                    Ok(v) => batch.insert(group_key(&name), v),
+                                    Err(e) => warn!(group = self.group, "group state not persisted: {e}"),
+                                }
+                                groups.insert(name, st);
+                            }
+                            Some(None) => {
+                                batch.remove(group_key(&name));
+                                groups.remove(&name);
+                            }
+                            None => {}
+                        }
+                        for (k, c) in applied.offsets {
+                            match &c {
+                                Some(c) => match encode(c) {
+                                    Ok(v) => batch.insert(k.clone(), v),
+                                    Err(e) => warn!(group = self.group, "offset not persisted: {e}"),
+                                },
+                                None => batch.remove(k.clone()),
+                            }
+                            self.pending_offsets.insert(k, c);
+                        }
+                        Response::Group(applied.result)
+                    }
+                }
+            }
         }
     }
 
@@ -235,13 +327,16 @@ impl GroupStateMachine {
                     tx.send_replace(Arc::new(meta.clone()));
                 }
             }
-            Kind::Partition { state, tx, .. } => {
+            Kind::Partition { state, tx, groups, groups_tx, .. } => {
                 tx.send_if_modified(|o| {
                     let new = Offsets::from(*state);
                     let changed = *o != new;
                     *o = new;
                     changed
                 });
+                if **groups_tx.borrow() != *groups {
+                    groups_tx.send_replace(Arc::new(groups.clone()));
+                }
             }
         }
     }
@@ -259,7 +354,12 @@ pub struct SnapshotBuilder {
 
 enum BuilderData {
     Controller(ClusterMeta),
-    Partition(PartitionState, Vec<(i64, ProducerState)>),
+    Partition {
+        state: PartitionState,
+        producers: Vec<(i64, ProducerState)>,
+        groups: Vec<(String, GroupState)>,
+        offsets: Vec<(Vec<u8>, Vec<u8>)>,
+    },
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -268,7 +368,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let data = match &self.data {
             BuilderData::Controller(m) => SnapshotKind::Controller(m.clone()),
-            BuilderData::Partition(state, producers) => {
+            BuilderData::Partition { state, producers, groups, offsets } => {
                 // Batches below the captured next offset are immutable, so
                 // reading them while apply goes on is consistent.
                 let reader =
@@ -281,7 +381,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                         (b.base_offset, b.record_count, ts, b.batch)
                     })
                     .collect();
-                SnapshotKind::Partition { state: *state, batches, producers: producers.clone() }
+                SnapshotKind::Partition {
+                    state: *state,
+                    batches,
+                    producers: producers.clone(),
+                    groups: groups.clone(),
+                    offsets: offsets.clone(),
+                }
             }
         };
         let body = SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), data };
@@ -306,6 +412,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     {
         let mut batch = sled::Batch::default();
         let mut replies = Vec::new();
+        self.pending_offsets.clear();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             self.last_applied = Some(log_id);
@@ -336,9 +443,19 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let data = match &self.kind {
             Kind::Controller { meta, .. } => BuilderData::Controller(meta.clone()),
-            Kind::Partition { state, producers, .. } => {
-                BuilderData::Partition(*state, producers.iter().map(|(k, v)| (*k, v.clone())).collect())
-            }
+            // Captured here, on the state machine's own task, so that they
+            // match `last_applied` exactly.
+            Kind::Partition { state, producers, groups, .. } => BuilderData::Partition {
+                state: *state,
+                producers: producers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                groups: groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                offsets: self
+                    .sm
+                    .scan_prefix([OFFSET_PREFIX])
+                    .filter_map(Result::ok)
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect(),
+            },
         };
         SnapshotBuilder {
             reader: self.reader(),
@@ -361,10 +478,18 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         match (&mut self.kind, body.data) {
             (Kind::Controller { meta: m, .. }, SnapshotKind::Controller(new)) => *m = new,
             (
-                Kind::Partition { state, producers, .. },
-                SnapshotKind::Partition { state: new, batches, producers: p },
+                Kind::Partition { state, producers, groups, .. },
+                SnapshotKind::Partition { state: new, batches, producers: p, groups: g, offsets },
             ) => {
                 *state = new;
+                groups.clear();
+                for (name, st) in g {
+                    batch.insert(group_key(&name), encode(&st)?);
+                    groups.insert(name, st);
+                }
+                for (k, v) in offsets {
+                    batch.insert(k, v);
+                }
                 producers.clear();
                 for (id, st) in p {
                     batch.insert(&producers::key(id)[..], encode(&st)?);
@@ -374,7 +499,13 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 // the index that points into it.
                 let name = format!("installed-{}.data", meta.last_log_id.map_or(0, |l| l.index));
                 let mut data_buf = Vec::new();
+                let mut newest: Option<i64> = None;
                 for (base, count, ts, data) in &batches {
+                    // The time index, rebuilt as apply would have built it.
+                    if newest.is_none_or(|m| *ts > m) {
+                        batch.insert(&time_key(*ts)[..], &base.to_be_bytes()[..]);
+                        newest = Some(*ts);
+                    }
                     let ie = IndexEntry {
                         location: Location::Snapshot(data_buf.len() as u64),
                         record_count: *count,

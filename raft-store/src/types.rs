@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::controller::{ControllerCmd, ControllerResult};
 use crate::error::Rejection;
+use crate::groups::{GroupCmd, GroupResult};
 
 pub type NodeId = u64;
 /// Identifies one Raft group on every node. Group 0 is the controller.
@@ -38,6 +39,8 @@ pub enum Request {
     Append { batch: Bytes, record_count: u32, max_timestamp_ms: i64 },
     /// Change cluster metadata (controller group only).
     Controller(ControllerCmd),
+    /// Change a consumer group (partitions of `__consumer_offsets`).
+    Group(GroupCmd),
 }
 
 impl fmt::Display for Request {
@@ -47,6 +50,7 @@ impl fmt::Display for Request {
                 write!(f, "Append({record_count} records, {} bytes)", batch.len())
             }
             Request::Controller(c) => write!(f, "Controller({c:?})"),
+            Request::Group(c) => write!(f, "Group({})", c.group()),
         }
     }
 }
@@ -62,6 +66,7 @@ pub enum Response {
         record_count: u32,
     },
     Controller(ControllerResult),
+    Group(GroupResult),
     /// The entry was committed but the state machine refused it.
     Rejected(Rejection),
 }

@@ -115,3 +115,46 @@ async fn given_a_partition_snapshot_when_a_fresh_replica_installs_it_then_it_ser
     let sm_b = GroupStateMachine::open_partition(&store_b, 5).unwrap();
     assert_eq!(sm_b.reader().unwrap().all_batches().unwrap(), served_a);
 }
+
+/// A batch at `index` whose records carry the timestamps `ts`.
+fn timed_entry(index: u64, ts: &[i64]) -> Entry {
+    let mut b = BatchBuilder::new();
+    for (i, t) in ts.iter().enumerate() {
+        b.push(&Record::new(None, Bytes::from(format!("e{index}-r{i}")), *t));
+    }
+    Entry {
+        log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
+        payload: EntryPayload::Normal(Request::Append {
+            batch: b.build(),
+            record_count: ts.len() as u32,
+            max_timestamp_ms: *ts.iter().max().unwrap(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn given_records_with_timestamps_when_a_time_is_looked_up_then_the_first_record_at_or_after_it_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<Store> = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let mut log = LogStore::open(store.clone(), 3).unwrap();
+    let mut sm = GroupStateMachine::open_partition(&store, 3).unwrap();
+    // Offsets 0..=2 at 100, 300, 200; 3..=4 at 150, 400 (out of order
+    // inside and across batches); 5 at 400.
+    let entries = vec![timed_entry(1, &[100, 300, 200]), timed_entry(2, &[150, 400]), timed_entry(3, &[400])];
+    log.blocking_append(entries.clone()).await.unwrap();
+    apply(&mut sm, entries).await;
+    let r = sm.reader().unwrap();
+    let cases = [(0, Some((0, 100))), (100, Some((0, 100))), (101, Some((1, 300))), (250, Some((1, 300)))];
+    for (ts, want) in cases.into_iter().chain([(301, Some((4, 400))), (400, Some((4, 400))), (401, None)]) {
+        assert_eq!(r.offset_for_time(ts).unwrap(), want, "lookup of {ts}");
+    }
+    // A replica that installs a snapshot answers the same.
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let store_b: Arc<Store> = Store::open(dir_b.path(), &StoreConfig::default()).unwrap();
+    let mut sm_b = GroupStateMachine::open_partition(&store_b, 3).unwrap();
+    sm_b.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    for ts in [0, 101, 250, 301, 401] {
+        assert_eq!(sm_b.reader().unwrap().offset_for_time(ts).unwrap(), r.offset_for_time(ts).unwrap(), "{ts}");
+    }
+}

@@ -11,6 +11,7 @@ use replog_raft_store::controller::{ClusterMeta, ControllerCmd, ControllerResult
 use tracing::{info, instrument};
 
 use super::metadata::topic_metadata;
+use crate::coordinator::GROUPS_TOPIC;
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 
@@ -40,6 +41,15 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// the node it arrived at.
 pub fn prepare(node: &Node, req: &mut CreateTopicRequest) -> Result<()> {
     validate_name(&req.name)?;
+    // Names starting with `__` belong to replog. The groups topic itself
+    // comes through here when a node creates it on a group's first use.
+    let internal = req.name == GROUPS_TOPIC && req.partitions == node.config.group_partitions;
+    if req.name.starts_with("__") && !internal {
+        return Err(NodeError::InvalidTopicName {
+            name: req.name.clone(),
+            reason: "names starting with '__' are reserved",
+        });
+    }
     if req.partitions == 0 || req.partitions > node.config.max_partitions {
         return Err(NodeError::InvalidPartitions(format!(
             "{} (must be 1..={})",

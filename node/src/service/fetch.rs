@@ -46,6 +46,7 @@ async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
         },
         max_wait: Duration::from_millis((req.max_wait_ms as u64).min(node.config.max_fetch_wait_ms)),
         any_replica: req.replica_read,
+        min_bytes: (req.min_bytes as usize).min(MAX_FETCH_BYTES),
     };
     let read = partition.read(req.offset, limits).await?;
     Ok(FetchResponse {

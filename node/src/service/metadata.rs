@@ -10,7 +10,8 @@ pub fn handle(node: &Node, req: MetadataRequest) -> MetadataResponse {
     let topics = meta
         .topics
         .values()
-        .filter(|t| req.topics.is_empty() || req.topics.contains(&t.name))
+        // Internal topics only when asked for by name.
+        .filter(|t| if req.topics.is_empty() { !t.name.starts_with("__") } else { req.topics.contains(&t.name) })
         .map(|t| topic_metadata(node, t))
         .collect();
     let nodes = node.members.all().into_iter().map(|(id, addr)| BrokerInfo { id, addr }).collect();

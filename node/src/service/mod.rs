@@ -5,7 +5,9 @@ mod cluster_status;
 mod create_topic;
 mod delete_topic;
 mod fetch;
+pub mod group;
 mod init_producer;
+mod list_offsets;
 mod metadata;
 mod produce;
 pub mod raft_peer;
@@ -125,5 +127,93 @@ impl Replog for ClientService {
         _req: Request<pb::NodeInfoRequest>,
     ) -> std::result::Result<Response<pb::NodeInfoResponse>, Status> {
         Ok(Response::new(self.node.node_info()))
+    }
+
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> std::result::Result<Response<pb::ListOffsetsResponse>, Status> {
+        reply(list_offsets::handle(&self.node, req.into_inner()).await)
+    }
+
+    async fn find_coordinator(
+        &self,
+        req: Request<pb::FindCoordinatorRequest>,
+    ) -> std::result::Result<Response<pb::FindCoordinatorResponse>, Status> {
+        let create = || async {
+            let live = self.node.live_nodes().len() as u32;
+            let req = Request::new(pb::CreateTopicRequest {
+                name: crate::coordinator::GROUPS_TOPIC.into(),
+                partitions: self.node.config.group_partitions,
+                replication_factor: live.clamp(1, 3),
+            });
+            self.on_controller(req, create_topic::handle, |mut c, r| async move { c.create_topic(r).await })
+                .await
+                .map(|_| ())
+        };
+        reply(group::find_coordinator::handle(self.node.clone(), req.into_inner(), create).await)
+    }
+
+    async fn join_group(
+        &self,
+        req: Request<pb::JoinGroupRequest>,
+    ) -> std::result::Result<Response<pb::JoinGroupResponse>, Status> {
+        reply(group::join_group::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn group_heartbeat(
+        &self,
+        req: Request<pb::GroupHeartbeatRequest>,
+    ) -> std::result::Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        reply(group::heartbeat::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn leave_group(
+        &self,
+        req: Request<pb::LeaveGroupRequest>,
+    ) -> std::result::Result<Response<pb::LeaveGroupResponse>, Status> {
+        reply(group::leave_group::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn commit_offsets(
+        &self,
+        req: Request<pb::CommitOffsetsRequest>,
+    ) -> std::result::Result<Response<pb::CommitOffsetsResponse>, Status> {
+        reply(group::commit_offsets::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn fetch_offsets(
+        &self,
+        req: Request<pb::FetchOffsetsRequest>,
+    ) -> std::result::Result<Response<pb::FetchOffsetsResponse>, Status> {
+        reply(group::fetch_offsets::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn describe_group(
+        &self,
+        req: Request<pb::DescribeGroupRequest>,
+    ) -> std::result::Result<Response<pb::DescribeGroupResponse>, Status> {
+        reply(group::describe_group::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> std::result::Result<Response<pb::ListGroupsResponse>, Status> {
+        reply(group::list_groups::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn reset_offsets(
+        &self,
+        req: Request<pb::ResetOffsetsRequest>,
+    ) -> std::result::Result<Response<pb::ResetOffsetsResponse>, Status> {
+        reply(group::reset_offsets::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn delete_group(
+        &self,
+        req: Request<pb::DeleteGroupRequest>,
+    ) -> std::result::Result<Response<pb::DeleteGroupResponse>, Status> {
+        reply(group::delete_group::handle(self.node.clone(), req.into_inner()).await)
     }
 }

@@ -28,6 +28,9 @@ pub async fn handle(node: &Node, req: ProduceRequest) -> Result<ProduceResponse>
 async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
     let acks =
         Acks::try_from(req.acks).map_err(|_| NodeError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
+    if req.topic.starts_with("__") {
+        return Err(NodeError::InvalidRequest(format!("{} is an internal topic: it takes no records", req.topic)));
+    }
     let partition = node.local_partition(&req.topic, req.partition)?;
     let limit = node.config.max_batch_bytes;
     if req.batch.len() > limit {
