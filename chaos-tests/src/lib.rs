@@ -13,7 +13,10 @@
 //! - [`checker`]: [`checker::check`] turns a history into a
 //!   [`checker::Report`] naming every anomaly after Jepsen (lost-write,
 //!   unseen, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip,
-//!   phantom-write, unexpected), with the values and offsets involved.
+//!   phantom-write, unexpected, nonmonotonic-send, send-skip), of topics
+//!   created and deleted (resurrected, undeleted-topic, missing-topic) and
+//!   of replicas compared over their whole logs (replica-divergence), with
+//!   the values and offsets involved.
 //!
 //! - [`cluster`]: [`cluster::ChaosCluster`], N real `replog-node`
 //!   processes, node i on its own loopback address 127.0.0.(10+i), killed,
@@ -47,6 +50,8 @@
 //!     outcome: Outcome::Ok { partition: 0, offset: 0 },
 //!     start_us,
 //!     end_us: rec.now_us(),
+//!     generation: 0,
+//!     seq: Some(0),
 //! });
 //! rec.record(FinalRead {
 //!     reader: "leader".into(),
@@ -57,6 +62,7 @@
 //!     records: vec![ReadRecord::new(0, "w-1-0")],
 //!     start_us: rec.now_us(),
 //!     end_us: rec.now_us(),
+//!     generation: 0,
 //! });
 //! let report = check(&rec.finish().unwrap());
 //! assert!(report.is_valid());

@@ -16,6 +16,7 @@
 //! | `CHAOS_RATE` | 50 | sends per second per producer |
 //! | `CHAOS_DEADLINE_MS` | 20000 | the workload client's retry deadline; below the fault windows (3–7 s) it makes writes indeterminate |
 //! | `CHAOS_IDEMPOTENT` | 1 | 0 turns the SDK's idempotent producer off (retries may then append twice: `duplicate`) |
+//! | `CHAOS_TOPIC_CHURN` | 1 | 0 turns off the client that creates and deletes topics under the faults |
 //! | `CHAOS_OUT` | `target/chaos` | where histories, reports and node logs go |
 //! | `CHAOS_TOLERATE` | none | anomaly kinds that are counted and printed but do not make the exit code non-zero |
 //!
@@ -24,22 +25,13 @@
 //! otherwise, 2 on bad configuration.
 
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use replog_chaos::checker::{AnomalyKind, Report};
 use replog_chaos::nemesis::Fault;
-use replog_chaos::runner::{RunConfig, anomaly_summary, default_out_dir, fault_summary, run_once, run_seed};
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
-        _ => Ok(default),
-    }
-}
+use replog_chaos::runner::{
+    RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_once, run_seed,
+};
 
 struct Settings {
     runs: u32,
@@ -86,11 +78,8 @@ fn settings() -> Result<Settings> {
             producers: env_or("CHAOS_PRODUCERS", 4)?,
             rate: env_or("CHAOS_RATE", 50)?,
             retry_deadline: std::time::Duration::from_millis(env_or("CHAOS_DEADLINE_MS", 20_000)?),
-            idempotent: match std::env::var("CHAOS_IDEMPOTENT").unwrap_or_default().trim() {
-                "" | "1" | "true" | "on" => true,
-                "0" | "false" | "off" => false,
-                v => bail!("CHAOS_IDEMPOTENT must be 1 or 0, got {v:?}"),
-            },
+            idempotent: env_flag("CHAOS_IDEMPOTENT", true)?,
+            churn: env_flag("CHAOS_TOPIC_CHURN", true)?,
             out_dir,
         },
     })
@@ -99,13 +88,14 @@ fn settings() -> Result<Settings> {
 async fn run_all(s: &Settings) -> Result<bool> {
     let faults = s.base.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(",");
     println!(
-        "chaos: runs={} seconds={} seed={} faults={} nodes={} idempotent={} deadline={:?} out={}",
+        "chaos: runs={} seconds={} seed={} faults={} nodes={} idempotent={} topic-churn={} deadline={:?} out={}",
         s.runs,
         s.base.seconds,
         s.seed,
         faults,
         s.base.nodes,
         s.base.idempotent,
+        s.base.churn,
         s.base.retry_deadline,
         s.base.out_dir.display()
     );
