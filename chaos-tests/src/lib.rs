@@ -30,6 +30,9 @@
 //!   replica.
 //! - [`runner`]: one run end to end (cluster, topic, workload under the
 //!   nemesis, heal, final reads, check); `src/bin/chaos.rs` is `make chaos`.
+//! - [`soak`]: a long run at half of peak throughput with a fault at a
+//!   fixed interval, each node's memory sampled; `src/bin/soak.rs` is
+//!   `make soak`.
 //!
 //! It checks invariants 1 and 2 of the design (no acknowledged record lost;
 //! no two readers see different records at one offset, offsets never go
@@ -75,4 +78,5 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod runner;
+pub mod soak;
 pub mod workload;
