@@ -20,6 +20,8 @@
 //! | `CHAOS_OUT` | `target/chaos` | where histories, reports and node logs go |
 //! | `CHAOS_TOLERATE` | none | anomaly kinds that are counted and printed but do not make the exit code non-zero |
 //!
+//! `chaos check HISTORY.jsonl` runs the checker on a stored history instead.
+//!
 //! Exit code: 0 when no run had an anomaly (or only tolerated ones) and no
 //! run hit a problem (crash, failed heal, replica that never caught up), 1
 //! otherwise, 2 on bad configuration.
@@ -27,7 +29,8 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use replog_chaos::checker::{AnomalyKind, Report};
+use replog_chaos::checker::{AnomalyKind, Report, check};
+use replog_chaos::history::History;
 use replog_chaos::nemesis::Fault;
 use replog_chaos::runner::{
     RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_once, run_seed,
@@ -151,8 +154,41 @@ async fn run_all(s: &Settings) -> Result<bool> {
     Ok(!failed)
 }
 
+/// `chaos check HISTORY.jsonl`: the checker on a stored history (from a
+/// chaos run or a soak), its report on stdout; exit 0 when it is clean.
+fn check_file(path: &str) -> ExitCode {
+    let history = match History::load(path) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("chaos: {path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = check(&history);
+    println!("{}\n{report}", Report::header());
+    for a in &report.anomalies {
+        println!("{a}");
+    }
+    println!(
+        "chaos: check {path} sends={} acknowledged={} anomalies={}",
+        report.sends,
+        report.acknowledged,
+        report.anomaly_count()
+    );
+    if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {}
+        [cmd, path] if cmd == "check" => return check_file(path),
+        _ => {
+            eprintln!("usage: chaos (runs as configured by CHAOS_* variables) | chaos check HISTORY.jsonl");
+            return ExitCode::from(2);
+        }
+    }
     let s = match settings().context("chaos configuration") {
         Ok(s) => s,
         Err(e) => {
