@@ -12,9 +12,9 @@
 //!    client, and one fault every `fault_every` (drawn from the seed, each
 //!    healed after `fault_seconds`). Every `rss_every` each node's RSS is
 //!    read from `/proc/<pid>/status` (`VmRSS`) and appended to `rss.csv`.
-//!    The phase ends early, as a problem, if a node passes `rss_limit_mb`
-//!    or the disk holding the run runs low, so that a leak cannot take the
-//!    machine down with it.
+//!    The phase ends early, as a problem, if a node passes `rss_limit_mb`,
+//!    the nodes' data passes `max_data_mb` or the disk holding the run runs
+//!    low, so that a leak cannot take the machine down with it.
 //! 3. **Wind-down** ([`crate::runner::wind_down`]): heal, final reads of
 //!    every partition from the leader and every replica, settled topic
 //!    states; then the checker.
@@ -74,6 +74,9 @@ pub struct SoakConfig {
     pub rss_limit_mb: u64,
     /// Less free disk than this under the output directory ends it too.
     pub min_free_disk_mb: u64,
+    /// So does more node data than this (all nodes together): a soak at
+    /// tens of MB/s writes gigabytes a minute on each replica.
+    pub max_data_mb: u64,
     /// When set, a worst-node RSS slope above it fails the soak.
     pub max_rss_slope: Option<f64>,
     pub nodes: u64,
@@ -277,6 +280,19 @@ fn free_disk_mb(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64 / (1 << 20))
 }
 
+/// Bytes under `dir`, recursively (files only; errors count as empty).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// The soak's fault windows: one every `every` (the first after one
 /// interval), each lasting `length` (kill-all at most 2.5 s, as in a chaos
 /// run), kinds and choices from `seed`; the last ends before `total`.
@@ -341,6 +357,13 @@ async fn sample_rss(
             }
         }
         file.flush()?;
+        let data_mb = dir_bytes(&cfg.out_dir.join("cluster")) >> 20;
+        if data_mb > cfg.max_data_mb && abort.borrow().is_none() {
+            let _ = abort.send(Some(format!(
+                "node data {data_mb} MB passed SOAK_MAX_DATA_MB={} at {t:.0}s: soak ended early",
+                cfg.max_data_mb
+            )));
+        }
         if let Some(free) = free_disk_mb(&cfg.out_dir)
             && free < cfg.min_free_disk_mb
             && abort.borrow().is_none()

@@ -16,7 +16,8 @@
 //! | `SOAK_SEED` | random (printed) | seed of the fault kinds and choices |
 //! | `SOAK_RSS_INTERVAL` | 2 | seconds between RSS samples |
 //! | `SOAK_RSS_LIMIT_MB` | 3072 | a node above this ends the soak early (a failure) |
-//! | `SOAK_MIN_FREE_DISK_MB` | 5120 | less free disk than this under `SOAK_OUT` ends it early |
+//! | `SOAK_MIN_FREE_DISK_MB` | 10240 | less free disk than this under `SOAK_OUT` ends it early |
+//! | `SOAK_MAX_DATA_MB` | 16384 | more node data than this (all nodes) ends it early |
 //! | `SOAK_MAX_RSS_SLOPE` | unset | MB/min; when set, a steeper worst-node slope fails the soak |
 //! | `SOAK_NODES` | 3 | nodes |
 //! | `SOAK_PARTITIONS` | 6 | partitions of the topic (replication factor 3) |
@@ -70,7 +71,8 @@ fn settings() -> Result<SoakConfig> {
         seed: env_or("SOAK_SEED", rand::random::<u64>())?,
         rss_every: Duration::from_secs(env_or::<u64>("SOAK_RSS_INTERVAL", 2)?.max(1)),
         rss_limit_mb: env_or("SOAK_RSS_LIMIT_MB", 3072)?,
-        min_free_disk_mb: env_or("SOAK_MIN_FREE_DISK_MB", 5120)?,
+        min_free_disk_mb: env_or("SOAK_MIN_FREE_DISK_MB", 10240)?,
+        max_data_mb: env_or("SOAK_MAX_DATA_MB", 16384)?,
         max_rss_slope,
         nodes,
         partitions: env_or("SOAK_PARTITIONS", 6)?,
