@@ -9,7 +9,23 @@
 //! {"type":"send","producer":"p2","topic":"chaos","partition":null,"value":"w-2-9","outcome":{"type":"unknown","error":"transport error ..."},"start_us":1300,"end_us":9000}
 //! {"type":"poll","consumer":"c1","topic":"chaos","partition":0,"records":[{"offset":41,"value":"w-1-7"}],"start_us":5000,"end_us":5020}
 //! {"type":"final-read","reader":"leader","topic":"chaos","partition":0,"start_offset":0,"high_watermark":42,"records":[...],"start_us":90000,"end_us":90300}
+//! {"type":"topic","client":"t1","action":"create","topic":"churn-0","generation":3,"partitions":2,"outcome":{"type":"ok","topic_id":17},"start_us":5100,"end_us":7900}
+//! {"type":"topic-state","node":"127.0.0.12:40211","topic":"churn-0","present":{"topic_id":17,"partitions":2},"at_us":8100}
 //! ```
+//!
+//! Optional fields, left out when they have their default:
+//!
+//! - `seq` (send): the send's place in its producer's order of sends to that
+//!   partition (0, 1, 2, …), for the per-producer order check. Set only when
+//!   the producer chose the partition itself.
+//! - `generation` (send, poll, final read, topic): which incarnation of a
+//!   topic name the operation was meant for. A topic that is deleted and
+//!   created again under the same name is a new incarnation with an empty
+//!   log, so offsets restart; the checker keeps incarnations apart. The
+//!   workload's main topic, created once, is generation 0.
+//! - `digest` (records of final reads): a hash of the whole record
+//!   (timestamp, key, value, headers), so that replicas are compared on
+//!   more than the value.
 //!
 //! Values are strings, unique per send attempt (see [`value_name`]): the
 //! checker identifies a write by its value, so a value that is re-sent after
@@ -23,7 +39,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,6 +49,73 @@ use serde::{Deserialize, Serialize};
 /// The conventional value of a producer's `seq`-th write: `w-<producer>-<seq>`.
 pub fn value_name(producer: u32, seq: u64) -> String {
     format!("w-{producer}-{seq}")
+}
+
+/// The byte that pads a record value up to a chosen size (see [`padded`]).
+pub const PAD: u8 = b'.';
+
+/// `value`, then a space, then [`PAD`] bytes up to `size` bytes in all (no
+/// padding when `value` is already that long). Reads strip the padding
+/// again (see [`ReadRecord`]), so histories keep the short value while the
+/// cluster stores full-size records.
+pub fn padded(value: &str, size: usize) -> Vec<u8> {
+    let mut v = value.as_bytes().to_vec();
+    if size > v.len() + 1 {
+        v.push(b' ');
+        v.resize(size, PAD);
+    }
+    v
+}
+
+/// The value a history keeps for record bytes: the bytes before the first
+/// space when everything after it is padding, else the whole value (taken
+/// as UTF-8, invalid bytes as U+FFFD), so that damaged padding shows up as a
+/// value nobody sent.
+pub fn unpadded(bytes: &[u8]) -> String {
+    if let Some(i) = bytes.iter().position(|b| *b == b' ')
+        && bytes[i + 1..].iter().all(|b| *b == PAD)
+    {
+        return String::from_utf8_lossy(&bytes[..i]).into_owned();
+    }
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// FNV-1a, 64 bits: a stable hash (the same in every build), enough to
+/// tell two different records apart.
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The digest of a whole record: timestamp, key, value and headers, each
+/// length-prefixed so that moving bytes between fields changes it.
+pub fn record_digest(r: &ConsumedRecord) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325;
+    h = fnv1a(h, &r.timestamp_ms.to_le_bytes());
+    match &r.key {
+        Some(k) => {
+            h = fnv1a(h, &(k.len() as u64).to_le_bytes());
+            h = fnv1a(h, k);
+        }
+        None => h = fnv1a(h, &u64::MAX.to_le_bytes()),
+    }
+    h = fnv1a(h, &(r.value.len() as u64).to_le_bytes());
+    h = fnv1a(h, &r.value);
+    h = fnv1a(h, &(r.headers.len() as u64).to_le_bytes());
+    for (k, v) in &r.headers {
+        h = fnv1a(h, &(k.len() as u64).to_le_bytes());
+        h = fnv1a(h, k.as_bytes());
+        h = fnv1a(h, &(v.len() as u64).to_le_bytes());
+        h = fnv1a(h, v);
+    }
+    h
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How one send attempt ended.
@@ -105,6 +188,13 @@ pub struct SendOp {
     pub start_us: u64,
     #[serde(default)]
     pub end_us: u64,
+    /// The incarnation of `topic` the send was meant for (module docs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// This send's index among the producer's sends to `partition` (which
+    /// must then be set), in the order they were handed to the SDK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// One record as read: its offset and value.
@@ -112,25 +202,40 @@ pub struct SendOp {
 pub struct ReadRecord {
     pub offset: u64,
     pub value: String,
+    /// [`record_digest`] of the record as read; kept by final reads, which
+    /// compare replicas record by record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
 }
 
 impl ReadRecord {
     pub fn new(offset: u64, value: impl Into<String>) -> ReadRecord {
-        ReadRecord { offset, value: value.into() }
+        ReadRecord { offset, value: value.into(), digest: None }
+    }
+
+    pub fn with_digest(mut self, digest: u64) -> ReadRecord {
+        self.digest = Some(digest);
+        self
     }
 }
 
 impl From<&ConsumedRecord> for ReadRecord {
-    /// The value is taken as UTF-8; invalid bytes become U+FFFD, so garbage
-    /// still shows up (as an unexpected value) instead of being dropped.
+    /// The value is taken as UTF-8 with its padding stripped ([`unpadded`]);
+    /// invalid bytes become U+FFFD, so garbage still shows up (as an
+    /// unexpected value) instead of being dropped.
     fn from(r: &ConsumedRecord) -> ReadRecord {
-        ReadRecord { offset: r.offset, value: String::from_utf8_lossy(&r.value).into_owned() }
+        ReadRecord { offset: r.offset, value: unpadded(&r.value), digest: None }
     }
 }
 
 /// Converts what `PartitionReader::poll` / `read_to_end` returned.
 pub fn read_records(records: &[ConsumedRecord]) -> Vec<ReadRecord> {
     records.iter().map(ReadRecord::from).collect()
+}
+
+/// As [`read_records`], each record with its [`record_digest`].
+pub fn read_records_with_digest(records: &[ConsumedRecord]) -> Vec<ReadRecord> {
+    records.iter().map(|r| ReadRecord::from(r).with_digest(record_digest(r))).collect()
 }
 
 /// One successful poll of one partition by one consumer, records in the
@@ -147,6 +252,8 @@ pub struct PollOp {
     pub start_us: u64,
     #[serde(default)]
     pub end_us: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
 }
 
 /// A full read of one partition at the end of the run, after the faults
@@ -171,6 +278,8 @@ pub struct FinalRead {
     pub start_us: u64,
     #[serde(default)]
     pub end_us: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
 }
 
 fn default_reader() -> String {
@@ -186,6 +295,75 @@ impl FinalRead {
     }
 }
 
+/// What a [`TopicOp`] asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopicAction {
+    Create,
+    Delete,
+}
+
+/// How a topic create or delete ended, after the workload's own retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum TopicOutcome {
+    /// Done. For a create, the id the cluster gave the new topic.
+    Ok {
+        #[serde(default)]
+        topic_id: u64,
+    },
+    /// Definitely not done (the cluster refused it).
+    Fail { error: String },
+    /// May or may not have been done.
+    Unknown { error: String },
+}
+
+/// One topic create or delete, as one logical operation: retries after an
+/// indeterminate attempt are part of it, so a create answered
+/// TOPIC_ALREADY_EXISTS after an attempt that timed out is `Ok` (the first
+/// attempt landed), and a delete answered UNKNOWN_TOPIC likewise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicOp {
+    /// Who did it, e.g. `"t1"`.
+    pub client: String,
+    pub action: TopicAction,
+    pub topic: String,
+    /// The incarnation created (or deleted): the n-th create of this name.
+    #[serde(default)]
+    pub generation: u32,
+    /// For a create: the partitions asked for.
+    #[serde(default)]
+    pub partitions: u32,
+    pub outcome: TopicOutcome,
+    #[serde(default)]
+    pub start_us: u64,
+    #[serde(default)]
+    pub end_us: u64,
+}
+
+/// What a node's metadata said about a topic name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSeen {
+    pub topic_id: u64,
+    pub partitions: u32,
+}
+
+/// A settled observation of a topic name at one node: recorded only after
+/// the workload waited for the nodes to agree (after a delete, until every
+/// node that answers has dropped the name; at the end of a run, until every
+/// node gives the same answer), so that metadata still propagating is not
+/// mistaken for an anomaly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    /// The node that answered (its address).
+    pub node: String,
+    pub topic: String,
+    /// `None`: the node does not know the name.
+    pub present: Option<TopicSeen>,
+    #[serde(default)]
+    pub at_us: u64,
+}
+
 /// One line of a history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -193,6 +371,8 @@ pub enum Event {
     Send(SendOp),
     Poll(PollOp),
     FinalRead(FinalRead),
+    Topic(TopicOp),
+    TopicState(TopicState),
 }
 
 impl From<SendOp> for Event {
@@ -210,6 +390,18 @@ impl From<PollOp> for Event {
 impl From<FinalRead> for Event {
     fn from(op: FinalRead) -> Event {
         Event::FinalRead(op)
+    }
+}
+
+impl From<TopicOp> for Event {
+    fn from(op: TopicOp) -> Event {
+        Event::Topic(op)
+    }
+}
+
+impl From<TopicState> for Event {
+    fn from(op: TopicState) -> Event {
+        Event::TopicState(op)
     }
 }
 
@@ -245,6 +437,20 @@ impl History {
     pub fn final_reads(&self) -> impl Iterator<Item = &FinalRead> {
         self.events.iter().filter_map(|e| match e {
             Event::FinalRead(op) => Some(op),
+            _ => None,
+        })
+    }
+
+    pub fn topic_ops(&self) -> impl Iterator<Item = &TopicOp> {
+        self.events.iter().filter_map(|e| match e {
+            Event::Topic(op) => Some(op),
+            _ => None,
+        })
+    }
+
+    pub fn topic_states(&self) -> impl Iterator<Item = &TopicState> {
+        self.events.iter().filter_map(|e| match e {
+            Event::TopicState(op) => Some(op),
             _ => None,
         })
     }
@@ -293,7 +499,9 @@ fn write_event(w: &mut impl Write, e: &Event) -> io::Result<()> {
 /// Recording never fails and never awaits (a short `std::sync::Mutex`
 /// section); with [`Recorder::create`] each event is also appended to a
 /// JSON-lines file through a buffer, and the first write error is returned
-/// by [`Recorder::finish`].
+/// by [`Recorder::finish`]. [`Recorder::streaming`] writes the file only and
+/// keeps nothing in memory, for runs too long to hold their history twice
+/// (the events and, later, the checker's indexes).
 #[derive(Clone)]
 pub struct Recorder {
     started: Instant,
@@ -302,6 +510,10 @@ pub struct Recorder {
 
 struct Inner {
     events: Vec<Event>,
+    /// Whether `events` is kept; a streaming recorder only counts.
+    keep: bool,
+    count: usize,
+    path: Option<PathBuf>,
     sink: Option<BufWriter<File>>,
     sink_error: Option<io::Error>,
 }
@@ -315,19 +527,31 @@ impl Default for Recorder {
 impl Recorder {
     /// A recorder that keeps the history in memory only.
     pub fn new() -> Recorder {
-        Recorder::with_sink(None)
+        Recorder::with_sink(None, true)
     }
 
     /// A recorder that also streams every event to `path` (created or
     /// truncated), so a run that dies half-way still leaves its history.
     pub fn create(path: impl AsRef<Path>) -> io::Result<Recorder> {
-        Ok(Recorder::with_sink(Some(BufWriter::new(File::create(path)?))))
+        let path = path.as_ref().to_path_buf();
+        Ok(Recorder::with_sink(Some((BufWriter::new(File::create(&path)?), path)), true))
     }
 
-    fn with_sink(sink: Option<BufWriter<File>>) -> Recorder {
+    /// A recorder that writes every event to `path` and keeps none in
+    /// memory; [`Recorder::finish`] reads the file back.
+    pub fn streaming(path: impl AsRef<Path>) -> io::Result<Recorder> {
+        let path = path.as_ref().to_path_buf();
+        Ok(Recorder::with_sink(Some((BufWriter::new(File::create(&path)?), path)), false))
+    }
+
+    fn with_sink(sink: Option<(BufWriter<File>, PathBuf)>, keep: bool) -> Recorder {
+        let (sink, path) = match sink {
+            Some((s, p)) => (Some(s), Some(p)),
+            None => (None, None),
+        };
         Recorder {
             started: Instant::now(),
-            inner: Arc::new(Mutex::new(Inner { events: Vec::new(), sink, sink_error: None })),
+            inner: Arc::new(Mutex::new(Inner { events: Vec::new(), keep, count: 0, path, sink, sink_error: None })),
         }
     }
 
@@ -340,28 +564,26 @@ impl Recorder {
     pub fn record(&self, event: impl Into<Event>) {
         let event = event.into();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Inner { events, sink, sink_error } = &mut *inner;
+        let Inner { events, keep, count, sink, sink_error, .. } = &mut *inner;
         if let Some(w) = sink
             && sink_error.is_none()
             && let Err(e) = write_event(w, &event)
         {
             *sink_error = Some(e);
         }
-        events.push(event);
+        *count += 1;
+        if *keep {
+            events.push(event);
+        }
     }
 
     /// How many events so far.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).events.len()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).count
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// A copy of the history so far.
-    pub fn history(&self) -> History {
-        History { events: self.inner.lock().unwrap_or_else(|p| p.into_inner()).events.clone() }
     }
 
     /// Flushes the file (if any) and returns the history. Call it once the
@@ -375,7 +597,10 @@ impl Recorder {
         if let Some(w) = inner.sink.as_mut() {
             w.flush()?;
         }
-        Ok(History { events: inner.events.clone() })
+        match (&inner.path, inner.keep) {
+            (Some(path), false) => History::load(path),
+            _ => Ok(History { events: inner.events.clone() }),
+        }
     }
 }
 
@@ -393,6 +618,8 @@ mod tests {
             outcome: Outcome::Ok { partition: 0, offset: 0 },
             start_us: 1,
             end_us: 2,
+            generation: 0,
+            seq: Some(0),
         });
         h.push(SendOp {
             producer: "p1".into(),
@@ -402,6 +629,8 @@ mod tests {
             outcome: Outcome::Unknown { error: "timeout".into() },
             start_us: 3,
             end_us: 4,
+            generation: 2,
+            seq: None,
         });
         h.push(PollOp {
             consumer: "c1".into(),
@@ -410,6 +639,7 @@ mod tests {
             records: vec![ReadRecord::new(0, "w-1-0")],
             start_us: 5,
             end_us: 6,
+            generation: 0,
         });
         h.push(FinalRead {
             reader: "leader".into(),
@@ -417,9 +647,26 @@ mod tests {
             partition: 0,
             start_offset: 0,
             high_watermark: 1,
-            records: vec![ReadRecord::new(0, "w-1-0")],
+            records: vec![ReadRecord::new(0, "w-1-0").with_digest(42)],
             start_us: 7,
             end_us: 8,
+            generation: 0,
+        });
+        h.push(TopicOp {
+            client: "t1".into(),
+            action: TopicAction::Create,
+            topic: "churn-0".into(),
+            generation: 1,
+            partitions: 2,
+            outcome: TopicOutcome::Ok { topic_id: 17 },
+            start_us: 9,
+            end_us: 10,
+        });
+        h.push(TopicState {
+            node: "127.0.0.11:1".into(),
+            topic: "churn-0".into(),
+            present: Some(TopicSeen { topic_id: 17, partitions: 2 }),
+            at_us: 11,
         });
         h
     }
@@ -430,10 +677,65 @@ mod tests {
         let mut buf = Vec::new();
         h.write_jsonl(&mut buf).unwrap();
         let text = String::from_utf8(buf.clone()).unwrap();
-        assert_eq!(text.lines().count(), 4);
+        assert_eq!(text.lines().count(), 6);
         assert!(text.lines().next().unwrap().contains(r#""type":"send""#));
         assert!(text.contains(r#""type":"final-read""#));
+        assert!(text.contains(r#""type":"topic","client":"t1","action":"create""#), "{text}");
+        assert!(text.contains(r#""type":"topic-state""#), "{text}");
+        // Defaults are left out, so older histories and tools read alike.
+        let first = text.lines().next().unwrap();
+        assert!(!first.contains("generation") && first.contains(r#""seq":0"#), "{first}");
+        assert!(text.contains(r#""digest":42"#), "{text}");
         assert_eq!(History::read_jsonl(&buf[..]).unwrap(), h);
+    }
+
+    #[test]
+    fn given_history_line_without_the_newer_fields_when_read_then_they_take_their_defaults() {
+        let line = br#"{"type":"send","producer":"p1","topic":"t","partition":0,"value":"w-1-0","outcome":{"type":"ok","partition":0,"offset":0}}"#;
+        let h = History::read_jsonl(&line[..]).unwrap();
+        let op = h.sends().next().unwrap();
+        assert_eq!((op.generation, op.seq), (0, None));
+    }
+
+    #[test]
+    fn given_padded_value_when_read_back_then_history_keeps_the_short_value_and_damage_shows() {
+        let v = padded("w-1-7", 64);
+        assert_eq!(v.len(), 64);
+        assert_eq!(unpadded(&v), "w-1-7");
+        assert_eq!(padded("w-1-7", 0), b"w-1-7");
+        assert_eq!(unpadded(b"w-1-7"), "w-1-7");
+        let mut damaged = v.clone();
+        damaged[40] = b'x';
+        assert_ne!(unpadded(&damaged), "w-1-7");
+    }
+
+    #[test]
+    fn given_records_differing_in_any_field_when_digested_then_digests_differ() {
+        let base = ConsumedRecord {
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 1,
+            key: Some(bytes::Bytes::from_static(b"k")),
+            value: bytes::Bytes::from_static(b"v"),
+            headers: vec![("h".into(), bytes::Bytes::from_static(b"1"))],
+        };
+        let d = record_digest(&base);
+        assert_eq!(d, record_digest(&base.clone()));
+        let variants = [
+            ConsumedRecord { timestamp_ms: 2, ..base.clone() },
+            ConsumedRecord { key: None, ..base.clone() },
+            ConsumedRecord { value: bytes::Bytes::from_static(b"w"), ..base.clone() },
+            ConsumedRecord { headers: vec![], ..base.clone() },
+            // The same bytes moved from the key to the value.
+            ConsumedRecord {
+                key: Some(bytes::Bytes::from_static(b"")),
+                value: bytes::Bytes::from_static(b"kv"),
+                ..base.clone()
+            },
+        ];
+        for v in &variants {
+            assert_ne!(record_digest(v), d, "{v:?}");
+        }
     }
 
     #[test]
@@ -463,6 +765,8 @@ mod tests {
                                 outcome: Outcome::Ok { partition: p, offset: seq },
                                 start_us,
                                 end_us: rec.now_us(),
+                                generation: 0,
+                                seq: Some(seq),
                             });
                         }
                     })
@@ -476,6 +780,18 @@ mod tests {
         assert_eq!(h.sends().count(), 100);
         assert_eq!(History::load(&path).unwrap(), h);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn given_streaming_recorder_when_finished_then_history_comes_back_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let rec = Recorder::streaming(&path).unwrap();
+        for e in sample().events {
+            rec.record(e);
+        }
+        assert_eq!(rec.len(), sample().events.len());
+        assert_eq!(rec.finish().unwrap(), sample());
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //! - [`checker`]: [`checker::check`] turns a history into a
 //!   [`checker::Report`] naming every anomaly after Jepsen (lost-write,
 //!   unseen, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip,
-//!   phantom-write, unexpected), with the values and offsets involved.
+//!   phantom-write, unexpected, nonmonotonic-send, send-skip), of topics
+//!   created and deleted (resurrected, undeleted-topic, missing-topic) and
+//!   of replicas compared over their whole logs (replica-divergence), with
+//!   the values and offsets involved.
 //!
 //! - [`cluster`]: [`cluster::ChaosCluster`], N real `replog-node`
 //!   processes, node i on its own loopback address 127.0.0.(10+i), killed,
@@ -27,6 +30,9 @@
 //!   replica.
 //! - [`runner`]: one run end to end (cluster, topic, workload under the
 //!   nemesis, heal, final reads, check); `src/bin/chaos.rs` is `make chaos`.
+//! - [`soak`]: a long run at half of peak throughput with a fault at a
+//!   fixed interval, each node's memory sampled; `src/bin/soak.rs` is
+//!   `make soak`.
 //!
 //! It checks invariants 1 and 2 of the design (no acknowledged record lost;
 //! no two readers see different records at one offset, offsets never go
@@ -47,6 +53,8 @@
 //!     outcome: Outcome::Ok { partition: 0, offset: 0 },
 //!     start_us,
 //!     end_us: rec.now_us(),
+//!     generation: 0,
+//!     seq: Some(0),
 //! });
 //! rec.record(FinalRead {
 //!     reader: "leader".into(),
@@ -57,6 +65,7 @@
 //!     records: vec![ReadRecord::new(0, "w-1-0")],
 //!     start_us: rec.now_us(),
 //!     end_us: rec.now_us(),
+//!     generation: 0,
 //! });
 //! let report = check(&rec.finish().unwrap());
 //! assert!(report.is_valid());
@@ -69,4 +78,5 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod runner;
+pub mod soak;
 pub mod workload;

@@ -10,6 +10,10 @@
 //! - `run-<n>.report.txt`: the checker's report, every anomaly with the
 //!   faults active while its writes were in flight;
 //! - `run-<n>/`: the nodes' data and logs (`node-<i>.log`).
+//!
+//! [`wind_down`] is the part every run ends with (heal, wait for the
+//! cluster, stop the workload, final reads, settled topic states); the soak
+//! ([`crate::soak`]) shares it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,14 +21,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use replog_client::ClientConfig;
+use replog_client::{Client, ClientConfig};
 
 use crate::checker::{AnomalyKind, Report, check};
 use crate::cluster::{ChaosCluster, ClusterOptions, clear_run_dir};
-use crate::history::{History, Outcome, Recorder};
+use crate::history::{History, Outcome, Recorder, TopicOutcome};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, schedule};
 use crate::net::Net;
-use crate::workload::{Workload, WorkloadConfig, final_reads};
+use crate::workload::{ChurnConfig, Workload, WorkloadConfig, final_reads, settle_topic_states};
 
 /// Everything that defines one run.
 #[derive(Debug, Clone)]
@@ -45,7 +49,87 @@ pub struct RunConfig {
     /// The SDK's retry deadline for the workload's requests: shorter than
     /// the fault windows, it turns more writes indeterminate.
     pub retry_deadline: Duration,
+    /// Topics created and deleted under the faults, beside the main topic.
+    pub churn: bool,
     pub out_dir: PathBuf,
+}
+
+/// The topic-churn client of a run on `cluster`: two names used in turn
+/// (so each is created again every other cycle), two partitions each.
+pub fn churn_config(cluster: &ChaosCluster, replication: u32) -> ChurnConfig {
+    ChurnConfig {
+        names: 2,
+        partitions: 2,
+        replication: replication.min(cluster.ids().len() as u32),
+        records: 20,
+        nodes: cluster.addrs().into_values().collect(),
+    }
+}
+
+/// How long the cluster gets to come back after healing, and the replicas
+/// to catch up with their leaders before the final reads.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+
+/// The end of every run: heals what the nemesis left (`nemesis_result` is
+/// how its schedule went), waits until the cluster serves `topic` again,
+/// stops the workload, reads every partition of `topic` and of the churned
+/// topics still alive from the leader and every replica, and records what
+/// each node says about the churned names. Returns the problems found on
+/// the way (each one fails the run) and the number of records read.
+pub async fn wind_down(
+    cluster: &mut ChaosCluster,
+    nemesis: &mut Nemesis,
+    workload: &mut Workload,
+    client: &Client,
+    rec: &Recorder,
+    topic: &str,
+    nemesis_result: Result<()>,
+) -> (Vec<String>, u64) {
+    let heal_result = nemesis.heal_all(cluster);
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(e) = nemesis_result.and(heal_result) {
+        problems.push(format!("nemesis failed: {e:#}"));
+        // Heal what can be healed; the final reads still run.
+        let _ = nemesis.heal_all(cluster);
+    }
+
+    // Healed: the cluster must come back, with a leader for every
+    // partition, while the producers keep writing.
+    let ready = async {
+        cluster.wait_ready(RECOVERY_LIMIT).await?;
+        cluster.wait_leaders(client, topic, RECOVERY_LIMIT).await
+    }
+    .await;
+    if let Err(e) = &ready {
+        problems.push(format!("after healing: {e:#}"));
+    }
+    let churned = workload.stop_producers().await;
+    problems.extend(churned.notes.iter().map(|n| format!("topic churn: {n}")));
+    problems.extend(workload.stop_consumers().await);
+    let addrs = cluster.addrs();
+    let mut read = 0;
+    let mut topics = vec![(topic.to_string(), 0, true)];
+    topics.extend(churned.live.iter().cloned());
+    for (name, generation, certain) in topics {
+        if name != topic && !certain && client.describe_topic(&name).await.is_err() {
+            // A create whose outcome was unknown that did not land.
+            continue;
+        }
+        match final_reads(client, rec, &name, generation, &addrs, RECOVERY_LIMIT).await {
+            Ok(n) => {
+                problems.extend(n.notes);
+                read += n.records;
+            }
+            Err(e) => problems.push(format!("final reads of {name}: {e:#}")),
+        }
+    }
+    let nodes: Vec<String> = addrs.into_values().collect();
+    problems.extend(settle_topic_states(rec, &nodes, &churned.names, RECOVERY_LIMIT).await);
+    problems.extend(nemesis.crashes.iter().cloned());
+    for (id, status) in cluster.exited() {
+        problems.push(format!("node {id} exited on its own ({status})"));
+    }
+    (problems, read)
 }
 
 /// What a run produced.
@@ -58,6 +142,27 @@ pub struct RunResult {
     pub problems: Vec<String>,
     pub history_path: PathBuf,
     pub report_path: PathBuf,
+}
+
+/// Reads environment variable `name`, or `default` when unset or empty.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+        _ => Ok(default),
+    }
+}
+
+/// A 1/0 switch (also true/false, on/off); unset or empty is `default`.
+pub fn env_flag(name: &str, default: bool) -> Result<bool> {
+    match std::env::var(name).unwrap_or_default().trim() {
+        "" => Ok(default),
+        "1" | "true" | "on" => Ok(true),
+        "0" | "false" | "off" => Ok(false),
+        v => anyhow::bail!("{name} must be 1 or 0, got {v:?}"),
+    }
 }
 
 /// The seed of run `run` (1-based) of a schedule seeded with `base`: run 1
@@ -123,41 +228,18 @@ pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
             rate: cfg.rate,
             max_in_flight: 200,
             idempotent: cfg.idempotent,
+            record_size: 0,
+            churn: cfg.churn.then(|| churn_config(&cluster, cfg.replication)),
+            consumers: true,
+            first_producer: 1,
         },
     );
     let mut nemesis = Nemesis::new(net, topic, cfg.partitions, rec.clone()).with_counters(workload.counters.clone());
     let t0 = tokio::time::Instant::now();
     let nemesis_result = nemesis.run(&mut cluster, &windows, t0).await;
     tokio::time::sleep_until(t0 + Duration::from_secs(cfg.seconds)).await;
-    let heal_result = nemesis.heal_all(&mut cluster);
-    let mut problems: Vec<String> = Vec::new();
-    if let Err(e) = nemesis_result.and(heal_result) {
-        problems.push(format!("nemesis failed: {e:#}"));
-        // Heal what can be healed; the final reads still run.
-        let _ = nemesis.heal_all(&mut cluster);
-    }
-
-    // Healed: the cluster must come back, with a leader for every
-    // partition, while the producers keep writing.
-    let ready = async {
-        cluster.wait_ready(Duration::from_secs(60)).await?;
-        cluster.wait_leaders(&client, topic, Duration::from_secs(60)).await
-    }
-    .await;
-    if let Err(e) = &ready {
-        problems.push(format!("after healing: {e:#}"));
-    }
-    workload.stop_producers().await;
-    problems.extend(workload.stop_consumers().await);
-    let notes = final_reads(&client, &rec, topic, &cluster.addrs(), Duration::from_secs(60)).await;
-    match notes {
-        Ok(n) => problems.extend(n.notes),
-        Err(e) => problems.push(format!("final reads: {e:#}")),
-    }
-    problems.extend(nemesis.crashes.iter().cloned());
-    for (id, status) in cluster.exited() {
-        problems.push(format!("node {id} exited on its own ({status})"));
-    }
+    let (problems, _) =
+        wind_down(&mut cluster, &mut nemesis, &mut workload, &client, &rec, topic, nemesis_result).await;
     let history = rec.finish()?;
     let events = nemesis.events().to_vec();
     drop(nemesis); // heals the network and removes the chain (Net's drop)
@@ -182,14 +264,15 @@ pub fn describe(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "run {} seed {} faults {} seconds {} nodes {} idempotent {} retry deadline {:?}",
+        "run {} seed {} faults {} seconds {} nodes {} idempotent {} retry deadline {:?} topic churn {}",
         cfg.run,
         cfg.seed,
         cfg.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
         cfg.seconds,
         cfg.nodes,
         cfg.idempotent,
-        cfg.retry_deadline
+        cfg.retry_deadline,
+        cfg.churn
     );
     let _ = writeln!(s, "{}\n{report}\n", Report::header());
     let _ = writeln!(s, "nemesis:");
@@ -203,8 +286,34 @@ pub fn describe(
         }
     }
     let _ = writeln!(s, "anomalies: {}", report.anomaly_count());
+    let during = |start_us: u64, end_us: u64| {
+        let during: Vec<String> = events
+            .iter()
+            .filter(|e| e.start_us <= end_us && start_us <= e.end_us)
+            .map(|e| format!("{} ({})", e.fault, e.detail))
+            .collect();
+        if during.is_empty() { "no fault".to_string() } else { during.join("; ") }
+    };
     for a in &report.anomalies {
         let _ = writeln!(s, "  {a}");
+        if matches!(a.kind, AnomalyKind::UndeletedTopic | AnomalyKind::MissingTopic) {
+            for op in history.topic_ops().filter(|op| op.topic == a.topic) {
+                let outcome = match &op.outcome {
+                    TopicOutcome::Ok { topic_id } => format!("ok (id {topic_id})"),
+                    TopicOutcome::Fail { error } => format!("fail: {error}"),
+                    TopicOutcome::Unknown { error } => format!("unknown: {error}"),
+                };
+                let _ = writeln!(
+                    s,
+                    "    {:?} g{} {:.3}s–{:.3}s -> {outcome}; while: {}",
+                    op.action,
+                    op.generation,
+                    op.start_us as f64 / 1e6,
+                    op.end_us as f64 / 1e6,
+                    during(op.start_us, op.end_us)
+                );
+            }
+        }
         for v in &a.values {
             for op in history.sends().filter(|op| &op.value == v) {
                 let outcome = match &op.outcome {
@@ -212,18 +321,13 @@ pub fn describe(
                     Outcome::Fail { error } => format!("fail: {error}"),
                     Outcome::Unknown { error } => format!("unknown: {error}"),
                 };
-                let during: Vec<String> = events
-                    .iter()
-                    .filter(|e| e.start_us <= op.end_us && op.start_us <= e.end_us)
-                    .map(|e| format!("{} ({})", e.fault, e.detail))
-                    .collect();
-                let during = if during.is_empty() { "no fault".to_string() } else { during.join("; ") };
                 let _ = writeln!(
                     s,
-                    "    send {v} by {} {:.3}s–{:.3}s -> {outcome}; while: {during}",
+                    "    send {v} by {} {:.3}s–{:.3}s -> {outcome}; while: {}",
                     op.producer,
                     op.start_us as f64 / 1e6,
-                    op.end_us as f64 / 1e6
+                    op.end_us as f64 / 1e6,
+                    during(op.start_us, op.end_us)
                 );
             }
         }
@@ -277,6 +381,8 @@ mod tests {
             outcome: Outcome::Ok { partition: 0, offset: 1 },
             start_us: 1_000_000,
             end_us: 3_000_000,
+            generation: 0,
+            seq: None,
         });
         h.push(FinalRead {
             reader: "leader".into(),
@@ -287,6 +393,7 @@ mod tests {
             records: vec![ReadRecord::new(0, "w-1-0"), ReadRecord::new(1, "w-1-0")],
             start_us: 4_000_000,
             end_us: 4_100_000,
+            generation: 0,
         });
         let report = check(&h);
         assert_eq!(report.count(AnomalyKind::Duplicate), 1);
@@ -311,6 +418,7 @@ mod tests {
             rate: 1,
             idempotent: true,
             retry_deadline: Duration::from_secs(1),
+            churn: false,
             out_dir: PathBuf::from("unused"),
         };
         let text = describe(&cfg, &report, &[], &h, &events);

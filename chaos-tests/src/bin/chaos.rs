@@ -16,10 +16,13 @@
 //! | `CHAOS_RATE` | 50 | sends per second per producer |
 //! | `CHAOS_DEADLINE_MS` | 20000 | the workload client's retry deadline; below the fault windows (3–7 s) it makes writes indeterminate |
 //! | `CHAOS_IDEMPOTENT` | 1 | 0 turns the SDK's idempotent producer off (retries may then append twice: `duplicate`) |
+//! | `CHAOS_TOPIC_CHURN` | 1 | 0 turns off the client that creates and deletes topics under the faults |
 //! | `CHAOS_OUT` | `target/chaos` | where histories, reports and node logs go |
 //! | `CHAOS_TOLERATE` | none | anomaly kinds that are counted and printed but do not make the exit code non-zero |
 //! | `CHAOS_FAULTFS` | auto | `auto`: nodes' data directories on replog-faultfs mounts when a power fault is enabled; `1` always; `0` never |
 //! | `CHAOS_PLANT` | none | a planted bug in every node (`skip-fsync`): the schedule then checks that the runs catch it |
+//!
+//! `chaos check HISTORY.jsonl` runs the checker on a stored history instead.
 //!
 //! Exit code: 0 when no run had an anomaly (or only tolerated ones) and no
 //! run hit a problem (crash, failed heal, replica that never caught up), 1
@@ -28,23 +31,15 @@
 //! (`lost-write` or `unseen`), 1 otherwise.
 
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
-use replog_chaos::checker::{AnomalyKind, Report};
+use replog_chaos::checker::{AnomalyKind, Report, check};
 use replog_chaos::cluster::Plant;
+use replog_chaos::history::History;
 use replog_chaos::nemesis::Fault;
-use replog_chaos::runner::{RunConfig, anomaly_summary, default_out_dir, fault_summary, run_once, run_seed};
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
-        _ => Ok(default),
-    }
-}
+use replog_chaos::runner::{
+    RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_once, run_seed,
+};
 
 struct Settings {
     runs: u32,
@@ -93,11 +88,8 @@ fn settings() -> Result<Settings> {
             producers: env_or("CHAOS_PRODUCERS", 4)?,
             rate: env_or("CHAOS_RATE", 50)?,
             retry_deadline: std::time::Duration::from_millis(env_or("CHAOS_DEADLINE_MS", 20_000)?),
-            idempotent: match std::env::var("CHAOS_IDEMPOTENT").unwrap_or_default().trim() {
-                "" | "1" | "true" | "on" => true,
-                "0" | "false" | "off" => false,
-                v => bail!("CHAOS_IDEMPOTENT must be 1 or 0, got {v:?}"),
-            },
+            idempotent: env_flag("CHAOS_IDEMPOTENT", true)?,
+            churn: env_flag("CHAOS_TOPIC_CHURN", true)?,
             out_dir,
         },
     })
@@ -106,13 +98,14 @@ fn settings() -> Result<Settings> {
 async fn run_all(s: &Settings) -> Result<bool> {
     let faults = s.base.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(",");
     println!(
-        "chaos: runs={} seconds={} seed={} faults={} nodes={} idempotent={} deadline={:?} out={}",
+        "chaos: runs={} seconds={} seed={} faults={} nodes={} idempotent={} topic-churn={} deadline={:?} out={}",
         s.runs,
         s.base.seconds,
         s.seed,
         faults,
         s.base.nodes,
         s.base.idempotent,
+        s.base.churn,
         s.base.retry_deadline,
         s.base.out_dir.display()
     );
@@ -182,8 +175,41 @@ async fn run_all(s: &Settings) -> Result<bool> {
     Ok(!failed)
 }
 
+/// `chaos check HISTORY.jsonl`: the checker on a stored history (from a
+/// chaos run or a soak), its report on stdout; exit 0 when it is clean.
+fn check_file(path: &str) -> ExitCode {
+    let history = match History::load(path) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("chaos: {path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = check(&history);
+    println!("{}\n{report}", Report::header());
+    for a in &report.anomalies {
+        println!("{a}");
+    }
+    println!(
+        "chaos: check {path} sends={} acknowledged={} anomalies={}",
+        report.sends,
+        report.acknowledged,
+        report.anomaly_count()
+    );
+    if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {}
+        [cmd, path] if cmd == "check" => return check_file(path),
+        _ => {
+            eprintln!("usage: chaos (runs as configured by CHAOS_* variables) | chaos check HISTORY.jsonl");
+            return ExitCode::from(2);
+        }
+    }
     let s = match settings().context("chaos configuration") {
         Ok(s) => s,
         Err(e) => {
