@@ -159,11 +159,12 @@ pub fn transfer_leader(u: &mut Unstructured) -> Result<openraft::raft::TransferL
     Ok(openraft::raft::TransferLeaderRequest::new(vote(u)?, node_id(u)?, opt_log_id(u)?))
 }
 
-pub fn snapshot(u: &mut Unstructured) -> Result<replog_node::raft_net::SnapshotPayload> {
+pub fn snapshot(u: &mut Unstructured) -> Result<replog_node::raft_net::SnapshotChunkPayload> {
     let meta = SnapshotMeta {
         last_log_id: opt_log_id(u)?,
         last_membership: StoredMembership::new(opt_log_id(u)?, membership(u)?),
     };
+    let offset = u.arbitrary()?;
     let n = u.int_in_range(0..=1024)?.min(u.len());
-    Ok((vote(u)?, meta, u.bytes(n)?.to_vec()))
+    Ok((vote(u)?, meta, offset, u.bytes(n)?.to_vec(), u.arbitrary()?))
 }

@@ -12,7 +12,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use prost::Message;
-use replog_node::raft_net::{SnapshotPayload, decode_payload, encode_payload};
+use replog_node::raft_net::{SnapshotChunkPayload, decode_payload, encode_payload};
 use replog_node::service::raft_peer::{MAX_TERM, Terms, decode_request};
 use replog_proto::batch::{self, HEADER_LEN};
 use replog_proto::pb;
@@ -51,9 +51,9 @@ pub const TARGETS: &[Target] = &[
         run: |d| run(d, |u| peer::<VoteRequest<TypeConfig>>(u, generate::vote_request)),
     },
     Target {
-        name: "peer_install_snapshot",
-        about: "peer payload (vote, snapshot meta, data) of InstallSnapshot",
-        run: |d| run(d, |u| peer::<SnapshotPayload>(u, generate::snapshot)),
+        name: "peer_snapshot_chunk",
+        about: "peer payload (vote, snapshot meta, offset, data, last) of SnapshotChunk",
+        run: |d| run(d, |u| peer::<SnapshotChunkPayload>(u, generate::snapshot)),
     },
     Target {
         name: "peer_transfer_leader",

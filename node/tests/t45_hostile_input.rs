@@ -64,7 +64,7 @@ const PEER_METHODS: &[&str] = &[
     "/replog.v1.RaftPeer/AppendEntries",
     "/replog.v1.RaftPeer/Vote",
     "/replog.v1.RaftPeer/PreVote",
-    "/replog.v1.RaftPeer/InstallSnapshot",
+    "/replog.v1.RaftPeer/SnapshotChunk",
     "/replog.v1.RaftPeer/TransferLeader",
     "/replog.v1.RaftPeer/HeartbeatBatch",
 ];
