@@ -402,8 +402,10 @@ fn compress(records: &[u8], compression: Compression) -> Option<Vec<u8>> {
     (section.len() < records.len()).then_some(section)
 }
 
-/// Writes the checksum of a batch whose other bytes are final.
-fn seal(buf: &mut [u8]) {
+/// Writes the checksum of a batch whose other bytes are final (the
+/// builder does; tools and tests that edit a batch by hand call it after).
+/// `buf` must be at least a header long.
+pub fn seal(buf: &mut [u8]) {
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     buf[1..5].copy_from_slice(&crc.to_be_bytes());
 }
