@@ -51,14 +51,19 @@ pub fn producer(u: &mut Unstructured) -> Result<ProducerInfo> {
     Ok(ProducerInfo { producer_id: u.arbitrary()?, epoch: u.arbitrary()?, base_sequence: u.arbitrary()? })
 }
 
+pub fn compression(u: &mut Unstructured) -> Result<batch::Compression> {
+    Ok(*u.choose(&[batch::Compression::None, batch::Compression::Lz4, batch::Compression::Zstd])?)
+}
+
 /// A batch as the producer encodes it (possibly empty, which validation
-/// refuses).
+/// refuses), compressed or not. The codec is drawn last, so inputs saved
+/// before compression existed still make the records they made then.
 pub fn batch(u: &mut Unstructured) -> Result<Bytes> {
     let mut b = batch::BatchBuilder::new().producer(producer(u)?);
     for r in records(u)? {
         b.push(&r);
     }
-    Ok(b.build())
+    Ok(b.compression(compression(u)?).build())
 }
 
 pub fn node_id(u: &mut Unstructured) -> Result<NodeId> {
