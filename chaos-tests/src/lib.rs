@@ -18,9 +18,11 @@
 //!   of replicas compared over their whole logs (replica-divergence), with
 //!   the values and offsets involved.
 //!
-//! - [`cluster`]: [`cluster::ChaosCluster`], N real `replog-node`
-//!   processes, node i on its own loopback address 127.0.0.(10+i), killed,
-//!   stopped, paused and restarted by PID.
+//! - [`cluster`]: how a run sets up the test kit's
+//!   [`replog_testkit::Cluster`] (N real `replog-node` processes, killed,
+//!   stopped, paused and restarted by PID): node i on its own loopback
+//!   address 127.0.0.(10+i), faultfs disks and planted bugs from the
+//!   environment.
 //! - [`net`]: [`net::Net`], packet-level faults between node addresses
 //!   (iptables rules in a chain of our own, traffic control on `lo`).
 //! - [`nemesis`]: the faults of `CHAOS_FAULTS` on a schedule drawn from a

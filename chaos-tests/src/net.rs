@@ -1,7 +1,7 @@
 //! Packet-level network faults between chaos nodes: iptables rules in a
 //! chain of our own, and traffic control on `lo`.
 //!
-//! Every node of a [`crate::cluster::ChaosCluster`] has its own loopback
+//! Every node of a chaos cluster ([`crate::cluster`]) has its own loopback
 //! address and sends its peer traffic from it, so a rule naming a source and
 //! a destination node address cuts exactly one direction of one link, at the
 //! packet level: the kernel drops the segments, TCP times out, gRPC

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use replog_client::{Client, ClientConfig};
+use replog_testkit::{Cluster, clear_run_dir, target_dir};
 
 use crate::checker::{AnomalyKind, Report, check};
-use crate::cluster::{ChaosCluster, ClusterOptions, clear_run_dir};
+use crate::cluster::options_from_env;
 use crate::history::{History, Outcome, Recorder, TopicOutcome};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, schedule};
 use crate::net::Net;
@@ -56,7 +57,7 @@ pub struct RunConfig {
 
 /// The topic-churn client of a run on `cluster`: two names used in turn
 /// (so each is created again every other cycle), two partitions each.
-pub fn churn_config(cluster: &ChaosCluster, replication: u32) -> ChurnConfig {
+pub fn churn_config(cluster: &Cluster, replication: u32) -> ChurnConfig {
     ChurnConfig {
         names: 2,
         partitions: 2,
@@ -77,7 +78,7 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 /// each node says about the churned names. Returns the problems found on
 /// the way (each one fails the run) and the number of records read.
 pub async fn wind_down(
-    cluster: &mut ChaosCluster,
+    cluster: &mut Cluster,
     nemesis: &mut Nemesis,
     workload: &mut Workload,
     client: &Client,
@@ -182,14 +183,7 @@ pub fn run_seed(base: u64, run: u32) -> u64 {
 /// The directory for chaos output: `<target>/chaos`, the target directory
 /// found above the running executable.
 pub fn default_out_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .find(|a| a.join("CACHEDIR.TAG").is_file() || a.file_name().is_some_and(|n| n == "target"))
-                .map(|t| t.join("chaos"))
-        })
-        .unwrap_or_else(|| PathBuf::from("target/chaos"))
+    target_dir().map_or_else(|_| PathBuf::from("target/chaos"), |t| t.join("chaos"))
 }
 
 /// Runs one chaos run; see the module docs.
@@ -204,8 +198,8 @@ pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
     let nemesis_path = out.join(format!("run-{}.nemesis.log", cfg.run));
 
     let windows = schedule(cfg.seed, &cfg.faults, Duration::from_secs(cfg.seconds));
-    let cluster_opts = ClusterOptions::from_env(cfg.faults.iter().any(|f| f.needs_faultfs()))?;
-    let mut cluster = ChaosCluster::start_with(cfg.nodes, &run_dir, cluster_opts).await?;
+    let cluster_opts = options_from_env(&run_dir, cfg.faults.iter().any(|f| f.needs_faultfs()))?;
+    let mut cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig {
