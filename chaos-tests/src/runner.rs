@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -178,6 +179,41 @@ pub fn run_seed(base: u64, run: u32) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The body of a harness binary (`chaos`, `soak`): runs `work` on its
+/// settings to its end, or until Ctrl-C, and turns the outcome into the
+/// process's exit code: 2 bad settings, 0 passed, 1 failed or an error
+/// (printed after `prog:`), 130 interrupted. Ctrl-C drops the work in
+/// progress: its cluster kills its nodes and the network faults are
+/// removed (Drop impls) before the process exits.
+pub async fn run_main<S, F, Fut>(prog: &str, settings: Result<S>, work: F) -> ExitCode
+where
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let settings = match settings.with_context(|| format!("{prog} configuration")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{prog}: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::select! {
+        r = work(settings) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("{prog}: interrupted; cleaned up");
+            return ExitCode::from(130);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{prog}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The directory for chaos output: `<target>/chaos`, the target directory

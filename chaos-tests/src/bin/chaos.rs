@@ -32,13 +32,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use replog_chaos::checker::{AnomalyKind, Report, check};
 use replog_chaos::cluster::Plant;
 use replog_chaos::history::History;
 use replog_chaos::nemesis::Fault;
 use replog_chaos::runner::{
-    RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_once, run_seed,
+    RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_main, run_once, run_seed,
 };
 
 struct Settings {
@@ -210,28 +210,5 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let s = match settings().context("chaos configuration") {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("chaos: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    // Ctrl-C drops the run in progress: its cluster kills its nodes and the
-    // network faults are removed (Drop impls), then the process exits.
-    let result = tokio::select! {
-        r = run_all(&s) => r,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("chaos: interrupted; cleaned up");
-            return ExitCode::from(130);
-        }
-    };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("chaos: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("chaos", settings(), |s| async move { run_all(&s).await }).await
 }
