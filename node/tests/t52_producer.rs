@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, preferred_leader, wait_for};
+use common::{WAIT, preferred_leader, wait_for};
 use replog_client::{
     Acks, Compression, Error, ErrorCode, OnFull, PartitionReader, Producer, ProducerConfig, Record, SendHandle,
 };
@@ -32,7 +32,7 @@ fn index_of(v: &[u8]) -> usize {
 async fn given_pipelined_compressed_batches_when_the_leader_is_killed_then_every_acknowledged_record_is_there_once_in_send_order()
  {
     const RECORDS: usize = 20_000;
-    let (mut cluster, client) = TestCluster::with_topic(3, &[], "t", 3).await;
+    let (mut cluster, client) = common::with_topic(3, &[], "t", 3).await;
     let cfg = ProducerConfig {
         // Small batches, so that many are in flight around the kill.
         batch_max_records: 40,
@@ -61,7 +61,7 @@ async fn given_pipelined_compressed_batches_when_the_leader_is_killed_then_every
         }
         if killed.is_none() && acked.len() == RECORDS / 3 {
             let (leader, _) = preferred_leader(&client, "t", 0).await;
-            cluster.kill(leader);
+            cluster.kill(leader).expect("kill");
             killed = Some(leader);
         }
     }
@@ -83,7 +83,7 @@ async fn given_pipelined_compressed_batches_when_the_leader_is_killed_then_every
     assert!(stats.max_in_flight_seen() > 1, "batches were pipelined");
     assert!(stats.max_in_flight_seen() <= 5, "at most max_in_flight batches in flight");
 
-    let client = cluster.client().await;
+    let client = common::client(&cluster).await;
     let read = PartitionReader::new(client, "t", 0, 0).read_to_end().await.expect("read");
     assert_eq!(read.len(), RECORDS, "every record exactly once");
     for (pos, r) in read.iter().enumerate() {
@@ -98,7 +98,7 @@ async fn given_pipelined_compressed_batches_when_the_leader_is_killed_then_every
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_compressing_producer_when_records_with_headers_are_sent_then_the_broker_stores_them_compressed_and_the_reader_gets_them_back()
  {
-    let (_cluster, client) = TestCluster::with_topic(1, &[], "c", 1).await;
+    let (_cluster, client) = common::with_topic(1, &[], "c", 1).await;
     let mut next = 0u64;
     for codec in [Compression::Lz4, Compression::Zstd, Compression::None] {
         let producer = Producer::new(client.clone(), ProducerConfig { compression: codec, ..Default::default() });
@@ -126,6 +126,7 @@ async fn given_a_compressing_producer_when_records_with_headers_are_sent_then_th
                     max_bytes: 64 << 20,
                     max_records: 10_000,
                     max_wait_ms: 0,
+                    min_bytes: 0,
                     replica_read: false,
                 },
                 None,
@@ -156,7 +157,7 @@ async fn given_a_compressing_producer_when_records_with_headers_are_sent_then_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_hostile_compressed_batches_when_produced_then_each_is_refused_with_its_code_and_the_node_keeps_serving()
 {
-    let (_cluster, client) = TestCluster::with_topic(1, &[], "h", 1).await;
+    let (_cluster, client) = common::with_topic(1, &[], "h", 1).await;
     let code = |r: replog_client::Result<_>| r.expect_err("must be refused").code();
     let seal = |mut b: Vec<u8>| {
         batch::seal(&mut b);
@@ -197,8 +198,8 @@ async fn given_hostile_compressed_batches_when_produced_then_each_is_refused_wit
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_partition_that_cannot_commit_when_the_buffer_fills_then_fail_errors_at_once_block_waits_and_room_returns()
  {
-    let (mut cluster, client) = TestCluster::with_topic(3, &[], "b", 3).await;
-    let leader = cluster.strand_leader(&client, "b").await;
+    let (mut cluster, client) = common::with_topic(3, &[], "b", 3).await;
+    let leader = common::strand_leader(&mut cluster, &client, "b").await;
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     let base = ProducerConfig { buffer_records: 10, linger: Duration::ZERO, ..ProducerConfig::default() };
     let failing = Producer::new(client.clone(), ProducerConfig { on_full: OnFull::Fail, ..base.clone() });
@@ -235,7 +236,7 @@ async fn given_a_partition_that_cannot_commit_when_the_buffer_fills_then_fail_er
         })
     };
     for f in followers {
-        cluster.spawn(f);
+        cluster.restart(f).expect("restart");
     }
     for h in held {
         h.await.expect("committed once the followers are back");
