@@ -37,11 +37,12 @@ use crate::groups::{
     self, Committed, GROUP_PREFIX, GroupState, OFFSET_PREFIX, group_key, offsets_prefix, parse_offset_key,
 };
 use crate::partition::{
-    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree,
+    Groups, IndexEntry, Queues, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree,
     base_of, index_key, time_key,
 };
 use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
+use crate::queues::{self, LogBounds, QUEUE_PREFIX, QueueState, queue_key};
 use crate::segment::SegmentLog;
 use crate::store::{Store, decode, encode, sled_err};
 use crate::types::{
@@ -58,7 +59,7 @@ const INSTALL_BATCH: usize = 10_000;
 /// The small state a snapshot install replaces, once it is switched to.
 enum NewState {
     Controller(ClusterMeta),
-    Partition(PartitionState, Vec<(i64, ProducerState)>, Vec<(String, GroupState)>),
+    Partition(PartitionState, Vec<(i64, ProducerState)>, Vec<(String, GroupState)>, Vec<(String, QueueState)>),
 }
 
 /// The offset index entries of `[lo, hi)`, from the batch holding `lo`.
@@ -90,6 +91,9 @@ pub enum Kind {
         /// Consumer groups (partitions of `__consumer_offsets` only).
         groups: BTreeMap<String, GroupState>,
         groups_tx: watch::Sender<Groups>,
+        /// Queue groups consuming this partition.
+        queues: BTreeMap<String, Arc<QueueState>>,
+        queues_tx: watch::Sender<Queues>,
     },
 }
 
@@ -107,6 +111,8 @@ pub struct GroupStateMachine {
     /// Offsets committed by entries of the apply in progress, not yet in
     /// the tree: later entries of the same apply must see them.
     pending_offsets: HashMap<Vec<u8>, Option<Committed>>,
+    /// Queue groups changed by the apply in progress, written once at its end.
+    dirty_queues: BTreeSet<String>,
 }
 
 impl GroupStateMachine {
@@ -140,9 +146,21 @@ impl GroupStateMachine {
             let (k, v) = kv.map_err(sled_err)?;
             groups.insert(String::from_utf8_lossy(&k[1..]).into_owned(), decode(&v)?);
         }
+        let mut queues = BTreeMap::new();
+        for kv in sm.scan_prefix([QUEUE_PREFIX]) {
+            let (k, v) = kv.map_err(sled_err)?;
+            queues.insert(String::from_utf8_lossy(&k[1..]).into_owned(), Arc::new(decode(&v)?));
+        }
         let (tx, _) = watch::channel(Offsets::from(state));
         let (groups_tx, _) = watch::channel(Arc::new(groups.clone()));
-        Self::open(store, group, name, sm, Kind::Partition { state, producers, tx, groups, groups_tx })
+        let (queues_tx, _) = watch::channel(Arc::new(queues.clone()));
+        Self::open(
+            store,
+            group,
+            name,
+            sm,
+            Kind::Partition { state, producers, tx, groups, groups_tx, queues, queues_tx },
+        )
     }
 
     fn open(
@@ -175,6 +193,7 @@ impl GroupStateMachine {
             membership,
             kind,
             pending_offsets: HashMap::new(),
+            dirty_queues: BTreeSet::new(),
         })
     }
 
@@ -190,8 +209,9 @@ impl GroupStateMachine {
     fn header(&self) -> io::Result<Header> {
         let body = match &self.kind {
             Kind::Controller { meta, .. } => HeaderBody::Controller(meta.clone()),
-            Kind::Partition { state, producers, groups, .. } => HeaderBody::Partition {
+            Kind::Partition { state, producers, groups, queues, .. } => HeaderBody::Partition {
                 state: *state,
+                queues: queues.iter().map(|(k, v)| (k.clone(), QueueState::clone(v))).collect(),
                 producers: producers.iter().map(|(k, v)| (*k, v.clone())).collect(),
                 groups: groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 offsets: self
@@ -239,7 +259,10 @@ impl GroupStateMachine {
                 batch.insert(KEY_CLUSTER, encode(&m)?);
                 new_kind_state = Some(NewState::Controller(m));
             }
-            (Kind::Partition { .. }, HeaderBody::Partition { state, producers: p, groups: g, offsets }) => {
+            (Kind::Partition { .. }, HeaderBody::Partition { state, producers: p, groups: g, offsets, queues: q }) => {
+                for (name, st) in &q {
+                    batch.insert(queue_key(name), encode(st)?);
+                }
                 for (id, st) in &p {
                     batch.insert(&producers::key(*id)[..], encode(st)?);
                 }
@@ -282,7 +305,7 @@ impl GroupStateMachine {
                 File::open(&dir)?.sync_all()?;
                 batch.insert(KEY_INSTALLED, name.as_bytes());
                 new_installed = Some(dir.join(&name));
-                new_kind_state = Some(NewState::Partition(state, p, g));
+                new_kind_state = Some(NewState::Partition(state, p, g, q));
             }
             _ => {
                 return Err(io::Error::new(
@@ -298,10 +321,15 @@ impl GroupStateMachine {
         *self.sm.write().expect("sm tree lock") = tree;
         match (&mut self.kind, new_kind_state) {
             (Kind::Controller { meta: m, .. }, Some(NewState::Controller(new))) => *m = new,
-            (Kind::Partition { state, producers, groups, .. }, Some(NewState::Partition(s, p, g))) => {
+            (
+                Kind::Partition { state, producers, groups, queues, queues_tx, .. },
+                Some(NewState::Partition(s, p, g, q)),
+            ) => {
                 *state = s;
                 *producers = p.into_iter().collect();
                 *groups = g.into_iter().collect();
+                *queues = q.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+                queues_tx.send_replace(Arc::new(queues.clone()));
             }
             _ => {}
         }
@@ -337,12 +365,13 @@ impl GroupStateMachine {
     /// Read access for fetch (partition groups only).
     pub fn reader(&self) -> Option<PartitionReader> {
         match &self.kind {
-            Kind::Partition { tx, groups_tx, .. } => Some(PartitionReader {
+            Kind::Partition { tx, groups_tx, queues_tx, .. } => Some(PartitionReader {
                 log: self.log.clone(),
                 sm: self.sm.clone(),
                 installed: self.installed.clone(),
                 offsets: tx.subscribe(),
                 groups: groups_tx.subscribe(),
+                queues: queues_tx.subscribe(),
             }),
             Kind::Controller { .. } => None,
         }
@@ -407,6 +436,20 @@ impl GroupStateMachine {
             (Kind::Partition { .. }, Request::Controller(_)) => {
                 Response::Controller(ControllerResult::Invalid("not the controller group".into()))
             }
+            (Kind::Partition { state, queues, .. }, Request::Queue(cmd)) => {
+                let name = cmd.group().to_string();
+                let bounds = LogBounds { log_start: state.log_start_offset, high_watermark: state.next_offset };
+                match queues::apply(cmd, queues.get(&name).map(|q| &**q), bounds) {
+                    Err(r) => Response::Rejected(r),
+                    Ok((new, result)) => {
+                        if let Some(st) = new {
+                            queues.insert(name.clone(), Arc::new(st));
+                            self.dirty_queues.insert(name);
+                        }
+                        Response::Queue(result)
+                    }
+                }
+            }
             (Kind::Partition { groups, .. }, Request::Group(cmd)) => {
                 let name = cmd.group().to_string();
                 let sm = &self.sm.read().expect("sm tree lock").clone();
@@ -470,7 +513,14 @@ impl GroupStateMachine {
         batch.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
         match &self.kind {
             Kind::Controller { meta, .. } => batch.insert(KEY_CLUSTER, encode(meta)?),
-            Kind::Partition { state, .. } => batch.insert(KEY_STATE, encode(state)?),
+            Kind::Partition { state, queues, .. } => {
+                batch.insert(KEY_STATE, encode(state)?);
+                for name in &self.dirty_queues {
+                    if let Some(st) = queues.get(name) {
+                        batch.insert(queue_key(name), encode(&**st)?);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -482,7 +532,7 @@ impl GroupStateMachine {
                     tx.send_replace(Arc::new(meta.clone()));
                 }
             }
-            Kind::Partition { state, tx, groups, groups_tx, .. } => {
+            Kind::Partition { state, tx, groups, groups_tx, queues, queues_tx, .. } => {
                 tx.send_if_modified(|o| {
                     let new = Offsets::from(*state);
                     let changed = *o != new;
@@ -491,6 +541,9 @@ impl GroupStateMachine {
                 });
                 if **groups_tx.borrow() != *groups {
                     groups_tx.send_replace(Arc::new(groups.clone()));
+                }
+                if !self.dirty_queues.is_empty() {
+                    queues_tx.send_replace(Arc::new(queues.clone()));
                 }
             }
         }
@@ -527,6 +580,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let mut batch = sled::Batch::default();
         let mut replies = Vec::new();
         self.pending_offsets.clear();
+        self.dirty_queues.clear();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             self.last_applied = Some(log_id);

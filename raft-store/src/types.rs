@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::controller::{ControllerCmd, ControllerResult};
 use crate::error::Rejection;
 use crate::groups::{GroupCmd, GroupResult};
+use crate::queues::{QueueCmd, QueueResult};
 
 pub type NodeId = u64;
 /// Identifies one Raft group on every node. Group 0 is the controller.
@@ -41,6 +42,8 @@ pub enum Request {
     Controller(ControllerCmd),
     /// Change a consumer group (partitions of `__consumer_offsets`).
     Group(GroupCmd),
+    /// Change a queue group's state on this partition.
+    Queue(QueueCmd),
 }
 
 impl fmt::Display for Request {
@@ -51,6 +54,7 @@ impl fmt::Display for Request {
             }
             Request::Controller(c) => write!(f, "Controller({c:?})"),
             Request::Group(c) => write!(f, "Group({})", c.group()),
+            Request::Queue(c) => write!(f, "Queue({})", c.group()),
         }
     }
 }
@@ -67,6 +71,7 @@ pub enum Response {
     },
     Controller(ControllerResult),
     Group(GroupResult),
+    Queue(QueueResult),
     /// The entry was committed but the state machine refused it.
     Rejected(Rejection),
 }
