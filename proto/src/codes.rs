@@ -55,10 +55,16 @@ pub enum ErrorCode {
     PartitionNotAssigned = 23,
     /// A reset or delete of a group that still has members.
     GroupNotEmpty = 24,
+    /// A queue group the partition does not know (created by its first receive).
+    UnknownQueueGroup = 25,
+    /// An ack, release, reject or renew of an event the consumer does not hold.
+    QueueEventNotHeld = 26,
+    /// An ack, reject or renew of an event whose lock has expired.
+    QueueLockExpired = 27,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -83,6 +89,9 @@ impl ErrorCode {
         ErrorCode::StaleGeneration,
         ErrorCode::PartitionNotAssigned,
         ErrorCode::GroupNotEmpty,
+        ErrorCode::UnknownQueueGroup,
+        ErrorCode::QueueEventNotHeld,
+        ErrorCode::QueueLockExpired,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -120,6 +129,9 @@ impl ErrorCode {
             ErrorCode::StaleGeneration => "STALE_GENERATION",
             ErrorCode::PartitionNotAssigned => "PARTITION_NOT_ASSIGNED",
             ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            ErrorCode::UnknownQueueGroup => "UNKNOWN_QUEUE_GROUP",
+            ErrorCode::QueueEventNotHeld => "QUEUE_EVENT_NOT_HELD",
+            ErrorCode::QueueLockExpired => "QUEUE_LOCK_EXPIRED",
         }
     }
 

@@ -164,12 +164,21 @@ impl QueueCmd {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueResult {
-    Locked { delivered: Vec<Delivered>, dead_letters: Vec<DeadLetterJob> },
+    Locked {
+        delivered: Vec<Delivered>,
+        dead_letters: Vec<DeadLetterJob>,
+    },
     /// Offsets of the ack that were settled already (a retried ack).
-    Acked { already_settled: Vec<u64> },
-    Renewed { deadline_ms: i64 },
+    Acked {
+        already_settled: Vec<u64>,
+    },
+    Renewed {
+        deadline_ms: i64,
+    },
     /// The rejected events, now dead letters claimed by the proposer.
-    Rejected { dead_letters: Vec<DeadLetterJob> },
+    Rejected {
+        dead_letters: Vec<DeadLetterJob>,
+    },
     Done,
 }
 
@@ -526,7 +535,8 @@ pub(crate) fn apply(
             for o in offsets {
                 if let Some(l) = st.locks.remove(&o) {
                     let claimed_until_ms = now + DEAD_LETTER_CLAIM_MS;
-                    st.dead.insert(o, DeadLetter { deliveries: l.deliveries, reason: reason.clone(), claimed_until_ms });
+                    st.dead
+                        .insert(o, DeadLetter { deliveries: l.deliveries, reason: reason.clone(), claimed_until_ms });
                     dead_letters.push(DeadLetterJob { offset: o, deliveries: l.deliveries, reason: reason.clone() });
                 }
             }

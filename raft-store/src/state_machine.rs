@@ -37,7 +37,7 @@ use crate::groups::{
     self, Committed, GROUP_PREFIX, GroupState, OFFSET_PREFIX, group_key, offsets_prefix, parse_offset_key,
 };
 use crate::partition::{
-    Groups, IndexEntry, Queues, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree,
+    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, Queues, SmTree,
     base_of, index_key, time_key,
 };
 use crate::snapshot::{self, Header, HeaderBody, StreamReader};
