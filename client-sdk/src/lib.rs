@@ -10,6 +10,8 @@
 //!   and resolves each record to an [`Ack`]: its partition and, with
 //!   acks=all, its offset.
 //! - [`PartitionReader`] ([`consumer`]): reads one partition from an offset.
+//! - [`QueueConsumer`] ([`queue`]): a member of a queue group — receives
+//!   events locked to it, acks, releases or rejects them, renews locks.
 //! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
 //! - `cli`: the `replog` command-line tool, one file per subcommand.
 
@@ -17,6 +19,7 @@ pub mod client;
 pub mod consumer;
 pub mod error;
 pub mod producer;
+pub mod queue;
 
 #[doc(hidden)]
 pub mod cli;
@@ -24,6 +27,7 @@ pub mod cli;
 pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{ConsumedRecord, FetchOptions, PartitionReader};
 pub use error::{Error, Result};
+pub use queue::{QueueConfig, QueueConsumer, QueueMessage, QueuePartitionStats};
 pub use producer::{Ack, OnFull, Producer, ProducerConfig, ProducerStats, SendHandle};
 pub use replog_proto::batch::{Compression, Record};
 pub use replog_proto::codes::ErrorCode;
