@@ -478,8 +478,7 @@ impl Client {
     /// before counts as settled, everything from it on is available again,
     /// and every lock is dropped.
     pub async fn queue_reset(&self, topic: &str, partition: u32, group: &str, offset: u64) -> Result<()> {
-        let req =
-            pb::QueueResetRequest { topic: topic.to_string(), partition, group: group.to_string(), offset };
+        let req = pb::QueueResetRequest { topic: topic.to_string(), partition, group: group.to_string(), offset };
         let timeout = self.config().request_timeout;
         self.at_leader(topic, partition, Call::Write, |mut c, _| {
             let mut r = tonic::Request::new(req.clone());

@@ -92,7 +92,13 @@ pub async fn run(client: Client, cmd: QueueCmd, out: Output) -> anyhow::Result<(
                     println!("queue group {} on {}", a.group, a.topic);
                     println!(
                         "{:>9} {:>9} {:>9} {:>11} {:>13} {:>13} {:>14}",
-                        "partition", "in_flight", "acked", "redelivered", "dead_lettered", "settled_below", "high_watermark"
+                        "partition",
+                        "in_flight",
+                        "acked",
+                        "redelivered",
+                        "dead_lettered",
+                        "settled_below",
+                        "high_watermark"
                     );
                     for s in stats {
                         println!(
