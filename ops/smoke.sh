@@ -21,6 +21,20 @@ got=$($R consume demo --from-beginning --max-messages 100 --timeout-ms 10000 | s
 want=$(seq 1 100 | tr '\n' ' ')
 [ "$got" = "$want" ] || fail "consumed records differ: $got"
 
+# Queue group: two consumers share the 100 events, each acknowledged once.
+$R queue consume demo --group smoke --max-messages 50 --timeout-ms 15000 > "$REPLOG_CLUSTER_DIR/queue-a.txt" &
+qa=$!
+$R queue consume demo --group smoke --max-messages 50 --timeout-ms 15000 > "$REPLOG_CLUSTER_DIR/queue-b.txt" || fail "queue consume"
+wait $qa || fail "queue consume"
+got=$(cat "$REPLOG_CLUSTER_DIR"/queue-[ab].txt | sort -n | tr '\n' ' ')
+[ "$got" = "$want" ] || fail "queue consumers got: $got"
+$R queue describe demo --group smoke --output json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+ps = d["partitions"]
+assert sum(p["acked"] for p in ps) == 100 and all(p["in_flight"] == 0 and p["dead_lettered"] == 0 and p["redelivered"] == 0 for p in ps), d
+' || fail "queue describe"
+
 # acks=none: each line is acknowledged without an offset (none exists yet
 # when the broker answers), printed as null rather than made up.
 $R topic create demo-none --partitions 1 --replication-factor 3

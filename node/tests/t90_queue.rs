@@ -10,7 +10,8 @@
 //!   `max_deliveries`, and a rejected one at once, each with its origin
 //!   topic, partition, offset, delivery count and reason in headers;
 //! - bad input gets its code (unknown queue group, event not held, lock
-//!   expired, invalid settings, reset past the end) and the node keeps
+//!   expired, invalid settings, reset past the end), and so does every
+//!   request of a seeded burst of hostile queue requests; the node keeps
 //!   serving.
 
 mod common;
@@ -303,4 +304,76 @@ async fn bad_input_gets_its_code_and_the_node_keeps_serving(cluster: &Cluster, c
     assert_eq!(code(c.queue_ack(events("g", "c", vec![6])).await), ErrorCode::QueueEventNotHeld);
     let r = c.queue_receive(receive("c", 1, 0)).await.expect("receive").into_inner();
     assert_eq!(r.messages[0].offset, 5);
+    hostile_burst(&mut c).await;
+    // Still serving, with group `g` as it was.
+    c.queue_ack(events("g", "c", vec![5])).await.expect("ack after the burst");
+    let r = c.queue_receive(receive("c", 1, 0)).await.expect("receive after the burst").into_inner();
+    assert_eq!(r.messages[0].offset, 6);
+}
+
+/// Random queue requests with edge values (names, ids, offsets, limits):
+/// each is answered, with success or a code, never a broken connection.
+async fn hostile_burst(c: &mut ReplogClient<Channel>) {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("QUEUE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("hostile queue burst seed {seed} (QUEUE_FUZZ_SEED to repeat)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let names = ["", "h", "\u{0}", "x\ny", &"n".repeat(250), &"é".repeat(200), "__consumer_offsets", "q-bad", "nope"];
+    let name = |rng: &mut StdRng| names[rng.gen_range(0..names.len())].to_string();
+    let edge_u32 = |rng: &mut StdRng| [0, 1, 99, 100, 1000, 1001, 3_600_000, 3_600_001, u32::MAX][rng.gen_range(0..9)];
+    for i in 0..300 {
+        let topic = if rng.gen_bool(0.7) { "q-bad".to_string() } else { name(&mut rng) };
+        let partition = if rng.gen_bool(0.9) { 0 } else { rng.r#gen() };
+        let group = loop {
+            // Group `g` is the one the test goes on with.
+            let g = name(&mut rng);
+            if g != "g" {
+                break g;
+            }
+        };
+        let offsets: Vec<u64> = match rng.gen_range(0..4) {
+            0 => Vec::new(),
+            1 => (0..rng.gen_range(1..20)).map(|_| rng.gen_range(0..15)).collect(),
+            2 => vec![u64::MAX, 0, u64::MAX],
+            _ => (0..10_001).collect(),
+        };
+        let ev = pb::QueueEventsRequest {
+            topic: topic.clone(),
+            partition,
+            group: group.clone(),
+            consumer: name(&mut rng),
+            offsets,
+            lock_ms: edge_u32(&mut rng),
+            reason: "r".repeat(rng.gen_range(0..2000)),
+        };
+        let r = match rng.gen_range(0..7) {
+            0 => c
+                .queue_receive(pb::QueueReceiveRequest {
+                    topic,
+                    partition,
+                    group,
+                    consumer: name(&mut rng),
+                    max_messages: edge_u32(&mut rng),
+                    max_wait_ms: edge_u32(&mut rng).min(200),
+                    lock_ms: edge_u32(&mut rng),
+                    max_deliveries: edge_u32(&mut rng),
+                    dead_letter_topic: name(&mut rng),
+                })
+                .await
+                .map(|_| ()),
+            1 => c.queue_ack(ev).await.map(|_| ()),
+            2 => c.queue_release(ev).await.map(|_| ()),
+            3 => c.queue_reject(ev).await.map(|_| ()),
+            4 => c.queue_renew(ev).await.map(|_| ()),
+            5 => c.queue_describe(pb::QueueDescribeRequest { topic, partition, group }).await.map(|_| ()),
+            _ => c
+                .queue_reset(pb::QueueResetRequest { topic, partition, group, offset: rng.r#gen() })
+                .await
+                .map(|_| ()),
+        };
+        if let Err(s) = r {
+            assert!(code_of(&s).is_some(), "request {i} of seed {seed}: an answer without a code: {s:?}");
+        }
+    }
 }
