@@ -349,7 +349,7 @@ pub fn check_queue(h: &QueueHistory) -> QueueReport {
             }
         }
     }
-    r.anomalies.sort_by(|a, b| (a.kind, a.partition, a.offset).cmp(&(b.kind, b.partition, b.offset)));
+    r.anomalies.sort_by_key(|a| (a.kind, a.partition, a.offset));
     r
 }
 

@@ -182,6 +182,49 @@ impl Replog for OnePartition {
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         Err(Status::unimplemented("delete_group"))
     }
+
+    async fn queue_receive(
+        &self,
+        _: Request<pb::QueueReceiveRequest>,
+    ) -> Result<Response<pb::QueueReceiveResponse>, Status> {
+        Err(Status::unimplemented("queue_receive"))
+    }
+
+    async fn queue_ack(&self, _: Request<pb::QueueEventsRequest>) -> Result<Response<pb::QueueAckResponse>, Status> {
+        Err(Status::unimplemented("queue_ack"))
+    }
+
+    async fn queue_release(
+        &self,
+        _: Request<pb::QueueEventsRequest>,
+    ) -> Result<Response<pb::QueueReleaseResponse>, Status> {
+        Err(Status::unimplemented("queue_release"))
+    }
+
+    async fn queue_reject(
+        &self,
+        _: Request<pb::QueueEventsRequest>,
+    ) -> Result<Response<pb::QueueRejectResponse>, Status> {
+        Err(Status::unimplemented("queue_reject"))
+    }
+
+    async fn queue_renew(
+        &self,
+        _: Request<pb::QueueEventsRequest>,
+    ) -> Result<Response<pb::QueueRenewResponse>, Status> {
+        Err(Status::unimplemented("queue_renew"))
+    }
+
+    async fn queue_describe(
+        &self,
+        _: Request<pb::QueueDescribeRequest>,
+    ) -> Result<Response<pb::QueueDescribeResponse>, Status> {
+        Err(Status::unimplemented("queue_describe"))
+    }
+
+    async fn queue_reset(&self, _: Request<pb::QueueResetRequest>) -> Result<Response<pb::QueueResetResponse>, Status> {
+        Err(Status::unimplemented("queue_reset"))
+    }
 }
 
 async fn serve(state: OnePartition) -> SocketAddr {

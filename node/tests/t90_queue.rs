@@ -367,10 +367,9 @@ async fn hostile_burst(c: &mut ReplogClient<Channel>) {
             3 => c.queue_reject(ev).await.map(|_| ()),
             4 => c.queue_renew(ev).await.map(|_| ()),
             5 => c.queue_describe(pb::QueueDescribeRequest { topic, partition, group }).await.map(|_| ()),
-            _ => c
-                .queue_reset(pb::QueueResetRequest { topic, partition, group, offset: rng.r#gen() })
-                .await
-                .map(|_| ()),
+            _ => {
+                c.queue_reset(pb::QueueResetRequest { topic, partition, group, offset: rng.r#gen() }).await.map(|_| ())
+            }
         };
         if let Err(s) = r {
             assert!(code_of(&s).is_some(), "request {i} of seed {seed}: an answer without a code: {s:?}");

@@ -194,7 +194,7 @@ impl Workload {
         match self {
             Workload::Log => false,
             Workload::Queue => true,
-            Workload::Mix => run % 3 == 0,
+            Workload::Mix => run.is_multiple_of(3),
         }
     }
 }
