@@ -55,6 +55,8 @@ pub struct TopicInfo {
     pub name: String,
     pub topic_id: u64,
     pub partitions: Vec<PartitionInfo>,
+    /// Settings that differ from the defaults (`retention.ms`, …).
+    pub configs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -83,6 +85,7 @@ impl From<pb::TopicMetadata> for TopicInfo {
                     high_watermark: p.high_watermark,
                 })
                 .collect(),
+            configs: t.configs.into_iter().collect(),
         }
     }
 }
@@ -431,13 +434,27 @@ impl Client {
     }
 
     pub async fn create_topic(&self, name: &str, partitions: u32, replication_factor: u32) -> Result<TopicInfo> {
+        self.create_topic_with(name, partitions, replication_factor, &[]).await
+    }
+
+    /// Creates a topic with settings, e.g. `[("retention.ms", "86400000")]`.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: &[(&str, &str)],
+    ) -> Result<TopicInfo> {
         let timeout = self.inner.config.request_timeout + Duration::from_secs(10);
+        let configs: std::collections::HashMap<String, String> =
+            configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let resp = self
             .any_node(Call::Write, |mut c, _| {
                 let mut req = tonic::Request::new(pb::CreateTopicRequest {
                     name: name.to_string(),
                     partitions,
                     replication_factor,
+                    configs: configs.clone(),
                 });
                 req.set_timeout(timeout);
                 async move { c.create_topic(req).await }
@@ -446,6 +463,28 @@ impl Client {
         let info = TopicInfo::from(resp.topic.unwrap_or_default());
         self.inner.meta.lock().expect("meta lock").topics.insert(info.name.clone(), info.clone());
         Ok(info)
+    }
+
+    /// Sets and removes topic settings; answers with the topic as it now
+    /// stands. Unknown settings and values out of range fail with
+    /// INVALID_CONFIG and change nothing.
+    pub async fn alter_topic_config(&self, name: &str, set: &[(&str, &str)], delete: &[&str]) -> Result<TopicInfo> {
+        let timeout = self.inner.config.request_timeout;
+        let set: std::collections::HashMap<String, String> =
+            set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let delete: Vec<String> = delete.iter().map(|k| k.to_string()).collect();
+        let resp = self
+            .any_node(Call::Write, |mut c, _| {
+                let mut req = tonic::Request::new(pb::AlterTopicConfigRequest {
+                    name: name.to_string(),
+                    set: set.clone(),
+                    delete: delete.clone(),
+                });
+                req.set_timeout(timeout);
+                async move { c.alter_topic_config(req).await }
+            })
+            .await?;
+        Ok(TopicInfo::from(resp.topic.unwrap_or_default()))
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {

@@ -47,6 +47,7 @@ impl Replog for OnePartition {
         Ok(Response::new(pb::MetadataResponse {
             nodes: vec![pb::BrokerInfo { id: 1, addr }],
             topics: vec![pb::TopicMetadata {
+                configs: Default::default(),
                 name: "t".into(),
                 topic_id: 1,
                 partitions: vec![pb::PartitionMetadata {
@@ -83,6 +84,20 @@ impl Replog for OnePartition {
         &self,
         _: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        _: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn group_floors(
+        &self,
+        _: Request<pb::GroupFloorsRequest>,
+    ) -> Result<Response<pb::GroupFloorsResponse>, Status> {
         Err(Status::unimplemented("not needed here"))
     }
 

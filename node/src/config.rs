@@ -117,6 +117,10 @@ node_config! {
     group_min_session_timeout_ms: u32 = 1_000, env = "REPLOG_GROUP_MIN_SESSION_TIMEOUT_MS";
     /// Longest session timeout a member may ask for, in ms.
     group_max_session_timeout_ms: u32 = 300_000, env = "REPLOG_GROUP_MAX_SESSION_TIMEOUT_MS";
+    /// How often topic retention is applied, in ms: each partition leader
+    /// releases what its topic's rules let go, and every replica gives back
+    /// whole segment files below its log start.
+    retention_check_ms: u64 = 5_000, env = "REPLOG_RETENTION_CHECK_MS";
 }
 
 impl NodeConfig {
@@ -165,6 +169,9 @@ impl NodeConfig {
         }
         if self.segment_mb == 0 || self.segment_mb > 4096 {
             return Err("segment-mb must be 1..=4096".into());
+        }
+        if !(100..=3_600_000).contains(&self.retention_check_ms) {
+            return Err("retention-check-ms must be 100..=3600000".into());
         }
         if self.max_record_bytes > self.max_batch_bytes {
             return Err("max-record-bytes cannot exceed max-batch-bytes".into());

@@ -34,5 +34,7 @@ pub mod partition;
 pub mod prober;
 pub mod raft_net;
 pub mod reconciler;
+pub mod retention;
 pub mod server;
 pub mod service;
+pub mod topic_config;

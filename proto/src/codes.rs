@@ -55,10 +55,12 @@ pub enum ErrorCode {
     PartitionNotAssigned = 23,
     /// A reset or delete of a group that still has members.
     GroupNotEmpty = 24,
+    /// A topic setting that is unknown or out of range.
+    InvalidConfig = 30,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -83,6 +85,7 @@ impl ErrorCode {
         ErrorCode::StaleGeneration,
         ErrorCode::PartitionNotAssigned,
         ErrorCode::GroupNotEmpty,
+        ErrorCode::InvalidConfig,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -120,6 +123,7 @@ impl ErrorCode {
             ErrorCode::StaleGeneration => "STALE_GENERATION",
             ErrorCode::PartitionNotAssigned => "PARTITION_NOT_ASSIGNED",
             ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            ErrorCode::InvalidConfig => "INVALID_CONFIG",
         }
     }
 

@@ -572,6 +572,15 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Whether purging through `index` would remove a segment file.
+    pub fn releases_a_segment(&self, index: u64) -> bool {
+        let segs = self.segs.read().expect("segments lock");
+        match segs.sealed.first() {
+            Some(s) => s.first + s.count <= index + 1,
+            None => segs.active.as_ref().is_some_and(|a| a.end_index() <= index + 1),
+        }
+    }
+
     /// Removes every whole segment at or below `index`. The caller records
     /// the purge point durably first.
     pub(crate) fn purge_through(&self, index: u64) -> io::Result<()> {

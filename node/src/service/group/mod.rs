@@ -8,6 +8,7 @@ pub mod delete_group;
 pub mod describe_group;
 pub mod fetch_offsets;
 pub mod find_coordinator;
+pub mod floors;
 pub mod heartbeat;
 pub mod join_group;
 pub mod leave_group;
