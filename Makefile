@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make memory
+# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make memory · make rejoin
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint chaos soak fuzz bench memory clean-cluster
+.PHONY: build run stop test lint chaos soak fuzz bench memory rejoin clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -91,3 +91,12 @@ memory:
 
 clean-cluster:
 	$(CLUSTER) down --purge
+
+# A follower kept down while its partition takes REJOIN_GIB (1.5) GiB and
+# retention releases the oldest part rejoins through a streamed snapshot
+# of at least 1 GiB: prints the snapshot size, the time and the follower's
+# peak RSS, and checks it serves the leader's records (release build; about
+# 8 GB of disk under the system temporary directory).
+rejoin:
+	$(CARGO) nextest run --release -p replog-node --test t85_retention --run-ignored only --no-capture
+

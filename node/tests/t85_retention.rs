@@ -131,6 +131,19 @@ async fn read_at(client: &Client, addr: &str, topic: &str, from: u64) -> Vec<(u6
 }
 
 /// A member of `group` reading `topic`: its coordinator's client, id and generation.
+/// Checks that the follower serves every record the leader retains below
+/// `hw`, byte for byte; returns how many were compared.
+async fn same_records(client: &Client, group: u64, topic: &str, leader: &str, follower: &str, hw: u64) -> usize {
+    let (fs, _) = replica_offsets(follower, group).await.expect("follower offsets");
+    let (ls, _) = replica_offsets(leader, group).await.expect("leader offsets");
+    let from = fs.max(ls);
+    let at_leader = read_at(client, leader, topic, from).await;
+    let at_follower = read_at(client, follower, topic, from).await;
+    assert_eq!(at_leader.len() as u64, hw - from);
+    assert!(at_follower == at_leader, "the follower serves the leader's records");
+    at_leader.len()
+}
+
 async fn join(cluster: &Cluster, group: &str, topic: &str) -> (ReplogClient<Channel>, String, u64) {
     let any = cluster.serving_addrs()[0].clone();
     let addr = wait_for("a coordinator", WAIT, || async {
@@ -290,15 +303,84 @@ async fn given_retention_rules_when_they_apply_then_every_replica_releases_exact
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with("installed-"));
     assert!(installed, "the follower caught up through a snapshot");
-    let (fs, _) = replica_offsets(&follower_addr, group).await.expect("follower offsets");
-    let (ls, _) = replica_offsets(&leader_addr, group).await.expect("leader offsets");
-    let from = fs.max(ls);
-    let at_leader = read_at(&client, &leader_addr, "rejoin", from).await;
-    let at_follower = read_at(&client, &follower_addr, "rejoin", from).await;
-    assert_eq!(at_leader.len() as u64, hw - from);
-    assert!(at_follower == at_leader, "the follower serves the leader's records");
+    same_records(&client, group, "rejoin", &leader_addr, &follower_addr, hw).await;
 
     // Reads through the SDK at a released offset say where the log starts.
     let e = client.fetch_raw(pb::FetchRequest { topic: "rejoin".into(), ..req }, None).await.expect_err("released");
     assert_eq!(e.code(), Some(ErrorCode::OffsetOutOfRange));
+}
+
+/// Peak resident memory of process `pid` so far, in MiB (VmHWM).
+fn peak_rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb / 1024
+}
+
+/// The must-show measurement, run by `make rejoin` (release build, a few
+/// minutes, about 8 GB of disk): a follower kept down while the leader
+/// takes `REJOIN_GIB` (default 1.5) GiB and releases an older prefix
+/// rejoins through a streamed snapshot of at least 1 GiB; its peak RSS is
+/// printed, and it serves exactly the leader's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement of minutes and gigabytes: make rejoin"]
+async fn measure_a_follower_rejoining_through_a_snapshot_of_a_gibibyte() {
+    let gib: f64 = std::env::var("REJOIN_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1.5);
+    let total = (gib * (1u64 << 30) as f64) as u64;
+    let mut cluster = common::start(3, &["--retention-check-ms", "1000"]).await;
+    let client = common::client(&cluster).await;
+    // Keep a little less than what is produced: the oldest segments go.
+    let keep = total - (256 << 20);
+    client.create_topic_with("big", 1, 3, &[("retention.bytes", &keep.to_string())]).await.expect("create");
+    let group = group_of(&cluster, "big").await;
+    let (leader, replicas) = common::preferred_leader(&client, "big", 0).await;
+    let follower = replicas.iter().copied().find(|r| *r != leader).expect("a follower");
+    append(&client, "big", batch_of("first", 10, 100, replog_proto::now_ms())).await;
+    cluster.kill(follower).expect("kill");
+    let t0 = std::time::Instant::now();
+    let mut produced = 0u64;
+    let mut i = 0;
+    while produced < total {
+        let b = batch_of(&format!("b{i:07}"), 240, 4096, replog_proto::now_ms());
+        produced += b.len() as u64;
+        append(&client, "big", b).await;
+        i += 1;
+    }
+    println!("produced {:.2} GiB in {:.1} s", produced as f64 / (1u64 << 30) as f64, t0.elapsed().as_secs_f64());
+    let leader_addr = cluster.node(leader).addr.clone();
+    let (start, hw) = wait_for("the leader to release and purge the prefix", WAIT * 5, || async {
+        let (s, hw) = replica_offsets(&leader_addr, group).await?;
+        (s > 10 && !log_dir(&cluster, leader, group).join(format!("{:020}.log", 1)).exists()).then_some((s, hw))
+    })
+    .await;
+    cluster.restart(follower).expect("restart");
+    let pid = cluster.pid(follower).expect("follower pid");
+    let follower_addr = cluster.node(follower).addr.clone();
+    let t1 = std::time::Instant::now();
+    wait_for("the follower to catch up", WAIT * 10, || async {
+        let (s, h) = replica_offsets(&follower_addr, group).await?;
+        (h == hw && s >= start).then_some(())
+    })
+    .await;
+    let installed: u64 = std::fs::read_dir(log_dir(&cluster, follower, group))
+        .expect("follower log dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("installed-"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
+    let peak = peak_rss_mb(pid);
+    println!(
+        "rejoin: snapshot installed {:.2} GiB in {:.1} s; follower peak RSS {} MiB",
+        installed as f64 / (1u64 << 30) as f64,
+        t1.elapsed().as_secs_f64(),
+        peak
+    );
+    assert!(installed >= 1 << 30, "the follower rejoined through a snapshot of at least 1 GiB: {installed} bytes");
+    assert!(peak < 512, "the follower's RSS stays bounded while it installs: {peak} MiB");
+    let n = same_records(&client, group, "big", &leader_addr, &follower_addr, hw).await;
+    println!("rejoin: {n} records compared, identical");
 }

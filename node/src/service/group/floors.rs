@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use replog_proto::pb::{GroupFloor, GroupFloorsRequest, GroupFloorsResponse};
 
-use crate::coordinator::GROUPS_TOPIC;
 use crate::error::Result;
 use crate::node::Node;
 
@@ -15,13 +14,9 @@ use crate::node::Node;
 /// where it has no commit yet) and for every partition it committed on;
 /// a group stops holding records back once it is deleted.
 pub async fn handle(node: Arc<Node>, req: GroupFloorsRequest) -> Result<GroupFloorsResponse> {
-    if !node.meta().topics.contains_key(GROUPS_TOPIC) {
+    let Some(part) = super::led_groups_partition(&node, req.partition)? else {
         return Ok(GroupFloorsResponse { floors: Vec::new() });
-    }
-    let part = node.local_partition(GROUPS_TOPIC, req.partition)?;
-    if !part.is_leader() {
-        return Err(node.members.not_leader(part.name().to_string(), part.leader()));
-    }
+    };
     let mut floors: BTreeMap<(String, u32), u64> = BTreeMap::new();
     for (name, st) in part.groups().await?.iter() {
         let mut mine: BTreeMap<(String, u32), u64> = BTreeMap::new();
