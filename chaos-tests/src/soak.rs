@@ -45,10 +45,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use replog_client::ClientConfig;
+use replog_testkit::Cluster;
 use tokio::sync::watch;
 
 use crate::checker::{Report, check};
-use crate::cluster::ChaosCluster;
+use crate::cluster::chaos_options;
 use crate::history::Recorder;
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, Window};
 use crate::net::Net;
@@ -403,7 +404,7 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
     let csv_path = out.join("rss.csv");
     let retry_deadline = Duration::from_secs(20);
 
-    let mut cluster = ChaosCluster::start(cfg.nodes, &run_dir, &[]).await?;
+    let mut cluster = Cluster::start(cfg.nodes, chaos_options(&run_dir)).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig { request_timeout: Duration::from_secs(5), retry_deadline, ..ClientConfig::default() })
