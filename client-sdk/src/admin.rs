@@ -358,9 +358,11 @@ impl Client {
                     async move { c.list_groups(req).await }
                 })
                 .await?;
-            out.extend(
-                r.groups.into_iter().map(|g| GroupListing { group: g.group, state: g.state, members: g.members }),
-            );
+            out.extend(r.groups.into_iter().map(|g| GroupListing {
+                group: g.group,
+                state: g.state,
+                members: g.members,
+            }));
         }
         out.sort_by(|a, b| a.group.cmp(&b.group));
         Ok(out)
@@ -382,8 +384,10 @@ impl Client {
         let wanted = to_pb_partitions(partitions);
         let r = self
             .group_call(coordinator_partition, Call::Read, self.config().retry_deadline, |mut c| {
-                let mut req =
-                    tonic::Request::new(pb::FetchOffsetsRequest { group: group.to_string(), partitions: wanted.clone() });
+                let mut req = tonic::Request::new(pb::FetchOffsetsRequest {
+                    group: group.to_string(),
+                    partitions: wanted.clone(),
+                });
                 req.set_timeout(timeout);
                 async move { c.fetch_offsets(req).await }
             })

@@ -55,7 +55,7 @@ pub use admin::{
 pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{ConsumedRecord, FetchOptions, PartitionReader};
 pub use error::{Error, Result};
-pub use group::{Assignor, AutoOffsetReset, GroupConsumer, GroupConsumerConfig};
+pub use group::{Assignor, AutoOffsetReset, GroupConsumer, GroupConsumerConfig, RebalanceEvent};
 pub use producer::{Ack, OnFull, Producer, ProducerConfig, ProducerStats, SendHandle};
 pub use replog_proto::batch::{Compression, Record};
 pub use replog_proto::codes::ErrorCode;

@@ -37,12 +37,12 @@ use crate::groups::{
     self, Committed, GROUP_PREFIX, GroupState, OFFSET_PREFIX, group_key, offsets_prefix, parse_offset_key,
 };
 use crate::partition::{
-    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree,
-    base_of, index_key, time_key,
+    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree, base_of,
+    index_key, time_key,
 };
-use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::segment::SegmentLog;
+use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::store::{Store, decode, encode, sled_err};
 use crate::types::{
     GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,

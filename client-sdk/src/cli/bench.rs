@@ -339,8 +339,12 @@ async fn consume_group(client: Client, a: BenchArgs, group: &str) -> anyhow::Res
     let topic = ensure_topic(&client, &a).await?;
     let info = client.describe_topic(&topic).await?;
     let want_per = a.records.div_ceil(info.partitions.len().max(1) as u64);
-    let want: u64 =
-        info.partitions.iter().map(|p| (p.high_watermark - p.log_start_offset).min(want_per)).sum::<u64>().min(a.records);
+    let want: u64 = info
+        .partitions
+        .iter()
+        .map(|p| (p.high_watermark - p.log_start_offset).min(want_per))
+        .sum::<u64>()
+        .min(a.records);
     let cfg = GroupConsumerConfig { auto_offset_reset: AutoOffsetReset::Earliest, ..Default::default() };
     let start = Instant::now();
     let mut consumer = GroupConsumer::new(client, group, cfg);

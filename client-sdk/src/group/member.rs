@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use replog_proto::codes::ErrorCode;
 use replog_proto::pb;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
-use super::GroupConsumerConfig;
 use super::fetcher::{self, Start};
+use super::{GroupConsumerConfig, RebalanceEvent};
 use crate::admin::{OffsetCommit, TopicPartition, partitions_of, to_pb_partitions};
 use crate::client::{Call, Client};
 use crate::consumer::ConsumedRecord;
@@ -31,6 +31,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const REFUSED_PAUSE: Duration = Duration::from_secs(5);
 /// Session timeout assumed until the coordinator names one.
 const DEFAULT_SESSION: Duration = Duration::from_secs(10);
+/// Rebalance events kept for a reader that lags; one that falls further
+/// behind skips the oldest.
+const EVENTS_KEPT: usize = 256;
 
 /// A fetch response for the application, tagged with the partition's epoch
 /// when it was fetched.
@@ -124,6 +127,8 @@ pub(crate) struct Inner {
     heartbeat_now: Notify,
     /// Counts heartbeat answers taken in, for commits that wait for one.
     rounds: watch::Sender<u64>,
+    /// Changes of this member's partitions, for [`super::GroupConsumer::rebalance_events`].
+    pub events: broadcast::Sender<RebalanceEvent>,
 }
 
 impl Inner {
@@ -150,6 +155,7 @@ impl Inner {
             tx,
             heartbeat_now: Notify::new(),
             rounds: watch::Sender::new(0),
+            events: broadcast::Sender::new(EVENTS_KEPT),
         }
     }
 
@@ -282,7 +288,10 @@ impl Inner {
     /// heartbeats at once so that their new owner gets them soon.
     fn release(self: &Arc<Self>, parts: Vec<(TopicPartition, Part)>) {
         let offsets: Vec<OffsetCommit> = if self.cfg.auto_commit {
-            parts.iter().filter_map(|(tp, p)| Some(OffsetCommit::new(&tp.topic, tp.partition, p.to_commit()?))).collect()
+            parts
+                .iter()
+                .filter_map(|(tp, p)| Some(OffsetCommit::new(&tp.topic, tp.partition, p.to_commit()?)))
+                .collect()
         } else {
             Vec::new()
         };
@@ -416,7 +425,10 @@ impl Inner {
         let mut st = self.state();
         let epoch = st.epoch();
         let Some(p) = st.parts.get_mut(tp) else {
-            return Err(Error::InvalidArgument(format!("{tp} is not assigned to this member of group {:?}", self.group)));
+            return Err(Error::InvalidArgument(format!(
+                "{tp} is not assigned to this member of group {:?}",
+                self.group
+            )));
         };
         p.stop();
         p.epoch = epoch;
@@ -512,13 +524,15 @@ impl Inner {
     fn apply(self: &Arc<Self>, generation: u64, assignment: Vec<TopicPartition>) {
         let granted: BTreeSet<TopicPartition> = assignment.into_iter().collect();
         let mut released = Vec::new();
+        let mut newly = Vec::new();
+        let revoked: Vec<TopicPartition>;
         {
             let mut st = self.state();
             if let Some(m) = st.member.as_mut() {
                 m.generation = generation;
             }
-            let revoked: Vec<TopicPartition> = st.parts.keys().filter(|tp| !granted.contains(*tp)).cloned().collect();
-            for tp in revoked {
+            revoked = st.parts.keys().filter(|tp| !granted.contains(*tp)).cloned().collect();
+            for tp in revoked.iter().cloned() {
                 let mut p = st.parts.remove(&tp).expect("revoked partition is owned");
                 p.stop();
                 if p.in_hand() {
@@ -546,8 +560,16 @@ impl Inner {
                 debug!(group = %self.group, %tp, "granted");
                 let mut part = part;
                 part.fetcher = Some(fetcher::spawn(self.clone(), tp.clone(), epoch, start));
+                newly.push(tp.clone());
                 st.parts.insert(tp, part);
             }
+        }
+        // Without a reader, there is nobody to tell: that is not an error.
+        if !revoked.is_empty() {
+            let _ = self.events.send(RebalanceEvent::Revoked { generation, partitions: revoked });
+        }
+        if !newly.is_empty() {
+            let _ = self.events.send(RebalanceEvent::Assigned { generation, partitions: newly });
         }
         if !released.is_empty() {
             self.release(released);
@@ -558,7 +580,8 @@ impl Inner {
     /// in the group (or cannot tell), so another may own them already.
     fn lose_all(&self, why: &str) {
         let mut st = self.state();
-        let n = st.parts.len() + st.releasing.len();
+        let lost: Vec<TopicPartition> = st.parts.keys().chain(st.releasing.keys()).cloned().collect();
+        let n = lost.len();
         for p in st.parts.values_mut() {
             p.stop();
         }
@@ -566,7 +589,11 @@ impl Inner {
         st.releasing.clear();
         st.committing.clear();
         st.member = None;
+        drop(st);
         warn!(group = %self.group, partitions = n, "lost group membership ({why}); joining again");
+        if !lost.is_empty() {
+            let _ = self.events.send(RebalanceEvent::Lost { partitions: lost });
+        }
     }
 
     /// Revoked partitions the application held past `max_poll_interval`
@@ -575,8 +602,12 @@ impl Inner {
         let overdue: Vec<(TopicPartition, Part)> = {
             let mut st = self.state();
             let limit = self.cfg.max_poll_interval;
-            let late: Vec<TopicPartition> =
-                st.releasing.iter().filter(|(_, (_, since))| since.elapsed() >= limit).map(|(tp, _)| tp.clone()).collect();
+            let late: Vec<TopicPartition> = st
+                .releasing
+                .iter()
+                .filter(|(_, (_, since))| since.elapsed() >= limit)
+                .map(|(tp, _)| tp.clone())
+                .collect();
             late.into_iter().filter_map(|tp| st.releasing.remove(&tp).map(|(p, _)| (tp, p))).collect()
         };
         if !overdue.is_empty() {

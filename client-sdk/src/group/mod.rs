@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use replog_proto::pb;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -79,8 +79,8 @@ use crate::admin::{CommittedOffset, OffsetCommit, OffsetSpec, TopicPartition};
 use crate::client::Client;
 use crate::consumer::{ConsumedRecord, FetchOptions};
 use crate::error::{Error, Result};
-use member::{Fetched, Inner};
 pub(crate) use member::transient;
+use member::{Fetched, Inner};
 
 /// How the coordinator spreads partitions over the members of a group.
 ///
@@ -225,6 +225,39 @@ impl GroupConsumerConfig {
         }
         Ok(())
     }
+}
+
+/// A change of one member's partitions, from
+/// [`GroupConsumer::rebalance_events`], in the order the member took it in.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use replog_client::RebalanceEvent;
+/// # async fn run(consumer: &replog_client::GroupConsumer) {
+/// let mut events = std::pin::pin!(consumer.rebalance_events());
+/// while let Some(e) = events.next().await {
+///     match e {
+///         RebalanceEvent::Assigned { generation, partitions } => println!("gen {generation}: got {partitions:?}"),
+///         RebalanceEvent::Revoked { generation, partitions } => println!("gen {generation}: gave up {partitions:?}"),
+///         RebalanceEvent::Lost { partitions } => println!("lost {partitions:?} with the membership"),
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// Granted by the coordinator: fetching starts at the group's committed
+    /// offset (or by [`AutoOffsetReset`]).
+    Assigned { generation: u64, partitions: Vec<TopicPartition> },
+    /// Taken away in a rebalance: fetching stopped. Records of them that
+    /// the application already holds are still its own until the next
+    /// poll; with auto-commit their positions are committed then, before
+    /// the partitions are let go to their new owner.
+    Revoked { generation: u64, partitions: Vec<TopicPartition> },
+    /// Lost with the membership (the session expired, or the coordinator
+    /// refused the member): nothing more of them is committed, and another
+    /// member may own them already. The member joins again by itself.
+    Lost { partitions: Vec<TopicPartition> },
 }
 
 /// A member of a consumer group: it consumes the partitions the group's
@@ -473,6 +506,26 @@ impl GroupConsumer {
     pub async fn committed(&self, partitions: &[TopicPartition]) -> Result<Vec<CommittedOffset>> {
         let p = self.inner.coordinator_partition()?;
         self.inner.client.committed_at(p, &self.inner.group, partitions).await
+    }
+
+    /// Every later change of this member's partitions, as a stream: the
+    /// assignment-change feed for an application that keeps state per
+    /// partition (flush on [`RebalanceEvent::Revoked`], drop on
+    /// [`RebalanceEvent::Lost`]). Each call starts a stream of its own; one
+    /// that falls more than 256 events behind skips the oldest. It ends
+    /// when the consumer is dropped or closed.
+    pub fn rebalance_events(&self) -> impl Stream<Item = RebalanceEvent> + Send + 'static {
+        futures::stream::unfold(self.inner.events.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((e, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        debug!("rebalance events: a slow reader skipped {n}");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
 
     /// Partitions this member consumes now.

@@ -100,7 +100,9 @@ async fn plan(client: &Client, a: &ResetArgs, g: Option<&GroupDescription>) -> a
         g.iter().flat_map(|g| g.offsets.iter()).map(|o| ((o.topic.clone(), o.partition), o.offset)).collect();
     let topics: BTreeSet<String> = match &a.topic {
         Some(t) => [t.clone()].into(),
-        None => g.iter().flat_map(|g| g.topics.iter().cloned().chain(g.offsets.iter().map(|o| o.topic.clone()))).collect(),
+        None => {
+            g.iter().flat_map(|g| g.topics.iter().cloned().chain(g.offsets.iter().map(|o| o.topic.clone()))).collect()
+        }
     };
     let mut out = Vec::new();
     for t in topics {
