@@ -390,6 +390,21 @@ async fn given_a_consuming_group_when_a_partition_leader_the_coordinator_and_eve
             acked
         }
     });
+    // Beside the group, a plain Subscribe stream of partition 0 follows the
+    // failover too.
+    let subscribed = Arc::new(Mutex::new(Vec::new()));
+    let subscription = tokio::spawn({
+        let (client, subscribed) = (client.clone(), subscribed.clone());
+        async move {
+            let mut sub = client.subscribe(TOPIC, 0, 0);
+            loop {
+                match sub.next().await {
+                    Ok(recs) => subscribed.lock().unwrap().extend(recs.iter().map(|r| r.offset)),
+                    Err(e) => return e,
+                }
+            }
+        }
+    });
     wait_for("the member to consume from partition 0", WAIT, || async {
         member.records().iter().any(|(p, _)| *p == 0).then_some(())
     })
@@ -417,6 +432,15 @@ async fn given_a_consuming_group_when_a_partition_leader_the_coordinator_and_eve
         *n = (*n).max(o + 1);
     }
     eprintln!("records delivered twice across the leader's failover: {again}");
+    let end0 = want.iter().filter(|(p, _)| *p == 0).map(|(_, o)| o + 1).max().unwrap_or(0);
+    wait_for("the subscription to reach the end of partition 0", WAIT, || async {
+        assert!(!subscription.is_finished(), "an error reached the subscription");
+        (subscribed.lock().unwrap().len() as u64 >= end0).then_some(())
+    })
+    .await;
+    subscription.abort();
+    let offsets = subscribed.lock().unwrap().clone();
+    assert_eq!(offsets, (0..end0).collect::<Vec<_>>(), "the subscription: every offset once, in order");
     wait_all_committed(&client, GROUP, TOPIC).await;
     cluster.restart(leader).expect("restart");
     cluster.wait_ready(CLUSTER_READY).await.expect("ready");
