@@ -204,7 +204,7 @@ async fn given_a_topic_when_the_cli_and_the_examples_consume_it_in_groups_then_g
     // While a member is active a reset is refused; SIGINT makes the member
     // commit what it printed and leave.
     env.example("producer", &[TOPIC, "6"]);
-    let mut member = env
+    let member = env
         .cmd(env!("CARGO_BIN_EXE_replog").into(), &["consume", TOPIC, "--group", GROUP, "--output", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

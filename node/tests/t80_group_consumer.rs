@@ -567,7 +567,7 @@ async fn given_bad_group_requests_when_sent_through_the_sdk_then_each_gets_its_s
     let stale = client.commit_offsets(GROUP, &a_id, gen_a, std::slice::from_ref(&mine)).await;
     assert_eq!(code(stale), Some(ErrorCode::StaleGeneration), "a commit in the generation before the hand-over");
     assert_eq!(
-        code(client.commit_offsets(GROUP, "nobody-9", 99, &[mine.clone()]).await),
+        code(client.commit_offsets(GROUP, "nobody-9", 99, std::slice::from_ref(&mine)).await),
         Some(ErrorCode::UnknownMember)
     );
     // The consumer's own commit is in the current generation and passes,
