@@ -13,7 +13,9 @@
 //!   partitions only from members above the even share, and every other
 //!   member keeps the ones it had (its rebalance events say so);
 //! - a member keeps consuming through a SIGKILL of a partition's leader
-//!   with no error reaching the application and no record missed;
+//!   with no error reaching the application and no record missed, and so
+//!   does a Subscribe stream; cluster status shows the dead node's
+//!   replicas as assigned, not 0;
 //! - committed offsets survive a SIGKILL of the coordinator's node (the
 //!   running member keeps consuming and committing without an error) and
 //!   a SIGKILL and restart of every node;
@@ -411,6 +413,15 @@ async fn given_a_consuming_group_when_a_partition_leader_the_coordinator_and_eve
     .await;
     cluster.kill(leader).expect("kill");
     eprintln!("killed node {leader}, the leader of {TOPIC}/0");
+    // Cluster status counts a dead node's replicas as assigned (3 of the
+    // topic, 3 of __consumer_offsets: every partition is on every node).
+    let (alive, replicas) = wait_for("cluster status to show the node down", WAIT, || async {
+        let s = client.cluster_status().await.ok()?;
+        let n = s.nodes.iter().find(|n| n.id == leader)?;
+        (!n.alive).then_some((n.alive, n.replica_count))
+    })
+    .await;
+    assert_eq!((alive, replicas), (false, 6), "a dead node's replicas in cluster status");
     let acked = producing.await.expect("producer task");
     let want: BTreeSet<(u32, u64)> = acked.iter().copied().collect();
     wait_for("the member to consume every acknowledged record", WAIT, || async {
