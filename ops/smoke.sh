@@ -21,6 +21,18 @@ got=$($R consume demo --from-beginning --max-messages 100 --timeout-ms 10000 | s
 want=$(seq 1 100 | tr '\n' ' ')
 [ "$got" = "$want" ] || fail "consumed records differ: $got"
 
+# A consumer group commits as it goes: a second run continues where the
+# first stopped, and together they read every record once.
+$R consume demo --group smoke --from-beginning --max-messages 40 > "$REPLOG_CLUSTER_DIR/group-1.txt"
+$R consume demo --group smoke --max-messages 100 --timeout-ms 5000 > "$REPLOG_CLUSTER_DIR/group-2.txt"
+got=$(cat "$REPLOG_CLUSTER_DIR"/group-[12].txt | sort -n | tr '\n' ' ')
+[ "$got" = "$want" ] || fail "consume --group, two runs: $got"
+$R group describe smoke --output json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["members"] == [] and all(p["lag"] == 0 for p in d["partitions"]), d
+' || fail "group describe smoke: expected no members and lag 0"
+
 # acks=none: each line is acknowledged without an offset (none exists yet
 # when the broker answers), printed as null rather than made up.
 $R topic create demo-none --partitions 1 --replication-factor 3

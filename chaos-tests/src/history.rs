@@ -712,6 +712,7 @@ mod tests {
     #[test]
     fn given_records_differing_in_any_field_when_digested_then_digests_differ() {
         let base = ConsumedRecord {
+            topic: "t".into(),
             partition: 0,
             offset: 0,
             timestamp_ms: 1,

@@ -130,6 +130,12 @@ impl Replog for OnePartition {
         Err(Status::unimplemented("not needed here"))
     }
 
+    type SubscribeStream = tokio_stream::Empty<Result<pb::FetchResponse, Status>>;
+
+    async fn subscribe(&self, _: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("subscribe"))
+    }
+
     async fn list_offsets(
         &self,
         _: Request<pb::ListOffsetsRequest>,

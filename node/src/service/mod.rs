@@ -12,6 +12,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 pub mod raft_peer;
+mod subscribe;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -131,6 +132,15 @@ impl Replog for ClientService {
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> std::result::Result<Response<pb::FetchResponse>, Status> {
         reply(fetch::handle(&self.node, req.into_inner()).await)
+    }
+
+    type SubscribeStream = subscribe::SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+        reply(subscribe::handle(self.node.clone(), req.into_inner()))
     }
 
     async fn cluster_status(
