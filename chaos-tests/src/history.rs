@@ -489,6 +489,63 @@ impl History {
     }
 }
 
+/// Events that can be gone through more than once, in history order: a
+/// [`History`] in memory, or a [`HistoryFile`] read line by line. The
+/// checker works over this so that a long run's history never has to be in
+/// memory whole.
+pub trait Events {
+    /// Calls `f` with every event, in order.
+    fn scan(&self, f: &mut dyn FnMut(&Event)) -> io::Result<()>;
+}
+
+impl Events for History {
+    fn scan(&self, f: &mut dyn FnMut(&Event)) -> io::Result<()> {
+        self.events.iter().for_each(f);
+        Ok(())
+    }
+}
+
+/// A history stored as JSON lines, read one event at a time on each scan:
+/// only the event being looked at is in memory (the largest are the final
+/// reads, one partition's log each).
+#[derive(Debug, Clone)]
+pub struct HistoryFile {
+    pub path: PathBuf,
+}
+
+impl HistoryFile {
+    pub fn new(path: impl AsRef<Path>) -> HistoryFile {
+        HistoryFile { path: path.as_ref().to_path_buf() }
+    }
+}
+
+impl Events for HistoryFile {
+    /// A bad line is an `InvalidData` error naming its line number, as in
+    /// [`History::read_jsonl`].
+    fn scan(&self, f: &mut dyn FnMut(&Event)) -> io::Result<()> {
+        let mut r = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
+        let mut line = String::new();
+        let mut n = 0usize;
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            n += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: Event = serde_json::from_str(&line)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("history line {n}: {e}")))?;
+            f(&e);
+            if line.capacity() > 64 << 20 {
+                // A final read of a long log: do not keep its buffer.
+                line = String::new();
+            }
+        }
+    }
+}
+
 fn write_event(w: &mut impl Write, e: &Event) -> io::Result<()> {
     serde_json::to_writer(&mut *w, e)?;
     w.write_all(b"\n")
@@ -584,6 +641,21 @@ impl Recorder {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Flushes the file (if any) and returns the first write error, if
+    /// any: the file then holds every event recorded so far. For a
+    /// streaming recorder, whose history is then checked from the file
+    /// ([`HistoryFile`]) instead of being read back into memory.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = inner.sink_error.take() {
+            return Err(e);
+        }
+        if let Some(w) = inner.sink.as_mut() {
+            w.flush()?;
+        }
+        Ok(())
     }
 
     /// Flushes the file (if any) and returns the history. Call it once the

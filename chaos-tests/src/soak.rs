@@ -47,9 +47,9 @@ use rand::{Rng, SeedableRng};
 use replog_client::ClientConfig;
 use tokio::sync::watch;
 
-use crate::checker::{Report, check};
-use crate::cluster::ChaosCluster;
-use crate::history::Recorder;
+use crate::checker::{Report, check_events};
+use crate::cluster::{ChaosCluster, ClusterOptions};
+use crate::history::{HistoryFile, Recorder};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, Window};
 use crate::net::Net;
 use crate::runner::{RunConfig, churn_config, describe, wind_down};
@@ -307,7 +307,8 @@ pub fn soak_schedule(seed: u64, faults: &[Fault], total: Duration, every: Durati
     let mut start = every;
     loop {
         let fault = *faults.choose(&mut rng).expect("not empty");
-        let duration = if fault == Fault::KillAll { length.min(Duration::from_millis(2500)) } else { length };
+        let whole_cluster = matches!(fault, Fault::KillAll | Fault::PowerFailAll);
+        let duration = if whole_cluster { length.min(Duration::from_millis(2500)) } else { length };
         let choice = rng.r#gen::<u64>();
         if start + duration >= total {
             break;
@@ -403,7 +404,9 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
     let csv_path = out.join("rss.csv");
     let retry_deadline = Duration::from_secs(20);
 
-    let mut cluster = ChaosCluster::start(cfg.nodes, &run_dir, &[]).await?;
+    // The power faults need every node's data directory on a faultfs mount.
+    let cluster_opts = ClusterOptions::from_env(cfg.faults.iter().any(|f| f.needs_faultfs()))?;
+    let mut cluster = ChaosCluster::start_with(cfg.nodes, &run_dir, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig { request_timeout: Duration::from_secs(5), retry_deadline, ..ClientConfig::default() })
@@ -494,8 +497,12 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
     drop(cluster);
     drop(client);
 
-    let history = rec.finish()?;
-    let report = check(&history);
+    // Checked from the file, one event at a time: the history of a soak at
+    // tens of thousands of records a second does not fit in memory as
+    // events, and the checker keeps about 100 bytes per record.
+    rec.flush()?;
+    let history = HistoryFile::new(&history_path);
+    let report = check_events(&history)?;
     let rss = RssSummary::of(&samples, seconds);
     let result = SoakResult { seconds, peak_rate, rate, records, bytes, peak_records, rss, report, problems, events };
     let run = RunConfig {
@@ -514,9 +521,8 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
         out_dir: out.clone(),
     };
     let mut text = soak_text(cfg, &result);
-    text.push_str(&describe(&run, &result.report, &result.problems, &history, &result.events));
+    text.push_str(&describe(&run, &result.report, &result.problems, &history, &result.events)?);
     std::fs::write(&report_path, text)?;
-    drop(history);
     // A clean soak's node data is only bulk (gigabytes); a failed one's is
     // evidence and stays.
     if result.passed(cfg.max_rss_slope) {

@@ -22,7 +22,7 @@
 //! | `SOAK_NODES` | 3 | nodes |
 //! | `SOAK_PARTITIONS` | 6 | partitions of the topic (replication factor 3) |
 //! | `SOAK_PRODUCERS` | 4 | producers |
-//! | `SOAK_RECORD_SIZE` | 1024 | bytes per record |
+//! | `SOAK_RECORD_SIZE` | 256 | bytes per record |
 //! | `SOAK_TOPIC_CHURN` | 1 | 0 turns off the client that creates and deletes topics |
 //! | `SOAK_IDEMPOTENT` | 1 | 0 turns the SDK's idempotent producer off |
 //! | `SOAK_OUT` | `target/soak` | history, report, `rss.csv`, node logs |
@@ -77,7 +77,7 @@ fn settings() -> Result<SoakConfig> {
         nodes,
         partitions: env_or("SOAK_PARTITIONS", 6)?,
         producers: env_or("SOAK_PRODUCERS", 4)?,
-        record_size: env_or("SOAK_RECORD_SIZE", 1024)?,
+        record_size: env_or("SOAK_RECORD_SIZE", 256)?,
         churn: env_flag("SOAK_TOPIC_CHURN", true)?,
         idempotent: env_flag("SOAK_IDEMPOTENT", true)?,
         out_dir,
