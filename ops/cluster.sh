@@ -3,12 +3,11 @@
 # See usage() below, or `ops/cluster.sh --help`.
 #
 # Layout under $REPLOG_CLUSTER_DIR (default target/replog-cluster):
-#   cluster.env          N, the --initial-cluster string, joined node ids,
-#                        TLS flag and the node args used at `up`
+#   cluster.env          N, the --initial-cluster string, the address mode
+#                        and the node args used at `up`
 #   node-ID/data/        data dir of node ID
 #   node-ID.log          stdout+stderr of node ID (appended across restarts)
 #   node-ID.pid          pid of node ID while it runs
-#   tls/                 certificates (when started with --tls)
 #
 # Node ID (1..9) listens for gRPC on 127.0.0.1:700ID and serves metrics and
 # /health on 127.0.0.1:910ID. Opt-in, for packet-level fault injection
@@ -25,9 +24,9 @@ usage() {
 usage: ops/cluster.sh COMMAND [ARGS]
 
 commands:
-  up [N] [--tls]   start an N-node cluster (N in 1..9; default: the N of the
+  up [N]           start an N-node cluster (N in 1..9; default: the N of the
                    existing cluster, else 3) and wait until every node's
-                   /health answers 200; --tls passes --tls-dir DIR/tls
+                   /health answers 200
   down [--purge]   stop every node gracefully (SIGTERM, SIGKILL after 10 s);
                    data is kept unless --purge, which deletes the state dir
   status           table of nodes: id, pid, state, gRPC address, health
@@ -37,8 +36,6 @@ commands:
   start ID         restart a stopped or killed node ID on its existing data
   pause ID         SIGSTOP node ID
   resume ID        SIGCONT node ID
-  join ID          start a new node ID that joins the running cluster
-                   (--join 127.0.0.1:7001 instead of --initial-cluster)
 
 Node ID listens for gRPC on 127.0.0.1:700ID and for metrics on 127.0.0.1:910ID.
 With REPLOG_PER_NODE_IP=1 at `up`, node ID uses 127.0.0.(10+ID) instead of
@@ -50,7 +47,7 @@ environment:
                          path is relative to the repository root)
   REPLOG_BIN_DIR         dir holding replog-node (default target/release)
   REPLOG_NODE_ARGS       extra flags for replog-node (word-split); when unset,
-                         `start` and `join` reuse the ones given to `up`
+                         `start` reuses the ones given to `up`
   REPLOG_HEALTH_TIMEOUT  seconds to wait for /health (default 30)
   REPLOG_PER_NODE_IP     1 at `up`: node ID on 127.0.0.(10+ID) (default 0:
                          every node on 127.0.0.1); remembered in cluster.env
@@ -85,7 +82,7 @@ export RUST_LOG="${RUST_LOG:-info}"
 
 # --- timeouts (seconds) -----------------------------------------------------
 
-# How long `up`, `start` and `join` wait for every /health to answer 200.
+# How long `up` and `start` wait for every /health to answer 200.
 HEALTH_TIMEOUT_S=${REPLOG_HEALTH_TIMEOUT:-30}
 HEALTH_POLL_S=0.1
 # Graceful stop: how long a node gets after SIGTERM before SIGKILL.
@@ -108,7 +105,6 @@ node_ip() {
 }
 grpc_addr() { echo "$(node_ip "$1"):700$1"; }
 metrics_addr() { echo "$(node_ip "$1"):910$1"; }
-join_addr() { grpc_addr 1; }
 pid_file() { echo "$DIR/node-$1.pid"; }
 log_file() { echo "$DIR/node-$1.log"; }
 data_dir() { echo "$DIR/node-$1/data"; }
@@ -118,8 +114,6 @@ data_dir() { echo "$DIR/node-$1/data"; }
 # Parsed, never sourced: it is data, not code.
 N=""
 INITIAL_CLUSTER=""
-JOINED=""
-TLS=0
 NODE_ARGS=""
 
 load_env() {
@@ -132,8 +126,6 @@ load_env() {
     case "$key" in
       N) N=$val ;;
       INITIAL_CLUSTER) INITIAL_CLUSTER=$val ;;
-      JOINED) JOINED=$val ;;
-      TLS) TLS=$val ;;
       NODE_ARGS) NODE_ARGS=$val ;;
       PER_NODE_IP) PER_NODE_IP=$val ;;
     esac
@@ -149,8 +141,6 @@ save_env() {
     echo "# written by ops/cluster.sh; read by it (parsed, not sourced)"
     echo "N=$N"
     echo "INITIAL_CLUSTER=$INITIAL_CLUSTER"
-    echo "JOINED=$JOINED"
-    echo "TLS=$TLS"
     echo "NODE_ARGS=$NODE_ARGS"
     echo "PER_NODE_IP=$PER_NODE_IP"
   } >"$tmp"
@@ -161,20 +151,13 @@ require_env() {
   load_env || die "no cluster in $DIR (cluster.env missing); run: ops/cluster.sh up"
 }
 
-is_joined() {
-  local j
-  for j in $JOINED; do [ "$j" = "$1" ] && return 0; done
-  return 1
-}
-
-# Every node id the state dir knows of: 1..N, joined ones, and any id that
-# still has a pid file (e.g. from a cluster.env that was edited by hand).
+# Every node id the state dir knows of: 1..N, and any id that still has a
+# pid file (e.g. from a cluster.env that was edited by hand).
 known_ids() {
   local ids="" i f
   if [ -n "$N" ]; then
     for ((i = 1; i <= N; i++)); do ids+=" $i"; done
   fi
-  ids+=" $JOINED"
   for f in "$DIR"/node-[1-9].pid; do
     [ -e "$f" ] || continue
     f=${f##*/node-}
@@ -384,12 +367,7 @@ check_ports_free() {
 launch_node() {
   local id=$1 args extra
   args=(--id "$id" --listen "$(grpc_addr "$id")" --metrics-listen "$(metrics_addr "$id")" --data-dir "$(data_dir "$id")")
-  if is_joined "$id"; then
-    args+=(--join "$(join_addr)")
-  else
-    args+=(--initial-cluster "$INITIAL_CLUSTER")
-  fi
-  [ "$TLS" = 1 ] && args+=(--tls-dir "$DIR/tls")
+  args+=(--initial-cluster "$INITIAL_CLUSTER")
   read -r -a extra <<<"${REPLOG_NODE_ARGS-$NODE_ARGS}"
   args+=("${extra[@]}")
 
@@ -438,13 +416,12 @@ print_status() {
 # --- commands ---------------------------------------------------------------
 
 cmd_up() {
-  local n="" tls=0 a
+  local n="" a
   for a in "$@"; do
     case "$a" in
-      --tls) tls=1 ;;
       -h | --help) usage; exit 0 ;;
       [1-9]) [ -z "$n" ] || die "up: N given twice"; n=$a ;;
-      *) die "up: N must be 1..9 (got '$a'); usage: ops/cluster.sh up [N] [--tls]" ;;
+      *) die "up: N must be 1..9 (got '$a'); usage: ops/cluster.sh up [N]" ;;
     esac
   done
 
@@ -462,13 +439,11 @@ cmd_up() {
   if [ "$had_env" = 1 ] && [ "$n" != "$N" ]; then
     die "$DIR holds a $N-node cluster; run 'ops/cluster.sh up $N', or 'ops/cluster.sh down --purge' to start afresh with $n nodes"
   fi
-  if [ "$had_env" = 0 ]; then JOINED=""; fi
 
   require_bin
   ensure_curl
 
   N=$n
-  TLS=$tls
   # Addresses are part of the cluster's identity: an existing cluster keeps
   # the mode it was created with.
   local per_ip=${REPLOG_PER_NODE_IP-}
@@ -484,7 +459,7 @@ cmd_up() {
     PER_NODE_IP=${per_ip:-0}
   fi
   # `up` declares the cluster afresh: its flags are REPLOG_NODE_ARGS as given
-  # now; `start` and `join` reuse them unless REPLOG_NODE_ARGS is set.
+  # now; `start` reuses them unless REPLOG_NODE_ARGS is set.
   NODE_ARGS=${REPLOG_NODE_ARGS-}
   export REPLOG_NODE_ARGS=$NODE_ARGS
   INITIAL_CLUSTER=""
@@ -492,17 +467,8 @@ cmd_up() {
     INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}$id=$(grpc_addr "$id")"
   done
 
-  if [ "$TLS" = 1 ]; then
-    # TODO: generate a CA, node certs and the client CA/cert/key under
-    # $DIR/tls/ (the user-facing contract), then let nodes start with
-    # --tls-dir "$DIR/tls" (launch_node already passes it when TLS=1).
-    die "TLS not implemented yet"
-  fi
-
   local ids
-  # shellcheck disable=SC2086 # JOINED is a list of digits
-  ids=$(for ((id = 1; id <= N; id++)); do echo "$id"; done; printf '%s\n' $JOINED)
-  ids=$(echo "$ids" | sort -nu | tr '\n' ' ')
+  ids=$(seq 1 "$N" | tr '\n' ' ')
   # shellcheck disable=SC2086
   check_ports_free $ids
   save_env
@@ -535,7 +501,7 @@ cmd_down() {
     for f in "$DIR"/* "$DIR"/.[!.]*; do
       [ -e "$f" ] || continue
       case "${f##*/}" in
-        cluster.env | cluster.env.tmp.* | tls | node-[1-9] | node-[1-9].log | node-[1-9].pid) ;;
+        cluster.env | cluster.env.tmp.* | node-[1-9] | node-[1-9].log | node-[1-9].pid) ;;
         *) die "not purging $DIR: it holds '${f##*/}', which ops/cluster.sh did not create" ;;
       esac
     done
@@ -576,8 +542,8 @@ cmd_stop() {
 cmd_start() {
   local id=$1 pid
   require_env
-  if [ "$id" -gt "$N" ] && ! is_joined "$id"; then
-    die "node $id is not part of this cluster (nodes 1..$N${JOINED:+, joined:$JOINED}); add it with: ops/cluster.sh join $id"
+  if [ "$id" -gt "$N" ]; then
+    die "node $id is not part of this cluster (nodes 1..$N)"
   fi
   pid=$(live_pid "$id")
   [ -z "$pid" ] || die "node $id is already running (pid $pid)"
@@ -606,30 +572,6 @@ cmd_resume() {
   echo "resumed node $id (pid $pid)"
 }
 
-cmd_join() {
-  local id=$1
-  require_env
-  [ "$id" -gt "$N" ] || die "node $id is in the initial cluster (1..$N); use: ops/cluster.sh start $id"
-  if is_joined "$id"; then
-    die "node $id has joined already; use: ops/cluster.sh start $id"
-  fi
-  [ -z "$(live_pid "$id")" ] || die "node $id is already running"
-  require_bin
-  ensure_curl
-  [ -n "$(live_pid 1)" ] || die "node 1 ($(join_addr)), the join target, is not running; start it first: ops/cluster.sh start 1"
-  check_ports_free "$id"
-  if [ -d "$(data_dir "$id")" ] && [ -n "$(ls -A "$(data_dir "$id")")" ]; then
-    die "$(data_dir "$id") is not empty (left from an earlier node $id); remove it first"
-  fi
-  # shellcheck disable=SC2086 # JOINED is a list of digits
-  JOINED=$(printf '%s\n' $JOINED "$id" | sort -nu | tr '\n' ' ')
-  JOINED=${JOINED% }
-  save_env
-  launch_node "$id"
-  wait_healthy "$id"
-  echo "node $id joined via $(join_addr) and is healthy"
-}
-
 # --- main -------------------------------------------------------------------
 
 [ $# -ge 1 ] || { usage >&2; exit 2; }
@@ -643,7 +585,7 @@ case "$cmd" in
     [ $# -eq 0 ] || die "status takes no arguments"
     cmd_status
     ;;
-  kill | stop | start | pause | resume | join)
+  kill | stop | start | pause | resume)
     [ $# -eq 1 ] || die "usage: ops/cluster.sh $cmd ID"
     check_id "$1"
     "cmd_$cmd" "$1"

@@ -47,7 +47,7 @@ stop_load() { touch "$stop_file"; wait "$load" || true; rm -f "$stop_file"; }
 for round in 1 2 3 4 5 6 7 8; do
   id=$((round % 3 + 1))
   # Mostly SIGKILL, where the race is most likely; every fourth a graceful stop.
-  how=kill
+  how="kill"
   [ $((round % 4)) = 0 ] && how=stop
   ops/cluster.sh "$how" "$id"
   if (exec 3<>"/dev/tcp/127.0.0.1/700$id") 2>/dev/null; then

@@ -8,14 +8,13 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-require_root
-ensure_tools
-remove_chain
-remove_qdisc
-echo "network healed"
+case "${1:-}" in
+  '' | --nodes) ;;
+  *) usage_exit "$1" ;;
+esac
+chaos_net heal
 if [ "${1:-}" = --nodes ]; then
-  [ -f "$CLUSTER_DIR/cluster.env" ] || die "no ops/cluster.sh cluster in $CLUSTER_DIR"
-  n=$(sed -n 's/^N=//p' "$CLUSTER_DIR/cluster.env")
+  n=$(cluster_size)
   for ((id = 1; id <= n; id++)); do
     "$ROOT/ops/cluster.sh" resume "$id" 2>/dev/null || "$ROOT/ops/cluster.sh" start "$id"
   done

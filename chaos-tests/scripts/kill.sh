@@ -18,8 +18,7 @@ if [ "${2:-}" = --restart-after ]; then
 fi
 ids=$target
 if [ "$target" = all ]; then
-  [ -f "$CLUSTER_DIR/cluster.env" ] || die "no ops/cluster.sh cluster in $CLUSTER_DIR"
-  n=$(sed -n 's/^N=//p' "$CLUSTER_DIR/cluster.env")
+  n=$(cluster_size)
   ids=$(seq 1 "$n")
 fi
 for id in $ids; do "$ROOT/ops/cluster.sh" kill "$id"; done

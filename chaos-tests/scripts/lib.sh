@@ -1,23 +1,20 @@
 # shellcheck shell=bash
-# Shared by the chaos scripts: node addresses, root and tool checks, and the
-# iptables chain every packet fault lives in. Sourced, never run.
+# Shared by the chaos scripts: where the repository, the ops/cluster.sh
+# cluster and the chaos binary are. Sourced, never run.
 #
-# Node addresses come from REPLOG_NODE_IPS ("1=10.0.0.11,2=10.0.0.12,...",
-# for a real deployment: run the same command on every host), else from the
-# cluster that ops/cluster.sh started ($REPLOG_CLUSTER_DIR/cluster.env; start
-# it with REPLOG_PER_NODE_IP=1 so that every node has its own address).
-#
-# What is touched, and nothing else: the chain $CHAIN (default REPLOG-CHAOS),
-# jumped to from INPUT and OUTPUT (for loopback nodes only for 127.0.0.0/8
-# traffic on lo), and the root qdisc with handle 7e57: on $NETEM_DEV.
+# The network faults themselves are the chaos binary's `net` subcommands
+# (chaos-tests/src/net_cmd.rs; `chaos net --help`): the scripts only pass
+# their arguments on. The binary is $REPLOG_CHAOS_BIN, else the newer of
+# target/release/chaos and target/debug/chaos, else built on first use.
+# Nodes come from REPLOG_NODE_IPS ("1=10.0.0.11,2=10.0.0.12,...", for a
+# real deployment: run the same command on every host), else from the
+# cluster that ops/cluster.sh started ($REPLOG_CLUSTER_DIR/cluster.env;
+# start it with REPLOG_PER_NODE_IP=1 so that every node has its own
+# address). REPLOG_NETEM_DEV picks the device delays act on (default lo).
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 ROOT=$(cd "$SCRIPTS/../.." && pwd -P)
-CHAIN=${REPLOG_CHAOS_CHAIN:-REPLOG-CHAOS}
-COMMENT=replog-chaos
-TC_HANDLE=7e57:
-NETEM_DEV=${REPLOG_NETEM_DEV:-lo}
 CLUSTER_DIR=${REPLOG_CLUSTER_DIR:-target/replog-cluster}
 case "$CLUSTER_DIR" in /*) ;; *) CLUSTER_DIR="$ROOT/$CLUSTER_DIR" ;; esac
 
@@ -27,105 +24,46 @@ die() {
 }
 note() { echo "${0##*/}: $*" >&2; }
 
-require_root() {
-  [ "$(id -u)" = 0 ] || die "needs root (iptables, tc)"
+# The script's usage: its header comment, up to the shellcheck directive.
+usage() { awk 'NR == 1 { next } /^# shellcheck/ || !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"; }
+
+# For an argument no command matched: usage on stdout for help (exit 0),
+# else on stderr (exit 2).
+usage_exit() {
+  case "${1:-}" in
+    -h | --help | help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
 }
 
-# Installs iptables and iproute2 (tc) with apt-get if either is missing.
-ensure_tools() {
-  command -v iptables >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 && return 0
-  command -v apt-get >/dev/null 2>&1 || die "iptables/tc missing and no apt-get; install iptables and iproute2"
-  note "installing iptables and iproute2 with apt-get"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2; } >&2 ||
-    die "apt-get install iptables iproute2 failed"
-}
-
-declare -A NODE_IP=()
-
-# Fills NODE_IP[id]=ip from REPLOG_NODE_IPS or the cluster's cluster.env.
-load_nodes() {
-  local list="" entry id addr
-  if [ -n "${REPLOG_NODE_IPS:-}" ]; then
-    list=$REPLOG_NODE_IPS
-  elif [ -f "$CLUSTER_DIR/cluster.env" ]; then
-    list=$(sed -n 's/^INITIAL_CLUSTER=//p' "$CLUSTER_DIR/cluster.env")
+# Prints the path of the chaos binary, building it if there is none.
+chaos_bin() {
+  if [ -n "${REPLOG_CHAOS_BIN:-}" ]; then
+    [ -x "$REPLOG_CHAOS_BIN" ] || die "REPLOG_CHAOS_BIN=$REPLOG_CHAOS_BIN is not an executable"
+    echo "$REPLOG_CHAOS_BIN"
+    return 0
   fi
-  [ -n "$list" ] || die "no nodes: set REPLOG_NODE_IPS=1=IP,2=IP,... or start a cluster with REPLOG_PER_NODE_IP=1 ops/cluster.sh up"
-  for entry in ${list//,/ }; do
-    id=${entry%%=*}
-    addr=${entry#*=}
-    addr=${addr%:*}
-    [[ "$id" =~ ^[0-9]+$ ]] || die "bad node entry '$entry' (want ID=IP)"
-    [[ "$addr" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "bad address in '$entry' (IPv4 only)"
-    NODE_IP[$id]=$addr
-  done
-  local distinct
-  distinct=$(printf '%s\n' "${NODE_IP[@]}" | sort -u | wc -l)
-  [ "$distinct" = "${#NODE_IP[@]}" ] ||
-    die "nodes share an address (${NODE_IP[*]}): packet faults need one address per node; restart the cluster with REPLOG_PER_NODE_IP=1 ops/cluster.sh up"
-}
-
-node_ids() { printf '%s\n' "${!NODE_IP[@]}" | sort -n | tr '\n' ' '; }
-
-ip_of() {
-  [ -n "${NODE_IP[$1]:-}" ] || die "unknown node '$1' (nodes: $(node_ids))"
-  echo "${NODE_IP[$1]}"
-}
-
-all_loopback() {
-  local ip
-  for ip in "${NODE_IP[@]}"; do [[ "$ip" == 127.* ]] || return 1; done
-}
-
-# The match of the jumps into the chain: loopback clusters only send
-# 127.0.0.0/8 traffic on lo through it; real hosts send everything (the
-# chain's rules name node address pairs, so other traffic passes).
-jump_match() {
-  local hook=$1
-  if all_loopback; then
-    if [ "$hook" = INPUT ]; then echo "-i lo -s 127.0.0.0/8 -d 127.0.0.0/8"; else echo "-o lo -s 127.0.0.0/8 -d 127.0.0.0/8"; fi
+  local release=$ROOT/target/release/chaos debug=$ROOT/target/debug/chaos
+  if [ -x "$release" ] && { [ ! -x "$debug" ] || [ "$release" -nt "$debug" ]; }; then
+    echo "$release"
+  elif [ -x "$debug" ]; then
+    echo "$debug"
+  else
+    note "building the chaos binary: cargo build --release -p replog-chaos --bin chaos"
+    (cd "$ROOT" && cargo build -q --release -p replog-chaos --bin chaos) >&2 || die "building the chaos binary failed"
+    echo "$release"
   fi
 }
 
-ipt() { iptables -w "$@"; }
-
-# Creates the chain and the jumps if they are not there.
-ensure_chain() {
-  ipt -n -L "$CHAIN" >/dev/null 2>&1 || ipt -N "$CHAIN"
-  local hook m
-  for hook in INPUT OUTPUT; do
-    m=$(jump_match "$hook")
-    # shellcheck disable=SC2086 # m is a list of words
-    ipt -C "$hook" $m -j "$CHAIN" 2>/dev/null || ipt -I "$hook" 1 $m -j "$CHAIN"
-  done
+# Runs `chaos net ARGS...` on the cluster of $CLUSTER_DIR (or REPLOG_NODE_IPS).
+chaos_net() {
+  local bin
+  bin=$(chaos_bin)
+  REPLOG_CLUSTER_DIR=$CLUSTER_DIR "$bin" net "$@"
 }
 
-# Drops packets from node $1 to node $2.
-drop_link() {
-  local a b
-  a=$(ip_of "$1")
-  b=$(ip_of "$2")
-  ipt -A "$CHAIN" -s "$a/32" -d "$b/32" -m comment --comment "$COMMENT" -j DROP
-}
-
-# Removes every rule, the jumps and the chain (also those of a crashed chaos
-# run: both jump forms are tried).
-remove_chain() {
-  local hook m
-  for hook in INPUT OUTPUT; do
-    for m in "$( [ "$hook" = INPUT ] && echo "-i lo" || echo "-o lo") -s 127.0.0.0/8 -d 127.0.0.0/8" ""; do
-      # shellcheck disable=SC2086
-      while ipt -C "$hook" $m -j "$CHAIN" 2>/dev/null; do ipt -D "$hook" $m -j "$CHAIN"; done
-    done
-  done
-  if ipt -n -L "$CHAIN" >/dev/null 2>&1; then
-    ipt -F "$CHAIN"
-    ipt -X "$CHAIN"
-  fi
-}
-
-our_qdisc() { tc qdisc show dev "$NETEM_DEV" | grep -q " $TC_HANDLE root"; }
-
-remove_qdisc() {
-  if our_qdisc; then tc qdisc del dev "$NETEM_DEV" root handle "$TC_HANDLE"; fi
+# The node count of the ops/cluster.sh cluster.
+cluster_size() {
+  [ -f "$CLUSTER_DIR/cluster.env" ] || die "no ops/cluster.sh cluster in $CLUSTER_DIR"
+  sed -n 's/^N=//p' "$CLUSTER_DIR/cluster.env"
 }

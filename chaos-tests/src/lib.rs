@@ -18,11 +18,15 @@
 //!   of replicas compared over their whole logs (replica-divergence), with
 //!   the values and offsets involved.
 //!
-//! - [`cluster`]: [`cluster::ChaosCluster`], N real `replog-node`
-//!   processes, node i on its own loopback address 127.0.0.(10+i), killed,
-//!   stopped, paused and restarted by PID.
+//! - [`cluster`]: how a run sets up the test kit's
+//!   [`replog_testkit::Cluster`] (N real `replog-node` processes, killed,
+//!   stopped, paused and restarted by PID): node i on its own loopback
+//!   address 127.0.0.(10+i), faultfs disks and planted bugs from the
+//!   environment.
 //! - [`net`]: [`net::Net`], packet-level faults between node addresses
-//!   (iptables rules in a chain of our own, traffic control on `lo`).
+//!   (iptables rules in a chain of our own, traffic control on `lo`);
+//!   [`net_cmd`]: the same faults by hand, `chaos net partition|delay|heal|show`,
+//!   which the scripts in `chaos-tests/scripts/` wrap.
 //! - [`nemesis`]: the faults of `CHAOS_FAULTS` on a schedule drawn from a
 //!   seed, each healed before the next.
 //! - [`workload`]: acks=all producers and per-partition consumers that
@@ -77,6 +81,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod net_cmd;
 pub mod runner;
 pub mod soak;
 pub mod workload;

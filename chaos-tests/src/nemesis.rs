@@ -26,7 +26,7 @@
 //!
 //! SIGKILL alone leaves the kernel's page cache intact, so it never shows a
 //! missing fsync; the power faults do, because every node's data directory
-//! is then a `replog-faultfs` mount (see [`crate::cluster`]) that holds
+//! is then a `replog-faultfs` mount (see [`replog_testkit::disk`]) that holds
 //! unsynced writes in memory until told to lose them.
 //!
 //! [`Nemesis::heal_all`] undoes everything (network, paused and killed
@@ -43,9 +43,9 @@ use anyhow::{Result, bail};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use replog_testkit::Cluster;
 use serde::Serialize;
 
-use crate::cluster::ChaosCluster;
 use crate::history::Recorder;
 use crate::net::Net;
 use crate::workload::Counters;
@@ -292,12 +292,7 @@ impl Nemesis {
 
     /// Runs `windows`; `t0` is the instant the schedule's offsets count from.
     /// Returns when the last window is healed.
-    pub async fn run(
-        &mut self,
-        cluster: &mut ChaosCluster,
-        windows: &[Window],
-        t0: tokio::time::Instant,
-    ) -> Result<()> {
+    pub async fn run(&mut self, cluster: &mut Cluster, windows: &[Window], t0: tokio::time::Instant) -> Result<()> {
         for w in windows {
             tokio::time::sleep_until(t0 + w.start).await;
             self.note_crashes(cluster);
@@ -313,7 +308,7 @@ impl Nemesis {
         Ok(())
     }
 
-    fn note_crashes(&mut self, cluster: &mut ChaosCluster) {
+    fn note_crashes(&mut self, cluster: &mut Cluster) {
         for (id, status) in cluster.exited() {
             let msg = format!(
                 "node {id} exited on its own ({status}) at {:.2}s; restarting it",
@@ -327,7 +322,7 @@ impl Nemesis {
 
     /// Undoes every fault: heals the network, resumes paused nodes and
     /// restarts stopped ones.
-    pub fn heal_all(&mut self, cluster: &mut ChaosCluster) -> Result<()> {
+    pub fn heal_all(&mut self, cluster: &mut Cluster) -> Result<()> {
         self.note_crashes(cluster);
         if let Some(net) = &self.net {
             net.heal()?;
@@ -340,7 +335,7 @@ impl Nemesis {
         cluster.restart_all()
     }
 
-    fn undo(&mut self, cluster: &mut ChaosCluster, active: Active) -> Result<()> {
+    fn undo(&mut self, cluster: &mut Cluster, active: Active) -> Result<()> {
         match active {
             Active::Killed(ids) => {
                 for id in ids {
@@ -361,7 +356,7 @@ impl Nemesis {
 
     /// The leader of a random partition (or, one time in four when
     /// `controller` is allowed, of the controller), else a random node.
-    async fn some_leader(&self, cluster: &ChaosCluster, rng: &mut StdRng, controller: bool) -> (u64, String) {
+    async fn some_leader(&self, cluster: &Cluster, rng: &mut StdRng, controller: bool) -> (u64, String) {
         if controller && rng.gen_ratio(1, 4) {
             if let Some(l) = cluster.controller_leader().await {
                 return (l, format!("controller leader node {l}"));
@@ -379,7 +374,7 @@ impl Nemesis {
     /// The node a process fault (`kill`, `power-fail`) hits: the leader of a
     /// partition or the controller, a follower of a partition, or a random
     /// node, one time in three each.
-    async fn process_target(&self, cluster: &ChaosCluster, rng: &mut StdRng) -> (u64, String) {
+    async fn process_target(&self, cluster: &Cluster, rng: &mut StdRng) -> (u64, String) {
         let ids = cluster.ids();
         match rng.gen_range(0..3) {
             0 => self.some_leader(cluster, rng, true).await,
@@ -396,7 +391,7 @@ impl Nemesis {
         }
     }
 
-    async fn apply(&mut self, cluster: &mut ChaosCluster, w: &Window) -> Result<(Active, String)> {
+    async fn apply(&mut self, cluster: &mut Cluster, w: &Window) -> Result<(Active, String)> {
         let mut rng = StdRng::seed_from_u64(w.choice);
         let ids = cluster.ids();
         let random = |rng: &mut StdRng| *ids.choose(rng).expect("nodes");

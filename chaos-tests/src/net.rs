@@ -1,8 +1,8 @@
 //! Packet-level network faults between chaos nodes: iptables rules in a
 //! chain of our own, and traffic control on `lo`.
 //!
-//! Every node of a [`crate::cluster::ChaosCluster`] has its own loopback
-//! address and sends its peer traffic from it, so a rule naming a source and
+//! Every node of a chaos cluster has its own loopback address
+//! ([`crate::cluster`]) and sends its peer traffic from it, so a rule naming a source and
 //! a destination node address cuts exactly one direction of one link, at the
 //! packet level: the kernel drops the segments, TCP times out, gRPC
 //! connections stall — as on a real network. Client traffic (from
@@ -22,10 +22,16 @@
 //!   pairs, and [`Net::netem`] says which it used. Healing deletes the root
 //!   qdisc only if it is ours.
 //!
-//! Stale state from a crashed run is removed at start ([`Net::new`]), and
-//! only one [`Net`] may exist on the machine at a time (an exclusive
-//! `flock` on [`LOCK_FILE`]). Root is required; `iptables` and `tc` are
-//! installed with `apt-get` if missing.
+//! Two ways to hold the network. A chaos run's [`Net::new`] removes stale
+//! state from a crashed run at start and every trace of itself on drop. An
+//! operator command's [`Net::attach`] (`chaos net`, [`crate::net_cmd`])
+//! adds to the faults in force and leaves them in force when it ends; it
+//! also serves real hosts, whose addresses are not loopback: the jumps
+//! into [`CHAIN`] are then unconditional (the chain's rules name node
+//! address pairs, so other traffic passes) and traffic control acts on the
+//! device given (e.g. `eth0`). Either way only one [`Net`] may exist on the
+//! machine at a time (an exclusive `flock` on [`LOCK_FILE`]). Root is
+//! required; `iptables` and `tc` are installed with `apt-get` if missing.
 //!
 //! The rule sets are built by pure functions ([`pair_rules`] and friends) so
 //! that they are tested without root.
@@ -44,7 +50,7 @@ pub const CHAIN: &str = "REPLOG-CHAOS";
 pub const COMMENT: &str = "replog-chaos";
 /// Handle of our root qdisc on `lo` (hex 7e57).
 pub const TC_HANDLE: &str = "7e57:";
-/// Device for traffic control.
+/// Device for traffic control of a chaos run's loopback nodes.
 pub const TC_DEV: &str = "lo";
 /// Lock file held while a [`Net`] exists.
 pub const LOCK_FILE: &str = "/tmp/replog-chaos-net.lock";
@@ -188,56 +194,107 @@ pub fn ensure_tools() -> Result<()> {
     Ok(())
 }
 
-fn jump_args<'a>(hook: &'a str, flag: &'a str) -> [&'a str; 9] {
-    [hook, flag, "lo", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8", "-j", CHAIN]
+/// The jump from `hook` into [`CHAIN`] (after `-A`/`-I`/`-C`/`-D`): for
+/// loopback nodes only 127.0.0.0/8 traffic on `lo`; on real hosts every
+/// packet (the chain's rules select node pairs).
+pub fn jump_args(hook: &str, flag: &str, loopback: bool) -> Vec<String> {
+    let mut a = vec![hook.to_string()];
+    if loopback {
+        a.extend([flag, "lo", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8"].map(String::from));
+    }
+    a.extend(["-j", CHAIN].map(String::from));
+    a
 }
 
-/// Removes every trace of an earlier run: the jumps, the chain, our qdisc.
-/// Safe to call when there is nothing to remove.
-pub fn remove_stale() -> Result<()> {
+fn iptables_jump(op: &str, jump: &[String]) -> Result<String> {
+    let args: Vec<&str> = std::iter::once(op).chain(jump.iter().map(String::as_str)).collect();
+    iptables(&args)
+}
+
+/// Removes the jumps into [`CHAIN`] (both forms) and the chain with every
+/// rule in it: every partition, and the loss rules of a shaped delay.
+pub fn remove_chain() -> Result<()> {
     for (hook, flag) in JUMPS {
-        let a = jump_args(hook, flag);
-        // -C succeeds while a jump exists; a crashed run may have left several.
-        while iptables(&[&["-C"], &a[..]].concat()).is_ok() {
-            iptables(&[&["-D"], &a[..]].concat())?;
+        for loopback in [true, false] {
+            let a = jump_args(hook, flag, loopback);
+            // -C succeeds while a jump exists; a crashed run may have left several.
+            while iptables_jump("-C", &a).is_ok() {
+                iptables_jump("-D", &a)?;
+            }
         }
     }
     if iptables(&["-n", "-L", CHAIN]).is_ok() {
         iptables(&["-F", CHAIN])?;
         iptables(&["-X", CHAIN])?;
     }
-    remove_qdisc()
+    Ok(())
 }
 
-fn our_qdisc_present() -> Result<bool> {
-    let out = tc(&["qdisc", "show", "dev", TC_DEV])?;
+/// Removes every trace of an earlier run: the jumps, the chain, our qdisc
+/// on `dev`. Safe to call when there is nothing to remove.
+pub fn remove_stale(dev: &str) -> Result<()> {
+    remove_chain()?;
+    remove_qdisc(dev)
+}
+
+fn our_qdisc_present(dev: &str) -> Result<bool> {
+    let out = tc(&["qdisc", "show", "dev", dev])?;
     Ok(out.lines().any(|l| l.contains(&format!(" {TC_HANDLE} root"))))
 }
 
-fn remove_qdisc() -> Result<()> {
-    if our_qdisc_present()? {
-        tc(&["qdisc", "del", "dev", TC_DEV, "root", "handle", TC_HANDLE])?;
+fn remove_qdisc(dev: &str) -> Result<()> {
+    if our_qdisc_present(dev)? {
+        tc(&["qdisc", "del", "dev", dev, "root", "handle", TC_HANDLE])?;
     }
     Ok(())
+}
+
+/// The chain's random-loss rules (those of a shaped delay), as delete
+/// commands, from `iptables -S` output.
+pub fn loss_rule_deletes(listing: &str) -> Vec<Vec<String>> {
+    listing
+        .lines()
+        .filter(|l| l.starts_with("-A ") && l.contains("--mode random"))
+        .map(|l| std::iter::once("-D".to_string()).chain(l.split_whitespace().skip(1).map(String::from)).collect())
+        .collect()
 }
 
 /// The packet-fault controller for one cluster; see the module docs.
 pub struct Net {
     ips: BTreeMap<u64, Ipv4Addr>,
+    /// The device traffic control acts on.
+    dev: String,
     _lock: File,
     netem_supported: Option<bool>,
+    /// An operator's faults stay in force when it ends; a run's do not.
+    keep: bool,
 }
 
 impl Net {
-    /// Checks root, installs the tools if needed, takes the machine-wide
-    /// lock, removes stale state and installs the chain and its jumps.
+    /// For a chaos run on loopback nodes: checks root, installs the tools
+    /// if needed, takes the machine-wide lock, removes stale state and
+    /// installs the chain and its jumps. Everything goes on drop.
     pub fn new(ips: BTreeMap<u64, Ipv4Addr>) -> Result<Net> {
+        if let Some((id, ip)) = ips.iter().find(|(_, ip)| !ip.is_loopback()) {
+            bail!("node {id} has address {ip}: chaos network faults act on loopback addresses only");
+        }
+        let net = Net::take(ips, TC_DEV, false)?;
+        remove_stale(&net.dev)?;
+        net.ensure_chain()?;
+        Ok(net)
+    }
+
+    /// For one operator command: takes the machine-wide lock (failing at
+    /// once if a chaos run holds it) and changes nothing yet. Faults added
+    /// through it, and those already in force, stay after it is dropped.
+    pub fn attach(ips: BTreeMap<u64, Ipv4Addr>, dev: &str) -> Result<Net> {
+        Net::take(ips, dev, true)
+    }
+
+    fn take(ips: BTreeMap<u64, Ipv4Addr>, dev: &str, keep: bool) -> Result<Net> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("network faults need root (iptables, tc); run as root or leave out the partition and netem faults");
-        }
-        if let Some((id, ip)) = ips.iter().find(|(_, ip)| !ip.is_loopback()) {
-            bail!("node {id} has address {ip}: chaos network faults act on loopback addresses only");
         }
         ensure_tools()?;
         let lock = File::create(LOCK_FILE).with_context(|| format!("create {LOCK_FILE}"))?;
@@ -245,15 +302,31 @@ impl Net {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!("another chaos run holds {LOCK_FILE}; network faults are machine-wide, run one at a time");
         }
-        remove_stale()?;
-        iptables(&["-N", CHAIN])?;
-        for (hook, flag) in JUMPS {
-            // -I HOOK 1 <match> -j CHAIN: first in the hook, before any
-            // ACCEPT of the machine's own rules.
-            let a = jump_args(hook, flag);
-            iptables(&[&["-I", hook, "1"], &a[1..]].concat())?;
+        Ok(Net { ips, dev: dev.to_string(), _lock: lock, netem_supported: None, keep })
+    }
+
+    /// Whether every node address is a loopback one (the jumps then match
+    /// loopback traffic only).
+    fn loopback(&self) -> bool {
+        self.ips.values().all(Ipv4Addr::is_loopback)
+    }
+
+    /// Creates the chain and the jumps into it, unless they are there.
+    fn ensure_chain(&self) -> Result<()> {
+        if iptables(&["-n", "-L", CHAIN]).is_err() {
+            iptables(&["-N", CHAIN])?;
         }
-        Ok(Net { ips, _lock: lock, netem_supported: None })
+        for (hook, flag) in JUMPS {
+            let a = jump_args(hook, flag, self.loopback());
+            if iptables_jump("-C", &a).is_err() {
+                // -I HOOK 1 <match> -j CHAIN: first in the hook, before
+                // any ACCEPT of the machine's own rules.
+                let mut insert = a.clone();
+                insert.insert(1, "1".into());
+                iptables_jump("-I", &insert)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -262,6 +335,7 @@ impl Net {
 
     /// Drops every directed link in `links`.
     pub fn cut(&self, links: &BTreeSet<(u64, u64)>) -> Result<()> {
+        self.ensure_chain()?;
         for rule in pair_rules(&self.ips, links)? {
             let args: Vec<&str> = ["-A", CHAIN].into_iter().chain(rule.iter().map(String::as_str)).collect();
             iptables(&args)?;
@@ -293,19 +367,21 @@ impl Net {
     /// Delay, jitter and loss on every node-to-node link. Falls back to a
     /// shaped slow link plus random loss when the kernel has no netem.
     pub fn netem(&mut self, delay_ms: u32, jitter_ms: u32, loss_pct: f64) -> Result<NetemMode> {
-        remove_qdisc()?;
-        tc(&["qdisc", "add", "dev", TC_DEV, "root", "handle", TC_HANDLE, "htb"])?;
+        self.heal_delay()?;
+        let dev = self.dev.clone();
+        let dev = dev.as_str();
+        tc(&["qdisc", "add", "dev", dev, "root", "handle", TC_HANDLE, "htb"])?;
         let class = format!("{}1", TC_HANDLE);
         let leaf = "7e58:";
         let mode = if self.netem_supported != Some(false) {
             // A class at (effectively) unlimited rate with a netem leaf.
             tc(&[
-                "class", "add", "dev", TC_DEV, "parent", TC_HANDLE, "classid", &class, "htb", "rate", "10gbit",
-                "quantum", "60000",
+                "class", "add", "dev", dev, "parent", TC_HANDLE, "classid", &class, "htb", "rate", "10gbit", "quantum",
+                "60000",
             ])?;
             let (d, j, l) = (format!("{delay_ms}ms"), format!("{jitter_ms}ms"), format!("{loss_pct}%"));
             match tc(&[
-                "qdisc", "add", "dev", TC_DEV, "parent", &class, "handle", leaf, "netem", "delay", &d, &j, "loss", &l,
+                "qdisc", "add", "dev", dev, "parent", &class, "handle", leaf, "netem", "delay", &d, &j, "loss", &l,
             ]) {
                 Ok(_) => {
                     self.netem_supported = Some(true);
@@ -313,8 +389,8 @@ impl Net {
                 }
                 Err(e) if e.to_string().contains("unknown") => {
                     self.netem_supported = Some(false);
-                    remove_qdisc()?;
-                    tc(&["qdisc", "add", "dev", TC_DEV, "root", "handle", TC_HANDLE, "htb"])?;
+                    remove_qdisc(dev)?;
+                    tc(&["qdisc", "add", "dev", dev, "root", "handle", TC_HANDLE, "htb"])?;
                     None
                 }
                 Err(e) => return Err(e),
@@ -330,10 +406,11 @@ impl Net {
                 let rate_kbit = (64 * 8 * 1000 / delay_ms.max(1)).clamp(256, 8192);
                 let rate = format!("{rate_kbit}kbit");
                 tc(&[
-                    "class", "add", "dev", TC_DEV, "parent", TC_HANDLE, "classid", &class, "htb", "rate", &rate,
-                    "ceil", &rate,
+                    "class", "add", "dev", dev, "parent", TC_HANDLE, "classid", &class, "htb", "rate", &rate, "ceil",
+                    &rate,
                 ])?;
-                tc(&["qdisc", "add", "dev", TC_DEV, "parent", &class, "handle", leaf, "pfifo", "limit", "64"])?;
+                tc(&["qdisc", "add", "dev", dev, "parent", &class, "handle", leaf, "pfifo", "limit", "64"])?;
+                self.ensure_chain()?;
                 let p = format!("{:.4}", loss_pct / 100.0);
                 for (a, b) in all_links(&self.ids()) {
                     let (ia, ib) = (self.ips[&a].to_string(), self.ips[&b].to_string());
@@ -366,8 +443,8 @@ impl Net {
         for (a, b) in all_links(&self.ids()) {
             let (sa, sb) = (format!("{}/32", self.ips[&a]), format!("{}/32", self.ips[&b]));
             tc(&[
-                "filter", "add", "dev", TC_DEV, "parent", TC_HANDLE, "protocol", "ip", "prio", "1", "u32", "match",
-                "ip", "src", &sa, "match", "ip", "dst", &sb, "flowid", &class,
+                "filter", "add", "dev", dev, "parent", TC_HANDLE, "protocol", "ip", "prio", "1", "u32", "match", "ip",
+                "src", &sa, "match", "ip", "dst", &sb, "flowid", &class,
             ])?;
         }
         Ok(mode)
@@ -375,19 +452,58 @@ impl Net {
 
     /// Removes every fault: flushes the chain, deletes our qdisc.
     pub fn heal(&self) -> Result<()> {
-        iptables(&["-F", CHAIN])?;
-        remove_qdisc()
+        if iptables(&["-n", "-L", CHAIN]).is_ok() {
+            iptables(&["-F", CHAIN])?;
+        }
+        remove_qdisc(&self.dev)
     }
 
-    /// The rules currently in the chain (for logs).
-    pub fn rules(&self) -> Result<String> {
-        iptables(&["-S", CHAIN])
+    /// Removes every partition: the chain, with every rule in it, and the
+    /// jumps into it.
+    pub fn heal_partitions(&self) -> Result<()> {
+        remove_chain()
+    }
+
+    /// Removes the delay: our qdisc, and the random-loss rules of a shaped
+    /// delay (partitions stay).
+    pub fn heal_delay(&self) -> Result<()> {
+        remove_qdisc(&self.dev)?;
+        if let Ok(listing) = iptables(&["-S", CHAIN]) {
+            for delete in loss_rule_deletes(&listing) {
+                iptables(&delete.iter().map(String::as_str).collect::<Vec<_>>())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every trace: the jumps, the chain, our qdisc.
+    pub fn heal_all(&self) -> Result<()> {
+        remove_stale(&self.dev)
+    }
+
+    /// The rules currently in the chain (for logs); `None` if there is no
+    /// chain.
+    pub fn rules(&self) -> Option<String> {
+        iptables(&["-S", CHAIN]).ok()
+    }
+
+    /// The qdiscs, classes and filters on the device.
+    pub fn traffic_control(&self) -> Result<String> {
+        let dev = self.dev.as_str();
+        let mut out = String::new();
+        for what in ["qdisc", "class", "filter"] {
+            out.push_str(&tc(&[what, "show", "dev", dev])?);
+        }
+        Ok(out)
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        if let Err(e) = remove_stale() {
+        if self.keep {
+            return;
+        }
+        if let Err(e) = remove_stale(&self.dev) {
             eprintln!("chaos: cleaning up network faults failed: {e:#}; run chaos-tests/scripts/heal.sh");
         }
     }
@@ -428,5 +544,25 @@ mod tests {
     #[test]
     fn all_links_are_directed_pairs_of_distinct_nodes() {
         assert_eq!(all_links(&[1, 2, 3]).len(), 6);
+    }
+
+    #[test]
+    fn given_loopback_or_real_hosts_then_the_jump_matches_loopback_traffic_or_everything() {
+        assert_eq!(
+            jump_args("INPUT", "-i", true).join(" "),
+            "INPUT -i lo -s 127.0.0.0/8 -d 127.0.0.0/8 -j REPLOG-CHAOS"
+        );
+        assert_eq!(jump_args("OUTPUT", "-o", false).join(" "), "OUTPUT -j REPLOG-CHAOS");
+    }
+
+    #[test]
+    fn given_a_chain_listing_then_only_random_loss_rules_are_deleted() {
+        let listing = "-N REPLOG-CHAOS\n\
+            -A REPLOG-CHAOS -s 127.0.0.11/32 -d 127.0.0.12/32 -m comment --comment replog-chaos -j DROP\n\
+            -A REPLOG-CHAOS -s 127.0.0.11/32 -d 127.0.0.13/32 -m statistic --mode random --probability 0.05000000000 -m comment --comment replog-chaos -j DROP\n";
+        let deletes = loss_rule_deletes(listing);
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0][..4].join(" "), "-D REPLOG-CHAOS -s 127.0.0.11/32");
+        assert!(deletes[0].join(" ").contains("--probability 0.05000000000"));
     }
 }

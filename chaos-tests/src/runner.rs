@@ -19,13 +19,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use replog_client::{Client, ClientConfig};
+use replog_testkit::{Cluster, clear_run_dir, target_dir};
 
 use crate::checker::{AnomalyKind, Report, check};
-use crate::cluster::{ChaosCluster, ClusterOptions, clear_run_dir};
+use crate::cluster::options_from_env;
 use crate::history::{Event, Events, Outcome, Recorder, SendOp, TopicOp, TopicOutcome};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, schedule};
 use crate::net::Net;
@@ -57,7 +59,7 @@ pub struct RunConfig {
 
 /// The topic-churn client of a run on `cluster`: two names used in turn
 /// (so each is created again every other cycle), two partitions each.
-pub fn churn_config(cluster: &ChaosCluster, replication: u32) -> ChurnConfig {
+pub fn churn_config(cluster: &Cluster, replication: u32) -> ChurnConfig {
     ChurnConfig {
         names: 2,
         partitions: 2,
@@ -78,7 +80,7 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 /// each node says about the churned names. Returns the problems found on
 /// the way (each one fails the run) and the number of records read.
 pub async fn wind_down(
-    cluster: &mut ChaosCluster,
+    cluster: &mut Cluster,
     nemesis: &mut Nemesis,
     workload: &mut Workload,
     client: &Client,
@@ -180,17 +182,45 @@ pub fn run_seed(base: u64, run: u32) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The body of a harness binary (`chaos`, `soak`): runs `work` on its
+/// settings to its end, or until Ctrl-C, and turns the outcome into the
+/// process's exit code: 2 bad settings, 0 passed, 1 failed or an error
+/// (printed after `prog:`), 130 interrupted. Ctrl-C drops the work in
+/// progress: its cluster kills its nodes and the network faults are
+/// removed (Drop impls) before the process exits.
+pub async fn run_main<S, F, Fut>(prog: &str, settings: Result<S>, work: F) -> ExitCode
+where
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let settings = match settings.with_context(|| format!("{prog} configuration")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{prog}: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::select! {
+        r = work(settings) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("{prog}: interrupted; cleaned up");
+            return ExitCode::from(130);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{prog}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The directory for chaos output: `<target>/chaos`, the target directory
 /// found above the running executable.
 pub fn default_out_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .find(|a| a.join("CACHEDIR.TAG").is_file() || a.file_name().is_some_and(|n| n == "target"))
-                .map(|t| t.join("chaos"))
-        })
-        .unwrap_or_else(|| PathBuf::from("target/chaos"))
+    target_dir().map_or_else(|_| PathBuf::from("target/chaos"), |t| t.join("chaos"))
 }
 
 /// Runs one chaos run; see the module docs.
@@ -205,8 +235,8 @@ pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
     let nemesis_path = out.join(format!("run-{}.nemesis.log", cfg.run));
 
     let windows = schedule(cfg.seed, &cfg.faults, Duration::from_secs(cfg.seconds));
-    let cluster_opts = ClusterOptions::from_env(cfg.faults.iter().any(|f| f.needs_faultfs()))?;
-    let mut cluster = ChaosCluster::start_with(cfg.nodes, &run_dir, cluster_opts).await?;
+    let cluster_opts = options_from_env(&run_dir, cfg.faults.iter().any(|f| f.needs_faultfs()))?;
+    let mut cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig {

@@ -45,10 +45,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use replog_client::ClientConfig;
+use replog_testkit::Cluster;
 use tokio::sync::watch;
 
 use crate::checker::{Report, check_events};
-use crate::cluster::{ChaosCluster, ClusterOptions};
+use crate::cluster::chaos_options;
 use crate::history::{HistoryFile, Recorder};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, Window};
 use crate::net::Net;
@@ -405,8 +406,9 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
     let retry_deadline = Duration::from_secs(20);
 
     // The power faults need every node's data directory on a faultfs mount.
-    let cluster_opts = ClusterOptions::from_env(cfg.faults.iter().any(|f| f.needs_faultfs()))?;
-    let mut cluster = ChaosCluster::start_with(cfg.nodes, &run_dir, cluster_opts).await?;
+    let mut cluster_opts = chaos_options(&run_dir);
+    cluster_opts.faultfs = cfg.faults.iter().any(|f| f.needs_faultfs());
+    let mut cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig { request_timeout: Duration::from_secs(5), retry_deadline, ..ClientConfig::default() })

@@ -7,54 +7,38 @@
 //! vacuously, so that `cargo test` works for a non-root developer — except
 //! under CI (`CI` set), where it must run and fails if it cannot.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use replog_chaos::cluster::{ChaosCluster, find_node_bin, probe_config};
+use replog_chaos::cluster::chaos_options;
 use replog_chaos::net::Net;
 use replog_client::Client;
+use replog_testkit::{Cluster, Need, probe_config, runnable, wait_for};
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root for iptables".into());
-    }
-    find_node_bin().err().map(|e| e.to_string())
-}
-
-/// Polls `f` every 100 ms until it returns true, or fails after `limit`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Cluster start and agreement after a heal or restart: generous for a
+/// busy 2-core machine.
+const READY: Duration = Duration::from_secs(60);
+/// A new controller election once the leader is cut off or paused: a few
+/// election timeouts, plus the probes' own timeouts.
+const ELECTION: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_isolated_controller_leader_when_partitioned_then_peers_elect_another_and_heal_rejoins() {
-    if let Some(why) = skip_reason() {
-        // CI runs as root with the node built: there, not running is a failure.
-        assert!(std::env::var_os("CI").is_none(), "the harness test cannot run in CI: {why}");
-        eprintln!("skipped: {why}");
+    if !runnable("the harness test", &[Need::Root, Need::NodeBin]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = ChaosCluster::start(3, dir.path(), &[]).await.unwrap();
-    let old = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let mut cluster = Cluster::start(3, chaos_options(dir.path())).await.unwrap();
+    let old = cluster.wait_ready(READY).await.unwrap();
     let net = Net::new(cluster.ips()).unwrap();
 
     net.isolate(old).unwrap();
     let others: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != old).collect();
-    eventually("the majority to elect a new controller leader", Duration::from_secs(30), || async {
+    wait_for("the majority to elect a new controller leader", ELECTION, || async {
         let mut seen = Vec::new();
         for id in &others {
             seen.push(cluster.controller_leader_at(*id).await);
         }
-        seen.iter().all(|l| l.is_some_and(|l| l != old)) && seen.windows(2).all(|w| w[0] == w[1])
+        (seen.iter().all(|l| l.is_some_and(|l| l != old)) && seen.windows(2).all(|w| w[0] == w[1])).then_some(())
     })
     .await;
     // Client traffic (from 127.0.0.1) is not partitioned: the isolated
@@ -63,25 +47,24 @@ async fn given_isolated_controller_leader_when_partitioned_then_peers_elect_anot
     c.cluster_status().await.expect("isolated node still reachable from 127.0.0.1");
 
     net.heal().unwrap();
-    cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    cluster.wait_ready(READY).await.unwrap();
 
     // Kill and restart on its data, pause and resume: the cluster agrees again.
     cluster.kill(old).unwrap();
     assert!(!cluster.is_running(old));
     cluster.restart(old).unwrap();
-    let leader = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let leader = cluster.wait_ready(READY).await.unwrap();
     cluster.pause(leader).unwrap();
-    eventually("a leader other than the paused node", Duration::from_secs(30), || async {
-        let serving: Vec<u64> = cluster.serving();
+    wait_for("a leader other than the paused node", ELECTION, || async {
         let mut ok = true;
-        for id in &serving {
-            ok &= cluster.controller_leader_at(*id).await.is_some_and(|l| l != leader);
+        for id in cluster.serving() {
+            ok &= cluster.controller_leader_at(id).await.is_some_and(|l| l != leader);
         }
-        ok
+        ok.then_some(())
     })
     .await;
     cluster.resume(leader).unwrap();
-    cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    cluster.wait_ready(READY).await.unwrap();
     drop(net);
     let rules = std::process::Command::new("iptables").args(["-S"]).output().unwrap();
     assert!(

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use replog_chaos::cluster::{ChaosCluster, ClusterOptions, find_faultfs_bin, find_node_bin};
+use replog_chaos::cluster::chaos_options;
 use replog_client::{ClientConfig, PartitionReader, Producer, ProducerConfig, Record};
 use replog_faultfs::mount::mounts_under;
+use replog_testkit::{Cluster, ClusterOptions, Need, runnable};
 
 /// Cluster start, elections after a restart of every node: generous for a
 /// busy 2-core machine.
@@ -24,31 +25,15 @@ const RECORDS: usize = 400;
 /// still in flight when it does.
 const ACKED_BEFORE_FAILURE: usize = 100;
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root to mount FUSE".into());
-    }
-    if !std::path::Path::new("/dev/fuse").exists() {
-        return Some("needs /dev/fuse".into());
-    }
-    match find_node_bin() {
-        Ok(node) => find_faultfs_bin(&node).err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_acknowledged_records_when_every_node_loses_power_then_all_are_there_after_restart() {
-    if let Some(why) = skip_reason() {
-        assert!(std::env::var_os("CI").is_none(), "the power-fail test cannot run in CI: {why}");
-        eprintln!("skipped: {why}");
+    if !runnable("the power-fail test", &[Need::Root, Need::Fuse, Need::FaultfsBin]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let opts = ClusterOptions { faultfs: true, ..ClusterOptions::default() };
-    let mut cluster = ChaosCluster::start_with(3, &run_dir, opts).await.unwrap();
+    let opts = ClusterOptions { faultfs: true, ..chaos_options(&run_dir) };
+    let mut cluster = Cluster::start(3, opts).await.unwrap();
     assert_eq!(mounts_under(&run_dir).len(), 3, "one faultfs mount per node");
     let client = cluster.client(ClientConfig::default()).await.unwrap();
     client.create_topic("power", 1, 3).await.unwrap();

@@ -29,6 +29,14 @@ pub enum Error {
     Indeterminate { attempts: u32, earlier_attempt: u32, earlier: Box<Error>, last: Box<Error> },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The producer's buffer had no room for a record (at once, or within
+    /// its blocking timeout): the brokers are not keeping up with the
+    /// producer, or cannot be reached. Nothing was sent.
+    #[error(
+        "producer buffer full: no room for a record of {record_bytes} bytes within {waited_ms} ms \
+         (buffer_bytes {buffer_bytes}, buffer_records {buffer_records}); the cluster is not keeping up or not reachable"
+    )]
+    BufferFull { record_bytes: usize, buffer_bytes: usize, buffer_records: usize, waited_ms: u64 },
     #[error("corrupt data from broker: {0}")]
     Corrupt(String),
 }

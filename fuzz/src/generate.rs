@@ -51,14 +51,19 @@ pub fn producer(u: &mut Unstructured) -> Result<ProducerInfo> {
     Ok(ProducerInfo { producer_id: u.arbitrary()?, epoch: u.arbitrary()?, base_sequence: u.arbitrary()? })
 }
 
+pub fn compression(u: &mut Unstructured) -> Result<batch::Compression> {
+    Ok(*u.choose(&[batch::Compression::None, batch::Compression::Lz4, batch::Compression::Zstd])?)
+}
+
 /// A batch as the producer encodes it (possibly empty, which validation
-/// refuses).
+/// refuses), compressed or not. The codec is drawn last, so inputs saved
+/// before compression existed still make the records they made then.
 pub fn batch(u: &mut Unstructured) -> Result<Bytes> {
     let mut b = batch::BatchBuilder::new().producer(producer(u)?);
     for r in records(u)? {
         b.push(&r);
     }
-    Ok(b.build())
+    Ok(b.compression(compression(u)?).build())
 }
 
 pub fn node_id(u: &mut Unstructured) -> Result<NodeId> {
@@ -159,11 +164,12 @@ pub fn transfer_leader(u: &mut Unstructured) -> Result<openraft::raft::TransferL
     Ok(openraft::raft::TransferLeaderRequest::new(vote(u)?, node_id(u)?, opt_log_id(u)?))
 }
 
-pub fn snapshot(u: &mut Unstructured) -> Result<replog_node::raft_net::SnapshotPayload> {
+pub fn snapshot(u: &mut Unstructured) -> Result<replog_node::raft_net::SnapshotChunkPayload> {
     let meta = SnapshotMeta {
         last_log_id: opt_log_id(u)?,
         last_membership: StoredMembership::new(opt_log_id(u)?, membership(u)?),
     };
+    let offset = u.arbitrary()?;
     let n = u.int_in_range(0..=1024)?.min(u.len());
-    Ok((vote(u)?, meta, u.bytes(n)?.to_vec()))
+    Ok((vote(u)?, meta, offset, u.bytes(n)?.to_vec(), u.arbitrary()?))
 }

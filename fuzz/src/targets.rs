@@ -12,7 +12,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use prost::Message;
-use replog_node::raft_net::{SnapshotPayload, decode_payload, encode_payload};
+use replog_node::raft_net::{SnapshotChunkPayload, decode_payload, encode_payload};
 use replog_node::service::raft_peer::{MAX_TERM, Terms, decode_request};
 use replog_proto::batch::{self, HEADER_LEN};
 use replog_proto::pb;
@@ -51,9 +51,9 @@ pub const TARGETS: &[Target] = &[
         run: |d| run(d, |u| peer::<VoteRequest<TypeConfig>>(u, generate::vote_request)),
     },
     Target {
-        name: "peer_install_snapshot",
-        about: "peer payload (vote, snapshot meta, data) of InstallSnapshot",
-        run: |d| run(d, |u| peer::<SnapshotPayload>(u, generate::snapshot)),
+        name: "peer_snapshot_chunk",
+        about: "peer payload (vote, snapshot meta, offset, data, last) of SnapshotChunk",
+        run: |d| run(d, |u| peer::<SnapshotChunkPayload>(u, generate::snapshot)),
     },
     Target {
         name: "peer_transfer_leader",
@@ -123,25 +123,31 @@ fn crc32c(b: &[u8]) -> u32 {
     crc32c::crc32c(b)
 }
 
+/// Most a compressed section may decompress to here: far below the
+/// allocation limit, so a decompression bomb is refused, not allocated.
+const MAX_UNCOMPRESSED: usize = 1 << 20;
+
 /// Properties of the three readers on any bytes.
 pub fn check_batch(b: &[u8]) {
     let bytes = Bytes::copy_from_slice(b);
+    let limits = batch::Limits { max_record_bytes: usize::MAX, max_uncompressed_bytes: MAX_UNCOMPRESSED };
     let peek = batch::peek_header(b);
-    let valid = batch::validate(b, usize::MAX);
-    let decoded = batch::decode(&bytes);
+    let valid = batch::validate_with(b, limits);
+    let decoded = batch::decode_with(&bytes, MAX_UNCOMPRESSED);
     if let Ok(h) = &valid {
         assert_eq!(peek.as_ref().ok(), Some(h), "validate and peek_header disagree on the header");
         let (h2, records) = decoded.as_ref().expect("validate accepted a batch that decode refuses");
         assert_eq!(h, h2, "validate and decode disagree on the header");
         assert_eq!(records.len() as u64, h.record_count as u64, "decode returned another record count");
         // The record section has one encoding: re-encoding the decoded
-        // records gives back the same bytes.
+        // records gives back the same bytes (decompressed, if they were).
         let again = batch::encode(records);
-        assert_eq!(&again[HEADER_LEN..], &b[HEADER_LEN..], "decoded records re-encode to other bytes");
+        let section = batch::records_bytes(b, MAX_UNCOMPRESSED).expect("validate decompressed it");
+        assert_eq!(&again[HEADER_LEN..], &section[..], "decoded records re-encode to other bytes");
         // The size limit refuses exactly the records above it.
         let largest = records.iter().map(|r| r.encoded_len()).max().unwrap_or(0);
         for limit in [largest.saturating_sub(1), largest] {
-            let limited = batch::validate(b, limit);
+            let limited = batch::validate_with(b, batch::Limits { max_record_bytes: limit, ..limits });
             assert_eq!(limited.is_ok(), largest <= limit, "size limit {limit}, largest record {largest}: {limited:?}");
         }
     }
@@ -172,9 +178,11 @@ fn batch_roundtrip(data: &[u8]) {
         }
         let records = pushed;
         let size = builder.size_bytes();
-        let b = builder.build();
-        assert_eq!(b.len(), size);
-        assert_eq!(b.len(), HEADER_LEN + records.iter().map(|r| r.encoded_len()).sum::<usize>());
+        let compression = generate::compression(u)?;
+        let b = builder.compression(compression).build();
+        assert_eq!(size, HEADER_LEN + records.iter().map(|r| r.encoded_len()).sum::<usize>());
+        // Compressed only where that makes it smaller.
+        assert!(b.len() <= size, "a {compression} batch of {} bytes, {size} uncompressed", b.len());
         if records.is_empty() {
             assert_eq!(batch::validate(&b, usize::MAX), Err(batch::BatchError::Empty));
             return Ok(());

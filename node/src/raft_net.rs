@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io::Read;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use replog_proto::pb::raft_peer_client::RaftPeerClient;
 use replog_proto::pb::replog_client::ReplogClient;
 use replog_proto::pb::{RaftBatch, RaftMessage};
 use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
@@ -29,8 +30,8 @@ use tonic::transport::{Channel, Endpoint};
 /// Floor for an append's deadline: openraft passes the heartbeat interval,
 /// which is too short for a large batch on a busy machine.
 const MIN_APPEND_DEADLINE: Duration = Duration::from_secs(3);
-/// Snapshots carry whole partitions.
-const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(300);
+/// One snapshot chunk (a megabyte) or the install that follows the last.
+const CHUNK_DEADLINE: Duration = Duration::from_secs(120);
 const VOTE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Largest peer payload either end encodes or decodes: the peer service's
@@ -38,9 +39,23 @@ const VOTE_DEADLINE: Duration = Duration::from_secs(1);
 /// transport would carry.
 pub const MAX_PEER_PAYLOAD_BYTES: u64 = 256 << 20;
 
-/// What an `InstallSnapshot` message carries: the leader's vote, the
-/// snapshot's meta and its whole data.
-pub type SnapshotPayload = (Vote, SnapshotMeta, Vec<u8>);
+/// What a `SnapshotChunk` message carries: the leader's vote, the
+/// snapshot's meta, the chunk's offset in the snapshot's byte stream, its
+/// bytes, and whether the stream ends with it. A chunk at offset 0 without
+/// bytes asks how much of the stream the receiver already holds.
+pub type SnapshotChunkPayload = (Vote, SnapshotMeta, u64, Vec<u8>, bool);
+
+/// The answer to a snapshot chunk.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ChunkReply {
+    /// The receiver holds this many bytes of the stream: send from there.
+    Have(u64),
+    /// The last chunk arrived and the snapshot is installed.
+    Installed(SnapshotResponse<TypeConfig>),
+}
+
+/// Bytes of a snapshot stream per chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// The bincode configuration of peer payloads, the same on both ends.
 ///
@@ -276,6 +291,68 @@ impl PeerConn {
     }
 }
 
+impl PeerConn {
+    /// Streams `snapshot` to the peer in chunks, from wherever the peer's
+    /// copy of this transfer ends, with at most a few chunks in memory.
+    async fn send_snapshot(&self, vote: Vote, snapshot: Snapshot) -> RpcResult<SnapshotResponse<TypeConfig>> {
+        let meta = snapshot.meta;
+        let chunk = |offset: u64, data: Vec<u8>, last: bool| -> SnapshotChunkPayload {
+            (vote, meta.clone(), offset, data, last)
+        };
+        let call = |req: SnapshotChunkPayload| async move {
+            self.call::<_, ChunkReply, _, _>(&req, CHUNK_DEADLINE, |mut c, r| async move { c.snapshot_chunk(r).await })
+                .await
+        };
+        let mut have = match call(chunk(0, Vec::new(), false)).await? {
+            ChunkReply::Have(n) => n,
+            ChunkReply::Installed(r) => return Ok(r),
+        };
+        loop {
+            // Read on a blocking thread, two chunks ahead at most.
+            let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+            let data = snapshot.snapshot.clone();
+            let skip = have;
+            tokio::task::spawn_blocking(move || {
+                let stream = data.stream().and_then(|mut s| {
+                    std::io::copy(&mut (&mut s).take(skip), &mut std::io::sink())?;
+                    Ok(s)
+                });
+                let mut s = match stream {
+                    Ok(s) => s,
+                    Err(e) => return drop(tx.blocking_send(Err(e))),
+                };
+                loop {
+                    let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+                    match (&mut s).take(SNAPSHOT_CHUNK_BYTES as u64).read_to_end(&mut buf) {
+                        Ok(0) => return drop(tx.blocking_send(Ok(Vec::new()))),
+                        Ok(_) => {
+                            if tx.blocking_send(Ok(buf)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => return drop(tx.blocking_send(Err(e))),
+                    }
+                }
+            });
+            let mut offset = have;
+            let mut resend_from = None;
+            while let Some(next) = rx.recv().await {
+                let data = next.map_err(|e| net_err(format!("reading the snapshot: {e}")))?;
+                let (len, last) = (data.len() as u64, data.is_empty());
+                match call(chunk(offset, data, last)).await? {
+                    ChunkReply::Installed(r) => return Ok(r),
+                    ChunkReply::Have(n) if n == offset + len && !last => offset = n,
+                    ChunkReply::Have(n) => {
+                        resend_from = Some(n);
+                        break;
+                    }
+                }
+            }
+            have = resend_from.ok_or_else(|| net_err("snapshot stream ended before the peer installed it"))?;
+        }
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerConn {
     type SnapshotData = SnapshotData;
 
@@ -311,8 +388,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req: SnapshotPayload = (vote, snapshot.meta, snapshot.snapshot.into_inner());
-        let send = self.call(&req, SNAPSHOT_DEADLINE, |mut c, r| async move { c.install_snapshot(r).await });
+        let send = self.send_snapshot(vote, snapshot);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => r.map_err(StreamingError::from),

@@ -8,10 +8,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, wait_for};
+use common::{CLUSTER_READY, WAIT, wait_for};
 use replog_client::{Client, ConsumedRecord, PartitionReader, Producer, ProducerConfig, Record};
 
 const PARTITIONS: u32 = 6;
@@ -65,35 +65,27 @@ async fn check_all_acked(client: &Client, topic: &str, acks: &Acks) {
     assert_eq!(seen.len(), acks.len(), "the log holds records that were never acknowledged");
 }
 
-async fn leaders(client: &Client, topic: &str) -> BTreeMap<u32, u64> {
-    wait_for("every partition to have a leader", WAIT, || async {
-        let t = client.describe_topic(topic).await.ok()?;
-        t.partitions.iter().map(|p| Some((p.partition, p.leader?))).collect::<Option<BTreeMap<_, _>>>()
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_three_nodes_when_a_leader_is_killed_then_no_acknowledged_record_is_lost_and_replicas_converge() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let client = cluster.client().await;
+    let mut cluster = common::start(3, &[]).await;
+    let client = common::client(&cluster).await;
     client.create_topic("events", PARTITIONS, 3).await.expect("create topic");
 
     let mut acks = Acks::new();
     produce(&client, "events", "a", PHASE_RECORDS, &mut acks).await;
 
-    let leaders_before = leaders(&client, "events").await;
+    let leaders_before = cluster.wait_leaders(&client, "events", WAIT).await.expect("every partition led");
     let victim = *leaders_before.values().next().expect("a leader");
     eprintln!("leaders {leaders_before:?}; killing node {victim}");
-    cluster.kill(victim);
+    cluster.kill(victim).expect("kill");
 
-    let client = cluster.client().await;
+    let client = common::client(&cluster).await;
     produce(&client, "events", "b", PHASE_RECORDS, &mut acks).await;
     check_all_acked(&client, "events", &acks).await;
 
     // The killed node comes back on its data and catches up.
-    cluster.spawn(victim);
-    let addr = cluster.nodes[&victim].addr.clone();
+    cluster.restart(victim).expect("restart");
+    let addr = cluster.node(victim).addr.clone();
     for p in 0..PARTITIONS {
         let leader_copy = read_partition(&client, "events", p).await;
         let replica_copy = wait_for("the restarted replica to catch up", WAIT, || async {
@@ -107,8 +99,8 @@ async fn given_three_nodes_when_a_leader_is_killed_then_no_acknowledged_record_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_acknowledged_records_when_every_node_restarts_then_topics_records_and_offsets_remain() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let client = cluster.client().await;
+    let mut cluster = common::start(3, &[]).await;
+    let client = common::client(&cluster).await;
     client.create_topic("orders", PARTITIONS, 3).await.expect("create topic");
     client.create_topic("audit", 2, 3).await.expect("create topic");
     let mut acks = Acks::new();
@@ -120,18 +112,16 @@ async fn given_acknowledged_records_when_every_node_restarts_then_topics_records
     for round in ["graceful", "kill -9"] {
         for id in 1..=3 {
             if round == "graceful" {
-                cluster.stop(id);
+                common::stop(&mut cluster, id).await;
             } else {
-                cluster.kill(id);
+                cluster.kill(id).expect("kill");
             }
         }
-        for id in 1..=3 {
-            cluster.spawn(id);
-        }
-        cluster.wait_ready().await;
-        let client = cluster.client().await;
-        leaders(&client, "orders").await;
-        leaders(&client, "audit").await;
+        cluster.restart_all().expect("restart");
+        cluster.wait_ready(CLUSTER_READY).await.expect("cluster ready");
+        let client = common::client(&cluster).await;
+        cluster.wait_leaders(&client, "orders", WAIT).await.expect("every partition led");
+        cluster.wait_leaders(&client, "audit", WAIT).await.expect("every partition led");
         let after = client.list_topics().await.expect("list");
         let names =
             |v: &[replog_client::TopicInfo]| v.iter().map(|t| (t.name.clone(), t.partitions.len())).collect::<Vec<_>>();

@@ -10,7 +10,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::TestCluster;
 use replog_client::{Acks, Client, ErrorCode, PartitionReader, Record};
 use replog_proto::batch;
 use replog_proto::pb;
@@ -27,8 +26,8 @@ fn one(value: &[u8]) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_bad_requests_when_sent_then_each_gets_its_code_and_the_cluster_keeps_working() {
     // Small limits so that "too large" is cheap to reach.
-    let cluster = TestCluster::start(3, &["--max-record-bytes", "1000", "--max-batch-bytes", "4000"]).await;
-    let client: Client = cluster.client().await;
+    let cluster = common::start(3, &["--max-record-bytes", "1000", "--max-batch-bytes", "4000"]).await;
+    let client: Client = common::client(&cluster).await;
     client.create_topic("t", 2, 3).await.expect("create");
     let first = client.produce_batch("t", 0, one(b"before"), Acks::All).await.expect("produce");
 
@@ -74,7 +73,9 @@ async fn given_bad_requests_when_sent_then_each_gets_its_code_and_the_cluster_ke
     assert_eq!(code_of(client.fetch_raw(unknown, None).await), ErrorCode::UnknownTopic);
 
     // Garbage on the ports: not HTTP/2, not HTTP.
-    for addr in cluster.nodes.values().flat_map(|n| [n.addr.clone(), n.metrics.clone()]) {
+    for addr in
+        cluster.ids().into_iter().flat_map(|id| [cluster.node(id).addr.clone(), cluster.node(id).metrics.clone()])
+    {
         let mut s = std::net::TcpStream::connect(&addr).expect("connect");
         s.set_write_timeout(Some(Duration::from_secs(2))).expect("timeout");
         let _ = s.write_all(b"\x00\xff\x13garbage that is not a protocol\r\n\r\n\x16\x03\x01");

@@ -27,7 +27,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
-use common::TestCluster;
+use common::{CLUSTER_READY, WAIT};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use replog_client::{Acks, Client, PartitionReader, Record};
@@ -64,7 +64,7 @@ const PEER_METHODS: &[&str] = &[
     "/replog.v1.RaftPeer/AppendEntries",
     "/replog.v1.RaftPeer/Vote",
     "/replog.v1.RaftPeer/PreVote",
-    "/replog.v1.RaftPeer/InstallSnapshot",
+    "/replog.v1.RaftPeer/SnapshotChunk",
     "/replog.v1.RaftPeer/TransferLeader",
     "/replog.v1.RaftPeer/HeartbeatBatch",
 ];
@@ -290,9 +290,9 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
 
     let max_record = MAX_RECORD_BYTES.to_string();
     let max_batch = MAX_BATCH_BYTES.to_string();
-    let mut cluster =
-        TestCluster::start(3, &["--max-record-bytes", &max_record, "--max-batch-bytes", &max_batch]).await;
-    let client: Client = cluster.client().await;
+    let mut cluster = common::start(3, &["--max-record-bytes", &max_record, "--max-batch-bytes", &max_batch]).await;
+    let client: Client = common::client(&cluster).await;
+    let addrs: Vec<String> = cluster.addrs().into_values().collect();
     client.create_topic(TOPIC, 2, 3).await.expect("create");
 
     let mut acked = Acked::new();
@@ -304,7 +304,7 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
     }
     let channels: Vec<Channel> = cluster
         .addrs()
-        .iter()
+        .values()
         .map(|a| Channel::from_shared(format!("http://{a}")).expect("uri").connect_lazy())
         .collect();
     let groups: Vec<u64> = {
@@ -424,7 +424,7 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
         }
         // Now and then, raw garbage on the port.
         if rng.gen_bool(0.02) {
-            let addr = &cluster.addrs()[rng.gen_range(0..3)];
+            let addr = &addrs[rng.gen_range(0..3)];
             let mut garbage = match rng.gen_range(0..3) {
                 0 => random_bytes(&mut rng, 4096),
                 // The HTTP/2 preface, then garbage frames.
@@ -448,13 +448,12 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
     assert!(coded > 0 && refused_bodies > 0, "the burst reached no error path");
 
     // Every node process is still running and alive.
-    for (id, n) in cluster.nodes.iter_mut() {
-        let child = n.child.as_mut().expect("started");
-        assert!(child.try_wait().expect("wait").is_none(), "node {id} exited during the burst (seed {seed:#x})");
-    }
+    let exited = cluster.exited();
+    assert!(exited.is_empty(), "nodes exited during the burst: {exited:?} (seed {seed:#x})");
+    assert_eq!(cluster.serving().len(), 3, "every node runs");
     // Liveness comes from the prober, which may have missed a round while
     // the burst kept the machine busy.
-    common::wait_for("every node alive in cluster status", common::WAIT, || {
+    common::wait_for("every node alive in cluster status", WAIT, || {
         let client = client.clone();
         async move { client.cluster_status().await.ok().filter(|s| s.nodes.iter().all(|n| n.alive)) }
     })
@@ -493,14 +492,14 @@ async fn given_votes_and_appends_with_terms_near_overflow_when_sent_then_refused
     use replog_raft_store::{LogId, TypeConfig, Vote};
     type LeaderId = openraft::type_config::alias::LeaderIdOf<TypeConfig>;
 
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let client: Client = cluster.client().await;
+    let mut cluster = common::start(3, &[]).await;
+    let client: Client = common::client(&cluster).await;
     client.create_topic(TOPIC, 1, 3).await.expect("create");
     let b = batch::encode(&[Record::new(None, Bytes::from_static(b"before"), 1)]);
     let first = client.produce_batch(TOPIC, 0, b, Acks::All).await.expect("produce before");
     let channels: Vec<Channel> = cluster
         .addrs()
-        .iter()
+        .values()
         .map(|a| Channel::from_shared(format!("http://{a}")).expect("uri").connect_lazy())
         .collect();
 
@@ -536,11 +535,11 @@ async fn given_votes_and_appends_with_terms_near_overflow_when_sent_then_refused
         async move { client.cluster_status().await.ok().map(|s| s.controller_leader).filter(|l| *l != 0) }
     })
     .await;
-    cluster.stop(leader);
-    let client = cluster.client().await;
+    common::stop(&mut cluster, leader).await;
+    let client = common::client(&cluster).await;
     let b = batch::encode(&[Record::new(None, Bytes::from_static(b"after"), 1)]);
     let then = client.produce_batch(TOPIC, 0, b, Acks::All).await.expect("produce after a new election");
     assert_eq!(then.base_offset, first.base_offset.map(|o| o + 1));
-    cluster.spawn(leader);
-    cluster.wait_ready().await;
+    cluster.restart(leader).expect("restart");
+    cluster.wait_ready(CLUSTER_READY).await.expect("cluster ready");
 }

@@ -18,14 +18,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, wait_for};
+use common::{Cluster, WAIT, wait_for};
 use replog_client::{Client, ConsumedRecord, ErrorCode, PartitionReader, Producer, ProducerConfig, Record};
 
 /// Size of node 1's data volume.
@@ -107,29 +106,20 @@ async fn read_all(client: &Client, p: u32, replica: Option<&str>) -> Option<Vec<
     r.read_to_end().await.ok()
 }
 
-/// Leader of each partition, once every partition has one.
-async fn leaders(client: &Client) -> BTreeMap<u32, u64> {
-    wait_for("a leader for every partition", WAIT, || async {
-        let t = client.describe_topic(TOPIC).await.ok()?;
-        t.partitions.iter().map(|p| Some((p.partition, p.leader?))).collect::<Option<BTreeMap<_, _>>>()
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_node_whose_volume_fills_up_then_it_refuses_produce_keeps_data_and_recovers_once_space_is_freed() {
     let min_free = MIN_FREE_MB.to_string();
-    let cluster = TestCluster::prepare(3, &["--min-free-mb", &min_free]);
-    let node1_dir = cluster.nodes[&1].dir.clone();
-    let volume = Volume::new(&cluster.root().join("node-1.img"), &node1_dir, VOLUME_MB);
-    let mut cluster = cluster.launch().await;
-    let client = cluster.client().await;
+    let cluster = Cluster::prepare(3, common::options(&["--min-free-mb", &min_free])).expect("prepare");
+    let node1_dir = cluster.node(1).dir.clone();
+    let volume = Volume::new(&cluster.dir().join("node-1.img"), &node1_dir, VOLUME_MB);
+    let mut cluster = cluster.launch().await.expect("start the cluster");
+    let client = common::client(&cluster).await;
     client.create_topic(TOPIC, PARTITIONS, 3).await.expect("create topic");
 
     // Given: node 1 leads one partition and follows another, and each has
     // acknowledged records.
     let (led, followed) = wait_for("node 1 to lead one partition and follow another", WAIT, || async {
-        let l = leaders(&client).await;
+        let l = cluster.wait_leaders(&client, TOPIC, WAIT).await.ok()?;
         let led = l.iter().find(|(_, n)| **n == 1).map(|(p, _)| *p)?;
         let followed = l.iter().find(|(_, n)| **n != 1).map(|(p, _)| *p)?;
         Some((led, followed))
@@ -137,7 +127,7 @@ async fn given_a_node_whose_volume_fills_up_then_it_refuses_produce_keeps_data_a
     .await;
     let before_led = produce(&client, led, 300, 200).await.expect("produce before the disk fills");
     let before_followed = produce(&client, followed, 300, 200).await.expect("produce before the disk fills");
-    let pid = cluster.nodes[&1].child.as_ref().expect("node 1 runs").id();
+    let pid = cluster.pid(1).expect("node 1 runs");
 
     // When: node 1's volume fills up completely.
     let filler = volume.mount.join("filler");
@@ -161,12 +151,12 @@ async fn given_a_node_whose_volume_fills_up_then_it_refuses_produce_keeps_data_a
     assert_eq!(led_now.iter().map(|r| r.offset).collect::<Vec<_>>(), before_led);
     let followed_now = read_all(&client, followed, None).await.expect("read followed partition");
     assert_eq!(followed_now.len(), before_followed.len() + while_full.len());
-    let log1 = cluster.log_of(1);
+    let log1 = cluster.log(1);
     assert!(log1.contains("released the"), "the ballast must go when the volume is full:\n{log1}");
     assert!(log1.contains("log appends wait"), "node 1 must have held back its follower appends:\n{log1}");
-    let node1 = cluster.nodes.get_mut(&1).and_then(|n| n.child.as_mut()).expect("node 1");
-    assert!(node1.try_wait().expect("try_wait").is_none(), "node 1 exited on a full disk");
-    assert_eq!(node1.id(), pid);
+    let exited = cluster.exited();
+    assert!(!exited.iter().any(|(id, _)| *id == 1), "node 1 exited on a full disk: {exited:?}");
+    assert_eq!(cluster.pid(1), Some(pid));
 
     // When: space comes back.
     std::fs::remove_file(&filler).expect("remove filler");
@@ -174,7 +164,7 @@ async fn given_a_node_whose_volume_fills_up_then_it_refuses_produce_keeps_data_a
     // Then: node 1 takes produce again by itself…
     wait_for("node 1 to accept produce again", WAIT, || async { produce(&client, led, 50, 100).await.ok() }).await;
     // …and catches up as a follower to an identical copy.
-    let addr1 = cluster.nodes[&1].addr.clone();
+    let addr1 = cluster.node(1).addr.clone();
     let leader_copy = read_all(&client, followed, None).await.expect("leader copy");
     wait_for("node 1 to catch up on the partition it follows", WAIT, || async {
         (read_all(&client, followed, Some(&addr1)).await? == leader_copy).then_some(())
@@ -183,8 +173,8 @@ async fn given_a_node_whose_volume_fills_up_then_it_refuses_produce_keeps_data_a
 
     // And after a SIGKILL its store opens with everything in place.
     let led_copy = read_all(&client, led, None).await.expect("led copy");
-    cluster.kill(1);
-    cluster.spawn(1);
+    cluster.kill(1).expect("kill");
+    cluster.restart(1).expect("restart");
     for (p, want) in [(led, &led_copy), (followed, &leader_copy)] {
         wait_for("node 1 to serve its copy after a restart", WAIT, || async {
             let got = read_all(&client, p, Some(&addr1)).await?;
@@ -192,7 +182,7 @@ async fn given_a_node_whose_volume_fills_up_then_it_refuses_produce_keeps_data_a
         })
         .await;
     }
-    assert!(!cluster.log_of(1).contains("panicked"), "node 1 panicked:\n{}", cluster.log_of(1));
+    assert!(!cluster.log(1).contains("panicked"), "node 1 panicked:\n{}", cluster.log(1));
     drop(cluster);
     drop(volume);
 }

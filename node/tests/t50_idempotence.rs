@@ -7,7 +7,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, wait_for};
+use common::{CLUSTER_READY, WAIT, wait_for};
 use replog_client::{Acks, Client, ErrorCode, PartitionReader, Record};
 use replog_proto::batch::{BatchBuilder, ProducerInfo};
 
@@ -25,8 +25,8 @@ async fn leader_of(client: &Client) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_an_idempotent_producer_when_a_batch_is_retried_across_failover_and_restart_then_it_is_stored_once() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let client = cluster.client().await;
+    let mut cluster = common::start(3, &[]).await;
+    let client = common::client(&cluster).await;
     client.create_topic("t", 1, 3).await.expect("create");
     let (pid, _) = client.init_producer().await.expect("producer id");
     let (pid2, _) = client.init_producer().await.expect("producer id");
@@ -45,20 +45,18 @@ async fn given_an_idempotent_producer_when_a_batch_is_retried_across_failover_an
 
     // The leader dies; the retry goes to its successor, which must know.
     let victim = leader_of(&client).await;
-    cluster.kill(victim);
-    let client = cluster.client().await;
+    cluster.kill(victim).expect("kill");
+    let client = common::client(&cluster).await;
     let after_failover = client.produce_batch("t", 0, b1.clone(), Acks::All).await.expect("retry after failover");
     assert_eq!(after_failover.base_offset, second.base_offset);
 
     // Every node restarts; the producer state survives on disk.
     for id in 1..=3 {
-        cluster.kill(id);
+        cluster.kill(id).expect("kill");
     }
-    for id in 1..=3 {
-        cluster.spawn(id);
-    }
-    cluster.wait_ready().await;
-    let client = cluster.client().await;
+    cluster.restart_all().expect("restart");
+    cluster.wait_ready(CLUSTER_READY).await.expect("cluster ready");
+    let client = common::client(&cluster).await;
     leader_of(&client).await;
     let after_restart = client.produce_batch("t", 0, b0.clone(), Acks::All).await.expect("retry after restart");
     assert_eq!(after_restart.base_offset, first.base_offset);

@@ -15,7 +15,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, metric, wait_for};
+use common::{WAIT, metric, wait_for};
 use replog_client::{Acks, Client, ClientConfig, Error, ErrorCode, Record};
 use replog_proto::batch;
 
@@ -30,15 +30,15 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_timed_out_produce_when_a_retry_is_refused_then_the_write_is_reported_indeterminate() {
-    let (mut cluster, admin) = TestCluster::with_topic(5, &LONG_LEASE, "t", 3).await;
+    let (mut cluster, admin) = common::with_topic(5, &LONG_LEASE, "t", 3).await;
     // The partition keeps its leader but loses its majority.
-    let leader = cluster.strand_leader(&admin, "t").await;
-    let leader_metrics = cluster.nodes[&leader].metrics.clone();
+    let leader = common::strand_leader(&mut cluster, &admin, "t").await;
+    let leader_metrics = cluster.node(leader).metrics.clone();
     let timeouts = r#"replog_produce_requests_total{result="TIMEOUT"}"#;
     let before = metric(&leader_metrics, timeouts).unwrap_or(0.0);
 
     let cfg = ClientConfig { request_timeout: ATTEMPT_TIMEOUT, retry_deadline: WAIT, ..Default::default() };
-    let producer = Client::connect_with([cluster.nodes[&leader].addr.clone()], cfg).await.expect("connect");
+    let producer = Client::connect_with([cluster.node(leader).addr.clone()], cfg).await.expect("connect");
     let one = batch::encode(&[Record::new(None, Bytes::from_static(b"maybe"), 1)]);
     let produce = tokio::spawn(async move { producer.produce_batch("t", 0, one, Acks::All).await });
 
@@ -49,10 +49,7 @@ async fn given_a_timed_out_produce_when_a_retry_is_refused_then_the_write_is_rep
         async move { (metric(&m, timeouts).unwrap_or(0.0) > before).then_some(()) }
     })
     .await;
-    let admin =
-        Client::connect_with(cluster.running_addrs(), ClientConfig { retry_deadline: WAIT, ..Default::default() })
-            .await
-            .expect("connect");
+    let admin = common::client(&cluster).await;
     admin.delete_topic("t").await.expect("delete with the controller's majority");
 
     let err = tokio::time::timeout(WAIT, produce)

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, wait_for};
+use common::{WAIT, wait_for};
 use replog_client::{Acks, ErrorCode, PartitionReader, Producer, ProducerConfig, Record};
 use replog_proto::batch;
 use replog_proto::codes::CODE_KEY;
@@ -67,14 +67,12 @@ fn code_of(status: &tonic::Status) -> Option<ErrorCode> {
 
 /// The last lines of a node's log, for failure messages.
 fn tail(log: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    replog_testkit::log_tail(log, 40)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_acks_none_when_records_are_sent_then_no_offset_is_reported_and_the_records_land() {
-    let (_cluster, client) = TestCluster::with_topic(3, &[], "t", 3).await;
+    let (_cluster, client) = common::with_topic(3, &[], "t", 3).await;
     // An acks=all record first, so that a made-up offset 0 could not pass
     // for a real one.
     let first = client.produce_batch("t", 0, one("all-0"), Acks::All).await.expect("acks=all");
@@ -110,7 +108,7 @@ async fn given_acks_none_when_records_are_sent_then_no_offset_is_reported_and_th
 /// broker never gave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_acks_none_when_waited_for_an_offset_then_none_is_made_up() {
-    let (_cluster, client) = TestCluster::with_topic(1, &[], "t", 1).await;
+    let (_cluster, client) = common::with_topic(1, &[], "t", 1).await;
     client.produce_batch("t", 0, one("first"), Acks::All).await.expect("acks=all");
     let producer = Producer::new(client.clone(), ProducerConfig { acks: Acks::None, ..Default::default() });
     let r = producer.send("t", None, Bytes::from_static(b"second")).await;
@@ -119,15 +117,15 @@ async fn given_acks_none_when_waited_for_an_offset_then_none_is_made_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_leader_without_majority_when_acks_none_slots_fill_up_then_they_come_free_after_the_timeout() {
-    let (mut cluster, admin) = TestCluster::with_topic(3, &LONG_LEASE, "t", 3).await;
+    let (mut cluster, admin) = common::with_topic(3, &LONG_LEASE, "t", 3).await;
     // The leader keeps leading but can commit nothing any more.
-    let leader = cluster.strand_leader(&admin, "t").await;
+    let leader = common::strand_leader(&mut cluster, &admin, "t").await;
     // Straight to the leader with the generated client: what is checked is
     // the node's answer to each request, without the SDK's routing and
     // retries around it.
-    let addr = cluster.nodes[&leader].addr.clone();
+    let addr = cluster.node(leader).addr.clone();
     let conn = ReplogClient::connect(format!("http://{addr}")).await.expect("connect to the leader");
-    let log = cluster.nodes[&leader].dir.with_extension("log");
+    let log = cluster.node(leader).log.clone();
 
     // Take every acks=none slot of the leader.
     let stop = Arc::new(AtomicBool::new(false));

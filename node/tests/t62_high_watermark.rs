@@ -18,7 +18,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, preferred_leader};
+use common::{WAIT, preferred_leader};
 use replog_client::{Acks, Client, Record};
 use replog_proto::batch;
 use replog_proto::pb::{self, replog_client::ReplogClient};
@@ -65,14 +65,14 @@ async fn sees_alive(c: &mut ReplogClient<tonic::transport::Channel>, peer: u64) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_follower_catching_up_when_asked_for_metadata_then_it_reports_the_leaders_high_watermark() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let client = cluster.client().await;
+    let mut cluster = common::start(3, &[]).await;
+    let client = common::client(&cluster).await;
     client.create_topic("t", 1, 3).await.expect("create");
     let (leader, replicas) = preferred_leader(&client, "t", 0).await;
-    let group_id = group_of(&cluster.nodes[&leader].addr).await;
+    let group_id = group_of(&cluster.node(leader).addr).await;
     let follower = replicas[1];
 
-    cluster.kill(follower);
+    cluster.kill(follower).expect("kill");
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let client = client.clone();
@@ -88,12 +88,14 @@ async fn given_a_follower_catching_up_when_asked_for_metadata_then_it_reports_th
     // Every write was acknowledged, so each is applied at the leader.
     let final_hw = ENTRIES_MISSED as u64;
 
-    cluster.spawn(follower);
-    let addr = format!("http://{}", cluster.nodes[&follower].addr);
+    cluster.restart(follower).expect("restart");
+    let addr = format!("http://{}", cluster.node(follower).addr);
+    let connected_by = Instant::now() + WAIT;
     let mut f = loop {
         if let Ok(c) = ReplogClient::connect(addr.clone()).await {
             break c;
         }
+        assert!(Instant::now() < connected_by, "the restarted follower did not accept a connection within {WAIT:?}");
         tokio::time::sleep(POLL).await;
     };
     let deadline = Instant::now() + WAIT;
@@ -134,8 +136,8 @@ async fn group_of(leader_addr: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_fetch_at_the_high_watermark_without_a_wait_then_it_answers_at_once_with_nothing_new() {
-    let cluster = TestCluster::start(3, &[]).await;
-    let client: Client = cluster.client().await;
+    let cluster = common::start(3, &[]).await;
+    let client: Client = common::client(&cluster).await;
     client.create_topic("t", 1, 3).await.expect("create");
     preferred_leader(&client, "t", 0).await;
     for i in 0..3 {

@@ -20,7 +20,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use common::{TestCluster, WAIT, wait_for};
+use common::{Cluster, WAIT, wait_for};
 use replog_client::{Acks, ErrorCode, Record};
 use replog_proto::batch::BatchBuilder;
 use replog_proto::codes::code_of;
@@ -38,8 +38,8 @@ async fn conn(addr: &str) -> ReplogClient<Channel> {
 }
 
 /// The coordinator's client, once FindCoordinator names one.
-async fn coordinator(cluster: &TestCluster) -> (u64, ReplogClient<Channel>) {
-    let any = cluster.running_addrs()[0].clone();
+async fn coordinator(cluster: &Cluster) -> (u64, ReplogClient<Channel>) {
+    let any = cluster.serving_addrs()[0].clone();
     let (id, addr) = wait_for("a coordinator for the group", WAIT, || async {
         let r = conn(&any).await.find_coordinator(pb::FindCoordinatorRequest { group: GROUP.into() }).await.ok()?;
         let r = r.into_inner();
@@ -118,8 +118,8 @@ fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> ErrorCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_group_when_members_come_and_go_then_the_coordinator_assigns_fences_and_keeps_offsets() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let client = cluster.client().await;
+    let mut cluster = common::start(3, &[]).await;
+    let client = common::client(&cluster).await;
     client.create_topic(TOPIC, PARTITIONS, 3).await.expect("create topic");
     let (coord_id, mut c) = coordinator(&cluster).await;
     let topics: Vec<String> = client.list_topics().await.expect("list").into_iter().map(|t| t.name).collect();
@@ -182,9 +182,9 @@ async fn given_a_group_when_members_come_and_go_then_the_coordinator_assigns_fen
     commit(&mut c, &a_id, all.generation, pb_, 7).await.expect("A commits B's old partition");
 
     // Committed offsets survive a SIGKILL of the coordinator's node.
-    cluster.kill(coord_id);
+    cluster.kill(coord_id).expect("kill");
     let new_addr = wait_for("a new coordinator", WAIT, || async {
-        let any = cluster.running_addrs()[0].clone();
+        let any = cluster.serving_addrs()[0].clone();
         let r = conn(&any).await.find_coordinator(pb::FindCoordinatorRequest { group: GROUP.into() }).await.ok()?;
         let r = r.into_inner();
         (r.node_id != 0 && r.node_id != coord_id).then_some(r.addr)
@@ -215,7 +215,7 @@ async fn given_a_group_when_members_come_and_go_then_the_coordinator_assigns_fen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_records_with_timestamps_when_listing_offsets_by_time_then_the_first_at_or_after_is_found() {
-    let (_cluster, client) = TestCluster::with_topic(1, &[], "times", 1).await;
+    let (_cluster, client) = common::with_topic(1, &[], "times", 1).await;
     for (i, ts) in [[100, 300], [200, 500]].iter().enumerate() {
         let mut b = BatchBuilder::new();
         for t in ts {

@@ -17,8 +17,9 @@
 //! - [`producers`]: idempotent-producer sequence state and the dedup check.
 //! - [`groups`]: consumer groups — members, assignors, committed offsets —
 //!   kept by partitions of the internal `__consumer_offsets` topic.
-//! - [`state_machine`]: `RaftStateMachine` for both kinds of group, with
-//!   snapshots.
+//! - [`state_machine`]: `RaftStateMachine` for both kinds of group.
+//! - [`snapshot`]: snapshots carrying every retained record — built with
+//!   hard links, streamed and installed with bounded memory.
 //!
 //! Storage shape: the Raft log *is* the partition log. A producer batch is
 //! one Raft entry, written once to a segment file; applying it only records
@@ -33,6 +34,7 @@ pub mod log_store;
 pub mod partition;
 pub mod producers;
 pub mod segment;
+pub mod snapshot;
 pub mod state_machine;
 pub mod store;
 pub mod types;

@@ -134,7 +134,7 @@ pub(crate) fn time_key(ts: i64) -> [u8; 9] {
     k
 }
 
-fn base_of(key: &[u8]) -> io::Result<u64> {
+pub(crate) fn base_of(key: &[u8]) -> io::Result<u64> {
     key.get(1..9)
         .and_then(|s| s.try_into().ok())
         .map(u64::from_be_bytes)
@@ -149,8 +149,13 @@ pub struct StoredBatch {
     pub batch: Bytes,
 }
 
-/// The data file of the snapshot this replica installed last, if any.
-pub(crate) type InstalledData = Arc<RwLock<Option<Arc<File>>>>;
+/// The data file of the snapshot this replica installed last, if any, with
+/// its path.
+pub(crate) type InstalledData = Arc<RwLock<Option<(Arc<File>, std::path::PathBuf)>>>;
+
+/// The state machine's sled tree. Installing a snapshot fills a fresh tree
+/// and swaps it in, so readers look the tree up on every read.
+pub(crate) type SmTree = Arc<RwLock<sled::Tree>>;
 
 /// Every consumer group a partition keeps, by name.
 pub type Groups = Arc<BTreeMap<String, GroupState>>;
@@ -159,7 +164,7 @@ pub type Groups = Arc<BTreeMap<String, GroupState>>;
 #[derive(Clone)]
 pub struct PartitionReader {
     pub(crate) log: Arc<SegmentLog>,
-    pub(crate) sm: sled::Tree,
+    pub(crate) sm: SmTree,
     pub(crate) installed: InstalledData,
     pub(crate) offsets: watch::Receiver<Offsets>,
     pub(crate) groups: watch::Receiver<Groups>,
@@ -194,14 +199,15 @@ impl PartitionReader {
             return Ok(Vec::new());
         }
         // The batch containing `offset` starts at or before it.
-        let start = match self.sm.range(index_key(0)..=index_key(offset)).next_back() {
+        let sm = self.tree();
+        let start = match sm.range(index_key(0)..=index_key(offset)).next_back() {
             Some(kv) => base_of(&kv.map_err(sled_err)?.0)?,
             None => offset,
         };
         // Plan from the index alone, then read the log in one pass.
         let (mut bytes, mut records) = (0usize, 0usize);
         let mut plan = Vec::new();
-        for kv in self.sm.range(index_key(start)..index_key(hw)) {
+        for kv in sm.range(index_key(start)..index_key(hw)) {
             let (k, v) = kv.map_err(sled_err)?;
             let base = base_of(&k)?;
             let ie = IndexEntry::decode(&v)?;
@@ -246,8 +252,12 @@ impl PartitionReader {
         Ok(out)
     }
 
+    fn tree(&self) -> sled::Tree {
+        self.sm.read().expect("sm tree lock").clone()
+    }
+
     fn load_installed(&self, pos: u64, len: u32) -> io::Result<Option<Bytes>> {
-        let Some(file) = self.installed.read().expect("installed lock").clone() else {
+        let Some((file, _)) = self.installed.read().expect("installed lock").clone() else {
             return Ok(None);
         };
         let mut buf = BytesMut::zeroed(len as usize);
@@ -259,7 +269,7 @@ impl PartitionReader {
     /// None if every retained record is older.
     pub fn offset_for_time(&self, ts: i64) -> Result<Option<(u64, i64)>, StoreError> {
         let o = self.offsets();
-        let found = self.sm.range(time_key(ts)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
+        let found = self.tree().range(time_key(ts)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
         let Some((_, v)) = found else { return Ok(None) };
         let base = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| io::Error::other("bad time index entry"))?);
         // Scan from that batch (or the log start, if it was released) to
@@ -294,7 +304,7 @@ impl PartitionReader {
     /// Committed offsets of `group`: `(topic, partition, committed)`.
     pub fn committed(&self, group: &str) -> Result<Vec<(String, u32, Committed)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.sm.scan_prefix(offsets_prefix(group)) {
+        for kv in self.tree().scan_prefix(offsets_prefix(group)) {
             let (k, v) = kv.map_err(sled_err)?;
             if let Some((g, t, p)) = parse_offset_key(&k)
                 && g == group

@@ -517,6 +517,12 @@ impl SegmentLog {
         read_run(&file, start, &pos, budget)
     }
 
+    /// Finds frames by log index, for building snapshots: one segment's
+    /// positions are loaded at a time.
+    pub(crate) fn locator(&self) -> Locator<'_> {
+        Locator { log: self, sealed: None }
+    }
+
     /// Drops every entry after `index` (all of them for `None`); the cut is
     /// fsync'd before this returns.
     pub(crate) fn truncate_after(&self, index: Option<u64>) -> io::Result<()> {
@@ -587,6 +593,41 @@ impl SegmentLog {
             self.syncer.mark(&self.dir_file, true);
         }
         Ok(())
+    }
+}
+
+/// Looks up where frames are (see [`SegmentLog::locator`]).
+pub(crate) struct Locator<'a> {
+    log: &'a SegmentLog,
+    /// The sealed segment last looked into: its first index, frame starts
+    /// (with its length appended).
+    sealed: Option<(u64, Vec<u64>)>,
+}
+
+impl Locator<'_> {
+    /// `(segment first index, frame position, frame length)` of entry `index`.
+    pub(crate) fn frame(&mut self, index: u64) -> io::Result<(u64, u64, u32)> {
+        let missing = || io::Error::new(io::ErrorKind::NotFound, format!("log entry {index} is not held"));
+        let seg = {
+            let segs = self.log.segs.read().expect("segments lock");
+            if let Some(a) = segs.active.as_ref().filter(|a| index >= a.first && index < a.end_index()) {
+                let i = (index - a.first) as usize;
+                let end = a.positions.get(i + 1).copied().unwrap_or(a.len);
+                return Ok((a.first, a.positions[i], (end - a.positions[i]) as u32));
+            }
+            segs.sealed.iter().find(|s| index >= s.first && index < s.first + s.count).cloned().ok_or_else(missing)?
+        };
+        if self.sealed.as_ref().is_none_or(|(f, _)| *f != seg.first) {
+            let raw = fs::read(self.log.dir.join(idx_name(seg.first)))?;
+            let mut pos: Vec<u64> =
+                raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+            pos.push(seg.len);
+            self.sealed = Some((seg.first, pos));
+        }
+        let (first, pos) = self.sealed.as_ref().expect("loaded");
+        let i = (index - first) as usize;
+        let (start, end) = (*pos.get(i).ok_or_else(missing)?, *pos.get(i + 1).ok_or_else(missing)?);
+        Ok((*first, start, (end - start) as u32))
     }
 }
 

@@ -22,16 +22,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
-use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::io::{self, BufWriter, Write};
 use std::sync::{Arc, RwLock};
 
-use bytes::Bytes;
 use futures::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -41,9 +37,10 @@ use crate::groups::{
     self, Committed, GROUP_PREFIX, GroupState, OFFSET_PREFIX, group_key, offsets_prefix, parse_offset_key,
 };
 use crate::partition::{
-    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, index_key,
-    time_key,
+    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree,
+    base_of, index_key, time_key,
 };
+use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::segment::SegmentLog;
 use crate::store::{Store, decode, encode, sled_err};
@@ -55,7 +52,30 @@ const KEY_APPLIED: &[u8] = b"applied";
 const KEY_CLUSTER: &[u8] = b"cluster";
 /// Name of the installed snapshot's data file, if one was installed.
 const KEY_INSTALLED: &[u8] = b"installed";
-const SNAPSHOT_FILE: &str = "snapshot";
+/// Index entries written per sled batch while a snapshot is installed.
+const INSTALL_BATCH: usize = 10_000;
+
+/// The small state a snapshot install replaces, once it is switched to.
+enum NewState {
+    Controller(ClusterMeta),
+    Partition(PartitionState, Vec<(i64, ProducerState)>, Vec<(String, GroupState)>),
+}
+
+/// The offset index entries of `[lo, hi)`, from the batch holding `lo`.
+fn index_entries(
+    tree: &sled::Tree,
+    lo: u64,
+    hi: u64,
+) -> io::Result<impl Iterator<Item = io::Result<(u64, IndexEntry)>> + use<>> {
+    let start = match tree.range(index_key(0)..=index_key(lo)).next_back() {
+        Some(kv) => base_of(&kv.map_err(sled_err)?.0)?,
+        None => lo,
+    };
+    Ok(tree.range(index_key(start)..index_key(hi)).map(|kv| {
+        let (k, v) = kv.map_err(sled_err)?;
+        Ok((base_of(&k)?, IndexEntry::decode(&v)?))
+    }))
+}
 
 /// What a group's state machine holds.
 pub enum Kind {
@@ -75,7 +95,10 @@ pub enum Kind {
 
 pub struct GroupStateMachine {
     group: GroupId,
-    sm: sled::Tree,
+    store: Arc<Store>,
+    sm: SmTree,
+    /// The name of the tree in `sm`.
+    sm_name: String,
     log: Arc<SegmentLog>,
     installed: InstalledData,
     last_applied: Option<LogId>,
@@ -86,41 +109,21 @@ pub struct GroupStateMachine {
     pending_offsets: HashMap<Vec<u8>, Option<Committed>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    data: SnapshotKind,
-}
-
-#[derive(Serialize, Deserialize)]
-enum SnapshotKind {
-    Controller(ClusterMeta),
-    Partition {
-        state: PartitionState,
-        batches: Vec<(u64, u32, i64, Bytes)>,
-        producers: Vec<(i64, ProducerState)>,
-        groups: Vec<(String, GroupState)>,
-        /// Committed offsets as stored (offset key, encoded [`Committed`]).
-        offsets: Vec<(Vec<u8>, Vec<u8>)>,
-    },
-}
-
 impl GroupStateMachine {
     /// Opens (or creates) the controller group's state machine.
     pub fn open_controller(store: &Arc<Store>, group: GroupId) -> io::Result<GroupStateMachine> {
-        let sm = store.sm_tree(group)?;
+        let (name, sm) = store.sm_tree(group)?;
         let meta: ClusterMeta = match sm.get(KEY_CLUSTER).map_err(sled_err)? {
             Some(v) => decode(&v)?,
             None => ClusterMeta::default(),
         };
         let (tx, _) = watch::channel(Arc::new(meta.clone()));
-        Self::open(store, group, sm, Kind::Controller { meta, tx })
+        Self::open(store, group, name, sm, Kind::Controller { meta, tx })
     }
 
     /// Opens (or creates) a partition group's state machine.
     pub fn open_partition(store: &Arc<Store>, group: GroupId) -> io::Result<GroupStateMachine> {
-        let sm = store.sm_tree(group)?;
+        let (name, sm) = store.sm_tree(group)?;
         let state: PartitionState = match sm.get(KEY_STATE).map_err(sled_err)? {
             Some(v) => decode(&v)?,
             None => PartitionState::default(),
@@ -139,10 +142,16 @@ impl GroupStateMachine {
         }
         let (tx, _) = watch::channel(Offsets::from(state));
         let (groups_tx, _) = watch::channel(Arc::new(groups.clone()));
-        Self::open(store, group, sm, Kind::Partition { state, producers, tx, groups, groups_tx })
+        Self::open(store, group, name, sm, Kind::Partition { state, producers, tx, groups, groups_tx })
     }
 
-    fn open(store: &Arc<Store>, group: GroupId, sm: sled::Tree, kind: Kind) -> io::Result<GroupStateMachine> {
+    fn open(
+        store: &Arc<Store>,
+        group: GroupId,
+        sm_name: String,
+        sm: sled::Tree,
+        kind: Kind,
+    ) -> io::Result<GroupStateMachine> {
         let (last_applied, membership) = match sm.get(KEY_APPLIED).map_err(sled_err)? {
             Some(v) => decode(&v)?,
             None => (None, StoredMembership::default()),
@@ -150,14 +159,16 @@ impl GroupStateMachine {
         let log = store.log(group)?;
         let installed = match sm.get(KEY_INSTALLED).map_err(sled_err)? {
             Some(name) => {
-                let name = String::from_utf8_lossy(&name).into_owned();
-                Some(Arc::new(File::open(log.dir().join(name))?))
+                let path = log.dir().join(String::from_utf8_lossy(&name).into_owned());
+                Some((Arc::new(File::open(&path)?), path))
             }
             None => None,
         };
         Ok(GroupStateMachine {
             group,
-            sm,
+            store: store.clone(),
+            sm: Arc::new(RwLock::new(sm)),
+            sm_name,
             log,
             installed: Arc::new(RwLock::new(installed)),
             last_applied,
@@ -169,6 +180,150 @@ impl GroupStateMachine {
 
     pub fn group(&self) -> GroupId {
         self.group
+    }
+
+    fn tree(&self) -> sled::Tree {
+        self.sm.read().expect("sm tree lock").clone()
+    }
+
+    /// The small state as it stands, for a snapshot header.
+    fn header(&self) -> io::Result<Header> {
+        let body = match &self.kind {
+            Kind::Controller { meta, .. } => HeaderBody::Controller(meta.clone()),
+            Kind::Partition { state, producers, groups, .. } => HeaderBody::Partition {
+                state: *state,
+                producers: producers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                groups: groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                offsets: self
+                    .tree()
+                    .scan_prefix([OFFSET_PREFIX])
+                    .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err))
+                    .collect::<io::Result<_>>()?,
+            },
+        };
+        Ok(Header { last_applied: self.last_applied, membership: self.membership.clone(), body })
+    }
+
+    /// Builds a snapshot of the state as applied right now (see
+    /// [`crate::snapshot`]): cheap, since the records stay where they are.
+    fn build_snapshot_now(&self) -> io::Result<Snapshot> {
+        let header = self.header()?;
+        let installed = self.installed.read().expect("installed lock").as_ref().map(|(_, p)| p.clone());
+        let tree = self.tree();
+        let (lo, hi) = match &self.kind {
+            Kind::Partition { state, .. } => (state.log_start_offset, state.next_offset),
+            Kind::Controller { .. } => (0, 0),
+        };
+        let dir = snapshot::build(&self.log, installed.as_deref(), &header, index_entries(&tree, lo, hi)?)?;
+        let meta = SnapshotMeta { last_log_id: header.last_applied, last_membership: header.membership };
+        // Older snapshots go; one being sent keeps its files until it is done.
+        snapshot::current(self.log.dir())?;
+        Ok(Snapshot { meta, snapshot: SnapshotData::Built(dir) })
+    }
+
+    /// Replaces the whole state with `data`'s: filled into a fresh tree, with
+    /// the batches in a data file of their own, then switched to at once,
+    /// so a crash midway leaves the old state whole.
+    async fn install(&mut self, meta: &SnapshotMeta, data: &SnapshotData) -> io::Result<()> {
+        let (mut reader, header) = StreamReader::open(data.stream()?)?;
+        let (new_name, tree) = self.store.fresh_sm_tree(self.group)?;
+        let mut batch = sled::Batch::default();
+        let mut new_installed = None;
+        let dir = self.log.dir().to_path_buf();
+        let new_kind_state;
+        match (&self.kind, header.body) {
+            (Kind::Controller { .. }, HeaderBody::Controller(m)) => {
+                if reader.next_batch()?.is_some() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a controller snapshot holds no batches"));
+                }
+                batch.insert(KEY_CLUSTER, encode(&m)?);
+                new_kind_state = Some(NewState::Controller(m));
+            }
+            (Kind::Partition { .. }, HeaderBody::Partition { state, producers: p, groups: g, offsets }) => {
+                for (id, st) in &p {
+                    batch.insert(&producers::key(*id)[..], encode(st)?);
+                }
+                for (name, st) in &g {
+                    batch.insert(group_key(name), encode(st)?);
+                }
+                for (k, v) in offsets {
+                    batch.insert(k, v);
+                }
+                batch.insert(KEY_STATE, encode(&state)?);
+                // The batches go to a data file of their own, durable before
+                // the index that points into it.
+                let name = format!("installed-{}.data", meta.last_log_id.map_or(0, |l| l.index));
+                let tmp = dir.join(format!("{name}.tmp"));
+                let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+                let (mut pos, mut n, mut newest) = (0u64, 0usize, None::<i64>);
+                while let Some(b) = reader.next_batch()? {
+                    out.write_all(&b.batch)?;
+                    let ie = IndexEntry {
+                        location: Location::Snapshot(pos),
+                        record_count: b.count,
+                        max_timestamp_ms: b.max_ts,
+                        bytes: b.batch.len() as u32,
+                    };
+                    batch.insert(&index_key(b.base)[..], &ie.encode()[..]);
+                    // The time index, rebuilt as apply would have built it.
+                    if newest.is_none_or(|m| b.max_ts > m) {
+                        batch.insert(&time_key(b.max_ts)[..], &b.base.to_be_bytes()[..]);
+                        newest = Some(b.max_ts);
+                    }
+                    pos += b.batch.len() as u64;
+                    n += 1;
+                    if n % INSTALL_BATCH == 0 {
+                        tree.apply_batch(std::mem::take(&mut batch)).map_err(sled_err)?;
+                    }
+                }
+                let out = out.into_inner().map_err(|e| e.into_error())?;
+                out.sync_all()?;
+                fs::rename(&tmp, dir.join(&name))?;
+                File::open(&dir)?.sync_all()?;
+                batch.insert(KEY_INSTALLED, name.as_bytes());
+                new_installed = Some(dir.join(&name));
+                new_kind_state = Some(NewState::Partition(state, p, g));
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot for group {} is of the wrong kind", self.group),
+                ));
+            }
+        }
+        batch.insert(KEY_APPLIED, encode(&(&meta.last_log_id, &meta.last_membership))?);
+        tree.apply_batch(batch).map_err(sled_err)?;
+        let old_name = std::mem::replace(&mut self.sm_name, new_name.clone());
+        self.store.switch_sm_tree(self.group, &new_name, &old_name).await?;
+        *self.sm.write().expect("sm tree lock") = tree;
+        match (&mut self.kind, new_kind_state) {
+            (Kind::Controller { meta: m, .. }, Some(NewState::Controller(new))) => *m = new,
+            (Kind::Partition { state, producers, groups, .. }, Some(NewState::Partition(s, p, g))) => {
+                *state = s;
+                *producers = p.into_iter().collect();
+                *groups = g.into_iter().collect();
+            }
+            _ => {}
+        }
+        if let Some(path) = new_installed {
+            let file = Arc::new(File::open(&path)?);
+            let old = self.installed.write().expect("installed lock").replace((file, path.clone()));
+            if let Some((_, old_path)) = old
+                && old_path != path
+            {
+                let _ = fs::remove_file(old_path);
+            }
+        }
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.publish();
+        // This replica's own snapshot of what it installed (hard links to the
+        // installed data, no copy) becomes the one it sends on if it leads.
+        self.build_snapshot_now()?;
+        if let SnapshotData::Received(file) = data {
+            let _ = fs::remove_file(file);
+        }
+        Ok(())
     }
 
     /// Watches the cluster metadata (controller group only).
@@ -254,7 +409,7 @@ impl GroupStateMachine {
             }
             (Kind::Partition { groups, .. }, Request::Group(cmd)) => {
                 let name = cmd.group().to_string();
-                let sm = &self.sm;
+                let sm = &self.sm.read().expect("sm tree lock").clone();
                 let pending = &self.pending_offsets;
                 let read = |k: &[u8]| -> Option<Committed> {
                     match pending.get(k) {
@@ -342,59 +497,18 @@ impl GroupStateMachine {
     }
 }
 
-/// Builds a snapshot from the state captured when the builder was made.
+/// Hands openraft the snapshot built when it asked for a builder: building
+/// runs on the state machine's task, so that the small state, the offset
+/// index and `last_applied` all describe the same moment.
 pub struct SnapshotBuilder {
-    /// Read access bounded by the captured state (partitions only).
-    reader: Option<PartitionReader>,
-    dir: std::path::PathBuf,
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    data: BuilderData,
-}
-
-enum BuilderData {
-    Controller(ClusterMeta),
-    Partition {
-        state: PartitionState,
-        producers: Vec<(i64, ProducerState)>,
-        groups: Vec<(String, GroupState)>,
-        offsets: Vec<(Vec<u8>, Vec<u8>)>,
-    },
+    built: Option<io::Result<Snapshot>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let data = match &self.data {
-            BuilderData::Controller(m) => SnapshotKind::Controller(m.clone()),
-            BuilderData::Partition { state, producers, groups, offsets } => {
-                // Batches below the captured next offset are immutable, so
-                // reading them while apply goes on is consistent.
-                let reader =
-                    self.reader.as_ref().ok_or_else(|| io::Error::other("partition snapshot without a reader"))?;
-                let batches = reader
-                    .read_below(state.log_start_offset, state.next_offset, usize::MAX, usize::MAX)?
-                    .into_iter()
-                    .map(|b| {
-                        let ts = replog_proto::batch::peek_header(&b.batch).map(|h| h.max_timestamp_ms).unwrap_or(0);
-                        (b.base_offset, b.record_count, ts, b.batch)
-                    })
-                    .collect();
-                SnapshotKind::Partition {
-                    state: *state,
-                    batches,
-                    producers: producers.clone(),
-                    groups: groups.clone(),
-                    offsets: offsets.clone(),
-                }
-            }
-        };
-        let body = SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), data };
-        let bytes = encode(&body)?;
-        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone() };
-        write_durably(&self.dir, SNAPSHOT_FILE, &encode(&(&meta, &bytes))?)?;
-        Ok(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })
+        self.built.take().unwrap_or_else(|| Err(io::Error::other("snapshot already handed out")))
     }
 }
 
@@ -432,7 +546,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             self.log.wait_durable(l.index).await;
         }
         self.persist_state(&mut batch)?;
-        self.sm.apply_batch(batch).map_err(sled_err)?;
+        self.tree().apply_batch(batch).map_err(sled_err)?;
         self.publish();
         for (r, resp) in replies {
             r.send(resp);
@@ -441,138 +555,21 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let data = match &self.kind {
-            Kind::Controller { meta, .. } => BuilderData::Controller(meta.clone()),
-            // Captured here, on the state machine's own task, so that they
-            // match `last_applied` exactly.
-            Kind::Partition { state, producers, groups, .. } => BuilderData::Partition {
-                state: *state,
-                producers: producers.iter().map(|(k, v)| (*k, v.clone())).collect(),
-                groups: groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                offsets: self
-                    .sm
-                    .scan_prefix([OFFSET_PREFIX])
-                    .filter_map(Result::ok)
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .collect(),
-            },
-        };
-        SnapshotBuilder {
-            reader: self.reader(),
-            dir: self.log.dir().to_path_buf(),
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-            data,
-        }
+        SnapshotBuilder { built: Some(self.build_snapshot_now()) }
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        let bytes = snapshot.into_inner();
-        let body: SnapshotBody = decode(&bytes)?;
-        let mut batch = sled::Batch::default();
-        let mut new_installed = None;
-        // Replace everything: the snapshot is the whole state.
-        for kv in self.sm.iter() {
-            batch.remove(kv.map_err(sled_err)?.0);
-        }
-        match (&mut self.kind, body.data) {
-            (Kind::Controller { meta: m, .. }, SnapshotKind::Controller(new)) => *m = new,
-            (
-                Kind::Partition { state, producers, groups, .. },
-                SnapshotKind::Partition { state: new, batches, producers: p, groups: g, offsets },
-            ) => {
-                *state = new;
-                groups.clear();
-                for (name, st) in g {
-                    batch.insert(group_key(&name), encode(&st)?);
-                    groups.insert(name, st);
-                }
-                for (k, v) in offsets {
-                    batch.insert(k, v);
-                }
-                producers.clear();
-                for (id, st) in p {
-                    batch.insert(&producers::key(id)[..], encode(&st)?);
-                    producers.insert(id, st);
-                }
-                // The batches go to a data file of their own, durable before
-                // the index that points into it.
-                let name = format!("installed-{}.data", meta.last_log_id.map_or(0, |l| l.index));
-                let mut data_buf = Vec::new();
-                let mut newest: Option<i64> = None;
-                for (base, count, ts, data) in &batches {
-                    // The time index, rebuilt as apply would have built it.
-                    if newest.is_none_or(|m| *ts > m) {
-                        batch.insert(&time_key(*ts)[..], &base.to_be_bytes()[..]);
-                        newest = Some(*ts);
-                    }
-                    let ie = IndexEntry {
-                        location: Location::Snapshot(data_buf.len() as u64),
-                        record_count: *count,
-                        max_timestamp_ms: *ts,
-                        bytes: data.len() as u32,
-                    };
-                    batch.insert(&index_key(*base)[..], &ie.encode()[..]);
-                    data_buf.extend_from_slice(data);
-                }
-                let dir = self.log.dir().to_path_buf();
-                write_durably(&dir, &name, &data_buf)?;
-                batch.insert(KEY_INSTALLED, name.as_bytes());
-                let file = Arc::new(File::open(dir.join(&name))?);
-                new_installed = Some((name, file));
-            }
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("snapshot for group {} is of the wrong kind", self.group),
-                ));
-            }
-        }
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        self.persist_state(&mut batch)?;
-        write_durably(self.log.dir(), SNAPSHOT_FILE, &encode(&(meta, &bytes))?)?;
-        self.sm.apply_batch(batch).map_err(sled_err)?;
-        if let Some((name, file)) = new_installed {
-            let old = self.installed.write().expect("installed lock").replace(file);
-            drop(old);
-            remove_other_installed(self.log.dir(), &name);
-        }
-        self.publish();
-        Ok(())
+        self.install(meta, &snapshot).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match fs::read(self.log.dir().join(SNAPSHOT_FILE)) {
-            Ok(v) => {
-                let (meta, bytes): (SnapshotMeta, Vec<u8>) = decode(&v)?;
-                Ok(Some(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) }))
+        match snapshot::current(self.log.dir())? {
+            Some((_, data)) => {
+                let h = snapshot::read_header(&data)?;
+                let meta = SnapshotMeta { last_log_id: h.last_applied, last_membership: h.membership };
+                Ok(Some(Snapshot { meta, snapshot: data }))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// Writes `name` in `dir` so that after a crash it holds either its old
-/// content or all of `data`.
-fn write_durably(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let f = File::create(&tmp)?;
-    f.write_all_at(data, 0)?;
-    f.sync_data()?;
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
-}
-
-/// Deletes data files of snapshots installed before `keep`.
-fn remove_other_installed(dir: &Path, keep: &str) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with("installed-") && name != keep {
-            let _ = fs::remove_file(e.path());
+            None => Ok(None),
         }
     }
 }

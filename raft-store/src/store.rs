@@ -167,6 +167,9 @@ impl Drop for Store {
     }
 }
 
+/// Key in a group's `meta` tree naming its current state machine tree.
+const KEY_SM_TREE: &[u8] = b"sm_tree";
+
 /// The name of a group's sled tree of `kind` (`meta` or `sm`).
 fn tree_name(kind: &str, group: GroupId) -> String {
     format!("{kind}/{group:016x}")
@@ -308,8 +311,59 @@ impl Store {
         self.db.open_tree(tree_name("meta", group)).map_err(sled_err)
     }
 
-    pub fn sm_tree(&self, group: GroupId) -> io::Result<sled::Tree> {
-        self.db.open_tree(tree_name("sm", group)).map_err(sled_err)
+    /// The state machine tree of `group` and its name. Installing a snapshot
+    /// fills a fresh tree and then points the group at it
+    /// ([`Store::switch_sm_tree`]); trees left over by an install that did
+    /// not finish are dropped here.
+    pub fn sm_tree(&self, group: GroupId) -> io::Result<(String, sled::Tree)> {
+        let name = match self.meta_tree(group)?.get(KEY_SM_TREE).map_err(sled_err)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => tree_name("sm", group),
+        };
+        for other in self.sm_tree_names(group) {
+            if other != name {
+                self.db.drop_tree(other).map_err(sled_err)?;
+            }
+        }
+        let tree = self.db.open_tree(&name).map_err(sled_err)?;
+        Ok((name, tree))
+    }
+
+    /// Every state machine tree `group` has (normally one).
+    fn sm_tree_names(&self, group: GroupId) -> Vec<String> {
+        let base = tree_name("sm", group);
+        self.db
+            .tree_names()
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n.to_vec()).ok())
+            .filter(|n| *n == base || n.strip_prefix(&base).is_some_and(|rest| rest.starts_with('@')))
+            .collect()
+    }
+
+    /// A new, empty state machine tree for `group`, not yet in use.
+    pub fn fresh_sm_tree(&self, group: GroupId) -> io::Result<(String, sled::Tree)> {
+        let base = tree_name("sm", group);
+        let next = self
+            .sm_tree_names(group)
+            .iter()
+            .filter_map(|n| n.strip_prefix(&base)?.strip_prefix('@')?.parse::<u64>().ok())
+            .max()
+            .map_or(1, |n| n + 1);
+        let name = format!("{base}@{next}");
+        let tree = self.db.open_tree(&name).map_err(sled_err)?;
+        tree.clear().map_err(sled_err)?;
+        Ok((name, tree))
+    }
+
+    /// Points `group` at the state machine tree `name` (durably), then drops
+    /// the tree it used before.
+    pub async fn switch_sm_tree(&self, group: GroupId, name: &str, old: &str) -> io::Result<()> {
+        self.meta_tree(group)?.insert(KEY_SM_TREE, name.as_bytes()).map_err(sled_err)?;
+        self.flush().await?;
+        if old != name {
+            self.db.drop_tree(old).map_err(sled_err)?;
+        }
+        Ok(())
     }
 
     /// Groups that have state on this node.
@@ -340,9 +394,10 @@ impl Store {
             Err(e) => return Err(e),
         }
         sync_dir(&logs_dir)?;
-        for kind in ["sm", "meta"] {
-            self.db.drop_tree(tree_name(kind, group)).map_err(sled_err)?;
+        for name in self.sm_tree_names(group) {
+            self.db.drop_tree(name).map_err(sled_err)?;
         }
+        self.db.drop_tree(tree_name("meta", group)).map_err(sled_err)?;
         self.flush().await
     }
 }

@@ -28,7 +28,7 @@ pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
-pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+pub type SnapshotData = crate::snapshot::SnapshotData;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub type Raft = openraft::Raft<TypeConfig, crate::GroupStateMachine>;
 

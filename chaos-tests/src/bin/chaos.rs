@@ -22,7 +22,9 @@
 //! | `CHAOS_FAULTFS` | auto | `auto`: nodes' data directories on replog-faultfs mounts when a power fault is enabled; `1` always; `0` never |
 //! | `CHAOS_PLANT` | none | a planted bug in every node (`skip-fsync`): the schedule then checks that the runs catch it |
 //!
-//! `chaos check HISTORY.jsonl` runs the checker on a stored history instead.
+//! `chaos check HISTORY.jsonl` runs the checker on a stored history instead;
+//! `chaos net partition|delay|heal|show …` injects network faults by hand
+//! (`chaos net --help`, and `replog_chaos::net_cmd`).
 //!
 //! Exit code: 0 when no run had an anomaly (or only tolerated ones) and no
 //! run hit a problem (crash, failed heal, replica that never caught up), 1
@@ -32,14 +34,131 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use replog_chaos::checker::{AnomalyKind, Report, check_events};
 use replog_chaos::cluster::Plant;
 use replog_chaos::history::HistoryFile;
 use replog_chaos::nemesis::Fault;
+use replog_chaos::net_cmd::{self, NetCommand, Scope, Target, parse_group};
 use replog_chaos::runner::{
-    RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_once, run_seed,
+    RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_main, run_once, run_seed,
 };
+
+/// Chaos runs against real local clusters, as configured by the CHAOS_*
+/// variables (docs/chaos.md); or one of the subcommands.
+#[derive(Parser)]
+#[command(name = "chaos")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the checker on a stored history (a chaos run's or a soak's);
+    /// exit 0 when it is clean.
+    Check { history: String },
+    /// Network faults by hand between the nodes of an `ops/cluster.sh`
+    /// cluster or a real deployment; they stay until `chaos net heal`.
+    /// Needs root.
+    Net(NetArgs),
+}
+
+#[derive(Args)]
+struct NetArgs {
+    /// The nodes, ID=IP,... (on real hosts: run the same command on every
+    /// node host); else the cluster.env of --cluster-dir.
+    #[arg(long, env = "REPLOG_NODE_IPS", global = true)]
+    nodes: Option<String>,
+    /// The ops/cluster.sh state directory, started with REPLOG_PER_NODE_IP=1.
+    #[arg(long, env = "REPLOG_CLUSTER_DIR", default_value = "target/replog-cluster", global = true)]
+    cluster_dir: String,
+    /// The device that delays act on.
+    #[arg(long, env = "REPLOG_NETEM_DEV", default_value = "lo", global = true)]
+    dev: String,
+    #[command(subcommand)]
+    cmd: NetSub,
+}
+
+#[derive(Subcommand)]
+enum NetSub {
+    /// Drop every packet between groups of nodes (iptables rules per pair
+    /// of node addresses); client traffic is never matched.
+    #[command(subcommand)]
+    Partition(PartitionHow),
+    /// Delay, jitter and loss on every node-to-node link (tc netem; where
+    /// the kernel has no sch_netem, a slow shaped link plus random loss).
+    Delay {
+        #[arg(long = "delay", value_name = "MS", default_value_t = 100)]
+        delay_ms: u32,
+        #[arg(long = "jitter", value_name = "MS", default_value_t = 25)]
+        jitter_ms: u32,
+        #[arg(long = "loss", value_name = "PCT", default_value_t = 5.0)]
+        loss_pct: f64,
+    },
+    /// Remove faults: everything (also what a crashed chaos run left), or
+    /// only the partitions or the delay.
+    Heal {
+        #[arg(value_enum, default_value_t = ScopeArg::All)]
+        scope: ScopeArg,
+    },
+    /// The faults in force: iptables rules, qdiscs, classes and filters.
+    Show {
+        #[arg(value_enum, default_value_t = ScopeArg::All)]
+        scope: ScopeArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartitionHow {
+    /// Cut node ID off from every other node.
+    Isolate { id: u64 },
+    /// Groups (comma lists, e.g. `1 2,3`) that cannot reach each other.
+    Split {
+        #[arg(required = true, num_args = 2..)]
+        groups: Vec<String>,
+    },
+    /// LEFT and RIGHT (comma lists) cannot talk; MIDDLE talks to both.
+    Bridge { left: String, middle: u64, right: String },
+    /// Drop packets FROM -> TO only (TO -> FROM pass).
+    Oneway { from: u64, to: u64 },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    All,
+    Partitions,
+    Delay,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(s: ScopeArg) -> Scope {
+        match s {
+            ScopeArg::All => Scope::All,
+            ScopeArg::Partitions => Scope::Partitions,
+            ScopeArg::Delay => Scope::Delay,
+        }
+    }
+}
+
+impl NetSub {
+    fn command(self) -> Result<NetCommand> {
+        Ok(match self {
+            NetSub::Partition(PartitionHow::Isolate { id }) => NetCommand::Isolate(id),
+            NetSub::Partition(PartitionHow::Split { groups }) => {
+                NetCommand::Split(groups.iter().map(|g| parse_group(g)).collect::<Result<_>>()?)
+            }
+            NetSub::Partition(PartitionHow::Bridge { left, middle, right }) => {
+                NetCommand::Bridge(parse_group(&left)?, middle, parse_group(&right)?)
+            }
+            NetSub::Partition(PartitionHow::Oneway { from, to }) => NetCommand::Oneway(from, to),
+            NetSub::Delay { delay_ms, jitter_ms, loss_pct } => NetCommand::Delay { delay_ms, jitter_ms, loss_pct },
+            NetSub::Heal { scope } => NetCommand::Heal(scope.into()),
+            NetSub::Show { scope } => NetCommand::Show(scope.into()),
+        })
+    }
+}
 
 struct Settings {
     runs: u32,
@@ -201,39 +320,27 @@ fn check_file(path: &str) -> ExitCode {
     if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => {}
-        [cmd, path] if cmd == "check" => return check_file(path),
-        _ => {
-            eprintln!("usage: chaos (runs as configured by CHAOS_* variables) | chaos check HISTORY.jsonl");
-            return ExitCode::from(2);
+/// `chaos net …`: one network fault command; exit 1 if it failed.
+fn net(args: NetArgs) -> ExitCode {
+    let target = Target { nodes: args.nodes, cluster_dir: args.cluster_dir, dev: Some(args.dev) };
+    match args.cmd.command().and_then(|cmd| net_cmd::run(&cmd, &target)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
         }
-    }
-    let s = match settings().context("chaos configuration") {
-        Ok(s) => s,
         Err(e) => {
-            eprintln!("chaos: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    // Ctrl-C drops the run in progress: its cluster kills its nodes and the
-    // network faults are removed (Drop impls), then the process exits.
-    let result = tokio::select! {
-        r = run_all(&s) => r,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("chaos: interrupted; cleaned up");
-            return ExitCode::from(130);
-        }
-    };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("chaos: {e:#}");
+            eprintln!("chaos net: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().cmd {
+        None => {}
+        Some(Cmd::Check { history }) => return check_file(&history),
+        Some(Cmd::Net(args)) => return net(args),
+    }
+    run_main("chaos", settings(), |s| async move { run_all(&s).await }).await
 }

@@ -35,9 +35,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use replog_chaos::nemesis::Fault;
-use replog_chaos::runner::{default_out_dir, env_flag, env_or};
+use replog_chaos::runner::{default_out_dir, env_flag, env_or, run_main};
 use replog_chaos::soak::{SoakConfig, run_soak};
 
 fn settings() -> Result<SoakConfig> {
@@ -125,28 +125,5 @@ async fn soak(cfg: &SoakConfig) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cfg = match settings().context("soak configuration") {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("soak: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    // Ctrl-C drops the run: its cluster kills its nodes and the network
-    // faults are removed (Drop impls).
-    let result = tokio::select! {
-        r = soak(&cfg) => r,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("soak: interrupted; cleaned up");
-            return ExitCode::from(130);
-        }
-    };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("soak: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("soak", settings(), |cfg| async move { soak(&cfg).await }).await
 }

@@ -1,6 +1,8 @@
 //! `replog bench produce|consume`: throughput and latency against a live
 //! cluster, ending with one JSON line whatever `--output` says (records, seconds, records_per_sec,
-//! mb_per_sec, p50_ms, p99_ms, p999_ms, max_ms).
+//! mb_per_sec, p50_ms, p99_ms, p999_ms, max_ms). `produce` takes
+//! `--max-in-flight W` (batches per partition), `--compression` and
+//! `--payload` (what the values hold, which decides what compression gains).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::producer::now_ms;
-use crate::{Acks, Client, FetchOptions, PartitionReader, Producer, ProducerConfig, Record};
+use crate::{Acks, Client, Compression, FetchOptions, PartitionReader, Producer, ProducerConfig, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AcksArg {
@@ -25,6 +27,35 @@ impl From<AcksArg> for Acks {
             AcksArg::None => Acks::None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Compression {
+        match c {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// What record values hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Payload {
+    /// One byte repeated: the best case for compression.
+    Fill,
+    /// Log-like lines (words, numbers, ids), different in every record:
+    /// compresses about as application events do.
+    Text,
+    /// Random bytes: compression finds nothing.
+    Random,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +82,73 @@ pub struct BenchArgs {
     pub producers: u32,
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
+    /// Batches in flight per partition (1-5 with acks=all; acks=none sends one at a time).
+    #[arg(long, default_value_t = crate::producer::MAX_IN_FLIGHT_IDEMPOTENT)]
+    pub max_in_flight: usize,
+    /// Codec for each batch's records.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+    /// What the record values hold.
+    #[arg(long, value_enum, default_value_t = Payload::Fill)]
+    pub payload: Payload,
+}
+
+/// Record values of `size` bytes for `payload`, drawn from a fixed seed.
+fn values(payload: Payload, size: usize, count: usize) -> Vec<Bytes> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    const WORDS: &[&str] = &[
+        "GET",
+        "POST",
+        "user",
+        "order",
+        "cart",
+        "checkout",
+        "item",
+        "status",
+        "ok",
+        "error",
+        "timeout",
+        "region",
+        "eu-west",
+        "us-east",
+        "session",
+        "latency_ms",
+        "bytes",
+        "retry",
+        "cache",
+        "hit",
+        "miss",
+        "payment",
+    ];
+    (0..count)
+        .map(|_| {
+            let v: Vec<u8> = match payload {
+                Payload::Fill => vec![b'x'; size],
+                Payload::Random => (0..size).map(|_| rng.r#gen()).collect(),
+                Payload::Text => {
+                    let mut s = String::with_capacity(size + 32);
+                    while s.len() < size {
+                        match rng.gen_range(0..4) {
+                            0 => s.push_str(&format!(
+                                "{}={} ",
+                                WORDS[rng.gen_range(0..WORDS.len())],
+                                rng.gen_range(0..100_000)
+                            )),
+                            1 => s.push_str(&format!("id={:016x} ", rng.r#gen::<u64>())),
+                            _ => {
+                                s.push_str(WORDS[rng.gen_range(0..WORDS.len())]);
+                                s.push(' ');
+                            }
+                        }
+                    }
+                    s.truncate(size);
+                    s.into_bytes()
+                }
+            };
+            Bytes::from(v)
+        })
+        .collect()
 }
 
 pub async fn run(client: Client, cmd: BenchCmd) -> anyhow::Result<()> {
@@ -90,13 +188,21 @@ fn report(kind: &str, records: u64, bytes: u64, elapsed: Duration, h: &Histogram
 
 async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     let topic = ensure_topic(&client, &a).await?;
-    let producer = Producer::new(client.clone(), ProducerConfig { acks: a.acks.into(), ..Default::default() });
-    let value = Bytes::from(vec![b'x'; a.record_size]);
+    let cfg = ProducerConfig {
+        acks: a.acks.into(),
+        max_in_flight: a.max_in_flight,
+        compression: a.compression.into(),
+        ..Default::default()
+    };
+    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let producer = Producer::new(client.clone(), cfg);
+    // A pool of distinct values, reused round-robin.
+    let pool = std::sync::Arc::new(values(a.payload, a.record_size, 4096));
     let per = a.records / a.producers as u64;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..a.producers {
-        let (producer, topic, value) = (producer.clone(), topic.clone(), value.clone());
+    for k in 0..a.producers {
+        let (producer, topic, pool) = (producer.clone(), topic.clone(), pool.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, crate::producer::SendHandle)>(50_000);
@@ -113,9 +219,10 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
                 }
                 (h, errors)
             });
-            for _ in 0..per {
+            for i in 0..per {
                 let t0 = Instant::now();
-                let rec = Record::new(None, value.clone(), now_ms());
+                let value = pool[(i as usize * 7 + k as usize) % pool.len()].clone();
+                let rec = Record::new(None, value, now_ms());
                 let handle = producer.enqueue(&topic, None, rec).await?;
                 if tx.send((t0, handle)).await.is_err() {
                     break;
@@ -141,7 +248,10 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
         elapsed,
         &hist,
         json!({"errors": errors, "topic": topic, "record_size": a.record_size, "partitions": a.partitions,
-               "producers": a.producers, "acks": format!("{:?}", a.acks).to_lowercase()}),
+               "producers": a.producers, "acks": format!("{:?}", a.acks).to_lowercase(),
+               "max_in_flight": a.max_in_flight, "compression": Compression::from(a.compression).name(),
+               "payload": format!("{:?}", a.payload).to_lowercase(),
+               "batches_sent": producer.stats().batches_sent(), "batches_resent": producer.stats().batches_resent()}),
     );
     if errors > 0 {
         anyhow::bail!("{errors} records were not acknowledged");

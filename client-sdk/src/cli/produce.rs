@@ -1,5 +1,6 @@
-//! `replog produce TOPIC [--key K] [--partition P] [--acks all|none]`: one
-//! record per stdin line. With `--output json`, one line per acknowledged
+//! `replog produce TOPIC [--key K] [--partition P] [--acks all|none]
+//! [--compression none|lz4|zstd] [--header NAME=VALUE]...`: one record per
+//! stdin line. With `--output json`, one line per acknowledged
 //! record: `{"line":N,"partition":P,"offset":O}`, where O is null with
 //! `--acks none` (no offset exists when the broker answers).
 
@@ -24,10 +25,22 @@ pub struct ProduceArgs {
     /// Wait for a majority (all) or not at all (none).
     #[arg(long, value_enum, default_value_t = super::bench::AcksArg::All)]
     pub acks: super::bench::AcksArg,
+    /// Codec for each batch's records.
+    #[arg(long, value_enum, default_value_t = super::bench::CompressionArg::None)]
+    pub compression: super::bench::CompressionArg,
+    /// A header on every record, NAME=VALUE; repeat for more.
+    #[arg(long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, Bytes)>,
+}
+
+fn parse_header(s: &str) -> Result<(String, Bytes), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("header {s:?} is not NAME=VALUE"))?;
+    Ok((name.to_string(), Bytes::copy_from_slice(value.as_bytes())))
 }
 
 pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Result<()> {
-    let producer = Producer::new(client, ProducerConfig { acks: args.acks.into(), ..Default::default() });
+    let cfg = ProducerConfig { acks: args.acks.into(), compression: args.compression.into(), ..Default::default() };
+    let producer = Producer::new(client, cfg);
     let key = args.key.map(Bytes::from);
     // Handles are awaited in input order by a printer task while reading
     // goes on, so a long input streams through with bounded memory.
@@ -62,7 +75,8 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
     let mut n = 0usize;
     while let Some(line) = lines.next_line().await? {
         n += 1;
-        let rec = Record::new(key.clone(), Bytes::from(line), now_ms());
+        let mut rec = Record::new(key.clone(), Bytes::from(line), now_ms());
+        rec.headers.clone_from(&args.headers);
         let h = producer.enqueue(&args.topic, args.partition, rec).await?;
         if tx.send((n, h)).await.is_err() {
             break;

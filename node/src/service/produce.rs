@@ -36,8 +36,16 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
     if req.batch.len() > limit {
         return Err(NodeError::BatchTooLarge { size: req.batch.len(), limit });
     }
-    let header = batch::validate(&req.batch, node.config.max_record_bytes).map_err(|e| match e {
+    // A compressed batch may not hold more than an uncompressed one could.
+    let limits = batch::Limits {
+        max_record_bytes: node.config.max_record_bytes,
+        max_uncompressed_bytes: limit.saturating_sub(batch::HEADER_LEN),
+    };
+    let header = batch::validate_with(&req.batch, limits).map_err(|e| match e {
         BatchError::RecordTooLarge { .. } => NodeError::RecordTooLarge(e.to_string()),
+        BatchError::UncompressedTooLarge { size, .. } => {
+            NodeError::BatchTooLarge { size: size + batch::HEADER_LEN, limit }
+        }
         other => NodeError::CorruptBatch(other.to_string()),
     })?;
     let disk = node.store.disk();

@@ -8,19 +8,20 @@
 //! `u64` ([`MAX_TERM`]), which no cluster reaches and which would leave a
 //! group unable to ever elect again.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::vote::RaftLeaderId;
 use replog_proto::pb::raft_peer_server::RaftPeer;
 use replog_proto::pb::{RaftBatch, RaftMessage};
-use replog_raft_store::{LogId, Raft, TypeConfig, Vote};
+use replog_raft_store::{LogId, Raft, SnapshotData, TypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
-use crate::raft_net::{SnapshotPayload, decode_payload, encode_payload};
+use crate::raft_net::{ChunkReply, SnapshotChunkPayload, decode_payload, encode_payload};
 
 /// Largest term a peer message may carry. openraft starts an election at
 /// `term + 1`: a group that took a term of `u64::MAX` from a message would
@@ -69,9 +70,9 @@ impl Terms for TransferLeaderRequest<TypeConfig> {
     }
 }
 
-impl Terms for SnapshotPayload {
+impl Terms for SnapshotChunkPayload {
     fn terms(&self) -> Vec<u64> {
-        let (vote, meta, _) = self;
+        let (vote, meta, ..) = self;
         let mut t = vec![vote_term(vote)];
         t.extend(log_term(meta.last_log_id.as_ref()));
         t.extend(log_term(meta.last_membership.log_id().as_ref()));
@@ -125,6 +126,46 @@ impl PeerService {
     }
 }
 
+/// Takes one chunk of a snapshot stream into `<group dir>/received-<index>.snap.part`
+/// and installs the snapshot with the last one. A transfer is known by the
+/// snapshot's last log id and the sending leader; a part file of any other
+/// transfer is dropped.
+async fn receive_chunk(raft: Raft, dir: PathBuf, chunk: SnapshotChunkPayload) -> Result<ChunkReply, String> {
+    let (vote, meta, offset, data, last) = chunk;
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    let term = meta.last_log_id.map_or(0, |l| l.committed_leader_id().term());
+    let transfer = format!("received-{index:020}-{term}-{}.snap.part", vote.leader_id.node_id);
+    let part = dir.join(&transfer);
+    let io = |e: std::io::Error| format!("snapshot transfer {transfer}: {e}");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".snap.part") && name != transfer {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let have = std::fs::metadata(&part).map_or(0, |m| m.len());
+    if offset != have {
+        return Ok(ChunkReply::Have(have));
+    }
+    if !data.is_empty() {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&part).map_err(io)?;
+        f.write_all(&data).map_err(io)?;
+    }
+    if !last {
+        return Ok(ChunkReply::Have(have + data.len() as u64));
+    }
+    let file = dir.join(format!("received-{index:020}.snap"));
+    std::fs::rename(&part, &file).map_err(io)?;
+    let snap = replog_raft_store::Snapshot { meta, snapshot: SnapshotData::Received(file.clone()) };
+    let r = raft.install_full_snapshot(vote, snap).await.map_err(|e| e.to_string());
+    // Installed or refused, the received copy is not needed again.
+    let _ = std::fs::remove_file(&file);
+    r.map(ChunkReply::Installed)
+}
+
 /// Appends and heartbeats, whether they come alone or batched.
 async fn append(raft: Raft, rpc: AppendEntriesRequest<TypeConfig>) -> Result<impl Serialize, impl std::fmt::Display> {
     raft.append_entries(rpc).await
@@ -146,12 +187,14 @@ impl RaftPeer for PeerService {
         Ok(Response::new(self.handle(req.into_inner(), f).await))
     }
 
-    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let f = |raft: Raft, (vote, meta, data): SnapshotPayload| async move {
-            let snap = replog_raft_store::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
-            raft.install_full_snapshot(vote, snap).await
+    async fn snapshot_chunk(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        let dir = match self.node.store.log(m.group_id) {
+            Ok(log) if self.node.raft_of(m.group_id).is_some() => log.dir().to_path_buf(),
+            _ => return Ok(Response::new(reply::<(), _>(m.group_id, Err(format!("unknown group {}", m.group_id))))),
         };
-        Ok(Response::new(self.handle(req.into_inner(), f).await))
+        let f = |raft: Raft, chunk: SnapshotChunkPayload| receive_chunk(raft, dir, chunk);
+        Ok(Response::new(self.handle(m, f).await))
     }
 
     async fn heartbeat_batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
