@@ -21,7 +21,7 @@
 //! | `nonmonotonic-send` | two acknowledged sends of one producer to one partition: the one sent later was acknowledged at an offset at or below the earlier one's |
 //! | `send-skip` | one producer's sends to one partition landed out of send order, where at least one of the two is known from reads only (an indeterminate send that landed): the earlier send was passed over and written after the later one |
 //! | `resurrected` | a value written to one incarnation of a topic was read from another incarnation of the same name (data of a deleted topic came back) |
-//! | `undeleted-topic` | a topic whose delete was acknowledged is still listed by a node once metadata settled, or acknowledged a write sent after the delete |
+//! | `undeleted-topic` | a topic whose delete was acknowledged is still listed by a node once metadata settled (with a deleted incarnation's id, or with a new id that no create of unknown outcome could have made), or acknowledged a write sent after the delete |
 //! | `missing-topic` | a topic whose create was acknowledged (and not deleted) is missing from a node's settled metadata, or listed with another id or partition count |
 //! | `replica-divergence` | two final reads of a partition (the leader's and each replica's, over the whole log) differ at some offset: a record on one and not the other, different records, or different ends |
 //!
@@ -805,7 +805,7 @@ impl Checker {
             Event::Send(op) => self.add_send(op),
             Event::Poll(op) => self.add_poll(op),
             Event::FinalRead(f) => self.add_final(f),
-            Event::Topic(op) => self.topic_ops.push(op.clone()),
+            Event::Topic(op) => self.topic_ops.push(as_recorded_now(op)),
             Event::TopicState(s) => self.topic_states.push(s.clone()),
         }
     }
@@ -1252,6 +1252,23 @@ fn check_send_order<'a>(
     }
 }
 
+/// A topic operation as the workload records it now: a refusal that the
+/// SDK reported as `outcome unknown: ...` (an earlier attempt of its own
+/// retry loop may have been applied; older histories hold these as
+/// `Fail`) is indeterminate.
+fn as_recorded_now(op: &TopicOp) -> TopicOp {
+    let mut op = op.clone();
+    if let TopicOutcome::Fail { error } = &op.outcome
+        && error.starts_with(SDK_INDETERMINATE)
+    {
+        op.outcome = TopicOutcome::Unknown { error: error.clone() };
+    }
+    op
+}
+
+/// How the SDK's `Error::Indeterminate` reads.
+const SDK_INDETERMINATE: &str = "outcome unknown:";
+
 /// undeleted-topic / missing-topic: settled topic observations against
 /// each name's creates and deletes. Returns when each incarnation whose
 /// delete was acknowledged was deleted, for the check of the sends.
@@ -1271,6 +1288,22 @@ fn check_topics(
     }
     for list in ops.values_mut() {
         list.sort_by_key(|op| (op.start_us, op.end_us));
+    }
+    // Creates that may have made an incarnation whose id is not known
+    // (outcome unknown, or acknowledged without an id), by name: when each
+    // started. A listed id that is no deleted incarnation's may be theirs.
+    let mut unknown_creates: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (topic, list) in &ops {
+        for op in list {
+            let id_unknown = match &op.outcome {
+                TopicOutcome::Unknown { .. } => true,
+                TopicOutcome::Ok { topic_id } => *topic_id == 0,
+                TopicOutcome::Fail { .. } => false,
+            };
+            if op.action == TopicAction::Create && id_unknown {
+                unknown_creates.entry(topic).or_default().push(op.start_us);
+            }
+        }
     }
     // Incarnations (and their ids) whose delete was acknowledged, and when.
     let mut deleted: HashMap<(&str, u32), u64> = HashMap::new();
@@ -1355,13 +1388,24 @@ fn check_topics(
                     ));
                 }
             }
-            (Expect::Absent { deleted: Some(g) }, Some(seen)) => anomalies.push(topic_anomaly(
-                AnomalyKind::UndeletedTopic,
-                &s.topic,
-                g,
-                vec![s.node.clone()],
-                format!("deleted (g{g}), but node {} still lists it (id {}) at {at_s:.3}s", s.node, seen.topic_id),
-            )),
+            // Still listed after the delete: an undeleted topic if the id
+            // is a deleted incarnation's, or if no create could have made
+            // it (a create of unknown outcome may land after the delete
+            // and list a new id: a new incarnation, not the deleted one).
+            (Expect::Absent { deleted: Some(g) }, Some(seen))
+                if seen_deleted.is_some()
+                    || !unknown_creates
+                        .get(s.topic.as_str())
+                        .is_some_and(|starts| starts.iter().any(|start| *start <= s.at_us)) =>
+            {
+                anomalies.push(topic_anomaly(
+                    AnomalyKind::UndeletedTopic,
+                    &s.topic,
+                    seen_deleted.unwrap_or(g),
+                    vec![s.node.clone()],
+                    format!("deleted (g{g}), but node {} still lists it (id {}) at {at_s:.3}s", s.node, seen.topic_id),
+                ))
+            }
             (Expect::Unknown | Expect::Absent { deleted: None }, Some(seen)) => {
                 if let Some(g) = seen_deleted {
                     anomalies.push(topic_anomaly(
@@ -1983,6 +2027,50 @@ mod tests {
         assert!(undeleted.iter().any(|a| a.detail.contains("churn-0-g1-0") && a.detail.contains("acknowledged")));
         assert!(undeleted.iter().any(|a| a.detail.contains("node n3 lists id 10")), "{undeleted:#?}");
         assert!(undeleted[0].to_string().starts_with("undeleted-topic churn-0(g1): "), "{}", undeleted[0]);
+    }
+
+    #[test]
+    fn given_deleted_topic_listed_with_the_id_of_an_indeterminate_later_create_when_checked_then_only_old_ids_are_undeleted()
+    {
+        // The SDK's own retry made the create of g2 indeterminate (its first
+        // attempt broke off, the last was told the name exists), which a
+        // history may hold as a refusal. The nodes then list id 20, the
+        // new incarnation: not the deleted one (id 18).
+        let indeterminate = "outcome unknown: attempt 1 of 8 may have been applied (transport error talking to n3); \
+                             the last attempt failed: TOPIC_ALREADY_EXISTS(8): topic \"churn-1\" already exists";
+        let mut h = H::default();
+        h.topic_op(TopicAction::Create, "churn-1", 1, created(18), 0, 10)
+            .topic_op(TopicAction::Delete, "churn-1", 1, created(0), 20, 30)
+            .topic_op(TopicAction::Create, "churn-1", 2, TopicOutcome::Fail { error: indeterminate.into() }, 40, 50)
+            .state("n1", "churn-1", Some((20, 2)), 60)
+            .state("n2", "churn-1", Some((20, 2)), 60)
+            // A node listing the deleted incarnation's own id is flagged.
+            .state("n3", "churn-1", Some((18, 2)), 60)
+            // The same after a create recorded as indeterminate, followed
+            // by an acknowledged delete of what it made: id 31 is not the
+            // deleted g1's (30), and the create could have made it.
+            .topic_op(TopicAction::Create, "churn-2", 1, created(30), 0, 10)
+            .topic_op(TopicAction::Delete, "churn-2", 1, created(0), 20, 30)
+            .topic_op(TopicAction::Create, "churn-2", 2, TopicOutcome::Unknown { error: "timeout".into() }, 40, 50)
+            .topic_op(TopicAction::Delete, "churn-2", 2, created(0), 55, 58)
+            .state("n1", "churn-2", Some((31, 2)), 60)
+            // No create after the delete: a new id nobody asked for is
+            // still flagged.
+            .topic_op(TopicAction::Create, "churn-3", 1, created(40), 0, 10)
+            .topic_op(TopicAction::Delete, "churn-3", 1, created(0), 20, 30)
+            .state("n1", "churn-3", Some((41, 2)), 60);
+
+        let r = h.check();
+
+        let undeleted: Vec<(String, String)> =
+            r.of_kind(AnomalyKind::UndeletedTopic).map(|a| (a.topic.clone(), a.values[0].clone())).collect();
+        assert_eq!(
+            undeleted,
+            vec![("churn-1".to_string(), "n3".to_string()), ("churn-3".to_string(), "n1".to_string())],
+            "{:#?}",
+            r.anomalies
+        );
+        assert_eq!(r.anomaly_count(), 2, "{:#?}", r.anomalies);
     }
 
     #[test]

@@ -592,7 +592,9 @@ impl Churn {
                 Err(e) => e,
             };
             if e.code() == Some(ErrorCode::TopicAlreadyExists) && !matches!(e, SdkError::DeadlineExceeded { .. }) {
-                if open {
+                // `Indeterminate`: an earlier attempt of the SDK's own
+                // retries broke off, so that one may be what exists.
+                if open || matches!(e, SdkError::Indeterminate { .. }) {
                     // An earlier attempt of this create landed.
                     let topic_id = self.client.describe_topic(name).await.map(|t| t.topic_id).unwrap_or(0);
                     self.counters.topics_created.fetch_add(1, Ordering::Relaxed);
@@ -713,7 +715,7 @@ impl Churn {
                 Err(e) => e,
             };
             if e.code() == Some(ErrorCode::UnknownTopic) && !matches!(e, SdkError::DeadlineExceeded { .. }) {
-                if open {
+                if open || matches!(e, SdkError::Indeterminate { .. }) {
                     // An earlier attempt landed.
                     break TopicOutcome::Ok { topic_id: 0 };
                 }
