@@ -400,7 +400,9 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir).with_context(|| format!("remove {}", run_dir.display()))?;
     }
-    let history_path = out.join("soak.jsonl");
+    // zstd-compressed: at tens of thousands of records a second the JSON
+    // history runs to gigabytes.
+    let history_path = out.join("soak.jsonl.zst");
     let report_path = out.join("soak.report.txt");
     let csv_path = out.join("rss.csv");
     let retry_deadline = Duration::from_secs(20);
