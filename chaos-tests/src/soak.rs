@@ -285,12 +285,24 @@ fn free_disk_mb(path: &Path) -> Option<u64> {
 
 /// Bytes under `dir`, recursively (files only; errors count as empty).
 fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else { return 0 };
+    disk_bytes_on(dir, root.dev())
+}
+
+/// The disk space files under `dir` take (allocated blocks, as `du -x`
+/// counts them), on device `dev` only: a node's `data` directory on a
+/// faultfs mount shows the files of its `disk` directory again, which
+/// must not count twice.
+fn disk_bytes_on(dir: &Path, dev: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+        .map(|e| match std::fs::symlink_metadata(e.path()) {
+            Ok(m) if m.dev() != dev => 0,
+            Ok(m) if m.is_dir() => disk_bytes_on(&e.path(), dev),
+            Ok(m) => m.blocks() * 512,
             Err(_) => 0,
         })
         .sum()
@@ -604,6 +616,22 @@ fn soak_text(cfg: &SoakConfig, r: &SoakResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_files_in_nested_directories_when_sized_then_allocated_blocks_are_summed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/one"), vec![1u8; 100_000]).unwrap();
+        std::fs::write(dir.path().join("a/b/two"), vec![2u8; 200_000]).unwrap();
+        // A sparse file: long, but almost nothing allocated.
+        let sparse = std::fs::File::create(dir.path().join("sparse")).unwrap();
+        sparse.set_len(1 << 30).unwrap();
+
+        let bytes = dir_bytes(dir.path());
+
+        assert!((300_000..400_000).contains(&bytes), "{bytes}");
+        assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
+    }
 
     fn sample(t: f64, node: u64, pid: u32, rss_mb: f64) -> RssSample {
         RssSample { t, node, pid, rss_mb }
