@@ -558,7 +558,11 @@ impl Sources {
 
     /// The bits of the final reads.
     fn finals(&self) -> Mask {
-        self.list.iter().enumerate().filter(|(_, (k, _))| *k == SourceKind::Final).fold(0, |m, (i, _)| m | 1 << i.min(LAST_BIT))
+        self.list
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| *k == SourceKind::Final)
+            .fold(0, |m, (i, _)| m | 1 << i.min(LAST_BIT))
     }
 
     fn each(&self, mask: Mask) -> impl Iterator<Item = (SourceKind, u32, bool)> + '_ {
@@ -775,7 +779,14 @@ fn tp_of<'a>(topics: &'a Names, tps: &[(u32, u32, u32)], id: TpId) -> Tp<'a> {
 }
 
 /// Notes that `value` was seen at `offset` of partition `part` by `bit`.
-fn observe(part: &mut Part, conflicts: &mut BTreeMap<(TpId, u64), Vec<Cell>>, tp: TpId, offset: u64, value: Vid, bit: Mask) {
+fn observe(
+    part: &mut Part,
+    conflicts: &mut BTreeMap<(TpId, u64), Vec<Cell>>,
+    tp: TpId,
+    offset: u64,
+    value: Vid,
+    bit: Mask,
+) {
     let cell = part.cells.entry(offset);
     if cell.is_empty() {
         *cell = Cell { value, sources: bit };
@@ -941,8 +952,10 @@ impl Checker {
         for ((tp, offset), extra) in &conflicts {
             let part = &parts[*tp as usize];
             let first = *part.cells.get(*offset).expect("a conflict has a first cell");
-            let mut cells: Vec<(String, Mask)> =
-                std::iter::once(first).chain(extra.iter().copied()).map(|c| (values.name(c.value), c.sources)).collect();
+            let mut cells: Vec<(String, Mask)> = std::iter::once(first)
+                .chain(extra.iter().copied())
+                .map(|c| (values.name(c.value), c.sources))
+                .collect();
             cells.sort_by(|a, b| a.0.cmp(&b.0));
             let detail = cells
                 .iter()
@@ -1060,17 +1073,25 @@ impl Checker {
                 if first.is_empty() {
                     continue;
                 }
-                let here: Vec<Cell> =
-                    std::iter::once(*first).chain(conflicts.get(&(tp_id, offset)).into_iter().flatten().copied()).collect();
+                let here: Vec<Cell> = std::iter::once(*first)
+                    .chain(conflicts.get(&(tp_id, offset)).into_iter().flatten().copied())
+                    .collect();
                 for cell in &here {
                     if cell.sources & committed == 0 {
                         continue;
                     }
                     let anomaly = |kind, detail: String| {
                         let why = part.sources.reasons(cell.sources & committed, names);
-                        at(kind, tp, vec![offset], vec![values.name(cell.value)], format!("{why} at offset {offset}; {detail}"))
+                        at(
+                            kind,
+                            tp,
+                            vec![offset],
+                            vec![values.name(cell.value)],
+                            format!("{why} at offset {offset}; {detail}"),
+                        )
                     };
-                    let covering: Vec<&FinalMeta> = part.finals.iter().filter(|r| r.covered.contains(&offset)).collect();
+                    let covering: Vec<&FinalMeta> =
+                        part.finals.iter().filter(|r| r.covered.contains(&offset)).collect();
                     if covering.is_empty() {
                         let detail = if part.finals.is_empty() {
                             "there is no final read of the partition".to_string()
@@ -1090,7 +1111,11 @@ impl Checker {
                         .filter(|r| cell.sources & r.bit == 0)
                         .map(|r| match here.iter().find(|c| c.sources & r.bit != 0) {
                             Some(other) => {
-                                format!("final read ({}) holds {} there", names.name(r.reader), values.name(other.value))
+                                format!(
+                                    "final read ({}) holds {} there",
+                                    names.name(r.reader),
+                                    values.name(other.value)
+                                )
                             }
                             None => format!("final read ({}) has no record there", names.name(r.reader)),
                         })
@@ -1137,7 +1162,8 @@ impl Checker {
             const SHOWN: usize = 8;
             let part = &parts[j.tp as usize];
             let mut skipped = part.cells.range(j.prev + 1, j.next).filter(|(_, c)| !c.is_empty());
-            let shown: Vec<(u64, String)> = skipped.by_ref().take(SHOWN).map(|(o, c)| (o, values.name(c.value))).collect();
+            let shown: Vec<(u64, String)> =
+                skipped.by_ref().take(SHOWN).map(|(o, c)| (o, values.name(c.value))).collect();
             if shown.is_empty() {
                 continue;
             }
@@ -1453,7 +1479,6 @@ fn is_replica_read(reader: &str) -> bool {
     reader == "leader" || reader.starts_with("replica-")
 }
 
-
 /// replica-divergence: replica read `b` of a partition against `a` (the
 /// leader's), record by record over the whole log.
 fn compare_replicas(tp: Tp, a: &ReplicaLog, b: &ReplicaLog, names: &Names, values: &Values) -> Option<Anomaly> {
@@ -1463,7 +1488,8 @@ fn compare_replicas(tp: Tp, a: &ReplicaLog, b: &ReplicaLog, names: &Names, value
     let mut d = Divergence::default();
     // Merge the two logs from the common start; an offset below an end is
     // either a record or known empty.
-    let (mut i, mut j) = (a.records.partition_point(|r| r.offset < start), b.records.partition_point(|r| r.offset < start));
+    let (mut i, mut j) =
+        (a.records.partition_point(|r| r.offset < start), b.records.partition_point(|r| r.offset < start));
     loop {
         let x = a.records.get(i).copied();
         let y = b.records.get(j).copied();
@@ -2031,7 +2057,7 @@ mod tests {
 
     #[test]
     fn given_deleted_topic_listed_with_the_id_of_an_indeterminate_later_create_when_checked_then_only_old_ids_are_undeleted()
-    {
+     {
         // The SDK's own retry made the create of g2 indeterminate (its first
         // attempt broke off, the last was told the name exists), which a
         // history may hold as a refusal. The nodes then list id 20, the
@@ -2245,7 +2271,7 @@ mod tests {
 
     #[test]
     fn given_replica_reads_before_the_leaders_and_a_late_write_recorded_before_the_delete_when_checked_then_both_are_found()
-    {
+     {
         // The checker goes through the history once: replica reads that
         // come before the leader's wait for it, and a send acknowledged
         // after its topic's delete is found even when it is recorded first.
@@ -2267,14 +2293,23 @@ mod tests {
         assert_eq!((div[0].values.clone(), div[0].offsets.clone()), (vals(&["leader", "replica-2"]), vec![1]));
         let late: Vec<&Anomaly> = r.of_kind(AnomalyKind::UndeletedTopic).collect();
         assert_eq!(late.len(), 1, "{:#?}", r.anomalies);
-        assert!(late[0].detail.contains("churn-0-g1-0") && late[0].detail.contains("acknowledged at 0@0"), "{}", late[0]);
+        assert!(
+            late[0].detail.contains("churn-0-g1-0") && late[0].detail.contains("acknowledged at 0@0"),
+            "{}",
+            late[0]
+        );
         assert_eq!(r.anomaly_count(), 2, "{:#?}", r.anomalies);
 
         // Without a leader read, the first replica read is the reference.
         let mut h = H::default();
-        h.ok("p1", "w-1-0", 0, 0)
-            .read_by("replica-1", T, 0, 0, 1, &[(0, "w-1-0", 1)])
-            .read_by("replica-2", T, 0, 0, 1, &[(0, "w-1-0", 7)]);
+        h.ok("p1", "w-1-0", 0, 0).read_by("replica-1", T, 0, 0, 1, &[(0, "w-1-0", 1)]).read_by(
+            "replica-2",
+            T,
+            0,
+            0,
+            1,
+            &[(0, "w-1-0", 7)],
+        );
         let r = h.check();
         assert_eq!(kinds_and_values(&r), vec![(AnomalyKind::ReplicaDivergence, vals(&["replica-1", "replica-2"]))]);
     }

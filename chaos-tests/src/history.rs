@@ -520,7 +520,11 @@ const ZSTD_LEVEL: i32 = 1;
 impl Sink {
     fn create(path: &Path) -> io::Result<Sink> {
         let w = BufWriter::new(File::create(path)?);
-        Ok(if compressed(path) { Sink::Zstd(Some(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?)) } else { Sink::Plain(w) })
+        Ok(if compressed(path) {
+            Sink::Zstd(Some(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?))
+        } else {
+            Sink::Plain(w)
+        })
     }
 
     /// Makes everything written so far readable from the file: a zstd

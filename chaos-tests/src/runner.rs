@@ -294,7 +294,8 @@ pub fn describe(
 ) -> io::Result<String> {
     // The send attempts and topic operations the anomalies name, found in
     // one pass over the history (which may be a file too long to load).
-    let named_values: HashSet<&str> = report.anomalies.iter().flat_map(|a| a.values.iter().map(String::as_str)).collect();
+    let named_values: HashSet<&str> =
+        report.anomalies.iter().flat_map(|a| a.values.iter().map(String::as_str)).collect();
     let named_topics: HashSet<&str> = report
         .anomalies
         .iter()
