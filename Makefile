@@ -25,7 +25,8 @@ stop:
 	$(CLUSTER) down
 
 # The last steps are the chaos smoke (root: iptables, FUSE): a short run with
-# a few faults, one that SIGKILLs every node at once while writes are in
+# a few faults, the same faults under queue consumers (exactly-once
+# settlement), one that SIGKILLs every node at once while writes are in
 # flight, one that cuts every node's power (unsynced writes lost) and a 30 s
 # soak (memory sampled, a fault every 10 s) — all must end with zero
 # anomalies — then the same power cut with a planted skipped fsync, which
@@ -47,8 +48,9 @@ test:
 	bash ops/smoke.sh
 	$(CARGO) build --release --bins
 	$(BIN)/replog-fuzz run --seconds 2
-	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
+	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=log CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=kill-all CHAOS_OUT=target/chaos-smoke-kill-all $(BIN)/chaos
+	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=queue CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke-queue $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=power-fail,power-fail-all CHAOS_OUT=target/chaos-smoke-power $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=10 CHAOS_PARTITIONS=1 CHAOS_FAULTS=power-fail-all CHAOS_PLANT=skip-fsync CHAOS_OUT=target/chaos-smoke-plant $(BIN)/chaos
 	SOAK_SECONDS=30 SOAK_PEAK_SECONDS=5 SOAK_FAULT_EVERY=10 SOAK_FAULTS=kill,pause,partition-leader SOAK_OUT=target/soak-smoke $(BIN)/soak

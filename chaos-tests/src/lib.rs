@@ -32,6 +32,9 @@
 //! - [`workload`]: acks=all producers and per-partition consumers that
 //!   record everything, and the final reads from the leader and every
 //!   replica.
+//! - [`queue_workload`]: the queue workload (`CHAOS_WORKLOAD=queue`):
+//!   queue consumers that crash, release, reject and overrun their locks
+//!   under the faults, and its checker of exactly-once settlement.
 //! - [`runner`]: one run end to end (cluster, topic, workload under the
 //!   nemesis, heal, final reads, check); `src/bin/chaos.rs` is `make chaos`.
 //! - [`soak`]: a long run at half of peak throughput with a fault at a
@@ -82,6 +85,7 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod net_cmd;
+pub mod queue_workload;
 pub mod runner;
 pub mod soak;
 pub mod workload;

@@ -145,6 +145,9 @@ pub struct RunResult {
     pub problems: Vec<String>,
     pub history_path: PathBuf,
     pub report_path: PathBuf,
+    /// The queue checker's verdict, for a run of the queue workload
+    /// ([`crate::queue_workload`]).
+    pub queue: Option<crate::queue_workload::QueueReport>,
 }
 
 /// Reads environment variable `name`, or `default` when unset or empty.
@@ -280,7 +283,7 @@ pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
     std::fs::write(&nemesis_path, &log)?;
     let report = check(&history);
     std::fs::write(&report_path, describe(cfg, &report, &problems, &history, &events)?)?;
-    Ok(RunResult { report, events, problems, history_path, report_path })
+    Ok(RunResult { report, events, problems, history_path, report_path, queue: None })
 }
 
 /// The run's report: counts, every anomaly, and for each anomaly the send

@@ -17,6 +17,8 @@
 //!   server stream.
 //! - [`admin`]: group administration (describe, list, reset, delete) and
 //!   offsets by position or time ([`Client::list_offsets`]).
+//! - [`QueueConsumer`] ([`queue`]): a member of a queue group — receives
+//!   events locked to it, acks, releases or rejects them, renews locks.
 //! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
 //! - `cli`: the `replog` command-line tool, one file per subcommand.
 //!
@@ -43,6 +45,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod producer;
+pub mod queue;
 pub mod subscription;
 
 #[doc(hidden)]
@@ -57,6 +60,7 @@ pub use consumer::{ConsumedRecord, FetchOptions, PartitionReader};
 pub use error::{Error, Result};
 pub use group::{Assignor, AutoOffsetReset, GroupConsumer, GroupConsumerConfig, RebalanceEvent};
 pub use producer::{Ack, OnFull, Producer, ProducerConfig, ProducerStats, SendHandle};
+pub use queue::{QueueConfig, QueueConsumer, QueueMessage, QueuePartitionStats};
 pub use replog_proto::batch::{Compression, Record};
 pub use replog_proto::codes::ErrorCode;
 pub use replog_proto::now_ms;

@@ -197,6 +197,49 @@ impl Replog for OnePartition {
         Err(Status::unimplemented("reset_offsets"))
     }
 
+    async fn queue_receive(
+        &self,
+        _: Request<pb::QueueReceiveRequest>,
+    ) -> Result<Response<pb::QueueReceiveResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn queue_ack(&self, _: Request<pb::QueueEventsRequest>) -> Result<Response<pb::QueueAckResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn queue_release(
+        &self,
+        _: Request<pb::QueueEventsRequest>,
+    ) -> Result<Response<pb::QueueReleaseResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn queue_reject(
+        &self,
+        _: Request<pb::QueueEventsRequest>,
+    ) -> Result<Response<pb::QueueRejectResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn queue_renew(
+        &self,
+        _: Request<pb::QueueEventsRequest>,
+    ) -> Result<Response<pb::QueueRenewResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn queue_describe(
+        &self,
+        _: Request<pb::QueueDescribeRequest>,
+    ) -> Result<Response<pb::QueueDescribeResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn queue_reset(&self, _: Request<pb::QueueResetRequest>) -> Result<Response<pb::QueueResetResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
     async fn delete_group(
         &self,
         _: Request<pb::DeleteGroupRequest>,

@@ -90,6 +90,9 @@ impl NodeError {
                 Rejection::StaleGeneration(_) => ErrorCode::StaleGeneration,
                 Rejection::NotAssigned(_) => ErrorCode::PartitionNotAssigned,
                 Rejection::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
+                Rejection::UnknownQueueGroup(_) => ErrorCode::UnknownQueueGroup,
+                Rejection::NotHeld(_) => ErrorCode::QueueEventNotHeld,
+                Rejection::LockExpired(_) => ErrorCode::QueueLockExpired,
             },
         }
     }
@@ -145,7 +148,10 @@ impl From<NodeError> for tonic::Status {
     fn from(e: NodeError) -> tonic::Status {
         let code = e.code();
         let grpc = match code {
-            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::UnknownGroup => tonic::Code::NotFound,
+            ErrorCode::UnknownTopic
+            | ErrorCode::UnknownPartition
+            | ErrorCode::UnknownGroup
+            | ErrorCode::UnknownQueueGroup => tonic::Code::NotFound,
             ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
@@ -156,7 +162,9 @@ impl From<NodeError> for tonic::Status {
             | ErrorCode::UnknownMember
             | ErrorCode::StaleGeneration
             | ErrorCode::PartitionNotAssigned
-            | ErrorCode::GroupNotEmpty => tonic::Code::FailedPrecondition,
+            | ErrorCode::GroupNotEmpty
+            | ErrorCode::QueueEventNotHeld
+            | ErrorCode::QueueLockExpired => tonic::Code::FailedPrecondition,
             ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
             _ => tonic::Code::InvalidArgument,
         };

@@ -10,7 +10,8 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
 use replog_proto::batch::BatchHeader;
 use replog_raft_store::groups::{Committed, GroupCmd, GroupResult};
-use replog_raft_store::partition::{Groups, Offsets, PartitionReader, StoredBatch};
+use replog_raft_store::partition::{Groups, Offsets, PartitionReader, Queues, StoredBatch};
+use replog_raft_store::queues::{QueueCmd, QueueResult};
 use replog_raft_store::{GroupId, NodeId, Raft, Request, Response};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
@@ -92,7 +93,7 @@ impl Partition {
         self.members.not_leader(self.name.clone(), leader)
     }
 
-    fn ensure_leader(&self) -> Result<()> {
+    pub fn ensure_leader(&self) -> Result<()> {
         if self.is_leader() { Ok(()) } else { Err(self.not_leader(self.leader())) }
     }
 
@@ -293,6 +294,49 @@ impl Partition {
                 .map_err(|e| unavailable(&e))?;
         }
         self.raft.trigger().purge_log(upto).await.map_err(|e| unavailable(&e))
+    }
+
+    /// Applies a queue-group command through the partition's Raft group,
+    /// at the leader.
+    pub async fn propose_queue(&self, cmd: QueueCmd) -> Result<QueueResult> {
+        self.ensure_leader()?;
+        match self.raft.client_write(Request::Queue(cmd)).await {
+            Ok(r) => match r.data {
+                Response::Queue(q) => Ok(q),
+                Response::Rejected(r) => Err(NodeError::Rejected(r)),
+                other => Err(NodeError::Internal(format!("queue command answered {other:?}"))),
+            },
+            Err(e) => Err(match e.api_error() {
+                // Proposed, then leadership moved: it may still commit.
+                Some(ClientWriteError::LogEntryDiscarded(_)) => NodeError::Unavailable(format!(
+                    "{}: leadership changed; the queue command may have been applied",
+                    self.name
+                )),
+                _ => match e.forward_to_leader() {
+                    Some(f) => self.not_leader(f.leader_id),
+                    None => NodeError::Unavailable(format!("{}: {e}", self.name)),
+                },
+            }),
+        }
+    }
+
+    /// The queue groups consuming this partition, as the leader knows them
+    /// once everything committed before the call is applied.
+    pub async fn queues(&self) -> Result<Queues> {
+        self.ensure_leader()?;
+        self.catch_up().await?;
+        Ok(self.reader.queues())
+    }
+
+    /// The queue groups as applied on this replica, without a round.
+    pub fn queues_here(&self) -> Queues {
+        self.reader.queues()
+    }
+
+    /// Waits until a record arrives past `high_watermark`, a queue group
+    /// changes, or `wait` elapses.
+    pub async fn wait_queue_change(&self, high_watermark: u64, wait: Duration) {
+        self.reader.wait_beyond_or_queue_change(high_watermark, wait).await
     }
 
     /// The consumer groups kept here, as the leader knows them once

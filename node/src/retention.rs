@@ -7,7 +7,8 @@
 //!    the log start each rule allows — time (the first batch holding a
 //!    record newer than `retention.ms`), size (the newest batches within
 //!    `retention.bytes`), consumption (the lowest offset committed by the
-//!    consumer groups that read the topic) — and proposes the furthest one
+//!    consumer groups that read the topic, and settled up to by its queue
+//!    groups) — and proposes the furthest one
 //!    as a `Truncate` entry, so every replica drops the same prefix;
 //! 2. on each partition this node hosts, once a whole segment file lies
 //!    below the first retained batch, takes a snapshot (references to the
@@ -57,8 +58,16 @@ pub async fn round(node: &Arc<Node>) {
             if t.config.retention_consumed && floors.is_none() {
                 floors = Some(group_floors(node).await);
             }
-            let floor = floors.as_ref().and_then(|f| f.as_ref()).map(|f| f.get(&(t.name.clone(), i as u32)).copied());
-            match target(&part, &t.config, replog_proto::now_ms(), floor.flatten()) {
+            // Consumer groups: None when unknown (a coordinator did not
+            // answer), Some(None) when none reads this partition.
+            let groups = floors.as_ref().and_then(|f| f.as_ref()).map(|f| f.get(&(t.name.clone(), i as u32)).copied());
+            // Queue groups keep their state in the partition itself.
+            let queues = part.queues_here().values().map(|q| q.floor).min();
+            let consumed = match (groups, queues) {
+                (None, _) | (Some(None), None) => None,
+                (Some(g), q) => g.into_iter().chain(q).min(),
+            };
+            match target(&part, &t.config, replog_proto::now_ms(), consumed) {
                 Ok(Some(to)) => match part.truncate(to).await {
                     Ok(start) => info!(partition = part.name(), log_start = start, "retention released records"),
                     Err(e) => debug!(partition = part.name(), "retention: {e}"),
@@ -76,8 +85,9 @@ pub async fn round(node: &Arc<Node>) {
 }
 
 /// The log start the topic's rules allow, if beyond the current one.
-/// `consumed` is the groups' lowest committed offset (None: unknown or no
-/// group, which releases nothing by consumption).
+/// `consumed` is the lowest offset the consumer groups have committed and
+/// the queue groups have settled up to (None: unknown, or no group at all,
+/// which releases nothing by consumption).
 fn target(part: &Partition, config: &TopicConfig, now_ms: i64, consumed: Option<u64>) -> Result<Option<u64>> {
     let o = part.offsets();
     let mut to = o.log_start_offset;

@@ -2,7 +2,8 @@
 //! each release exactly what they should, on every replica; the disk space
 //! comes back; a read below the new log start gets OFFSET_OUT_OF_RANGE
 //! naming it; a follower kept down past the released prefix rejoins through
-//! a streamed snapshot and serves the same records as the leader; bad
+//! a streamed snapshot and serves the same records as the leader; queue
+//! groups hold all-consumed retention where they stopped settling; bad
 //! settings get INVALID_CONFIG and change nothing.
 //!
 //! One cluster serves every case (each on its own topic), with 1 MiB
@@ -15,7 +16,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use common::{Cluster, WAIT, wait_for};
-use replog_client::{Client, ErrorCode};
+use replog_client::{Client, ErrorCode, QueueConfig, QueueConsumer};
 use replog_proto::batch::{self, Record};
 use replog_proto::pb::{self, replog_client::ReplogClient};
 use tonic::transport::Channel;
@@ -89,6 +90,19 @@ fn disk_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// The first log index of the oldest segment file in a group's log
+/// directory: above 1 once the log was purged.
+fn first_segment(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log").and_then(|n| n.parse().ok()))
+                .min()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 fn log_dir(cluster: &Cluster, node: u64, group: u64) -> std::path::PathBuf {
@@ -266,13 +280,27 @@ async fn given_retention_rules_when_they_apply_then_every_replica_releases_exact
         append(&client, "consumed", batch_of(&format!("c{i}"), 10, 100, now)).await;
     }
     // One group far ahead, one that has read nothing yet: nothing goes.
+    let mut behind = join(&cluster, "behind", "consumed").await;
     let mut ahead = join(&cluster, "ahead", "consumed").await;
     commit(&mut ahead, "ahead", "consumed", 40).await;
-    let mut behind = join(&cluster, "behind", "consumed").await;
     // The slow group catches up to 20: the log then starts at 20, not 40
     // (and never went to 40, since a log start only moves forward).
     commit(&mut behind, "behind", "consumed", 20).await;
     wait_log_start(&cluster, group, 20, "consumed retention").await;
+    // A queue group counts too: it settles 20..40, both consumer groups
+    // move to the end, and the log then starts where the queue stopped.
+    let mut cfg = QueueConfig::new("work");
+    cfg.lock = std::time::Duration::from_secs(120);
+    let mut q = QueueConsumer::new(client.clone(), "consumed", cfg).await.expect("queue consumer");
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        got.extend(q.receive(20 - got.len(), std::time::Duration::from_secs(5)).await.expect("receive"));
+    }
+    assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), (20..40).collect::<Vec<_>>());
+    q.ack(&got).await.expect("ack");
+    commit(&mut ahead, "ahead", "consumed", 50).await;
+    commit(&mut behind, "behind", "consumed", 50).await;
+    wait_log_start(&cluster, group, 40, "consumed retention with a queue group").await;
 
     // --- A follower kept down past the released prefix rejoins by snapshot.
     client.create_topic_with("rejoin", 1, 3, &[("retention.bytes", &(2u64 << 20).to_string())]).await.expect("create");
@@ -288,7 +316,7 @@ async fn given_retention_rules_when_they_apply_then_every_replica_releases_exact
     let leader_addr = cluster.node(leader).addr.clone();
     let (start, hw) = wait_for("the leader to release the prefix", WAIT, || async {
         let (s, hw) = replica_offsets(&leader_addr, group).await?;
-        (s > 10 && !log_dir(&cluster, leader, group).join(format!("{:020}.log", 1)).exists()).then_some((s, hw))
+        (s > 10 && first_segment(&log_dir(&cluster, leader, group)) > 1).then_some((s, hw))
     })
     .await;
     cluster.restart(follower).expect("restart");
@@ -354,7 +382,7 @@ async fn measure_a_follower_rejoining_through_a_snapshot_of_a_gibibyte() {
     let leader_addr = cluster.node(leader).addr.clone();
     let (start, hw) = wait_for("the leader to release and purge the prefix", WAIT * 5, || async {
         let (s, hw) = replica_offsets(&leader_addr, group).await?;
-        (s > 10 && !log_dir(&cluster, leader, group).join(format!("{:020}.log", 1)).exists()).then_some((s, hw))
+        (s > 10 && first_segment(&log_dir(&cluster, leader, group)) > 1).then_some((s, hw))
     })
     .await;
     cluster.restart(follower).expect("restart");

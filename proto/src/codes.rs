@@ -55,12 +55,18 @@ pub enum ErrorCode {
     PartitionNotAssigned = 23,
     /// A reset or delete of a group that still has members.
     GroupNotEmpty = 24,
+    /// A queue group the partition does not know (created by its first receive).
+    UnknownQueueGroup = 25,
+    /// An ack, release, reject or renew of an event the consumer does not hold.
+    QueueEventNotHeld = 26,
+    /// An ack, reject or renew of an event whose lock has expired.
+    QueueLockExpired = 27,
     /// A topic setting that is unknown or out of range.
-    InvalidConfig = 30,
+    InvalidConfig = 28,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -85,6 +91,9 @@ impl ErrorCode {
         ErrorCode::StaleGeneration,
         ErrorCode::PartitionNotAssigned,
         ErrorCode::GroupNotEmpty,
+        ErrorCode::UnknownQueueGroup,
+        ErrorCode::QueueEventNotHeld,
+        ErrorCode::QueueLockExpired,
         ErrorCode::InvalidConfig,
     ];
 
@@ -124,6 +133,9 @@ impl ErrorCode {
             ErrorCode::PartitionNotAssigned => "PARTITION_NOT_ASSIGNED",
             ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
             ErrorCode::InvalidConfig => "INVALID_CONFIG",
+            ErrorCode::UnknownQueueGroup => "UNKNOWN_QUEUE_GROUP",
+            ErrorCode::QueueEventNotHeld => "QUEUE_EVENT_NOT_HELD",
+            ErrorCode::QueueLockExpired => "QUEUE_LOCK_EXPIRED",
         }
     }
 

@@ -59,4 +59,14 @@ pub enum Rejection {
     /// A reset or delete of a group that still has members.
     #[error("{0}")]
     GroupNotEmpty(String),
+    /// A queue group this partition does not know (created by its first
+    /// receive).
+    #[error("{0}")]
+    UnknownQueueGroup(String),
+    /// A settle or renew of a queue event the consumer does not hold.
+    #[error("{0}")]
+    NotHeld(String),
+    /// A settle or renew of a queue event whose lock has expired.
+    #[error("{0}")]
+    LockExpired(String),
 }

@@ -17,6 +17,8 @@
 //! - [`producers`]: idempotent-producer sequence state and the dedup check.
 //! - [`groups`]: consumer groups — members, assignors, committed offsets —
 //!   kept by partitions of the internal `__consumer_offsets` topic.
+//! - [`queues`]: queue groups — locks, acks, redelivery and dead letters —
+//!   kept by the state machine of the partition they consume.
 //! - [`state_machine`]: `RaftStateMachine` for both kinds of group.
 //! - [`snapshot`]: snapshots carrying every retained record — built with
 //!   hard links, streamed and installed with bounded memory.
@@ -33,6 +35,7 @@ pub mod groups;
 pub mod log_store;
 pub mod partition;
 pub mod producers;
+pub mod queues;
 pub mod segment;
 pub mod snapshot;
 pub mod state_machine;

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::error::StoreError;
 use crate::groups::{Committed, GroupState, offsets_prefix, parse_offset_key};
+use crate::queues::QueueState;
 use crate::segment::SegmentLog;
 use crate::store::sled_err;
 use crate::types::Request;
@@ -168,6 +169,9 @@ pub(crate) type SmTree = Arc<RwLock<sled::Tree>>;
 /// Every consumer group a partition keeps, by name.
 pub type Groups = Arc<BTreeMap<String, GroupState>>;
 
+/// Every queue group consuming a partition, by name.
+pub type Queues = Arc<BTreeMap<String, Arc<QueueState>>>;
+
 /// Read access to a partition. Cheap to clone.
 #[derive(Clone)]
 pub struct PartitionReader {
@@ -176,6 +180,7 @@ pub struct PartitionReader {
     pub(crate) installed: InstalledData,
     pub(crate) offsets: watch::Receiver<Offsets>,
     pub(crate) groups: watch::Receiver<Groups>,
+    pub(crate) queues: watch::Receiver<Queues>,
 }
 
 impl PartitionReader {
@@ -368,6 +373,26 @@ impl PartitionReader {
     /// `__consumer_offsets`; empty elsewhere), as applied here.
     pub fn groups(&self) -> Groups {
         self.groups.borrow().clone()
+    }
+
+    /// Queue groups consuming this partition, as applied here.
+    pub fn queues(&self) -> Queues {
+        self.queues.borrow().clone()
+    }
+
+    /// Waits until the high watermark passes `offset`, a queue group
+    /// changes, or `wait` elapses.
+    pub async fn wait_beyond_or_queue_change(&self, offset: u64, wait: Duration) {
+        let mut offsets = self.offsets.clone();
+        let mut queues = self.queues.clone();
+        queues.mark_unchanged();
+        let _ = tokio::time::timeout(wait, async {
+            tokio::select! {
+                _ = offsets.wait_for(|o| o.high_watermark > offset) => {}
+                _ = queues.changed() => {}
+            }
+        })
+        .await;
     }
 
     /// Committed offsets of `group`: `(topic, partition, committed)`.

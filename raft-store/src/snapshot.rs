@@ -3,8 +3,8 @@
 //!
 //! **Built** snapshots are directories under the group's log directory,
 //! `snapshots/<last index>/`:
-//! - `header`: the small state (partition offsets, producer and group
-//!   state, committed offsets — or the cluster metadata for the controller);
+//! - `header`: the small state (partition offsets, producer, group and
+//!   queue-group state, committed offsets — or the cluster metadata for the controller);
 //! - `batches`: one fixed-size record per retained batch: its base offset,
 //!   count, newest timestamp and where its bytes are;
 //! - hard links to the segment files (and the installed-snapshot data file)
@@ -39,6 +39,7 @@ use crate::controller::ClusterMeta;
 use crate::groups::GroupState;
 use crate::partition::{IndexEntry, Location, PartitionState};
 use crate::producers::ProducerState;
+use crate::queues::QueueState;
 use crate::segment::{SegmentLog, decode_body};
 use crate::store::{decode, encode};
 use crate::types::{LogId, Request, StoredMembership};
@@ -128,6 +129,8 @@ pub enum HeaderBody {
         groups: Vec<(String, GroupState)>,
         /// Committed offsets as stored (key, encoded value).
         offsets: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Queue groups consuming the partition.
+        queues: Vec<(String, QueueState)>,
     },
 }
 

@@ -37,10 +37,11 @@ use crate::groups::{
     self, Committed, GROUP_PREFIX, GroupState, OFFSET_PREFIX, group_key, offsets_prefix, parse_offset_key,
 };
 use crate::partition::{
-    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree, base_of,
-    index_key, time_key,
+    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, Queues, SmTree,
+    base_of, index_key, time_key,
 };
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
+use crate::queues::{self, LogBounds, QUEUE_PREFIX, QueueState, queue_key};
 use crate::segment::SegmentLog;
 use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::store::{Store, decode, encode, sled_err};
@@ -58,7 +59,7 @@ const INSTALL_BATCH: usize = 10_000;
 /// The small state a snapshot install replaces, once it is switched to.
 enum NewState {
     Controller(ClusterMeta),
-    Partition(PartitionState, Vec<(i64, ProducerState)>, Vec<(String, GroupState)>),
+    Partition(PartitionState, Vec<(i64, ProducerState)>, Vec<(String, GroupState)>, Vec<(String, QueueState)>),
 }
 
 /// The offset index entries of `[lo, hi)`, from the batch holding `lo`.
@@ -90,6 +91,9 @@ pub enum Kind {
         /// Consumer groups (partitions of `__consumer_offsets` only).
         groups: BTreeMap<String, GroupState>,
         groups_tx: watch::Sender<Groups>,
+        /// Queue groups consuming this partition.
+        queues: BTreeMap<String, Arc<QueueState>>,
+        queues_tx: watch::Sender<Queues>,
     },
 }
 
@@ -116,6 +120,8 @@ pub struct GroupStateMachine {
     release_installed: bool,
     /// A storage error met by the apply in progress: it fails as a whole.
     apply_error: Option<io::Error>,
+    /// Queue groups changed by the apply in progress, written once at its end.
+    dirty_queues: BTreeSet<String>,
 }
 
 impl GroupStateMachine {
@@ -149,9 +155,21 @@ impl GroupStateMachine {
             let (k, v) = kv.map_err(sled_err)?;
             groups.insert(String::from_utf8_lossy(&k[1..]).into_owned(), decode(&v)?);
         }
+        let mut queues = BTreeMap::new();
+        for kv in sm.scan_prefix([QUEUE_PREFIX]) {
+            let (k, v) = kv.map_err(sled_err)?;
+            queues.insert(String::from_utf8_lossy(&k[1..]).into_owned(), Arc::new(decode(&v)?));
+        }
         let (tx, _) = watch::channel(Offsets::from(state));
         let (groups_tx, _) = watch::channel(Arc::new(groups.clone()));
-        Self::open(store, group, name, sm, Kind::Partition { state, producers, tx, groups, groups_tx })
+        let (queues_tx, _) = watch::channel(Arc::new(queues.clone()));
+        Self::open(
+            store,
+            group,
+            name,
+            sm,
+            Kind::Partition { state, producers, tx, groups, groups_tx, queues, queues_tx },
+        )
     }
 
     fn open(
@@ -187,6 +205,7 @@ impl GroupStateMachine {
             pending_bases: Vec::new(),
             release_installed: false,
             apply_error: None,
+            dirty_queues: BTreeSet::new(),
         })
     }
 
@@ -202,8 +221,9 @@ impl GroupStateMachine {
     fn header(&self) -> io::Result<Header> {
         let body = match &self.kind {
             Kind::Controller { meta, .. } => HeaderBody::Controller(meta.clone()),
-            Kind::Partition { state, producers, groups, .. } => HeaderBody::Partition {
+            Kind::Partition { state, producers, groups, queues, .. } => HeaderBody::Partition {
                 state: *state,
+                queues: queues.iter().map(|(k, v)| (k.clone(), QueueState::clone(v))).collect(),
                 producers: producers.iter().map(|(k, v)| (*k, v.clone())).collect(),
                 groups: groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 offsets: self
@@ -251,7 +271,10 @@ impl GroupStateMachine {
                 batch.insert(KEY_CLUSTER, encode(&m)?);
                 new_kind_state = Some(NewState::Controller(m));
             }
-            (Kind::Partition { .. }, HeaderBody::Partition { state, producers: p, groups: g, offsets }) => {
+            (Kind::Partition { .. }, HeaderBody::Partition { state, producers: p, groups: g, offsets, queues: q }) => {
+                for (name, st) in &q {
+                    batch.insert(queue_key(name), encode(st)?);
+                }
                 for (id, st) in &p {
                     batch.insert(&producers::key(*id)[..], encode(st)?);
                 }
@@ -294,7 +317,7 @@ impl GroupStateMachine {
                 File::open(&dir)?.sync_all()?;
                 batch.insert(KEY_INSTALLED, name.as_bytes());
                 new_installed = Some(dir.join(&name));
-                new_kind_state = Some(NewState::Partition(state, p, g));
+                new_kind_state = Some(NewState::Partition(state, p, g, q));
             }
             _ => {
                 return Err(io::Error::new(
@@ -310,10 +333,15 @@ impl GroupStateMachine {
         *self.sm.write().expect("sm tree lock") = tree;
         match (&mut self.kind, new_kind_state) {
             (Kind::Controller { meta: m, .. }, Some(NewState::Controller(new))) => *m = new,
-            (Kind::Partition { state, producers, groups, .. }, Some(NewState::Partition(s, p, g))) => {
+            (
+                Kind::Partition { state, producers, groups, queues, queues_tx, .. },
+                Some(NewState::Partition(s, p, g, q)),
+            ) => {
                 *state = s;
                 *producers = p.into_iter().collect();
                 *groups = g.into_iter().collect();
+                *queues = q.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+                queues_tx.send_replace(Arc::new(queues.clone()));
             }
             _ => {}
         }
@@ -349,12 +377,13 @@ impl GroupStateMachine {
     /// Read access for fetch (partition groups only).
     pub fn reader(&self) -> Option<PartitionReader> {
         match &self.kind {
-            Kind::Partition { tx, groups_tx, .. } => Some(PartitionReader {
+            Kind::Partition { tx, groups_tx, queues_tx, .. } => Some(PartitionReader {
                 log: self.log.clone(),
                 sm: self.sm.clone(),
                 installed: self.installed.clone(),
                 offsets: tx.subscribe(),
                 groups: groups_tx.subscribe(),
+                queues: queues_tx.subscribe(),
             }),
             Kind::Controller { .. } => None,
         }
@@ -429,6 +458,20 @@ impl GroupStateMachine {
                     Err(e) => {
                         self.apply_error.get_or_insert(e);
                         Response::None
+                    }
+                }
+            }
+            (Kind::Partition { state, queues, .. }, Request::Queue(cmd)) => {
+                let name = cmd.group().to_string();
+                let bounds = LogBounds { log_start: state.log_start_offset, high_watermark: state.next_offset };
+                match queues::apply(cmd, queues.get(&name).map(|q| &**q), bounds) {
+                    Err(r) => Response::Rejected(r),
+                    Ok((new, result)) => {
+                        if let Some(st) = new {
+                            queues.insert(name.clone(), Arc::new(st));
+                            self.dirty_queues.insert(name);
+                        }
+                        Response::Queue(result)
                     }
                 }
             }
@@ -566,7 +609,14 @@ impl GroupStateMachine {
         batch.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
         match &self.kind {
             Kind::Controller { meta, .. } => batch.insert(KEY_CLUSTER, encode(meta)?),
-            Kind::Partition { state, .. } => batch.insert(KEY_STATE, encode(state)?),
+            Kind::Partition { state, queues, .. } => {
+                batch.insert(KEY_STATE, encode(state)?);
+                for name in &self.dirty_queues {
+                    if let Some(st) = queues.get(name) {
+                        batch.insert(queue_key(name), encode(&**st)?);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -578,7 +628,7 @@ impl GroupStateMachine {
                     tx.send_replace(Arc::new(meta.clone()));
                 }
             }
-            Kind::Partition { state, tx, groups, groups_tx, .. } => {
+            Kind::Partition { state, tx, groups, groups_tx, queues, queues_tx, .. } => {
                 tx.send_if_modified(|o| {
                     let new = Offsets::from(*state);
                     let changed = *o != new;
@@ -587,6 +637,9 @@ impl GroupStateMachine {
                 });
                 if **groups_tx.borrow() != *groups {
                     groups_tx.send_replace(Arc::new(groups.clone()));
+                }
+                if !self.dirty_queues.is_empty() {
+                    queues_tx.send_replace(Arc::new(queues.clone()));
                 }
             }
         }
@@ -625,6 +678,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.pending_offsets.clear();
         self.pending_bases.clear();
         self.release_installed = false;
+        self.dirty_queues.clear();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             self.last_applied = Some(log_id);

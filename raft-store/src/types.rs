@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::controller::{ControllerCmd, ControllerResult};
 use crate::error::Rejection;
 use crate::groups::{GroupCmd, GroupResult};
+use crate::queues::{QueueCmd, QueueResult};
 
 pub type NodeId = u64;
 /// Identifies one Raft group on every node. Group 0 is the controller.
@@ -46,6 +47,8 @@ pub enum Request {
     /// start of the batch holding it, and a target below the current log
     /// start changes nothing.
     Truncate { log_start_offset: u64 },
+    /// Change a queue group's state on this partition.
+    Queue(QueueCmd),
 }
 
 impl fmt::Display for Request {
@@ -57,6 +60,7 @@ impl fmt::Display for Request {
             Request::Controller(c) => write!(f, "Controller({c:?})"),
             Request::Group(c) => write!(f, "Group({})", c.group()),
             Request::Truncate { log_start_offset } => write!(f, "Truncate(below {log_start_offset})"),
+            Request::Queue(c) => write!(f, "Queue({})", c.group()),
         }
     }
 }
@@ -77,6 +81,7 @@ pub enum Response {
     Truncated {
         log_start_offset: u64,
     },
+    Queue(QueueResult),
     /// The entry was committed but the state machine refused it.
     Rejected(Rejection),
 }

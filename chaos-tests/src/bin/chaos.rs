@@ -20,6 +20,7 @@
 //! | `CHAOS_OUT` | `target/chaos` | where histories, reports and node logs go |
 //! | `CHAOS_TOLERATE` | none | anomaly kinds that are counted and printed but do not make the exit code non-zero |
 //! | `CHAOS_FAULTFS` | auto | `auto`: nodes' data directories on replog-faultfs mounts when a power fault is enabled; `1` always; `0` never |
+//! | `CHAOS_WORKLOAD` | `mix` | `log` (producers and readers of the log), `queue` (queue consumers: exactly-once settlement, `replog_chaos::queue_workload`), or `mix`: every third run is a queue run |
 //! | `CHAOS_PLANT` | none | a planted bug in every node (`skip-fsync`): the schedule then checks that the runs catch it |
 //!
 //! `chaos check HISTORY.jsonl` runs the checker on a stored history instead;
@@ -41,6 +42,7 @@ use replog_chaos::cluster::Plant;
 use replog_chaos::history::HistoryFile;
 use replog_chaos::nemesis::Fault;
 use replog_chaos::net_cmd::{self, NetCommand, Scope, Target, parse_group};
+use replog_chaos::queue_workload::run_queue_once;
 use replog_chaos::runner::{
     RunConfig, anomaly_summary, default_out_dir, env_flag, env_or, fault_summary, run_main, run_once, run_seed,
 };
@@ -166,6 +168,35 @@ struct Settings {
     base: RunConfig,
     tolerate: Vec<AnomalyKind>,
     plant: Option<Plant>,
+    workload: Workload,
+}
+
+/// Which workload the runs use (`CHAOS_WORKLOAD`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Log,
+    Queue,
+    /// Every third run is a queue run.
+    Mix,
+}
+
+impl Workload {
+    fn from_env() -> Result<Workload> {
+        match std::env::var("CHAOS_WORKLOAD").unwrap_or_default().trim() {
+            "" | "mix" => Ok(Workload::Mix),
+            "log" => Ok(Workload::Log),
+            "queue" => Ok(Workload::Queue),
+            w => bail!("CHAOS_WORKLOAD must be log, queue or mix, got {w:?}"),
+        }
+    }
+
+    fn queue_run(self, run: u32) -> bool {
+        match self {
+            Workload::Log => false,
+            Workload::Queue => true,
+            Workload::Mix => run % 3 == 0,
+        }
+    }
 }
 
 fn settings() -> Result<Settings> {
@@ -196,6 +227,7 @@ fn settings() -> Result<Settings> {
         seed,
         tolerate,
         plant: Plant::from_env()?,
+        workload: Workload::from_env()?,
         base: RunConfig {
             run: 0,
             seed,
@@ -244,10 +276,22 @@ async fn run_all(s: &Settings) -> Result<bool> {
     for run in 1..=s.runs {
         let cfg = RunConfig { run, seed: run_seed(s.seed, run), ..s.base.clone() };
         eprintln!("chaos: run {run}/{} seed {} ...", s.runs, cfg.seed);
-        let row = match run_once(&cfg).await {
+        let queue_run = s.workload.queue_run(run) && s.plant.is_none();
+        let result = if queue_run { run_queue_once(&cfg).await } else { run_once(&cfg).await };
+        let row = match result {
             Ok(r) => {
                 acked += r.report.acknowledged;
                 anomalies += r.report.anomaly_count();
+                if let Some(q) = &r.queue {
+                    anomalies += q.anomalies.len();
+                    if !q.anomalies.is_empty() {
+                        failed = true;
+                    }
+                    eprintln!("chaos:   {q}");
+                    for a in q.anomalies.iter().take(10) {
+                        eprintln!("chaos:   QUEUE ANOMALY {a}");
+                    }
+                }
                 if r.report.count(AnomalyKind::LostWrite) + r.report.count(AnomalyKind::Unseen) > 0 {
                     caught += 1;
                 }
@@ -262,13 +306,17 @@ async fn run_all(s: &Settings) -> Result<bool> {
                     eprintln!("chaos:   PROBLEM {p}");
                 }
                 eprintln!("chaos:   history {} report {}", r.history_path.display(), r.report_path.display());
+                let anomalies = match &r.queue {
+                    Some(q) if q.anomalies.is_empty() => format!("queue: {} acked, none", q.acked),
+                    Some(q) => format!("queue: {}", q.anomalies.len()),
+                    None => anomaly_summary(&r.report),
+                };
                 format!(
-                    "{run:>3} {:>20} {} {:>8} {}  {}",
+                    "{run:>3} {:>20} {} {:>8} {}  {anomalies}",
                     cfg.seed,
                     r.report,
                     r.problems.len(),
                     fault_summary(&r.events),
-                    anomaly_summary(&r.report)
                 )
             }
             Err(e) => {

@@ -6,6 +6,7 @@ mod cluster;
 mod consume;
 mod group;
 mod produce;
+mod queue;
 mod topic;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -60,6 +61,9 @@ pub enum Command {
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Queue groups: consume (each event to one consumer), describe, reset.
+    #[command(subcommand)]
+    Queue(queue::QueueCmd),
 }
 
 /// Runs the parsed command; the error's exit code is 1 for broker and
@@ -73,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(cmd) => cluster::run(connect().await?, cmd, cli.output).await,
         Command::Group(cmd) => group::run(connect().await?, cmd, cli.output).await,
         Command::Bench(cmd) => bench::run(connect().await?, cmd).await,
+        Command::Queue(cmd) => queue::run(connect().await?, cmd, cli.output).await,
     }
 }
 

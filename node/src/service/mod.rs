@@ -3,7 +3,7 @@
 
 mod alter_topic_config;
 mod cluster_status;
-mod create_topic;
+pub(crate) mod create_topic;
 mod delete_topic;
 mod fetch;
 pub mod group;
@@ -11,6 +11,7 @@ mod init_producer;
 mod list_offsets;
 mod metadata;
 mod produce;
+pub mod queue;
 pub mod raft_peer;
 mod subscribe;
 
@@ -42,9 +43,8 @@ fn reply<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
 }
 
 impl ClientService {
-    /// Runs an admin request that only the controller leader can serve: here
-    /// if this node leads the controller, else at the leader, once (a request
-    /// already forwarded is not forwarded again).
+    /// Runs an admin request that only the controller leader can serve (see
+    /// [`on_controller`]).
     async fn on_controller<T, R, L, LF, F, FF>(&self, req: Request<T>, local: L, forward: F) -> Result<R>
     where
         L: FnOnce(Arc<Node>, T) -> LF,
@@ -52,23 +52,40 @@ impl ClientService {
         F: FnOnce(ReplogClient<Channel>, Request<T>) -> FF,
         FF: Future<Output = std::result::Result<Response<R>, Status>>,
     {
-        let node = &self.node;
-        if node.controller.is_leader() {
-            return local(node.clone(), req.into_inner()).await;
-        }
-        if req.metadata().contains_key(FORWARDED_KEY) {
-            return Err(NodeError::Unavailable("controller leadership moved; retry".into()));
-        }
-        let leader = node.controller.leader().filter(|l| *l != node.id);
-        let Some(addr) = leader.and_then(|l| node.members.addr(l)) else {
-            return Err(NodeError::Unavailable("the controller group has no leader right now".into()));
-        };
-        let client = node.pool.replog_client(&addr).map_err(|_| node.controller.not_leader())?;
-        let mut r = Request::new(req.into_inner());
-        r.metadata_mut().insert(FORWARDED_KEY, "1".parse().expect("valid metadata"));
-        r.set_timeout(FORWARD_TIMEOUT);
-        forward(client, r).await.map(Response::into_inner).map_err(|s| NodeError::from_remote(&addr, s))
+        on_controller(&self.node, req, local, forward).await
     }
+}
+
+/// Runs an admin request that only the controller leader can serve: here if
+/// this node leads the controller, else at the leader, once (a request
+/// already forwarded is not forwarded again).
+pub(crate) async fn on_controller<T, R, L, LF, F, FF>(
+    node: &Arc<Node>,
+    req: Request<T>,
+    local: L,
+    forward: F,
+) -> Result<R>
+where
+    L: FnOnce(Arc<Node>, T) -> LF,
+    LF: Future<Output = Result<R>>,
+    F: FnOnce(ReplogClient<Channel>, Request<T>) -> FF,
+    FF: Future<Output = std::result::Result<Response<R>, Status>>,
+{
+    if node.controller.is_leader() {
+        return local(node.clone(), req.into_inner()).await;
+    }
+    if req.metadata().contains_key(FORWARDED_KEY) {
+        return Err(NodeError::Unavailable("controller leadership moved; retry".into()));
+    }
+    let leader = node.controller.leader().filter(|l| *l != node.id);
+    let Some(addr) = leader.and_then(|l| node.members.addr(l)) else {
+        return Err(NodeError::Unavailable("the controller group has no leader right now".into()));
+    };
+    let client = node.pool.replog_client(&addr).map_err(|_| node.controller.not_leader())?;
+    let mut r = Request::new(req.into_inner());
+    r.metadata_mut().insert(FORWARDED_KEY, "1".parse().expect("valid metadata"));
+    r.set_timeout(FORWARD_TIMEOUT);
+    forward(client, r).await.map(Response::into_inner).map_err(|s| NodeError::from_remote(&addr, s))
 }
 
 #[tonic::async_trait]
@@ -251,5 +268,54 @@ impl Replog for ClientService {
         req: Request<pb::DeleteGroupRequest>,
     ) -> std::result::Result<Response<pb::DeleteGroupResponse>, Status> {
         reply(group::delete_group::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn queue_receive(
+        &self,
+        req: Request<pb::QueueReceiveRequest>,
+    ) -> std::result::Result<Response<pb::QueueReceiveResponse>, Status> {
+        reply(queue::receive::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn queue_ack(
+        &self,
+        req: Request<pb::QueueEventsRequest>,
+    ) -> std::result::Result<Response<pb::QueueAckResponse>, Status> {
+        reply(queue::ack::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn queue_release(
+        &self,
+        req: Request<pb::QueueEventsRequest>,
+    ) -> std::result::Result<Response<pb::QueueReleaseResponse>, Status> {
+        reply(queue::release::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn queue_reject(
+        &self,
+        req: Request<pb::QueueEventsRequest>,
+    ) -> std::result::Result<Response<pb::QueueRejectResponse>, Status> {
+        reply(queue::reject::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn queue_renew(
+        &self,
+        req: Request<pb::QueueEventsRequest>,
+    ) -> std::result::Result<Response<pb::QueueRenewResponse>, Status> {
+        reply(queue::renew::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn queue_describe(
+        &self,
+        req: Request<pb::QueueDescribeRequest>,
+    ) -> std::result::Result<Response<pb::QueueDescribeResponse>, Status> {
+        reply(queue::describe::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn queue_reset(
+        &self,
+        req: Request<pb::QueueResetRequest>,
+    ) -> std::result::Result<Response<pb::QueueResetResponse>, Status> {
+        reply(queue::reset::handle(self.node.clone(), req.into_inner()).await)
     }
 }

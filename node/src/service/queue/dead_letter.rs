@@ -1,0 +1,172 @@
+//! Writes events to a queue group's dead-letter topic, then settles them.
+//!
+//! Order matters: the record is produced to the dead-letter topic (acks=all)
+//! first and settled in the queue only after, so a failure in between
+//! (this leader dies, the dead-letter partition is unavailable) leaves the
+//! event a claimed dead letter whose claim lapses and is handed out again
+//! by a later receive. A dead letter is written at least once, never lost;
+//! a retry after a failure may write it twice.
+//!
+//! The dead-letter topic is created on first use with the origin topic's
+//! partition count and replication factor; origin partition `p` goes to
+//! its partition `p mod count`. Each dead letter keeps the event's key,
+//! value and headers, with these headers added:
+//! `replog-dlq-topic`, `replog-dlq-partition`, `replog-dlq-offset`,
+//! `replog-dlq-group`, `replog-dlq-delivery-count`, `replog-dlq-reason`,
+//! `replog-dlq-timestamp` (the event's own timestamp, ms).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use replog_proto::batch::{self, Record};
+use replog_proto::pb::{Acks, CreateTopicRequest, ProduceRequest};
+use replog_raft_store::queues::{DeadLetterJob, QueueCmd};
+use tonic::Request;
+use tracing::{info, warn};
+
+use super::records_at;
+use crate::error::{NodeError, Result};
+use crate::node::Node;
+use crate::partition::Partition;
+use crate::service::{create_topic, on_controller};
+
+/// How long writing one round of dead letters may keep retrying.
+const WRITE_WAIT: Duration = Duration::from_secs(20);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Dead letters per produced batch.
+const PER_BATCH: usize = 100;
+
+/// Writes `jobs` (dead letters claimed by this leader) of `group` on
+/// `topic`/`partition` to the group's dead-letter topic and settles them.
+pub async fn write(
+    node: &Arc<Node>,
+    part: &Arc<Partition>,
+    topic: &str,
+    partition: u32,
+    group: &str,
+    mut jobs: Vec<DeadLetterJob>,
+) -> Result<()> {
+    jobs.sort_by_key(|j| j.offset);
+    let Some(settings) = part.queues_here().get(group).map(|q| q.settings.clone()) else {
+        return Err(NodeError::Rejected(replog_raft_store::Rejection::UnknownQueueGroup(format!(
+            "queue group {group:?} is gone"
+        ))));
+    };
+    let offsets: Vec<u64> = jobs.iter().map(|j| j.offset).collect();
+    let records = records_at(node, part, &offsets).await?;
+    let (replicas, count) = {
+        let meta = node.meta();
+        let t = meta.topics.get(topic).ok_or_else(|| NodeError::UnknownTopic(topic.to_string()))?;
+        (t.partitions.first().map_or(1, |p| p.replicas.len() as u32), t.partitions.len() as u32)
+    };
+    let dlq = &settings.dead_letter_topic;
+    let dlq_partitions = ensure_topic(node, dlq, count, replicas).await?;
+    let target = partition % dlq_partitions;
+    for chunk in jobs.chunks(PER_BATCH) {
+        let mut letters = Vec::with_capacity(chunk.len());
+        for j in chunk {
+            // An event released by retention meanwhile has nothing left to write.
+            let Some(r) = records.get(&j.offset) else { continue };
+            let mut r: Record = r.clone();
+            let original_ts = r.timestamp_ms;
+            r.timestamp_ms = replog_proto::now_ms();
+            for (k, v) in [
+                ("replog-dlq-topic", topic.to_string()),
+                ("replog-dlq-partition", partition.to_string()),
+                ("replog-dlq-offset", j.offset.to_string()),
+                ("replog-dlq-group", group.to_string()),
+                ("replog-dlq-delivery-count", j.deliveries.to_string()),
+                ("replog-dlq-reason", j.reason.clone()),
+                ("replog-dlq-timestamp", original_ts.to_string()),
+            ] {
+                r.headers.push((k.to_string(), Bytes::from(v)));
+            }
+            letters.push(r);
+        }
+        if !letters.is_empty() {
+            produce(node, dlq, target, batch::encode(&letters)).await?;
+        }
+        part.propose_queue(QueueCmd::DeadLettered {
+            group: group.to_string(),
+            offsets: chunk.iter().map(|j| j.offset).collect(),
+            now_ms: replog_proto::now_ms(),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The partition count of `name`, creating it first if it does not exist.
+async fn ensure_topic(node: &Arc<Node>, name: &str, partitions: u32, replication_factor: u32) -> Result<u32> {
+    let existing = |node: &Node| node.meta().topics.get(name).map(|t| t.partitions.len() as u32);
+    if let Some(n) = existing(node) {
+        return Ok(n);
+    }
+    let mut req =
+        CreateTopicRequest { name: name.to_string(), partitions, replication_factor, configs: Default::default() };
+    create_topic::prepare(node, &mut req)?;
+    let created =
+        on_controller(node, Request::new(req), create_topic::handle, |mut c, r| async move { c.create_topic(r).await })
+            .await;
+    match created {
+        Ok(_) => info!(topic = name, "created the dead-letter topic"),
+        Err(e) if e.code() == replog_proto::codes::ErrorCode::TopicAlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    // The metadata reaches this node through its own controller replica.
+    let deadline = tokio::time::Instant::now() + WRITE_WAIT;
+    loop {
+        if let Some(n) = existing(node) {
+            return Ok(n);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NodeError::Unavailable(format!("dead-letter topic {name} not known here yet")));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Appends `batch` to `topic`/`partition` at its leader, here or on
+/// another node, retrying what is retryable for a while.
+async fn produce(node: &Arc<Node>, topic: &str, partition: u32, batch: Bytes) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WRITE_WAIT;
+    loop {
+        let e = match produce_once(node, topic, partition, batch.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if !e.code().is_retryable() || tokio::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        warn!(topic, partition, "dead letter not written yet, retrying: {e}");
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+async fn produce_once(node: &Arc<Node>, topic: &str, partition: u32, batch: Bytes) -> Result<()> {
+    let timeout = Duration::from_millis(node.config.produce_timeout_ms);
+    let (group, replicas) = node.locate(topic, partition)?;
+    let leader = node.leader_of(group, &replicas);
+    if leader == Some(node.id)
+        && let Some(p) = node.partition(group)
+    {
+        let header = batch::validate(&batch, node.config.max_record_bytes)
+            .map_err(|e| NodeError::RecordTooLarge(format!("a dead letter does not fit: {e}")))?;
+        p.append(batch, &header, timeout).await?;
+        return Ok(());
+    }
+    let Some(addr) = leader.and_then(|l| node.members.addr(l)) else {
+        return Err(NodeError::Unavailable(format!("{topic}/{partition} has no known leader")));
+    };
+    let mut client = node.pool.replog_client(&addr).map_err(NodeError::Unavailable)?;
+    let mut req = Request::new(ProduceRequest {
+        topic: topic.to_string(),
+        partition,
+        batch,
+        acks: Acks::All as i32,
+        timeout_ms: timeout.as_millis() as u32,
+    });
+    req.set_timeout(timeout + Duration::from_secs(1));
+    client.produce(req).await.map(|_| ()).map_err(|s| NodeError::from_remote(&addr, s))
+}
