@@ -22,8 +22,8 @@ use replog_proto::pb::raft_peer_client::RaftPeerClient;
 use replog_proto::pb::replog_client::ReplogClient;
 use replog_proto::pb::{RaftBatch, RaftMessage};
 use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 

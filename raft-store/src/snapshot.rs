@@ -234,7 +234,8 @@ pub(crate) fn current(log_dir: &Path) -> io::Result<Option<(u64, SnapshotData)>>
     }
     for e in fs::read_dir(log_dir)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(i) = name.strip_prefix("received-").and_then(|n| n.strip_suffix(".snap")).and_then(|n| n.parse().ok())
+        if let Some(i) =
+            name.strip_prefix("received-").and_then(|n| n.strip_suffix(".snap")).and_then(|n| n.parse().ok())
         {
             found.push((i, SnapshotData::Received(e.path())));
         }

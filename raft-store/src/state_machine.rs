@@ -37,12 +37,12 @@ use crate::groups::{
     self, Committed, GROUP_PREFIX, GroupState, OFFSET_PREFIX, group_key, offsets_prefix, parse_offset_key,
 };
 use crate::partition::{
-    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree,
-    base_of, index_key, time_key,
+    Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, SmTree, base_of,
+    index_key, time_key,
 };
-use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::segment::SegmentLog;
+use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::store::{Store, decode, encode, sled_err};
 use crate::types::{
     GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -524,6 +524,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     where
         Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let t0 = std::time::Instant::now();
         let mut batch = sled::Batch::default();
         let mut replies = Vec::new();
         self.pending_offsets.clear();
@@ -551,6 +552,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         for (r, resp) in replies {
             r.send(resp);
         }
+        self.store.observe(|o| o.apply(t0.elapsed()));
         Ok(())
     }
 
