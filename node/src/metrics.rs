@@ -92,6 +92,7 @@ pub struct Metrics {
     pub flush_group_size: Histogram,
     pub disk_free: IntGauge,
     pub disk_min_free: IntGauge,
+    pub disk_capacity: IntGauge,
     pub partition_bytes: IntGaugeVec,
 
     // --- Raft and partitions
@@ -243,6 +244,7 @@ impl Metrics {
                 "Free space the node keeps on its data volume: below it produce answers DISK_FULL",
             )
             .expect("metric"),
+            disk_capacity: IntGauge::new("replog_storage_capacity_bytes", "Size of the data volume").expect("metric"),
             partition_bytes: gauge_vec(
                 "replog_storage_partition_bytes",
                 "Bytes of the partition logs (segments, snapshots) on this node's disk",
@@ -360,6 +362,7 @@ impl Metrics {
             (Box::new(self.flush_group_size.clone()), false),
             (Box::new(self.disk_free.clone()), false),
             (Box::new(self.disk_min_free.clone()), false),
+            (Box::new(self.disk_capacity.clone()), false),
             (Box::new(self.partition_bytes.clone()), false),
             (Box::new(self.raft_append_seconds.clone()), false),
             (Box::new(self.raft_apply_seconds.clone()), false),
@@ -497,6 +500,93 @@ mod tests {
         }
         assert!(m.family_names().contains(&"replog_raft_term".to_string()), "still known as a name");
         assert!(m.partition_only_names().contains(&"replog_raft_term".to_string()));
+    }
+
+    /// Every series a dashboard query or an alert names is one the node
+    /// exports (or Prometheus's own `up`), and every query names one.
+    #[test]
+    fn every_dashboard_query_and_alert_names_an_exported_series() {
+        let known = Metrics::new(false).family_names();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../ops/grafana/replog-dashboard.json")).expect("dashboard JSON");
+        let mut queries = Vec::new();
+        collect_queries(&dashboard, &mut queries);
+        assert!(queries.len() >= 20, "the dashboard has {} queries", queries.len());
+        let alerts = include_str!("../../ops/alerts.yml");
+        for (what, q) in queries.iter().map(|q| ("dashboard", q.as_str())).chain([("alerts.yml", alerts)]) {
+            let names = series_names(q, &known);
+            assert!(!names.is_empty(), "{what}: {q:?} names no series");
+            for n in names {
+                assert!(n == "up" || known.contains(&n), "{what}: {q:?} names {n}, which no node exports");
+            }
+        }
+        // Per-partition-only series would be empty with the default.
+        for n in series_names(&queries.join("\n"), &known) {
+            assert!(!Metrics::new(false).partition_only_names().contains(&n), "the dashboard uses {n}");
+        }
+    }
+
+    /// Every PromQL expression in a dashboard: panel targets and template
+    /// variable queries.
+    fn collect_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => collect_queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect_queries(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The series names in PromQL text `q`: identifiers outside quotes that
+    /// start with `replog_` or `process_`, or are `up`, histogram suffixes
+    /// taken off the names of known histograms.
+    pub(crate) fn series_names(q: &str, known: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut in_quote = None;
+        let mut word = String::new();
+        let mut prev = ' ';
+        for c in q.chars().chain([' ']) {
+            if let Some(qc) = in_quote {
+                if c == qc && prev != '\\' {
+                    in_quote = None;
+                }
+                prev = c;
+                continue;
+            }
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                word.push(c);
+            } else {
+                if word.starts_with("replog_") || word.starts_with("process_") || word == "up" {
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s).filter(|b| known.iter().any(|k| k == b)))
+                        .map(str::to_string);
+                    out.push(base.unwrap_or_else(|| word.clone()));
+                }
+                word.clear();
+                if c == '"' || c == '\'' || c == '`' {
+                    in_quote = Some(c);
+                }
+            }
+            prev = c;
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn series_names_skip_label_values_and_histogram_suffixes() {
+        let known = vec!["replog_a_seconds".to_string(), "replog_b_total".to_string()];
+        let q = r#"histogram_quantile(0.9, sum by (le) (rate(replog_a_seconds_bucket{x="replog_c"}[5m]))) / up"#;
+        assert_eq!(series_names(q, &known), vec!["replog_a_seconds", "up"]);
+        assert_eq!(series_names("sum(replog_b_total)", &known), vec!["replog_b_total"]);
     }
 
     #[test]

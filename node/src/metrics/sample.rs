@@ -255,6 +255,7 @@ fn storage(node: &Node) {
     m.controller_leader.set(node.controller.leader().unwrap_or(0) as i64);
     m.disk_free.set(node.store.disk().free() as i64);
     m.disk_min_free.set(node.store.disk().min_free() as i64);
+    m.disk_capacity.set(node.store.disk().capacity() as i64);
 }
 
 /// Moves `c` up to `total`, a count kept elsewhere that only grows.
