@@ -166,11 +166,12 @@ async fn given_a_live_cluster_when_prometheus_scrapes_it_then_series_and_alerts_
 /// Liveness does not depend on other nodes, readiness does: a node started
 /// alone of a 3-node first cluster answers /health but not /ready, and
 /// says why; with per-partition metrics every series names its partition
-/// and the sums by topic are what they are per topic.
+/// and the sums by topic are what they are per topic; with JSON logs every
+/// line is a JSON object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_a_node_alone_then_it_is_live_not_ready_and_per_partition_series_sum_to_the_topic() {
-    let mut cluster =
-        Cluster::prepare(3, common::options(&["--metrics-per-partition", "true"])).expect("prepare the cluster");
+    let opts = common::options(&["--metrics-per-partition", "true", "--log-format", "json"]);
+    let mut cluster = Cluster::prepare(3, opts).expect("prepare the cluster");
     cluster.restart(1).expect("start node 1 alone");
     let m1 = cluster.node(1).metrics.clone();
     let (health, ready) = wait_for("node 1 to answer /health and /ready", WAIT, || async {
@@ -233,6 +234,17 @@ async fn given_a_node_alone_then_it_is_live_not_ready_and_per_partition_series_s
     }
     assert_eq!(lag_lines.len(), partitions as usize * 2, "two followers per partition: {lag_lines:?}");
     assert!(lag_lines.iter().all(|l| l.contains("follower=\"")), "{lag_lines:?}");
+
+    // --log-format json: every log line is one JSON object, fields as keys.
+    let log = cluster.log(1);
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let started = lines.iter().find(|l| l["message"] == "replog node started").expect("a start line");
+    assert_eq!(started["id"], 1, "structured fields are keys: {started}");
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()));
 }
 
 /// Debian's prometheus, installed if missing; `None` (test skipped) where
