@@ -363,11 +363,10 @@ pub fn readiness(node: &Node) -> Readiness {
     let c = view(node.controller.raft(), node.id);
     match c.leader {
         None => waiting.push("controller: no leader".to_string()),
-        Some(_) => {
-            if let Some(why) = behind("controller", &c) {
-                waiting.push(why);
-            }
+        Some(_) if lagging(&c) => {
+            waiting.push(format!("controller: applied {} of {} committed", c.applied, c.cluster_committed))
         }
+        Some(_) => {}
     }
     let meta = node.meta();
     let mut more = 0;
@@ -376,12 +375,20 @@ pub fn readiness(node: &Node) -> Readiness {
             if !pm.replicas.contains(&node.id) {
                 continue;
             }
-            let name = format!("{}/{i}", t.name);
+            // Names are formatted only for what is behind: this runs on
+            // every scrape, over every partition placed here.
+            let name = || format!("{}/{i}", t.name);
             let why = match node.partition(pm.group) {
-                None => Some(format!("{name}: not open yet")),
+                None => Some(format!("{}: not open yet", name())),
                 Some(p) => {
                     let v = view(p.raft(), node.id);
-                    if v.leader.is_none() { Some(format!("{name}: no leader")) } else { behind(&name, &v) }
+                    if v.leader.is_none() {
+                        Some(format!("{}: no leader", name()))
+                    } else if lagging(&v) {
+                        Some(format!("{}: applied {} of {} committed", name(), v.applied, v.cluster_committed))
+                    } else {
+                        None
+                    }
                 }
             };
             if let Some(why) = why {
@@ -399,9 +406,8 @@ pub fn readiness(node: &Node) -> Readiness {
     Readiness { node: node.id, ready: waiting.is_empty(), controller_leader: c.leader, waiting_for: waiting }
 }
 
-fn behind(name: &str, v: &RaftView) -> Option<String> {
-    (v.applied + READY_SLACK_ENTRIES < v.cluster_committed)
-        .then(|| format!("{name}: applied {} of {} committed", v.applied, v.cluster_committed))
+fn lagging(v: &RaftView) -> bool {
+    v.applied + READY_SLACK_ENTRIES < v.cluster_committed
 }
 
 #[cfg(test)]
