@@ -16,7 +16,16 @@ BIN=target/release
 [ -x "$BIN/replog-node" ] && [ -x "$BIN/replog" ] || cargo build --release --bins
 dir=$(mktemp -d /tmp/replog-metrics-scale.XXXXXX)
 pid=""
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; pid=""; }
+# SIGTERM, then SIGKILL after 10 s: a graceful stop of thousands of groups
+# takes minutes, and only the scrapes matter here.
+stop() {
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=""
+}
 trap 'stop; rm -rf "$dir"' EXIT
 start() {
   "$BIN/replog-node" --id 1 --listen 127.0.0.1:17901 --metrics-listen 127.0.0.1:19901 \
@@ -42,7 +51,10 @@ scrape() {
   series=$(grep -vc '^#' "$dir/scrape.txt")
   bytes=$(wc -c <"$dir/scrape.txt")
   median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]*1000}')
-  echo "metrics-scale: mode=$mode partitions=$P series=$series bytes=$bytes median_ms=$median"
+  local fds rss
+  fds=$(awk '/^process_open_fds /{print $2}' "$dir/scrape.txt")
+  rss=$(awk '/^process_resident_memory_bytes /{printf "%d", $2/1048576}' "$dir/scrape.txt")
+  echo "metrics-scale: mode=$mode partitions=$P series=$series bytes=$bytes median_ms=$median open_fds=$fds rss_mb=$rss"
 }
 
 start false
