@@ -34,9 +34,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.listen = listener.local_addr()?;
-    let node = Node::start(config.clone(), Metrics::new()).await?;
+    let node = Node::start(config.clone(), Metrics::new(config.metrics_per_partition)).await?;
+    node.store.set_observer(node.metrics.storage_observer());
     node.spawn_tasks();
-    info!(id = node.id, addr = %node.addr, data = %config.data_dir.display(), "replog node started");
+    info!(
+        id = node.id,
+        addr = %node.addr,
+        metrics = %config.metrics_listen,
+        data = %config.data_dir.display(),
+        per_partition_metrics = config.metrics_per_partition,
+        "replog node started"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -50,9 +58,12 @@ pub async fn run(
     let peer = RaftPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = metrics::connections::counted(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        node.metrics.connections.clone(),
+        node.metrics.connections_accepted.clone(),
+    );
     let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(client)
         .add_service(peer)
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));

@@ -673,6 +673,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     where
         Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let t0 = std::time::Instant::now();
         let mut batch = sled::Batch::default();
         let mut replies = Vec::new();
         self.pending_offsets.clear();
@@ -713,6 +714,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         for (r, resp) in replies {
             r.send(resp);
         }
+        self.store.observe(|o| o.apply(t0.elapsed()));
         Ok(())
     }
 
