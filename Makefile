@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make memory
+# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make memory · make rejoin
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint chaos soak fuzz bench memory clean-cluster
+.PHONY: build run stop test lint check-ops chaos soak fuzz bench memory rejoin clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -46,6 +46,7 @@ test:
 		$(CARGO) test --workspace; \
 	fi
 	bash ops/smoke.sh
+	bash ops/check-ops.sh
 	$(CARGO) build --release --bins
 	$(BIN)/replog-fuzz run --seconds 2
 	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=log CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
@@ -54,6 +55,11 @@ test:
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=power-fail,power-fail-all CHAOS_OUT=target/chaos-smoke-power $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=10 CHAOS_PARTITIONS=1 CHAOS_FAULTS=power-fail-all CHAOS_PLANT=skip-fsync CHAOS_OUT=target/chaos-smoke-plant $(BIN)/chaos
 	SOAK_SECONDS=30 SOAK_PEAK_SECONDS=5 SOAK_FAULT_EVERY=10 SOAK_FAULTS=kill,pause,partition-leader SOAK_OUT=target/soak-smoke $(BIN)/soak
+
+# promtool check config/rules, the compose file, the Kubernetes manifests
+# (schema, strict) and the systemd unit; installs the tools it needs as root.
+check-ops:
+	bash ops/check-ops.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -93,3 +99,12 @@ memory:
 
 clean-cluster:
 	$(CLUSTER) down --purge
+
+# A follower kept down while its partition takes REJOIN_GIB (1.5) GiB and
+# retention releases the oldest part rejoins through a streamed snapshot
+# of at least 1 GiB: prints the snapshot size, the time and the follower's
+# peak RSS, and checks it serves the leader's records (release build; about
+# 8 GB of disk under the system temporary directory).
+rejoin:
+	$(CARGO) nextest run --release -p replog-node --test t85_retention --run-ignored only --no-capture
+

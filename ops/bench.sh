@@ -15,5 +15,10 @@ R=target/release/replog
 for acks in all none; do
   $R bench produce --topic "bench-$acks" --record-size "$S" --records "$N" --partitions "$P" --producers "$K" --acks "$acks" --output json | tail -1 | tee -a target/bench/results.jsonl
 done
+# The same records three ways, in one run so they compare: plain partition
+# readers, one consumer-group member (a new group each run, so it starts
+# at the earliest), and Subscribe streams.
 $R bench consume --topic bench-all --record-size "$S" --records "$N" --partitions "$P" --output json | tail -1 | tee -a target/bench/results.jsonl
+$R bench consume --topic bench-all --record-size "$S" --records "$N" --partitions "$P" --group "bench-$$-$(date +%s)" --output json | tail -1 | tee -a target/bench/results.jsonl
+$R bench consume --topic bench-all --record-size "$S" --records "$N" --partitions "$P" --subscribe --output json | tail -1 | tee -a target/bench/results.jsonl
 for id in 1 2 3; do curl -s "127.0.0.1:910$id/metrics" | grep -E '^replog_storage_(flush|files)' | sed "s/^/node $id: /"; done

@@ -26,7 +26,7 @@ usage: ops/cluster.sh COMMAND [ARGS]
 commands:
   up [N]           start an N-node cluster (N in 1..9; default: the N of the
                    existing cluster, else 3) and wait until every node's
-                   /health answers 200
+                   /health names a controller leader
   down [--purge]   stop every node gracefully (SIGTERM, SIGKILL after 10 s);
                    data is kept unless --purge, which deletes the state dir
   status           table of nodes: id, pid, state, gRPC address, health
@@ -290,10 +290,18 @@ ensure_curl() {
   command -v curl >/dev/null 2>&1 || die "curl still missing after apt-get install"
 }
 
-# HTTP status of node $1's /health ("000" if no answer). Never via a proxy.
+# "200" once node $1 answers /health and knows a controller leader (its body
+# names one), "503" while it knows none, "000" if it does not answer. /health
+# itself answers 200 whenever the node runs (it is the liveness probe).
+# Never via a proxy.
 health_code() {
-  curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time "${2:-1}" \
-    "http://$(metrics_addr "$1")/health" 2>/dev/null || true
+  local body
+  body=$(curl -s -f --noproxy '*' --max-time "${2:-1}" "http://$(metrics_addr "$1")/health" 2>/dev/null) \
+    || { echo 000; return 0; }
+  case "$body" in
+    *'"controller_leader":'[0-9]*) echo 200 ;;
+    *) echo 503 ;;
+  esac
 }
 
 # Waits until every node id given answers /health with 200. On timeout, or as

@@ -21,14 +21,26 @@ got=$($R consume demo --from-beginning --max-messages 100 --timeout-ms 10000 | s
 want=$(seq 1 100 | tr '\n' ' ')
 [ "$got" = "$want" ] || fail "consumed records differ: $got"
 
+# A consumer group commits as it goes: a second run continues where the
+# first stopped, and together they read every record once.
+$R consume demo --group smoke --from-beginning --max-messages 40 > "$REPLOG_CLUSTER_DIR/group-1.txt"
+$R consume demo --group smoke --max-messages 100 --timeout-ms 5000 > "$REPLOG_CLUSTER_DIR/group-2.txt"
+got=$(cat "$REPLOG_CLUSTER_DIR"/group-[12].txt | sort -n | tr '\n' ' ')
+[ "$got" = "$want" ] || fail "consume --group, two runs: $got"
+$R group describe smoke --output json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["members"] == [] and all(p["lag"] == 0 for p in d["partitions"]), d
+' || fail "group describe smoke: expected no members and lag 0"
+
 # Queue group: two consumers share the 100 events, each acknowledged once.
-$R queue consume demo --group smoke --max-messages 50 --timeout-ms 15000 > "$REPLOG_CLUSTER_DIR/queue-a.txt" &
+$R queue consume demo --group smoke-queue --max-messages 50 --timeout-ms 15000 > "$REPLOG_CLUSTER_DIR/queue-a.txt" &
 qa=$!
-$R queue consume demo --group smoke --max-messages 50 --timeout-ms 15000 > "$REPLOG_CLUSTER_DIR/queue-b.txt" || fail "queue consume"
+$R queue consume demo --group smoke-queue --max-messages 50 --timeout-ms 15000 > "$REPLOG_CLUSTER_DIR/queue-b.txt" || fail "queue consume"
 wait $qa || fail "queue consume"
 got=$(cat "$REPLOG_CLUSTER_DIR"/queue-[ab].txt | sort -n | tr '\n' ' ')
 [ "$got" = "$want" ] || fail "queue consumers got: $got"
-$R queue describe demo --group smoke --output json | python3 -c '
+$R queue describe demo --group smoke-queue --output json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 ps = d["partitions"]

@@ -21,7 +21,7 @@
 //! | `nonmonotonic-send` | two acknowledged sends of one producer to one partition: the one sent later was acknowledged at an offset at or below the earlier one's |
 //! | `send-skip` | one producer's sends to one partition landed out of send order, where at least one of the two is known from reads only (an indeterminate send that landed): the earlier send was passed over and written after the later one |
 //! | `resurrected` | a value written to one incarnation of a topic was read from another incarnation of the same name (data of a deleted topic came back) |
-//! | `undeleted-topic` | a topic whose delete was acknowledged is still listed by a node once metadata settled, or acknowledged a write sent after the delete |
+//! | `undeleted-topic` | a topic whose delete was acknowledged is still listed by a node once metadata settled (with a deleted incarnation's id, or with a new id that no create of unknown outcome could have made), or acknowledged a write sent after the delete |
 //! | `missing-topic` | a topic whose create was acknowledged (and not deleted) is missing from a node's settled metadata, or listed with another id or partition count |
 //! | `replica-divergence` | two final reads of a partition (the leader's and each replica's, over the whole log) differ at some offset: a record on one and not the other, different records, or different ends |
 //!
@@ -42,13 +42,16 @@
 //! sources that saw it as a bit set, and builds detail text only for
 //! anomalies.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{FinalRead, History, Outcome, ReadRecord, TopicAction, TopicOp, TopicOutcome};
+use crate::history::{
+    Event, Events, FinalRead, History, Outcome, PollOp, SendOp, TopicAction, TopicOp, TopicOutcome, TopicState,
+    value_name,
+};
 
 /// The kinds of anomaly, named as Jepsen names them where Jepsen has a
 /// name.
@@ -272,7 +275,7 @@ impl fmt::Display for Report {
     }
 }
 
-/// One partition of one incarnation of a topic.
+/// One partition of one incarnation of a topic, as anomalies name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Tp<'a> {
     topic: &'a str,
@@ -281,25 +284,221 @@ struct Tp<'a> {
 }
 
 type TpId = u32;
+/// No id (of a partition, a topic) in the `u32` fields below.
+const NONE: u32 = u32::MAX;
 
-/// Interned partitions: histories name few, and ids make small keys.
+/// Strings given small ids: topic names, the names of producers, consumers
+/// and readers, and values that are not the workload's `w-<p>-<s>`.
 #[derive(Default)]
-struct Tps<'a> {
-    list: Vec<Tp<'a>>,
-    ids: HashMap<Tp<'a>, TpId>,
+struct Names {
+    list: Vec<String>,
+    ids: HashMap<String, u32>,
 }
 
-impl<'a> Tps<'a> {
-    fn id(&mut self, topic: &'a str, generation: u32, partition: u32) -> TpId {
-        let tp = Tp { topic, generation, partition };
-        *self.ids.entry(tp).or_insert_with(|| {
-            self.list.push(tp);
-            (self.list.len() - 1) as TpId
-        })
+impl Names {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = self.list.len() as u32;
+        self.list.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
     }
 
-    fn get(&self, topic: &str, generation: u32, partition: u32) -> Option<TpId> {
-        self.ids.get(&Tp { topic, generation, partition }).copied()
+    fn name(&self, id: u32) -> &str {
+        &self.list[id as usize]
+    }
+}
+
+/// A value as the checker keeps it: 8 bytes instead of a string. The
+/// workload's values `w-<producer>-<seq>` ([`value_name`]) are packed
+/// (producer above bit [`SEQ_BITS`], seq below), so one producer's values
+/// have neighbouring ids; any other string is interned, its index with the
+/// top bit set.
+type Vid = u64;
+const INTERNED: Vid = 1 << 63;
+const SEQ_BITS: u32 = 40;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+/// The packed id of `w-<p>-<s>` written exactly as [`value_name`] writes
+/// it (no sign, no leading zero), so that unpacking gives the same string.
+fn packed(value: &str) -> Option<Vid> {
+    fn number(s: &str) -> Option<u64> {
+        let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+        if canonical { s.parse().ok() } else { None }
+    }
+    let (p, s) = value.strip_prefix("w-")?.split_once('-')?;
+    let (p, s) = (number(p)?, number(s)?);
+    (p < 1 << (63 - SEQ_BITS) && s <= SEQ_MASK).then_some(p << SEQ_BITS | s)
+}
+
+/// Slots kept in chunks of `1 << CHUNK_BITS` by a 64-bit key (an offset, a
+/// value id): dense keys cost one slot each, and a stray key far from the
+/// others costs one chunk, not a table up to it.
+const CHUNK_BITS: u32 = 12;
+const CHUNK_MASK: u64 = (1 << CHUNK_BITS) - 1;
+
+struct Chunked<T> {
+    chunks: BTreeMap<u64, Box<[T]>>,
+    empty: T,
+}
+
+impl<T: Copy> Chunked<T> {
+    fn new(empty: T) -> Chunked<T> {
+        Chunked { chunks: BTreeMap::new(), empty }
+    }
+
+    fn get(&self, key: u64) -> Option<&T> {
+        self.chunks.get(&(key >> CHUNK_BITS)).map(|c| &c[(key & CHUNK_MASK) as usize])
+    }
+
+    fn entry(&mut self, key: u64) -> &mut T {
+        let empty = self.empty;
+        let chunk = self.chunks.entry(key >> CHUNK_BITS).or_insert_with(|| vec![empty; 1 << CHUNK_BITS].into());
+        &mut chunk[(key & CHUNK_MASK) as usize]
+    }
+
+    /// Every slot of every chunk, with its key, in key order (empty slots
+    /// too: the caller tells them apart).
+    fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.chunks
+            .iter()
+            .flat_map(|(c, chunk)| chunk.iter().enumerate().map(move |(i, t)| (c << CHUNK_BITS | i as u64, t)))
+    }
+
+    /// As [`Chunked::iter`], keys in `lo..hi` only.
+    fn range(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, &T)> {
+        let chunks = if lo < hi { lo >> CHUNK_BITS..=(hi - 1) >> CHUNK_BITS } else { 0..=0 };
+        self.chunks
+            .range(chunks)
+            .flat_map(|(c, chunk)| chunk.iter().enumerate().map(move |(i, t)| (c << CHUNK_BITS | i as u64, t)))
+            .filter(move |(k, _)| lo <= *k && *k < hi)
+    }
+}
+
+/// A list that grows in blocks of fixed size, so that it never holds up to
+/// twice its length while it grows, as a `Vec` does when it reallocates.
+struct Blocks<T> {
+    blocks: Vec<Vec<T>>,
+}
+
+impl<T> Default for Blocks<T> {
+    fn default() -> Blocks<T> {
+        Blocks { blocks: Vec::new() }
+    }
+}
+
+impl<T> Blocks<T> {
+    const BLOCK: usize = 4096;
+
+    fn push(&mut self, t: T) {
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < Self::BLOCK => b.push(t),
+            _ => {
+                let mut b = Vec::with_capacity(Self::BLOCK);
+                b.push(t);
+                self.blocks.push(b);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.blocks.iter().flatten()
+    }
+}
+
+/// Everything known about one value: its send attempts and where it was
+/// first acknowledged and first read. 40 bytes; further read places, rare,
+/// are in [`Values::more_reads`].
+#[derive(Clone, Copy)]
+struct ValueInfo {
+    ack_offset: u64,
+    read_offset: u64,
+    /// Where the first acknowledgement put it ([`NONE`]: never acknowledged).
+    ack_tp: TpId,
+    /// Where it was first read ([`NONE`]: never read).
+    read_tp: TpId,
+    /// The topic and incarnation of the first send ([`NONE`]: never sent).
+    sent_topic: u32,
+    sent_generation: u32,
+    acks: u16,
+    failed: u16,
+    unknown: u16,
+    used: bool,
+}
+
+impl ValueInfo {
+    const EMPTY: ValueInfo = ValueInfo {
+        ack_offset: 0,
+        read_offset: 0,
+        ack_tp: NONE,
+        read_tp: NONE,
+        sent_topic: NONE,
+        sent_generation: 0,
+        acks: 0,
+        failed: 0,
+        unknown: 0,
+        used: false,
+    };
+}
+
+/// Every value seen, by id.
+struct Values {
+    interned: Names,
+    info: Chunked<ValueInfo>,
+    /// Read places beyond the first, per value (a value read at one place
+    /// by many readers has none).
+    more_reads: HashMap<Vid, Vec<(TpId, u64)>>,
+}
+
+impl Default for Values {
+    fn default() -> Values {
+        Values { interned: Names::default(), info: Chunked::new(ValueInfo::EMPTY), more_reads: HashMap::new() }
+    }
+}
+
+impl Values {
+    fn id(&mut self, value: &str) -> Vid {
+        packed(value).unwrap_or_else(|| INTERNED | self.interned.id(value) as Vid)
+    }
+
+    fn name(&self, vid: Vid) -> String {
+        if vid & INTERNED != 0 {
+            self.interned.name((vid & !INTERNED) as u32).to_string()
+        } else {
+            value_name((vid >> SEQ_BITS) as u32, vid & SEQ_MASK)
+        }
+    }
+
+    fn info(&mut self, vid: Vid) -> &mut ValueInfo {
+        let info = self.info.entry(vid);
+        info.used = true;
+        info
+    }
+
+    fn get(&self, vid: Vid) -> ValueInfo {
+        self.info.get(vid).copied().unwrap_or(ValueInfo::EMPTY)
+    }
+
+    /// Notes that `vid` was read at `offset` of `tp`.
+    fn read_at(&mut self, vid: Vid, tp: TpId, offset: u64) {
+        let info = self.info(vid);
+        if info.read_tp == NONE {
+            (info.read_tp, info.read_offset) = (tp, offset);
+        } else if (info.read_tp, info.read_offset) != (tp, offset) {
+            let more = self.more_reads.entry(vid).or_default();
+            if !more.contains(&(tp, offset)) {
+                more.push((tp, offset));
+            }
+        }
+    }
+
+    /// Every place `vid` was read.
+    fn places(&self, vid: Vid) -> impl Iterator<Item = (TpId, u64)> + '_ {
+        let info = self.get(vid);
+        let first = (info.read_tp != NONE).then_some((info.read_tp, info.read_offset));
+        first.into_iter().chain(self.more_reads.get(&vid).into_iter().flatten().copied())
     }
 }
 
@@ -314,24 +513,35 @@ enum SourceKind {
     Final,
 }
 
-/// A set of sources as bits; sources past the 127th share the last bit.
-type Mask = u128;
-const LAST_BIT: usize = 127;
+/// A set of sources of one partition as bits; sources past the 63rd share
+/// the last bit.
+type Mask = u64;
+const LAST_BIT: usize = 63;
 
-/// Interned observers ("ack to p1", "poll by c3", "final read (leader)").
+/// The observers of one partition ("ack to p1", "poll by c3", each final
+/// read), by name id. Sources are per partition, so a run's many topics and
+/// readers never crowd one mask.
 #[derive(Default)]
-struct Sources<'a> {
-    list: Vec<(SourceKind, &'a str)>,
-    ids: HashMap<(SourceKind, &'a str), usize>,
+struct Sources {
+    list: Vec<(SourceKind, u32)>,
+    ids: HashMap<(SourceKind, u32), usize>,
 }
 
-impl<'a> Sources<'a> {
-    fn bit(&mut self, kind: SourceKind, who: &'a str) -> Mask {
+impl Sources {
+    /// The bit of an acknowledging producer or a polling consumer.
+    fn bit(&mut self, kind: SourceKind, who: u32) -> Mask {
         let id = *self.ids.entry((kind, who)).or_insert_with(|| {
             self.list.push((kind, who));
             self.list.len() - 1
         });
         1 << id.min(LAST_BIT)
+    }
+
+    /// A bit of its own for one final read: a cell then holds a final
+    /// read's bit exactly when that read has the cell's value there.
+    fn new_bit(&mut self, kind: SourceKind, who: u32) -> Mask {
+        self.list.push((kind, who));
+        1 << (self.list.len() - 1).min(LAST_BIT)
     }
 
     /// The sources that make a write count as committed. The shared last
@@ -346,7 +556,16 @@ impl<'a> Sources<'a> {
             .fold(0, |m, (i, _)| m | 1 << i.min(LAST_BIT))
     }
 
-    fn each(&self, mask: Mask) -> impl Iterator<Item = (SourceKind, &'a str, bool)> + '_ {
+    /// The bits of the final reads.
+    fn finals(&self) -> Mask {
+        self.list
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| *k == SourceKind::Final)
+            .fold(0, |m, (i, _)| m | 1 << i.min(LAST_BIT))
+    }
+
+    fn each(&self, mask: Mask) -> impl Iterator<Item = (SourceKind, u32, bool)> + '_ {
         self.list
             .iter()
             .enumerate()
@@ -355,7 +574,7 @@ impl<'a> Sources<'a> {
     }
 
     /// "ack to p1, poll by c1, final read (leader)".
-    fn describe(&self, mask: Mask) -> String {
+    fn describe(&self, mask: Mask, names: &Names) -> String {
         let mut out: Vec<String> = Vec::new();
         let mut others = false;
         for (k, w, shared) in self.each(mask) {
@@ -363,12 +582,14 @@ impl<'a> Sources<'a> {
                 others = true;
                 continue;
             }
+            let w = names.name(w);
             out.push(match k {
                 SourceKind::Ack => format!("ack to {w}"),
                 SourceKind::Poll => format!("poll by {w}"),
                 SourceKind::Final => format!("final read ({w})"),
             });
         }
+        out.dedup();
         if others {
             out.push("others".into());
         }
@@ -376,12 +597,12 @@ impl<'a> Sources<'a> {
     }
 
     /// Why a write must be in the final reads: "acknowledged to p1, read by c1".
-    fn reasons(&self, mask: Mask) -> String {
+    fn reasons(&self, mask: Mask, names: &Names) -> String {
         let mut out: Vec<String> = Vec::new();
         for (k, w, shared) in self.each(mask) {
             match k {
-                SourceKind::Ack if !shared => out.push(format!("acknowledged to {w}")),
-                SourceKind::Poll if !shared => out.push(format!("read by {w}")),
+                SourceKind::Ack if !shared => out.push(format!("acknowledged to {}", names.name(w))),
+                SourceKind::Poll if !shared => out.push(format!("read by {}", names.name(w))),
                 SourceKind::Final => {}
                 _ => out.push("committed per others".into()),
             }
@@ -393,51 +614,89 @@ impl<'a> Sources<'a> {
 
 /// A value at an offset, and who saw it there.
 #[derive(Clone, Copy)]
-struct Cell<'a> {
-    value: &'a str,
+struct Cell {
+    value: Vid,
     sources: Mask,
 }
 
-/// Everything known about one value's send attempts.
-#[derive(Clone, Copy)]
-struct Sent<'a> {
-    /// The topic and incarnation of the first send of the value.
-    topic: &'a str,
-    generation: u32,
-    acks: u32,
-    failed: u32,
-    unknown: u32,
-    /// Where the first acknowledgement put it.
-    first_ack: Option<(TpId, u64)>,
+impl Cell {
+    const EMPTY: Cell = Cell { value: Vid::MAX, sources: 0 };
+
+    fn is_empty(&self) -> bool {
+        self.value == Vid::MAX
+    }
 }
 
-/// Where each value was read: the first place, and any others.
-type ReadPlaces<'a> = HashMap<&'a str, ((TpId, u64), Vec<(TpId, u64)>)>;
-
-/// A final read with its records findable by offset.
-struct ReadIndex<'a> {
-    read: &'a FinalRead,
-    /// `read.covered()`, computed once (it scans the records).
+/// A final read as the lost-write check needs it: who, its bit, the
+/// offsets it vouches for.
+struct FinalMeta {
+    reader: u32,
+    bit: Mask,
     covered: std::ops::Range<u64>,
-    /// `(offset, record)`, sorted by offset, the first record of an offset
-    /// returned twice standing for the read (a repeat is a nonmonotonic
-    /// read, reported as such).
-    records: Vec<(u64, &'a ReadRecord)>,
 }
 
-impl<'a> ReadIndex<'a> {
-    fn new(read: &'a FinalRead) -> ReadIndex<'a> {
-        let mut records: Vec<(u64, &ReadRecord)> = read.records.iter().map(|r| (r.offset, r)).collect();
-        if !records.windows(2).all(|w| w[0].0 < w[1].0) {
-            records.sort_by_key(|(o, _)| *o);
-            records.dedup_by_key(|(o, _)| *o);
-        }
-        ReadIndex { read, covered: read.covered(), records }
-    }
+/// A record of a replica read; `digest` is [`NO_DIGEST`] when the read
+/// had none.
+#[derive(Clone, Copy)]
+struct Rec {
+    offset: u64,
+    value: Vid,
+    digest: u64,
+}
 
-    fn get(&self, offset: u64) -> Option<&'a ReadRecord> {
-        self.records.binary_search_by_key(&offset, |(o, _)| *o).ok().map(|i| self.records[i].1)
+/// Stands for a record without a digest. A real digest equal to it (a
+/// chance of 2^-64) is compared by value only.
+const NO_DIGEST: u64 = u64::MAX;
+
+/// A whole-log read of one partition, records by offset (the first record
+/// of an offset returned twice standing for the read; a repeat is a
+/// nonmonotonic read, reported as such).
+struct ReplicaLog {
+    reader: u32,
+    start: u64,
+    /// The end of what it covers ([`FinalRead::covered`]).
+    end: u64,
+    records: Vec<Rec>,
+}
+
+/// Everything known about one partition: one [`Cell`] per offset observed,
+/// the first value seen there (further values in [`Checker::conflicts`]).
+struct Part {
+    cells: Chunked<Cell>,
+    sources: Sources,
+    finals: Vec<FinalMeta>,
+    /// The leader's whole-log read, which every replica's is compared with
+    /// as it comes.
+    leader: Option<ReplicaLog>,
+    /// Replica reads that came before any leader read; compared when one
+    /// comes, or with the first of them at the end.
+    waiting: Vec<ReplicaLog>,
+}
+
+impl Default for Part {
+    fn default() -> Part {
+        Part {
+            cells: Chunked::new(Cell::EMPTY),
+            sources: Sources::default(),
+            finals: Vec::new(),
+            leader: None,
+            waiting: Vec::new(),
+        }
     }
+}
+
+/// One step of a reader from `prev` to `next`: a nonmonotonic read when it
+/// goes back, a possible poll-skip (decided once every offset is known)
+/// when it jumps.
+struct Jump {
+    who: u32,
+    tp: TpId,
+    prev: u64,
+    prev_value: Vid,
+    next: u64,
+    next_value: Vid,
+    /// The first record of a poll (else within one).
+    first_of_poll: bool,
 }
 
 /// Builds anomalies at one partition.
@@ -465,415 +724,588 @@ enum Expect {
     Unknown,
 }
 
-/// Checks a history. Pure: the same history gives the same report.
-pub fn check<'a>(history: &'a History) -> Report {
-    let mut report = Report::empty();
-    let mut tps = Tps::default();
-    let mut sources = Sources::default();
+/// Checks a history in memory. Pure: the same history gives the same
+/// report.
+pub fn check(history: &History) -> Report {
+    check_events(history).expect("a history in memory scans without error")
+}
 
-    // Send attempts, by value.
-    let mut sent: HashMap<&str, Sent> = HashMap::new();
-    // Every observation, per partition: offset → the first value seen there.
-    let mut obs: Vec<HashMap<u64, Cell<'a>>> = Vec::new();
-    // Further values at an offset that already holds another.
-    let mut conflicts: BTreeMap<(TpId, u64), Vec<Cell<'a>>> = BTreeMap::new();
-    let mut observe = |obs: &mut Vec<HashMap<u64, Cell<'a>>>, tp: TpId, offset: u64, value: &'a str, bit: Mask| {
-        if obs.len() <= tp as usize {
-            obs.resize_with(tp as usize + 1, HashMap::new);
-        }
-        match obs[tp as usize].entry(offset) {
-            Entry::Vacant(v) => {
-                v.insert(Cell { value, sources: bit });
-            }
-            Entry::Occupied(mut c) if c.get().value == value => c.get_mut().sources |= bit,
-            Entry::Occupied(_) => {
-                let extra = conflicts.entry((tp, offset)).or_default();
-                match extra.iter_mut().find(|c| c.value == value) {
-                    Some(c) => c.sources |= bit,
-                    None => extra.push(Cell { value, sources: bit }),
-                }
-            }
-        }
-    };
+/// Checks a history in one pass over its events, keeping about 100 bytes
+/// per record written (module docs); a second pass is made only to name
+/// the writes an undeleted topic acknowledged after its delete. The report
+/// does not depend on the order of the events, except for each reader's
+/// own succession of reads.
+pub fn check_events(events: &dyn Events) -> io::Result<Report> {
+    let mut c = Checker::default();
+    events.scan(&mut |e| c.add(e))?;
+    c.finish(events)
+}
 
-    for op in history.sends() {
-        report.sends += 1;
-        let s = sent.entry(op.value.as_str()).or_insert(Sent {
-            topic: &op.topic,
-            generation: op.generation,
-            acks: 0,
-            failed: 0,
-            unknown: 0,
-            first_ack: None,
-        });
+/// The checker's state while it goes through a history.
+#[derive(Default)]
+struct Checker {
+    report: Report,
+    /// Producers, consumers and readers.
+    names: Names,
+    topics: Names,
+    /// (topic, generation, partition) by partition id, and back.
+    tps: Vec<(u32, u32, u32)>,
+    tp_ids: HashMap<(u32, u32, u32), TpId>,
+    parts: Vec<Part>,
+    values: Values,
+    /// Further values at an offset that already holds another.
+    conflicts: BTreeMap<(TpId, u64), Vec<Cell>>,
+    /// Each reader's last offset read, per partition.
+    last_read: HashMap<(u32, TpId), (u64, Vid)>,
+    jumps: Vec<Jump>,
+    /// (producer, partition) → (seq, value) of the sends that carry a seq.
+    send_order: HashMap<(u32, TpId), Blocks<(u64, Vid)>>,
+    topic_ops: Vec<TopicOp>,
+    topic_states: Vec<TopicState>,
+    /// (topic, generation) → the latest start of an acknowledged send.
+    last_acked_send: HashMap<(u32, u32), u64>,
+    anomalies: Vec<Anomaly>,
+}
+
+impl Default for Report {
+    fn default() -> Report {
+        Report::empty()
+    }
+}
+
+fn tp_of<'a>(topics: &'a Names, tps: &[(u32, u32, u32)], id: TpId) -> Tp<'a> {
+    let (topic, generation, partition) = tps[id as usize];
+    Tp { topic: topics.name(topic), generation, partition }
+}
+
+/// Notes that `value` was seen at `offset` of partition `part` by `bit`.
+fn observe(
+    part: &mut Part,
+    conflicts: &mut BTreeMap<(TpId, u64), Vec<Cell>>,
+    tp: TpId,
+    offset: u64,
+    value: Vid,
+    bit: Mask,
+) {
+    let cell = part.cells.entry(offset);
+    if cell.is_empty() {
+        *cell = Cell { value, sources: bit };
+    } else if cell.value == value {
+        cell.sources |= bit;
+    } else {
+        let extra = conflicts.entry((tp, offset)).or_default();
+        match extra.iter_mut().find(|c| c.value == value) {
+            Some(c) => c.sources |= bit,
+            None => extra.push(Cell { value, sources: bit }),
+        }
+    }
+}
+
+impl Checker {
+    fn tp_id(&mut self, topic: &str, generation: u32, partition: u32) -> TpId {
+        let key = (self.topics.id(topic), generation, partition);
+        *self.tp_ids.entry(key).or_insert_with(|| {
+            self.tps.push(key);
+            self.parts.push(Part::default());
+            (self.tps.len() - 1) as TpId
+        })
+    }
+
+    fn add(&mut self, e: &Event) {
+        match e {
+            Event::Send(op) => self.add_send(op),
+            Event::Poll(op) => self.add_poll(op),
+            Event::FinalRead(f) => self.add_final(f),
+            Event::Topic(op) => self.topic_ops.push(as_recorded_now(op)),
+            Event::TopicState(s) => self.topic_states.push(s.clone()),
+        }
+    }
+
+    fn add_send(&mut self, op: &SendOp) {
+        self.report.sends += 1;
+        let topic = self.topics.id(&op.topic);
+        let vid = self.values.id(&op.value);
+        let info = self.values.info(vid);
+        if info.sent_topic == NONE {
+            (info.sent_topic, info.sent_generation) = (topic, op.generation);
+        }
         match &op.outcome {
             Outcome::Ok { partition, offset } => {
-                report.acknowledged += 1;
-                s.acks += 1;
-                let tp = tps.id(&op.topic, op.generation, *partition);
-                s.first_ack.get_or_insert((tp, *offset));
-                let bit = sources.bit(SourceKind::Ack, &op.producer);
-                observe(&mut obs, tp, *offset, op.value.as_str(), bit);
+                self.report.acknowledged += 1;
+                info.acks = info.acks.saturating_add(1);
+                let tp = self.tp_id(&op.topic, op.generation, *partition);
+                let info = self.values.info(vid);
+                if info.ack_tp == NONE {
+                    (info.ack_tp, info.ack_offset) = (tp, *offset);
+                }
+                let who = self.names.id(&op.producer);
+                let part = &mut self.parts[tp as usize];
+                let bit = part.sources.bit(SourceKind::Ack, who);
+                observe(part, &mut self.conflicts, tp, *offset, vid, bit);
+                let latest = self.last_acked_send.entry((topic, op.generation)).or_insert(0);
+                *latest = (*latest).max(op.start_us);
             }
             Outcome::Fail { .. } => {
-                report.failed += 1;
-                s.failed += 1;
+                self.report.failed += 1;
+                info.failed = info.failed.saturating_add(1);
             }
             Outcome::Unknown { .. } => {
-                report.indeterminate += 1;
-                s.unknown += 1;
+                self.report.indeterminate += 1;
+                info.unknown = info.unknown.saturating_add(1);
             }
         }
-    }
-
-    // Where each value was read (polls and final reads): the first place,
-    // and any others.
-    let mut read_at: ReadPlaces = HashMap::new();
-    for op in history.polls() {
-        report.polls += 1;
-        let tp = tps.id(&op.topic, op.generation, op.partition);
-        let bit = sources.bit(SourceKind::Poll, &op.consumer);
-        for r in &op.records {
-            observe(&mut obs, tp, r.offset, r.value.as_str(), bit);
-            add_place(&mut read_at, &r.value, (tp, r.offset));
+        if let (Some(seq), Some(partition)) = (op.seq, op.partition) {
+            let tp = self.tp_id(&op.topic, op.generation, partition);
+            let who = self.names.id(&op.producer);
+            self.send_order.entry((who, tp)).or_default().push((seq, vid));
         }
     }
-    // Each final read, indexed by offset, per partition.
-    let mut finals: HashMap<TpId, Vec<ReadIndex>> = HashMap::new();
-    for f in history.final_reads() {
-        report.final_reads += 1;
-        let tp = tps.id(&f.topic, f.generation, f.partition);
-        let bit = sources.bit(SourceKind::Final, &f.reader);
-        for r in &f.records {
-            observe(&mut obs, tp, r.offset, r.value.as_str(), bit);
-            add_place(&mut read_at, &r.value, (tp, r.offset));
+
+    /// One record read by `who` (a consumer, or a final reader), for the
+    /// read-order checks.
+    fn read_in_order(&mut self, who: u32, tp: TpId, offset: u64, value: Vid, first_of_poll: bool) {
+        if let Some(&(prev, prev_value)) = self.last_read.get(&(who, tp))
+            && (offset <= prev || offset > prev + 1)
+        {
+            self.jumps.push(Jump { who, tp, prev, prev_value, next: offset, next_value: value, first_of_poll });
         }
-        finals.entry(tp).or_default().push(ReadIndex::new(f));
-    }
-    let committed = sources.committed();
-    let tp_of = |id: TpId| tps.list[id as usize];
-
-    let mut anomalies = Vec::new();
-
-    // inconsistent-offsets: one offset, several values.
-    for ((tp, offset), extra) in &conflicts {
-        let first = obs[*tp as usize][offset];
-        let mut cells: Vec<Cell> = std::iter::once(first).chain(extra.iter().copied()).collect();
-        cells.sort_by_key(|c| c.value);
-        let detail = cells
-            .iter()
-            .map(|c| format!("{} ({})", c.value, sources.describe(c.sources)))
-            .collect::<Vec<_>>()
-            .join(" vs ");
-        anomalies.push(at(
-            AnomalyKind::InconsistentOffsets,
-            tp_of(*tp),
-            vec![*offset],
-            cells.iter().map(|c| c.value.to_string()).collect(),
-            format!("offset {offset} holds {detail}"),
-        ));
+        self.last_read.insert((who, tp), (offset, value));
     }
 
-    // duplicate / phantom-write / unexpected / resurrected: per value read.
-    for (value, (first, more)) in &read_at {
-        let mut places: Vec<(Tp, u64)> =
-            std::iter::once(first).chain(more.iter()).map(|(tp, o)| (tp_of(*tp), *o)).collect();
-        places.sort();
-        places.dedup();
-        let (tp, first_offset) = places[0];
-        let where_read = || {
-            places
+    fn add_poll(&mut self, op: &PollOp) {
+        self.report.polls += 1;
+        let tp = self.tp_id(&op.topic, op.generation, op.partition);
+        let who = self.names.id(&op.consumer);
+        let bit = self.parts[tp as usize].sources.bit(SourceKind::Poll, who);
+        for (i, r) in op.records.iter().enumerate() {
+            let vid = self.values.id(&r.value);
+            observe(&mut self.parts[tp as usize], &mut self.conflicts, tp, r.offset, vid, bit);
+            self.values.read_at(vid, tp, r.offset);
+            self.read_in_order(who, tp, r.offset, vid, i == 0);
+        }
+    }
+
+    fn add_final(&mut self, f: &FinalRead) {
+        self.report.final_reads += 1;
+        let tp = self.tp_id(&f.topic, f.generation, f.partition);
+        let reader = self.names.id(&f.reader);
+        // A final read counts as one poll by a consumer of its own.
+        let as_consumer = self.names.id(&format!("final read ({})", f.reader));
+        let bit = self.parts[tp as usize].sources.new_bit(SourceKind::Final, reader);
+        let replica = is_replica_read(&f.reader);
+        let mut records = Vec::with_capacity(if replica { f.records.len() } else { 0 });
+        for (i, r) in f.records.iter().enumerate() {
+            let vid = self.values.id(&r.value);
+            observe(&mut self.parts[tp as usize], &mut self.conflicts, tp, r.offset, vid, bit);
+            self.values.read_at(vid, tp, r.offset);
+            self.read_in_order(as_consumer, tp, r.offset, vid, i == 0);
+            if replica {
+                records.push(Rec { offset: r.offset, value: vid, digest: r.digest.unwrap_or(NO_DIGEST) });
+            }
+        }
+        let covered = f.covered();
+        let end = covered.end;
+        self.parts[tp as usize].finals.push(FinalMeta { reader, bit, covered });
+        if !replica {
+            return;
+        }
+        if !records.windows(2).all(|w| w[0].offset < w[1].offset) {
+            records.sort_by_key(|r| r.offset);
+            records.dedup_by_key(|r| r.offset);
+        }
+        let log = ReplicaLog { reader, start: f.start_offset, end, records };
+        let tpv = tp_of(&self.topics, &self.tps, tp);
+        let part = &mut self.parts[tp as usize];
+        if let Some(leader) = &part.leader {
+            self.anomalies.extend(compare_replicas(tpv, leader, &log, &self.names, &self.values));
+        } else if f.reader == "leader" {
+            for other in part.waiting.drain(..) {
+                self.anomalies.extend(compare_replicas(tpv, &log, &other, &self.names, &self.values));
+            }
+            part.leader = Some(log);
+        } else {
+            part.waiting.push(log);
+        }
+    }
+
+    fn finish(self, events: &dyn Events) -> io::Result<Report> {
+        let Checker {
+            mut report,
+            names,
+            topics,
+            tps,
+            parts,
+            values,
+            conflicts,
+            jumps,
+            send_order,
+            topic_ops,
+            topic_states,
+            last_acked_send,
+            mut anomalies,
+            ..
+        } = self;
+        let (names, topics, parts, values) = (&names, &topics, &parts, &values);
+        let tp_of = |id: TpId| tp_of(topics, &tps, id);
+
+        // inconsistent-offsets: one offset, several values.
+        for ((tp, offset), extra) in &conflicts {
+            let part = &parts[*tp as usize];
+            let first = *part.cells.get(*offset).expect("a conflict has a first cell");
+            let mut cells: Vec<(String, Mask)> = std::iter::once(first)
+                .chain(extra.iter().copied())
+                .map(|c| (values.name(c.value), c.sources))
+                .collect();
+            cells.sort_by(|a, b| a.0.cmp(&b.0));
+            let detail = cells
                 .iter()
-                .map(|(tp, o)| format!("{}@{o}", place(tp.topic, tp.generation, tp.partition)))
+                .map(|(v, m)| format!("{v} ({})", part.sources.describe(*m, names)))
                 .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if places.len() > 1 {
+                .join(" vs ");
             anomalies.push(at(
-                AnomalyKind::Duplicate,
-                tp,
-                places.iter().map(|(_, o)| *o).collect(),
-                vec![value.to_string()],
-                format!("read at {} offsets: {}", places.len(), where_read()),
+                AnomalyKind::InconsistentOffsets,
+                tp_of(*tp),
+                vec![*offset],
+                cells.into_iter().map(|(v, _)| v).collect(),
+                format!("offset {offset} holds {detail}"),
             ));
         }
-        let Some(s) = sent.get(value) else {
-            anomalies.push(at(
-                AnomalyKind::Unexpected,
-                tp,
-                vec![first_offset],
-                vec![value.to_string()],
-                format!("never sent, but read at {}", where_read()),
-            ));
-            continue;
-        };
-        for (rtp, offset) in &places {
-            if rtp.topic != s.topic {
+
+        // duplicate / phantom-write / unexpected / resurrected: per value read.
+        for (vid, info) in values.info.iter() {
+            if !info.used || info.read_tp == NONE {
+                continue;
+            }
+            let mut places: Vec<(Tp, u64)> = values.places(vid).map(|(tp, o)| (tp_of(tp), o)).collect();
+            places.sort();
+            places.dedup();
+            let (tp, first_offset) = places[0];
+            let where_read = || {
+                places
+                    .iter()
+                    .map(|(tp, o)| format!("{}@{o}", place(tp.topic, tp.generation, tp.partition)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if places.len() > 1 {
+                anomalies.push(at(
+                    AnomalyKind::Duplicate,
+                    tp,
+                    places.iter().map(|(_, o)| *o).collect(),
+                    vec![values.name(vid)],
+                    format!("read at {} offsets: {}", places.len(), where_read()),
+                ));
+            }
+            if info.sent_topic == NONE {
                 anomalies.push(at(
                     AnomalyKind::Unexpected,
-                    *rtp,
-                    vec![*offset],
-                    vec![value.to_string()],
-                    format!("sent to topic {}, but read at {}", s.topic, where_read()),
+                    tp,
+                    vec![first_offset],
+                    vec![values.name(vid)],
+                    format!("never sent, but read at {}", where_read()),
                 ));
-                break;
+                continue;
             }
-            if rtp.generation != s.generation {
-                anomalies.push(at(
-                    AnomalyKind::Resurrected,
-                    *rtp,
-                    vec![*offset],
-                    vec![value.to_string()],
-                    format!(
-                        "written to incarnation g{} of {}, but read from incarnation g{} at offset {offset}",
-                        s.generation, s.topic, rtp.generation
-                    ),
-                ));
-                break;
-            }
-        }
-        if s.acks == 0 && s.unknown == 0 {
-            anomalies.push(at(
-                AnomalyKind::PhantomWrite,
-                tp,
-                vec![first_offset],
-                vec![value.to_string()],
-                format!("refused {} time(s), but read at {}", s.failed, where_read()),
-            ));
-        } else if s.acks == 0 {
-            report.indeterminate_read += 1;
-        }
-    }
-
-    // Incarnations whose delete may have happened: their partitions need
-    // not have a final read.
-    let maybe_deleted: HashSet<(&str, u32)> = history
-        .topic_ops()
-        .filter(|op| op.action == TopicAction::Delete && !matches!(op.outcome, TopicOutcome::Fail { .. }))
-        .map(|op| (op.topic.as_str(), op.generation))
-        .collect();
-
-    // lost-write / unseen: every committed write against the final reads.
-    let no_reads: Vec<ReadIndex> = Vec::new();
-    for (tp_id, cells) in obs.iter().enumerate() {
-        let tp_id = tp_id as TpId;
-        let tp = tp_of(tp_id);
-        let reads = finals.get(&tp_id).unwrap_or(&no_reads);
-        if reads.is_empty() && maybe_deleted.contains(&(tp.topic, tp.generation)) {
-            continue;
-        }
-        let mut check_cell = |offset: u64, cell: &Cell| {
-            if cell.sources & committed == 0 {
-                return;
-            }
-            let why = sources.reasons(cell.sources & committed);
-            let value = cell.value;
-            let anomaly = |kind, detail: String| {
-                at(kind, tp, vec![offset], vec![value.to_string()], format!("{why} at offset {offset}; {detail}"))
-            };
-            let covering: Vec<&ReadIndex> = reads.iter().filter(|r| r.covered.contains(&offset)).collect();
-            if covering.is_empty() {
-                let detail = if reads.is_empty() {
-                    "there is no final read of the partition".to_string()
-                } else {
-                    let ends: Vec<String> =
-                        reads.iter().map(|r| format!("{} ends at {}", r.read.reader, r.covered.end)).collect();
-                    format!("no final read reaches it ({})", ends.join(", "))
-                };
-                anomalies.push(anomaly(AnomalyKind::Unseen, detail));
-                return;
-            }
-            let missing: Vec<String> = covering
-                .iter()
-                .filter_map(|r| match r.get(offset) {
-                    Some(rec) if rec.value == value => None,
-                    Some(other) => Some(format!("final read ({}) holds {} there", r.read.reader, other.value)),
-                    None => Some(format!("final read ({}) has no record there", r.read.reader)),
-                })
-                .collect();
-            if !missing.is_empty() {
-                let elsewhere: BTreeSet<u64> = reads
-                    .iter()
-                    .flat_map(|r| r.read.records.iter().filter(|rec| rec.value == value).map(|rec| rec.offset))
-                    .collect();
-                let mut detail = missing.join("; ");
-                if !elsewhere.is_empty() {
-                    let list: Vec<String> = elsewhere.iter().map(|o| o.to_string()).collect();
-                    detail.push_str(&format!("; found at offset {} instead", list.join(", ")));
-                }
-                anomalies.push(anomaly(AnomalyKind::LostWrite, detail));
-            }
-        };
-        for (offset, cell) in cells {
-            check_cell(*offset, cell);
-            if let Some(extra) = conflicts.get(&(tp_id, *offset)) {
-                for c in extra {
-                    check_cell(*offset, c);
-                }
-            }
-        }
-    }
-
-    // nonmonotonic-poll / poll-skip: each consumer's successive offsets. A
-    // final read counts as one poll by a consumer of its own.
-    let known: Vec<Vec<u64>> = obs
-        .iter()
-        .map(|m| {
-            let mut v: Vec<u64> = m.keys().copied().collect();
-            v.sort_unstable();
-            v
-        })
-        .collect();
-    let final_readers: Vec<(String, &FinalRead)> =
-        history.final_reads().map(|f| (format!("final read ({})", f.reader), f)).collect();
-    let reads = history
-        .polls()
-        .map(|op| (op.consumer.as_str(), op.topic.as_str(), op.generation, op.partition, &op.records))
-        .chain(
-            final_readers
-                .iter()
-                .map(|(name, f)| (name.as_str(), f.topic.as_str(), f.generation, f.partition, &f.records)),
-        );
-    let mut last: HashMap<(&str, TpId), (u64, &str)> = HashMap::new();
-    for (consumer, topic, generation, partition, records) in reads {
-        let tp_id = tps.get(topic, generation, partition).expect("interned above");
-        let tp = tp_of(tp_id);
-        for (i, r) in records.iter().enumerate() {
-            let key = (consumer, tp_id);
-            let when = if i == 0 { "on its next poll" } else { "within one poll" };
-            if let Some(&(prev, prev_value)) = last.get(&key) {
-                let anomaly = |kind, values: Vec<String>, detail: String| {
-                    at(
-                        kind,
-                        tp,
-                        vec![prev, r.offset],
-                        values,
-                        format!("consumer {consumer} read offset {} {when} after offset {prev}; {detail}", r.offset),
-                    )
-                };
-                if r.offset <= prev {
-                    anomalies.push(anomaly(
-                        AnomalyKind::NonmonotonicPoll,
-                        vec![prev_value.to_string(), r.value.clone()],
-                        format!("{prev_value} then {}", r.value),
+            let sent_topic = topics.name(info.sent_topic);
+            for (rtp, offset) in &places {
+                if rtp.topic != sent_topic {
+                    anomalies.push(at(
+                        AnomalyKind::Unexpected,
+                        *rtp,
+                        vec![*offset],
+                        vec![values.name(vid)],
+                        format!("sent to topic {sent_topic}, but read at {}", where_read()),
                     ));
-                } else if r.offset > prev + 1 {
-                    let offsets = &known[tp_id as usize];
-                    let from = offsets.partition_point(|o| *o <= prev);
-                    let to = offsets.partition_point(|o| *o < r.offset);
-                    let skipped = &offsets[from..to];
-                    if !skipped.is_empty() {
-                        const SHOWN: usize = 8;
-                        let cells = &obs[tp_id as usize];
-                        let shown: Vec<(u64, &str)> =
-                            skipped.iter().take(SHOWN).map(|o| (*o, cells[o].value)).collect();
-                        let listed: Vec<String> = shown.iter().map(|(o, v)| format!("{v}@{o}")).collect();
-                        let more = if skipped.len() > SHOWN { ", ..." } else { "" };
-                        anomalies.push(anomaly(
-                            AnomalyKind::PollSkip,
-                            shown.iter().map(|(_, v)| v.to_string()).collect(),
-                            format!("skipped {} existing offset(s): {}{more}", skipped.len(), listed.join(", ")),
-                        ));
+                    break;
+                }
+                if rtp.generation != info.sent_generation {
+                    anomalies.push(at(
+                        AnomalyKind::Resurrected,
+                        *rtp,
+                        vec![*offset],
+                        vec![values.name(vid)],
+                        format!(
+                            "written to incarnation g{} of {sent_topic}, but read from incarnation g{} at offset {offset}",
+                            info.sent_generation, rtp.generation
+                        ),
+                    ));
+                    break;
+                }
+            }
+            if info.acks == 0 && info.unknown == 0 {
+                anomalies.push(at(
+                    AnomalyKind::PhantomWrite,
+                    tp,
+                    vec![first_offset],
+                    vec![values.name(vid)],
+                    format!("refused {} time(s), but read at {}", info.failed, where_read()),
+                ));
+            } else if info.acks == 0 {
+                report.indeterminate_read += 1;
+            }
+        }
+
+        // Incarnations whose delete may have happened: their partitions need
+        // not have a final read.
+        let maybe_deleted: HashSet<(&str, u32)> = topic_ops
+            .iter()
+            .filter(|op| op.action == TopicAction::Delete && !matches!(op.outcome, TopicOutcome::Fail { .. }))
+            .map(|op| (op.topic.as_str(), op.generation))
+            .collect();
+
+        // lost-write / unseen: every committed write against the final reads.
+        for (tp_id, part) in parts.iter().enumerate() {
+            let tp_id = tp_id as TpId;
+            let tp = tp_of(tp_id);
+            if part.finals.is_empty() && maybe_deleted.contains(&(tp.topic, tp.generation)) {
+                continue;
+            }
+            let committed = part.sources.committed();
+            let final_bits = part.sources.finals();
+            // The cell holding `value` at `offset`, if any.
+            let cell_of = |offset: u64, value: Vid| -> Option<Cell> {
+                let first = part.cells.get(offset).copied().filter(|c| !c.is_empty())?;
+                std::iter::once(first)
+                    .chain(conflicts.get(&(tp_id, offset)).into_iter().flatten().copied())
+                    .find(|c| c.value == value)
+            };
+            for (offset, first) in part.cells.iter() {
+                if first.is_empty() {
+                    continue;
+                }
+                let here: Vec<Cell> = std::iter::once(*first)
+                    .chain(conflicts.get(&(tp_id, offset)).into_iter().flatten().copied())
+                    .collect();
+                for cell in &here {
+                    if cell.sources & committed == 0 {
+                        continue;
+                    }
+                    let anomaly = |kind, detail: String| {
+                        let why = part.sources.reasons(cell.sources & committed, names);
+                        at(
+                            kind,
+                            tp,
+                            vec![offset],
+                            vec![values.name(cell.value)],
+                            format!("{why} at offset {offset}; {detail}"),
+                        )
+                    };
+                    let covering: Vec<&FinalMeta> =
+                        part.finals.iter().filter(|r| r.covered.contains(&offset)).collect();
+                    if covering.is_empty() {
+                        let detail = if part.finals.is_empty() {
+                            "there is no final read of the partition".to_string()
+                        } else {
+                            let ends: Vec<String> = part
+                                .finals
+                                .iter()
+                                .map(|r| format!("{} ends at {}", names.name(r.reader), r.covered.end))
+                                .collect();
+                            format!("no final read reaches it ({})", ends.join(", "))
+                        };
+                        anomalies.push(anomaly(AnomalyKind::Unseen, detail));
+                        continue;
+                    }
+                    let missing: Vec<String> = covering
+                        .iter()
+                        .filter(|r| cell.sources & r.bit == 0)
+                        .map(|r| match here.iter().find(|c| c.sources & r.bit != 0) {
+                            Some(other) => {
+                                format!(
+                                    "final read ({}) holds {} there",
+                                    names.name(r.reader),
+                                    values.name(other.value)
+                                )
+                            }
+                            None => format!("final read ({}) has no record there", names.name(r.reader)),
+                        })
+                        .collect();
+                    if !missing.is_empty() {
+                        let elsewhere: BTreeSet<u64> = values
+                            .places(cell.value)
+                            .filter(|(t, o)| {
+                                *t == tp_id && cell_of(*o, cell.value).is_some_and(|c| c.sources & final_bits != 0)
+                            })
+                            .map(|(_, o)| o)
+                            .collect();
+                        let mut detail = missing.join("; ");
+                        if !elsewhere.is_empty() {
+                            let list: Vec<String> = elsewhere.iter().map(|o| o.to_string()).collect();
+                            detail.push_str(&format!("; found at offset {} instead", list.join(", ")));
+                        }
+                        anomalies.push(anomaly(AnomalyKind::LostWrite, detail));
                     }
                 }
             }
-            last.insert(key, (r.offset, r.value.as_str()));
         }
-    }
 
-    check_send_order(history, &tps, &sent, &read_at, &mut anomalies);
-    check_topics(history, &mut report, &mut anomalies);
-    for (tp, reads) in &finals {
-        check_replicas(tp_of(*tp), reads, &mut anomalies);
-    }
-
-    anomalies.sort();
-    for a in &anomalies {
-        *report.counts.entry(a.kind).or_default() += 1;
-    }
-    report.anomalies = anomalies;
-    report
-}
-
-fn add_place<'a>(read_at: &mut ReadPlaces<'a>, value: &'a str, at: (TpId, u64)) {
-    match read_at.entry(value) {
-        Entry::Vacant(v) => {
-            v.insert((at, Vec::new()));
+        // nonmonotonic-poll / poll-skip: each reader's successive offsets.
+        for j in &jumps {
+            let tp = tp_of(j.tp);
+            let who = names.name(j.who);
+            let when = if j.first_of_poll { "on its next poll" } else { "within one poll" };
+            let anomaly = |kind, values: Vec<String>, detail: String| {
+                at(
+                    kind,
+                    tp,
+                    vec![j.prev, j.next],
+                    values,
+                    format!("consumer {who} read offset {} {when} after offset {}; {detail}", j.next, j.prev),
+                )
+            };
+            if j.next <= j.prev {
+                let (a, b) = (values.name(j.prev_value), values.name(j.next_value));
+                let detail = format!("{a} then {b}");
+                anomalies.push(anomaly(AnomalyKind::NonmonotonicPoll, vec![a, b], detail));
+                continue;
+            }
+            const SHOWN: usize = 8;
+            let part = &parts[j.tp as usize];
+            let mut skipped = part.cells.range(j.prev + 1, j.next).filter(|(_, c)| !c.is_empty());
+            let shown: Vec<(u64, String)> =
+                skipped.by_ref().take(SHOWN).map(|(o, c)| (o, values.name(c.value))).collect();
+            if shown.is_empty() {
+                continue;
+            }
+            let count = shown.len() + skipped.count();
+            let listed: Vec<String> = shown.iter().map(|(o, v)| format!("{v}@{o}")).collect();
+            let more = if count > SHOWN { ", ..." } else { "" };
+            anomalies.push(anomaly(
+                AnomalyKind::PollSkip,
+                shown.iter().map(|(_, v)| v.clone()).collect(),
+                format!("skipped {count} existing offset(s): {}{more}", listed.join(", ")),
+            ));
         }
-        Entry::Occupied(mut o) => {
-            let (first, more) = o.get_mut();
-            if *first != at && !more.contains(&at) {
-                more.push(at);
+
+        check_send_order(&send_order, names, values, &tp_of, &mut anomalies);
+        let deleted = check_topics(&topic_ops, &topic_states, &mut report, &mut anomalies);
+        // A write acknowledged by an incarnation after its delete was: the
+        // sends are found by going through the history again, which only
+        // happens when there is such a write.
+        let suspect = last_acked_send.iter().any(|((t, g), start)| {
+            deleted.get(&(topics.name(*t).to_string(), *g)).is_some_and(|deleted_at| start >= deleted_at)
+        });
+        if suspect {
+            events.scan(&mut |e| {
+                let Event::Send(op) = e else { return };
+                if let (Outcome::Ok { partition, offset }, Some(deleted_at)) =
+                    (&op.outcome, deleted.get(&(op.topic.clone(), op.generation)))
+                    && op.start_us >= *deleted_at
+                {
+                    anomalies.push(Anomaly {
+                        kind: AnomalyKind::UndeletedTopic,
+                        topic: op.topic.clone(),
+                        generation: op.generation,
+                        partition: 0,
+                        offsets: Vec::new(),
+                        values: vec![op.value.clone()],
+                        detail: format!(
+                            "deleted at {:.3}s, but {} sent at {:.3}s by {} was acknowledged at {partition}@{offset}",
+                            *deleted_at as f64 / 1e6,
+                            op.value,
+                            op.start_us as f64 / 1e6,
+                            op.producer
+                        ),
+                    });
+                }
+            })?;
+        }
+
+        // replica-divergence of partitions without a leader read: the first
+        // replica read against the others.
+        for (tp_id, part) in parts.iter().enumerate() {
+            if let [first, rest @ ..] = &part.waiting[..] {
+                for other in rest {
+                    anomalies.extend(compare_replicas(tp_of(tp_id as TpId), first, other, names, values));
+                }
             }
         }
+
+        anomalies.sort();
+        for a in &anomalies {
+            *report.counts.entry(a.kind).or_default() += 1;
+        }
+        report.anomalies = anomalies;
+        Ok(report)
     }
 }
 
 /// nonmonotonic-send / send-skip: each producer's sends to one partition,
 /// in send order, must sit at increasing offsets.
 fn check_send_order<'a>(
-    history: &'a History,
-    tps: &Tps<'a>,
-    sent: &HashMap<&'a str, Sent<'a>>,
-    read_at: &ReadPlaces<'a>,
+    send_order: &HashMap<(u32, TpId), Blocks<(u64, Vid)>>,
+    names: &Names,
+    values: &Values,
+    tp_of: &dyn Fn(TpId) -> Tp<'a>,
     anomalies: &mut Vec<Anomaly>,
 ) {
-    // (producer, partition) → (seq, value) in send order.
-    let mut by_producer: HashMap<(&str, TpId), Vec<(u64, &str)>> = HashMap::new();
-    for op in history.sends() {
-        let (Some(seq), Some(partition)) = (op.seq, op.partition) else { continue };
-        let Some(tp) = tps.get(&op.topic, op.generation, partition) else { continue };
-        by_producer.entry((op.producer.as_str(), tp)).or_default().push((seq, op.value.as_str()));
-    }
     // Where a value landed in `tp`: its acknowledged offset, else the lowest
     // offset it was read at. `true` when the place is an acknowledgement.
-    let landed = |value: &str, tp: TpId| -> Option<(u64, bool)> {
-        if let Some(s) = sent.get(value)
-            && let Some((at, offset)) = s.first_ack
-            && at == tp
-        {
-            return Some((offset, true));
+    let landed = |value: Vid, tp: TpId| -> Option<(u64, bool)> {
+        let info = values.get(value);
+        if info.ack_tp == tp {
+            return Some((info.ack_offset, true));
         }
-        let (first, more) = read_at.get(value)?;
-        std::iter::once(first).chain(more.iter()).filter(|(t, _)| *t == tp).map(|(_, o)| (*o, false)).min()
+        values.places(value).filter(|(t, _)| *t == tp).map(|(_, o)| (o, false)).min()
     };
-    for ((producer, tp_id), mut sends) in by_producer {
+    for ((producer, tp_id), sends) in send_order {
+        let mut sends: Vec<(u64, Vid)> = sends.iter().copied().collect();
         sends.sort_by_key(|(seq, _)| *seq);
-        let tp = tps.list[tp_id as usize];
-        let placed: Vec<(u64, &str, u64, bool)> =
-            sends.iter().filter_map(|(seq, v)| landed(v, tp_id).map(|(o, acked)| (*seq, *v, o, acked))).collect();
+        let tp = tp_of(*tp_id);
+        let producer = names.name(*producer);
+        let placed: Vec<(u64, Vid, u64, bool)> =
+            sends.iter().filter_map(|(seq, v)| landed(*v, *tp_id).map(|(o, acked)| (*seq, *v, o, acked))).collect();
         for pair in placed.windows(2) {
             let (a_seq, a, a_off, a_acked) = pair[0];
             let (b_seq, b, b_off, b_acked) = pair[1];
             if b_off > a_off {
                 continue;
             }
+            let (a, b) = (values.name(a), values.name(b));
             let how = |acked| if acked { "acknowledged at" } else { "read at" };
             let (kind, what) = if a_acked && b_acked {
                 (AnomalyKind::NonmonotonicSend, "acknowledged out of send order")
             } else {
                 (AnomalyKind::SendSkip, "landed out of send order: the earlier send was passed over and written later")
             };
-            anomalies.push(at(
-                kind,
-                tp,
-                vec![a_off, b_off],
-                vec![a.to_string(), b.to_string()],
-                format!(
-                    "producer {producer} sent {a} (send {a_seq}) before {b} (send {b_seq}), {} {a_off} and {} {b_off}: {what}",
-                    how(a_acked),
-                    how(b_acked)
-                ),
-            ));
+            let detail = format!(
+                "producer {producer} sent {a} (send {a_seq}) before {b} (send {b_seq}), {} {a_off} and {} {b_off}: {what}",
+                how(a_acked),
+                how(b_acked)
+            );
+            anomalies.push(at(kind, tp, vec![a_off, b_off], vec![a, b], detail));
         }
     }
 }
 
-/// undeleted-topic / missing-topic: settled topic observations and sends
-/// against each name's creates and deletes.
-fn check_topics(history: &History, report: &mut Report, anomalies: &mut Vec<Anomaly>) {
+/// A topic operation as the workload records it now: a refusal that the
+/// SDK reported as `outcome unknown: ...` (an earlier attempt of its own
+/// retry loop may have been applied; older histories hold these as
+/// `Fail`) is indeterminate.
+fn as_recorded_now(op: &TopicOp) -> TopicOp {
+    let mut op = op.clone();
+    if let TopicOutcome::Fail { error } = &op.outcome
+        && error.starts_with(SDK_INDETERMINATE)
+    {
+        op.outcome = TopicOutcome::Unknown { error: error.clone() };
+    }
+    op
+}
+
+/// How the SDK's `Error::Indeterminate` reads.
+const SDK_INDETERMINATE: &str = "outcome unknown:";
+
+/// undeleted-topic / missing-topic: settled topic observations against
+/// each name's creates and deletes. Returns when each incarnation whose
+/// delete was acknowledged was deleted, for the check of the sends.
+fn check_topics(
+    topic_ops: &[TopicOp],
+    topic_states: &[TopicState],
+    report: &mut Report,
+    anomalies: &mut Vec<Anomaly>,
+) -> HashMap<(String, u32), u64> {
     let mut ops: BTreeMap<&str, Vec<&TopicOp>> = BTreeMap::new();
-    for op in history.topic_ops() {
+    for op in topic_ops {
         report.topic_ops += 1;
         if matches!(op.outcome, TopicOutcome::Ok { .. }) {
             report.topic_ops_ok += 1;
@@ -882,6 +1314,22 @@ fn check_topics(history: &History, report: &mut Report, anomalies: &mut Vec<Anom
     }
     for list in ops.values_mut() {
         list.sort_by_key(|op| (op.start_us, op.end_us));
+    }
+    // Creates that may have made an incarnation whose id is not known
+    // (outcome unknown, or acknowledged without an id), by name: when each
+    // started. A listed id that is no deleted incarnation's may be theirs.
+    let mut unknown_creates: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (topic, list) in &ops {
+        for op in list {
+            let id_unknown = match &op.outcome {
+                TopicOutcome::Unknown { .. } => true,
+                TopicOutcome::Ok { topic_id } => *topic_id == 0,
+                TopicOutcome::Fail { .. } => false,
+            };
+            if op.action == TopicAction::Create && id_unknown {
+                unknown_creates.entry(topic).or_default().push(op.start_us);
+            }
+        }
     }
     // Incarnations (and their ids) whose delete was acknowledged, and when.
     let mut deleted: HashMap<(&str, u32), u64> = HashMap::new();
@@ -913,7 +1361,7 @@ fn check_topics(history: &History, report: &mut Report, anomalies: &mut Vec<Anom
         detail,
     };
 
-    for s in history.topic_states() {
+    for s in topic_states {
         let Some(list) = ops.get(s.topic.as_str()) else { continue };
         // Only operations over before the observation count; one still
         // under way leaves the state open.
@@ -966,13 +1414,24 @@ fn check_topics(history: &History, report: &mut Report, anomalies: &mut Vec<Anom
                     ));
                 }
             }
-            (Expect::Absent { deleted: Some(g) }, Some(seen)) => anomalies.push(topic_anomaly(
-                AnomalyKind::UndeletedTopic,
-                &s.topic,
-                g,
-                vec![s.node.clone()],
-                format!("deleted (g{g}), but node {} still lists it (id {}) at {at_s:.3}s", s.node, seen.topic_id),
-            )),
+            // Still listed after the delete: an undeleted topic if the id
+            // is a deleted incarnation's, or if no create could have made
+            // it (a create of unknown outcome may land after the delete
+            // and list a new id: a new incarnation, not the deleted one).
+            (Expect::Absent { deleted: Some(g) }, Some(seen))
+                if seen_deleted.is_some()
+                    || !unknown_creates
+                        .get(s.topic.as_str())
+                        .is_some_and(|starts| starts.iter().any(|start| *start <= s.at_us)) =>
+            {
+                anomalies.push(topic_anomaly(
+                    AnomalyKind::UndeletedTopic,
+                    &s.topic,
+                    seen_deleted.unwrap_or(g),
+                    vec![s.node.clone()],
+                    format!("deleted (g{g}), but node {} still lists it (id {}) at {at_s:.3}s", s.node, seen.topic_id),
+                ))
+            }
             (Expect::Unknown | Expect::Absent { deleted: None }, Some(seen)) => {
                 if let Some(g) = seen_deleted {
                     anomalies.push(topic_anomaly(
@@ -991,29 +1450,8 @@ fn check_topics(history: &History, report: &mut Report, anomalies: &mut Vec<Anom
         }
     }
 
-    // A write acknowledged by an incarnation after its delete was.
-    for op in history.sends() {
-        if let (Outcome::Ok { partition, offset }, Some(deleted_at)) =
-            (&op.outcome, deleted.get(&(op.topic.as_str(), op.generation)))
-            && op.start_us >= *deleted_at
-        {
-            anomalies.push(topic_anomaly(
-                AnomalyKind::UndeletedTopic,
-                &op.topic,
-                op.generation,
-                vec![op.value.clone()],
-                format!(
-                    "deleted at {:.3}s, but {} sent at {:.3}s by {} was acknowledged at {partition}@{offset}",
-                    *deleted_at as f64 / 1e6,
-                    op.value,
-                    op.start_us as f64 / 1e6,
-                    op.producer
-                ),
-            ));
-        }
-    }
+    deleted.into_iter().map(|((topic, generation), at)| ((topic.to_string(), generation), at)).collect()
 }
-
 /// The offsets where two reads differ: the first few, the count, and the
 /// first difference in words.
 #[derive(Default)]
@@ -1024,12 +1462,14 @@ struct Divergence {
 }
 
 impl Divergence {
-    fn note(&mut self, offset: u64, what: String) {
+    fn note(&mut self, offset: u64, what: impl FnOnce() -> String) {
         self.count += 1;
         if self.offsets.len() < SHOWN_OFFSETS {
             self.offsets.push(offset);
         }
-        self.first.get_or_insert(what);
+        if self.first.is_none() {
+            self.first = Some(what());
+        }
     }
 }
 
@@ -1039,91 +1479,66 @@ fn is_replica_read(reader: &str) -> bool {
     reader == "leader" || reader.starts_with("replica-")
 }
 
-/// replica-divergence: every replica read of a partition against the
-/// leader's, record by record over the whole log.
-fn check_replicas(tp: Tp, reads: &[ReadIndex], anomalies: &mut Vec<Anomaly>) {
-    let reads: Vec<&ReadIndex> = reads.iter().filter(|r| is_replica_read(&r.read.reader)).collect();
-    let Some(reference) = reads.iter().find(|r| r.read.reader == "leader").or(reads.first()).copied() else {
-        return;
-    };
-    for other in reads.iter().filter(|r| !std::ptr::eq(**r, reference)) {
-        let (a, b) = (reference, *other);
-        let start = a.read.start_offset.max(b.read.start_offset);
-        let (end_a, end_b) = (a.covered.end, b.covered.end);
-        let mut d = Divergence::default();
-        // Merge the two logs from the common start; an offset below an
-        // end is either a record or known empty.
-        let (mut i, mut j) =
-            (a.records.partition_point(|(o, _)| *o < start), b.records.partition_point(|(o, _)| *o < start));
-        loop {
-            let x = a.records.get(i).copied();
-            let y = b.records.get(j).copied();
-            let offset = match (x, y) {
-                (None, None) => break,
-                (Some((o, _)), None) | (None, Some((o, _))) => o,
-                (Some((p, _)), Some((q, _))) => p.min(q),
-            };
-            let ra = x.filter(|(o, _)| *o == offset).map(|(_, r)| r);
-            let rb = y.filter(|(o, _)| *o == offset).map(|(_, r)| r);
-            if ra.is_some() {
-                i += 1;
+/// replica-divergence: replica read `b` of a partition against `a` (the
+/// leader's), record by record over the whole log.
+fn compare_replicas(tp: Tp, a: &ReplicaLog, b: &ReplicaLog, names: &Names, values: &Values) -> Option<Anomaly> {
+    let (name_a, name_b) = (names.name(a.reader), names.name(b.reader));
+    let start = a.start.max(b.start);
+    let (end_a, end_b) = (a.end, b.end);
+    let mut d = Divergence::default();
+    // Merge the two logs from the common start; an offset below an end is
+    // either a record or known empty.
+    let (mut i, mut j) =
+        (a.records.partition_point(|r| r.offset < start), b.records.partition_point(|r| r.offset < start));
+    loop {
+        let x = a.records.get(i).copied();
+        let y = b.records.get(j).copied();
+        let offset = match (x, y) {
+            (None, None) => break,
+            (Some(r), None) | (None, Some(r)) => r.offset,
+            (Some(p), Some(q)) => p.offset.min(q.offset),
+        };
+        let ra = x.filter(|r| r.offset == offset);
+        let rb = y.filter(|r| r.offset == offset);
+        if ra.is_some() {
+            i += 1;
+        }
+        if rb.is_some() {
+            j += 1;
+        }
+        let same = match (ra, rb) {
+            (Some(p), Some(q)) => {
+                p.value == q.value && (p.digest == NO_DIGEST || q.digest == NO_DIGEST || p.digest == q.digest)
             }
-            if rb.is_some() {
-                j += 1;
-            }
-            let desc = |r: Option<&ReadRecord>, end: u64| match r {
-                Some(r) => match r.digest {
-                    Some(d) => format!("{} (digest {d:016x})", r.value),
-                    None => r.value.clone(),
-                },
+            _ => false,
+        };
+        if !same {
+            let desc = |r: Option<Rec>, end: u64| match r {
+                Some(r) if r.digest != NO_DIGEST => format!("{} (digest {:016x})", values.name(r.value), r.digest),
+                Some(r) => values.name(r.value),
                 None if offset >= end => format!("nothing (its log ends at {end})"),
                 None => "no record".to_string(),
             };
-            let same = match (ra, rb) {
-                (Some(p), Some(q)) => {
-                    p.value == q.value && (p.digest.is_none() || q.digest.is_none() || p.digest == q.digest)
-                }
-                _ => false,
-            };
-            if !same {
-                d.note(
-                    offset,
-                    format!(
-                        "at offset {offset} {} has {}, {} has {}",
-                        a.read.reader,
-                        desc(ra, end_a),
-                        b.read.reader,
-                        desc(rb, end_b)
-                    ),
-                );
-            }
-        }
-        if end_a != end_b && d.count == 0 {
-            d.note(end_a.min(end_b), String::new());
-        }
-        let Divergence { offsets: diverging, count, first: first_detail } = d;
-        if count > 0 {
-            let mut detail = format!(
-                "{} and {} differ at {count} offset(s) in {start}..{}",
-                a.read.reader,
-                b.read.reader,
-                end_a.max(end_b)
-            );
-            if end_a != end_b {
-                detail.push_str(&format!("; {} ends at {end_a}, {} at {end_b}", a.read.reader, b.read.reader));
-            }
-            if let Some(first) = first_detail.filter(|d| !d.is_empty()) {
-                detail.push_str(&format!("; first: {first}"));
-            }
-            anomalies.push(at(
-                AnomalyKind::ReplicaDivergence,
-                tp,
-                diverging,
-                vec![a.read.reader.clone(), b.read.reader.clone()],
-                detail,
-            ));
+            d.note(offset, || {
+                format!("at offset {offset} {name_a} has {}, {name_b} has {}", desc(ra, end_a), desc(rb, end_b))
+            });
         }
     }
+    if end_a != end_b && d.count == 0 {
+        d.note(end_a.min(end_b), String::new);
+    }
+    let Divergence { offsets: diverging, count, first: first_detail } = d;
+    if count == 0 {
+        return None;
+    }
+    let mut detail = format!("{name_a} and {name_b} differ at {count} offset(s) in {start}..{}", end_a.max(end_b));
+    if end_a != end_b {
+        detail.push_str(&format!("; {name_a} ends at {end_a}, {name_b} at {end_b}"));
+    }
+    if let Some(first) = first_detail.filter(|d| !d.is_empty()) {
+        detail.push_str(&format!("; first: {first}"));
+    }
+    Some(at(AnomalyKind::ReplicaDivergence, tp, diverging, vec![name_a.to_string(), name_b.to_string()], detail))
 }
 
 #[cfg(test)]
@@ -1641,6 +2056,50 @@ mod tests {
     }
 
     #[test]
+    fn given_deleted_topic_listed_with_the_id_of_an_indeterminate_later_create_when_checked_then_only_old_ids_are_undeleted()
+     {
+        // The SDK's own retry made the create of g2 indeterminate (its first
+        // attempt broke off, the last was told the name exists), which a
+        // history may hold as a refusal. The nodes then list id 20, the
+        // new incarnation: not the deleted one (id 18).
+        let indeterminate = "outcome unknown: attempt 1 of 8 may have been applied (transport error talking to n3); \
+                             the last attempt failed: TOPIC_ALREADY_EXISTS(8): topic \"churn-1\" already exists";
+        let mut h = H::default();
+        h.topic_op(TopicAction::Create, "churn-1", 1, created(18), 0, 10)
+            .topic_op(TopicAction::Delete, "churn-1", 1, created(0), 20, 30)
+            .topic_op(TopicAction::Create, "churn-1", 2, TopicOutcome::Fail { error: indeterminate.into() }, 40, 50)
+            .state("n1", "churn-1", Some((20, 2)), 60)
+            .state("n2", "churn-1", Some((20, 2)), 60)
+            // A node listing the deleted incarnation's own id is flagged.
+            .state("n3", "churn-1", Some((18, 2)), 60)
+            // The same after a create recorded as indeterminate, followed
+            // by an acknowledged delete of what it made: id 31 is not the
+            // deleted g1's (30), and the create could have made it.
+            .topic_op(TopicAction::Create, "churn-2", 1, created(30), 0, 10)
+            .topic_op(TopicAction::Delete, "churn-2", 1, created(0), 20, 30)
+            .topic_op(TopicAction::Create, "churn-2", 2, TopicOutcome::Unknown { error: "timeout".into() }, 40, 50)
+            .topic_op(TopicAction::Delete, "churn-2", 2, created(0), 55, 58)
+            .state("n1", "churn-2", Some((31, 2)), 60)
+            // No create after the delete: a new id nobody asked for is
+            // still flagged.
+            .topic_op(TopicAction::Create, "churn-3", 1, created(40), 0, 10)
+            .topic_op(TopicAction::Delete, "churn-3", 1, created(0), 20, 30)
+            .state("n1", "churn-3", Some((41, 2)), 60);
+
+        let r = h.check();
+
+        let undeleted: Vec<(String, String)> =
+            r.of_kind(AnomalyKind::UndeletedTopic).map(|a| (a.topic.clone(), a.values[0].clone())).collect();
+        assert_eq!(
+            undeleted,
+            vec![("churn-1".to_string(), "n3".to_string()), ("churn-3".to_string(), "n1".to_string())],
+            "{:#?}",
+            r.anomalies
+        );
+        assert_eq!(r.anomaly_count(), 2, "{:#?}", r.anomalies);
+    }
+
+    #[test]
     fn given_created_topic_missing_or_misshapen_on_a_node_when_checked_then_missing_topic_is_reported() {
         let mut h = H::default();
         h.topic_op(TopicAction::Create, "churn-0", 1, created(10), 0, 10)
@@ -1748,6 +2207,111 @@ mod tests {
         assert_eq!(r.anomalies[0].offsets, vec![75_001]);
         assert_eq!(r.acknowledged, n as usize);
         assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn given_values_when_packed_then_only_the_workloads_own_spelling_packs_and_names_come_back() {
+        for v in ["w-1-0", "w-0-0", "w-4-1234567", "w-1000-9"] {
+            let id = packed(v).unwrap_or_else(|| panic!("{v} should pack"));
+            assert_eq!(Values::default().name(id), v);
+        }
+        for v in ["w-01-0", "w-1-00", "w-1-", "w--1-2", "w-1-2-3", "w-+1-2", "x-1-2", "w-1-99999999999999", "garbage"] {
+            assert_eq!(packed(v), None, "{v}");
+        }
+        // Another spelling of a sent value is another value: read back, it
+        // is one nobody sent.
+        let mut h = H::default();
+        h.ok("p1", "w-1-0", 0, 0).final_read(0, 2, &[(0, "w-1-0"), (1, "w-01-0")]);
+        assert_eq!(kinds_and_values(&h.check()), vec![(AnomalyKind::Unexpected, vals(&["w-01-0"]))]);
+    }
+
+    #[test]
+    fn given_per_record_state_then_it_stays_small() {
+        // What the checker keeps per record: a value's sends and first
+        // places, and one cell per offset (module docs).
+        assert!(std::mem::size_of::<ValueInfo>() <= 40, "{}", std::mem::size_of::<ValueInfo>());
+        assert!(std::mem::size_of::<Cell>() <= 16);
+        assert!(std::mem::size_of::<Rec>() <= 24);
+    }
+
+    #[test]
+    fn given_history_file_when_checked_then_the_report_equals_the_in_memory_check() {
+        let mut h = H::default();
+        h.ok("p1", "w-1-0", 0, 0)
+            .ok("p1", "w-1-1", 0, 1)
+            .ok("p1", "w-1-2", 0, 2)
+            .unknown("p2", "w-2-0", 0)
+            .fail("p2", "w-2-1", 0)
+            .poll("c1", 0, &[(0, "w-1-0"), (2, "w-1-2")])
+            .read_by("leader", T, 0, 0, 4, &[(0, "w-1-0", 1), (1, "w-2-1", 2), (2, "w-2-0", 3), (3, "w-2-0", 3)])
+            .read_by("replica-2", T, 0, 0, 3, &[(0, "w-1-0", 9), (1, "w-2-1", 2), (2, "w-2-0", 3)]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        h.0.save(&path).unwrap();
+
+        let from_file = check_events(&crate::history::HistoryFile::new(&path)).unwrap();
+
+        let in_memory = h.check();
+        assert_eq!(from_file, in_memory);
+        for kind in [
+            AnomalyKind::LostWrite,
+            AnomalyKind::Duplicate,
+            AnomalyKind::InconsistentOffsets,
+            AnomalyKind::PhantomWrite,
+            AnomalyKind::PollSkip,
+            AnomalyKind::ReplicaDivergence,
+        ] {
+            assert!(from_file.count(kind) > 0, "{kind} missing: {:#?}", from_file.anomalies);
+        }
+        // A broken line is an error naming it, not a clean report.
+        std::fs::write(&path, "{\"type\":\"send\"\n").unwrap();
+        let err = check_events(&crate::history::HistoryFile::new(&path)).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn given_replica_reads_before_the_leaders_and_a_late_write_recorded_before_the_delete_when_checked_then_both_are_found()
+     {
+        // The checker goes through the history once: replica reads that
+        // come before the leader's wait for it, and a send acknowledged
+        // after its topic's delete is found even when it is recorded first.
+        let mut h = H::default();
+        h.ok("p1", "w-1-0", 0, 0)
+            .ok("p1", "w-1-1", 0, 1)
+            .read_by("replica-2", T, 0, 0, 2, &[(0, "w-1-0", 1), (1, "w-1-1", 5)])
+            .read_by("replica-3", T, 0, 0, 2, &[(0, "w-1-0", 1), (1, "w-1-1", 2)])
+            .read_by("leader", T, 0, 0, 2, &[(0, "w-1-0", 1), (1, "w-1-1", 2)])
+            .topic_op(TopicAction::Create, "churn-0", 1, created(10), 0, 10)
+            .send_at("t1", "churn-0", 1, 0, 0, "churn-0-g1-0", ok_at(0, 0), 55)
+            .read_by("before-delete", "churn-0", 1, 0, 1, &[(0, "churn-0-g1-0", 1)])
+            .topic_op(TopicAction::Delete, "churn-0", 1, created(0), 30, 40);
+
+        let r = h.check();
+
+        let div: Vec<&Anomaly> = r.of_kind(AnomalyKind::ReplicaDivergence).collect();
+        assert_eq!(div.len(), 1, "{:#?}", r.anomalies);
+        assert_eq!((div[0].values.clone(), div[0].offsets.clone()), (vals(&["leader", "replica-2"]), vec![1]));
+        let late: Vec<&Anomaly> = r.of_kind(AnomalyKind::UndeletedTopic).collect();
+        assert_eq!(late.len(), 1, "{:#?}", r.anomalies);
+        assert!(
+            late[0].detail.contains("churn-0-g1-0") && late[0].detail.contains("acknowledged at 0@0"),
+            "{}",
+            late[0]
+        );
+        assert_eq!(r.anomaly_count(), 2, "{:#?}", r.anomalies);
+
+        // Without a leader read, the first replica read is the reference.
+        let mut h = H::default();
+        h.ok("p1", "w-1-0", 0, 0).read_by("replica-1", T, 0, 0, 1, &[(0, "w-1-0", 1)]).read_by(
+            "replica-2",
+            T,
+            0,
+            0,
+            1,
+            &[(0, "w-1-0", 7)],
+        );
+        let r = h.check();
+        assert_eq!(kinds_and_values(&r), vec![(AnomalyKind::ReplicaDivergence, vals(&["replica-1", "replica-2"]))]);
     }
 
     #[test]

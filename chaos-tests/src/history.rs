@@ -36,6 +36,8 @@
 //!
 //! [`Recorder`] collects events from many tokio tasks at once (it is a cheap
 //! clone of an `Arc<Mutex<..>>`) and can stream them to a file as they come.
+//! A file whose name ends in `.zst` is written and read zstd-compressed (a
+//! soak's history is gigabytes of JSON, a tenth of that compressed).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -480,12 +482,153 @@ impl History {
         Ok(History { events })
     }
 
+    /// Writes the history to `path` (zstd-compressed for a `.zst` name).
     pub fn save(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        self.write_jsonl(File::create(path)?)
+        let mut sink = Sink::create(path.as_ref())?;
+        for e in &self.events {
+            write_event(&mut sink, e)?;
+        }
+        sink.finish()
     }
 
+    /// Reads a history written by [`History::save`] or a [`Recorder`].
     pub fn load(path: impl AsRef<Path>) -> io::Result<History> {
-        History::read_jsonl(File::open(path)?)
+        History::read_jsonl(open_history(path.as_ref())?)
+    }
+}
+
+/// Whether a history file is zstd-compressed: by its name.
+fn compressed(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "zst")
+}
+
+/// A history file opened for reading, decompressed if it is compressed.
+fn open_history(path: &Path) -> io::Result<Box<dyn io::Read>> {
+    let file = File::open(path)?;
+    Ok(if compressed(path) { Box::new(zstd::stream::read::Decoder::new(file)?) } else { Box::new(file) })
+}
+
+/// Where a recorder's events go: a plain file, or a zstd stream (level 1:
+/// cheap next to the JSON it compresses).
+enum Sink {
+    Plain(BufWriter<File>),
+    Zstd(Option<zstd::stream::write::Encoder<'static, BufWriter<File>>>),
+}
+
+const ZSTD_LEVEL: i32 = 1;
+
+impl Sink {
+    fn create(path: &Path) -> io::Result<Sink> {
+        let w = BufWriter::new(File::create(path)?);
+        Ok(if compressed(path) {
+            Sink::Zstd(Some(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?))
+        } else {
+            Sink::Plain(w)
+        })
+    }
+
+    /// Makes everything written so far readable from the file: a zstd
+    /// stream ends its frame and goes on in a new one (a reader takes the
+    /// frames one after the other).
+    fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Zstd(enc) => {
+                let Some(e) = enc.take() else { return Err(io::Error::other("history stream broken earlier")) };
+                let mut w = e.finish()?;
+                w.flush()?;
+                *enc = Some(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Sink {
+    /// Ends a zstd stream's last frame, so that a run that stops early
+    /// still leaves a readable file.
+    fn drop(&mut self) {
+        if let Sink::Zstd(enc) = self
+            && let Some(e) = enc.take()
+            && let Ok(mut w) = e.finish()
+        {
+            let _ = w.flush();
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Zstd(Some(e)) => e.write(buf),
+            Sink::Zstd(None) => Err(io::Error::other("history stream broken earlier")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Zstd(Some(e)) => e.flush(),
+            Sink::Zstd(None) => Ok(()),
+        }
+    }
+}
+
+/// Events that can be gone through more than once, in history order: a
+/// [`History`] in memory, or a [`HistoryFile`] read line by line. The
+/// checker works over this so that a long run's history never has to be in
+/// memory whole.
+pub trait Events {
+    /// Calls `f` with every event, in order.
+    fn scan(&self, f: &mut dyn FnMut(&Event)) -> io::Result<()>;
+}
+
+impl Events for History {
+    fn scan(&self, f: &mut dyn FnMut(&Event)) -> io::Result<()> {
+        self.events.iter().for_each(f);
+        Ok(())
+    }
+}
+
+/// A history stored as JSON lines, read one event at a time on each scan:
+/// only the event being looked at is in memory (the largest are the final
+/// reads, one partition's log each).
+#[derive(Debug, Clone)]
+pub struct HistoryFile {
+    pub path: PathBuf,
+}
+
+impl HistoryFile {
+    pub fn new(path: impl AsRef<Path>) -> HistoryFile {
+        HistoryFile { path: path.as_ref().to_path_buf() }
+    }
+}
+
+impl Events for HistoryFile {
+    /// A bad line is an `InvalidData` error naming its line number, as in
+    /// [`History::read_jsonl`].
+    fn scan(&self, f: &mut dyn FnMut(&Event)) -> io::Result<()> {
+        let mut r = BufReader::with_capacity(1 << 20, open_history(&self.path)?);
+        let mut line = String::new();
+        let mut n = 0usize;
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            n += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: Event = serde_json::from_str(&line)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("history line {n}: {e}")))?;
+            f(&e);
+            if line.capacity() > 64 << 20 {
+                // A final read of a long log: do not keep its buffer.
+                line = String::new();
+            }
+        }
     }
 }
 
@@ -514,7 +657,7 @@ struct Inner {
     keep: bool,
     count: usize,
     path: Option<PathBuf>,
-    sink: Option<BufWriter<File>>,
+    sink: Option<Sink>,
     sink_error: Option<io::Error>,
 }
 
@@ -534,17 +677,17 @@ impl Recorder {
     /// truncated), so a run that dies half-way still leaves its history.
     pub fn create(path: impl AsRef<Path>) -> io::Result<Recorder> {
         let path = path.as_ref().to_path_buf();
-        Ok(Recorder::with_sink(Some((BufWriter::new(File::create(&path)?), path)), true))
+        Ok(Recorder::with_sink(Some((Sink::create(&path)?, path)), true))
     }
 
     /// A recorder that writes every event to `path` and keeps none in
     /// memory; [`Recorder::finish`] reads the file back.
     pub fn streaming(path: impl AsRef<Path>) -> io::Result<Recorder> {
         let path = path.as_ref().to_path_buf();
-        Ok(Recorder::with_sink(Some((BufWriter::new(File::create(&path)?), path)), false))
+        Ok(Recorder::with_sink(Some((Sink::create(&path)?, path)), false))
     }
 
-    fn with_sink(sink: Option<(BufWriter<File>, PathBuf)>, keep: bool) -> Recorder {
+    fn with_sink(sink: Option<(Sink, PathBuf)>, keep: bool) -> Recorder {
         let (sink, path) = match sink {
             Some((s, p)) => (Some(s), Some(p)),
             None => (None, None),
@@ -586,6 +729,21 @@ impl Recorder {
         self.len() == 0
     }
 
+    /// Flushes the file (if any) and returns the first write error, if
+    /// any: the file then holds every event recorded so far. For a
+    /// streaming recorder, whose history is then checked from the file
+    /// ([`HistoryFile`]) instead of being read back into memory.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = inner.sink_error.take() {
+            return Err(e);
+        }
+        if let Some(w) = inner.sink.as_mut() {
+            w.finish()?;
+        }
+        Ok(())
+    }
+
     /// Flushes the file (if any) and returns the history. Call it once the
     /// tasks that record have finished; events recorded later still go to
     /// the recorder but not into the returned history.
@@ -595,7 +753,7 @@ impl Recorder {
             return Err(e);
         }
         if let Some(w) = inner.sink.as_mut() {
-            w.flush()?;
+            w.finish()?;
         }
         match (&inner.path, inner.keep) {
             (Some(path), false) => History::load(path),
@@ -712,6 +870,7 @@ mod tests {
     #[test]
     fn given_records_differing_in_any_field_when_digested_then_digests_differ() {
         let base = ConsumedRecord {
+            topic: "t".into(),
             partition: 0,
             offset: 0,
             timestamp_ms: 1,
@@ -792,6 +951,39 @@ mod tests {
         }
         assert_eq!(rec.len(), sample().events.len());
         assert_eq!(rec.finish().unwrap(), sample());
+    }
+
+    #[test]
+    fn given_zst_history_when_recorded_flushed_and_finished_then_it_reads_back_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl.zst");
+        let rec = Recorder::streaming(&path).unwrap();
+        let events = sample().events;
+        let half = events.len() / 2;
+        for e in &events[..half] {
+            rec.record(e.clone());
+        }
+        // A flush makes what was recorded readable while recording goes on.
+        rec.flush().unwrap();
+        let mut seen = Vec::new();
+        HistoryFile::new(&path).scan(&mut |e| seen.push(e.clone())).unwrap();
+        assert_eq!(seen, events[..half]);
+        for e in &events[half..] {
+            rec.record(e.clone());
+        }
+        assert_eq!(rec.finish().unwrap(), sample());
+        let raw = std::fs::read(&path).unwrap();
+        assert_eq!(&raw[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+        // Saved and loaded the same way; recorded later, then dropped: the
+        // drop ends the stream.
+        let saved = dir.path().join("saved.jsonl.zst");
+        sample().save(&saved).unwrap();
+        assert_eq!(History::load(&saved).unwrap(), sample());
+        let dropped = dir.path().join("dropped.jsonl.zst");
+        let rec = Recorder::streaming(&dropped).unwrap();
+        events.iter().for_each(|e| rec.record(e.clone()));
+        drop(rec);
+        assert_eq!(History::load(&dropped).unwrap(), sample());
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! cluster, stop the workload, final reads, settled topic states); the soak
 //! ([`crate::soak`]) shares it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use replog_testkit::{Cluster, clear_run_dir, target_dir};
 
 use crate::checker::{AnomalyKind, Report, check};
 use crate::cluster::options_from_env;
-use crate::history::{History, Outcome, Recorder, TopicOutcome};
+use crate::history::{Event, Events, Outcome, Recorder, SendOp, TopicOp, TopicOutcome};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, schedule};
 use crate::net::Net;
 use crate::workload::{ChurnConfig, Workload, WorkloadConfig, final_reads, settle_topic_states};
@@ -281,7 +282,7 @@ pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
     let log: String = events.iter().map(|e| format!("{e}\n")).collect();
     std::fs::write(&nemesis_path, &log)?;
     let report = check(&history);
-    std::fs::write(&report_path, describe(cfg, &report, &problems, &history, &events))?;
+    std::fs::write(&report_path, describe(cfg, &report, &problems, &history, &events)?)?;
     Ok(RunResult { report, events, problems, history_path, report_path, queue: None })
 }
 
@@ -291,9 +292,30 @@ pub fn describe(
     cfg: &RunConfig,
     report: &Report,
     problems: &[String],
-    history: &History,
+    history: &dyn Events,
     events: &[NemesisEvent],
-) -> String {
+) -> io::Result<String> {
+    // The send attempts and topic operations the anomalies name, found in
+    // one pass over the history (which may be a file too long to load).
+    let named_values: HashSet<&str> =
+        report.anomalies.iter().flat_map(|a| a.values.iter().map(String::as_str)).collect();
+    let named_topics: HashSet<&str> = report
+        .anomalies
+        .iter()
+        .filter(|a| matches!(a.kind, AnomalyKind::UndeletedTopic | AnomalyKind::MissingTopic))
+        .map(|a| a.topic.as_str())
+        .collect();
+    let mut sends: HashMap<String, Vec<SendOp>> = HashMap::new();
+    let mut topic_ops: Vec<TopicOp> = Vec::new();
+    if !report.anomalies.is_empty() {
+        history.scan(&mut |e| match e {
+            Event::Send(op) if named_values.contains(op.value.as_str()) => {
+                sends.entry(op.value.clone()).or_default().push(op.clone())
+            }
+            Event::Topic(op) if named_topics.contains(op.topic.as_str()) => topic_ops.push(op.clone()),
+            _ => {}
+        })?;
+    }
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -330,7 +352,7 @@ pub fn describe(
     for a in &report.anomalies {
         let _ = writeln!(s, "  {a}");
         if matches!(a.kind, AnomalyKind::UndeletedTopic | AnomalyKind::MissingTopic) {
-            for op in history.topic_ops().filter(|op| op.topic == a.topic) {
+            for op in topic_ops.iter().filter(|op| op.topic == a.topic) {
                 let outcome = match &op.outcome {
                     TopicOutcome::Ok { topic_id } => format!("ok (id {topic_id})"),
                     TopicOutcome::Fail { error } => format!("fail: {error}"),
@@ -348,7 +370,7 @@ pub fn describe(
             }
         }
         for v in &a.values {
-            for op in history.sends().filter(|op| &op.value == v) {
+            for op in sends.get(v).into_iter().flatten() {
                 let outcome = match &op.outcome {
                     Outcome::Ok { partition, offset } => format!("ok {partition}@{offset}"),
                     Outcome::Fail { error } => format!("fail: {error}"),
@@ -365,7 +387,7 @@ pub fn describe(
             }
         }
     }
-    s
+    Ok(s)
 }
 
 /// The anomalies of a report by kind, compactly: `duplicate=3 lost-write=1`.
@@ -393,7 +415,7 @@ pub fn fault_summary(events: &[NemesisEvent]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{FinalRead, ReadRecord, SendOp};
+    use crate::history::{FinalRead, History, ReadRecord, SendOp};
 
     #[test]
     fn given_run_seed_then_run_one_uses_the_base_seed_and_others_differ() {
@@ -454,7 +476,7 @@ mod tests {
             churn: false,
             out_dir: PathBuf::from("unused"),
         };
-        let text = describe(&cfg, &report, &[], &h, &events);
+        let text = describe(&cfg, &report, &[], &h, &events).unwrap();
         assert!(text.contains("duplicate chaos/0 offsets=[0, 1]"), "{text}");
         assert!(text.contains("send w-1-0 by p1 1.000s–3.000s -> ok 0@1; while: kill (SIGKILL node 2)"), "{text}");
         let send_line = text.lines().find(|l| l.contains("send w-1-0")).unwrap();

@@ -48,9 +48,9 @@ use replog_client::ClientConfig;
 use replog_testkit::Cluster;
 use tokio::sync::watch;
 
-use crate::checker::{Report, check};
+use crate::checker::{Report, check_events};
 use crate::cluster::chaos_options;
-use crate::history::Recorder;
+use crate::history::{HistoryFile, Recorder};
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, Window};
 use crate::net::Net;
 use crate::runner::{RunConfig, churn_config, describe, wind_down};
@@ -285,12 +285,24 @@ fn free_disk_mb(path: &Path) -> Option<u64> {
 
 /// Bytes under `dir`, recursively (files only; errors count as empty).
 fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else { return 0 };
+    disk_bytes_on(dir, root.dev())
+}
+
+/// The disk space files under `dir` take (allocated blocks, as `du -x`
+/// counts them), on device `dev` only: a node's `data` directory on a
+/// faultfs mount shows the files of its `disk` directory again, which
+/// must not count twice.
+fn disk_bytes_on(dir: &Path, dev: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+        .map(|e| match std::fs::symlink_metadata(e.path()) {
+            Ok(m) if m.dev() != dev => 0,
+            Ok(m) if m.is_dir() => disk_bytes_on(&e.path(), dev),
+            Ok(m) => m.blocks() * 512,
             Err(_) => 0,
         })
         .sum()
@@ -308,7 +320,8 @@ pub fn soak_schedule(seed: u64, faults: &[Fault], total: Duration, every: Durati
     let mut start = every;
     loop {
         let fault = *faults.choose(&mut rng).expect("not empty");
-        let duration = if fault == Fault::KillAll { length.min(Duration::from_millis(2500)) } else { length };
+        let whole_cluster = matches!(fault, Fault::KillAll | Fault::PowerFailAll);
+        let duration = if whole_cluster { length.min(Duration::from_millis(2500)) } else { length };
         let choice = rng.r#gen::<u64>();
         if start + duration >= total {
             break;
@@ -399,12 +412,17 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir).with_context(|| format!("remove {}", run_dir.display()))?;
     }
-    let history_path = out.join("soak.jsonl");
+    // zstd-compressed: at tens of thousands of records a second the JSON
+    // history runs to gigabytes.
+    let history_path = out.join("soak.jsonl.zst");
     let report_path = out.join("soak.report.txt");
     let csv_path = out.join("rss.csv");
     let retry_deadline = Duration::from_secs(20);
 
-    let mut cluster = Cluster::start(cfg.nodes, chaos_options(&run_dir)).await?;
+    // The power faults need every node's data directory on a faultfs mount.
+    let mut cluster_opts = chaos_options(&run_dir);
+    cluster_opts.faultfs = cfg.faults.iter().any(|f| f.needs_faultfs());
+    let mut cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig { request_timeout: Duration::from_secs(5), retry_deadline, ..ClientConfig::default() })
@@ -495,8 +513,12 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
     drop(cluster);
     drop(client);
 
-    let history = rec.finish()?;
-    let report = check(&history);
+    // Checked from the file, one event at a time: the history of a soak at
+    // tens of thousands of records a second does not fit in memory as
+    // events, and the checker keeps about 100 bytes per record.
+    rec.flush()?;
+    let history = HistoryFile::new(&history_path);
+    let report = check_events(&history)?;
     let rss = RssSummary::of(&samples, seconds);
     let result = SoakResult { seconds, peak_rate, rate, records, bytes, peak_records, rss, report, problems, events };
     let run = RunConfig {
@@ -515,9 +537,8 @@ pub async fn run_soak(cfg: &SoakConfig) -> Result<SoakResult> {
         out_dir: out.clone(),
     };
     let mut text = soak_text(cfg, &result);
-    text.push_str(&describe(&run, &result.report, &result.problems, &history, &result.events));
+    text.push_str(&describe(&run, &result.report, &result.problems, &history, &result.events)?);
     std::fs::write(&report_path, text)?;
-    drop(history);
     // A clean soak's node data is only bulk (gigabytes); a failed one's is
     // evidence and stays.
     if result.passed(cfg.max_rss_slope) {
@@ -595,6 +616,22 @@ fn soak_text(cfg: &SoakConfig, r: &SoakResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_files_in_nested_directories_when_sized_then_allocated_blocks_are_summed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/one"), vec![1u8; 100_000]).unwrap();
+        std::fs::write(dir.path().join("a/b/two"), vec![2u8; 200_000]).unwrap();
+        // A sparse file: long, but almost nothing allocated.
+        let sparse = std::fs::File::create(dir.path().join("sparse")).unwrap();
+        sparse.set_len(1 << 30).unwrap();
+
+        let bytes = dir_bytes(dir.path());
+
+        assert!((300_000..400_000).contains(&bytes), "{bytes}");
+        assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
+    }
 
     fn sample(t: f64, node: u64, pid: u32, rss_mb: f64) -> RssSample {
         RssSample { t, node, pid, rss_mb }

@@ -40,7 +40,8 @@ use anyhow::Result;
 use bytes::Bytes;
 use replog_client::producer::now_ms;
 use replog_client::{
-    Client, Error as SdkError, ErrorCode, FetchOptions, PartitionReader, Producer, ProducerConfig, Record,
+    Client, Error as SdkError, ErrorCode, FetchOptions, PartitionInfo, PartitionReader, Producer, ProducerConfig,
+    Record,
 };
 use replog_proto::pb;
 use replog_proto::pb::replog_client::ReplogClient;
@@ -591,7 +592,9 @@ impl Churn {
                 Err(e) => e,
             };
             if e.code() == Some(ErrorCode::TopicAlreadyExists) && !matches!(e, SdkError::DeadlineExceeded { .. }) {
-                if open {
+                // `Indeterminate`: an earlier attempt of the SDK's own
+                // retries broke off, so that one may be what exists.
+                if open || matches!(e, SdkError::Indeterminate { .. }) {
                     // An earlier attempt of this create landed.
                     let topic_id = self.client.describe_topic(name).await.map(|t| t.topic_id).unwrap_or(0);
                     self.counters.topics_created.fetch_add(1, Ordering::Relaxed);
@@ -712,7 +715,7 @@ impl Churn {
                 Err(e) => e,
             };
             if e.code() == Some(ErrorCode::UnknownTopic) && !matches!(e, SdkError::DeadlineExceeded { .. }) {
-                if open {
+                if open || matches!(e, SdkError::Indeterminate { .. }) {
                     // An earlier attempt landed.
                     break TopicOutcome::Ok { topic_id: 0 };
                 }
@@ -854,11 +857,17 @@ async fn read_log(
     }
 }
 
+/// How many partitions [`final_reads`] reads at once: the reads of a long
+/// log are CPU-bound (decoding, digests, the history's JSON) and each holds
+/// one partition's records until it is recorded.
+const FINAL_READ_PARTITIONS: usize = 3;
+
 /// Reads every partition of `topic` (incarnation `generation`) over its
 /// whole log from its leader and from every replica, and records the
-/// reads. `addrs` maps node ids to addresses. A replica is read once its
-/// high watermark equals the leader's (awaited up to `limit`); one that
-/// never catches up is read anyway and named in the notes.
+/// reads; up to [`FINAL_READ_PARTITIONS`] partitions at a time. `addrs`
+/// maps node ids to addresses. A replica is read once its high watermark
+/// equals the leader's (awaited up to `limit`); one that never catches up
+/// is read anyway and named in the notes.
 pub async fn final_reads(
     client: &Client,
     rec: &Recorder,
@@ -867,62 +876,89 @@ pub async fn final_reads(
     addrs: &BTreeMap<u64, String>,
     limit: Duration,
 ) -> Result<FinalReadNotes> {
-    let mut notes = FinalReadNotes::default();
     let info = client.describe_topic(topic).await?;
-    for p in &info.partitions {
-        let partition = p.partition;
-        let deadline = Instant::now() + limit;
-        // Wait until every replica has what the leader has.
-        loop {
-            let leader_hw = high_watermark(client, topic, partition, None).await;
-            let mut behind = Vec::new();
-            if let Ok(hw) = &leader_hw {
-                for r in &p.replicas {
-                    match high_watermark(client, topic, partition, Some(&addrs[r])).await {
-                        Ok(h) if h == *hw => {}
-                        Ok(h) => behind.push(format!("node {r} at {h} of {hw}")),
-                        Err(e) => behind.push(format!("node {r}: {e}")),
-                    }
-                }
-            }
-            let lag = match leader_hw {
-                Ok(_) if behind.is_empty() => break,
-                Ok(_) => behind.join(", "),
-                Err(e) => format!("leader: {e}"),
-            };
-            if Instant::now() >= deadline {
-                notes.notes.push(format!("{topic}/{partition}: replicas not caught up after {limit:?}: {lag}"));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut readers: Vec<(String, Option<&str>)> = vec![("leader".into(), None)];
-        for r in &p.replicas {
-            readers.push((format!("replica-{r}"), Some(addrs[r].as_str())));
-        }
-        // The whole retained log: from the log start offset on.
-        let from = p.log_start_offset;
-        for (name, addr) in readers {
-            let start_us = rec.now_us();
-            let until = deadline.max(Instant::now() + Duration::from_secs(10));
-            match read_log(client, topic, partition, from, addr, until).await {
-                Ok((records, end)) => {
-                    notes.records += records.len() as u64;
-                    rec.record(FinalRead {
-                        reader: name,
-                        topic: topic.to_string(),
-                        partition,
-                        start_offset: from,
-                        high_watermark: end,
-                        records,
-                        start_us,
-                        end_us: rec.now_us(),
-                        generation,
-                    })
-                }
-                Err(e) => notes.notes.push(format!("{topic}/{partition}: final read ({name}) failed: {e}")),
-            }
-        }
+    let permits = Arc::new(Semaphore::new(FINAL_READ_PARTITIONS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in info.partitions {
+        let (client, rec, topic, addrs, permits) =
+            (client.clone(), rec.clone(), topic.to_string(), addrs.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            final_reads_of(&client, &rec, &topic, generation, p, &addrs, limit).await
+        });
+    }
+    let mut notes = FinalReadNotes::default();
+    while let Some(done) = tasks.join_next().await {
+        let n = done.map_err(|e| anyhow::anyhow!("final reads of {topic}: {e}"))?;
+        notes.notes.extend(n.notes);
+        notes.records += n.records;
     }
     Ok(notes)
+}
+
+/// [`final_reads`] of one partition.
+async fn final_reads_of(
+    client: &Client,
+    rec: &Recorder,
+    topic: &str,
+    generation: u32,
+    p: PartitionInfo,
+    addrs: &BTreeMap<u64, String>,
+    limit: Duration,
+) -> FinalReadNotes {
+    let mut notes = FinalReadNotes::default();
+    let partition = p.partition;
+    let deadline = Instant::now() + limit;
+    // Wait until every replica has what the leader has.
+    loop {
+        let leader_hw = high_watermark(client, topic, partition, None).await;
+        let mut behind = Vec::new();
+        if let Ok(hw) = &leader_hw {
+            for r in &p.replicas {
+                match high_watermark(client, topic, partition, Some(&addrs[r])).await {
+                    Ok(h) if h == *hw => {}
+                    Ok(h) => behind.push(format!("node {r} at {h} of {hw}")),
+                    Err(e) => behind.push(format!("node {r}: {e}")),
+                }
+            }
+        }
+        let lag = match leader_hw {
+            Ok(_) if behind.is_empty() => break,
+            Ok(_) => behind.join(", "),
+            Err(e) => format!("leader: {e}"),
+        };
+        if Instant::now() >= deadline {
+            notes.notes.push(format!("{topic}/{partition}: replicas not caught up after {limit:?}: {lag}"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut readers: Vec<(String, Option<&str>)> = vec![("leader".into(), None)];
+    for r in &p.replicas {
+        readers.push((format!("replica-{r}"), Some(addrs[r].as_str())));
+    }
+    // The whole retained log: from the log start offset on.
+    let from = p.log_start_offset;
+    for (name, addr) in readers {
+        let start_us = rec.now_us();
+        let until = deadline.max(Instant::now() + Duration::from_secs(10));
+        match read_log(client, topic, partition, from, addr, until).await {
+            Ok((records, end)) => {
+                notes.records += records.len() as u64;
+                rec.record(FinalRead {
+                    reader: name,
+                    topic: topic.to_string(),
+                    partition,
+                    start_offset: from,
+                    high_watermark: end,
+                    records,
+                    start_us,
+                    end_us: rec.now_us(),
+                    generation,
+                })
+            }
+            Err(e) => notes.notes.push(format!("{topic}/{partition}: final read ({name}) failed: {e}")),
+        }
+    }
+    notes
 }

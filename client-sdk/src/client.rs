@@ -55,6 +55,8 @@ pub struct TopicInfo {
     pub name: String,
     pub topic_id: u64,
     pub partitions: Vec<PartitionInfo>,
+    /// Settings that differ from the defaults (`retention.ms`, …).
+    pub configs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -83,6 +85,7 @@ impl From<pb::TopicMetadata> for TopicInfo {
                     high_watermark: p.high_watermark,
                 })
                 .collect(),
+            configs: t.configs.into_iter().collect(),
         }
     }
 }
@@ -147,17 +150,24 @@ impl Client {
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
+        let c = self.new_conn(addr)?;
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// A connection of its own to `addr`, outside the shared pool: a
+    /// subscription stream that its reader stops taking from holds its
+    /// connection's flow-control window, which must not stall other calls.
+    pub(crate) fn new_conn(&self, addr: &str) -> Result<ReplogClient<Channel>> {
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::InvalidArgument(format!("bad address {addr}: {e}")))?
             .connect_timeout(self.inner.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let c = ReplogClient::new(ep.connect_lazy())
+        Ok(ReplogClient::new(ep.connect_lazy())
             .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
-        conns.insert(addr.to_string(), c.clone());
-        Ok(c)
+            .max_encoding_message_size(256 << 20))
     }
 
     /// Addresses to try for cluster-wide requests: known nodes first, then
@@ -181,7 +191,17 @@ impl Client {
     /// with an unknown outcome is returned as [`Error::Indeterminate`]: the
     /// earlier attempt may still commit, so the later refusal does not mean
     /// the write did not happen.
-    pub(crate) async fn retry<T, F, Fut>(&self, call: Call, mut f: F) -> Result<T>
+    pub(crate) async fn retry<T, F, Fut>(&self, call: Call, f: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.retry_within(call, self.inner.config.retry_deadline, f).await
+    }
+
+    /// [`Client::retry`] with its own deadline instead of the configured
+    /// one (a group heartbeat is worth retrying only within its interval).
+    pub(crate) async fn retry_within<T, F, Fut>(&self, call: Call, deadline: Duration, mut f: F) -> Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -215,7 +235,7 @@ impl Client {
                 });
             }
             let elapsed = start.elapsed();
-            if elapsed + backoff > cfg.retry_deadline {
+            if elapsed + backoff > deadline {
                 return Err(Error::DeadlineExceeded {
                     attempts: attempt,
                     elapsed_ms: elapsed.as_millis() as u64,
@@ -234,7 +254,7 @@ impl Client {
     }
 
     /// Sends a cluster-wide request to any node, rotating on failure.
-    async fn any_node<T, F, Fut>(&self, call: Call, f: F) -> Result<T>
+    pub(crate) async fn any_node<T, F, Fut>(&self, call: Call, f: F) -> Result<T>
     where
         F: Fn(ReplogClient<Channel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -299,7 +319,7 @@ impl Client {
 
     /// Address to send a partition request to on this attempt: the cached
     /// leader, else a replica chosen by the attempt number.
-    async fn partition_addr(&self, topic: &str, partition: u32, attempt: u32) -> Result<String> {
+    pub(crate) async fn partition_addr(&self, topic: &str, partition: u32, attempt: u32) -> Result<String> {
         let info = self.topic(topic).await?;
         let p = info.partitions.get(partition as usize).ok_or_else(|| Error::Broker {
             code: ErrorCode::UnknownPartition,
@@ -330,7 +350,7 @@ impl Client {
     }
 
     /// Records what a failed partition request taught us about the leader.
-    fn learn(&self, topic: &str, partition: u32, err: &Error) {
+    pub(crate) fn learn(&self, topic: &str, partition: u32, err: &Error) {
         if !err.is_retryable() {
             return;
         }
@@ -355,7 +375,24 @@ impl Client {
         F: Fn(ReplogClient<Channel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.retry(call, |attempt| {
+        self.at_leader_within(topic, partition, call, self.inner.config.retry_deadline, f).await
+    }
+
+    /// [`Client::at_leader`] retrying until `deadline` instead of the
+    /// configured retry deadline.
+    pub(crate) async fn at_leader_within<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        call: Call,
+        deadline: Duration,
+        f: F,
+    ) -> Result<T>
+    where
+        F: Fn(ReplogClient<Channel>, String) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retry_within(call, deadline, |attempt| {
             let f = &f;
             async move {
                 let addr = self.partition_addr(topic, partition, attempt).await?;
@@ -431,13 +468,27 @@ impl Client {
     }
 
     pub async fn create_topic(&self, name: &str, partitions: u32, replication_factor: u32) -> Result<TopicInfo> {
+        self.create_topic_with(name, partitions, replication_factor, &[]).await
+    }
+
+    /// Creates a topic with settings, e.g. `[("retention.ms", "86400000")]`.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: &[(&str, &str)],
+    ) -> Result<TopicInfo> {
         let timeout = self.inner.config.request_timeout + Duration::from_secs(10);
+        let configs: std::collections::HashMap<String, String> =
+            configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let resp = self
             .any_node(Call::Write, |mut c, _| {
                 let mut req = tonic::Request::new(pb::CreateTopicRequest {
                     name: name.to_string(),
                     partitions,
                     replication_factor,
+                    configs: configs.clone(),
                 });
                 req.set_timeout(timeout);
                 async move { c.create_topic(req).await }
@@ -446,6 +497,28 @@ impl Client {
         let info = TopicInfo::from(resp.topic.unwrap_or_default());
         self.inner.meta.lock().expect("meta lock").topics.insert(info.name.clone(), info.clone());
         Ok(info)
+    }
+
+    /// Sets and removes topic settings; answers with the topic as it now
+    /// stands. Unknown settings and values out of range fail with
+    /// INVALID_CONFIG and change nothing.
+    pub async fn alter_topic_config(&self, name: &str, set: &[(&str, &str)], delete: &[&str]) -> Result<TopicInfo> {
+        let timeout = self.inner.config.request_timeout;
+        let set: std::collections::HashMap<String, String> =
+            set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let delete: Vec<String> = delete.iter().map(|k| k.to_string()).collect();
+        let resp = self
+            .any_node(Call::Write, |mut c, _| {
+                let mut req = tonic::Request::new(pb::AlterTopicConfigRequest {
+                    name: name.to_string(),
+                    set: set.clone(),
+                    delete: delete.clone(),
+                });
+                req.set_timeout(timeout);
+                async move { c.alter_topic_config(req).await }
+            })
+            .await?;
+        Ok(TopicInfo::from(resp.topic.unwrap_or_default()))
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Reading a partition from an offset.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use replog_proto::batch;
 use replog_proto::pb;
@@ -8,8 +10,20 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 
 /// A record read back, with the offset the partition gave it.
+///
+/// ```no_run
+/// # async fn f(client: replog_client::Client) -> replog_client::Result<()> {
+/// let mut reader = replog_client::PartitionReader::new(client, "orders", 0, 0);
+/// for r in reader.poll().await? {
+///     println!("{}/{} @{}: {:?}", r.topic, r.partition, r.offset, r.value);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
+    /// Shared by every record of a response, so naming it costs no
+    /// allocation per record.
+    pub topic: Arc<str>,
     pub partition: u32,
     pub offset: u64,
     pub timestamp_ms: i64,
@@ -39,7 +53,7 @@ impl Default for FetchOptions {
 /// Reads one partition in offset order, from a starting offset.
 pub struct PartitionReader {
     client: Client,
-    topic: String,
+    topic: Arc<str>,
     partition: u32,
     next_offset: u64,
     opts: FetchOptions,
@@ -52,7 +66,7 @@ impl PartitionReader {
     pub fn new(client: Client, topic: &str, partition: u32, offset: u64) -> PartitionReader {
         PartitionReader {
             client,
-            topic: topic.to_string(),
+            topic: topic.into(),
             partition,
             next_offset: offset,
             opts: FetchOptions::default(),
@@ -100,7 +114,7 @@ impl PartitionReader {
     /// read again by the next poll instead of being skipped.
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>> {
         let req = pb::FetchRequest {
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             partition: self.partition,
             offset: self.next_offset,
             max_bytes: self.opts.max_bytes,
@@ -110,11 +124,25 @@ impl PartitionReader {
             min_bytes: self.opts.min_bytes,
         };
         let resp = self.client.fetch_raw(req, self.replica_addr.as_deref()).await?;
-        let (out, next_offset) = self.accept(&resp)?;
+        self.take(&resp)
+    }
+
+    /// Takes a whole fetch response (of a poll or a subscription), moving
+    /// the position past its records; on error nothing moves.
+    pub(crate) fn take(&mut self, resp: &pb::FetchResponse) -> Result<Vec<ConsumedRecord>> {
+        let (out, next_offset) = self.accept(resp)?;
         self.next_offset = next_offset;
         self.high_watermark = resp.high_watermark;
         self.log_start_offset = resp.log_start_offset;
         Ok(out)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
     }
 
     /// Decodes a whole fetch response: its records from the position on, and
@@ -140,6 +168,7 @@ impl PartitionReader {
                 }
                 next = offset + 1;
                 out.push(ConsumedRecord {
+                    topic: self.topic.clone(),
                     partition: self.partition,
                     offset,
                     timestamp_ms: r.timestamp_ms,

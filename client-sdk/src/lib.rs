@@ -10,25 +10,59 @@
 //!   and resolves each record to an [`Ack`]: its partition and, with
 //!   acks=all, its offset.
 //! - [`PartitionReader`] ([`consumer`]): reads one partition from an offset.
+//! - [`GroupConsumer`] ([`group`]): a member of a consumer group — the
+//!   coordinator assigns it partitions, it long-polls them and commits how
+//!   far it got (at least once; see the module docs).
+//! - [`Subscription`] ([`subscription`]): a partition as a flow-controlled
+//!   server stream.
+//! - [`admin`]: group administration (describe, list, reset, delete) and
+//!   offsets by position or time ([`Client::list_offsets`]).
 //! - [`QueueConsumer`] ([`queue`]): a member of a queue group — receives
 //!   events locked to it, acks, releases or rejects them, renews locks.
 //! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
 //! - `cli`: the `replog` command-line tool, one file per subcommand.
+//!
+//! ```no_run
+//! use replog_client::{Client, GroupConsumer, GroupConsumerConfig, Producer, ProducerConfig};
+//!
+//! # async fn run() -> replog_client::Result<()> {
+//! let client = Client::connect(["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]).await?;
+//! let producer = Producer::new(client.clone(), ProducerConfig::default());
+//! let (partition, offset) = producer.send("orders", Some("k".into()), "hello".into()).await?;
+//! println!("written to orders/{partition} at {offset}");
+//!
+//! let mut consumer = GroupConsumer::new(client, "billing", GroupConsumerConfig::default());
+//! consumer.subscribe(&["orders"]).await?;
+//! let records = consumer.poll().await?;
+//! # let _ = records;
+//! consumer.close().await
+//! # }
+//! ```
 
+pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod producer;
 pub mod queue;
+pub mod subscription;
 
 #[doc(hidden)]
 pub mod cli;
 
+pub use admin::{
+    CommittedOffset, Coordinator, GROUPS_TOPIC, GroupDescription, GroupListing, GroupMemberInfo, ListedOffset,
+    OffsetCommit, OffsetSpec, TopicPartition,
+};
 pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{ConsumedRecord, FetchOptions, PartitionReader};
 pub use error::{Error, Result};
+pub use group::{Assignor, AutoOffsetReset, GroupConsumer, GroupConsumerConfig, RebalanceEvent};
 pub use producer::{Ack, OnFull, Producer, ProducerConfig, ProducerStats, SendHandle};
 pub use queue::{QueueConfig, QueueConsumer, QueueMessage, QueuePartitionStats};
 pub use replog_proto::batch::{Compression, Record};
 pub use replog_proto::codes::ErrorCode;
+pub use replog_proto::now_ms;
 pub use replog_proto::pb::Acks;
+pub use subscription::{SubscribeOptions, Subscription};

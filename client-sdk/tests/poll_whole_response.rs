@@ -47,6 +47,7 @@ impl Replog for OnePartition {
         Ok(Response::new(pb::MetadataResponse {
             nodes: vec![pb::BrokerInfo { id: 1, addr }],
             topics: vec![pb::TopicMetadata {
+                configs: Default::default(),
                 name: "t".into(),
                 topic_id: 1,
                 partitions: vec![pb::PartitionMetadata {
@@ -86,6 +87,20 @@ impl Replog for OnePartition {
         Err(Status::unimplemented("not needed here"))
     }
 
+    async fn alter_topic_config(
+        &self,
+        _: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn group_floors(
+        &self,
+        _: Request<pb::GroupFloorsRequest>,
+    ) -> Result<Response<pb::GroupFloorsResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
     async fn delete_topic(
         &self,
         _: Request<pb::DeleteTopicRequest>,
@@ -113,6 +128,12 @@ impl Replog for OnePartition {
         _: Request<pb::InitProducerRequest>,
     ) -> Result<Response<pb::InitProducerResponse>, Status> {
         Err(Status::unimplemented("not needed here"))
+    }
+
+    type SubscribeStream = tokio_stream::Empty<Result<pb::FetchResponse, Status>>;
+
+    async fn subscribe(&self, _: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("subscribe"))
     }
 
     async fn list_offsets(
@@ -176,54 +197,54 @@ impl Replog for OnePartition {
         Err(Status::unimplemented("reset_offsets"))
     }
 
-    async fn delete_group(
-        &self,
-        _: Request<pb::DeleteGroupRequest>,
-    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        Err(Status::unimplemented("delete_group"))
-    }
-
     async fn queue_receive(
         &self,
         _: Request<pb::QueueReceiveRequest>,
     ) -> Result<Response<pb::QueueReceiveResponse>, Status> {
-        Err(Status::unimplemented("queue_receive"))
+        Err(Status::unimplemented("not needed here"))
     }
 
     async fn queue_ack(&self, _: Request<pb::QueueEventsRequest>) -> Result<Response<pb::QueueAckResponse>, Status> {
-        Err(Status::unimplemented("queue_ack"))
+        Err(Status::unimplemented("not needed here"))
     }
 
     async fn queue_release(
         &self,
         _: Request<pb::QueueEventsRequest>,
     ) -> Result<Response<pb::QueueReleaseResponse>, Status> {
-        Err(Status::unimplemented("queue_release"))
+        Err(Status::unimplemented("not needed here"))
     }
 
     async fn queue_reject(
         &self,
         _: Request<pb::QueueEventsRequest>,
     ) -> Result<Response<pb::QueueRejectResponse>, Status> {
-        Err(Status::unimplemented("queue_reject"))
+        Err(Status::unimplemented("not needed here"))
     }
 
     async fn queue_renew(
         &self,
         _: Request<pb::QueueEventsRequest>,
     ) -> Result<Response<pb::QueueRenewResponse>, Status> {
-        Err(Status::unimplemented("queue_renew"))
+        Err(Status::unimplemented("not needed here"))
     }
 
     async fn queue_describe(
         &self,
         _: Request<pb::QueueDescribeRequest>,
     ) -> Result<Response<pb::QueueDescribeResponse>, Status> {
-        Err(Status::unimplemented("queue_describe"))
+        Err(Status::unimplemented("not needed here"))
     }
 
     async fn queue_reset(&self, _: Request<pb::QueueResetRequest>) -> Result<Response<pb::QueueResetResponse>, Status> {
-        Err(Status::unimplemented("queue_reset"))
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn delete_group(
+        &self,
+        _: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        Err(Status::unimplemented("delete_group"))
     }
 }
 

@@ -107,8 +107,16 @@ pub fn membership(u: &mut Unstructured) -> Result<Membership<NodeId, BasicNode>>
     Ok(Membership::new(configs.clone(), nodes).unwrap_or_else(|_| Membership::new_with_defaults(configs, [])))
 }
 
+fn topic_config(u: &mut Unstructured) -> Result<replog_raft_store::controller::TopicConfig> {
+    Ok(replog_raft_store::controller::TopicConfig {
+        retention_ms: u.arbitrary()?,
+        retention_bytes: u.arbitrary()?,
+        retention_consumed: u.arbitrary()?,
+    })
+}
+
 pub fn controller_cmd(u: &mut Unstructured) -> Result<ControllerCmd> {
-    Ok(match u.int_in_range(0..=3)? {
+    Ok(match u.int_in_range(0..=4)? {
         0 => ControllerCmd::RegisterNode { id: node_id(u)?, addr: small_string(u, 32)? },
         1 => ControllerCmd::CreateTopic {
             name: small_string(u, 32)?,
@@ -116,17 +124,19 @@ pub fn controller_cmd(u: &mut Unstructured) -> Result<ControllerCmd> {
                 .map(|_| (0..u.int_in_range(0..=3)?).map(|_| node_id(u)).collect())
                 .collect::<Result<_>>()?,
             created_ms: u.arbitrary()?,
+            config: topic_config(u)?,
         },
         2 => ControllerCmd::DeleteTopic { name: small_string(u, 32)? },
+        3 => ControllerCmd::AlterTopicConfig { name: small_string(u, 32)?, config: topic_config(u)? },
         _ => ControllerCmd::AllocateProducerId,
     })
 }
 
 pub fn request(u: &mut Unstructured) -> Result<Request> {
-    Ok(if u.ratio(3, 4)? {
-        Request::Append { batch: batch(u)?, record_count: u.arbitrary()?, max_timestamp_ms: u.arbitrary()? }
-    } else {
-        Request::Controller(controller_cmd(u)?)
+    Ok(match u.int_in_range(0..=7)? {
+        0..=5 => Request::Append { batch: batch(u)?, record_count: u.arbitrary()?, max_timestamp_ms: u.arbitrary()? },
+        6 => Request::Truncate { log_start_offset: u.arbitrary()? },
+        _ => Request::Controller(controller_cmd(u)?),
     })
 }
 

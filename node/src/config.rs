@@ -19,6 +19,19 @@ fn parse_advertise(s: &str) -> Result<Advertise, String> {
     Ok(Some(s.to_string()))
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, fields as `key=value`.
+    Text,
+    /// One JSON object per line: timestamp, level, target, message, fields, spans.
+    Json,
+}
+
+/// The log filter used when neither the config nor RUST_LOG gives one.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,sled=warn,h2=warn,tower=warn";
+
 /// Declares [`NodeConfig`], its defaults and the matching [`Overrides`]
 /// (flags and environment) from one list.
 macro_rules! node_config {
@@ -65,8 +78,19 @@ node_config! {
     listen: SocketAddr = "127.0.0.1:7001".parse().expect("literal address"), env = "REPLOG_LISTEN";
     /// Address other nodes and clients use to reach this node [default: listen].
     advertise: Advertise = None, env = "REPLOG_ADVERTISE", parse = parse_advertise;
-    /// Prometheus /metrics and /health listen address.
+    /// Prometheus /metrics, /health (liveness) and /ready (caught up)
+    /// listen address.
     metrics_listen: SocketAddr = "127.0.0.1:9101".parse().expect("literal address"), env = "REPLOG_METRICS_LISTEN";
+    /// Export metrics per partition (labels topic and partition, Raft term
+    /// and indexes, lag per follower) instead of per topic. About 15 series
+    /// per hosted partition: keep it off with thousands of partitions.
+    metrics_per_partition: bool = false, env = "REPLOG_METRICS_PER_PARTITION";
+    /// Log filter in RUST_LOG syntax (e.g. `info,replog_node=debug`); empty:
+    /// the RUST_LOG variable, else `info` with openraft, sled, h2 and tower
+    /// at `warn`.
+    log: String = String::new(), env = "REPLOG_LOG";
+    /// Log lines as `text` or as `json` objects, one per line.
+    log_format: LogFormat = LogFormat::Text, env = "REPLOG_LOG_FORMAT";
     /// Where the node keeps its data: segment logs under logs/, small state
     /// in a sled database under sled/.
     data_dir: PathBuf = PathBuf::from("replog-data"), env = "REPLOG_DATA_DIR";
@@ -117,9 +141,21 @@ node_config! {
     group_min_session_timeout_ms: u32 = 1_000, env = "REPLOG_GROUP_MIN_SESSION_TIMEOUT_MS";
     /// Longest session timeout a member may ask for, in ms.
     group_max_session_timeout_ms: u32 = 300_000, env = "REPLOG_GROUP_MAX_SESSION_TIMEOUT_MS";
+    /// How often topic retention is applied, in ms: each partition leader
+    /// releases what its topic's rules let go, and every replica gives back
+    /// whole segment files below its log start.
+    retention_check_ms: u64 = 5_000, env = "REPLOG_RETENTION_CHECK_MS";
 }
 
 impl NodeConfig {
+    /// The log filter: the `log` key, else RUST_LOG, else the default.
+    pub fn log_filter(&self) -> String {
+        if !self.log.trim().is_empty() {
+            return self.log.clone();
+        }
+        std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| DEFAULT_LOG_FILTER.into())
+    }
+
     pub fn advertise_addr(&self) -> String {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
@@ -166,8 +202,14 @@ impl NodeConfig {
         if self.segment_mb == 0 || self.segment_mb > 4096 {
             return Err("segment-mb must be 1..=4096".into());
         }
+        if !(100..=3_600_000).contains(&self.retention_check_ms) {
+            return Err("retention-check-ms must be 100..=3600000".into());
+        }
         if self.max_record_bytes > self.max_batch_bytes {
             return Err("max-record-bytes cannot exceed max-batch-bytes".into());
+        }
+        if !self.log.trim().is_empty() {
+            tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| format!("log filter {:?}: {e}", self.log))?;
         }
         Ok(())
     }
@@ -336,6 +378,30 @@ mod tests {
         assert_eq!((c.id, c.heartbeat_ms, c.segment_mb), (2, 120, 8));
         assert_eq!(c.max_partitions, NodeConfig::default().max_partitions);
         assert_eq!(c.initial_cluster.get(&2).map(String::as_str), Some("127.0.0.1:7002"));
+    }
+
+    #[test]
+    fn log_and_metrics_switches_come_from_flags_and_a_bad_filter_is_refused() {
+        let args = Args::try_parse_from([
+            "replog-node",
+            "--id",
+            "1",
+            "--log-format",
+            "json",
+            "--metrics-per-partition",
+            "true",
+            "--log",
+            "debug,openraft=info",
+        ])
+        .unwrap();
+        let c = args.into_config().unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.metrics_per_partition);
+        assert_eq!(c.log_filter(), "debug,openraft=info");
+        let bad = NodeConfig { id: 1, log: "info,[[[".into(), ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("log filter"));
+        let file: NodeConfig = toml::from_str("log_format = \"json\"\nmetrics_per_partition = true\n").unwrap();
+        assert_eq!((file.log_format, file.metrics_per_partition), (LogFormat::Json, true));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum NodeError {
     InvalidPartitions(String),
     #[error("corrupt batch: {0}")]
     CorruptBatch(String),
+    #[error("topic setting {key:?}: {reason}")]
+    InvalidConfig { key: String, reason: String },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("unavailable: {0}")]
@@ -70,6 +72,7 @@ impl NodeError {
             NodeError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             NodeError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             NodeError::CorruptBatch(_) => ErrorCode::CorruptBatch,
+            NodeError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             NodeError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             NodeError::Unavailable(_) => ErrorCode::Unavailable,
             NodeError::Timeout(_) => ErrorCode::Timeout,

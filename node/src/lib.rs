@@ -18,7 +18,8 @@
 //!   prober and forwarding) and the Raft transport client.
 //! - [`service`]: gRPC handlers — the client API, one file per RPC, and the
 //!   peer-only Raft service.
-//! - [`metrics`]: Prometheus metrics, `/metrics` and `/health`.
+//! - [`metrics`]: Prometheus metrics (per topic, or per partition), `/metrics`,
+//!   `/health` (liveness) and `/ready` (caught up).
 //! - [`error`]: `NodeError`, stable codes, the mapping to `tonic::Status`.
 //! - [`server`]: [`server::run`], which wires it all together.
 
@@ -34,5 +35,7 @@ pub mod partition;
 pub mod prober;
 pub mod raft_net;
 pub mod reconciler;
+pub mod retention;
 pub mod server;
 pub mod service;
+pub mod topic_config;

@@ -1,76 +1,215 @@
-//! Prometheus metrics and the `/metrics` + `/health` HTTP endpoint.
+//! Prometheus metrics and the HTTP endpoints `/metrics`, `/health` (liveness)
+//! and `/ready` (caught up).
 //!
 //! Names follow `replog_<subsystem>_<name>_<unit>` in base units (seconds,
-//! bytes), `_total` on counters only. Counters that live in other components
-//! (the storage flusher) are brought up to date when scraped.
+//! bytes), `_total` on counters only. One struct, [`Metrics`], registered
+//! once per node; docs/operations.md lists every series.
+//!
+//! **Cardinality.** By default per-partition facts are summed per topic:
+//! a node exports a bounded number of series per topic, whatever its
+//! partition count. With `metrics_per_partition` the same names gain a
+//! `partition` label (the follower lag also a `follower` label) and the
+//! Raft term and indexes appear, about 15 series per hosted partition.
+//! Every series that exists in both modes is a sum, so `sum by (topic)`
+//! gives the same answer in either, and dashboards and alerts work in both.
+//! Request counters take the `topic` label only for topics that exist (a
+//! request naming any other is counted under `topic=""`), so clients cannot
+//! grow the label set; series of deleted topics are dropped when scraped.
+//!
+//! **Where values come from.**
+//! - Handlers count requests as they end (produce, fetch).
+//! - Storage reports flush rounds, log appends and applies through an
+//!   [`Observer`] ([`StorageObserver`]).
+//! - Everything else is sampled when scraped ([`sample`]): each hosted
+//!   partition's Raft state from openraft's metrics watch, offsets, the lag
+//!   of the consumer groups this node coordinates, disk — never on the
+//!   write path.
+//!
+//! - [`sample`]: the scrape-time sampler and readiness.
+//! - [`http`]: the endpoints.
+//! - [`connections`]: counting the gRPC connections.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+pub mod connections;
+pub mod http;
+pub mod sample;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::core::Collector;
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use replog_raft_store::controller::ClusterMeta;
+use replog_raft_store::observe::Observer;
 
-use crate::node::Node;
+pub use http::serve;
+
+/// Buckets of request latencies (seconds): 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
+/// Buckets of storage latencies (seconds): 50 µs to 2.5 s.
+const STORAGE_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+/// Buckets of the writes one flush round makes durable.
+const GROUP_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// Every metric of a node, registered once.
-#[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// Per-partition series instead of per-topic sums.
+    pub per_partition: bool,
+    /// Names of every registered family, for checks of dashboards and
+    /// alert rules.
+    names: Vec<String>,
+    /// Names present only with `per_partition`.
+    partition_only: Vec<String>,
+
+    // --- produce and fetch, by topic
     pub produce_requests: IntCounterVec,
-    pub produce_records: IntCounter,
-    pub produce_bytes: IntCounter,
-    pub produce_latency: Histogram,
+    pub produce_records: IntCounterVec,
+    pub produce_bytes: IntCounterVec,
+    pub produce_latency: HistogramVec,
     pub fetch_requests: IntCounterVec,
-    pub fetch_bytes: IntCounter,
+    pub fetch_records: IntCounterVec,
+    pub fetch_bytes: IntCounterVec,
     pub fetch_latency: HistogramVec,
+
+    // --- node
+    pub build_info: IntGaugeVec,
+    pub ready: IntGauge,
+    pub connections: IntGauge,
+    pub connections_accepted: IntCounter,
     pub groups: IntGauge,
     pub leaders: IntGauge,
+    pub controller_leader: IntGauge,
+
+    // --- storage
     pub flushes: IntCounter,
     pub flush_waiters: IntCounter,
     pub files_synced: IntCounter,
     pub flush_seconds: Counter,
-    pub partition_high_watermark: IntGaugeVec,
-    pub controller_leader: IntGauge,
+    pub fsync_seconds: Histogram,
+    pub flush_group_size: Histogram,
     pub disk_free: IntGauge,
+    pub disk_min_free: IntGauge,
+    pub disk_capacity: IntGauge,
+    pub partition_bytes: IntGaugeVec,
+
+    // --- Raft and partitions
+    pub raft_append_seconds: Histogram,
+    pub raft_apply_seconds: Histogram,
+    pub topic_partitions: IntGaugeVec,
+    pub partition_replicas: IntGaugeVec,
+    pub partition_leader: IntGaugeVec,
+    pub partition_without_leader: IntGaugeVec,
+    pub under_replicated: IntGaugeVec,
+    pub follower_lag: IntGaugeVec,
+    pub elections: IntCounterVec,
+    pub log_start_offset: IntGaugeVec,
+    pub high_watermark: IntGaugeVec,
+    pub raft_term: IntGaugeVec,
+    pub raft_last_log_index: IntGaugeVec,
+    pub raft_commit_index: IntGaugeVec,
+    pub raft_applied_index: IntGaugeVec,
+
+    // --- consumer groups this node coordinates
+    pub consumer_groups: IntGauge,
+    pub group_members: IntGaugeVec,
+    pub group_committed: IntGaugeVec,
+    pub group_lag: IntGaugeVec,
+
+    /// What the sampler remembers between scrapes.
+    pub(crate) sampler: Mutex<sample::State>,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("metric")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("metric")
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("metric")
+}
+
+fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("metric")
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let lat = |name: &str, help: &str| {
-            HistogramOpts::new(name, help)
-                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
-        };
+    /// Every metric, registered; `per_partition` chooses the labels of the
+    /// partition series (see the module docs).
+    pub fn new(per_partition: bool) -> Metrics {
+        // Labels of per-partition facts: the topic, and the partition only
+        // when asked for.
+        let part: &[&str] = if per_partition { &["topic", "partition"] } else { &["topic"] };
+        let lag_labels: &[&str] = if per_partition { &["topic", "partition", "follower"] } else { &["topic"] };
+        let group_labels: &[&str] = if per_partition { &["group", "topic", "partition"] } else { &["group", "topic"] };
         let m = Metrics {
-            produce_requests: IntCounterVec::new(
-                Opts::new("replog_produce_requests_total", "Produce requests by result code"),
-                &["result"],
-            )
-            .expect("metric"),
-            produce_records: IntCounter::new("replog_produce_records_total", "Records appended").expect("metric"),
-            produce_bytes: IntCounter::new("replog_produce_bytes_total", "Batch bytes appended").expect("metric"),
-            produce_latency: Histogram::with_opts(lat(
+            registry: Registry::new(),
+            per_partition,
+            names: Vec::new(),
+            partition_only: Vec::new(),
+            produce_requests: counter_vec(
+                "replog_produce_requests_total",
+                "Produce requests by topic and result (ok, or the error code's name)",
+                &["topic", "result"],
+            ),
+            produce_records: counter_vec(
+                "replog_produce_records_total",
+                "Records appended with acks=all, at the leader",
+                &["topic"],
+            ),
+            produce_bytes: counter_vec(
+                "replog_produce_bytes_total",
+                "Batch bytes appended with acks=all, at the leader",
+                &["topic"],
+            ),
+            produce_latency: histogram_vec(
                 "replog_produce_latency_seconds",
                 "Produce request time at the leader, acks=all: until a majority has it on disk",
-            ))
-            .expect("metric"),
-            fetch_requests: IntCounterVec::new(
-                Opts::new("replog_fetch_requests_total", "Fetch requests by result code"),
-                &["result"],
+                &["topic"],
+                LATENCY_BUCKETS,
+            ),
+            fetch_requests: counter_vec(
+                "replog_fetch_requests_total",
+                "Fetch requests by topic and result (ok, or the error code's name)",
+                &["topic", "result"],
+            ),
+            fetch_records: counter_vec(
+                "replog_fetch_records_total",
+                "Records in the batches fetch returned",
+                &["topic"],
+            ),
+            fetch_bytes: counter_vec("replog_fetch_bytes_total", "Batch bytes returned by fetch", &["topic"]),
+            fetch_latency: histogram_vec(
+                "replog_fetch_latency_seconds",
+                "Fetch request time (long_poll: whether the request asked to wait)",
+                &["topic", "long_poll"],
+                LATENCY_BUCKETS,
+            ),
+            build_info: gauge_vec("replog_node_build_info", "1, labelled with the node's version", &["version"]),
+            ready: IntGauge::new(
+                "replog_node_ready",
+                "1 when /ready answers 200: caught up with the controller and every hosted partition",
             )
             .expect("metric"),
-            fetch_bytes: IntCounter::new("replog_fetch_bytes_total", "Batch bytes returned by fetch").expect("metric"),
-            fetch_latency: HistogramVec::new(lat("replog_fetch_latency_seconds", "Fetch request time"), &["long_poll"])
-                .expect("metric"),
+            connections: IntGauge::new(
+                "replog_node_connections",
+                "Open TCP connections to the gRPC port (clients and peers)",
+            )
+            .expect("metric"),
+            connections_accepted: IntCounter::new(
+                "replog_node_connections_accepted_total",
+                "TCP connections accepted on the gRPC port",
+            )
+            .expect("metric"),
             groups: IntGauge::new("replog_raft_groups", "Raft groups hosted (partitions)").expect("metric"),
             leaders: IntGauge::new("replog_raft_leaders", "Partition groups this node leads").expect("metric"),
+            controller_leader: IntGauge::new("replog_controller_leader", "Node id of the controller leader (0: none)")
+                .expect("metric"),
             flushes: IntCounter::new(
                 "replog_storage_flushes_total",
                 "Group-commit flush rounds (fdatasync of dirty files)",
@@ -85,99 +224,385 @@ impl Metrics {
                 .expect("metric"),
             flush_seconds: Counter::new("replog_storage_flush_seconds_total", "Time spent in flush rounds")
                 .expect("metric"),
-            partition_high_watermark: IntGaugeVec::new(
-                Opts::new("replog_partition_high_watermark", "High watermark of each hosted partition"),
-                &["topic", "partition"],
-            )
-            .expect("metric"),
-            controller_leader: IntGauge::new("replog_controller_leader", "Node id of the controller leader (0: none)")
-                .expect("metric"),
+            fsync_seconds: histogram(
+                "replog_storage_fsync_seconds",
+                "Time of one group-commit flush round: the fdatasyncs of every dirty file",
+                STORAGE_BUCKETS,
+            ),
+            flush_group_size: histogram(
+                "replog_storage_flush_group_size",
+                "Writes made durable by one flush round (group commit)",
+                GROUP_SIZE_BUCKETS,
+            ),
             disk_free: IntGauge::new(
                 "replog_storage_free_bytes",
                 "Free space on the data volume (produce is refused below min_free_mb)",
             )
             .expect("metric"),
-            registry,
+            disk_min_free: IntGauge::new(
+                "replog_storage_min_free_bytes",
+                "Free space the node keeps on its data volume: below it produce answers DISK_FULL",
+            )
+            .expect("metric"),
+            disk_capacity: IntGauge::new("replog_storage_capacity_bytes", "Size of the data volume").expect("metric"),
+            partition_bytes: gauge_vec(
+                "replog_storage_partition_bytes",
+                "Bytes of the partition logs (segments, snapshots) on this node's disk",
+                part,
+            ),
+            raft_append_seconds: histogram(
+                "replog_raft_append_seconds",
+                "Raft log append, from the write until it is durable (fsync included)",
+                STORAGE_BUCKETS,
+            ),
+            raft_apply_seconds: histogram(
+                "replog_raft_apply_seconds",
+                "One apply of committed entries to a state machine",
+                STORAGE_BUCKETS,
+            ),
+            topic_partitions: gauge_vec(
+                "replog_topic_partitions",
+                "Partitions of each topic in the cluster metadata (the same on every node)",
+                &["topic"],
+            ),
+            partition_replicas: gauge_vec("replog_partition_replicas", "Partition replicas hosted here", part),
+            partition_leader: gauge_vec("replog_partition_leader", "Partitions this node leads (1 or 0 each)", part),
+            partition_without_leader: gauge_vec(
+                "replog_partition_without_leader",
+                "Hosted partitions whose replica here knows no leader",
+                part,
+            ),
+            under_replicated: gauge_vec(
+                "replog_partition_under_replicated",
+                "Partitions led here with a voter out of sync (no acknowledgement for two election timeouts, \
+                 or more than 1000 entries behind)",
+                part,
+            ),
+            follower_lag: gauge_vec(
+                "replog_raft_follower_lag_entries",
+                "Log entries the followers of partitions led here are behind the leader's log",
+                lag_labels,
+            ),
+            elections: counter_vec(
+                "replog_raft_elections_total",
+                "Raft terms begun (elections) seen by the replicas hosted here",
+                part,
+            ),
+            log_start_offset: gauge_vec(
+                "replog_partition_log_start_offset",
+                "First offset held, of partitions led here (per topic: the sum)",
+                part,
+            ),
+            high_watermark: gauge_vec(
+                "replog_partition_high_watermark",
+                "High watermark (committed records) of partitions led here (per topic: the sum, the records \
+                 the topic holds since offset 0)",
+                part,
+            ),
+            raft_term: gauge_vec("replog_raft_term", "Current Raft term of each hosted partition", part),
+            raft_last_log_index: gauge_vec(
+                "replog_raft_last_log_index",
+                "Last Raft log index of each hosted partition",
+                part,
+            ),
+            raft_commit_index: gauge_vec(
+                "replog_raft_commit_index",
+                "Committed Raft log index of each hosted partition",
+                part,
+            ),
+            raft_applied_index: gauge_vec(
+                "replog_raft_applied_index",
+                "Applied Raft log index of each hosted partition",
+                part,
+            ),
+            consumer_groups: IntGauge::new("replog_consumer_groups", "Consumer groups this node coordinates")
+                .expect("metric"),
+            group_members: gauge_vec(
+                "replog_consumer_group_members",
+                "Members of each consumer group this node coordinates",
+                &["group"],
+            ),
+            group_committed: gauge_vec(
+                "replog_consumer_group_committed_offset",
+                "Committed offset of each consumer group (per topic: the sum over its partitions)",
+                group_labels,
+            ),
+            group_lag: gauge_vec(
+                "replog_consumer_group_lag_records",
+                "Records between a group's committed offset and the high watermark (per topic: the sum)",
+                group_labels,
+            ),
+            sampler: Mutex::default(),
         };
-        let r = &m.registry;
-        r.register(Box::new(m.produce_requests.clone())).expect("register");
-        r.register(Box::new(m.produce_records.clone())).expect("register");
-        r.register(Box::new(m.produce_bytes.clone())).expect("register");
-        r.register(Box::new(m.produce_latency.clone())).expect("register");
-        r.register(Box::new(m.fetch_requests.clone())).expect("register");
-        r.register(Box::new(m.fetch_bytes.clone())).expect("register");
-        r.register(Box::new(m.fetch_latency.clone())).expect("register");
-        r.register(Box::new(m.groups.clone())).expect("register");
-        r.register(Box::new(m.leaders.clone())).expect("register");
-        r.register(Box::new(m.flushes.clone())).expect("register");
-        r.register(Box::new(m.flush_waiters.clone())).expect("register");
-        r.register(Box::new(m.files_synced.clone())).expect("register");
-        r.register(Box::new(m.flush_seconds.clone())).expect("register");
-        r.register(Box::new(m.partition_high_watermark.clone())).expect("register");
-        r.register(Box::new(m.controller_leader.clone())).expect("register");
-        r.register(Box::new(m.disk_free.clone())).expect("register");
-        m
+        m.register_all()
+    }
+
+    fn register_all(mut self) -> Metrics {
+        let all: Vec<(Box<dyn Collector>, bool)> = vec![
+            (Box::new(self.produce_requests.clone()), false),
+            (Box::new(self.produce_records.clone()), false),
+            (Box::new(self.produce_bytes.clone()), false),
+            (Box::new(self.produce_latency.clone()), false),
+            (Box::new(self.fetch_requests.clone()), false),
+            (Box::new(self.fetch_records.clone()), false),
+            (Box::new(self.fetch_bytes.clone()), false),
+            (Box::new(self.fetch_latency.clone()), false),
+            (Box::new(self.build_info.clone()), false),
+            (Box::new(self.ready.clone()), false),
+            (Box::new(self.connections.clone()), false),
+            (Box::new(self.connections_accepted.clone()), false),
+            (Box::new(self.groups.clone()), false),
+            (Box::new(self.leaders.clone()), false),
+            (Box::new(self.controller_leader.clone()), false),
+            (Box::new(self.flushes.clone()), false),
+            (Box::new(self.flush_waiters.clone()), false),
+            (Box::new(self.files_synced.clone()), false),
+            (Box::new(self.flush_seconds.clone()), false),
+            (Box::new(self.fsync_seconds.clone()), false),
+            (Box::new(self.flush_group_size.clone()), false),
+            (Box::new(self.disk_free.clone()), false),
+            (Box::new(self.disk_min_free.clone()), false),
+            (Box::new(self.disk_capacity.clone()), false),
+            (Box::new(self.partition_bytes.clone()), false),
+            (Box::new(self.raft_append_seconds.clone()), false),
+            (Box::new(self.raft_apply_seconds.clone()), false),
+            (Box::new(self.topic_partitions.clone()), false),
+            (Box::new(self.partition_replicas.clone()), false),
+            (Box::new(self.partition_leader.clone()), false),
+            (Box::new(self.partition_without_leader.clone()), false),
+            (Box::new(self.under_replicated.clone()), false),
+            (Box::new(self.follower_lag.clone()), false),
+            (Box::new(self.elections.clone()), false),
+            (Box::new(self.log_start_offset.clone()), false),
+            (Box::new(self.high_watermark.clone()), false),
+            (Box::new(self.raft_term.clone()), true),
+            (Box::new(self.raft_last_log_index.clone()), true),
+            (Box::new(self.raft_commit_index.clone()), true),
+            (Box::new(self.raft_applied_index.clone()), true),
+            (Box::new(self.consumer_groups.clone()), false),
+            (Box::new(self.group_members.clone()), false),
+            (Box::new(self.group_committed.clone()), false),
+            (Box::new(self.group_lag.clone()), false),
+        ];
+        for (c, partition_only) in all {
+            let names: Vec<String> = c.desc().iter().map(|d| d.fq_name.clone()).collect();
+            // Series only meaningful per partition are not even registered
+            // per topic: no empty family shows up.
+            if partition_only && !self.per_partition {
+                self.partition_only.extend(names);
+                continue;
+            }
+            if partition_only {
+                self.partition_only.extend(names.iter().cloned());
+            }
+            self.names.extend(names);
+            self.registry.register(c).expect("register");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let p = prometheus::process_collector::ProcessCollector::for_self();
+            self.names.extend(p.desc().iter().map(|d| d.fq_name.clone()));
+            self.registry.register(Box::new(p)).expect("register");
+        }
+        self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        self
+    }
+
+    /// Every family name this node exports (histograms without their
+    /// `_bucket`/`_sum`/`_count` suffixes), including those present only
+    /// per partition.
+    pub fn family_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.names.iter().chain(&self.partition_only).cloned().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Families present only with `metrics_per_partition`.
+    pub fn partition_only_names(&self) -> &[String] {
+        &self.partition_only
+    }
+
+    /// The `topic` label of a request naming `topic`: the name if the topic
+    /// exists, else empty, so that requests cannot grow the label set.
+    pub fn topic_label<'a>(meta: &ClusterMeta, topic: &'a str) -> &'a str {
+        if meta.topics.contains_key(topic) { topic } else { "" }
+    }
+
+    /// The observer storage reports to ([`replog_raft_store::Store::set_observer`]).
+    pub fn storage_observer(&self) -> Arc<StorageObserver> {
+        Arc::new(StorageObserver {
+            fsync: self.fsync_seconds.clone(),
+            group_size: self.flush_group_size.clone(),
+            append: self.raft_append_seconds.clone(),
+            apply: self.raft_apply_seconds.clone(),
+        })
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+/// Records storage events into the node's histograms.
+pub struct StorageObserver {
+    fsync: Histogram,
+    group_size: Histogram,
+    append: Histogram,
+    apply: Histogram,
+}
+
+impl Observer for StorageObserver {
+    fn flush_round(&self, took: Duration, writes: usize, _files: usize) {
+        self.fsync.observe(took.as_secs_f64());
+        self.group_size.observe(writes as f64);
+    }
+
+    fn log_append(&self, took: Duration, _entries: usize) {
+        self.append.observe(took.as_secs_f64());
+    }
+
+    fn apply(&self, took: Duration) {
+        self.apply.observe(took.as_secs_f64());
     }
 }
 
-/// Moves `c` up to `total`, a count kept elsewhere that only grows.
-fn catch_up(c: &IntCounter, total: u64) {
-    c.inc_by(total.saturating_sub(c.get()));
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn refresh(node: &Node) {
-    let m = &node.metrics;
-    let s = node.store.stats();
-    catch_up(&m.flushes, s.flushes.load(Ordering::Relaxed));
-    catch_up(&m.flush_waiters, s.waiters.load(Ordering::Relaxed));
-    catch_up(&m.files_synced, s.files_synced.load(Ordering::Relaxed));
-    let secs = s.micros.load(Ordering::Relaxed) as f64 / 1e6;
-    m.flush_seconds.inc_by((secs - m.flush_seconds.get()).max(0.0));
-    m.controller_leader.set(node.controller.leader().unwrap_or(0) as i64);
-    m.disk_free.set(node.store.disk().free() as i64);
-    let info = node.node_info();
-    m.leaders.set(info.leader_count as i64);
-    let meta = node.meta();
-    m.partition_high_watermark.reset();
-    for g in info.groups {
-        if let Some((t, p)) = meta.locate(g.group_id) {
-            m.partition_high_watermark
-                .with_label_values(&[t.name.as_str(), &p.to_string()])
-                .set(g.high_watermark as i64);
+    #[test]
+    fn every_name_follows_the_naming_rule_and_counters_alone_end_in_total() {
+        let m = Metrics::new(true);
+        for f in m.registry.gather() {
+            let name = f.name();
+            if name.starts_with("process_") {
+                continue;
+            }
+            assert!(name.starts_with("replog_"), "{name} lacks the replog_ prefix");
+            let counter = f.get_field_type() == prometheus::proto::MetricType::COUNTER;
+            assert_eq!(counter, name.ends_with("_total"), "{name}: only counters end in _total");
+            assert!(!name.contains("_ms") && !name.contains("_millis"), "{name}: base units only");
         }
     }
-}
 
-async fn metrics(State(node): State<Arc<Node>>) -> (StatusCode, String) {
-    refresh(&node);
-    let mut buf = Vec::new();
-    let enc = TextEncoder::new();
-    if let Err(e) = enc.encode(&node.metrics.registry.gather(), &mut buf) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    #[test]
+    fn per_topic_mode_has_no_partition_label_and_no_per_partition_families() {
+        let m = Metrics::new(false);
+        m.partition_leader.with_label_values(&["t"]).set(1);
+        m.follower_lag.with_label_values(&["t"]).set(3);
+        let families = m.registry.gather();
+        assert!(!families.iter().any(|f| f.name() == "replog_raft_term"));
+        for f in &families {
+            for s in f.get_metric() {
+                assert!(
+                    s.get_label().iter().all(|l| l.name() != "partition"),
+                    "{} has a partition label in per-topic mode",
+                    f.name()
+                );
+            }
+        }
+        assert!(m.family_names().contains(&"replog_raft_term".to_string()), "still known as a name");
+        assert!(m.partition_only_names().contains(&"replog_raft_term".to_string()));
     }
-    (StatusCode::OK, String::from_utf8_lossy(&buf).into_owned())
-}
 
-/// Healthy once the node serves and its controller group has a leader.
-async fn health(State(node): State<Arc<Node>>) -> (StatusCode, String) {
-    match node.controller.leader() {
-        Some(l) => (StatusCode::OK, format!("{{\"node\":{},\"controller_leader\":{l}}}\n", node.id)),
-        None => (StatusCode::SERVICE_UNAVAILABLE, format!("{{\"node\":{},\"controller_leader\":null}}\n", node.id)),
+    /// Every series a dashboard query or an alert names is one the node
+    /// exports (or Prometheus's own `up`), and every query names one.
+    #[test]
+    fn every_dashboard_query_and_alert_names_an_exported_series() {
+        let known = Metrics::new(false).family_names();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../ops/grafana/replog-dashboard.json")).expect("dashboard JSON");
+        let mut queries = Vec::new();
+        collect_queries(&dashboard, &mut queries);
+        assert!(queries.len() >= 20, "the dashboard has {} queries", queries.len());
+        let alerts = include_str!("../../ops/alerts.yml");
+        for (what, q) in queries.iter().map(|q| ("dashboard", q.as_str())).chain([("alerts.yml", alerts)]) {
+            let names = series_names(q, &known);
+            assert!(!names.is_empty(), "{what}: {q:?} names no series");
+            for n in names {
+                assert!(n == "up" || known.contains(&n), "{what}: {q:?} names {n}, which no node exports");
+            }
+        }
+        // Per-partition-only series would be empty with the default.
+        for n in series_names(&queries.join("\n"), &known) {
+            assert!(!Metrics::new(false).partition_only_names().contains(&n), "the dashboard uses {n}");
+        }
     }
-}
 
-pub async fn serve(
-    addr: SocketAddr,
-    node: Arc<Node>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(node);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    /// Every PromQL expression in a dashboard: panel targets and template
+    /// variable queries.
+    fn collect_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => collect_queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect_queries(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The series names in PromQL text `q`: identifiers outside quotes that
+    /// start with `replog_` or `process_`, or are `up`, histogram suffixes
+    /// taken off the names of known histograms.
+    pub(crate) fn series_names(q: &str, known: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut in_quote = None;
+        let mut word = String::new();
+        let mut prev = ' ';
+        for c in q.chars().chain([' ']) {
+            if let Some(qc) = in_quote {
+                if c == qc && prev != '\\' {
+                    in_quote = None;
+                }
+                prev = c;
+                continue;
+            }
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                word.push(c);
+            } else {
+                if word.starts_with("replog_") || word.starts_with("process_") || word == "up" {
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s).filter(|b| known.iter().any(|k| k == b)))
+                        .map(str::to_string);
+                    out.push(base.unwrap_or_else(|| word.clone()));
+                }
+                word.clear();
+                if c == '"' || c == '\'' || c == '`' {
+                    in_quote = Some(c);
+                }
+            }
+            prev = c;
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn series_names_skip_label_values_and_histogram_suffixes() {
+        let known = vec!["replog_a_seconds".to_string(), "replog_b_total".to_string()];
+        let q = r#"histogram_quantile(0.9, sum by (le) (rate(replog_a_seconds_bucket{x="replog_c"}[5m]))) / up"#;
+        assert_eq!(series_names(q, &known), vec!["replog_a_seconds", "up"]);
+        assert_eq!(series_names("sum(replog_b_total)", &known), vec!["replog_b_total"]);
+    }
+
+    #[test]
+    fn an_unknown_topic_is_counted_without_its_name() {
+        let mut meta = ClusterMeta::default();
+        meta.topics.insert(
+            "known".into(),
+            replog_raft_store::controller::TopicMeta {
+                name: "known".into(),
+                id: 1,
+                partitions: vec![],
+                created_ms: 0,
+                config: Default::default(),
+            },
+        );
+        assert_eq!(Metrics::topic_label(&meta, "known"), "known");
+        assert_eq!(Metrics::topic_label(&meta, "made-up-by-a-client"), "");
+    }
 }

@@ -111,6 +111,7 @@ impl Node {
         });
         tokio::spawn(crate::balancer::run(self.clone()));
         tokio::spawn(crate::coordinator::run(self.clone()));
+        tokio::spawn(crate::retention::run(self.clone()));
     }
 
     pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {

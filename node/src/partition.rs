@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
 use replog_proto::batch::BatchHeader;
 use replog_raft_store::groups::{Committed, GroupCmd, GroupResult};
@@ -215,21 +216,84 @@ impl Partition {
         Ok(self.reader.offset_for_time(ts)?)
     }
 
-    /// Applies a consumer-group command through the partition's Raft group
-    /// (partitions of `__consumer_offsets`), at the leader.
-    pub async fn propose_group(&self, cmd: GroupCmd) -> Result<GroupResult> {
+    /// Proposes `req` at the leader and waits until it is applied.
+    async fn write(&self, req: Request) -> Result<Response> {
         self.ensure_leader()?;
-        match self.raft.client_write(Request::Group(cmd)).await {
+        match self.raft.client_write(req).await {
             Ok(r) => match r.data {
-                Response::Group(g) => Ok(g),
                 Response::Rejected(r) => Err(NodeError::Rejected(r)),
-                other => Err(NodeError::Internal(format!("group command answered {other:?}"))),
+                other => Ok(other),
             },
             Err(e) => Err(match e.forward_to_leader() {
                 Some(f) => self.not_leader(f.leader_id),
                 None => NodeError::Unavailable(format!("{}: {e}", self.name)),
             }),
         }
+    }
+
+    /// Applies a consumer-group command through the partition's Raft group
+    /// (partitions of `__consumer_offsets`), at the leader.
+    pub async fn propose_group(&self, cmd: GroupCmd) -> Result<GroupResult> {
+        match self.write(Request::Group(cmd)).await? {
+            Response::Group(g) => Ok(g),
+            other => Err(NodeError::Internal(format!("group command answered {other:?}"))),
+        }
+    }
+
+    /// Releases every record below `log_start` (rounded down to its batch)
+    /// on every replica, at the leader; returns the new log start.
+    pub async fn truncate(&self, log_start: u64) -> Result<u64> {
+        match self.write(Request::Truncate { log_start_offset: log_start }).await? {
+            Response::Truncated { log_start_offset } => Ok(log_start_offset),
+            other => Err(NodeError::Internal(format!("truncate answered {other:?}"))),
+        }
+    }
+
+    /// The log start that releases batches older than `cutoff_ms`, and the
+    /// one that keeps at most `limit` bytes (see the retention task).
+    pub fn start_for_time(&self, cutoff_ms: i64) -> Result<u64> {
+        Ok(self.reader.start_for_time(cutoff_ms)?)
+    }
+
+    pub fn start_for_size(&self, limit: u64) -> Result<u64> {
+        Ok(self.reader.start_for_size(limit)?)
+    }
+
+    /// Gives back the disk space of records released below the log start,
+    /// on this replica: once a whole segment file lies below the first
+    /// retained batch, a snapshot (references, no copy) is taken so that
+    /// Raft may drop the log prefix, and the prefix is purged. A replica
+    /// that needs the released prefix later gets that snapshot instead.
+    pub async fn release_log(&self, wait: Duration) -> Result<()> {
+        let o = self.offsets();
+        if o.log_start_offset == 0 {
+            return Ok(());
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
+        let upto = match self.reader.first_retained_log_index()? {
+            Some(i) => i.saturating_sub(1),
+            // Nothing retained: every entry applied so far can go.
+            None if o.log_start_offset == o.high_watermark => match m.last_applied {
+                Some(l) => l.index,
+                None => return Ok(()),
+            },
+            // The first retained batch is in an installed snapshot's data
+            // file, and the log holds only what came after that snapshot.
+            None => return Ok(()),
+        };
+        if upto == 0 || m.purged.is_some_and(|p| p.index >= upto) || !self.reader.releases_a_segment(upto) {
+            return Ok(());
+        }
+        let unavailable = |e: &dyn std::fmt::Display| NodeError::Unavailable(format!("{}: {e}", self.name));
+        if m.snapshot.is_none_or(|s| s.index < upto) {
+            self.raft.trigger().snapshot().await.map_err(|e| unavailable(&e))?;
+            let waiter = self.raft.wait(Some(wait));
+            waiter
+                .metrics(|m| m.snapshot.is_some_and(|s| s.index >= upto), "a snapshot covering the released prefix")
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
+        self.raft.trigger().purge_log(upto).await.map_err(|e| unavailable(&e))
     }
 
     /// Applies a queue-group command through the partition's Raft group,

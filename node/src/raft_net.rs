@@ -22,8 +22,8 @@ use replog_proto::pb::raft_peer_client::RaftPeerClient;
 use replog_proto::pb::replog_client::ReplogClient;
 use replog_proto::pb::{RaftBatch, RaftMessage};
 use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
@@ -296,6 +296,8 @@ impl PeerConn {
     /// copy of this transfer ends, with at most a few chunks in memory.
     async fn send_snapshot(&self, vote: Vote, snapshot: Snapshot) -> RpcResult<SnapshotResponse<TypeConfig>> {
         let meta = snapshot.meta;
+        // Its files stay until this send ends, even if a newer one is built.
+        let _pin = snapshot.snapshot.pin();
         let chunk = |offset: u64, data: Vec<u8>, last: bool| -> SnapshotChunkPayload {
             (vote, meta.clone(), offset, data, last)
         };

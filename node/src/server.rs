@@ -1,11 +1,12 @@
 //! Wires a node: storage and groups, the gRPC server, the metrics endpoint.
 
 use std::future::Future;
+use std::time::Duration;
 
 use replog_proto::pb::raft_peer_server::RaftPeerServer;
 use replog_proto::pb::replog_server::ReplogServer;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::metrics::{self, Metrics};
@@ -19,6 +20,10 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Largest peer message: an append carries at most `max_payload_entries`
 /// (64) entries of at most one batch each; snapshots travel whole for now.
 const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
+/// How long a graceful stop waits for open calls once the server stops
+/// accepting new ones: a subscription whose client stopped reading cannot
+/// send its last frames, so it would hold the stop forever.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs a node serving gRPC on `listener` until `shutdown` resolves, then
 /// stops it gracefully. The listener is bound by the caller, so a test can
@@ -29,9 +34,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.listen = listener.local_addr()?;
-    let node = Node::start(config.clone(), Metrics::new()).await?;
+    let node = Node::start(config.clone(), Metrics::new(config.metrics_per_partition)).await?;
+    node.store.set_observer(node.metrics.storage_observer());
     node.spawn_tasks();
-    info!(id = node.id, addr = %node.addr, data = %config.data_dir.display(), "replog node started");
+    info!(
+        id = node.id,
+        addr = %node.addr,
+        metrics = %config.metrics_listen,
+        data = %config.data_dir.display(),
+        per_partition_metrics = config.metrics_per_partition,
+        "replog node started"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -45,20 +58,26 @@ pub async fn run(
     let peer = RaftPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = metrics::connections::counted(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        node.metrics.connections.clone(),
+        node.metrics.connections_accepted.clone(),
+    );
     let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(client)
         .add_service(peer)
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-    let grpc_task = tokio::spawn(grpc);
+    let mut grpc_task = tokio::spawn(grpc);
 
     shutdown.await;
     info!("shutting down");
     // Hand off leadership while the gRPC server still answers peers.
     node.shutdown().await;
     let _ = stop_tx.send(true);
-    let _ = grpc_task.await;
+    if tokio::time::timeout(DRAIN_WAIT, &mut grpc_task).await.is_err() {
+        warn!("open calls did not finish within {DRAIN_WAIT:?}; closing them");
+        grpc_task.abort();
+    }
     let _ = metrics_task.await;
     info!("stopped");
     Ok(())

@@ -59,6 +59,8 @@ const CLIENT_METHODS: &[&str] = &[
     "/replog.v1.Replog/ClusterStatus",
     "/replog.v1.Replog/NodeInfo",
     "/replog.v1.Replog/InitProducer",
+    "/replog.v1.Replog/AlterTopicConfig",
+    "/replog.v1.Replog/GroupFloors",
 ];
 const PEER_METHODS: &[&str] = &[
     "/replog.v1.RaftPeer/AppendEntries",
@@ -228,6 +230,7 @@ fn hostile_client_request(rng: &mut StdRng) -> (usize, Vec<u8>) {
             // rest of the test.
             partitions: *[0, 1, 2, 1025, i32::MAX as u32, u32::MAX].get(rng.gen_range(0..6)).unwrap_or(&0),
             replication_factor: edge_u32(rng),
+            configs: nasty_configs(rng),
         }
         .encode_to_vec(),
         1 => {
@@ -263,9 +266,30 @@ fn hostile_client_request(rng: &mut StdRng) -> (usize, Vec<u8>) {
         .encode_to_vec(),
         5 => pb::ClusterStatusRequest {}.encode_to_vec(),
         6 => pb::NodeInfoRequest {}.encode_to_vec(),
-        _ => pb::InitProducerRequest {}.encode_to_vec(),
+        7 => pb::InitProducerRequest {}.encode_to_vec(),
+        8 => pb::AlterTopicConfigRequest {
+            name: if rng.gen_bool(0.5) { TOPIC.to_string() } else { nasty_name(rng) },
+            set: nasty_configs(rng),
+            delete: (0..rng.gen_range(0..3)).map(|_| nasty_name(rng)).collect(),
+        }
+        .encode_to_vec(),
+        _ => pb::GroupFloorsRequest { partition: edge_u32(rng) }.encode_to_vec(),
     };
     (m, body)
+}
+
+/// Topic settings: known keys with values in and out of range, and junk.
+/// Values in range stay long, so that retention never releases what the
+/// test produced and checks.
+fn nasty_configs(rng: &mut StdRng) -> std::collections::HashMap<String, String> {
+    let keys = ["retention.ms", "retention.bytes", "retention.consumed"];
+    let values = ["0", "-1", "-2", "86400000000", "9007199254740993", "true", "yes", "", "\u{0}"];
+    (0..rng.gen_range(0..4))
+        .map(|_| {
+            let k = if rng.gen_bool(0.8) { keys[rng.gen_range(0..keys.len())].to_string() } else { nasty_name(rng) };
+            (k, values[rng.gen_range(0..values.len())].to_string())
+        })
+        .collect()
 }
 
 /// Everything acknowledged, by partition and offset.
@@ -325,7 +349,9 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
         let fetch = pb::FetchRequest { topic: huge.clone(), ..Default::default() }.encode_to_vec();
         let s = call(&channels[0], CLIENT_METHODS[4], Bytes::from(fetch)).await.expect_err("unknown topic");
         assert_eq!(code_of(&s), Some(ErrorCode::UnknownTopic), "{s:?}");
-        let create = pb::CreateTopicRequest { name: huge, partitions: 1, replication_factor: 1 }.encode_to_vec();
+        let create =
+            pb::CreateTopicRequest { name: huge, partitions: 1, replication_factor: 1, configs: Default::default() }
+                .encode_to_vec();
         let s = call(&channels[1], CLIENT_METHODS[0], Bytes::from(create)).await.expect_err("bad name");
         assert_eq!(code_of(&s), Some(ErrorCode::InvalidTopicName), "{s:?}");
     }

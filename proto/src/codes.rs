@@ -61,10 +61,12 @@ pub enum ErrorCode {
     QueueEventNotHeld = 26,
     /// An ack, reject or renew of an event whose lock has expired.
     QueueLockExpired = 27,
+    /// A topic setting that is unknown or out of range.
+    InvalidConfig = 28,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -92,6 +94,7 @@ impl ErrorCode {
         ErrorCode::UnknownQueueGroup,
         ErrorCode::QueueEventNotHeld,
         ErrorCode::QueueLockExpired,
+        ErrorCode::InvalidConfig,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -129,6 +132,7 @@ impl ErrorCode {
             ErrorCode::StaleGeneration => "STALE_GENERATION",
             ErrorCode::PartitionNotAssigned => "PARTITION_NOT_ASSIGNED",
             ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            ErrorCode::InvalidConfig => "INVALID_CONFIG",
             ErrorCode::UnknownQueueGroup => "UNKNOWN_QUEUE_GROUP",
             ErrorCode::QueueEventNotHeld => "QUEUE_EVENT_NOT_HELD",
             ErrorCode::QueueLockExpired => "QUEUE_LOCK_EXPIRED",

@@ -30,6 +30,26 @@ pub struct TopicMeta {
     pub id: u64,
     pub partitions: Vec<PartitionMeta>,
     pub created_ms: i64,
+    pub config: TopicConfig,
+}
+
+/// Per-topic settings, set at create and changed later.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Release batches whose newest record is older than this.
+    pub retention_ms: Option<i64>,
+    /// Keep at most this many bytes of batches per partition.
+    pub retention_bytes: Option<u64>,
+    /// Release what every consumer group has committed past (and, for
+    /// queue groups, settled past). With no group at all, nothing goes.
+    pub retention_consumed: bool,
+}
+
+impl TopicConfig {
+    /// Whether any retention rule is set.
+    pub fn has_retention(&self) -> bool {
+        self.retention_ms.is_some() || self.retention_bytes.is_some() || self.retention_consumed
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +72,12 @@ pub enum ControllerCmd {
         name: String,
         replicas: Vec<Vec<NodeId>>,
         created_ms: i64,
+        config: TopicConfig,
+    },
+    /// Replaces a topic's settings (validated by the node first).
+    AlterTopicConfig {
+        name: String,
+        config: TopicConfig,
     },
     DeleteTopic {
         name: String,
@@ -77,7 +103,7 @@ impl ClusterMeta {
                 self.nodes.insert(id, NodeMeta { id, addr });
                 ControllerResult::Done
             }
-            ControllerCmd::CreateTopic { name, replicas, created_ms } => {
+            ControllerCmd::CreateTopic { name, replicas, created_ms, config } => {
                 if self.topics.contains_key(&name) {
                     return ControllerResult::TopicExists(name);
                 }
@@ -95,10 +121,17 @@ impl ClusterMeta {
                         PartitionMeta { group: self.next_group_id, replicas }
                     })
                     .collect();
-                let t = TopicMeta { name: name.clone(), id: self.next_topic_id, partitions, created_ms };
+                let t = TopicMeta { name: name.clone(), id: self.next_topic_id, partitions, created_ms, config };
                 self.topics.insert(name, t.clone());
                 ControllerResult::TopicCreated(t)
             }
+            ControllerCmd::AlterTopicConfig { name, config } => match self.topics.get_mut(&name) {
+                Some(t) => {
+                    t.config = config;
+                    ControllerResult::Done
+                }
+                None => ControllerResult::UnknownTopic(name),
+            },
             ControllerCmd::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => ControllerResult::Done,
                 None => ControllerResult::UnknownTopic(name),
@@ -146,16 +179,25 @@ mod tests {
             name: "a".into(),
             replicas: vec![vec![1, 2], vec![2, 3]],
             created_ms: 0,
+            config: TopicConfig::default(),
         });
         let ControllerResult::TopicCreated(t) = r else { panic!("{r:?}") };
         assert_eq!(t.partitions.iter().map(|p| p.group).collect::<Vec<_>>(), vec![1, 2]);
-        let again = m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![1]], created_ms: 0 });
+        let again = m.apply(ControllerCmd::CreateTopic {
+            name: "a".into(),
+            replicas: vec![vec![1]],
+            created_ms: 0,
+            config: TopicConfig::default(),
+        });
         assert_eq!(again, ControllerResult::TopicExists("a".into()));
         // Groups are never reused, even after a delete.
         m.apply(ControllerCmd::DeleteTopic { name: "a".into() });
-        let ControllerResult::TopicCreated(t) =
-            m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![3]], created_ms: 0 })
-        else {
+        let ControllerResult::TopicCreated(t) = m.apply(ControllerCmd::CreateTopic {
+            name: "a".into(),
+            replicas: vec![vec![3]],
+            created_ms: 0,
+            config: TopicConfig::default(),
+        }) else {
             panic!()
         };
         assert_eq!(t.partitions[0].group, 3);
@@ -165,7 +207,12 @@ mod tests {
     #[test]
     fn unknown_nodes_are_refused() {
         let mut m = meta3();
-        let r = m.apply(ControllerCmd::CreateTopic { name: "a".into(), replicas: vec![vec![9]], created_ms: 0 });
+        let r = m.apply(ControllerCmd::CreateTopic {
+            name: "a".into(),
+            replicas: vec![vec![9]],
+            created_ms: 0,
+            config: TopicConfig::default(),
+        });
         assert!(matches!(r, ControllerResult::Invalid(_)));
         assert!(m.topics.is_empty());
     }

@@ -30,8 +30,7 @@ const BALLAST_FILE: &str = "ballast";
 /// The ballast never exceeds this, whatever `min_free`.
 const MAX_BALLAST: u64 = 1 << 30;
 
-/// Free space of the volume holding `path`, in bytes available to us.
-pub fn free_bytes(path: &Path) -> io::Result<u64> {
+fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path holds a NUL byte"))?;
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized,
     // zero-initialised out parameter that statvfs fills.
@@ -39,7 +38,19 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(st)
+}
+
+/// Free space of the volume holding `path`, in bytes available to us.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = statvfs(path)?;
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Size of the volume holding `path`, in bytes.
+pub fn capacity_bytes(path: &Path) -> io::Result<u64> {
+    let st = statvfs(path)?;
+    Ok(st.f_blocks as u64 * st.f_frsize as u64)
 }
 
 pub struct DiskGuard {
@@ -114,6 +125,11 @@ impl DiskGuard {
     /// Free bytes on the data volume (at most [`REFRESH`] old).
     pub fn free(&self) -> u64 {
         self.refresh()
+    }
+
+    /// Size of the data volume (0 if it cannot be read), for metrics.
+    pub fn capacity(&self) -> u64 {
+        capacity_bytes(&self.dir).unwrap_or(0)
     }
 
     pub fn min_free(&self) -> u64 {

@@ -10,6 +10,8 @@
 //! - [`segment`]: a group's Raft log as append-only segment files.
 //! - [`disk`]: free space on the data volume: refusing produce, holding back
 //!   appends and the ballast that keeps sled writable on a full disk.
+//! - [`observe`]: the [`observe::Observer`] storage reports its work to
+//!   (flush rounds, appends, applies), for the node's metrics.
 //! - [`log_store`]: `RaftLogStorage` for one group.
 //! - [`partition`]: a partition's state — the offset index over the Raft
 //!   log, the high watermark — and the read path for fetch.
@@ -33,6 +35,7 @@ pub mod disk;
 pub mod error;
 pub mod groups;
 pub mod log_store;
+pub mod observe;
 pub mod partition;
 pub mod producers;
 pub mod queues;

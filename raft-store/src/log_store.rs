@@ -179,12 +179,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let t0 = Instant::now();
         let epoch = self.log.epoch();
         let end = self.append_when_there_is_room(&entries).await?;
         let log = self.log.clone();
+        let (store, count) = (self.store.clone(), entries.len());
         self.store.flush_logs_then(move |r| {
             if r.is_ok() {
                 log.mark_durable(end, epoch);
+                store.observe(|o| o.log_append(t0.elapsed(), count));
             }
             callback.io_completed(r)
         });

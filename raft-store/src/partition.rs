@@ -49,6 +49,8 @@ pub struct PartitionState {
     /// Newest record timestamp appended so far (the time index grows when
     /// a batch raises it).
     pub max_timestamp_ms: Option<i64>,
+    /// Encoded size of every retained batch.
+    pub retained_bytes: u64,
 }
 
 /// Offsets a reader may see.
@@ -56,11 +58,17 @@ pub struct PartitionState {
 pub struct Offsets {
     pub log_start_offset: u64,
     pub high_watermark: u64,
+    /// Encoded size of the retained batches (what size retention bounds).
+    pub retained_bytes: u64,
 }
 
 impl From<PartitionState> for Offsets {
     fn from(s: PartitionState) -> Offsets {
-        Offsets { log_start_offset: s.log_start_offset, high_watermark: s.next_offset }
+        Offsets {
+            log_start_offset: s.log_start_offset,
+            high_watermark: s.next_offset,
+            retained_bytes: s.retained_bytes,
+        }
     }
 }
 
@@ -246,6 +254,11 @@ impl PartitionReader {
             let o = self.offsets();
             StoreError::Evicted { offset: base, log_start: o.log_start_offset, high_watermark: o.high_watermark }
         };
+        // Released by retention since the caller looked at the offsets: the
+        // index no longer holds the batch, so the plan would skip ahead.
+        if offset < self.offsets().log_start_offset {
+            return Err(evicted(offset));
+        }
         let mut out = Vec::with_capacity(plan.len());
         for (base, ie) in plan {
             let batch = match ie.location {
@@ -298,6 +311,62 @@ impl PartitionReader {
             }
         }
         Ok(None)
+    }
+
+    /// The log start that releases every batch older than `cutoff_ms`:
+    /// the first batch holding a record at or after it (the high watermark
+    /// if there is none).
+    pub fn start_for_time(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let o = self.offsets();
+        let found = self.tree().range(time_key(cutoff_ms)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
+        Ok(match found {
+            Some((_, v)) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| io::Error::other("bad time index entry"))?)
+                    .max(o.log_start_offset)
+            }
+            None => o.high_watermark,
+        })
+    }
+
+    /// The log start that keeps at most `limit` bytes of batches, newest
+    /// first. Reads only the batches it would release.
+    pub fn start_for_size(&self, limit: u64) -> Result<u64, StoreError> {
+        let o = self.offsets();
+        let mut over = o.retained_bytes.saturating_sub(limit);
+        if over == 0 {
+            return Ok(o.log_start_offset);
+        }
+        for kv in self.tree().range(index_key(o.log_start_offset)..index_key(o.high_watermark)) {
+            let (k, v) = kv.map_err(sled_err)?;
+            if over == 0 {
+                return Ok(base_of(&k)?);
+            }
+            over = over.saturating_sub(IndexEntry::decode(&v)?.bytes as u64);
+        }
+        Ok(o.high_watermark)
+    }
+
+    /// The Raft log index of the first retained batch held in the log, if
+    /// the first retained batch is there: every log entry below it has been
+    /// released (the state machine keeps what the others changed). `None`
+    /// when the first retained batch sits in an installed snapshot's data
+    /// file, or no batch is retained.
+    pub fn first_retained_log_index(&self) -> Result<Option<u64>, StoreError> {
+        let o = self.offsets();
+        let first = self.tree().range(index_key(o.log_start_offset)..index_key(o.high_watermark)).next();
+        Ok(match first.transpose().map_err(sled_err)? {
+            Some((_, v)) => match IndexEntry::decode(&v)?.location {
+                Location::Log(i) => Some(i),
+                Location::Snapshot(_) => None,
+            },
+            None => None,
+        })
+    }
+
+    /// Whether releasing the log through `index` would give a segment
+    /// file back.
+    pub fn releases_a_segment(&self, index: u64) -> bool {
+        self.log.releases_a_segment(index)
     }
 
     /// Consumer groups this partition keeps (partitions of

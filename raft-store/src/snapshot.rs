@@ -67,7 +67,42 @@ pub enum SnapshotData {
     Received(PathBuf),
 }
 
+/// Built snapshots being sent right now, with how many sends use each:
+/// [`current`] leaves them in place even when a newer one exists, so a
+/// long transfer is not cut off by a snapshot built meanwhile.
+static PINNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a built snapshot's directory while it is held.
+pub struct Pin(Option<PathBuf>);
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let mut pinned = PINNED.lock().expect("pinned lock");
+            if let Some(i) = pinned.iter().position(|d| *d == dir) {
+                pinned.swap_remove(i);
+            }
+        }
+    }
+}
+
+fn is_pinned(dir: &Path) -> bool {
+    PINNED.lock().expect("pinned lock").iter().any(|d| d == dir)
+}
+
 impl SnapshotData {
+    /// Keeps this snapshot's files until the pin is dropped (a received
+    /// stream is its own file and needs none).
+    pub fn pin(&self) -> Pin {
+        match self {
+            SnapshotData::Built(dir) => {
+                PINNED.lock().expect("pinned lock").push(dir.clone());
+                Pin(Some(dir.clone()))
+            }
+            SnapshotData::Received(_) => Pin(None),
+        }
+    }
+
     /// The snapshot's byte stream.
     pub fn stream(&self) -> io::Result<Box<dyn Read + Send>> {
         match self {
@@ -237,7 +272,8 @@ pub(crate) fn current(log_dir: &Path) -> io::Result<Option<(u64, SnapshotData)>>
     }
     for e in fs::read_dir(log_dir)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(i) = name.strip_prefix("received-").and_then(|n| n.strip_suffix(".snap")).and_then(|n| n.parse().ok())
+        if let Some(i) =
+            name.strip_prefix("received-").and_then(|n| n.strip_suffix(".snap")).and_then(|n| n.parse().ok())
         {
             found.push((i, SnapshotData::Received(e.path())));
         }
@@ -246,6 +282,7 @@ pub(crate) fn current(log_dir: &Path) -> io::Result<Option<(u64, SnapshotData)>>
     let newest = found.pop();
     for (_, old) in found {
         match old {
+            SnapshotData::Built(d) if is_pinned(&d) => {}
             SnapshotData::Built(d) => {
                 let _ = fs::remove_dir_all(d);
             }

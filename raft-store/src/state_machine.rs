@@ -40,10 +40,10 @@ use crate::partition::{
     Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, Queues, SmTree,
     base_of, index_key, time_key,
 };
-use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::queues::{self, LogBounds, QUEUE_PREFIX, QueueState, queue_key};
 use crate::segment::SegmentLog;
+use crate::snapshot::{self, Header, HeaderBody, StreamReader};
 use crate::store::{Store, decode, encode, sled_err};
 use crate::types::{
     GroupId, LogId, Request, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -111,6 +111,15 @@ pub struct GroupStateMachine {
     /// Offsets committed by entries of the apply in progress, not yet in
     /// the tree: later entries of the same apply must see them.
     pending_offsets: HashMap<Vec<u8>, Option<Committed>>,
+    /// Base offsets and sizes of batches appended by the apply in progress,
+    /// not yet in the tree (a truncation in the same apply must see them).
+    pending_bases: Vec<(u64, u32)>,
+    /// A truncation of the apply in progress released every batch of the
+    /// installed snapshot's data file: the file goes once the apply is
+    /// persisted.
+    release_installed: bool,
+    /// A storage error met by the apply in progress: it fails as a whole.
+    apply_error: Option<io::Error>,
     /// Queue groups changed by the apply in progress, written once at its end.
     dirty_queues: BTreeSet<String>,
 }
@@ -193,6 +202,9 @@ impl GroupStateMachine {
             membership,
             kind,
             pending_offsets: HashMap::new(),
+            pending_bases: Vec::new(),
+            release_installed: false,
+            apply_error: None,
             dirty_queues: BTreeSet::new(),
         })
     }
@@ -410,6 +422,8 @@ impl GroupStateMachine {
                     state.max_timestamp_ms = Some(max_timestamp_ms);
                 }
                 state.next_offset += record_count as u64;
+                state.retained_bytes += data.len() as u64;
+                self.pending_bases.push((base, data.len() as u32));
                 if pid >= 0 {
                     // Only a new producer beyond the cap costs the scan.
                     let evict = (producers.len() >= producers::MAX_PRODUCERS && !producers.contains_key(&pid))
@@ -435,6 +449,17 @@ impl GroupStateMachine {
             }
             (Kind::Partition { .. }, Request::Controller(_)) => {
                 Response::Controller(ControllerResult::Invalid("not the controller group".into()))
+            }
+            (Kind::Partition { .. }, Request::Truncate { log_start_offset }) => {
+                match self.truncate(log_start_offset, batch) {
+                    Ok(start) => Response::Truncated { log_start_offset: start },
+                    // A read error is this replica's alone: the apply fails
+                    // (openraft stops the group) rather than diverge.
+                    Err(e) => {
+                        self.apply_error.get_or_insert(e);
+                        Response::None
+                    }
+                }
             }
             (Kind::Partition { state, queues, .. }, Request::Queue(cmd)) => {
                 let name = cmd.group().to_string();
@@ -509,6 +534,77 @@ impl GroupStateMachine {
         }
     }
 
+    /// Releases the records below `target` (rounded down to its batch's
+    /// start): drops their offset index entries and time index entries
+    /// (all but the last one below, which still bounds a time lookup), and
+    /// moves the log start. Returns the new log start.
+    fn truncate(&mut self, target: u64, batch: &mut sled::Batch) -> io::Result<u64> {
+        let tree = self.tree();
+        let Kind::Partition { state, .. } = &mut self.kind else {
+            return Ok(0);
+        };
+        let target = target.min(state.next_offset);
+        if target <= state.log_start_offset {
+            return Ok(state.log_start_offset);
+        }
+        // The batch holding `target` starts at the last base at or below it,
+        // in the tree or appended earlier in this apply.
+        let in_tree = match tree.range(index_key(0)..=index_key(target)).next_back() {
+            Some(kv) => Some(base_of(&kv.map_err(sled_err)?.0)?),
+            None => None,
+        };
+        let pending = self.pending_bases.iter().map(|(b, _)| *b).filter(|b| *b <= target).max();
+        let start = if target == state.next_offset {
+            target
+        } else {
+            in_tree.max(pending).unwrap_or(target).max(state.log_start_offset)
+        };
+        if start <= state.log_start_offset {
+            return Ok(state.log_start_offset);
+        }
+        let mut released = 0u64;
+        // From the current start: a truncation earlier in this apply already
+        // released (in `batch`) what lies below it.
+        for kv in tree.range(index_key(state.log_start_offset)..index_key(start)) {
+            let (k, v) = kv.map_err(sled_err)?;
+            released += IndexEntry::decode(&v)?.bytes as u64;
+            batch.remove(k);
+        }
+        let from = state.log_start_offset;
+        for (b, bytes) in self.pending_bases.iter().filter(|(b, _)| (from..start).contains(b)) {
+            released += *bytes as u64;
+            batch.remove(&index_key(*b)[..]);
+        }
+        let mut below = Vec::new();
+        for kv in tree.range(time_key(i64::MIN)..=time_key(i64::MAX)) {
+            let (k, v) = kv.map_err(sled_err)?;
+            let base = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| io::Error::other("bad time index entry"))?);
+            if base >= start {
+                break;
+            }
+            below.push(k);
+        }
+        below.pop();
+        for k in below {
+            batch.remove(k);
+        }
+        state.log_start_offset = start;
+        state.retained_bytes = state.retained_bytes.saturating_sub(released);
+        // Every batch of the installed data file sits below the first one
+        // appended through this log, so once that is released the file is too.
+        let first_kept = match tree.range(index_key(start)..=index_key(u64::MAX)).next() {
+            Some(kv) => Some(IndexEntry::decode(&kv.map_err(sled_err)?.1)?.location),
+            None => None,
+        };
+        if !matches!(first_kept, Some(Location::Snapshot(_)))
+            && self.installed.read().expect("installed lock").is_some()
+        {
+            batch.remove(KEY_INSTALLED);
+            self.release_installed = true;
+        }
+        Ok(start)
+    }
+
     fn persist_state(&self, batch: &mut sled::Batch) -> io::Result<()> {
         batch.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
         match &self.kind {
@@ -577,9 +673,12 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     where
         Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let t0 = std::time::Instant::now();
         let mut batch = sled::Batch::default();
         let mut replies = Vec::new();
         self.pending_offsets.clear();
+        self.pending_bases.clear();
+        self.release_installed = false;
         self.dirty_queues.clear();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
@@ -596,15 +695,26 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 replies.push((r, resp));
             }
         }
+        if let Some(e) = self.apply_error.take() {
+            return Err(e);
+        }
         if let Some(l) = self.last_applied {
             self.log.wait_durable(l.index).await;
         }
         self.persist_state(&mut batch)?;
         self.tree().apply_batch(batch).map_err(sled_err)?;
+        if std::mem::take(&mut self.release_installed)
+            && let Some((_, path)) = self.installed.write().expect("installed lock").take()
+        {
+            // Readers that opened it keep their handle; a snapshot that
+            // still refers to it holds a hard link.
+            let _ = fs::remove_file(path);
+        }
         self.publish();
         for (r, resp) in replies {
             r.send(resp);
         }
+        self.store.observe(|o| o.apply(t0.elapsed()));
         Ok(())
     }
 

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use crate::disk::DiskGuard;
+use crate::observe::{self, Observer};
 use crate::segment::SegmentLog;
 use crate::types::GroupId;
 
@@ -153,6 +154,7 @@ pub struct Store {
     tx: Option<mpsc::Sender<FlushRequest>>,
     flusher: Option<std::thread::JoinHandle<()>>,
     stats: Arc<FlushStats>,
+    observer: observe::Slot,
 }
 
 impl Drop for Store {
@@ -219,13 +221,15 @@ impl Store {
         let stats = Arc::new(FlushStats::default());
         let syncer = Arc::new(Syncer::new(skip));
         let (tx, rx) = mpsc::channel::<FlushRequest>();
+        let observer = observe::Slot::default();
         let flusher = {
             let db = db.clone();
             let stats = stats.clone();
             let syncer = syncer.clone();
+            let observer = observer.clone();
             std::thread::Builder::new()
                 .name("replog-flusher".into())
-                .spawn(move || flusher(db, data_file, blobs, syncer, rx, stats))?
+                .spawn(move || flusher(db, data_file, blobs, syncer, rx, stats, observer))?
         };
         Ok(Arc::new(Store {
             db,
@@ -238,6 +242,7 @@ impl Store {
             tx: Some(tx),
             flusher: Some(flusher),
             stats,
+            observer,
         }))
     }
 
@@ -254,6 +259,22 @@ impl Store {
     }
 
     /// Free space on the data volume and what may be written.
+    /// Installs the observer that storage reports its work to (the node's
+    /// metrics); false if one is installed already.
+    pub fn set_observer(&self, o: Arc<dyn Observer>) -> bool {
+        self.observer.set(o)
+    }
+
+    /// Reports to the observer, if there is one.
+    pub(crate) fn observe(&self, f: impl FnOnce(&dyn Observer)) {
+        self.observer.with(f)
+    }
+
+    /// The directory of `group`'s log segments (for its size on disk).
+    pub fn log_dir(&self, group: GroupId) -> PathBuf {
+        self.dir.join("logs").join(group_dir_name(group))
+    }
+
     pub fn disk(&self) -> &DiskGuard {
         &self.disk
     }
@@ -301,7 +322,7 @@ impl Store {
         if let Some(l) = logs.get(&group) {
             return Ok(l.clone());
         }
-        let dir = self.dir.join("logs").join(group_dir_name(group));
+        let dir = self.log_dir(group);
         let log = Arc::new(SegmentLog::open(dir, group, self.cfg.segment_bytes, self.syncer.clone())?);
         logs.insert(group, log.clone());
         Ok(log)
@@ -458,6 +479,7 @@ fn flusher(
     syncer: Arc<Syncer>,
     rx: mpsc::Receiver<FlushRequest>,
     stats: Arc<FlushStats>,
+    observer: observe::Slot,
 ) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
@@ -475,7 +497,9 @@ fn flusher(
                 .and_then(|_| blobs.sync_new(syncer.skip))
                 .and_then(|_| syncer.sync_now(&data_file, false));
         }
-        stats.micros.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let took = t0.elapsed();
+        observer.with(|o| o.flush_round(took, waiting.len(), files.len()));
+        stats.micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         stats.flushes.fetch_add(1, Ordering::Relaxed);
         stats.waiters.fetch_add(waiting.len() as u64, Ordering::Relaxed);
         stats.files_synced.fetch_add(files.len() as u64, Ordering::Relaxed);

@@ -42,6 +42,11 @@ pub enum Request {
     Controller(ControllerCmd),
     /// Change a consumer group (partitions of `__consumer_offsets`).
     Group(GroupCmd),
+    /// Release every record below `log_start_offset` (retention). Every
+    /// replica drops the same prefix: the target is rounded down to the
+    /// start of the batch holding it, and a target below the current log
+    /// start changes nothing.
+    Truncate { log_start_offset: u64 },
     /// Change a queue group's state on this partition.
     Queue(QueueCmd),
 }
@@ -54,6 +59,7 @@ impl fmt::Display for Request {
             }
             Request::Controller(c) => write!(f, "Controller({c:?})"),
             Request::Group(c) => write!(f, "Group({})", c.group()),
+            Request::Truncate { log_start_offset } => write!(f, "Truncate(below {log_start_offset})"),
             Request::Queue(c) => write!(f, "Queue({})", c.group()),
         }
     }
@@ -71,6 +77,10 @@ pub enum Response {
     },
     Controller(ControllerResult),
     Group(GroupResult),
+    /// The log start offset after a [`Request::Truncate`].
+    Truncated {
+        log_start_offset: u64,
+    },
     Queue(QueueResult),
     /// The entry was committed but the state machine refused it.
     Rejected(Rejection),

@@ -16,13 +16,13 @@
 //! | `SOAK_SEED` | random (printed) | seed of the fault kinds and choices |
 //! | `SOAK_RSS_INTERVAL` | 2 | seconds between RSS samples |
 //! | `SOAK_RSS_LIMIT_MB` | 3072 | a node above this ends the soak early (a failure) |
-//! | `SOAK_MIN_FREE_DISK_MB` | 10240 | less free disk than this under `SOAK_OUT` ends it early |
+//! | `SOAK_MIN_FREE_DISK_MB` | 3072 | less free disk than this under `SOAK_OUT` ends it early |
 //! | `SOAK_MAX_DATA_MB` | 16384 | more node data than this (all nodes) ends it early |
 //! | `SOAK_MAX_RSS_SLOPE` | unset | MB/min; when set, a steeper worst-node slope fails the soak |
 //! | `SOAK_NODES` | 3 | nodes |
 //! | `SOAK_PARTITIONS` | 6 | partitions of the topic (replication factor 3) |
 //! | `SOAK_PRODUCERS` | 4 | producers |
-//! | `SOAK_RECORD_SIZE` | 1024 | bytes per record |
+//! | `SOAK_RECORD_SIZE` | 64 | bytes per record |
 //! | `SOAK_TOPIC_CHURN` | 1 | 0 turns off the client that creates and deletes topics |
 //! | `SOAK_IDEMPOTENT` | 1 | 0 turns the SDK's idempotent producer off |
 //! | `SOAK_OUT` | `target/soak` | history, report, `rss.csv`, node logs |
@@ -71,13 +71,13 @@ fn settings() -> Result<SoakConfig> {
         seed: env_or("SOAK_SEED", rand::random::<u64>())?,
         rss_every: Duration::from_secs(env_or::<u64>("SOAK_RSS_INTERVAL", 2)?.max(1)),
         rss_limit_mb: env_or("SOAK_RSS_LIMIT_MB", 3072)?,
-        min_free_disk_mb: env_or("SOAK_MIN_FREE_DISK_MB", 10240)?,
+        min_free_disk_mb: env_or("SOAK_MIN_FREE_DISK_MB", 3072)?,
         max_data_mb: env_or("SOAK_MAX_DATA_MB", 16384)?,
         max_rss_slope,
         nodes,
         partitions: env_or("SOAK_PARTITIONS", 6)?,
         producers: env_or("SOAK_PRODUCERS", 4)?,
-        record_size: env_or("SOAK_RECORD_SIZE", 1024)?,
+        record_size: env_or("SOAK_RECORD_SIZE", 64)?,
         churn: env_flag("SOAK_TOPIC_CHURN", true)?,
         idempotent: env_flag("SOAK_IDEMPOTENT", true)?,
         out_dir,

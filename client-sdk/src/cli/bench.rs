@@ -3,6 +3,11 @@
 //! mb_per_sec, p50_ms, p99_ms, p999_ms, max_ms). `produce` takes
 //! `--max-in-flight W` (batches per partition), `--compression` and
 //! `--payload` (what the values hold, which decides what compression gains).
+//!
+//! `bench consume` reads with one plain partition reader per partition by
+//! default; `--group G` reads as one member of consumer group G instead
+//! (joining, committing as it goes), and `--subscribe` with one Subscribe
+//! stream per partition — the same data, so the modes compare directly.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +17,13 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::producer::now_ms;
-use crate::{Acks, Client, Compression, FetchOptions, PartitionReader, Producer, ProducerConfig, Record};
+use crate::{
+    Acks, AutoOffsetReset, Client, Compression, FetchOptions, GroupConsumer, GroupConsumerConfig, PartitionReader,
+    Producer, ProducerConfig, Record,
+};
+
+/// `bench consume --group` stops when no record came for this long.
+const GROUP_IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AcksArg {
@@ -82,6 +93,13 @@ pub struct BenchArgs {
     pub producers: u32,
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
+    /// consume: as one member of this consumer group (use a new name per
+    /// run: a group starts at its committed offsets, else at the earliest).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// consume: with one Subscribe stream per partition.
+    #[arg(long, conflicts_with = "group")]
+    pub subscribe: bool,
     /// Batches in flight per partition (1-5 with acks=all; acks=none sends one at a time).
     #[arg(long, default_value_t = crate::producer::MAX_IN_FLIGHT_IDEMPOTENT)]
     pub max_in_flight: usize,
@@ -260,6 +278,9 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(group) = a.group.clone() {
+        return consume_group(client, a, &group).await;
+    }
     let topic = ensure_topic(&client, &a).await?;
     let info = client.describe_topic(&topic).await?;
     let start = Instant::now();
@@ -269,6 +290,22 @@ async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
         let end = p.high_watermark.min(p.log_start_offset + want_per);
         let mut reader = PartitionReader::new(client.clone(), &topic, p.partition, p.log_start_offset)
             .with_options(FetchOptions { max_wait_ms: 0, ..Default::default() });
+        if a.subscribe {
+            let mut sub = client.subscribe(&topic, p.partition, p.log_start_offset);
+            tasks.push(tokio::spawn(async move {
+                let mut h: Histogram<u64> = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+                let (mut n, mut bytes) = (0u64, 0u64);
+                while sub.position() < end {
+                    let t0 = Instant::now();
+                    let recs = sub.next().await?;
+                    let _ = h.record(t0.elapsed().as_micros() as u64);
+                    n += recs.len() as u64;
+                    bytes += recs.iter().map(|r| r.value.len() as u64).sum::<u64>();
+                }
+                anyhow::Ok((h, n, bytes))
+            }));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let mut h: Histogram<u64> = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
             let (mut n, mut bytes) = (0u64, 0u64);
@@ -290,6 +327,51 @@ async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
         n += c;
         bytes += b;
     }
-    report("consume", n, bytes, start.elapsed(), &hist, json!({"topic": topic, "latency": "per fetch"}));
+    let mode = if a.subscribe { "subscribe" } else { "partition-reader" };
+    let latency = if a.subscribe { "per response" } else { "per fetch" };
+    report("consume", n, bytes, start.elapsed(), &hist, json!({"topic": topic, "mode": mode, "latency": latency}));
+    Ok(())
+}
+
+/// `bench consume --group G`: one group member reads what the plain
+/// readers would (up to `--records`), timed from before it joins.
+async fn consume_group(client: Client, a: BenchArgs, group: &str) -> anyhow::Result<()> {
+    let topic = ensure_topic(&client, &a).await?;
+    let info = client.describe_topic(&topic).await?;
+    let want_per = a.records.div_ceil(info.partitions.len().max(1) as u64);
+    let want: u64 = info
+        .partitions
+        .iter()
+        .map(|p| (p.high_watermark - p.log_start_offset).min(want_per))
+        .sum::<u64>()
+        .min(a.records);
+    let cfg = GroupConsumerConfig { auto_offset_reset: AutoOffsetReset::Earliest, ..Default::default() };
+    let start = Instant::now();
+    let mut consumer = GroupConsumer::new(client, group, cfg);
+    consumer.subscribe(&[&topic]).await?;
+    let joined_ms = start.elapsed().as_millis() as u64;
+    let mut h: Histogram<u64> = Histogram::new_with_bounds(1, 600_000_000, 3)?;
+    let (mut n, mut bytes) = (0u64, 0u64);
+    let mut last = Instant::now();
+    while n < want && last.elapsed() < GROUP_IDLE {
+        let t0 = Instant::now();
+        let recs = consumer.poll().await?;
+        let _ = h.record(t0.elapsed().as_micros() as u64);
+        if !recs.is_empty() {
+            last = Instant::now();
+        }
+        n += recs.len() as u64;
+        bytes += recs.iter().map(|r| r.value.len() as u64).sum::<u64>();
+    }
+    let elapsed = start.elapsed();
+    consumer.close().await?;
+    report(
+        "consume",
+        n,
+        bytes,
+        elapsed,
+        &h,
+        json!({"topic": topic, "mode": "group", "group": group, "join_ms": joined_ms, "latency": "per poll"}),
+    );
     Ok(())
 }

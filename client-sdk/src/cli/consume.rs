@@ -1,25 +1,39 @@
-//! `replog consume TOPIC [--partition P] [--from-beginning | --offset O]
-//! [--max-messages N] [--timeout-ms T]`.
+//! `replog consume TOPIC [--partition P] [--group G] [--from-beginning |
+//! --offset O] [--max-messages N] [--timeout-ms T]`.
+//!
+//! With `--group` the tool is a member of the consumer group: it reads the
+//! partitions the coordinator assigns it, commits the records it printed
+//! as it goes (every second) and when it stops, and leaves the group — so
+//! a second run of the same group continues where the first stopped.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use clap::Args;
+use futures::StreamExt;
 use serde_json::json;
 
 use super::Output;
-use crate::{Client, ConsumedRecord, Error, PartitionReader};
+use crate::{AutoOffsetReset, Client, ConsumedRecord, Error, GroupConsumer, GroupConsumerConfig, PartitionReader};
+
+/// How often `consume --group` commits what it printed.
+const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     pub topic: String,
     /// Read only this partition (default: all).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub partition: Option<u32>,
-    /// Start at the first retained record (default: only new records).
+    /// Consume as a member of this consumer group, committing as it goes.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Start at the first retained record (default: only new records). With
+    /// `--group`: where the group has no committed offset yet.
     #[arg(long, conflicts_with = "offset")]
     pub from_beginning: bool,
     /// Start at this offset in each partition read.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub offset: Option<u64>,
     /// Stop after this many records.
     #[arg(long)]
@@ -30,6 +44,9 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(client: Client, args: ConsumeArgs, out: Output) -> anyhow::Result<()> {
+    if let Some(group) = args.group.clone() {
+        return run_group(client, &group, args, out).await;
+    }
     let topic = client.describe_topic(&args.topic).await?;
     let partitions: Vec<_> = match args.partition {
         Some(p) => {
@@ -85,6 +102,54 @@ pub async fn run(client: Client, args: ConsumeArgs, out: Output) -> anyhow::Resu
             printed += 1;
         }
     }
+    Ok(())
+}
+
+/// `consume --group`: records one at a time, so that what is committed is
+/// exactly what was printed.
+async fn run_group(client: Client, group: &str, args: ConsumeArgs, out: Output) -> anyhow::Result<()> {
+    let cfg = GroupConsumerConfig {
+        client_id: format!("replog-cli-{}", std::process::id()),
+        auto_commit_interval: GROUP_COMMIT_INTERVAL,
+        auto_offset_reset: if args.from_beginning { AutoOffsetReset::Earliest } else { AutoOffsetReset::Latest },
+        ..Default::default()
+    };
+    let mut consumer = GroupConsumer::new(client, group, cfg);
+    consumer.subscribe(&[&args.topic]).await?;
+    let max = args.max_messages.unwrap_or(u64::MAX);
+    let idle = args.timeout_ms.map(Duration::from_millis);
+    let mut printed = 0u64;
+    let result = {
+        let mut records = pin!(consumer.stream());
+        let mut interrupt = pin!(tokio::signal::ctrl_c());
+        loop {
+            if printed >= max {
+                break Ok(());
+            }
+            let next = async {
+                match idle {
+                    Some(d) => tokio::time::timeout(d, records.next()).await.ok().flatten(),
+                    None => records.next().await,
+                }
+            };
+            let r = tokio::select! {
+                r = next => r,
+                _ = &mut interrupt => break Ok(()),
+            };
+            match r {
+                None => break Ok(()),
+                Some(Ok(r)) => {
+                    print_record(&r, out);
+                    printed += 1;
+                }
+                Some(Err(e)) => break Err(e),
+            }
+        }
+    };
+    // The last record printed counts as processed: closing commits up to it.
+    let closed = consumer.close().await;
+    result?;
+    closed?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod consume;
+mod group;
 mod produce;
 mod queue;
 mod topic;
@@ -12,11 +13,22 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{Client, Error};
 
+/// The nodes of the local `make run` cluster (`ops/cluster.sh up`).
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
 #[derive(Debug, Parser)]
 #[command(name = "replog", version, about = "Command-line client for a replog cluster")]
 pub struct Cli {
-    /// Broker addresses to start from (host:port, comma-separated).
-    #[arg(long, global = true, env = "REPLOG_BOOTSTRAP", default_value = "127.0.0.1:7001", value_delimiter = ',')]
+    /// Broker addresses to start from (host:port, comma-separated). Any
+    /// one that answers will do; the default is the three nodes of the
+    /// local `make run` cluster, so it works while one of them is down.
+    #[arg(
+        long,
+        global = true,
+        env = "REPLOG_BOOTSTRAP",
+        default_value = DEFAULT_BOOTSTRAP,
+        value_delimiter = ','
+    )]
     pub bootstrap: Vec<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
@@ -40,6 +52,9 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCmd),
     /// Cluster-wide information.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
@@ -60,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(connect().await?, args, cli.output).await,
         Command::Consume(args) => consume::run(connect().await?, args, cli.output).await,
         Command::Cluster(cmd) => cluster::run(connect().await?, cmd, cli.output).await,
+        Command::Group(cmd) => group::run(connect().await?, cmd, cli.output).await,
         Command::Bench(cmd) => bench::run(connect().await?, cmd).await,
         Command::Queue(cmd) => queue::run(connect().await?, cmd, cli.output).await,
     }
@@ -70,5 +86,19 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<Error>() {
         Some(Error::InvalidArgument(_)) => 2,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_no_bootstrap_flag_when_parsed_then_every_local_cluster_node_is_a_bootstrap() {
+        let cli = Cli::try_parse_from(["replog", "cluster", "status"]).expect("parse");
+        // The variable, when set, rightly wins over the default.
+        if std::env::var_os("REPLOG_BOOTSTRAP").is_none() {
+            assert_eq!(cli.bootstrap, vec!["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]);
+        }
     }
 }

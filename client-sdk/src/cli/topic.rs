@@ -1,4 +1,4 @@
-//! `replog topic create|list|describe|delete`.
+//! `replog topic create|list|describe|alter-config|delete`.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -12,8 +12,11 @@ pub enum TopicCmd {
     Create(CreateArgs),
     /// List topics.
     List,
-    /// Show a topic's partitions: leader, replicas, offsets.
+    /// Show a topic's settings and partitions: leader, replicas, offsets.
     Describe { name: String },
+    /// Change a topic's settings: retention.ms, retention.bytes,
+    /// retention.consumed (see `topic create --config`).
+    AlterConfig(AlterArgs),
     /// Delete a topic and all its records.
     Delete { name: String },
 }
@@ -25,12 +28,40 @@ pub struct CreateArgs {
     pub partitions: u32,
     #[arg(long, default_value_t = 3)]
     pub replication_factor: u32,
+    /// A setting, NAME=VALUE; repeat for several. retention.ms=MS releases
+    /// batches older than MS; retention.bytes=B keeps at most B bytes per
+    /// partition; retention.consumed=true releases what every consumer
+    /// group has committed past. -1 removes a time or size rule.
+    #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub configs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct AlterArgs {
+    pub name: String,
+    /// Set NAME to VALUE; repeat for several.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub set: Vec<(String, String)>,
+    /// Remove a setting (back to its default); repeat for several.
+    #[arg(long = "delete", value_name = "NAME")]
+    pub delete: Vec<String>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
         TopicCmd::Create(a) => {
-            let t = client.create_topic(&a.name, a.partitions, a.replication_factor).await?;
+            let t = client.create_topic_with(&a.name, a.partitions, a.replication_factor, &pairs(&a.configs)).await?;
             match out {
                 Output::Json => println!("{}", describe_json(&t)),
                 Output::Text => println!(
@@ -67,6 +98,9 @@ pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<(
                 Output::Json => println!("{}", describe_json(&t)),
                 Output::Text => {
                     println!("topic {} (id {}), {} partitions", t.name, t.topic_id, t.partitions.len());
+                    for (k, v) in &t.configs {
+                        println!("  {k}={v}");
+                    }
                     println!(
                         "{:>9}  {:>6}  {:<12}  {:>16}  {:>16}",
                         "PARTITION", "LEADER", "REPLICAS", "LOG_START", "HIGH_WATERMARK"
@@ -78,6 +112,22 @@ pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<(
                             "{:>9}  {:>6}  {:<12}  {:>16}  {:>16}",
                             p.partition, leader, replicas, p.log_start_offset, p.high_watermark
                         );
+                    }
+                }
+            }
+        }
+        TopicCmd::AlterConfig(a) => {
+            let delete: Vec<&str> = a.delete.iter().map(String::as_str).collect();
+            if a.set.is_empty() && delete.is_empty() {
+                anyhow::bail!("nothing to change: give --set NAME=VALUE or --delete NAME");
+            }
+            let t = client.alter_topic_config(&a.name, &pairs(&a.set), &delete).await?;
+            match out {
+                Output::Json => println!("{}", describe_json(&t)),
+                Output::Text => {
+                    println!("topic {} settings:", t.name);
+                    for (k, v) in &t.configs {
+                        println!("  {k}={v}");
                     }
                 }
             }
@@ -107,5 +157,5 @@ fn describe_json(t: &TopicInfo) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "name": t.name, "topic_id": t.topic_id, "partitions": parts })
+    json!({ "name": t.name, "topic_id": t.topic_id, "partitions": parts, "configs": t.configs })
 }

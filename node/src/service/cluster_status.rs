@@ -1,4 +1,5 @@
-//! Cluster status: every node, whether it answers, what it leads.
+//! Cluster status: every node, whether it answers, what it leads and how
+//! many partition replicas it holds.
 
 use replog_proto::pb::{ClusterStatusResponse, NodeStatus};
 
@@ -11,6 +12,12 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
     let members = node.members.all();
     let views = node.peer_views();
     let me = node.node_info();
+    // A node that does not answer cannot report its replicas; it still holds
+    // what the metadata assigns it, and it serves them again on restart.
+    let meta = node.meta();
+    let assigned = |id: u64| {
+        meta.topics.values().flat_map(|t| t.partitions.iter()).filter(|p| p.replicas.contains(&id)).count() as u32
+    };
     let nodes = members
         .into_iter()
         .map(|(id, addr)| {
@@ -31,7 +38,7 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
                 addr,
                 alive,
                 leader_count: info.map_or(0, |i| i.leader_count),
-                replica_count: info.map_or(0, |i| i.replica_count),
+                replica_count: info.map_or_else(|| assigned(id), |i| i.replica_count),
             }
         })
         .collect();

@@ -59,6 +59,7 @@ pub fn prepare(node: &Node, req: &mut CreateTopicRequest) -> Result<()> {
     if req.replication_factor == 0 {
         req.replication_factor = node.config.default_replication_factor;
     }
+    crate::topic_config::apply(&Default::default(), &req.configs, &[])?;
     Ok(())
 }
 
@@ -84,7 +85,9 @@ pub async fn handle(node: Arc<Node>, req: CreateTopicRequest) -> Result<CreateTo
         });
     }
     let replicas = place(&meta, &live, req.partitions, rf);
-    let cmd = ControllerCmd::CreateTopic { name: req.name.clone(), replicas, created_ms: replog_proto::now_ms() };
+    let config = crate::topic_config::apply(&Default::default(), &req.configs, &[])?;
+    let cmd =
+        ControllerCmd::CreateTopic { name: req.name.clone(), replicas, created_ms: replog_proto::now_ms(), config };
     let topic = match node.controller.propose(cmd).await? {
         ControllerResult::TopicCreated(t) => t,
         ControllerResult::TopicExists(n) => return Err(NodeError::TopicAlreadyExists(n)),

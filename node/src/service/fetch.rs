@@ -7,6 +7,7 @@ use replog_proto::pb::{FetchRequest, FetchResponse, FetchedBatch};
 use tracing::instrument;
 
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::partition::ReadLimits;
 
@@ -22,17 +23,24 @@ const MAX_FETCH_RECORDS: usize = 100_000;
 pub async fn handle(node: &Node, req: FetchRequest) -> Result<FetchResponse> {
     let t0 = Instant::now();
     let long_poll = if req.max_wait_ms > 0 { "yes" } else { "no" };
+    let topic = Metrics::topic_label(&node.meta(), &req.topic).to_string();
     let r = fetch(node, req).await;
     let m = &node.metrics;
     match &r {
         Ok(resp) => {
-            m.fetch_requests.with_label_values(&["ok"]).inc();
-            m.fetch_bytes.inc_by(resp.batches.iter().map(|b| b.batch.len() as u64).sum());
-            m.fetch_latency.with_label_values(&[long_poll]).observe(t0.elapsed().as_secs_f64());
+            m.fetch_requests.with_label_values(&[&topic, "ok"]).inc();
+            m.fetch_bytes.with_label_values(&[&topic]).inc_by(resp.batches.iter().map(|b| b.batch.len() as u64).sum());
+            m.fetch_records.with_label_values(&[&topic]).inc_by(fetched_records(&resp.batches));
+            m.fetch_latency.with_label_values(&[&topic, long_poll]).observe(t0.elapsed().as_secs_f64());
         }
-        Err(e) => m.fetch_requests.with_label_values(&[e.code().name()]).inc(),
+        Err(e) => m.fetch_requests.with_label_values(&[&topic, e.code().name()]).inc(),
     }
     r
+}
+
+/// Records in `batches`, from each batch's header.
+fn fetched_records(batches: &[FetchedBatch]) -> u64 {
+    batches.iter().filter_map(|b| replog_proto::batch::peek_header(&b.batch).ok()).map(|h| h.record_count as u64).sum()
 }
 
 async fn fetch(node: &Node, req: FetchRequest) -> Result<FetchResponse> {

@@ -36,5 +36,5 @@ pub fn topic_metadata(node: &Node, t: &TopicMeta) -> TopicMetadata {
             }
         })
         .collect();
-    TopicMetadata { name: t.name.clone(), topic_id: t.id, partitions }
+    TopicMetadata { name: t.name.clone(), topic_id: t.id, partitions, configs: crate::topic_config::render(&t.config) }
 }

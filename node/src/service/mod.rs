@@ -1,6 +1,7 @@
 //! gRPC services: the client API (`Replog`, one file per RPC) and the
 //! peer-only Raft transport (`RaftPeer`).
 
+mod alter_topic_config;
 mod cluster_status;
 pub(crate) mod create_topic;
 mod delete_topic;
@@ -12,6 +13,7 @@ mod metadata;
 mod produce;
 pub mod queue;
 pub mod raft_peer;
+mod subscribe;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -107,6 +109,30 @@ impl Replog for ClientService {
         reply(self.on_controller(req, delete_topic::handle, |mut c, r| async move { c.delete_topic(r).await }).await)
     }
 
+    async fn alter_topic_config(
+        &self,
+        req: Request<pb::AlterTopicConfigRequest>,
+    ) -> std::result::Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        if let Err(e) = alter_topic_config::prepare(req.get_ref()) {
+            return Err(e.into());
+        }
+        reply(
+            self.on_controller(
+                req,
+                alter_topic_config::handle,
+                |mut c, r| async move { c.alter_topic_config(r).await },
+            )
+            .await,
+        )
+    }
+
+    async fn group_floors(
+        &self,
+        req: Request<pb::GroupFloorsRequest>,
+    ) -> std::result::Result<Response<pb::GroupFloorsResponse>, Status> {
+        reply(group::floors::handle(self.node.clone(), req.into_inner()).await)
+    }
+
     async fn metadata(
         &self,
         req: Request<pb::MetadataRequest>,
@@ -123,6 +149,15 @@ impl Replog for ClientService {
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> std::result::Result<Response<pb::FetchResponse>, Status> {
         reply(fetch::handle(&self.node, req.into_inner()).await)
+    }
+
+    type SubscribeStream = subscribe::SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+        reply(subscribe::handle(self.node.clone(), req.into_inner()))
     }
 
     async fn cluster_status(
@@ -163,6 +198,7 @@ impl Replog for ClientService {
                 name: crate::coordinator::GROUPS_TOPIC.into(),
                 partitions: self.node.config.group_partitions,
                 replication_factor: live.clamp(1, 3),
+                configs: Default::default(),
             });
             self.on_controller(req, create_topic::handle, |mut c, r| async move { c.create_topic(r).await })
                 .await

@@ -8,19 +8,21 @@ use replog_proto::pb::{Acks, ProduceRequest, ProduceResponse};
 use tracing::instrument;
 
 use crate::error::{NodeError, Result};
+use crate::metrics::Metrics;
 use crate::node::{MAX_ACKS_NONE_IN_FLIGHT, Node};
 
 #[instrument(skip_all, fields(topic = %req.topic, partition = req.partition, bytes = req.batch.len()))]
 pub async fn handle(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
     let t0 = Instant::now();
+    let topic = Metrics::topic_label(&node.meta(), &req.topic).to_string();
     let r = produce(node, req).await;
     let m = &node.metrics;
     match &r {
-        Ok(_) => m.produce_requests.with_label_values(&["ok"]).inc(),
-        Err(e) => m.produce_requests.with_label_values(&[e.code().name()]).inc(),
+        Ok(_) => m.produce_requests.with_label_values(&[&topic, "ok"]).inc(),
+        Err(e) => m.produce_requests.with_label_values(&[&topic, e.code().name()]).inc(),
     }
     if r.is_ok() {
-        m.produce_latency.observe(t0.elapsed().as_secs_f64());
+        m.produce_latency.with_label_values(&[&topic]).observe(t0.elapsed().as_secs_f64());
     }
     r
 }
@@ -69,8 +71,8 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
         return Ok(ProduceResponse { base_offset: None, record_count: header.record_count, high_watermark: hw });
     }
     let a = partition.append(req.batch, &header, timeout).await?;
-    node.metrics.produce_records.inc_by(a.record_count as u64);
-    node.metrics.produce_bytes.inc_by(bytes);
+    node.metrics.produce_records.with_label_values(&[&req.topic]).inc_by(a.record_count as u64);
+    node.metrics.produce_bytes.with_label_values(&[&req.topic]).inc_by(bytes);
     Ok(ProduceResponse {
         base_offset: Some(a.base_offset),
         record_count: a.record_count,

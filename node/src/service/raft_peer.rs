@@ -8,7 +8,7 @@
 //! `u64` ([`MAX_TERM`]), which no cluster reaches and which would leave a
 //! group unable to ever elect again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
@@ -126,18 +126,29 @@ impl PeerService {
     }
 }
 
-/// Takes one chunk of a snapshot stream into `<group dir>/received-<index>.snap.part`
-/// and installs the snapshot with the last one. A transfer is known by the
-/// snapshot's last log id and the sending leader; a part file of any other
-/// transfer is dropped.
-async fn receive_chunk(raft: Raft, dir: PathBuf, chunk: SnapshotChunkPayload) -> Result<ChunkReply, String> {
+/// What taking one chunk of a snapshot transfer leaves.
+#[derive(Debug, PartialEq, Eq)]
+enum Took {
+    /// The bytes of the transfer held so far: where the sender goes on.
+    Have(u64),
+    /// The whole stream, in this file.
+    Complete(PathBuf),
+}
+
+/// Takes one chunk of a snapshot stream into `<group dir>/received-<index>-<term>-<leader>.snap.part`;
+/// with the last one the file becomes `received-<index>.snap`. A transfer
+/// is known by the snapshot's last log id and the sending leader; a part
+/// file of any other transfer is dropped. A chunk that does not start where
+/// the part file ends is not taken: the answer says where it ends, so a
+/// sender whose connection broke resumes there.
+fn take_chunk(dir: &Path, chunk: &SnapshotChunkPayload) -> Result<Took, String> {
     let (vote, meta, offset, data, last) = chunk;
     let index = meta.last_log_id.map_or(0, |l| l.index);
     let term = meta.last_log_id.map_or(0, |l| l.committed_leader_id().term());
     let transfer = format!("received-{index:020}-{term}-{}.snap.part", vote.leader_id.node_id);
     let part = dir.join(&transfer);
     let io = |e: std::io::Error| format!("snapshot transfer {transfer}: {e}");
-    if let Ok(entries) = std::fs::read_dir(&dir) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".snap.part") && name != transfer {
@@ -146,19 +157,30 @@ async fn receive_chunk(raft: Raft, dir: PathBuf, chunk: SnapshotChunkPayload) ->
         }
     }
     let have = std::fs::metadata(&part).map_or(0, |m| m.len());
-    if offset != have {
-        return Ok(ChunkReply::Have(have));
+    if *offset != have {
+        return Ok(Took::Have(have));
     }
     if !data.is_empty() {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&part).map_err(io)?;
-        f.write_all(&data).map_err(io)?;
+        f.write_all(data).map_err(io)?;
     }
     if !last {
-        return Ok(ChunkReply::Have(have + data.len() as u64));
+        return Ok(Took::Have(have + data.len() as u64));
     }
     let file = dir.join(format!("received-{index:020}.snap"));
     std::fs::rename(&part, &file).map_err(io)?;
+    Ok(Took::Complete(file))
+}
+
+/// Takes a chunk (see [`take_chunk`]) and installs the snapshot once the
+/// stream is complete.
+async fn receive_chunk(raft: Raft, dir: PathBuf, chunk: SnapshotChunkPayload) -> Result<ChunkReply, String> {
+    let file = match take_chunk(&dir, &chunk)? {
+        Took::Have(n) => return Ok(ChunkReply::Have(n)),
+        Took::Complete(file) => file,
+    };
+    let (vote, meta, ..) = chunk;
     let snap = replog_raft_store::Snapshot { meta, snapshot: SnapshotData::Received(file.clone()) };
     let r = raft.install_full_snapshot(vote, snap).await.map_err(|e| e.to_string());
     // Installed or refused, the received copy is not needed again.
@@ -206,5 +228,47 @@ impl RaftPeer for PeerService {
         let f =
             |raft: Raft, rpc: TransferLeaderRequest<TypeConfig>| async move { raft.handle_transfer_leader(rpc).await };
         Ok(Response::new(self.handle(req.into_inner(), f).await))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use replog_raft_store::{SnapshotMeta, StoredMembership};
+
+    use super::*;
+
+    type LeaderId = openraft::type_config::alias::LeaderIdOf<TypeConfig>;
+
+    fn chunk(leader: u64, offset: u64, data: &[u8], last: bool) -> SnapshotChunkPayload {
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(LeaderId::new(2, leader).to_committed(), 40)),
+            last_membership: StoredMembership::default(),
+        };
+        (Vote::new_committed(2, leader), meta, offset, data.to_vec(), last)
+    }
+
+    #[test]
+    fn a_transfer_resumes_where_the_part_file_ends_and_completes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(take_chunk(dir.path(), &chunk(1, 0, b"", false)).unwrap(), Took::Have(0));
+        assert_eq!(take_chunk(dir.path(), &chunk(1, 0, b"abc", false)).unwrap(), Took::Have(3));
+        assert_eq!(take_chunk(dir.path(), &chunk(1, 3, b"def", false)).unwrap(), Took::Have(6));
+        // The connection broke; the sender starts over by asking.
+        assert_eq!(take_chunk(dir.path(), &chunk(1, 0, b"", false)).unwrap(), Took::Have(6));
+        // A chunk that does not start at the end is not taken.
+        assert_eq!(take_chunk(dir.path(), &chunk(1, 3, b"xyz", false)).unwrap(), Took::Have(6));
+        match take_chunk(dir.path(), &chunk(1, 6, b"g", true)).unwrap() {
+            Took::Complete(f) => assert_eq!(std::fs::read(f).unwrap(), b"abcdefg"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transfer_from_another_leader_drops_the_old_part() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(take_chunk(dir.path(), &chunk(1, 0, b"abc", false)).unwrap(), Took::Have(3));
+        assert_eq!(take_chunk(dir.path(), &chunk(3, 0, b"", false)).unwrap(), Took::Have(0));
+        let parts: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert!(parts.is_empty(), "{parts:?}");
     }
 }

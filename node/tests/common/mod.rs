@@ -43,17 +43,43 @@ pub async fn stop(cluster: &mut Cluster, id: u64) {
     assert!(status.is_some_and(|s| s.success()), "node {id} did not exit cleanly on SIGTERM: {status:?}");
 }
 
-/// The value of one sample on a node's `/metrics` page, e.g.
-/// `replog_produce_requests_total{result="TIMEOUT"}`; `None` if the node
-/// does not answer or has no such sample yet.
-pub fn metric(metrics_addr: &str, sample: &str) -> Option<f64> {
+/// The sum of the samples on a node's `/metrics` page that match
+/// `selector`, a name with optional labels, e.g.
+/// `replog_produce_requests_total{result="TIMEOUT"}`: every sample of that
+/// name carrying those labels counts, whatever its other labels (such as
+/// `topic`). `None` if the node does not answer or has no such sample yet.
+pub fn metric(metrics_addr: &str, selector: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(metrics_addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {metrics_addr}\r\n\r\n").as_bytes()).ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+    let (name, want) = match selector.split_once('{') {
+        Some((n, rest)) => (n, labels(rest.trim_end_matches('}'))),
+        None => (selector, Vec::new()),
+    };
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (n, have) = match series.split_once('{') {
+            Some((n, rest)) => (n, labels(rest.trim_end_matches('}'))),
+            None => (series, Vec::new()),
+        };
+        if n == name && want.iter().all(|w| have.contains(w)) {
+            *found.get_or_insert(0.0) += value.trim().parse::<f64>().ok()?;
+        }
+    }
+    found
+}
+
+/// `a="x",b="y"` as pairs (label values here hold no commas or quotes).
+fn labels(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
 }
 
 /// Waits until `topic`/`partition` is led by its preferred replica (the

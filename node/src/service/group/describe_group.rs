@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use replog_proto::pb::{CommittedOffset, DescribeGroupRequest, DescribeGroupResponse, GroupMember};
+use replog_proto::pb::{DescribeGroupRequest, DescribeGroupResponse, GroupMember};
 
 use super::{coordinator, strategy_to, to_pb};
 use crate::error::{NodeError, Result};
@@ -30,13 +30,7 @@ pub async fn handle(node: Arc<Node>, req: DescribeGroupRequest) -> Result<Descri
     let offsets = part
         .committed(&req.group)?
         .into_iter()
-        .map(|(topic, partition, c)| CommittedOffset {
-            topic,
-            partition,
-            offset: c.offset,
-            metadata: c.metadata,
-            commit_timestamp_ms: c.commit_timestamp_ms,
-        })
+        .map(|(topic, partition, c)| super::committed_pb(topic, partition, c))
         .collect();
     Ok(DescribeGroupResponse {
         group: req.group,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use replog_proto::pb::{CommittedOffset, FetchOffsetsRequest, FetchOffsetsResponse};
+use replog_proto::pb::{FetchOffsetsRequest, FetchOffsetsResponse};
 
 use super::{coordinator, from_pb};
 use crate::error::{NodeError, Result};
@@ -18,13 +18,7 @@ pub async fn handle(node: Arc<Node>, req: FetchOffsetsRequest) -> Result<FetchOf
         .committed(&req.group)?
         .into_iter()
         .filter(|(t, p, _)| wanted.is_empty() || wanted.get(t).is_some_and(|ps| ps.contains(p)))
-        .map(|(topic, partition, c)| CommittedOffset {
-            topic,
-            partition,
-            offset: c.offset,
-            metadata: c.metadata,
-            commit_timestamp_ms: c.commit_timestamp_ms,
-        })
+        .map(|(topic, partition, c)| super::committed_pb(topic, partition, c))
         .collect();
     Ok(FetchOffsetsResponse { offsets })
 }

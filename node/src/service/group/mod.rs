@@ -8,6 +8,7 @@ pub mod delete_group;
 pub mod describe_group;
 pub mod fetch_offsets;
 pub mod find_coordinator;
+pub mod floors;
 pub mod heartbeat;
 pub mod join_group;
 pub mod leave_group;
@@ -32,6 +33,30 @@ pub fn validate_group(name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A committed offset as the wire carries it.
+pub fn committed_pb(topic: String, partition: u32, c: replog_raft_store::groups::Committed) -> pb::CommittedOffset {
+    pb::CommittedOffset {
+        topic,
+        partition,
+        offset: c.offset,
+        metadata: c.metadata,
+        commit_timestamp_ms: c.commit_timestamp_ms,
+    }
+}
+
+/// `__consumer_offsets` partition `partition` when this node leads it;
+/// `None` while the topic does not exist (no group was ever used).
+pub fn led_groups_partition(node: &Node, partition: u32) -> Result<Option<Arc<Partition>>> {
+    if !node.meta().topics.contains_key(GROUPS_TOPIC) {
+        return Ok(None);
+    }
+    let part = node.local_partition(GROUPS_TOPIC, partition)?;
+    if !part.is_leader() {
+        return Err(node.members.not_leader(part.name().to_string(), part.leader()));
+    }
+    Ok(Some(part))
 }
 
 /// The `__consumer_offsets` partition that keeps `group`, if the topic exists.

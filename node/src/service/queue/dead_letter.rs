@@ -103,7 +103,8 @@ async fn ensure_topic(node: &Arc<Node>, name: &str, partitions: u32, replication
     if let Some(n) = existing(node) {
         return Ok(n);
     }
-    let mut req = CreateTopicRequest { name: name.to_string(), partitions, replication_factor };
+    let mut req =
+        CreateTopicRequest { name: name.to_string(), partitions, replication_factor, configs: Default::default() };
     create_topic::prepare(node, &mut req)?;
     let created =
         on_controller(node, Request::new(req), create_topic::handle, |mut c, r| async move { c.create_topic(r).await })
