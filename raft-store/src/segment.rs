@@ -356,51 +356,20 @@ impl SegmentLog {
     /// the last index written. Visible to readers on return; durable once
     /// the store's flusher has run.
     pub(crate) fn append(&self, entries: &[Entry]) -> io::Result<u64> {
-        // openraft merges queued appends of one leader into one call, also
-        // across a snapshot install between them, so a call may jump ahead
-        // within itself: each contiguous run is appended in turn, and a run
-        // after a jump starts the log afresh (the installed snapshot covers
-        // the gap). The first run must continue the log as always.
-        let mut end = self.written_end();
-        let mut at = 0;
-        while at < entries.len() {
-            let first = entries[at].log_id.index;
-            let mut n = 1;
-            while at + n < entries.len() && entries[at + n].log_id.index == first + n as u64 {
-                n += 1;
-            }
-            if at + n < entries.len() && entries[at + n].log_id.index < first + n as u64 {
-                return Err(invalid(format!("group {}: appended entries go backwards", self.group)));
-            }
-            end = self.append_run(&entries[at..at + n], at > 0)?;
-            at += n;
-        }
-        Ok(end)
-    }
-
-    /// Appends entries with consecutive indexes; `after_jump`: they follow
-    /// a jump ahead within one call.
-    fn append_run(&self, entries: &[Entry], after_jump: bool) -> io::Result<u64> {
         let Some(first_new) = entries.first().map(|e| e.log_id.index) else {
             return Ok(self.written_end());
         };
         let mut buf = Vec::new();
         let mut offsets = Vec::with_capacity(entries.len());
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
+            if e.log_id.index != first_new + i as u64 {
+                return Err(invalid(format!("group {}: appended entries are not contiguous", self.group)));
+            }
             offsets.push(buf.len() as u64);
             encode_frame(e, &mut buf)?;
         }
         let mut segs = self.segs.write().expect("segments lock");
         match segs.end_index() {
-            Some(end) if first_new > end && after_jump => {
-                tracing::warn!(
-                    group = self.group,
-                    log_end = end,
-                    first_new,
-                    "log continues past a gap a snapshot covers; the entries below are dropped"
-                );
-                self.remove_all(&mut segs)?;
-            }
             Some(end) if end != first_new && segs.first_index() != Some(end) => {
                 return Err(invalid(format!(
                     "group {}: append at {first_new} does not continue the log ending before {end}",
@@ -996,25 +965,6 @@ mod tests {
         assert_eq!(indexes(&log), vec![100, 101, 102]);
         // But a non-empty log must be continued, not jumped.
         assert!(log.append(&entries(200..201, 4)).is_err());
-    }
-
-    #[test]
-    fn a_call_that_jumps_ahead_within_itself_starts_the_log_afresh_after_the_jump() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path(), 1000);
-        append_each(&log, &entries(1..10, 1));
-        // Two merged appends with a snapshot install between them.
-        let mut merged = entries(10..12, 1);
-        merged.extend(entries(50..53, 1));
-        assert_eq!(log.append(&merged).unwrap(), 53);
-        assert_eq!(indexes(&log), vec![50, 51, 52]);
-        drop(log);
-        let log = open(dir.path(), 1000);
-        assert_eq!(indexes(&log), vec![50, 51, 52]);
-        // Backwards within a call is refused.
-        let mut back = entries(53..55, 1);
-        back.extend(entries(40..41, 1));
-        assert!(log.append(&back).is_err());
     }
 
     #[test]
