@@ -21,6 +21,7 @@
 //! | `CHAOS_TOLERATE` | none | anomaly kinds that are counted and printed but do not make the exit code non-zero |
 //! | `CHAOS_FAULTFS` | auto | `auto`: nodes' data directories on replog-faultfs mounts when a power fault is enabled; `1` always; `0` never |
 //! | `CHAOS_PLANT` | none | a planted bug in every node (`skip-fsync`): the schedule then checks that the runs catch it |
+//! | `CHAOS_RECOVERY_SECONDS` | 60 (15 with `CHAOS_PLANT`) | how long each step of a run's end waits for the cluster to come back, for leaders and for replicas to catch up |
 //!
 //! `chaos check HISTORY.jsonl` runs the checker on a stored history instead;
 //! `chaos net partition|delay|heal|show …` injects network faults by hand
