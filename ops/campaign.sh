@@ -8,9 +8,13 @@
 #                                   CAMPAIGN_CHUNK runs each; a chunk whose
 #                                   log already ends with its summary is
 #                                   kept, so an interrupted campaign resumes
-#   ops/campaign.sh plant [RUNS]    RUNS (default 5) runs with the planted
-#                                   skipped fsync; each must report lost
-#                                   acknowledged writes
+#   ops/campaign.sh plant [RUNS]    RUNS (default 5) runs of PLANT_SECONDS
+#                                   (10) with the planted skipped fsync,
+#                                   one partition, power-fail-all only;
+#                                   each must report lost acknowledged
+#                                   writes (longer runs lose so much that
+#                                   nodes cannot restart and the final
+#                                   reads wait out their limits)
 #   ops/campaign.sh table [plant]   the markdown table of every finished run
 #                                   (of the planted runs with `plant`)
 #   ops/campaign.sh summary         totals: runs, acknowledged, anomalies
@@ -45,7 +49,7 @@ export CHAOS_FAULTS=${CHAOS_FAULTS:-all}
 die() { echo "campaign: $*" >&2; exit 2; }
 
 # Whether a chunk log holds a finished chaos invocation.
-finished() { [[ -f $1 ]] && grep -q '^chaos: runs=' "$1"; }
+finished() { [[ -f $1 ]] && grep -q '^chaos: runs=[0-9]* acknowledged=' "$1"; }
 
 # Drops node data directories of a finished chunk (they are gigabytes over
 # a campaign); histories and reports stay. Failed runs keep everything.
@@ -65,7 +69,7 @@ run_chunk() {
     shift 2
     local dir=$OUT/$name log=$OUT/$name.log
     if finished "$log"; then
-        echo "campaign: $name done earlier: $(grep '^chaos: runs=' "$log")"
+        echo "campaign: $name done earlier: $(grep '^chaos: runs=[0-9]* acknowledged=' "$log")"
         return 0
     fi
     mkdir -p "$OUT"
@@ -74,7 +78,7 @@ run_chunk() {
     echo "campaign: $name ($(date -u +%H:%M:%S)) waiting for $LOCK"
     local rc=0
     flock "$LOCK" env "${seed_env[@]}" CHAOS_OUT="$dir" "$@" "$BIN" >"$log" 2>&1 || rc=$?
-    echo "campaign: $name ($(date -u +%H:%M:%S)) exit $rc: $(grep '^chaos: runs=' "$log" || echo 'no summary')"
+    echo "campaign: $name ($(date -u +%H:%M:%S)) exit $rc: $(grep '^chaos: runs=[0-9]* acknowledged=' "$log" || echo 'no summary')"
     grep '^chaos: planted' "$log" || true
     prune "$dir" "$log"
     return 0
@@ -167,7 +171,8 @@ case ${1:-run} in
         runs=${2:-5}
         seed=""
         [[ -n ${CAMPAIGN_SEED:-} ]] && seed=$CAMPAIGN_SEED
-        run_chunk plant "$seed" CHAOS_RUNS="$runs" CHAOS_PLANT=skip-fsync CHAOS_FAULTS=power-fail-all CHAOS_PARTITIONS=1
+        run_chunk plant "$seed" CHAOS_RUNS="$runs" CHAOS_SECONDS="${PLANT_SECONDS:-10}" CHAOS_PLANT=skip-fsync \
+            CHAOS_FAULTS=power-fail-all CHAOS_PARTITIONS=1
         ;;
     table) table "${2:-}" ;;
     summary) summary ;;

@@ -70,8 +70,16 @@ pub fn churn_config(cluster: &Cluster, replication: u32) -> ChurnConfig {
 }
 
 /// How long the cluster gets to come back after healing, and the replicas
-/// to catch up with their leaders before the final reads.
-const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+/// to catch up with their leaders before the final reads, at each step of
+/// [`wind_down`]: `CHAOS_RECOVERY_SECONDS`, else 60 s, or 15 s with a
+/// planted bug (`CHAOS_PLANT`), which can leave partition groups that never
+/// open again: every step would wait its limit out, some ten minutes for a
+/// run.
+pub fn recovery_limit() -> Duration {
+    let planted = std::env::var("CHAOS_PLANT").is_ok_and(|v| !v.trim().is_empty());
+    let seconds = std::env::var("CHAOS_RECOVERY_SECONDS").ok().and_then(|v| v.trim().parse::<u64>().ok());
+    Duration::from_secs(seconds.unwrap_or(if planted { 15 } else { 60 }))
+}
 
 /// The end of every run: heals what the nemesis left (`nemesis_result` is
 /// how its schedule went), waits until the cluster serves `topic` again,
@@ -88,6 +96,7 @@ pub async fn wind_down(
     topic: &str,
     nemesis_result: Result<()>,
 ) -> (Vec<String>, u64) {
+    let limit = recovery_limit();
     let heal_result = nemesis.heal_all(cluster);
     let mut problems: Vec<String> = Vec::new();
     if let Err(e) = nemesis_result.and(heal_result) {
@@ -99,8 +108,8 @@ pub async fn wind_down(
     // Healed: the cluster must come back, with a leader for every
     // partition, while the producers keep writing.
     let ready = async {
-        cluster.wait_ready(RECOVERY_LIMIT).await?;
-        cluster.wait_leaders(client, topic, RECOVERY_LIMIT).await
+        cluster.wait_ready(limit).await?;
+        cluster.wait_leaders(client, topic, limit).await
     }
     .await;
     if let Err(e) = &ready {
@@ -118,7 +127,7 @@ pub async fn wind_down(
             // A create whose outcome was unknown that did not land.
             continue;
         }
-        match final_reads(client, rec, &name, generation, &addrs, RECOVERY_LIMIT).await {
+        match final_reads(client, rec, &name, generation, &addrs, limit).await {
             Ok(n) => {
                 problems.extend(n.notes);
                 read += n.records;
@@ -127,7 +136,7 @@ pub async fn wind_down(
         }
     }
     let nodes: Vec<String> = addrs.into_values().collect();
-    problems.extend(settle_topic_states(rec, &nodes, &churned.names, RECOVERY_LIMIT).await);
+    problems.extend(settle_topic_states(rec, &nodes, &churned.names, limit).await);
     problems.extend(nemesis.crashes.iter().cloned());
     for (id, status) in cluster.exited() {
         problems.push(format!("node {id} exited on its own ({status})"));

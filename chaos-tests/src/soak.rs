@@ -151,11 +151,38 @@ pub struct RssSample {
 /// The memory verdict of a soak.
 #[derive(Debug, Clone, Default)]
 pub struct RssSummary {
-    /// Node → MB per minute over the second half (`None`: too few samples).
+    /// Node → the verdict's MB per minute: the slope within processes over
+    /// the second half, else (every process of the node too short-lived to
+    /// be past its warm-up there) the slope of its per-minute maxima
+    /// (`None`: too few samples for either).
     pub slopes: BTreeMap<u64, Option<f64>>,
+    /// Node → its RSS and both slopes.
+    pub nodes: BTreeMap<u64, NodeRss>,
     pub max_mb: f64,
     pub samples: usize,
 }
+
+/// One node's memory over a soak phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeRss {
+    /// The first and last samples, and the largest, in MB.
+    pub start_mb: f64,
+    pub max_mb: f64,
+    pub end_mb: f64,
+    /// Node processes seen (1 + restarts).
+    pub processes: usize,
+    /// MB per minute within processes over the second half, each process
+    /// past its warm-up ([`PROCESS_WARM_UP`]).
+    pub within: Option<f64>,
+    /// MB per minute of the node's largest RSS in each minute, from the
+    /// second minute on, across restarts: memory that grows with the log a
+    /// node holds raises it even when no process lives long (faults that
+    /// restart every node every minute or two).
+    pub maxima: Option<f64>,
+}
+
+/// The windows [`NodeRss::maxima`] takes the largest sample of.
+pub const MAXIMA_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long after its first sample a node process's memory is still
 /// warming up: a restarted node catches up with its peers and refills its
@@ -181,15 +208,35 @@ impl RssSummary {
             first <= start || s.t - first >= PROCESS_WARM_UP.as_secs_f64()
         };
         let mut slopes = BTreeMap::new();
+        let mut stats = BTreeMap::new();
         let mut nodes: Vec<u64> = samples.iter().map(|s| s.node).collect();
         nodes.sort_unstable();
         nodes.dedup();
         for n in nodes {
-            let late: Vec<RssSample> =
-                samples.iter().filter(|s| s.node == n && s.t >= half && warm(s)).copied().collect();
-            slopes.insert(n, slope_mb_per_min(&late));
+            let mine: Vec<RssSample> = samples.iter().filter(|s| s.node == n).copied().collect();
+            let late: Vec<RssSample> = mine.iter().filter(|s| s.t >= half && warm(s)).copied().collect();
+            let mut pids: Vec<u32> = mine.iter().map(|s| s.pid).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            let first = mine.iter().min_by(|a, b| a.t.total_cmp(&b.t)).expect("a sample");
+            let last = mine.iter().max_by(|a, b| a.t.total_cmp(&b.t)).expect("a sample");
+            let node = NodeRss {
+                start_mb: first.rss_mb,
+                max_mb: mine.iter().map(|s| s.rss_mb).fold(0.0, f64::max),
+                end_mb: last.rss_mb,
+                processes: pids.len(),
+                within: slope_mb_per_min(&late),
+                maxima: maxima_slope_mb_per_min(&mine, start + MAXIMA_WINDOW.as_secs_f64()),
+            };
+            slopes.insert(n, node.within.or(node.maxima));
+            stats.insert(n, node);
         }
-        RssSummary { slopes, max_mb: samples.iter().map(|s| s.rss_mb).fold(0.0, f64::max), samples: samples.len() }
+        RssSummary {
+            slopes,
+            nodes: stats,
+            max_mb: samples.iter().map(|s| s.rss_mb).fold(0.0, f64::max),
+            samples: samples.len(),
+        }
     }
 
     /// The node with the steepest slope, and the slope.
@@ -218,6 +265,48 @@ pub fn slope_mb_per_min(samples: &[RssSample]) -> Option<f64> {
         }
     }
     (sxx > 0.0).then(|| sxy / sxx * 60.0)
+}
+
+/// The samples of an `rss.csv` written by a soak (`t_s,node,pid,rss_mb,
+/// ...`), to summarize it again.
+pub fn read_rss_csv(text: &str) -> Result<Vec<RssSample>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || anyhow::anyhow!("rss.csv line {}: {line:?}", i + 1);
+        if f.len() < 4 {
+            return Err(bad());
+        }
+        out.push(RssSample {
+            t: f[0].parse().map_err(|_| bad())?,
+            node: f[1].parse().map_err(|_| bad())?,
+            pid: f[2].parse().map_err(|_| bad())?,
+            rss_mb: f[3].parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(out)
+}
+
+/// Least-squares slope, in MB per minute, of the largest RSS in each
+/// [`MAXIMA_WINDOW`] from `from` on (one node's samples, any process), or
+/// `None` with fewer than three windows sampled.
+pub fn maxima_slope_mb_per_min(samples: &[RssSample], from: f64) -> Option<f64> {
+    let w = MAXIMA_WINDOW.as_secs_f64();
+    let mut maxima: BTreeMap<u64, f64> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.t >= from) {
+        let m = maxima.entry(((s.t - from) / w) as u64).or_insert(0.0);
+        *m = m.max(s.rss_mb);
+    }
+    if maxima.len() < 3 {
+        return None;
+    }
+    // One process standing for all windows: the within-process fit, on
+    // the windows' midpoints.
+    let points: Vec<RssSample> = maxima
+        .iter()
+        .map(|(i, m)| RssSample { t: from + (*i as f64 + 0.5) * w, node: 0, pid: 0, rss_mb: *m })
+        .collect();
+    slope_mb_per_min(&points)
 }
 
 /// The node processes that are children of process `parent`: node id →
@@ -602,11 +691,18 @@ fn soak_text(cfg: &SoakConfig, r: &SoakResult) -> String {
         r.bytes as f64 / 1e6,
         r.peak_records
     );
-    for (node, slope) in &r.rss.slopes {
+    let mb_min = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} MB/min"));
+    for (node, n) in &r.rss.nodes {
         let _ = writeln!(
             s,
-            "soak: node {node} RSS slope over the second half: {}",
-            slope.map_or("n/a (too few samples)".into(), |v| format!("{v:.1} MB/min"))
+            "soak: node {node} RSS start {:.0} MB, max {:.0} MB, end {:.0} MB, {} process(es); slope within \
+             processes over the second half {}, of per-minute maxima {}",
+            n.start_mb,
+            n.max_mb,
+            n.end_mb,
+            n.processes,
+            mb_min(n.within),
+            mb_min(n.maxima)
         );
     }
     let _ = writeln!(s, "soak: max RSS {:.0} MB over {} samples (rss.csv)", r.rss.max_mb, r.rss.samples);
@@ -699,6 +795,36 @@ mod tests {
     }
 
     #[test]
+    fn given_every_process_short_lived_when_summarized_then_the_slope_of_per_minute_maxima_is_the_verdict() {
+        // A 600 s soak whose node restarts every 50 s: each process climbs
+        // from 80 MB to a plateau, which is flat (node 1) or rises 10 MB
+        // a minute with the soak's time (node 2, memory held per logged
+        // record). No process outlives its warm-up in the second half.
+        let mut s = Vec::new();
+        for i in 0..300 {
+            let t = i as f64 * 2.0;
+            let pid = (t / 50.0) as u32;
+            let age = t % 50.0;
+            let climb = (age * 2.0).min(40.0);
+            s.push(sample(t, 1, 100 + pid, 80.0 + climb));
+            s.push(sample(t, 2, 200 + pid, 80.0 + climb + t / 6.0));
+        }
+        let r = RssSummary::of(&s, 600.0);
+        let (n1, n2) = (r.nodes[&1], r.nodes[&2]);
+        assert_eq!((n1.within, n2.within), (None, None), "{r:?}");
+        assert!(n1.maxima.unwrap().abs() < 1.0, "{n1:?}");
+        assert!((n2.maxima.unwrap() - 10.0).abs() < 1.0, "{n2:?}");
+        assert_eq!(r.slopes[&2], n2.maxima);
+        assert_eq!(r.worst_slope().map(|(n, _)| n), Some(2));
+        assert_eq!((n1.start_mb, n1.max_mb, n1.processes), (80.0, 120.0, 12));
+        // A long-lived process's own fit is the verdict when there is one.
+        let long: Vec<_> = (0..300).map(|i| sample(i as f64 * 2.0, 3, 9, 100.0 + i as f64 * 0.01)).collect();
+        let r = RssSummary::of(&long, 600.0);
+        assert_eq!(r.slopes[&3], r.nodes[&3].within);
+        assert!(r.nodes[&3].within.is_some() && r.nodes[&3].maxima.is_some());
+    }
+
+    #[test]
     fn given_proc_texts_when_parsed_then_command_parent_id_and_rss_are_found() {
         assert_eq!(parse_stat("4242 (replog-node) S 17 4242 4242 0 -1"), Some(("replog-node", 17)));
         // A command with spaces and parentheses.
@@ -709,6 +835,9 @@ mod tests {
         let status = "Name:\treplog-node\nVmPeak:\t  900000 kB\nVmRSS:\t  563736 kB\nThreads:\t9\n";
         assert!((parse_vm_rss_mb(status).unwrap() - 550.523).abs() < 0.01);
         assert_eq!(parse_vm_rss_mb("Name:\tx\n"), None);
+        let csv = "t_s,node,pid,rss_mb,acked_records,acked_mb\n0.0,1,9230,54.4,0,0.0\n2.0,2,9231,60.5,10,0.1\n";
+        assert_eq!(read_rss_csv(csv).unwrap(), vec![sample(0.0, 1, 9230, 54.4), sample(2.0, 2, 9231, 60.5)]);
+        assert!(read_rss_csv("t_s,node\n1.0,x,1,2\n").is_err());
     }
 
     #[test]

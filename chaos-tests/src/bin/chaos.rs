@@ -22,6 +22,7 @@
 //! | `CHAOS_FAULTFS` | auto | `auto`: nodes' data directories on replog-faultfs mounts when a power fault is enabled; `1` always; `0` never |
 //! | `CHAOS_WORKLOAD` | `mix` | `log` (producers and readers of the log), `queue` (queue consumers: exactly-once settlement, `replog_chaos::queue_workload`), or `mix`: every third run is a queue run |
 //! | `CHAOS_PLANT` | none | a planted bug in every node (`skip-fsync`): the schedule then checks that the runs catch it |
+//! | `CHAOS_RECOVERY_SECONDS` | 60 (15 with `CHAOS_PLANT`) | how long each step of a run's end waits for the cluster to come back, for leaders and for replicas to catch up |
 //!
 //! `chaos check HISTORY.jsonl` runs the checker on a stored history instead;
 //! `chaos net partition|delay|heal|show …` injects network faults by hand

@@ -27,6 +27,9 @@
 //! | `SOAK_IDEMPOTENT` | 1 | 0 turns the SDK's idempotent producer off |
 //! | `SOAK_OUT` | `target/soak` | history, report, `rss.csv`, node logs |
 //!
+//! `soak rss RSS_CSV SECONDS` summarizes a soak's `rss.csv` again (the soak
+//! phase lasted SECONDS): per node RSS start, max and end and both slopes.
+//!
 //! Exit code: 0 when the checker found no anomaly, no problem occurred
 //! (crash, heal failure, the RSS or disk limit reached) and the slope is
 //! within `SOAK_MAX_RSS_SLOPE` (when set); 1 otherwise; 2 on bad
@@ -38,7 +41,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use replog_chaos::nemesis::Fault;
 use replog_chaos::runner::{default_out_dir, env_flag, env_or, run_main};
-use replog_chaos::soak::{SoakConfig, run_soak};
+use replog_chaos::soak::{RssSummary, SoakConfig, read_rss_csv, run_soak};
 
 fn settings() -> Result<SoakConfig> {
     let nodes: u64 = env_or("SOAK_NODES", 3)?;
@@ -105,9 +108,7 @@ async fn soak(cfg: &SoakConfig) -> Result<bool> {
         r.records as f64 / r.seconds.max(1e-9),
         r.bytes as f64 / 1e6 / r.seconds.max(1e-9)
     );
-    for (node, slope) in &r.rss.slopes {
-        println!("soak: node {node} rss_slope_mb_per_min={}", slope.map_or("n/a".to_string(), |s| format!("{s:.1}")));
-    }
+    print_rss(&r.rss);
     for a in r.report.anomalies.iter().take(10) {
         println!("soak: ANOMALY {a}");
     }
@@ -123,7 +124,56 @@ async fn soak(cfg: &SoakConfig) -> Result<bool> {
     Ok(r.passed(cfg.max_rss_slope))
 }
 
+/// Per node: the verdict's slope, RSS start/max/end, and both fits.
+fn print_rss(rss: &RssSummary) {
+    let f = |v: Option<f64>| v.map_or("n/a".to_string(), |s| format!("{s:.1}"));
+    for (node, slope) in &rss.slopes {
+        let n = rss.nodes[node];
+        println!(
+            "soak: node {node} rss_slope_mb_per_min={} rss_mb start={:.0} max={:.0} end={:.0} processes={} \
+             within_processes={} per_minute_maxima={}",
+            f(*slope),
+            n.start_mb,
+            n.max_mb,
+            n.end_mb,
+            n.processes,
+            f(n.within),
+            f(n.maxima)
+        );
+    }
+}
+
+/// `soak rss RSS_CSV SECONDS`.
+fn rss_command(path: &str, seconds: &str) -> ExitCode {
+    let summary = std::fs::read_to_string(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| read_rss_csv(&text))
+        .and_then(|samples| Ok(RssSummary::of(&samples, seconds.parse::<f64>()?)));
+    match summary {
+        Ok(rss) => {
+            print_rss(&rss);
+            let worst = rss.worst_slope().map_or("n/a".to_string(), |(_, s)| format!("{s:.1}"));
+            println!("soak: rss_slope_mb_per_min={worst} max_rss_mb={:.0} samples={}", rss.max_mb, rss.samples);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("soak rss: {path}: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("rss") {
+        return match (args.get(2), args.get(3)) {
+            (Some(path), Some(seconds)) => rss_command(path, seconds),
+            _ => {
+                eprintln!("usage: soak rss RSS_CSV SECONDS");
+                ExitCode::from(2)
+            }
+        };
+    }
     run_main("soak", settings(), |cfg| async move { soak(&cfg).await }).await
 }
