@@ -30,6 +30,8 @@ pub struct Metrics {
     pub fetch_requests: IntCounterVec,
     pub fetch_bytes: IntCounter,
     pub fetch_latency: HistogramVec,
+    pub subscriptions: IntGauge,
+    pub subscribe_bytes: IntCounter,
     pub groups: IntGauge,
     pub leaders: IntGauge,
     pub flushes: IntCounter,
@@ -69,6 +71,12 @@ impl Metrics {
             fetch_bytes: IntCounter::new("replog_fetch_bytes_total", "Batch bytes returned by fetch").expect("metric"),
             fetch_latency: HistogramVec::new(lat("replog_fetch_latency_seconds", "Fetch request time"), &["long_poll"])
                 .expect("metric"),
+            subscriptions: IntGauge::new("replog_subscriptions", "Open Subscribe streams").expect("metric"),
+            subscribe_bytes: IntCounter::new(
+                "replog_subscribe_bytes_total",
+                "Batch bytes read for Subscribe streams (a stalled subscriber stops these reads)",
+            )
+            .expect("metric"),
             groups: IntGauge::new("replog_raft_groups", "Raft groups hosted (partitions)").expect("metric"),
             leaders: IntGauge::new("replog_raft_leaders", "Partition groups this node leads").expect("metric"),
             flushes: IntCounter::new(
@@ -107,6 +115,8 @@ impl Metrics {
         r.register(Box::new(m.fetch_requests.clone())).expect("register");
         r.register(Box::new(m.fetch_bytes.clone())).expect("register");
         r.register(Box::new(m.fetch_latency.clone())).expect("register");
+        r.register(Box::new(m.subscriptions.clone())).expect("register");
+        r.register(Box::new(m.subscribe_bytes.clone())).expect("register");
         r.register(Box::new(m.groups.clone())).expect("register");
         r.register(Box::new(m.leaders.clone())).expect("register");
         r.register(Box::new(m.flushes.clone())).expect("register");
