@@ -79,6 +79,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub connections: IntGauge,
     pub connections_accepted: IntCounter,
+    pub subscriptions: IntGauge,
+    pub subscribe_bytes: IntCounter,
     pub groups: IntGauge,
     pub leaders: IntGauge,
     pub controller_leader: IntGauge,
@@ -204,6 +206,12 @@ impl Metrics {
             connections_accepted: IntCounter::new(
                 "replog_node_connections_accepted_total",
                 "TCP connections accepted on the gRPC port",
+            )
+            .expect("metric"),
+            subscriptions: IntGauge::new("replog_subscriptions", "Open Subscribe streams").expect("metric"),
+            subscribe_bytes: IntCounter::new(
+                "replog_subscribe_bytes_total",
+                "Batch bytes read for Subscribe streams (a stalled subscriber stops these reads)",
             )
             .expect("metric"),
             groups: IntGauge::new("replog_raft_groups", "Raft groups hosted (partitions)").expect("metric"),
@@ -347,6 +355,8 @@ impl Metrics {
             (Box::new(self.fetch_records.clone()), false),
             (Box::new(self.fetch_bytes.clone()), false),
             (Box::new(self.fetch_latency.clone()), false),
+            (Box::new(self.subscriptions.clone()), false),
+            (Box::new(self.subscribe_bytes.clone()), false),
             (Box::new(self.build_info.clone()), false),
             (Box::new(self.ready.clone()), false),
             (Box::new(self.connections.clone()), false),

@@ -21,6 +21,9 @@
 //!   a SIGKILL and restart of every node;
 //! - a group reset to a timestamp replays from the first record at or
 //!   after it, and `seek_to_timestamp` does the same for one member;
+//! - a Subscribe stream whose reader stalls holds a bounded amount of the
+//!   node's reads (and memory) however far the partition grows, and loses
+//!   nothing when it reads on;
 //! - bad input gets its stable code: unknown group, a commit for a
 //!   partition not assigned to the member, a stale generation, a reset or
 //!   delete while members are active, an unknown topic.
@@ -600,4 +603,73 @@ async fn given_bad_group_requests_when_sent_through_the_sdk_then_each_gets_its_s
     client.reset_offsets(GROUP, &[OffsetCommit::new(TOPIC, 0, 0)]).await.expect("reset once empty");
     client.delete_group(GROUP).await.expect("delete once empty");
     assert_eq!(code(client.describe_group(GROUP).await.map(|_| ())), Some(ErrorCode::UnknownGroup));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_subscriber_that_stops_reading_when_the_partition_grows_then_the_node_stops_reading_for_it() {
+    const TOPIC: &str = "firehose";
+    const RECORD_BYTES: usize = 256 << 10;
+    const RECORDS: usize = 128;
+    /// What one stalled subscription may make the node read: the response
+    /// being sent, the one queued, and what the HTTP/2 windows (a few MiB)
+    /// let through — a constant, however much the partition grows.
+    const STALLED_BOUND: u64 = 8 << 20;
+    let cluster = common::start(1, NODE_ARGS).await;
+    let client = common::client(&cluster).await;
+    client.create_topic(TOPIC, 1, 1).await.expect("create topic");
+    let metrics = cluster.node(1).metrics.clone();
+    let read_bytes = || common::metric(&metrics, "replog_subscribe_bytes_total").unwrap_or(0.0) as u64;
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    producer.send(TOPIC, None, Bytes::from_static(b"first")).await.expect("produce");
+
+    // The stalled subscriber takes its first response, then nothing.
+    let mut stalled = client.subscribe(TOPIC, 0, 0);
+    assert_eq!(stalled.next().await.expect("first response").len(), 1);
+    let value = Bytes::from(vec![b'x'; RECORD_BYTES]);
+    let mut handles = Vec::new();
+    for _ in 0..RECORDS {
+        handles.push(
+            producer
+                .enqueue(TOPIC, Some(0), Record::new(None, value.clone(), replog_client::now_ms()))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for h in handles {
+        h.wait().await.expect("acknowledged");
+    }
+    let produced = (RECORDS * RECORD_BYTES) as u64;
+
+    // A subscriber that reads takes all of it meanwhile: the node had the
+    // data and the time to read ahead for the stalled one too.
+    let mut reading = client.subscribe(TOPIC, 0, 0);
+    let end = RECORDS as u64 + 1;
+    let deadline = Instant::now() + WAIT;
+    while reading.position() < end {
+        assert!(Instant::now() < deadline, "the reading subscriber got to {} of {end}", reading.position());
+        reading.next().await.expect("read");
+    }
+    let total = read_bytes();
+    // The reading one took `produced` plus batch framing (under 1 KiB a record).
+    let stalled_read = total.saturating_sub(produced + RECORDS as u64 * 1024);
+    eprintln!("read for subscriptions: {total} bytes; produced {produced}; for the stalled one at most {stalled_read}");
+    assert!(
+        total <= produced + RECORDS as u64 * 1024 + STALLED_BOUND,
+        "the node read {total} bytes for two subscribers of {produced} bytes: it read ahead for the stalled one"
+    );
+    assert_eq!(common::metric(&metrics, "replog_subscriptions"), Some(2.0));
+
+    // Nothing was lost by holding back: the stalled one reads on, in order.
+    let mut next = 1;
+    while next < end {
+        for r in stalled.next().await.expect("resume") {
+            assert_eq!(r.offset, next, "in order, nothing skipped");
+            next += 1;
+        }
+    }
+    drop((stalled, reading));
+    wait_for("the node to close both subscriptions", WAIT, || async {
+        (common::metric(&metrics, "replog_subscriptions") == Some(0.0)).then_some(())
+    })
+    .await;
 }

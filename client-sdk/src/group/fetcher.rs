@@ -97,7 +97,7 @@ async fn run(inner: Arc<Inner>, tp: TopicPartition, epoch: u64, start: Start) {
 
 /// The start of a partition newly granted: the group's committed offset
 /// (returned as the second value too), else by the reset policy.
-async fn resolve(inner: &Inner, tp: &TopicPartition) -> Result<(u64, Option<u64>)> {
+pub(crate) async fn resolve(inner: &Inner, tp: &TopicPartition) -> Result<(u64, Option<u64>)> {
     let part = inner.coordinator_partition()?;
     let committed = inner.client.committed_at(part, &inner.group, std::slice::from_ref(tp)).await?;
     if let Some(c) = committed.into_iter().find(|c| c.topic == tp.topic && c.partition == tp.partition) {

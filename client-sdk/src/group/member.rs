@@ -411,6 +411,29 @@ impl Inner {
         Ok(())
     }
 
+    /// Commits a start for the partitions granted to this member whose
+    /// start it never looked up (their fetch task was still retrying, say
+    /// through a failover) and for which the group has no committed offset:
+    /// the offset the reset policy gives now. Without it, a member that
+    /// stops early leaves such a partition uncommitted, and the group's next
+    /// member — under `Latest` — would skip its records. Used on close.
+    pub async fn commit_unstarted(&self) -> Result<()> {
+        let tps: Vec<TopicPartition> =
+            self.state().parts.iter().filter(|(_, p)| p.delivered.is_none()).map(|(tp, _)| tp.clone()).collect();
+        let mut offsets = Vec::new();
+        for tp in tps {
+            let (offset, committed) = fetcher::resolve(self, &tp).await?;
+            if committed.is_none() {
+                offsets.push(OffsetCommit::new(&tp.topic, tp.partition, offset));
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        debug!(group = %self.group, partitions = offsets.len(), "committing the start of partitions never started");
+        self.commit_exact(&offsets).await
+    }
+
     /// Asks the heartbeat task for a heartbeat now and waits until one was
     /// answered (or a session timeout passed).
     async fn heartbeat_round(&self) {

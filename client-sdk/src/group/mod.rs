@@ -594,7 +594,8 @@ impl GroupConsumer {
     }
 
     /// Stops consuming, commits the positions of everything returned so far
-    /// (with auto-commit on), and leaves the group so that the other
+    /// (with auto-commit on; for an owned partition it never started on and
+    /// the group never committed, the start the reset policy gives), and leaves the group so that the other
     /// members take over its partitions at once.
     pub async fn close(mut self) -> Result<()> {
         self.closed = true;
@@ -604,7 +605,12 @@ impl GroupConsumer {
         self.inner.stop_fetching();
         let committed = if self.inner.cfg.auto_commit {
             self.inner.all_delivered_processed();
-            self.inner.commit_processed("").await
+            let done = self.inner.commit_processed("").await;
+            // Partitions it never got to start on keep their place too.
+            match done {
+                Ok(()) => self.inner.commit_unstarted().await,
+                e => e,
+            }
         } else {
             Ok(())
         };

@@ -72,6 +72,8 @@ async fn pump(
     limits: ReadLimits,
     tx: mpsc::Sender<std::result::Result<FetchResponse, Status>>,
 ) {
+    node.metrics.subscriptions.inc();
+    let _open = OpenStream(node.clone());
     loop {
         if node.store.closing() {
             let _ = tx.try_send(Err(NodeError::Unavailable("the node is stopping; subscribe again".into()).into()));
@@ -93,6 +95,7 @@ async fn pump(
             Ok(r) => {
                 let Some(last) = r.batches.last() else { continue };
                 offset = last.base_offset + last.record_count as u64;
+                node.metrics.subscribe_bytes.inc_by(r.batches.iter().map(|b| b.batch.len() as u64).sum());
                 permit.send(Ok(FetchResponse {
                     batches: r
                         .batches
@@ -109,5 +112,14 @@ async fn pump(
                 return;
             }
         }
+    }
+}
+
+/// Counts a subscription as open for as long as its task runs.
+struct OpenStream(Arc<Node>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.metrics.subscriptions.dec();
     }
 }
