@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use replog_proto::pb;
+use replog_proto::pb::replog_client::ReplogClient;
 use tokio::task::{JoinHandle, JoinSet};
+use tonic::transport::Channel;
 
 use crate::client::{Call, Client};
 use crate::error::{Error, Result};
@@ -307,19 +309,31 @@ impl QueueConsumer {
     /// Acks offsets of one partition; returns those that were settled
     /// already (a retried ack).
     pub async fn ack_offsets(&self, partition: u32, offsets: Vec<u64>) -> Result<Vec<u64>> {
-        let req = self.target.events(partition, offsets.clone());
+        let req = self.target.events(partition, offsets);
         let timeout = self.target.client.config().request_timeout;
+        let r = self.settle(req, timeout, |mut c, r| async move { c.queue_ack(r).await }).await?;
+        Ok(r.already_settled)
+    }
+
+    /// Sends one settling request for its partition at the leader; the
+    /// events are no longer held afterwards unless the outcome is unknown.
+    async fn settle<T, F, Fut>(&self, req: pb::QueueEventsRequest, timeout: Duration, call: F) -> Result<T>
+    where
+        F: Fn(ReplogClient<Channel>, tonic::Request<pb::QueueEventsRequest>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (p, offsets) = (req.partition, req.offsets.clone());
         let r = self
             .target
             .client
-            .at_leader(&self.target.topic, partition, Call::Write, |mut c, _| {
+            .at_leader(&self.target.topic, p, Call::Write, |c, _| {
                 let mut r = tonic::Request::new(req.clone());
                 r.set_timeout(timeout);
-                async move { c.queue_ack(r).await }
+                call(c, r)
             })
             .await;
-        self.forget_unless_retryable(partition, &offsets, &r);
-        Ok(r?.already_settled)
+        self.forget_unless_retryable(p, &offsets, &r);
+        r
     }
 
     fn forget_unless_retryable<T>(&self, partition: u32, offsets: &[u64], r: &Result<T>) {
@@ -332,19 +346,9 @@ impl QueueConsumer {
     /// Makes `msgs` available to the group again at once.
     pub async fn release(&self, msgs: &[QueueMessage]) -> Result<()> {
         for (p, offsets) in Self::by_partition(msgs) {
-            let req = self.target.events(p, offsets.clone());
+            let req = self.target.events(p, offsets);
             let timeout = self.target.client.config().request_timeout;
-            let r = self
-                .target
-                .client
-                .at_leader(&self.target.topic, p, Call::Write, |mut c, _| {
-                    let mut r = tonic::Request::new(req.clone());
-                    r.set_timeout(timeout);
-                    async move { c.queue_release(r).await }
-                })
-                .await;
-            self.forget_unless_retryable(p, &offsets, &r);
-            r?;
+            self.settle(req, timeout, |mut c, r| async move { c.queue_release(r).await }).await?;
         }
         Ok(())
     }
@@ -352,21 +356,11 @@ impl QueueConsumer {
     /// Sends `msgs` to the group's dead-letter topic with `reason`.
     pub async fn reject(&self, msgs: &[QueueMessage], reason: &str) -> Result<()> {
         for (p, offsets) in Self::by_partition(msgs) {
-            let mut req = self.target.events(p, offsets.clone());
+            let mut req = self.target.events(p, offsets);
             req.reason = reason.to_string();
             // Writing the dead letter may take a round to another node.
             let timeout = self.target.client.config().request_timeout * 3;
-            let r = self
-                .target
-                .client
-                .at_leader(&self.target.topic, p, Call::Write, |mut c, _| {
-                    let mut r = tonic::Request::new(req.clone());
-                    r.set_timeout(timeout);
-                    async move { c.queue_reject(r).await }
-                })
-                .await;
-            self.forget_unless_retryable(p, &offsets, &r);
-            r?;
+            self.settle(req, timeout, |mut c, r| async move { c.queue_reject(r).await }).await?;
         }
         Ok(())
     }

@@ -375,6 +375,15 @@ impl QueueState {
         QueueResult::Locked { delivered, dead_letters }
     }
 
+    /// Checks that every offset is locked to `consumer` under a live lock
+    /// and none is settled (what renew and reject act on).
+    fn check_live_unsettled(&self, group: &str, consumer: &str, offsets: &[u64], now: i64) -> Result<(), Rejection> {
+        match self.check_held(group, consumer, offsets, now, true)?.first() {
+            Some(o) => Err(Rejection::NotHeld(format!("event {o} of queue group {group:?} is settled already"))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks that every offset is locked to `consumer`; `live`: and that
     /// the lock has not expired. Returns the offsets already settled.
     fn check_held(
@@ -503,10 +512,7 @@ pub(crate) fn apply(
             let mut st = current.cloned().ok_or_else(|| unknown(&group))?;
             let offsets = distinct(offsets)?;
             let now = clock(&mut st, now_ms);
-            let settled = st.check_held(&group, &consumer, &offsets, now, true)?;
-            if let Some(o) = settled.first() {
-                return Err(Rejection::NotHeld(format!("event {o} of queue group {group:?} is settled already")));
-            }
+            st.check_live_unsettled(&group, &consumer, &offsets, now)?;
             let deadline_ms = now + lock_ms as i64;
             for o in offsets {
                 if let Some(l) = st.locks.get_mut(&o) {
@@ -519,10 +525,7 @@ pub(crate) fn apply(
             let mut st = current.cloned().ok_or_else(|| unknown(&group))?;
             let offsets = distinct(offsets)?;
             let now = clock(&mut st, now_ms);
-            let settled = st.check_held(&group, &consumer, &offsets, now, true)?;
-            if let Some(o) = settled.first() {
-                return Err(Rejection::NotHeld(format!("event {o} of queue group {group:?} is settled already")));
-            }
+            st.check_live_unsettled(&group, &consumer, &offsets, now)?;
             let mut reason = format!("rejected by consumer {consumer:?}: {reason}");
             if reason.len() > MAX_REASON {
                 let mut end = MAX_REASON;
