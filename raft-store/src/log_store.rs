@@ -97,7 +97,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
-        self.log.read(start, end, MAX_READ_BYTES)
+        let got = self.log.read(start, end, MAX_READ_BYTES)?;
+        if got.first().is_some_and(|e| e.log_id.index != start) {
+            // `start` was purged just now: the run that follows would be sent
+            // after `start - 1` and leave a hole in the follower's log.
+            // Nothing is returned instead; replication takes that as a
+            // heartbeat and asks again.
+            tracing::warn!(group = self.group(), start, "replication read below the purged log start");
+            return Ok(Vec::new());
+        }
+        Ok(got)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

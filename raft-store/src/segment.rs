@@ -238,6 +238,16 @@ enum ReadPlan {
     },
 }
 
+impl ReadPlan {
+    /// How many entries the plan covers.
+    fn len(&self) -> u64 {
+        match self {
+            ReadPlan::Active { pos, .. } => pos.len().saturating_sub(1) as u64,
+            ReadPlan::Sealed { start, end, .. } => end - start,
+        }
+    }
+}
+
 /// The Raft log of one group. Shared by the group's log store (the only
 /// writer), its log readers and its partition reader.
 pub struct SegmentLog {
@@ -363,7 +373,12 @@ impl SegmentLog {
         let mut offsets = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             if e.log_id.index != first_new + i as u64 {
-                return Err(invalid(format!("group {}: appended entries are not contiguous", self.group)));
+                return Err(invalid(format!(
+                    "group {}: appended entries are not contiguous: entry {} follows {}",
+                    self.group,
+                    e.log_id.index,
+                    first_new + i as u64 - 1
+                )));
             }
             offsets.push(buf.len() as u64);
             encode_frame(e, &mut buf)?;
@@ -483,6 +498,7 @@ impl SegmentLog {
         let mut out = Vec::new();
         let mut budget = max_bytes;
         for plan in plans {
+            let wanted = plan.len();
             let got = match plan {
                 ReadPlan::Active { file, start, pos } => read_run(&file, start, &pos, budget)?,
                 ReadPlan::Sealed { seg, start, end } => match self.read_sealed(&seg, start, end, budget) {
@@ -493,9 +509,12 @@ impl SegmentLog {
                 },
             };
             let used: usize = got.iter().map(entry_size).sum();
+            let whole = got.len() as u64 == wanted;
             out.extend(got);
             budget = budget.saturating_sub(used);
-            if budget == 0 {
+            // A segment cut short by the budget ends the read: going on to
+            // the next segment would leave a hole.
+            if budget == 0 || !whole {
                 break;
             }
         }
@@ -890,6 +909,31 @@ mod tests {
         let few = log.read(10, 60, 300).unwrap();
         assert!(!few.is_empty() && few.len() < 5, "{} entries read within 300 bytes", few.len());
         assert_eq!(few[0].log_id.index, 10);
+    }
+
+    /// A budget that ends inside one segment ends the read there: what is
+    /// returned is always a run from `start` with no hole, whichever
+    /// segment boundaries the range crosses (a hole would be replicated as
+    /// one AppendEntries and break the follower's log).
+    #[test]
+    fn a_limited_read_is_a_run_from_its_start_across_segment_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), 1000);
+        let want = entries(1..80, 1);
+        append_each(&log, &want);
+        assert!(log.segs.read().unwrap().sealed.len() > 4, "small segments must roll");
+        for budget in [1, 150, 300, 450, 700, 999, 1500, 2500] {
+            for start in 1..80u64 {
+                let got = log.read(start, 80, budget).unwrap();
+                assert!(!got.is_empty(), "read({start}, 80, {budget}) returned nothing");
+                let from = (start - 1) as usize;
+                assert_eq!(
+                    ids(&got),
+                    ids(&want[from..from + got.len()]),
+                    "read({start}, 80, {budget}) is not the run from {start}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl Default for ClusterOptions {
             per_node_ip: false,
             extra_args: Vec::new(),
             env: Vec::new(),
-            log_filter: "info,openraft=warn".into(),
+            // REPLOG_TEST_LOG overrides it for a run being investigated.
+            log_filter: std::env::var("REPLOG_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             faultfs: false,
             node_bin: None,
             ready_timeout: READY,
@@ -551,6 +552,22 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Copies the node logs of a failed test out of the temporary
+    /// directory that is about to go, and says where.
+    fn keep_logs(&self) {
+        let kept =
+            std::env::temp_dir().join(format!("replog-failed-{}-{}", std::process::id(), replog_proto::now_ms()));
+        if std::fs::create_dir_all(&kept).is_err() {
+            return;
+        }
+        for n in self.nodes.values() {
+            let _ = std::fs::copy(&n.log, kept.join(format!("node-{}.log", n.id)));
+        }
+        eprintln!("the test failed: node logs kept in {}", kept.display());
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for n in self.nodes.values_mut() {
@@ -569,6 +586,9 @@ impl Drop for Cluster {
             if let Some(mut d) = n.disk.take() {
                 d.stop();
             }
+        }
+        if std::thread::panicking() && self._temp.is_some() {
+            self.keep_logs();
         }
     }
 }
