@@ -41,17 +41,14 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use replog_client::{Acks, Client, ClientConfig, PartitionReader, QueueConfig, QueueConsumer, QueueMessage, Record};
-use replog_testkit::{Cluster, clear_run_dir};
+use replog_client::{Acks, Client, PartitionReader, QueueConfig, QueueConsumer, QueueMessage, Record};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::checker::Report;
-use crate::cluster::options_from_env;
 use crate::history::Recorder;
 use crate::nemesis::{Nemesis, schedule};
-use crate::net::Net;
-use crate::runner::{RunConfig, RunResult};
+use crate::runner::{RunConfig, RunResult, start_run};
 
 pub const QUEUE_TOPIC: &str = "chaos-queue";
 const GROUP: &str = "chaos-group";
@@ -566,26 +563,11 @@ async fn read_dead_letters(client: &Client, log: &Log) -> Result<()> {
 /// the counts of produced events; the queue's verdict is in `queue`.
 pub async fn run_queue_once(cfg: &RunConfig) -> Result<RunResult> {
     let out = &cfg.out_dir;
-    std::fs::create_dir_all(out)?;
-    let run_dir = out.join(format!("run-{}", cfg.run));
-    clear_run_dir(&run_dir)?;
     let history_path: PathBuf = out.join(format!("run-{}.queue.jsonl", cfg.run));
     let report_path = out.join(format!("run-{}.report.txt", cfg.run));
 
     let windows = schedule(cfg.seed, &cfg.faults, Duration::from_secs(cfg.seconds));
-    let cluster_opts = options_from_env(&run_dir, cfg.faults.iter().any(|f| f.needs_faultfs()))?;
-    let mut cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
-    let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
-    let client = cluster
-        .client(ClientConfig {
-            request_timeout: Duration::from_secs(5).min(cfg.retry_deadline),
-            retry_deadline: cfg.retry_deadline,
-            ..ClientConfig::default()
-        })
-        .await?;
-    let rf = cfg.replication.min(cfg.nodes as u32);
-    client.create_topic(QUEUE_TOPIC, cfg.partitions, rf).await.context("create topic")?;
-    cluster.wait_leaders(&client, QUEUE_TOPIC, RECOVERY_LIMIT).await?;
+    let (mut cluster, net, client) = start_run(cfg, QUEUE_TOPIC).await?;
 
     let clock = Recorder::new();
     let log = Log { events: Arc::default(), clock: clock.clone() };

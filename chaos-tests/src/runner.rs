@@ -235,20 +235,16 @@ pub fn default_out_dir() -> PathBuf {
     target_dir().map_or_else(|_| PathBuf::from("target/chaos"), |t| t.join("chaos"))
 }
 
-/// Runs one chaos run; see the module docs.
-pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
-    let topic = "chaos";
-    let out = &cfg.out_dir;
-    std::fs::create_dir_all(out)?;
-    let run_dir = out.join(format!("run-{}", cfg.run));
+/// What every kind of run starts from: its node directory cleared, a
+/// cluster with what the run's faults need (FUSE volumes, per-node
+/// addresses for the network controller), a client bounded by the run's
+/// retry deadline, and `topic` created with a leader for every partition.
+pub(crate) async fn start_run(cfg: &RunConfig, topic: &str) -> Result<(Cluster, Option<Net>, Client)> {
+    std::fs::create_dir_all(&cfg.out_dir)?;
+    let run_dir = cfg.out_dir.join(format!("run-{}", cfg.run));
     clear_run_dir(&run_dir)?;
-    let history_path = out.join(format!("run-{}.jsonl", cfg.run));
-    let report_path = out.join(format!("run-{}.report.txt", cfg.run));
-    let nemesis_path = out.join(format!("run-{}.nemesis.log", cfg.run));
-
-    let windows = schedule(cfg.seed, &cfg.faults, Duration::from_secs(cfg.seconds));
     let cluster_opts = options_from_env(&run_dir, cfg.faults.iter().any(|f| f.needs_faultfs()))?;
-    let mut cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
+    let cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
     let client = cluster
         .client(ClientConfig {
@@ -259,6 +255,19 @@ pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
         .await?;
     client.create_topic(topic, cfg.partitions, cfg.replication.min(cfg.nodes as u32)).await.context("create topic")?;
     cluster.wait_leaders(&client, topic, Duration::from_secs(60)).await?;
+    Ok((cluster, net, client))
+}
+
+/// Runs one chaos run; see the module docs.
+pub async fn run_once(cfg: &RunConfig) -> Result<RunResult> {
+    let topic = "chaos";
+    let out = &cfg.out_dir;
+    let history_path = out.join(format!("run-{}.jsonl", cfg.run));
+    let report_path = out.join(format!("run-{}.report.txt", cfg.run));
+    let nemesis_path = out.join(format!("run-{}.nemesis.log", cfg.run));
+
+    let windows = schedule(cfg.seed, &cfg.faults, Duration::from_secs(cfg.seconds));
+    let (mut cluster, net, client) = start_run(cfg, topic).await?;
 
     let rec = Recorder::create(&history_path)?;
     let mut workload = Workload::start(
