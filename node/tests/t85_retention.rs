@@ -158,39 +158,60 @@ async fn same_records(client: &Client, group: u64, topic: &str, leader: &str, fo
     at_leader.len()
 }
 
-async fn join(cluster: &Cluster, group: &str, topic: &str) -> (ReplogClient<Channel>, String, u64) {
-    let any = cluster.serving_addrs()[0].clone();
-    let addr = wait_for("a coordinator", WAIT, || async {
-        let r = conn(&any).await.find_coordinator(pb::FindCoordinatorRequest { group: group.into() }).await.ok()?;
-        let r = r.into_inner();
-        (r.node_id != 0).then_some(r.addr)
-    })
-    .await;
-    let mut c = conn(&addr).await;
-    let j = c
-        .join_group(pb::JoinGroupRequest {
-            group: group.into(),
-            member_id: String::new(),
-            client_id: "retention-test".into(),
-            topics: vec![topic.into()],
-            strategy: pb::AssignmentStrategy::Uniform as i32,
-            session_timeout_ms: 60_000,
-        })
-        .await
-        .expect("join")
-        .into_inner();
-    (c, j.member_id, j.generation)
+/// A member of `group`: its id and generation. The coordinator is looked
+/// up for every call, since its leadership may move under a loaded machine.
+struct Member {
+    any: String,
+    id: String,
+    generation: u64,
 }
 
-async fn commit(m: &mut (ReplogClient<Channel>, String, u64), group: &str, topic: &str, offset: u64) {
-    m.0.commit_offsets(pb::CommitOffsetsRequest {
-        group: group.into(),
-        member_id: m.1.clone(),
-        generation: m.2,
-        offsets: vec![pb::OffsetCommit { topic: topic.into(), partition: 0, offset, metadata: String::new() }],
+/// The coordinator of `group` as the cluster names it now.
+async fn coordinator(any: &str, group: &str) -> Option<ReplogClient<Channel>> {
+    let r = conn(any).await.find_coordinator(pb::FindCoordinatorRequest { group: group.into() }).await.ok()?;
+    let r = r.into_inner();
+    if r.node_id == 0 {
+        return None;
+    }
+    Some(conn(&r.addr).await)
+}
+
+async fn join(cluster: &Cluster, group: &str, topic: &str) -> Member {
+    let any = cluster.serving_addrs()[0].clone();
+    let (id, generation) = wait_for("a join at the group's coordinator", WAIT, || async {
+        let j = coordinator(&any, group)
+            .await?
+            .join_group(pb::JoinGroupRequest {
+                group: group.into(),
+                member_id: String::new(),
+                client_id: "retention-test".into(),
+                topics: vec![topic.into()],
+                strategy: pb::AssignmentStrategy::Uniform as i32,
+                session_timeout_ms: 60_000,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        Some((j.member_id, j.generation))
     })
-    .await
-    .expect("commit");
+    .await;
+    Member { any, id, generation }
+}
+
+async fn commit(m: &Member, group: &str, topic: &str, offset: u64) {
+    wait_for("a commit at the group's coordinator", WAIT, || async {
+        coordinator(&m.any, group)
+            .await?
+            .commit_offsets(pb::CommitOffsetsRequest {
+                group: group.into(),
+                member_id: m.id.clone(),
+                generation: m.generation,
+                offsets: vec![pb::OffsetCommit { topic: topic.into(), partition: 0, offset, metadata: String::new() }],
+            })
+            .await
+            .ok()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -280,12 +301,12 @@ async fn given_retention_rules_when_they_apply_then_every_replica_releases_exact
         append(&client, "consumed", batch_of(&format!("c{i}"), 10, 100, now)).await;
     }
     // One group far ahead, one that has read nothing yet: nothing goes.
-    let mut behind = join(&cluster, "behind", "consumed").await;
-    let mut ahead = join(&cluster, "ahead", "consumed").await;
-    commit(&mut ahead, "ahead", "consumed", 40).await;
+    let behind = join(&cluster, "behind", "consumed").await;
+    let ahead = join(&cluster, "ahead", "consumed").await;
+    commit(&ahead, "ahead", "consumed", 40).await;
     // The slow group catches up to 20: the log then starts at 20, not 40
     // (and never went to 40, since a log start only moves forward).
-    commit(&mut behind, "behind", "consumed", 20).await;
+    commit(&behind, "behind", "consumed", 20).await;
     wait_log_start(&cluster, group, 20, "consumed retention").await;
     // A queue group counts too: it settles 20..40, both consumer groups
     // move to the end, and the log then starts where the queue stopped.
@@ -298,8 +319,8 @@ async fn given_retention_rules_when_they_apply_then_every_replica_releases_exact
     }
     assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), (20..40).collect::<Vec<_>>());
     q.ack(&got).await.expect("ack");
-    commit(&mut ahead, "ahead", "consumed", 50).await;
-    commit(&mut behind, "behind", "consumed", 50).await;
+    commit(&ahead, "ahead", "consumed", 50).await;
+    commit(&behind, "behind", "consumed", 50).await;
     wait_log_start(&cluster, group, 40, "consumed retention with a queue group").await;
 
     // --- A follower kept down past the released prefix rejoins by snapshot.
