@@ -422,39 +422,29 @@ impl History {
         self.events.push(event.into());
     }
 
+    /// The events of one kind, in order.
+    fn select<'a, T: 'a>(&'a self, pick: fn(&'a Event) -> Option<&'a T>) -> impl Iterator<Item = &'a T> + 'a {
+        self.events.iter().filter_map(pick)
+    }
+
     pub fn sends(&self) -> impl Iterator<Item = &SendOp> {
-        self.events.iter().filter_map(|e| match e {
-            Event::Send(op) => Some(op),
-            _ => None,
-        })
+        self.select(|e| if let Event::Send(op) = e { Some(op) } else { None })
     }
 
     pub fn polls(&self) -> impl Iterator<Item = &PollOp> {
-        self.events.iter().filter_map(|e| match e {
-            Event::Poll(op) => Some(op),
-            _ => None,
-        })
+        self.select(|e| if let Event::Poll(op) = e { Some(op) } else { None })
     }
 
     pub fn final_reads(&self) -> impl Iterator<Item = &FinalRead> {
-        self.events.iter().filter_map(|e| match e {
-            Event::FinalRead(op) => Some(op),
-            _ => None,
-        })
+        self.select(|e| if let Event::FinalRead(op) = e { Some(op) } else { None })
     }
 
     pub fn topic_ops(&self) -> impl Iterator<Item = &TopicOp> {
-        self.events.iter().filter_map(|e| match e {
-            Event::Topic(op) => Some(op),
-            _ => None,
-        })
+        self.select(|e| if let Event::Topic(op) = e { Some(op) } else { None })
     }
 
     pub fn topic_states(&self) -> impl Iterator<Item = &TopicState> {
-        self.events.iter().filter_map(|e| match e {
-            Event::TopicState(op) => Some(op),
-            _ => None,
-        })
+        self.select(|e| if let Event::TopicState(op) = e { Some(op) } else { None })
     }
 
     /// Writes the history as JSON lines.
