@@ -25,6 +25,22 @@ pub(crate) enum Call {
 }
 
 /// Client settings. The defaults suit a local cluster and most deployments.
+///
+/// ```
+/// use std::time::Duration;
+/// use replog_client::{Client, ClientConfig};
+///
+/// // Give up after 5 s instead of 30: the caller would rather report an error.
+/// let config = ClientConfig {
+///     request_timeout: Duration::from_secs(2),
+///     retry_deadline: Duration::from_secs(5),
+///     ..ClientConfig::default()
+/// };
+/// assert!(config.retry_deadline > config.request_timeout);
+/// # async fn connect(config: ClientConfig) -> replog_client::Result<Client> {
+/// let client = Client::connect_with(["127.0.0.1:7001", "127.0.0.1:7002"], config).await?;
+/// # Ok(client) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Per-attempt RPC timeout (a long-poll fetch adds its wait to this).
@@ -50,6 +66,16 @@ impl Default for ClientConfig {
 }
 
 /// A topic as the cluster describes it.
+///
+/// ```no_run
+/// # async fn run(client: replog_client::Client) -> replog_client::Result<()> {
+/// let topic = client.create_topic_with("audit", 3, 3, &[("retention.ms", "604800000")]).await?;
+/// println!("{} (id {}): {} partitions", topic.name, topic.topic_id, topic.partitions.len());
+/// for (key, value) in &topic.configs {
+///     println!("  {key} = {value}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TopicInfo {
     pub name: String,
@@ -59,6 +85,17 @@ pub struct TopicInfo {
     pub configs: std::collections::BTreeMap<String, String>,
 }
 
+/// One partition of a [`TopicInfo`]: its replicas, leader and offsets.
+///
+/// ```no_run
+/// # async fn run(client: replog_client::Client) -> replog_client::Result<()> {
+/// for p in client.describe_topic("orders").await?.partitions {
+///     let leader = p.leader.map_or("none".to_string(), |id| format!("node {id}"));
+///     let retained = p.high_watermark - p.log_start_offset;
+///     println!("orders/{}: leader {leader}, replicas {:?}, {retained} records", p.partition, p.replicas);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionInfo {
     pub partition: u32,
@@ -104,7 +141,26 @@ struct Inner {
 }
 
 /// A handle to a replog cluster. Cheap to clone; clones share connections
-/// and the metadata cache.
+/// and the metadata cache, so one per process is enough.
+///
+/// ```no_run
+/// use replog_client::{Client, ErrorCode, GroupConsumer, GroupConsumerConfig, Producer, ProducerConfig};
+///
+/// # async fn run() -> replog_client::Result<()> {
+/// let client = Client::connect(["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]).await?;
+/// match client.create_topic("orders", 6, 3).await {
+///     Ok(_) => {}
+///     Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {}
+///     Err(e) => return Err(e),
+/// }
+/// for t in client.list_topics().await? {
+///     println!("{}: {} partitions", t.name, t.partitions.len());
+/// }
+/// let producer = Producer::new(client.clone(), ProducerConfig::default());
+/// let consumer = GroupConsumer::new(client, "billing", GroupConsumerConfig::default());
+/// # let _ = (producer, consumer);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,

@@ -32,6 +32,15 @@ pub struct ConsumedRecord {
     pub headers: Vec<(String, Bytes)>,
 }
 
+/// Limits and long-poll settings of each fetch of a [`PartitionReader`]
+/// (and of the fetchers of a [`GroupConsumer`](crate::GroupConsumer)).
+///
+/// ```
+/// use replog_client::FetchOptions;
+/// // Wait up to a second for 64 KiB to gather instead of answering at the first record.
+/// let opts = FetchOptions { min_bytes: 64 << 10, max_wait_ms: 1_000, ..FetchOptions::default() };
+/// assert_eq!(opts.max_records, 10_000);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct FetchOptions {
     pub max_bytes: u32,
@@ -50,7 +59,30 @@ impl Default for FetchOptions {
     }
 }
 
-/// Reads one partition in offset order, from a starting offset.
+/// Reads one partition in offset order, from a starting offset. No group,
+/// no committed offset: the reader keeps its position itself.
+///
+/// ```no_run
+/// use replog_client::{Client, FetchOptions, OffsetSpec, PartitionReader};
+///
+/// # async fn run() -> replog_client::Result<()> {
+/// let client = Client::connect(["127.0.0.1:7001"]).await?;
+/// let start = client.list_offsets("orders", 0, OffsetSpec::Earliest).await?.offset;
+/// let mut reader = PartitionReader::new(client, "orders", 0, start)
+///     .with_options(FetchOptions { max_wait_ms: 1_000, ..FetchOptions::default() });
+/// loop {
+///     for r in reader.poll().await? {
+///         println!("orders/0 @{}: {:?}", r.offset, r.value);
+///     }
+///     println!("at {} of {}", reader.position(), reader.high_watermark());
+/// #   break;
+/// }
+/// // Everything up to the end as it is now, in one call.
+/// reader.seek(start);
+/// let all = reader.read_to_end().await?;
+/// # let _ = all;
+/// # Ok(()) }
+/// ```
 pub struct PartitionReader {
     client: Client,
     topic: Arc<str>,

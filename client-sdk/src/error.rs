@@ -2,8 +2,52 @@
 
 use replog_proto::codes::{ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY};
 
+/// The SDK's result: [`Error`] unless another error type is named.
+///
+/// ```no_run
+/// use replog_client::{Client, ErrorCode, Result, TopicInfo};
+///
+/// /// The topic, created with 6 partitions if it does not exist yet.
+/// async fn ensure_topic(client: &Client, name: &str) -> Result<TopicInfo> {
+///     match client.describe_topic(name).await {
+///         Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => client.create_topic(name, 6, 3).await,
+///         found => found,
+///     }
+/// }
+/// # async fn run(client: Client) -> Result<()> {
+/// let orders = ensure_topic(&client, "orders").await?;
+/// # let _ = orders;
+/// # Ok(()) }
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An SDK error. A broker's refusal carries its stable [`ErrorCode`]
+/// ([`Error::code`], which also looks through `DeadlineExceeded` and
+/// `Indeterminate` to the last answer); [`Error::is_retryable`] and
+/// [`Error::is_indeterminate`] say what a caller may do about it.
+///
+/// ```
+/// use replog_client::{Error, ErrorCode};
+///
+/// /// What to do about a failed write.
+/// fn advice(e: &Error) -> &'static str {
+///     match e.code() {
+///         Some(ErrorCode::UnknownTopic) => "create the topic first",
+///         Some(ErrorCode::RecordTooLarge | ErrorCode::BatchTooLarge) => "split the record",
+///         _ if e.is_indeterminate() => "it may have been written: check before writing again",
+///         _ if e.is_retryable() => "try again",
+///         _ => "give up",
+///     }
+/// }
+///
+/// let refused = Error::Broker { code: ErrorCode::UnknownTopic, message: "no topic \"orders\"".into(), leader: None };
+/// assert_eq!(advice(&refused), "create the topic first");
+/// assert_eq!(refused.to_string(), "UNKNOWN_TOPIC(1): no topic \"orders\"");
+///
+/// let cut_off = Error::Transport { addr: "127.0.0.1:7001".into(), message: "connection reset".into() };
+/// assert_eq!(advice(&cut_off), "it may have been written: check before writing again");
+/// assert_eq!(cut_off.code(), None);
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The broker refused the request with a stable code.
@@ -41,7 +85,30 @@ pub enum Error {
     Corrupt(String),
 }
 
-/// Where the broker believes the leader is.
+/// Where the broker believes the leader is, carried by a NOT_LEADER
+/// refusal. The client follows these hints itself; they are visible for
+/// logging and for tools that talk to nodes directly.
+///
+/// ```
+/// use replog_client::error::LeaderHint;
+/// use replog_client::{Error, ErrorCode};
+///
+/// fn leader_of(e: &Error) -> Option<&LeaderHint> {
+///     match e {
+///         Error::Broker { code: ErrorCode::NotLeader, leader, .. } => leader.as_ref(),
+///         _ => None,
+///     }
+/// }
+/// # let e = Error::Broker {
+/// #     code: ErrorCode::NotLeader,
+/// #     message: "node 1 does not lead orders/0".into(),
+/// #     leader: Some(LeaderHint { id: 2, addr: Some("127.0.0.1:7002".into()) }),
+/// # };
+/// if let Some(hint) = leader_of(&e) {
+///     println!("ask node {} at {:?}", hint.id, hint.addr);
+/// #   assert_eq!(hint.addr.as_deref(), Some("127.0.0.1:7002"));
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderHint {
     pub id: u64,

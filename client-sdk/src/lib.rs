@@ -48,7 +48,10 @@ pub mod producer;
 pub mod queue;
 pub mod subscription;
 
+// The CLI's doc comments are clap's help text, where `<NAME>` placeholders
+// are the convention, not HTML.
 #[doc(hidden)]
+#[allow(rustdoc::invalid_html_tags)]
 pub mod cli;
 
 pub use admin::{

@@ -72,6 +72,29 @@ use crate::error::{Error, Result};
 pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
 /// What `enqueue` does when the buffer has no room for a record.
+///
+/// ```
+/// use std::time::Duration;
+/// use replog_client::{Error, OnFull, Producer, ProducerConfig, Record};
+///
+/// // Wait up to 100 ms for room, then fail.
+/// let patient =
+///     ProducerConfig { on_full: OnFull::Block { timeout: Duration::from_millis(100) }, ..Default::default() };
+/// // Never wait: a caller that must not stall sheds what does not fit.
+/// let shedding = ProducerConfig { on_full: OnFull::Fail, ..Default::default() };
+/// assert!(patient.validate().is_ok() && shedding.validate().is_ok());
+///
+/// async fn send_or_shed(producer: &Producer, record: Record, shed: &mut u64) -> replog_client::Result<()> {
+///     match producer.enqueue("metrics", None, record).await {
+///         Ok(_handle) => Ok(()), // dropping the handle does not cancel the record
+///         Err(Error::BufferFull { .. }) => {
+///             *shed += 1;
+///             Ok(())
+///         }
+///         Err(e) => Err(e),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
     /// Wait for room, at most this long, then fail with [`Error::BufferFull`].
@@ -183,7 +206,31 @@ impl ProducerConfig {
     }
 }
 
-/// Counters of one producer, for dashboards and tests.
+/// Counters of one producer, for dashboards and tests. Read them with the
+/// methods of the same names; [`Producer::stats`] gives a producer's.
+///
+/// ```
+/// use replog_client::{Producer, ProducerStats};
+///
+/// fn summary(s: &ProducerStats) -> String {
+///     format!(
+///         "{} records ({} B) buffered, {} batches in flight, {} sent, {} resent, {} fences",
+///         s.buffered_records(),
+///         s.buffered_bytes(),
+///         s.batches_in_flight(),
+///         s.batches_sent(),
+///         s.batches_resent(),
+///         s.fences(),
+///     )
+/// }
+/// # fn report(producer: &Producer) {
+/// println!("{}", summary(producer.stats()));
+/// # }
+/// assert_eq!(
+///     summary(&ProducerStats::default()),
+///     "0 records (0 B) buffered, 0 batches in flight, 0 sent, 0 resent, 0 fences"
+/// );
+/// ```
 #[derive(Debug, Default)]
 pub struct ProducerStats {
     /// Records held in the buffer now (queued, batched or in flight).
@@ -313,13 +360,49 @@ pub struct Producer {
 }
 
 /// A record accepted by the producer: a future of the broker's answer for
-/// its batch (an [`Ack`]).
+/// its batch (an [`Ack`]). Dropping it does not cancel the record.
+///
+/// Enqueueing many records before awaiting any lets the producer batch and
+/// pipeline them:
+///
+/// ```no_run
+/// use bytes::Bytes;
+/// use replog_client::{Producer, Record, now_ms};
+///
+/// # async fn run(producer: Producer) -> replog_client::Result<()> {
+/// let mut handles = Vec::new();
+/// for i in 0..1_000 {
+///     let key = Bytes::from(format!("user-{}", i % 10));
+///     let record = Record::new(Some(key), Bytes::from(format!("event {i}")), now_ms());
+///     handles.push(producer.enqueue("events", None, record).await?);
+/// }
+/// for handle in handles {
+///     let (partition, offset) = handle.wait().await?;
+///     println!("events/{partition} @{offset}");
+/// }
+/// # Ok(()) }
+/// ```
 pub struct SendHandle {
     partition: u32,
     rx: oneshot::Receiver<Result<Option<u64>>>,
 }
 
 /// The broker's answer for one record.
+///
+/// ```no_run
+/// use replog_client::{Acks, Client, Producer, ProducerConfig, Record};
+///
+/// # async fn run(client: Client) -> replog_client::Result<()> {
+/// // acks=none: the leader answers before the batch is in the log.
+/// let producer = Producer::new(client, ProducerConfig { acks: Acks::None, ..Default::default() });
+/// let record = Record::new(None, "ping".into(), replog_client::now_ms());
+/// let ack = producer.enqueue("heartbeats", None, record).await?.ack().await?;
+/// match ack.offset {
+///     Some(offset) => println!("heartbeats/{} @{offset}", ack.partition),
+///     None => println!("heartbeats/{}: accepted, no offset yet", ack.partition),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub partition: u32,

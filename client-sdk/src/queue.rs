@@ -35,7 +35,20 @@ use tonic::transport::Channel;
 use crate::client::{Call, Client};
 use crate::error::{Error, Result};
 
-/// Settings of a queue consumer.
+/// Settings of a queue consumer. [`QueueConfig::new`] gives the defaults
+/// for a group.
+///
+/// ```
+/// use std::time::Duration;
+/// use replog_client::QueueConfig;
+/// let config = QueueConfig {
+///     lock: Duration::from_secs(120),
+///     max_deliveries: Some(3),
+///     dead_letter_topic: Some("orders.failed".into()),
+///     ..QueueConfig::new("billing")
+/// };
+/// assert!(config.auto_renew, "locks are renewed while the work runs");
+/// ```
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     pub group: String,
@@ -67,6 +80,24 @@ impl QueueConfig {
 }
 
 /// An event received from a queue group, locked to the consumer.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use replog_client::QueueConsumer;
+///
+/// # async fn handle(_: &[u8]) -> Result<(), String> { Ok(()) }
+/// # async fn run(mut q: QueueConsumer) -> replog_client::Result<()> {
+/// for m in q.receive(10, Duration::from_secs(1)).await? {
+///     let tenant = m.header("tenant").map(|v| String::from_utf8_lossy(v).into_owned());
+///     println!("{}@{} for {tenant:?}, delivery {}", m.partition, m.offset, m.delivery_count);
+///     match handle(&m.value).await {
+///         Ok(()) => q.ack(&[m]).await?,
+///         Err(why) if m.delivery_count >= 3 => q.reject(&[m], &why).await?,
+///         Err(_) => q.release(&[m]).await?,
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {
     pub partition: u32,
@@ -88,7 +119,32 @@ impl QueueMessage {
     }
 }
 
-/// A queue group on one partition (`replog queue describe`).
+/// A queue group on one partition (`replog queue describe`), from
+/// [`Client::queue_describe`].
+///
+/// ```
+/// use replog_client::QueuePartitionStats;
+///
+/// /// Offsets from the first one not yet settled to the end of the partition.
+/// fn backlog(s: &QueuePartitionStats) -> u64 {
+///     s.high_watermark.saturating_sub(s.settled_below)
+/// }
+/// # async fn run(client: replog_client::Client) -> replog_client::Result<()> {
+/// for s in client.queue_describe("orders", "billing").await? {
+///     let (p, behind, locked) = (s.partition, backlog(&s), s.in_flight);
+///     println!("orders/{p}: {behind} behind, {locked} locked, {} dead-lettered", s.dead_lettered);
+///     for (consumer, locks) in &s.consumers {
+///         println!("  {consumer} holds {locks}");
+///     }
+/// }
+/// # Ok(()) }
+/// # let s = QueuePartitionStats {
+/// #     partition: 0, in_flight: 2, acked: 40, redelivered: 1, dead_lettered: 0, delivered: 43,
+/// #     settled_below: 40, high_watermark: 50, dead_letter_pending: 0, max_deliveries: 5,
+/// #     dead_letter_topic: "orders.dlq".into(), consumers: Default::default(),
+/// # };
+/// # assert_eq!(backlog(&s), 10);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QueuePartitionStats {
     pub partition: u32,
@@ -150,7 +206,31 @@ impl Target {
     }
 }
 
-/// Receives events of one topic as a member of a queue group.
+/// Receives events of one topic as a member of a queue group. See the
+/// [module documentation](self) for the delivery guarantee.
+///
+/// With `auto_renew` off, a lock lasts only while the work renews it:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use replog_client::{Client, QueueConfig, QueueConsumer};
+///
+/// # async fn resize(_: &replog_client::QueueMessage, _step: u32) {}
+/// # async fn run() -> replog_client::Result<()> {
+/// let client = Client::connect(["127.0.0.1:7001"]).await?;
+/// let config = QueueConfig { auto_renew: false, lock: Duration::from_secs(10), ..QueueConfig::new("thumbnails") };
+/// let mut q = QueueConsumer::new(client, "images", config).await?;
+/// println!("consuming as {}", q.consumer_id());
+/// let batch = q.receive(8, Duration::from_secs(5)).await?;
+/// for step in 0..3 {
+///     for m in &batch {
+///         resize(m, step).await;
+///     }
+///     q.renew(&batch).await?; // another 10 s
+/// }
+/// q.ack(&batch).await?;
+/// # Ok(()) }
+/// ```
 pub struct QueueConsumer {
     target: Target,
     config: QueueConfig,

@@ -68,6 +68,14 @@ const MIN_RECORD_LEN: usize = 4 + 8 + 4 + 4 + 2;
 /// How a batch's records section is compressed. Chosen by the producer per
 /// batch, recorded in the batch, undone by [`decode`]; the broker stores
 /// the batch as it came.
+///
+/// ```
+/// use replog_proto::batch::Compression;
+/// // As a command-line flag or a config value names it.
+/// let codec: Compression = "zstd".parse().expect("none, lz4 or zstd");
+/// assert_eq!((codec, codec.to_string()), (Compression::Zstd, "zstd".to_string()));
+/// assert!("gzip".parse::<Compression>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
     #[default]
@@ -126,6 +134,16 @@ impl std::str::FromStr for Compression {
 }
 
 /// One record as the producer gave it.
+///
+/// ```
+/// use bytes::Bytes;
+/// use replog_proto::batch::Record;
+/// let record = Record::new(Some(Bytes::from("user-42")), Bytes::from(r#"{"clicked":"buy"}"#), replog_proto::now_ms())
+///     .with_header("content-type", "application/json")
+///     .with_header("trace-id", "5f2c");
+/// assert!(record.check_encodable().is_ok());
+/// assert_eq!(record.headers[0].0, "content-type");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     pub timestamp_ms: i64,

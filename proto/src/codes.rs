@@ -22,6 +22,15 @@ pub fn code_of(status: &tonic::Status) -> Option<ErrorCode> {
 }
 
 /// A stable error code. The numeric values are part of the wire contract.
+///
+/// ```
+/// use replog_proto::codes::ErrorCode;
+/// let code = ErrorCode::from_u16(1).expect("a known code");
+/// assert_eq!(code, ErrorCode::UnknownTopic);
+/// assert_eq!(code.to_string(), "UNKNOWN_TOPIC(1)");
+/// assert!(!code.is_retryable(), "the caller must create the topic");
+/// assert!(ErrorCode::NotLeader.is_retryable());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ErrorCode {
