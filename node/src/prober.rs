@@ -24,8 +24,10 @@ pub struct PeerView {
 }
 
 impl PeerView {
+    /// Answered recently, and not stopping (a stopping node is given no
+    /// leadership and no new replicas).
     pub fn alive(&self) -> bool {
-        self.last_ok.is_some_and(|t| t.elapsed() < ALIVE_WITHIN)
+        self.last_ok.is_some_and(|t| t.elapsed() < ALIVE_WITHIN) && !self.info.as_ref().is_some_and(|i| i.stopping)
     }
 }
 
