@@ -125,6 +125,8 @@ INITIAL_CLUSTER=""
 NODE_ARGS=""
 # Nodes added by `join`, space separated.
 JOINED=""
+# Nodes removed by `decommission`: never started again.
+REMOVED=""
 
 load_env() {
   [ -f "$ENV_FILE" ] || return 1
@@ -139,6 +141,7 @@ load_env() {
       NODE_ARGS) NODE_ARGS=$val ;;
       PER_NODE_IP) PER_NODE_IP=$val ;;
       JOINED) JOINED=$val ;;
+      REMOVED) REMOVED=$val ;;
     esac
   done <"$ENV_FILE"
   [[ "$N" =~ ^[1-9]$ ]] || die "$ENV_FILE is corrupt (N='$N'); fix it or run: ops/cluster.sh down --purge"
@@ -155,6 +158,7 @@ save_env() {
     echo "NODE_ARGS=$NODE_ARGS"
     echo "PER_NODE_IP=$PER_NODE_IP"
     echo "JOINED=$JOINED"
+    echo "REMOVED=$REMOVED"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -177,7 +181,10 @@ known_ids() {
     ids+=" ${f%.pid}"
   done
   # shellcheck disable=SC2086
-  printf '%s\n' $ids | sort -nu | tr '\n' ' '
+  printf '%s\n' $ids | sort -nu | while read -r i; do
+    [[ " $REMOVED " == *" $i "* ]] && [ ! -e "$DIR/node-$i.pid" ] && continue
+    printf '%s ' "$i"
+  done
 }
 
 check_id() {
@@ -513,6 +520,9 @@ cmd_up() {
   check_ports_free $ids
   save_env
 
+  # A cluster that grew or shrank: its joined nodes come back too, its
+  # decommissioned ones do not.
+  ids=$(known_ids)
   for id in $ids; do launch_node "$id"; done
   # shellcheck disable=SC2086
   wait_healthy $ids
@@ -582,6 +592,9 @@ cmd_stop() {
 cmd_start() {
   local id=$1 pid
   require_env
+  if [[ " $REMOVED " == *" $id "* ]]; then
+    die "node $id was decommissioned; it cannot come back on its old data (join a fresh node instead)"
+  fi
   if [ "$id" -gt "$N" ] && ! is_joined "$id"; then
     die "node $id is not part of this cluster (nodes 1..$N${JOINED:+ and$JOINED}); add it with: ops/cluster.sh join $id"
   fi
@@ -598,7 +611,11 @@ cmd_start() {
 cmd_join() {
   local id=$1 pid
   require_env
-  if [ "$id" -le "$N" ] || is_joined "$id"; then
+  if [[ " $REMOVED " == *" $id "* ]]; then
+    [ ! -e "$(data_dir "$id")" ] || die "node $id was decommissioned; delete $(data_dir "$id") to join it afresh"
+    REMOVED=$(printf '%s\n' "$REMOVED" | tr ' ' '\n' | grep -vx "$id" | tr '\n' ' ')
+    REMOVED=${REMOVED% }
+  elif [ "$id" -le "$N" ] || is_joined "$id"; then
     die "node $id is already part of this cluster; start it with: ops/cluster.sh start $id"
   fi
   pid=$(live_pid "$id")
@@ -659,9 +676,11 @@ cmd_decommission() {
   "$cli" --bootstrap "$bootstrap" node decommission "$id" --wait
   graceful_stop "$id"
   if is_joined "$id"; then
+    # shellcheck disable=SC2086 # the list is word-split on purpose
     JOINED=$(printf '%s\n' $JOINED | grep -vx "$id" | tr '\n' ' ')
     JOINED=${JOINED% }
   fi
+  REMOVED="${REMOVED:+$REMOVED }$id"
   save_env
   echo "node $id decommissioned and stopped; its data stays in $(data_dir "$id")"
 }

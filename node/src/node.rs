@@ -185,7 +185,7 @@ impl Node {
     pub fn leader_of(&self, group: GroupId, replicas: &[NodeId]) -> Option<NodeId> {
         match self.partition(group) {
             Some(p) => p.leader(),
-            None => self.prober.reported_leader(group, replicas),
+            None => self.prober.reported_leader(group, replicas, self.id),
         }
     }
 

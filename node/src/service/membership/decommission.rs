@@ -51,26 +51,8 @@ pub async fn handle(node: Arc<Node>, req: DecommissionNodeRequest) -> Result<Dec
     let raft = node.controller.raft();
     let mem = raft.metrics().borrow_watched().membership_config.membership().clone();
     let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
-    let mut demote = None;
-    if voters.contains(&id) {
-        let replacement = mem.learner_ids().filter(|l| eligible.contains(l)).min();
-        let mut new_voters = voters.clone();
-        new_voters.remove(&id);
-        new_voters.extend(replacement);
-        let live_in = |s: &BTreeSet<NodeId>| s.iter().filter(|n| live.contains(n)).count();
-        if new_voters.is_empty()
-            || live_in(&new_voters) < new_voters.len() / 2 + 1
-            || live_in(&voters) < voters.len() / 2 + 1
-        {
-            return Err(refuse(
-                ErrorCode::ControllerQuorum,
-                format!(
-                    "node {id} is a controller voter; without it the voters {new_voters:?} would not have a live majority (live: {live:?})"
-                ),
-            ));
-        }
-        demote = Some(new_voters);
-    }
+    let learners: BTreeSet<NodeId> = mem.learner_ids().collect();
+    let demote = controller_without(&voters, &learners, &live, &eligible, id)?;
     let moves = plan_moves(&meta, id, &eligible)?;
     if let Some(new_voters) = demote {
         raft.change_membership(ChangeMembers::ReplaceAllVoters(new_voters.clone()), true).await.map_err(|e| match e
@@ -84,6 +66,38 @@ pub async fn handle(node: Arc<Node>, req: DecommissionNodeRequest) -> Result<Dec
     propose(&node, ControllerCmd::Decommission { id, moves }).await?;
     info!(node = id, "decommissioning");
     Ok(DecommissionNodeResponse { moves: describe(&node.meta()) })
+}
+
+/// The controller's voters once `id` leaves them: a live eligible learner
+/// takes its place if there is one. `None` when `id` is not a voter.
+/// Refused when the current voters have no live majority (the change could
+/// not commit) or the new ones would not have one.
+pub fn controller_without(
+    voters: &BTreeSet<NodeId>,
+    learners: &BTreeSet<NodeId>,
+    live: &[NodeId],
+    eligible: &[NodeId],
+    id: NodeId,
+) -> Result<Option<BTreeSet<NodeId>>> {
+    if !voters.contains(&id) {
+        return Ok(None);
+    }
+    let mut new_voters = voters.clone();
+    new_voters.remove(&id);
+    new_voters.extend(learners.iter().filter(|l| eligible.contains(l)).min());
+    let live_in = |s: &BTreeSet<NodeId>| s.iter().filter(|n| live.contains(n)).count();
+    if new_voters.is_empty()
+        || live_in(&new_voters) < new_voters.len() / 2 + 1
+        || live_in(voters) < voters.len() / 2 + 1
+    {
+        return Err(refuse(
+            ErrorCode::ControllerQuorum,
+            format!(
+                "node {id} is a controller voter; without it the voters {new_voters:?} would not have a live majority (live: {live:?})"
+            ),
+        ));
+    }
+    Ok(Some(new_voters))
 }
 
 /// Replicas each node holds, counting moves under way at their target.
@@ -154,6 +168,30 @@ mod tests {
         let m = meta(4, vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
         let moves = plan_moves(&m, 1, &[2, 3, 4]).unwrap();
         assert_eq!(moves, vec![(1, vec![4, 2, 3]), (2, vec![2, 3, 4]), (3, vec![3, 4, 2])]);
+    }
+
+    #[test]
+    fn given_controller_voters_then_a_decommission_keeps_a_live_majority_or_is_refused() {
+        let set = |v: &[NodeId]| v.iter().copied().collect::<BTreeSet<_>>();
+        let (voters, none) = (set(&[1, 2, 3]), set(&[]));
+        // Not a voter: the controller does not change.
+        assert_eq!(controller_without(&voters, &set(&[4]), &[1, 2, 3, 4], &[1, 2, 3], 4).unwrap(), None);
+        // A live learner takes the vote.
+        assert_eq!(
+            controller_without(&voters, &set(&[4, 5]), &[1, 2, 3, 4, 5], &[2, 3, 4, 5], 1).unwrap(),
+            Some(set(&[2, 3, 4]))
+        );
+        // No learner: two voters, both live, still a majority.
+        assert_eq!(controller_without(&voters, &none, &[1, 2, 3], &[1, 3], 2).unwrap(), Some(set(&[1, 3])));
+        // Node 3 down: {1, 3} would have one live voter of two.
+        let e = controller_without(&voters, &none, &[1, 2], &[1], 2).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ControllerQuorum);
+        // The last voter.
+        let e = controller_without(&set(&[1]), &none, &[1], &[], 1).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ControllerQuorum);
+        // Two of three voters down: the change itself could not commit.
+        let e = controller_without(&voters, &set(&[4]), &[1, 4], &[4], 1).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ControllerQuorum);
     }
 
     #[test]
