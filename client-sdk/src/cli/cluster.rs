@@ -46,8 +46,8 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                 }
                 Output::Text => {
                     println!(
-                        "{:>4}  {:<22}  {:<5}  {:<7}  {:>7}  {:>8}  {:>8}  {}",
-                        "ID", "ADDR", "ALIVE", "IN_SYNC", "LEADERS", "REPLICAS", "UNDER_R", "ROLE"
+                        "{:>4}  {:<22}  {:<5}  {:<7}  {:>7}  {:>8}  {:>8}  ROLE",
+                        "ID", "ADDR", "ALIVE", "IN_SYNC", "LEADERS", "REPLICAS", "UNDER_R"
                     );
                     for n in &s.nodes {
                         let mut role = vec![if n.controller_voter { "voter" } else { "learner" }];
