@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make memory · make rejoin
+# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make memory · make rejoin · make membership
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint check-ops chaos soak fuzz bench memory rejoin clean-cluster
+.PHONY: build run stop test lint check-ops chaos soak fuzz bench memory rejoin membership clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -108,3 +108,10 @@ clean-cluster:
 rejoin:
 	$(CARGO) nextest run --release -p replog-node --test t85_retention --run-ignored only --no-capture
 
+# The membership flow of node/tests/t33_membership.rs at a larger scale
+# (16 partitions, 8 writers, 2,000 records between steps), release build:
+# 3 nodes grow to 5, a move survives its leader's SIGKILL, balance,
+# decommission, rolling restart; prints the longest producer wait during
+# the roll and every wait over 200 ms with its time (docs/membership.md).
+membership:
+	flock /tmp/replog-chaos.lock $(CARGO) nextest run --release -p replog-node --test t33_membership --run-ignored only --no-capture

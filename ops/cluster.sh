@@ -36,6 +36,14 @@ commands:
   start ID         restart a stopped or killed node ID on its existing data
   pause ID         SIGSTOP node ID
   resume ID        SIGCONT node ID
+  join ID          start a new node ID (not yet in the cluster) that joins the
+                   running cluster (replog-node --join); kept in cluster.env,
+                   so stop/start/roll treat it like the others
+  roll             restart every running node one at a time: graceful stop
+                   (it hands its leaderships over first), start, then wait
+                   until its /ready says it has caught up
+  decommission ID  move every replica off node ID (replog node decommission
+                   --wait), then stop it and forget it
 
 Node ID listens for gRPC on 127.0.0.1:700ID and for metrics on 127.0.0.1:910ID.
 With REPLOG_PER_NODE_IP=1 at `up`, node ID uses 127.0.0.(10+ID) instead of
@@ -115,6 +123,10 @@ data_dir() { echo "$DIR/node-$1/data"; }
 N=""
 INITIAL_CLUSTER=""
 NODE_ARGS=""
+# Nodes added by `join`, space separated.
+JOINED=""
+# Nodes removed by `decommission`: never started again.
+REMOVED=""
 
 load_env() {
   [ -f "$ENV_FILE" ] || return 1
@@ -128,6 +140,8 @@ load_env() {
       INITIAL_CLUSTER) INITIAL_CLUSTER=$val ;;
       NODE_ARGS) NODE_ARGS=$val ;;
       PER_NODE_IP) PER_NODE_IP=$val ;;
+      JOINED) JOINED=$val ;;
+      REMOVED) REMOVED=$val ;;
     esac
   done <"$ENV_FILE"
   [[ "$N" =~ ^[1-9]$ ]] || die "$ENV_FILE is corrupt (N='$N'); fix it or run: ops/cluster.sh down --purge"
@@ -143,6 +157,8 @@ save_env() {
     echo "INITIAL_CLUSTER=$INITIAL_CLUSTER"
     echo "NODE_ARGS=$NODE_ARGS"
     echo "PER_NODE_IP=$PER_NODE_IP"
+    echo "JOINED=$JOINED"
+    echo "REMOVED=$REMOVED"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -158,13 +174,17 @@ known_ids() {
   if [ -n "$N" ]; then
     for ((i = 1; i <= N; i++)); do ids+=" $i"; done
   fi
+  for i in $JOINED; do ids+=" $i"; done
   for f in "$DIR"/node-[1-9].pid; do
     [ -e "$f" ] || continue
     f=${f##*/node-}
     ids+=" ${f%.pid}"
   done
   # shellcheck disable=SC2086
-  printf '%s\n' $ids | sort -nu | tr '\n' ' '
+  printf '%s\n' $ids | sort -nu | while read -r i; do
+    [[ " $REMOVED " == *" $i "* ]] && [ ! -e "$DIR/node-$i.pid" ] && continue
+    printf '%s ' "$i"
+  done
 }
 
 check_id() {
@@ -369,13 +389,32 @@ check_ports_free() {
   done
 }
 
+is_joined() { [[ " $JOINED " == *" $1 "* ]]; }
+
+# The address a joining node asks: the first other node that runs.
+join_via() {
+  local i
+  for i in $(known_ids); do
+    [ "$i" = "$1" ] && continue
+    if [ -n "$(live_pid "$i" 2>/dev/null)" ]; then
+      grpc_addr "$i"
+      return 0
+    fi
+  done
+  grpc_addr 1
+}
+
 # Launches node $1 in the background, in its own session so it outlives this
 # script; the exec'd child writes its own pid, so the pid file names the node
 # process itself whatever setsid does.
 launch_node() {
   local id=$1 args extra
   args=(--id "$id" --listen "$(grpc_addr "$id")" --metrics-listen "$(metrics_addr "$id")" --data-dir "$(data_dir "$id")")
-  args+=(--initial-cluster "$INITIAL_CLUSTER")
+  if is_joined "$id"; then
+    args+=(--join "$(join_via "$id")")
+  else
+    args+=(--initial-cluster "$INITIAL_CLUSTER")
+  fi
   read -r -a extra <<<"${REPLOG_NODE_ARGS-$NODE_ARGS}"
   args+=("${extra[@]}")
 
@@ -481,6 +520,9 @@ cmd_up() {
   check_ports_free $ids
   save_env
 
+  # A cluster that grew or shrank: its joined nodes come back too, its
+  # decommissioned ones do not.
+  ids=$(known_ids)
   for id in $ids; do launch_node "$id"; done
   # shellcheck disable=SC2086
   wait_healthy $ids
@@ -550,8 +592,11 @@ cmd_stop() {
 cmd_start() {
   local id=$1 pid
   require_env
-  if [ "$id" -gt "$N" ]; then
-    die "node $id is not part of this cluster (nodes 1..$N)"
+  if [[ " $REMOVED " == *" $id "* ]]; then
+    die "node $id was decommissioned; it cannot come back on its old data (join a fresh node instead)"
+  fi
+  if [ "$id" -gt "$N" ] && ! is_joined "$id"; then
+    die "node $id is not part of this cluster (nodes 1..$N${JOINED:+ and$JOINED}); add it with: ops/cluster.sh join $id"
   fi
   pid=$(live_pid "$id")
   [ -z "$pid" ] || die "node $id is already running (pid $pid)"
@@ -561,6 +606,83 @@ cmd_start() {
   launch_node "$id"
   wait_healthy "$id"
   echo "node $id is healthy"
+}
+
+cmd_join() {
+  local id=$1 pid
+  require_env
+  if [[ " $REMOVED " == *" $id "* ]]; then
+    [ ! -e "$(data_dir "$id")" ] || die "node $id was decommissioned; delete $(data_dir "$id") to join it afresh"
+    REMOVED=$(printf '%s\n' "$REMOVED" | tr ' ' '\n' | grep -vx "$id" | tr '\n' ' ')
+    REMOVED=${REMOVED% }
+  elif [ "$id" -le "$N" ] || is_joined "$id"; then
+    die "node $id is already part of this cluster; start it with: ops/cluster.sh start $id"
+  fi
+  pid=$(live_pid "$id")
+  [ -z "$pid" ] || die "node $id is already running (pid $pid)"
+  require_bin
+  ensure_curl
+  check_ports_free "$id"
+  JOINED="${JOINED:+$JOINED }$id"
+  save_env
+  launch_node "$id"
+  wait_healthy "$id"
+  echo "node $id joined the cluster (see: replog cluster status; spread load with: replog cluster balance)"
+}
+
+# "200" once node $1's /ready says it has caught up.
+ready_code() {
+  curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 1 "http://$(metrics_addr "$1")/ready" 2>/dev/null || true
+}
+
+wait_ready() {
+  local id=$1 deadline
+  deadline=$(deadline_ms "$HEALTH_TIMEOUT_S")
+  until [ "$(ready_code "$id")" = 200 ]; do
+    past "$deadline" && die "node $id not ready (caught up) after ${HEALTH_TIMEOUT_S} s; see $(log_file "$id") and http://$(metrics_addr "$id")/ready"
+    sleep "$HEALTH_POLL_S"
+  done
+}
+
+cmd_roll() {
+  require_env
+  require_bin
+  ensure_curl
+  local id ids="" t0
+  for id in $(known_ids); do
+    [ -n "$(live_pid "$id")" ] && ids+=" $id"
+  done
+  [ -n "$ids" ] || die "no node is running"
+  for id in $ids; do
+    t0=$(now_ms)
+    graceful_stop "$id"
+    launch_node "$id"
+    wait_healthy "$id"
+    wait_ready "$id"
+    echo "node $id restarted and caught up in $(($(now_ms) - t0)) ms"
+  done
+  echo "rolled nodes$ids"
+}
+
+cmd_decommission() {
+  local id=$1 cli="${BIN_DIR%/}/replog" bootstrap="" i
+  require_env
+  [ -x "$cli" ] || die "replog (the CLI) not found at $cli; build it first"
+  for i in $(known_ids); do
+    [ "$i" = "$id" ] && continue
+    [ -n "$(live_pid "$i")" ] && bootstrap+="${bootstrap:+,}$(grpc_addr "$i")"
+  done
+  [ -n "$bootstrap" ] || die "no other node is running"
+  "$cli" --bootstrap "$bootstrap" node decommission "$id" --wait
+  graceful_stop "$id"
+  if is_joined "$id"; then
+    # shellcheck disable=SC2086 # the list is word-split on purpose
+    JOINED=$(printf '%s\n' $JOINED | grep -vx "$id" | tr '\n' ' ')
+    JOINED=${JOINED% }
+  fi
+  REMOVED="${REMOVED:+$REMOVED }$id"
+  save_env
+  echo "node $id decommissioned and stopped; its data stays in $(data_dir "$id")"
 }
 
 cmd_pause() {
@@ -593,7 +715,11 @@ case "$cmd" in
     [ $# -eq 0 ] || die "status takes no arguments"
     cmd_status
     ;;
-  kill | stop | start | pause | resume)
+  roll)
+    [ $# -eq 0 ] || die "roll takes no arguments"
+    cmd_roll
+    ;;
+  kill | stop | start | pause | resume | join | decommission)
     [ $# -eq 1 ] || die "usage: ops/cluster.sh $cmd ID"
     check_id "$1"
     "cmd_$cmd" "$1"

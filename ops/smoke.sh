@@ -98,5 +98,18 @@ dead=[n['id'] for n in s['nodes'] if not n['alive']]
 assert dead==[$leader], f'expected only node $leader down, got {dead}'
 " || fail "cluster status does not show node $leader down"
 ops/cluster.sh start "$leader"
+
+# Membership (docs/membership.md): a fourth node joins and is given its
+# share, every node restarts in turn, then the new node is decommissioned;
+# nothing produced is lost.
+ops/cluster.sh join 4 || fail "cluster.sh join 4"
+$R cluster balance --wait >/dev/null || fail "cluster balance"
+n4=$($R cluster status --output json | python3 -c 'import json,sys; print([n["replica_count"] for n in json.load(sys.stdin)["nodes"] if n["id"]==4][0])')
+[ "$n4" -gt 0 ] || fail "node 4 holds no replica after the balance"
+ops/cluster.sh roll || fail "cluster.sh roll"
+seq 201 300 | $R produce demo >/dev/null || fail "produce after the roll"
+ops/cluster.sh decommission 4 >/dev/null || fail "cluster.sh decommission 4"
+n=$($R consume demo --from-beginning --max-messages 300 --timeout-ms 10000 | wc -l)
+[ "$n" -eq 300 ] || fail "expected 300 records after join, roll and decommission, got $n"
 make stop
 echo "smoke: 1 passed, 0 failed"

@@ -44,6 +44,7 @@ pub mod client;
 pub mod consumer;
 pub mod error;
 pub mod group;
+pub mod membership;
 pub mod producer;
 pub mod queue;
 pub mod subscription;

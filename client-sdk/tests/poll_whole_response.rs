@@ -246,6 +246,42 @@ impl Replog for OnePartition {
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         Err(Status::unimplemented("delete_group"))
     }
+
+    async fn join_cluster(
+        &self,
+        _: Request<pb::JoinClusterRequest>,
+    ) -> Result<Response<pb::JoinClusterResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn move_partition(
+        &self,
+        _: Request<pb::MovePartitionRequest>,
+    ) -> Result<Response<pb::MovePartitionResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn move_status(&self, _: Request<pb::MoveStatusRequest>) -> Result<Response<pb::MoveStatusResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn decommission_node(
+        &self,
+        _: Request<pb::DecommissionNodeRequest>,
+    ) -> Result<Response<pb::DecommissionNodeResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn balance_cluster(
+        &self,
+        _: Request<pb::BalanceClusterRequest>,
+    ) -> Result<Response<pb::BalanceClusterResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn finish_move(&self, _: Request<pb::FinishMoveRequest>) -> Result<Response<pb::FinishMoveResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
 }
 
 async fn serve(state: OnePartition) -> SocketAddr {

@@ -98,6 +98,13 @@ node_config! {
     /// member of the first cluster with the same list. Ignored on restart.
     initial_cluster: BTreeMap<u64, String> = BTreeMap::new(), env = "REPLOG_INITIAL_CLUSTER",
         parse = parse_initial_cluster;
+    /// Join a running cluster through any of its nodes (`host:port`): the
+    /// node registers with the controller, follows the cluster metadata
+    /// and is given replicas. Instead of `initial-cluster`; kept on restart.
+    join: Advertise = None, env = "REPLOG_JOIN", parse = parse_advertise;
+    /// How long a stopping node (SIGTERM) spends handing the leadership of
+    /// each group it leads to a caught-up replica before it stops, in ms.
+    shutdown_handoff_ms: u64 = 5_000, env = "REPLOG_SHUTDOWN_HANDOFF_MS";
     /// Raft heartbeat interval in ms. Followers expect one at least this often.
     heartbeat_ms: u64 = 150, env = "REPLOG_HEARTBEAT_MS";
     /// A follower that hears no leader for a random time between the min and
@@ -164,6 +171,12 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("--id must be given and greater than 0".into());
+        }
+        if self.join.is_some() && !self.initial_cluster.is_empty() {
+            return Err(
+                "--join and --initial-cluster exclude each other: a node either starts the first cluster or joins one"
+                    .into(),
+            );
         }
         if !self.initial_cluster.is_empty() {
             match self.initial_cluster.get(&self.id) {

@@ -55,6 +55,10 @@ pub enum NodeError {
     /// Refused by a state machine when the entry was applied.
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// A membership request refused (codes 29–35: unknown node, bad replica
+    /// set, a move under way, the controller's quorum, ...).
+    #[error("{1}")]
+    Membership(ErrorCode, String),
 }
 
 impl NodeError {
@@ -80,6 +84,7 @@ impl NodeError {
             NodeError::Storage(_) => ErrorCode::Storage,
             NodeError::DiskFull { .. } => ErrorCode::DiskFull,
             NodeError::Remote { code, .. } => *code,
+            NodeError::Membership(code, _) => *code,
             NodeError::Rejected(r) => match r {
                 Rejection::CorruptBatch(_) => ErrorCode::CorruptBatch,
                 Rejection::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequence,
@@ -151,7 +156,8 @@ impl From<NodeError> for tonic::Status {
             ErrorCode::UnknownTopic
             | ErrorCode::UnknownPartition
             | ErrorCode::UnknownGroup
-            | ErrorCode::UnknownQueueGroup => tonic::Code::NotFound,
+            | ErrorCode::UnknownQueueGroup
+            | ErrorCode::UnknownNode => tonic::Code::NotFound,
             ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
@@ -164,7 +170,11 @@ impl From<NodeError> for tonic::Status {
             | ErrorCode::PartitionNotAssigned
             | ErrorCode::GroupNotEmpty
             | ErrorCode::QueueEventNotHeld
-            | ErrorCode::QueueLockExpired => tonic::Code::FailedPrecondition,
+            | ErrorCode::QueueLockExpired
+            | ErrorCode::MoveInProgress
+            | ErrorCode::ControllerQuorum
+            | ErrorCode::NotEnoughNodes => tonic::Code::FailedPrecondition,
+            ErrorCode::NodeIdInUse => tonic::Code::AlreadyExists,
             ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
             _ => tonic::Code::InvalidArgument,
         };

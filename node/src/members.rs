@@ -42,11 +42,15 @@ impl Members {
         Members { initial, meta }
     }
 
-    /// Every known node with its address.
+    /// Every known node with its address: the registered ones, or the
+    /// first cluster's members until the controller has registered anyone
+    /// (a node decommissioned since is not brought back by its flags).
     pub fn all(&self) -> BTreeMap<NodeId, String> {
-        let mut m = self.initial.clone();
-        m.extend(self.meta.borrow().nodes.values().map(|n| (n.id, n.addr.clone())));
-        m
+        let meta = self.meta.borrow();
+        if meta.nodes.is_empty() {
+            return self.initial.clone();
+        }
+        meta.nodes.values().map(|n| (n.id, n.addr.clone())).collect()
     }
 
     pub fn addr(&self, id: NodeId) -> Option<String> {

@@ -27,8 +27,11 @@ use crate::raft_net::{NetworkFactory, PeerPool};
 
 /// acks=none writes a node accepts before committing them.
 pub const MAX_ACKS_NONE_IN_FLIGHT: usize = 1024;
-/// How long a graceful stop waits for leadership handed off to land.
-const HANDOFF_WAIT: Duration = Duration::from_secs(2);
+/// How long a stopping node lets one leadership transfer land before it
+/// asks again (perhaps another replica).
+const HANDOFF_RETRY: Duration = Duration::from_millis(500);
+/// How often a stopping node checks which groups it still leads.
+const HANDOFF_POLL: Duration = Duration::from_millis(10);
 
 pub struct Node {
     pub id: NodeId,
@@ -48,6 +51,9 @@ pub struct Node {
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Bounds acks=none writes accepted but not yet committed.
     pub acks_none_slots: Arc<tokio::sync::Semaphore>,
+    /// Set once a graceful stop begins: the node reports it to its peers
+    /// (`NodeInfo.stopping`), which then hand it no leadership.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -94,6 +100,7 @@ impl Node {
             partitions: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             config,
         }))
     }
@@ -112,6 +119,10 @@ impl Node {
         tokio::spawn(crate::balancer::run(self.clone()));
         tokio::spawn(crate::coordinator::run(self.clone()));
         tokio::spawn(crate::retention::run(self.clone()));
+        tokio::spawn(crate::mover::run(self.clone()));
+        if let Some(via) = self.config.join.clone() {
+            tokio::spawn(crate::join::run(self.clone(), via));
+        }
     }
 
     pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
@@ -174,7 +185,7 @@ impl Node {
     pub fn leader_of(&self, group: GroupId, replicas: &[NodeId]) -> Option<NodeId> {
         match self.partition(group) {
             Some(p) => p.leader(),
-            None => self.prober.reported_leader(group, replicas),
+            None => self.prober.reported_leader(group, replicas, self.id),
         }
     }
 
@@ -216,13 +227,16 @@ impl Node {
     /// This node's own report: partitions hosted, their leaders and offsets.
     pub fn node_info(&self) -> pb::NodeInfoResponse {
         let mut groups = Vec::new();
-        let (mut leaders, mut replicas) = (0, 0);
+        let (mut leaders, mut replicas, mut under_replicated) = (0, 0, 0);
         for p in self.partitions() {
             let m = p.raft().metrics().borrow_watched().clone();
             let leader = m.current_leader.unwrap_or(0);
             replicas += 1;
             if p.is_leader() {
                 leaders += 1;
+                if under_replicated_group(&m, self.id) {
+                    under_replicated += 1;
+                }
             }
             let o = p.offsets();
             groups.push(pb::GroupStatus {
@@ -240,35 +254,115 @@ impl Node {
             leader_count: leaders,
             replica_count: replicas,
             groups,
+            stopping: self.stopping.load(std::sync::atomic::Ordering::SeqCst),
+            under_replicated,
+            in_sync: crate::metrics::sample::readiness(self).ready,
         }
     }
 
-    /// Graceful stop: hand off leadership where possible, then stop every
-    /// group and flush.
+    /// Hands the leadership of every group in `rafts` this node leads to a
+    /// caught-up voter, asking again every [`HANDOFF_RETRY`], until none is
+    /// led here or `limit` has passed. A transfer stops the group's writes
+    /// only until the target wins its election (one round trip, as it has
+    /// everything), where a stop without it would leave the group
+    /// leaderless for an election timeout.
+    async fn hand_off(&self, rafts: &[Raft], limit: Duration) {
+        let started = Instant::now();
+        let mut asked: HashMap<usize, Instant> = HashMap::new();
+        loop {
+            let led: Vec<usize> = (0..rafts.len()).filter(|i| rafts[*i].led_by(self.id)).collect();
+            if led.is_empty() {
+                if !asked.is_empty() {
+                    info!(
+                        groups = asked.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "handed off every leadership"
+                    );
+                }
+                return;
+            }
+            if started.elapsed() >= limit {
+                warn!(groups = led.len(), "still leading groups at the hand-off deadline; stopping anyway");
+                return;
+            }
+            let live = self.live_nodes();
+            for i in led {
+                if asked.get(&i).is_some_and(|t| t.elapsed() < HANDOFF_RETRY) {
+                    continue;
+                }
+                let m = rafts[i].metrics().borrow_watched().clone();
+                let matched: BTreeMap<NodeId, Option<u64>> = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .filter(|v| *v != self.id)
+                    .map(|v| {
+                        let idx = m.replication.as_ref().and_then(|r| r.get(&v).cloned().flatten()).map(|l| l.index);
+                        (v, idx)
+                    })
+                    .collect();
+                if let Some(to) = handoff_target(&matched, m.last_log_index, &live) {
+                    let _ = rafts[i].trigger().transfer_leader(to).await;
+                }
+                asked.insert(i, Instant::now());
+            }
+            tokio::time::sleep(HANDOFF_POLL).await;
+        }
+    }
+
+    /// Graceful stop: hand every leadership held here to a caught-up
+    /// replica (within `shutdown_handoff_ms`), then stop every group and
+    /// flush.
     pub async fn shutdown(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         // Appends held back by a full disk must not hold the stop.
         self.store.begin_close();
         let rafts: Vec<Raft> =
             self.partitions().iter().map(|p| p.raft().clone()).chain([self.controller.raft().clone()]).collect();
-        let leads = |r: &Raft| r.led_by(self.id);
-        for r in &rafts {
-            if leads(r) {
-                let m = r.metrics().borrow_watched().clone();
-                if let Some(to) = m.membership_config.membership().voter_ids().find(|v| *v != self.id) {
-                    let _ = r.trigger().transfer_leader(to).await;
-                }
-            }
-        }
-        // Give the transfers a moment to land before stopping.
-        let deadline = Instant::now() + HANDOFF_WAIT;
-        while Instant::now() < deadline && rafts.iter().any(leads) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.hand_off(&rafts, Duration::from_millis(self.config.shutdown_handoff_ms)).await;
         for r in &rafts {
             let _ = r.shutdown().await;
         }
         if let Err(e) = self.store.flush().await {
             warn!("final flush failed: {e}");
         }
+    }
+}
+
+/// Whether some voter of a group led by `me` is not known to hold the log
+/// up to within [`crate::metrics::sample::READY_SLACK_ENTRIES`] of its end.
+pub fn under_replicated_group(m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>, me: NodeId) -> bool {
+    let last = m.last_log_index.unwrap_or(0);
+    let repl = m.replication.as_ref();
+    m.membership_config.membership().voter_ids().filter(|v| *v != me).any(|v| {
+        let held = repl.and_then(|r| r.get(&v).cloned().flatten()).map(|l| l.index);
+        held.is_none_or(|h| h + crate::metrics::sample::READY_SLACK_ENTRIES < last)
+    })
+}
+
+/// Whom a stopping leader hands a group to: among the other voters
+/// (`matched`: the last log index each is known to hold), one that holds
+/// everything (`last`) and is alive, else the most advanced live one, else
+/// the most advanced of all. `None` when the group has no other voter.
+pub fn handoff_target(matched: &BTreeMap<NodeId, Option<u64>>, last: Option<u64>, live: &[NodeId]) -> Option<NodeId> {
+    let rank =
+        |(id, m): (&NodeId, &Option<u64>)| (live.contains(id), *m >= last && m.is_some(), *m, std::cmp::Reverse(*id));
+    matched.iter().max_by_key(|e| rank(*e)).map(|(id, _)| *id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_voters_when_handing_off_then_a_live_caught_up_one_is_chosen_first() {
+        let m = BTreeMap::from([(2, Some(10)), (3, Some(12)), (4, None)]);
+        assert_eq!(handoff_target(&m, Some(12), &[1, 2, 3, 4]), Some(3));
+        // The caught-up one is down: the most advanced live one.
+        assert_eq!(handoff_target(&m, Some(12), &[1, 2, 4]), Some(2));
+        // Nobody known alive: still the most advanced.
+        assert_eq!(handoff_target(&m, Some(12), &[1]), Some(3));
+        // Alone in the group: nobody to hand to.
+        assert_eq!(handoff_target(&BTreeMap::new(), Some(1), &[1]), None);
     }
 }

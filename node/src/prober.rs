@@ -21,12 +21,35 @@ pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
 pub struct PeerView {
     pub last_ok: Option<Instant>,
     pub info: Option<pb::NodeInfoResponse>,
+    /// The last probe found nothing listening (connection refused): the
+    /// process is gone, whatever `last_ok` says. A probe that merely timed
+    /// out does not count, a busy node is not a dead one.
+    pub refused: bool,
 }
 
 impl PeerView {
+    /// Answered recently, and not stopping (a stopping node is given no
+    /// leadership and no new replicas).
     pub fn alive(&self) -> bool {
         self.last_ok.is_some_and(|t| t.elapsed() < ALIVE_WITHIN)
+            && !self.refused
+            && !self.info.as_ref().is_some_and(|i| i.stopping)
     }
+}
+
+/// Whether a failed call found nothing listening at the address.
+fn refused(s: &tonic::Status) -> bool {
+    use std::error::Error;
+    let mut source = s.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[derive(Default)]
@@ -44,13 +67,15 @@ impl Prober {
                 let mut req = tonic::Request::new(pb::NodeInfoRequest {});
                 req.set_timeout(PROBE_INTERVAL * 2);
                 let r = tokio::time::timeout(PROBE_INTERVAL * 2, client.node_info(req)).await;
-                (id, r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
+                let refused = matches!(&r, Ok(Err(s)) if refused(s));
+                (id, r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()), refused)
             })
         });
         let results = futures::future::join_all(calls).await;
         let mut peers = self.peers.lock().expect("peers lock");
-        for (id, info) in results {
-            let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None });
+        for (id, info, refused) in results {
+            let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None, refused: false });
+            v.refused = refused;
             if let Some(info) = info {
                 v.last_ok = Some(Instant::now());
                 v.info = Some(info);
@@ -66,15 +91,19 @@ impl Prober {
         self.peers.lock().expect("peers lock").get(&id).is_some_and(PeerView::alive)
     }
 
-    /// The leader of `group` as one of `replicas` last reported it.
-    pub fn reported_leader(&self, group: GroupId, replicas: &[NodeId]) -> Option<NodeId> {
+    /// The leader of `group` as one of `replicas` last reported it, passing
+    /// over leaders this node sees stopping or down (`me` always counts as
+    /// up): a report can be up to a probe old, and a client sent to a node
+    /// that has stopped would only back off and ask again.
+    pub fn reported_leader(&self, group: GroupId, replicas: &[NodeId], me: NodeId) -> Option<NodeId> {
         let peers = self.peers.lock().expect("peers lock");
         replicas
             .iter()
-            .filter_map(|r| peers.get(r)?.info.as_ref())
+            .filter_map(|r| peers.get(r).filter(|v| v.alive())?.info.as_ref())
             .flat_map(|i| i.groups.iter())
-            .find(|g| g.group_id == group && g.leader != 0)
+            .filter(|g| g.group_id == group && g.leader != 0)
             .map(|g| g.leader)
+            .find(|l| *l == me || peers.get(l).is_some_and(PeerView::alive))
     }
 
     /// `(log start, high watermark)` of `group` as node `from` last
@@ -89,5 +118,22 @@ impl Prober {
             .iter()
             .find(|g| g.group_id == group)
             .map(|g| (g.log_start_offset, g.high_watermark))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn given_nothing_listening_then_a_probe_counts_as_refused() {
+        // A port just bound and released: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
+        let mut client = pb::replog_client::ReplogClient::new(channel);
+        let status = client.node_info(pb::NodeInfoRequest {}).await.unwrap_err();
+        assert!(refused(&status), "{status:?}");
+        assert!(!refused(&tonic::Status::deadline_exceeded("slow")));
     }
 }

@@ -1,6 +1,8 @@
 //! Keeps the partitions hosted here equal to what the cluster metadata
 //! assigns to this node: opens the groups of new partitions (initializing
-//! them from the preferred replica) and drops those of deleted topics.
+//! them from the preferred replica) and of partitions moving here (left
+//! empty for their leader to fill), and drops those of deleted topics and
+//! of partitions moved away.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,7 +70,9 @@ async fn reconcile(node: &Node) -> anyhow::Result<()> {
         // and so usually wins the first election; the others step in after a
         // grace period if it could not. All propose the same membership,
         // which openraft accepts once and refuses after.
-        if replicas.first() == Some(&node.id) {
+        if !replicas.contains(&node.id) {
+            // Moving here: an empty learner, added by the group's leader.
+        } else if replicas.first() == Some(&node.id) {
             if let Err(e) = initialize(p.raft(), members).await {
                 warn!(group = gid, "initializing partition group: {e:#}");
             }
@@ -96,7 +100,7 @@ async fn reconcile(node: &Node) -> anyhow::Result<()> {
             let _ = p.raft().shutdown().await;
         }
         node.store.drop_group(gid).await?;
-        info!(group = gid, "dropped partition group of a deleted topic");
+        info!(group = gid, "dropped partition group (topic deleted or partition moved away)");
     }
     if failed > 0 {
         anyhow::bail!("{failed} partition groups could not be opened; retrying");

@@ -72,10 +72,26 @@ pub enum ErrorCode {
     QueueLockExpired = 27,
     /// A topic setting that is unknown or out of range.
     InvalidConfig = 28,
+    /// A node id the cluster does not know.
+    UnknownNode = 29,
+    /// A replica set that is empty, names a node twice, or names a node
+    /// being decommissioned.
+    InvalidReplicaSet = 30,
+    /// A replica set smaller than the partition's current one, without force.
+    BelowReplicationFactor = 31,
+    /// The partition is already moving to another replica set.
+    MoveInProgress = 32,
+    /// Removing the node would leave the controller group without a live
+    /// majority.
+    ControllerQuorum = 33,
+    /// No node is left to take a replica (decommission, balance).
+    NotEnoughNodes = 34,
+    /// A join whose node id a live node at another address already has.
+    NodeIdInUse = 35,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -104,6 +120,13 @@ impl ErrorCode {
         ErrorCode::QueueEventNotHeld,
         ErrorCode::QueueLockExpired,
         ErrorCode::InvalidConfig,
+        ErrorCode::UnknownNode,
+        ErrorCode::InvalidReplicaSet,
+        ErrorCode::BelowReplicationFactor,
+        ErrorCode::MoveInProgress,
+        ErrorCode::ControllerQuorum,
+        ErrorCode::NotEnoughNodes,
+        ErrorCode::NodeIdInUse,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -145,6 +168,13 @@ impl ErrorCode {
             ErrorCode::UnknownQueueGroup => "UNKNOWN_QUEUE_GROUP",
             ErrorCode::QueueEventNotHeld => "QUEUE_EVENT_NOT_HELD",
             ErrorCode::QueueLockExpired => "QUEUE_LOCK_EXPIRED",
+            ErrorCode::UnknownNode => "UNKNOWN_NODE",
+            ErrorCode::InvalidReplicaSet => "INVALID_REPLICA_SET",
+            ErrorCode::BelowReplicationFactor => "BELOW_REPLICATION_FACTOR",
+            ErrorCode::MoveInProgress => "MOVE_IN_PROGRESS",
+            ErrorCode::ControllerQuorum => "CONTROLLER_QUORUM",
+            ErrorCode::NotEnoughNodes => "NOT_ENOUGH_NODES",
+            ErrorCode::NodeIdInUse => "NODE_ID_IN_USE",
         }
     }
 

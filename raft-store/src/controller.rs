@@ -1,7 +1,7 @@
 //! Cluster metadata replicated by the controller group (group 0): nodes,
 //! topics, and each partition's Raft group and replica set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,13 @@ pub struct ClusterMeta {
     pub next_group_id: GroupId,
     /// Next idempotent-producer id to hand out.
     pub next_producer_id: i64,
+    /// Partition moves under way: group → the replica set it moves to. The
+    /// group's leader carries each out (learners, joint consensus) and
+    /// reports it done with `FinishMove`.
+    pub moves: BTreeMap<GroupId, Vec<NodeId>>,
+    /// Nodes being decommissioned: placement gives them nothing; the
+    /// controller removes each once no replica is left on it.
+    pub decommissioning: BTreeSet<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +91,28 @@ pub enum ControllerCmd {
     },
     /// Hands out one fresh producer id.
     AllocateProducerId,
+    /// Starts moving a partition group to `replicas` (checked by the
+    /// controller leader first). The same nodes in another order only
+    /// change the preferred leader, at once.
+    StartMove {
+        group: GroupId,
+        replicas: Vec<NodeId>,
+    },
+    /// The group's voters are the move's target: its replica set becomes it.
+    FinishMove {
+        group: GroupId,
+        replicas: Vec<NodeId>,
+    },
+    /// Marks `id` as being decommissioned and starts the moves that take
+    /// its replicas elsewhere.
+    Decommission {
+        id: NodeId,
+        moves: Vec<(GroupId, Vec<NodeId>)>,
+    },
+    /// Forgets a node (decommissioned, holding nothing).
+    RemoveNode {
+        id: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,15 +170,95 @@ impl ClusterMeta {
                 self.next_producer_id += 1;
                 ControllerResult::ProducerId(id)
             }
+            ControllerCmd::StartMove { group, replicas } => match self.check_replicas(group, &replicas) {
+                Err(e) => e,
+                Ok(()) => {
+                    self.start_move(group, replicas);
+                    ControllerResult::Done
+                }
+            },
+            ControllerCmd::FinishMove { group, replicas } => {
+                if self.moves.get(&group) != Some(&replicas) {
+                    return ControllerResult::Invalid(format!("group {group} is not moving to {replicas:?}"));
+                }
+                self.moves.remove(&group);
+                if let Some(p) = self.partition_mut(group) {
+                    p.replicas = replicas;
+                }
+                ControllerResult::Done
+            }
+            ControllerCmd::Decommission { id, moves } => {
+                if !self.nodes.contains_key(&id) {
+                    return ControllerResult::Invalid(format!("unknown node {id}"));
+                }
+                for (group, replicas) in &moves {
+                    if let Err(e) = self.check_replicas(*group, replicas) {
+                        return e;
+                    }
+                }
+                self.decommissioning.insert(id);
+                for (group, replicas) in moves {
+                    self.start_move(group, replicas);
+                }
+                ControllerResult::Done
+            }
+            ControllerCmd::RemoveNode { id } => {
+                if self.groups_of(id).keys().next().is_some() {
+                    return ControllerResult::Invalid(format!("node {id} still holds replicas"));
+                }
+                self.nodes.remove(&id);
+                self.decommissioning.remove(&id);
+                ControllerResult::Done
+            }
         }
     }
 
-    /// Every partition group `node` is a replica of, with its replica set.
+    /// A move of `group` to `replicas` may be applied: the group exists and
+    /// every node is known and distinct.
+    fn check_replicas(&self, group: GroupId, replicas: &[NodeId]) -> Result<(), ControllerResult> {
+        if self.locate(group).is_none() {
+            return Err(ControllerResult::Invalid(format!("unknown partition group {group}")));
+        }
+        if replicas.is_empty() {
+            return Err(ControllerResult::Invalid("a partition needs at least one replica".into()));
+        }
+        if let Some(n) = replicas.iter().find(|n| !self.nodes.contains_key(n)) {
+            return Err(ControllerResult::Invalid(format!("unknown node {n} in replica set")));
+        }
+        if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+            return Err(ControllerResult::Invalid(format!("replica set {replicas:?} names a node twice")));
+        }
+        Ok(())
+    }
+
+    /// Records a move, or applies a reorder (same nodes) at once.
+    fn start_move(&mut self, group: GroupId, replicas: Vec<NodeId>) {
+        let Some(p) = self.partition_mut(group) else { return };
+        let same: BTreeSet<_> = p.replicas.iter().collect();
+        if same == replicas.iter().collect() {
+            p.replicas = replicas;
+            self.moves.remove(&group);
+        } else {
+            self.moves.insert(group, replicas);
+        }
+    }
+
+    fn partition_mut(&mut self, group: GroupId) -> Option<&mut PartitionMeta> {
+        self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()).find(|p| p.group == group)
+    }
+
+    /// The replica set of `group` (its current voters, as last finished).
+    pub fn replicas_of(&self, group: GroupId) -> Option<&[NodeId]> {
+        self.locate(group).map(|(t, i)| t.partitions[i as usize].replicas.as_slice())
+    }
+
+    /// Every partition group `node` is a replica of, with its replica set;
+    /// also the groups moving onto it (it hosts them from the move's start).
     pub fn groups_of(&self, node: NodeId) -> BTreeMap<GroupId, Vec<NodeId>> {
         self.topics
             .values()
             .flat_map(|t| t.partitions.iter())
-            .filter(|p| p.replicas.contains(&node))
+            .filter(|p| p.replicas.contains(&node) || self.moves.get(&p.group).is_some_and(|to| to.contains(&node)))
             .map(|p| (p.group, p.replicas.clone()))
             .collect()
     }
@@ -202,6 +311,67 @@ mod tests {
         };
         assert_eq!(t.partitions[0].group, 3);
         assert_eq!(m.groups_of(3).keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn given_a_move_when_finished_then_the_replica_set_is_the_target_and_new_nodes_host_the_group_from_the_start() {
+        let mut m = meta3();
+        m.apply(ControllerCmd::RegisterNode { id: 4, addr: "127.0.0.1:7004".into() });
+        let ControllerResult::TopicCreated(t) = m.apply(ControllerCmd::CreateTopic {
+            name: "a".into(),
+            replicas: vec![vec![1, 2, 3]],
+            created_ms: 0,
+            config: TopicConfig::default(),
+        }) else {
+            panic!()
+        };
+        let g = t.partitions[0].group;
+        assert_eq!(m.apply(ControllerCmd::StartMove { group: g, replicas: vec![1, 2, 4] }), ControllerResult::Done);
+        assert!(m.groups_of(4).contains_key(&g), "the new replica opens the group at the move's start");
+        assert!(m.groups_of(3).contains_key(&g), "the old one keeps it until the move is done");
+        // A finish naming another target is refused.
+        assert!(matches!(
+            m.apply(ControllerCmd::FinishMove { group: g, replicas: vec![1, 2] }),
+            ControllerResult::Invalid(_)
+        ));
+        assert_eq!(m.apply(ControllerCmd::FinishMove { group: g, replicas: vec![1, 2, 4] }), ControllerResult::Done);
+        assert_eq!(m.replicas_of(g), Some(&[1, 2, 4][..]));
+        assert!(m.moves.is_empty());
+        assert!(!m.groups_of(3).contains_key(&g));
+        // The same nodes reordered: only the preferred leader changes, at once.
+        m.apply(ControllerCmd::StartMove { group: g, replicas: vec![4, 1, 2] });
+        assert_eq!(m.replicas_of(g), Some(&[4, 1, 2][..]));
+        assert!(m.moves.is_empty());
+        // Duplicates and unknown nodes never get in.
+        assert!(matches!(
+            m.apply(ControllerCmd::StartMove { group: g, replicas: vec![1, 1] }),
+            ControllerResult::Invalid(_)
+        ));
+        assert!(matches!(
+            m.apply(ControllerCmd::StartMove { group: g, replicas: vec![9] }),
+            ControllerResult::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn given_a_decommission_then_the_node_is_removed_only_once_it_holds_nothing() {
+        let mut m = meta3();
+        m.apply(ControllerCmd::RegisterNode { id: 4, addr: "127.0.0.1:7004".into() });
+        m.apply(ControllerCmd::CreateTopic {
+            name: "a".into(),
+            replicas: vec![vec![3, 1]],
+            created_ms: 0,
+            config: TopicConfig::default(),
+        });
+        assert_eq!(
+            m.apply(ControllerCmd::Decommission { id: 3, moves: vec![(1, vec![4, 1])] }),
+            ControllerResult::Done
+        );
+        assert!(m.decommissioning.contains(&3));
+        assert!(matches!(m.apply(ControllerCmd::RemoveNode { id: 3 }), ControllerResult::Invalid(_)));
+        m.apply(ControllerCmd::FinishMove { group: 1, replicas: vec![4, 1] });
+        assert_eq!(m.apply(ControllerCmd::RemoveNode { id: 3 }), ControllerResult::Done);
+        assert!(!m.nodes.contains_key(&3) && m.decommissioning.is_empty());
     }
 
     #[test]

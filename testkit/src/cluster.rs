@@ -130,6 +130,9 @@ pub struct Node {
     child: Option<Child>,
     paused: bool,
     disk: Option<Disk>,
+    /// Added by [`Cluster::join`]: started with `--join` through this
+    /// address instead of `--initial-cluster`.
+    join_via: Option<String>,
 }
 
 /// A cluster of node processes; see the module docs.
@@ -187,6 +190,7 @@ impl Cluster {
                     child: None,
                     paused: false,
                     disk: None,
+                    join_via: None,
                 },
             );
         }
@@ -305,13 +309,56 @@ impl Cluster {
         let mut cmd = Command::new(&bin);
         cmd.args(["--id", &id.to_string(), "--listen", &n.addr, "--metrics-listen", &n.metrics])
             .arg("--data-dir")
-            .arg(&n.data_dir)
-            .args(["--initial-cluster", &initial])
-            .args(&opts.extra_args)
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", &opts.log_filter);
+            .arg(&n.data_dir);
+        match &n.join_via {
+            Some(via) => cmd.args(["--join", via]),
+            None => cmd.args(["--initial-cluster", &initial]),
+        };
+        cmd.args(&opts.extra_args).envs(opts.env.iter().map(|(k, v)| (k, v))).env("RUST_LOG", &opts.log_filter);
         n.child = Some(spawn_logged(cmd, &n.log, libc::SIGKILL)?);
         n.paused = false;
+        Ok(())
+    }
+
+    /// Adds node `id` (a new one) and starts it with `--join` through the
+    /// first serving node: it asks the cluster to add it, so it runs with
+    /// its own metadata once the controller has it. Returns at once; wait
+    /// for it with [`Cluster::wait_ready`] or a look at the cluster status.
+    /// Restarts of it join again (harmless).
+    pub fn join(&mut self, id: u64) -> Result<()> {
+        if self.nodes.contains_key(&id) {
+            bail!("node {id} exists already");
+        }
+        if self.opts.faultfs {
+            bail!("joining nodes with faultfs disks is not supported");
+        }
+        let via = self.serving_addrs().into_iter().next().ok_or_else(|| anyhow!("no node serves to join through"))?;
+        let ip = if self.opts.per_node_ip { node_ip(id) } else { Ipv4Addr::LOCALHOST };
+        let node_dir = self.dir.join(format!("node-{id}"));
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                ip,
+                addr: format!("{ip}:{}", free_port(ip)?),
+                metrics: format!("{ip}:{}", free_port(ip)?),
+                data_dir: node_dir.join("data"),
+                dir: node_dir,
+                log: self.dir.join(format!("node-{id}.log")),
+                child: None,
+                paused: false,
+                disk: None,
+                join_via: Some(via),
+            },
+        );
+        self.restart(id)
+    }
+
+    /// Stops tracking node `id` (after it left the cluster): it is killed
+    /// if it still runs, and no longer counts as serving.
+    pub fn forget(&mut self, id: u64) -> Result<()> {
+        self.kill(id)?;
+        self.nodes.remove(&id);
         Ok(())
     }
 

@@ -1,15 +1,27 @@
-//! `replog cluster status`.
+//! `replog cluster status|balance`.
 
 use clap::Subcommand;
 use serde_json::json;
 
 use super::Output;
+use super::membership::{print_moves, wait_moves};
 use crate::Client;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
-    /// Nodes, whether each is alive, and how many partitions each leads.
+    /// Nodes: alive, in sync, leaders, replicas, under-replicated
+    /// partitions they lead, controller voter, stopping, decommissioning.
     Status,
+    /// Spread replicas and preferred leaders evenly over the live nodes
+    /// (each within one of even) by moving partitions.
+    Balance {
+        /// Only show the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until the moves are done.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
@@ -23,22 +35,52 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                         .iter()
                         .map(|n| {
                             json!({"id": n.id, "addr": n.addr, "alive": n.alive,
-                                   "leader_count": n.leader_count, "replica_count": n.replica_count})
+                                   "leader_count": n.leader_count, "replica_count": n.replica_count,
+                                   "in_sync": n.in_sync, "under_replicated": n.under_replicated,
+                                   "controller_voter": n.controller_voter, "stopping": n.stopping,
+                                   "decommissioning": n.decommissioning})
                         })
                         .collect();
                     let controller = (s.controller_leader != 0).then_some(s.controller_leader);
                     println!("{}", json!({ "nodes": nodes, "controller_leader": controller }));
                 }
                 Output::Text => {
-                    println!("{:>4}  {:<22}  {:<5}  {:>7}  {:>8}", "ID", "ADDR", "ALIVE", "LEADERS", "REPLICAS");
+                    println!(
+                        "{:>4}  {:<22}  {:<5}  {:<7}  {:>7}  {:>8}  {:>8}  ROLE",
+                        "ID", "ADDR", "ALIVE", "IN_SYNC", "LEADERS", "REPLICAS", "UNDER_R"
+                    );
                     for n in &s.nodes {
-                        let ctl = if n.id == s.controller_leader { "  (controller)" } else { "" };
+                        let mut role = vec![if n.controller_voter { "voter" } else { "learner" }];
+                        if n.id == s.controller_leader {
+                            role.push("controller");
+                        }
+                        if n.stopping {
+                            role.push("stopping");
+                        }
+                        if n.decommissioning {
+                            role.push("decommissioning");
+                        }
                         println!(
-                            "{:>4}  {:<22}  {:<5}  {:>7}  {:>8}{ctl}",
-                            n.id, n.addr, n.alive, n.leader_count, n.replica_count
+                            "{:>4}  {:<22}  {:<5}  {:<7}  {:>7}  {:>8}  {:>8}  {}",
+                            n.id,
+                            n.addr,
+                            n.alive,
+                            n.in_sync,
+                            n.leader_count,
+                            n.replica_count,
+                            n.under_replicated,
+                            role.join(",")
                         );
                     }
                 }
+            }
+        }
+        ClusterCmd::Balance { dry_run, wait } => {
+            let moves = client.balance_cluster(dry_run).await?;
+            let what = if dry_run { "balance plan (dry run)" } else { "balancing" };
+            print_moves(what, &moves, out);
+            if wait && !dry_run {
+                wait_moves(&client, out, || client.moves_done(&moves)).await?;
             }
         }
     }

@@ -5,6 +5,7 @@ mod bench;
 mod cluster;
 mod consume;
 mod group;
+mod membership;
 mod produce;
 mod queue;
 mod topic;
@@ -64,6 +65,12 @@ pub enum Command {
     /// Queue groups: consume (each event to one consumer), describe, reset.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
+    /// Move partitions between nodes and follow the moves.
+    #[command(subcommand)]
+    Partition(membership::PartitionCmd),
+    /// Node membership: decommission a node.
+    #[command(subcommand)]
+    Node(membership::NodeCmd),
 }
 
 /// Runs the parsed command; the error's exit code is 1 for broker and
@@ -78,6 +85,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(cmd) => group::run(connect().await?, cmd, cli.output).await,
         Command::Bench(cmd) => bench::run(connect().await?, cmd).await,
         Command::Queue(cmd) => queue::run(connect().await?, cmd, cli.output).await,
+        Command::Partition(cmd) => membership::run_partition(connect().await?, cmd, cli.output).await,
+        Command::Node(cmd) => membership::run_node(connect().await?, cmd, cli.output).await,
     }
 }
 

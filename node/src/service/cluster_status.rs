@@ -1,6 +1,10 @@
-//! Cluster status: every node, whether it answers, what it leads and how
-//! many partition replicas it holds.
+//! Cluster status: every node, whether it answers, what it leads, how many
+//! partition replicas it holds, whether it is in sync, and its part in
+//! membership (controller voter, stopping, being decommissioned).
 
+use std::collections::BTreeSet;
+
+use openraft::async_runtime::WatchReceiver;
 use replog_proto::pb::{ClusterStatusResponse, NodeStatus};
 
 use crate::node::Node;
@@ -12,6 +16,8 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
     let members = node.members.all();
     let views = node.peer_views();
     let me = node.node_info();
+    let voters: BTreeSet<u64> =
+        node.controller.raft().metrics().borrow_watched().membership_config.membership().voter_ids().collect();
     // A node that does not answer cannot report its replicas; it still holds
     // what the metadata assigns it, and it serves them again on restart.
     let meta = node.meta();
@@ -21,24 +27,36 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
     let nodes = members
         .into_iter()
         .map(|(id, addr)| {
+            let base = NodeStatus {
+                id,
+                decommissioning: meta.decommissioning.contains(&id),
+                controller_voter: voters.contains(&id),
+                ..NodeStatus::default()
+            };
             if id == node.id {
                 return NodeStatus {
-                    id,
                     addr,
                     alive: true,
                     leader_count: me.leader_count,
                     replica_count: me.replica_count,
+                    stopping: me.stopping,
+                    under_replicated: me.under_replicated,
+                    in_sync: me.in_sync,
+                    ..base
                 };
             }
             let v = views.get(&id);
-            let alive = v.is_some_and(PeerView::alive);
-            let info = v.and_then(|v| v.info.as_ref()).filter(|_| alive);
+            let answers = v.is_some_and(|v| v.last_ok.is_some_and(|t| t.elapsed() < crate::prober::ALIVE_WITHIN));
+            let info = v.and_then(|v| v.info.as_ref()).filter(|_| answers);
             NodeStatus {
-                id,
                 addr,
-                alive,
+                alive: v.is_some_and(PeerView::alive),
                 leader_count: info.map_or(0, |i| i.leader_count),
                 replica_count: info.map_or_else(|| assigned(id), |i| i.replica_count),
+                stopping: info.is_some_and(|i| i.stopping),
+                under_replicated: info.map_or(0, |i| i.under_replicated),
+                in_sync: info.is_some_and(|i| i.in_sync),
+                ..base
             }
         })
         .collect();

@@ -9,6 +9,7 @@ mod fetch;
 pub mod group;
 mod init_producer;
 mod list_offsets;
+pub mod membership;
 mod metadata;
 mod produce;
 pub mod queue;
@@ -172,6 +173,68 @@ impl Replog for ClientService {
         req: Request<pb::InitProducerRequest>,
     ) -> std::result::Result<Response<pb::InitProducerResponse>, Status> {
         reply(self.on_controller(req, init_producer::handle, |mut c, r| async move { c.init_producer(r).await }).await)
+    }
+
+    async fn join_cluster(
+        &self,
+        req: Request<pb::JoinClusterRequest>,
+    ) -> std::result::Result<Response<pb::JoinClusterResponse>, Status> {
+        reply(
+            self.on_controller(req, membership::join::handle, |mut c, r| async move { c.join_cluster(r).await }).await,
+        )
+    }
+
+    async fn move_partition(
+        &self,
+        req: Request<pb::MovePartitionRequest>,
+    ) -> std::result::Result<Response<pb::MovePartitionResponse>, Status> {
+        reply(
+            self.on_controller(
+                req,
+                membership::move_partition::handle,
+                |mut c, r| async move { c.move_partition(r).await },
+            )
+            .await,
+        )
+    }
+
+    async fn move_status(
+        &self,
+        req: Request<pb::MoveStatusRequest>,
+    ) -> std::result::Result<Response<pb::MoveStatusResponse>, Status> {
+        Ok(Response::new(membership::status::handle(&self.node, req.into_inner())))
+    }
+
+    async fn decommission_node(
+        &self,
+        req: Request<pb::DecommissionNodeRequest>,
+    ) -> std::result::Result<Response<pb::DecommissionNodeResponse>, Status> {
+        reply(
+            self.on_controller(req, membership::decommission::handle, |mut c, r| async move {
+                c.decommission_node(r).await
+            })
+            .await,
+        )
+    }
+
+    async fn balance_cluster(
+        &self,
+        req: Request<pb::BalanceClusterRequest>,
+    ) -> std::result::Result<Response<pb::BalanceClusterResponse>, Status> {
+        reply(
+            self.on_controller(req, membership::balance::handle, |mut c, r| async move { c.balance_cluster(r).await })
+                .await,
+        )
+    }
+
+    async fn finish_move(
+        &self,
+        req: Request<pb::FinishMoveRequest>,
+    ) -> std::result::Result<Response<pb::FinishMoveResponse>, Status> {
+        reply(
+            self.on_controller(req, membership::finish_move::handle, |mut c, r| async move { c.finish_move(r).await })
+                .await,
+        )
     }
 
     async fn node_info(
