@@ -9,7 +9,7 @@
 #   node-ID.log          stdout+stderr of node ID (appended across restarts)
 #   node-ID.pid          pid of node ID while it runs
 #
-# Node ID (1..9) listens for gRPC on 127.0.0.1:700ID and serves metrics and
+# Node ID (1..9) listens for gRPC on 127.0.0.1:700ID (its peers on 800ID) and serves metrics and
 # /health on 127.0.0.1:910ID. Opt-in, for packet-level fault injection
 # (chaos-tests/scripts/): with REPLOG_PER_NODE_IP=1 at `up`, node ID uses its
 # own loopback address 127.0.0.(10+ID) instead (127.0.0.11:7001, ...), and
@@ -361,7 +361,7 @@ check_ports_free() {
   local id p ip
   for id in "$@"; do
     ip=$(node_ip "$id")
-    for p in "700$id" "910$id"; do
+    for p in "700$id" "800$id" "910$id"; do
       if port_in_use "$ip" "$p"; then
         die "port $ip:$p (node $id) is already in use; is another cluster running (other REPLOG_CLUSTER_DIR)? try: ss -ltnp 'sport = :$p'"
       fi

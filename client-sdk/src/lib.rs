@@ -40,6 +40,7 @@
 //! ```
 
 pub mod admin;
+pub mod certs;
 pub mod client;
 pub mod consumer;
 pub mod error;

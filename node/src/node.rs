@@ -63,7 +63,12 @@ impl Node {
                 min_free_bytes: config.min_free_mb << 20,
             },
         )?;
-        let pool = Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen)));
+        let peer_tls = match crate::security::peer_tls_files(&config) {
+            Some(f) => Some(f.peer_client_config().map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let pool =
+            Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen), config.peer_port_offset, peer_tls));
         let sm = GroupStateMachine::open_controller(&store, CONTROLLER_GROUP)?;
         let cluster = sm.cluster_watch().expect("controller state machine has a cluster watch");
         let members = Arc::new(Members::new(config.initial_cluster.clone(), cluster.clone()));

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::metrics::{self, Metrics};
 use crate::node::Node;
+use crate::security::{self, conn, tls::Acceptor};
 use crate::service::ClientService;
 use crate::service::raft_peer::PeerService;
 
@@ -25,7 +26,8 @@ const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 /// send its last frames, so it would hold the stop forever.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs a node serving gRPC on `listener` until `shutdown` resolves, then
+/// Runs a node serving its clients on `listener` and its peers on the peer
+/// listener (bound here, see `NodeConfig::peer_listen_addr`) until `shutdown` resolves, then
 /// stops it gracefully. The listener is bound by the caller, so a test can
 /// bind port 0; `config.listen` becomes its actual address.
 pub async fn run(
@@ -52,22 +54,60 @@ pub async fn run(
     };
     let metrics_task = tokio::spawn(metrics::serve(config.metrics_listen, node.clone(), stopped(stop_rx.clone())));
 
-    let client = ReplogServer::new(ClientService { node: node.clone() })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Peers: Raft, and the client API for what nodes ask each other
+    // (probes, forwarded admin requests, dead letters, retention floors).
+    // Clients: the client API only.
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_listen_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the peer listener {}: {e}", config.peer_listen_addr()))?;
+    let peer_tls = match security::peer_tls_files(&config) {
+        Some(f) => {
+            let a = Acceptor::new(f, "peer").map_err(anyhow::Error::msg)?;
+            let pool = node.pool.clone();
+            a.spawn_reloader(move |a| match a.files().peer_client_config() {
+                Ok(c) => pool.set_tls(c),
+                Err(e) => warn!(error = e, "peer client TLS does not load"),
+            });
+            Some(a)
+        }
+        None => None,
+    };
+    let client_tls = match security::client_tls_files(&config) {
+        Some(f) => {
+            let a = Acceptor::new(f, "client").map_err(anyhow::Error::msg)?;
+            a.spawn_reloader(|_| {});
+            Some(a)
+        }
+        None => None,
+    };
+    info!(
+        peer = %config.peer_listen_addr(),
+        peer_tls = peer_tls.is_some(),
+        client_tls = client_tls.is_some(),
+        "listening"
+    );
+    let client_api = || {
+        ReplogServer::new(ClientService { node: node.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    };
     let peer = RaftPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let incoming = metrics::connections::counted(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        node.metrics.connections.clone(),
-        node.metrics.connections_accepted.clone(),
-    );
+    let m = &node.metrics;
+    let incoming = conn::incoming(listener, client_tls, m.connections.clone(), m.connections_accepted.clone());
+    let peer_incoming = conn::incoming(peer_listener, peer_tls, m.connections.clone(), m.connections_accepted.clone());
     let grpc = tonic::transport::Server::builder()
-        .add_service(client)
-        .add_service(peer)
+        .add_service(client_api())
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-    let mut grpc_task = tokio::spawn(grpc);
+    let peer_grpc = tonic::transport::Server::builder()
+        .add_service(peer)
+        .add_service(client_api())
+        .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone()));
+    let mut grpc_task = tokio::spawn(async move {
+        let (a, b) = tokio::join!(grpc, peer_grpc);
+        a.and(b)
+    });
 
     shutdown.await;
     info!("shutting down");

@@ -8,6 +8,10 @@
 pub const CODE_KEY: &str = "replog-code";
 /// Metadata key holding the id of the node believed to lead the group.
 pub const LEADER_ID_KEY: &str = "replog-leader-id";
+/// Metadata key holding the user name a client authenticates as.
+pub const USER_KEY: &str = "replog-user";
+/// Metadata key holding that user's password (sent over TLS only).
+pub const PASSWORD_KEY: &str = "replog-password";
 /// Metadata key holding the client address of that node.
 pub const LEADER_ADDR_KEY: &str = "replog-leader-addr";
 
