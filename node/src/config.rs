@@ -33,6 +33,13 @@ fn parse_opt_path(s: &str) -> Result<OptPath, String> {
     Ok((!s.is_empty()).then(|| PathBuf::from(s)))
 }
 
+/// Principals that every ACL check allows.
+pub type SuperUsers = Vec<String>;
+
+fn parse_super_users(s: &str) -> Result<SuperUsers, String> {
+    Ok(s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
+}
+
 /// Whether clients of a TLS listener must show a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -132,6 +139,12 @@ node_config! {
     /// With tls_ca: whether a client must show a certificate (`required`)
     /// or may authenticate with a password instead (`optional`).
     tls_client_auth: ClientAuth = ClientAuth::Required, env = "REPLOG_TLS_CLIENT_AUTH";
+    /// Enforce ACLs on the client listener: what no ACL allows is denied
+    /// (PERMISSION_DENIED). Off: every client may do everything.
+    authorization: bool = false, env = "REPLOG_AUTHORIZATION";
+    /// Principals (user names or certificate CNs, comma-separated) allowed
+    /// everything, ACLs or not: how the first administrator gets in.
+    super_users: SuperUsers = Vec::new(), env = "REPLOG_SUPER_USERS", parse = parse_super_users;
     /// Prometheus /metrics, /health (liveness) and /ready (caught up)
     /// listen address.
     metrics_listen: SocketAddr = "127.0.0.1:9101".parse().expect("literal address"), env = "REPLOG_METRICS_LISTEN";

@@ -48,6 +48,8 @@ pub struct Node {
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Bounds acks=none writes accepted but not yet committed.
     pub acks_none_slots: Arc<tokio::sync::Semaphore>,
+    /// Passwords already checked against their users' credentials.
+    pub verified: crate::security::auth::VerifiedPasswords,
 }
 
 impl Node {
@@ -99,6 +101,7 @@ impl Node {
             partitions: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
+            verified: crate::security::auth::VerifiedPasswords::new(),
             config,
         }))
     }

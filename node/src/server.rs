@@ -11,9 +11,11 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::metrics::{self, Metrics};
 use crate::node::Node;
+use crate::security::auth::{Authenticate, FromPeer};
 use crate::security::{self, conn, tls::Acceptor};
 use crate::service::ClientService;
 use crate::service::raft_peer::PeerService;
+use tonic::service::interceptor::InterceptedService;
 
 /// Largest gRPC message accepted: a full batch plus framing (the batch
 /// limit itself is enforced with a clear error by the produce handler).
@@ -91,6 +93,10 @@ pub async fn run(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     };
+    // Every client request is authenticated first (security/auth.rs);
+    // every peer request is a node's.
+    let authenticated = InterceptedService::new(client_api(), Authenticate { node: node.clone() });
+    let from_peer = InterceptedService::new(client_api(), FromPeer);
     let peer = RaftPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -98,11 +104,11 @@ pub async fn run(
     let incoming = conn::incoming(listener, client_tls, m.connections.clone(), m.connections_accepted.clone());
     let peer_incoming = conn::incoming(peer_listener, peer_tls, m.connections.clone(), m.connections_accepted.clone());
     let grpc = tonic::transport::Server::builder()
-        .add_service(client_api())
+        .add_service(authenticated)
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let peer_grpc = tonic::transport::Server::builder()
         .add_service(peer)
-        .add_service(client_api())
+        .add_service(from_peer)
         .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone()));
     let mut grpc_task = tokio::spawn(async move {
         let (a, b) = tokio::join!(grpc, peer_grpc);

@@ -67,10 +67,20 @@ pub enum ErrorCode {
     QueueLockExpired = 27,
     /// A topic setting that is unknown or out of range.
     InvalidConfig = 28,
+    // 36–47: security (docs/security.md).
+    /// Credentials that do not match a user (unknown user or wrong
+    /// password).
+    AuthenticationFailed = 36,
+    /// The principal has no ACL allowing the operation on the resource.
+    PermissionDenied = 37,
+    /// A user the cluster does not know.
+    UnknownUser = 38,
+    /// An ACL with an unknown resource type or operation, or a bad name.
+    InvalidAcl = 39,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -99,6 +109,10 @@ impl ErrorCode {
         ErrorCode::QueueEventNotHeld,
         ErrorCode::QueueLockExpired,
         ErrorCode::InvalidConfig,
+        ErrorCode::AuthenticationFailed,
+        ErrorCode::PermissionDenied,
+        ErrorCode::UnknownUser,
+        ErrorCode::InvalidAcl,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -140,6 +154,10 @@ impl ErrorCode {
             ErrorCode::UnknownQueueGroup => "UNKNOWN_QUEUE_GROUP",
             ErrorCode::QueueEventNotHeld => "QUEUE_EVENT_NOT_HELD",
             ErrorCode::QueueLockExpired => "QUEUE_LOCK_EXPIRED",
+            ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::UnknownUser => "UNKNOWN_USER",
+            ErrorCode::InvalidAcl => "INVALID_ACL",
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::security::{SecurityCmd, SecurityMeta, SecurityResult};
 use crate::types::{GroupId, NodeId};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +16,8 @@ pub struct ClusterMeta {
     pub next_group_id: GroupId,
     /// Next idempotent-producer id to hand out.
     pub next_producer_id: i64,
+    /// Users and ACLs (docs/security.md).
+    pub security: SecurityMeta,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +87,8 @@ pub enum ControllerCmd {
     },
     /// Hands out one fresh producer id.
     AllocateProducerId,
+    /// Users and ACLs.
+    Security(SecurityCmd),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +99,7 @@ pub enum ControllerResult {
     UnknownTopic(String),
     Invalid(String),
     ProducerId(i64),
+    Security(SecurityResult),
 }
 
 impl ClusterMeta {
@@ -141,6 +147,7 @@ impl ClusterMeta {
                 self.next_producer_id += 1;
                 ControllerResult::ProducerId(id)
             }
+            ControllerCmd::Security(cmd) => ControllerResult::Security(self.security.apply(cmd)),
         }
     }
 

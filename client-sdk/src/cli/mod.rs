@@ -1,6 +1,7 @@
 //! The `replog` command-line tool: argument definitions and dispatch. One
 //! file per subcommand.
 
+mod acl;
 mod bench;
 mod cluster;
 mod consume;
@@ -9,6 +10,7 @@ mod produce;
 mod queue;
 mod tls;
 mod topic;
+mod user;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -84,6 +86,12 @@ pub enum Command {
     /// Queue groups: consume (each event to one consumer), describe, reset.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
+    /// Users who authenticate with a password (SCRAM-SHA-256).
+    #[command(subcommand)]
+    User(user::UserCmd),
+    /// Permissions of principals on topics, groups and the cluster.
+    #[command(subcommand)]
+    Acl(acl::AclCmd),
     /// Throwaway certificates for a local cluster.
     #[command(subcommand)]
     Tls(tls::TlsCmd),
@@ -96,6 +104,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = || Client::connect_with(cli.bootstrap.clone(), config.clone());
     match cli.command {
         Command::Tls(cmd) => tls::run(cmd),
+        Command::User(cmd) => user::run(connect().await?, cmd, cli.output).await,
+        Command::Acl(cmd) => acl::run(connect().await?, cmd, cli.output).await,
         Command::Topic(cmd) => topic::run(connect().await?, cmd, cli.output).await,
         Command::Produce(args) => produce::run(connect().await?, args, cli.output).await,
         Command::Consume(args) => consume::run(connect().await?, args, cli.output).await,

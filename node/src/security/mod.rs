@@ -6,6 +6,7 @@
 //!   path, and what each connection carries into its requests
 //!   ([`conn::ConnInfo`]: remote address, certificate principal).
 
+pub mod auth;
 pub mod conn;
 pub mod tls;
 
