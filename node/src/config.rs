@@ -145,6 +145,16 @@ node_config! {
     /// Principals (user names or certificate CNs, comma-separated) allowed
     /// everything, ACLs or not: how the first administrator gets in.
     super_users: SuperUsers = Vec::new(), env = "REPLOG_SUPER_USERS", parse = parse_super_users;
+    /// Most connections one client IP address may hold open on the client
+    /// listener; more are closed at once. 0: no limit.
+    max_connections_per_ip: u32 = 0, env = "REPLOG_MAX_CONNECTIONS_PER_IP";
+    /// Produce bytes per second one principal may send to this node;
+    /// answers to a principal over it are held back until it is within it
+    /// again (as Kafka's quotas do). 0: no quota.
+    produce_quota_bytes_per_sec: u64 = 0, env = "REPLOG_PRODUCE_QUOTA_BYTES_PER_SEC";
+    /// Fetch bytes per second one principal may read from this node, held
+    /// to in the same way. 0: no quota.
+    fetch_quota_bytes_per_sec: u64 = 0, env = "REPLOG_FETCH_QUOTA_BYTES_PER_SEC";
     /// Prometheus /metrics, /health (liveness) and /ready (caught up)
     /// listen address.
     metrics_listen: SocketAddr = "127.0.0.1:9101".parse().expect("literal address"), env = "REPLOG_METRICS_LISTEN";

@@ -50,6 +50,9 @@ pub struct Node {
     pub acks_none_slots: Arc<tokio::sync::Semaphore>,
     /// Passwords already checked against their users' credentials.
     pub verified: crate::security::auth::VerifiedPasswords,
+    /// Per-principal byte-rate quotas of produce and fetch.
+    pub produce_quota: crate::security::quota::Quota,
+    pub fetch_quota: crate::security::quota::Quota,
 }
 
 impl Node {
@@ -102,6 +105,8 @@ impl Node {
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
             verified: crate::security::auth::VerifiedPasswords::new(),
+            produce_quota: crate::security::quota::Quota::new(config.produce_quota_bytes_per_sec),
+            fetch_quota: crate::security::quota::Quota::new(config.fetch_quota_bytes_per_sec),
             config,
         }))
     }

@@ -17,9 +17,14 @@ use crate::service::ClientService;
 use crate::service::raft_peer::PeerService;
 use tonic::service::interceptor::InterceptedService;
 
-/// Largest gRPC message accepted: a full batch plus framing (the batch
-/// limit itself is enforced with a clear error by the produce handler).
+/// Largest gRPC message sent, and accepted on the peer listener (nodes
+/// forward produce requests of dead letters).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// What a client request may hold besides its batch (topic name, fields,
+/// topic settings): the client listener accepts `max_batch_bytes` plus
+/// this, so that a batch just over the limit still gets BATCH_TOO_LARGE
+/// from the produce handler while a huge message is refused unread.
+const REQUEST_OVERHEAD_BYTES: usize = 64 << 10;
 /// Largest peer message: an append carries at most `max_payload_entries`
 /// (64) entries of at most one batch each; snapshots travel whole for now.
 const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
@@ -88,21 +93,24 @@ pub async fn run(
         client_tls = client_tls.is_some(),
         "listening"
     );
-    let client_api = || {
+    // A client's largest request is a produce of one batch; a larger
+    // length prefix is refused before its bytes are buffered.
+    let client_limit = config.max_batch_bytes + REQUEST_OVERHEAD_BYTES;
+    let client_api = |decode_limit: usize| {
         ReplogServer::new(ClientService { node: node.clone() })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(decode_limit)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     };
     // Every client request is authenticated first (security/auth.rs);
     // every peer request is a node's.
-    let authenticated = InterceptedService::new(client_api(), Authenticate { node: node.clone() });
-    let from_peer = InterceptedService::new(client_api(), FromPeer);
+    let authenticated = InterceptedService::new(client_api(client_limit), Authenticate { node: node.clone() });
+    let from_peer = InterceptedService::new(client_api(MAX_MESSAGE_BYTES), FromPeer);
     let peer = RaftPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let m = &node.metrics;
-    let incoming = conn::incoming(listener, client_tls, m.connections.clone(), m.connections_accepted.clone());
-    let peer_incoming = conn::incoming(peer_listener, peer_tls, m.connections.clone(), m.connections_accepted.clone());
+    let per_ip = conn::PerIp::new(config.max_connections_per_ip);
+    let incoming = conn::incoming(listener, client_tls, per_ip, &node.metrics);
+    let peer_incoming = conn::incoming(peer_listener, peer_tls, conn::PerIp::default(), &node.metrics);
     let grpc = tonic::transport::Server::builder()
         .add_service(authenticated)
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));

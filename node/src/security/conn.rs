@@ -4,10 +4,11 @@
 //! sends nothing holds up no one else. What the handshake found out goes
 //! into every request of the connection as [`ConnInfo`].
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +45,53 @@ enum Io {
 pub struct Conn {
     io: Io,
     info: ConnInfo,
+    _slot: Option<Slot>,
+}
+
+/// Open connections per client address, for `max_connections_per_ip`.
+#[derive(Clone, Default)]
+pub struct PerIp {
+    limit: u32,
+    open: Arc<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+/// One connection counted against its address until dropped.
+pub struct Slot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("per-ip lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl PerIp {
+    /// At most `limit` connections per address (0: no limit).
+    pub fn new(limit: u32) -> PerIp {
+        PerIp { limit, open: Arc::default() }
+    }
+
+    /// A slot for one more connection from `ip`, unless it has `limit`.
+    fn take(&self, ip: IpAddr) -> Result<Option<Slot>, ()> {
+        if self.limit == 0 {
+            return Ok(None);
+        }
+        let mut open = self.open.lock().expect("per-ip lock");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(Slot { ip, open: self.open.clone() }))
+    }
 }
 
 impl Connected for Conn {
@@ -59,9 +107,11 @@ impl Connected for Conn {
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<Acceptor>>,
-    open: prometheus::IntGauge,
-    accepted: prometheus::IntCounter,
+    per_ip: PerIp,
+    metrics: &crate::metrics::Metrics,
 ) -> ReceiverStream<io::Result<Conn>> {
+    let (open, accepted, refused) =
+        (metrics.connections.clone(), metrics.connections_accepted.clone(), metrics.connections_refused.clone());
     let (tx, rx) = mpsc::channel(BACKLOG);
     tokio::spawn(async move {
         loop {
@@ -79,11 +129,17 @@ pub fn incoming(
             };
             let _ = stream.set_nodelay(true);
             accepted.inc();
+            // Over the cap: closed before any byte is read or any TLS work done.
+            let Ok(slot) = per_ip.take(remote.ip()) else {
+                refused.inc();
+                debug!(%remote, "connection refused: its address has max-connections-per-ip open");
+                continue;
+            };
             let counted = Counted::new(stream, open.clone());
             let info = ConnInfo { remote: Some(remote), cert_cn: None };
             match &tls {
                 None => {
-                    if tx.send(Ok(Conn { io: Io::Plain(counted), info })).await.is_err() {
+                    if tx.send(Ok(Conn { io: Io::Plain(counted), info, _slot: slot })).await.is_err() {
                         return;
                     }
                 }
@@ -101,7 +157,8 @@ pub fn incoming(
                                     .and_then(|c| common_name(c))
                                     .map(Arc::from);
                                 let info = ConnInfo { cert_cn, ..info };
-                                let _ = tx.send(Ok(Conn { io: Io::Tls(Box::new(s)), info })).await;
+                                let conn = Conn { io: Io::Tls(Box::new(s)), info, _slot: slot };
+                                let _ = tx.send(Ok(conn)).await;
                             }
                             Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
                             Err(_) => debug!(%remote, "TLS handshake timed out"),

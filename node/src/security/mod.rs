@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod quota;
 pub mod tls;
 
 use crate::config::{ClientAuth, NodeConfig};

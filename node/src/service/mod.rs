@@ -59,6 +59,18 @@ impl ClientService {
         auth::authorize(&self.node, &Principal::of(req), rt, name, op).map_err(Status::from)
     }
 
+    /// Holds the answer back while `principal` is over `quota`.
+    async fn throttle(&self, quota: &crate::security::quota::Quota, kind: &str, principal: &Principal, bytes: u64) {
+        if *principal == Principal::Peer {
+            return;
+        }
+        let wait = quota.charge(principal.name(), bytes);
+        if !wait.is_zero() {
+            self.node.metrics.quota_throttle_seconds.with_label_values(&[kind]).inc_by(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     fn allowed<T>(&self, req: &Request<T>, rt: ResourceType, name: &str, op: Operation) -> bool {
         auth::allowed(&self.node, &Principal::of(req), rt, name, op)
     }
@@ -229,12 +241,21 @@ impl Replog for ClientService {
         req: Request<pb::ProduceRequest>,
     ) -> std::result::Result<Response<pb::ProduceResponse>, Status> {
         self.check(&req, Topic, &req.get_ref().topic, Produce)?;
-        reply(produce::handle(&self.node, req.into_inner()).await)
+        let (principal, bytes) = (Principal::of(&req), req.get_ref().batch.len() as u64);
+        let r = produce::handle(&self.node, req.into_inner()).await;
+        self.throttle(&self.node.produce_quota, "produce", &principal, bytes).await;
+        reply(r)
     }
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> std::result::Result<Response<pb::FetchResponse>, Status> {
         self.check(&req, Topic, &req.get_ref().topic, Consume)?;
-        reply(fetch::handle(&self.node, req.into_inner()).await)
+        let principal = Principal::of(&req);
+        let r = fetch::handle(&self.node, req.into_inner()).await;
+        if let Ok(r) = &r {
+            let bytes = r.batches.iter().map(|b| b.batch.len() as u64).sum();
+            self.throttle(&self.node.fetch_quota, "fetch", &principal, bytes).await;
+        }
+        reply(r)
     }
 
     type SubscribeStream = subscribe::SubscribeStream;
