@@ -699,7 +699,13 @@ mod tests {
             ..ClientConfig::default()
         };
         Client {
-            inner: Arc::new(Inner { config, bootstrap: Vec::new(), conns: Mutex::default(), meta: Mutex::default() }),
+            inner: Arc::new(Inner {
+                config,
+                bootstrap: Vec::new(),
+                conns: Mutex::default(),
+                meta: Mutex::default(),
+                auth: Authenticate::default(),
+            }),
         }
     }
 

@@ -63,7 +63,7 @@ pub async fn run(client: Client, cmd: AclCmd, out: Output) -> anyhow::Result<()>
             match out {
                 Output::Json => println!("{}", json!({ "acls": acls })),
                 Output::Text => {
-                    println!("{:<20}  {:<8}  {:<24}  {}", "PRINCIPAL", "TYPE", "RESOURCE", "OPERATION");
+                    println!("{:<20}  {:<8}  {:<24}  OPERATION", "PRINCIPAL", "TYPE", "RESOURCE");
                     for a in &acls {
                         println!("{:<20}  {:<8}  {:<24}  {}", a.principal, a.resource_type, a.resource, a.operation);
                     }

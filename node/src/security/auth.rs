@@ -62,8 +62,11 @@ impl Principal {
 #[derive(Default)]
 pub struct VerifiedPasswords {
     key: [u8; 32],
-    seen: Mutex<HashMap<String, ([u8; 32], Vec<u8>)>>,
+    seen: Mutex<HashMap<String, Verified>>,
 }
+
+/// A keyed hash of a checked password, and the stored key it matched.
+type Verified = ([u8; 32], Vec<u8>);
 
 /// Users remembered at most; past it the memory starts afresh.
 const MAX_VERIFIED: usize = 10_000;

@@ -23,6 +23,9 @@ use crate::config::ClientAuth;
 /// How often the files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
+/// Modification time and length of each file, to tell a change.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
 /// Where a listener's certificate, key and (optionally) client CA are.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -93,7 +96,7 @@ impl TlsFiles {
     }
 
     /// What tells a changed file: modification time and length of each.
-    fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
+    fn stamp(&self) -> Stamp {
         [Some(&self.cert), Some(&self.key), self.ca.as_ref()]
             .into_iter()
             .flatten()
@@ -121,7 +124,7 @@ pub struct Acceptor {
     files: TlsFiles,
     /// Which listener, for logs.
     name: &'static str,
-    current: RwLock<(Arc<ServerConfig>, Vec<Option<(SystemTime, u64)>>)>,
+    current: RwLock<(Arc<ServerConfig>, Stamp)>,
 }
 
 impl Acceptor {
