@@ -25,6 +25,10 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// this, so that a batch just over the limit still gets BATCH_TOO_LARGE
 /// from the produce handler while a huge message is refused unread.
 const REQUEST_OVERHEAD_BYTES: usize = 64 << 10;
+/// Floor of the client listener's message limit: requests without a batch
+/// (a metadata request naming many topics) may be larger than a small
+/// configured batch limit, and must still get their replog error code.
+const MIN_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
 /// Largest peer message: an append carries at most `max_payload_entries`
 /// (64) entries of at most one batch each; snapshots travel whole for now.
 const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
@@ -95,7 +99,7 @@ pub async fn run(
     );
     // A client's largest request is a produce of one batch; a larger
     // length prefix is refused before its bytes are buffered.
-    let client_limit = config.max_batch_bytes + REQUEST_OVERHEAD_BYTES;
+    let client_limit = (config.max_batch_bytes + REQUEST_OVERHEAD_BYTES).max(MIN_CLIENT_MESSAGE_BYTES);
     let client_api = |decode_limit: usize| {
         ReplogServer::new(ClientService { node: node.clone() })
             .max_decoding_message_size(decode_limit)

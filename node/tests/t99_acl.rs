@@ -117,8 +117,10 @@ async fn given_authorization_then_principals_get_what_acls_allow_and_changes_app
     let produce_acl = Acl::new("alice", "topic", TOPIC, "produce");
     root.add_acl(&produce_acl).await.expect("allow alice to produce");
     root.add_acl(&Acl::new("bob", "topic", "ord*", "consume")).await.expect("allow bob to consume");
-    assert_eq!(root.list_users().await.unwrap(), vec!["alice".to_string()]);
-    assert_eq!(root.list_acls().await.unwrap().len(), 2);
+    wait_for("alice to be listed", WAIT, || async { (root.list_users().await.ok()? == ["alice"]).then_some(()) }).await;
+    // Listed from the answering node's copy, which may lag the leader's.
+    wait_for("both ACLs to be listed", WAIT, || async { (root.list_acls().await.ok()?.len() == 2).then_some(()) })
+        .await;
 
     // Alice: produce yes, consume no; a wrong password gets nowhere.
     let alice = wait_for("alice to authenticate on every node", WAIT, || async {
