@@ -8,10 +8,11 @@
 #   node-ID/data/        data dir of node ID
 #   node-ID.log          stdout+stderr of node ID (appended across restarts)
 #   node-ID.pid          pid of node ID while it runs
+#   tls/                 with `up --tls`: ca, node and client certificates
 #
-# Node ID (1..9) listens for gRPC on 127.0.0.1:700ID and serves metrics and
-# /health on 127.0.0.1:910ID. Opt-in, for packet-level fault injection
-# (chaos-tests/scripts/): with REPLOG_PER_NODE_IP=1 at `up`, node ID uses its
+# Node ID (1..9) listens for gRPC on 127.0.0.1:700ID (for its peers on
+# 800ID) and serves metrics and /health on 127.0.0.1:910ID. Opt-in, for
+# packet-level fault injection (chaos-tests/scripts/): with REPLOG_PER_NODE_IP=1 at `up`, node ID uses its
 # own loopback address 127.0.0.(10+ID) instead (127.0.0.11:7001, ...), and
 # sends its peer traffic from it; the choice is kept in cluster.env.
 #
@@ -24,9 +25,13 @@ usage() {
 usage: ops/cluster.sh COMMAND [ARGS]
 
 commands:
-  up [N]           start an N-node cluster (N in 1..9; default: the N of the
+  up [N] [--tls]   start an N-node cluster (N in 1..9; default: the N of the
                    existing cluster, else 3) and wait until every node's
-                   /health names a controller leader
+                   /health names a controller leader; with --tls, nodes
+                   speak mutual TLS to each other and TLS with client
+                   certificates to clients (a throwaway CA, node and client
+                   certificates in $REPLOG_CLUSTER_DIR/tls/, made with
+                   `replog tls init`)
   down [--purge]   stop every node gracefully (SIGTERM, SIGKILL after 10 s);
                    data is kept unless --purge, which deletes the state dir
   status           table of nodes: id, pid, state, gRPC address, health
@@ -381,7 +386,7 @@ check_ports_free() {
   local id p ip
   for id in "$@"; do
     ip=$(node_ip "$id")
-    for p in "700$id" "910$id"; do
+    for p in "700$id" "800$id" "910$id"; do
       if port_in_use "$ip" "$p"; then
         die "port $ip:$p (node $id) is already in use; is another cluster running (other REPLOG_CLUSTER_DIR)? try: ss -ltnp 'sport = :$p'"
       fi
@@ -462,13 +467,28 @@ print_status() {
 
 # --- commands ---------------------------------------------------------------
 
+# Writes a throwaway CA and node and client certificates under $DIR/tls
+# (once; an existing set is kept) and prints the flags that turn on TLS:
+# mutual TLS between nodes, and TLS with client certificates on the client
+# port.
+tls_args() {
+  local tls="$DIR/tls" cli="${BIN_DIR%/}/replog"
+  if [ ! -f "$tls/ca.crt" ]; then
+    [ -x "$cli" ] || die "--tls needs the replog CLI at $cli to make certificates; build it first with: cargo build --release"
+    "$cli" tls init "$tls" >/dev/null || die "could not write certificates to $tls"
+  fi
+  echo "--peer-tls-cert $tls/node.crt --peer-tls-key $tls/node.key --peer-tls-ca $tls/ca.crt" \
+    "--tls-cert $tls/node.crt --tls-key $tls/node.key --tls-ca $tls/ca.crt"
+}
+
 cmd_up() {
-  local n="" a
+  local n="" a tls=0
   for a in "$@"; do
     case "$a" in
       -h | --help) usage; exit 0 ;;
+      --tls) tls=1 ;;
       [1-9]) [ -z "$n" ] || die "up: N given twice"; n=$a ;;
-      *) die "up: N must be 1..9 (got '$a'); usage: ops/cluster.sh up [N]" ;;
+      *) die "up: N must be 1..9 (got '$a'); usage: ops/cluster.sh up [N] [--tls]" ;;
     esac
   done
 
@@ -508,6 +528,10 @@ cmd_up() {
   # `up` declares the cluster afresh: its flags are REPLOG_NODE_ARGS as given
   # now; `start` reuses them unless REPLOG_NODE_ARGS is set.
   NODE_ARGS=${REPLOG_NODE_ARGS-}
+  if [ "$tls" = 1 ]; then
+    mkdir -p "$DIR"
+    NODE_ARGS+="${NODE_ARGS:+ }$(tls_args)"
+  fi
   export REPLOG_NODE_ARGS=$NODE_ARGS
   INITIAL_CLUSTER=""
   for ((id = 1; id <= N; id++)); do
@@ -528,6 +552,11 @@ cmd_up() {
   wait_healthy $ids
   echo
   print_status
+  if [ "$tls" = 1 ]; then
+    echo
+    echo "TLS is on; the CLI needs:"
+    echo "  export REPLOG_CLIENT_TLS_CA=$DIR/tls/ca.crt REPLOG_CLIENT_TLS_CERT=$DIR/tls/client.crt REPLOG_CLIENT_TLS_KEY=$DIR/tls/client.key"
+  fi
 }
 
 cmd_down() {
@@ -551,7 +580,7 @@ cmd_down() {
     for f in "$DIR"/* "$DIR"/.[!.]*; do
       [ -e "$f" ] || continue
       case "${f##*/}" in
-        cluster.env | cluster.env.tmp.* | node-[1-9] | node-[1-9].log | node-[1-9].pid) ;;
+        cluster.env | cluster.env.tmp.* | node-[1-9] | node-[1-9].log | node-[1-9].pid | tls) ;;
         *) die "not purging $DIR: it holds '${f##*/}', which ops/cluster.sh did not create" ;;
       esac
     done

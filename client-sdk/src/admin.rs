@@ -295,7 +295,7 @@ impl Client {
     /// errors until `deadline`.
     pub(crate) async fn group_call<T, F, Fut>(&self, partition: u32, call: Call, deadline: Duration, f: F) -> Result<T>
     where
-        F: Fn(pb::replog_client::ReplogClient<tonic::transport::Channel>) -> Fut,
+        F: Fn(crate::client::Conn) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.at_leader_within(GROUPS_TOPIC, partition, call, deadline, |c, _| f(c)).await
@@ -303,7 +303,7 @@ impl Client {
 
     async fn on_coordinator<T, F, Fut>(&self, group: &str, call: Call, f: F) -> Result<T>
     where
-        F: Fn(pb::replog_client::ReplogClient<tonic::transport::Channel>) -> Fut,
+        F: Fn(crate::client::Conn) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let partition = self.find_coordinator(group).await?.partition;

@@ -51,7 +51,94 @@ pub struct ClientConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// TLS to the brokers (`None`: plaintext).
+    pub tls: Option<TlsOptions>,
+    /// A user name and password sent with every request (over TLS only,
+    /// in any real deployment); `None`: none, or the certificate's
+    /// principal.
+    pub credentials: Option<Credentials>,
 }
+
+/// How the client speaks TLS: the CA that issued the brokers' certificates
+/// and, for mutual TLS, this client's certificate and key (all PEM).
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl TlsOptions {
+    /// Reads the CA and, if both are given, the client certificate and key.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<TlsOptions> {
+        let read =
+            |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::InvalidArgument(format!("{}: {e}", p.display())));
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "a client certificate needs its key, and a key its certificate".into(),
+                ));
+            }
+        };
+        Ok(TlsOptions { ca_pem: read(ca)?, identity })
+    }
+
+    fn tonic(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => c.identity(Identity::from_pem(cert, key)),
+            None => c,
+        }
+    }
+}
+
+/// A user name and password, sent in every request's metadata.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+/// Adds the credentials (if any) to each request.
+#[derive(Clone, Default)]
+pub struct Authenticate {
+    headers: Option<(
+        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    )>,
+}
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some((user, password)) = &self.headers {
+            req.metadata_mut().insert(replog_proto::codes::USER_KEY, user.clone());
+            req.metadata_mut().insert(replog_proto::codes::PASSWORD_KEY, password.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connection to one broker: the generated client with the credentials
+/// interceptor.
+pub type Conn = ReplogClient<tonic::service::interceptor::InterceptedService<Channel, Authenticate>>;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -61,6 +148,8 @@ impl Default for ClientConfig {
             backoff_initial: Duration::from_millis(25),
             backoff_max: Duration::from_millis(1000),
             connect_timeout: Duration::from_secs(2),
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -136,8 +225,9 @@ struct MetaCache {
 struct Inner {
     config: ClientConfig,
     bootstrap: Vec<String>,
-    conns: Mutex<HashMap<String, ReplogClient<Channel>>>,
+    conns: Mutex<HashMap<String, Conn>>,
     meta: Mutex<MetaCache>,
+    auth: Authenticate,
 }
 
 /// A handle to a replog cluster. Cheap to clone; clones share connections
@@ -191,8 +281,18 @@ impl Client {
                 return Err(Error::InvalidArgument(format!("bootstrap address {a:?} is not host:port")));
             }
         }
-        let client =
-            Client { inner: Arc::new(Inner { config, bootstrap, conns: Mutex::default(), meta: Mutex::default() }) };
+        let auth = match &config.credentials {
+            None => Authenticate::default(),
+            Some(c) => {
+                let value = |what: &str, s: &str| {
+                    s.parse().map_err(|_| Error::InvalidArgument(format!("the {what} must be printable ASCII")))
+                };
+                Authenticate { headers: Some((value("user name", &c.user)?, value("password", &c.password)?)) }
+            }
+        };
+        let client = Client {
+            inner: Arc::new(Inner { config, bootstrap, conns: Mutex::default(), meta: Mutex::default(), auth }),
+        };
         client.refresh_metadata(&[]).await?;
         Ok(client)
     }
@@ -201,7 +301,7 @@ impl Client {
         &self.inner.config
     }
 
-    pub(crate) fn conn(&self, addr: &str) -> Result<ReplogClient<Channel>> {
+    pub(crate) fn conn(&self, addr: &str) -> Result<Conn> {
         let mut conns = self.inner.conns.lock().expect("conns lock");
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
@@ -214,14 +314,20 @@ impl Client {
     /// A connection of its own to `addr`, outside the shared pool: a
     /// subscription stream that its reader stops taking from holds its
     /// connection's flow-control window, which must not stall other calls.
-    pub(crate) fn new_conn(&self, addr: &str) -> Result<ReplogClient<Channel>> {
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::InvalidArgument(format!("bad address {addr}: {e}")))?
+    pub(crate) fn new_conn(&self, addr: &str) -> Result<Conn> {
+        let cfg = &self.inner.config;
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| Error::InvalidArgument(format!("bad address {addr}: {e}")))?;
+        if let Some(tls) = &cfg.tls {
+            ep = ep.tls_config(tls.tonic()).map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+        }
+        let ep = ep
             .connect_timeout(self.inner.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        Ok(ReplogClient::new(ep.connect_lazy())
+        Ok(ReplogClient::with_interceptor(ep.connect_lazy(), self.inner.auth.clone())
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20))
     }
@@ -312,7 +418,7 @@ impl Client {
     /// Sends a cluster-wide request to any node, rotating on failure.
     pub(crate) async fn any_node<T, F, Fut>(&self, call: Call, f: F) -> Result<T>
     where
-        F: Fn(ReplogClient<Channel>, String) -> Fut,
+        F: Fn(Conn, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         // Start at a random node so that one dead or paused node does not
@@ -428,7 +534,7 @@ impl Client {
     /// NOT_LEADER hints and refreshing metadata until the retry deadline.
     pub(crate) async fn at_leader<T, F, Fut>(&self, topic: &str, partition: u32, call: Call, f: F) -> Result<T>
     where
-        F: Fn(ReplogClient<Channel>, String) -> Fut,
+        F: Fn(Conn, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.at_leader_within(topic, partition, call, self.inner.config.retry_deadline, f).await
@@ -445,7 +551,7 @@ impl Client {
         f: F,
     ) -> Result<T>
     where
-        F: Fn(ReplogClient<Channel>, String) -> Fut,
+        F: Fn(Conn, String) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.retry_within(call, deadline, |attempt| {
@@ -505,7 +611,7 @@ impl Client {
     /// Raw fetch at the leader (or at the node `replica_addr` when given).
     pub async fn fetch_raw(&self, req: pb::FetchRequest, replica_addr: Option<&str>) -> Result<pb::FetchResponse> {
         let timeout = self.inner.config.request_timeout + Duration::from_millis(req.max_wait_ms as u64);
-        let call = move |mut c: ReplogClient<Channel>, req: pb::FetchRequest| {
+        let call = move |mut c: Conn, req: pb::FetchRequest| {
             let mut r = tonic::Request::new(req);
             r.set_timeout(timeout);
             async move { c.fetch(r).await }
@@ -649,7 +755,13 @@ mod tests {
             ..ClientConfig::default()
         };
         Client {
-            inner: Arc::new(Inner { config, bootstrap: Vec::new(), conns: Mutex::default(), meta: Mutex::default() }),
+            inner: Arc::new(Inner {
+                config,
+                bootstrap: Vec::new(),
+                conns: Mutex::default(),
+                meta: Mutex::default(),
+                auth: Authenticate::default(),
+            }),
         }
     }
 

@@ -19,6 +19,8 @@
 //!   offsets by position or time ([`Client::list_offsets`]).
 //! - [`QueueConsumer`] ([`queue`]): a member of a queue group — receives
 //!   events locked to it, acks, releases or rejects them, renews locks.
+//! - [`security`]: users (SCRAM-SHA-256 credentials computed here) and
+//!   ACLs; TLS and credentials are [`ClientConfig`] settings.
 //! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
 //! - `cli`: the `replog` command-line tool, one file per subcommand.
 //!
@@ -40,6 +42,7 @@
 //! ```
 
 pub mod admin;
+pub mod certs;
 pub mod client;
 pub mod consumer;
 pub mod error;
@@ -47,6 +50,7 @@ pub mod group;
 pub mod membership;
 pub mod producer;
 pub mod queue;
+pub mod security;
 pub mod subscription;
 
 // The CLI's doc comments are clap's help text, where `<NAME>` placeholders

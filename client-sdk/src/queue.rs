@@ -28,9 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use replog_proto::pb;
-use replog_proto::pb::replog_client::ReplogClient;
 use tokio::task::{JoinHandle, JoinSet};
-use tonic::transport::Channel;
 
 use crate::client::{Call, Client};
 use crate::error::{Error, Result};
@@ -399,7 +397,7 @@ impl QueueConsumer {
     /// events are no longer held afterwards unless the outcome is unknown.
     async fn settle<T, F, Fut>(&self, req: pb::QueueEventsRequest, timeout: Duration, call: F) -> Result<T>
     where
-        F: Fn(ReplogClient<Channel>, tonic::Request<pb::QueueEventsRequest>) -> Fut,
+        F: Fn(crate::client::Conn, tonic::Request<pb::QueueEventsRequest>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let (p, offsets) = (req.partition, req.offsets.clone());

@@ -240,6 +240,34 @@ impl Replog for OnePartition {
         Err(Status::unimplemented("not needed here"))
     }
 
+    async fn upsert_user(&self, _: Request<pb::UpsertUserRequest>) -> Result<Response<pb::UpsertUserResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn delete_user(&self, _: Request<pb::DeleteUserRequest>) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn list_users(&self, _: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn add_acl(&self, _: Request<pb::AclRequest>) -> Result<Response<pb::AclResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn remove_acl(&self, _: Request<pb::AclRequest>) -> Result<Response<pb::AclResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn list_acls(&self, _: Request<pb::ListAclsRequest>) -> Result<Response<pb::ListAclsResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn who_am_i(&self, _: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
     async fn delete_group(
         &self,
         _: Request<pb::DeleteGroupRequest>,

@@ -19,6 +19,39 @@ fn parse_advertise(s: &str) -> Result<Advertise, String> {
     Ok(Some(s.to_string()))
 }
 
+/// A listen address that defaults to one derived from another key.
+pub type DerivedAddr = Option<SocketAddr>;
+
+fn parse_derived_addr(s: &str) -> Result<DerivedAddr, String> {
+    s.parse().map(Some).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A file path that may be left out.
+pub type OptPath = Option<PathBuf>;
+
+fn parse_opt_path(s: &str) -> Result<OptPath, String> {
+    Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+}
+
+/// Principals that every ACL check allows.
+pub type SuperUsers = Vec<String>;
+
+fn parse_super_users(s: &str) -> Result<SuperUsers, String> {
+    Ok(s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
+}
+
+/// Whether clients of a TLS listener must show a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Every client shows a certificate from `tls_ca`; its subject's CN is
+    /// the client's principal.
+    Required,
+    /// A client may show one (its CN is then its principal) or
+    /// authenticate with a user name and password instead.
+    Optional,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -74,10 +107,54 @@ macro_rules! node_config {
 node_config! {
     /// This node's id, unique in the cluster, greater than 0.
     id: u64 = 0, env = "REPLOG_ID";
-    /// gRPC listen address (client and peer services).
+    /// gRPC listen address of the client service.
     listen: SocketAddr = "127.0.0.1:7001".parse().expect("literal address"), env = "REPLOG_LISTEN";
     /// Address other nodes and clients use to reach this node [default: listen].
     advertise: Advertise = None, env = "REPLOG_ADVERTISE", parse = parse_advertise;
+    /// Listen address of the peer service (Raft, probes and requests
+    /// forwarded between nodes) [default: listen's IP, its port plus
+    /// peer_port_offset]. Clients never need it.
+    peer_listen: DerivedAddr = None, env = "REPLOG_PEER_LISTEN", parse = parse_derived_addr;
+    /// Where every node's peer service is found: at its advertised host, on
+    /// its advertised port plus this offset. The same on every node.
+    peer_port_offset: u16 = 1000, env = "REPLOG_PEER_PORT_OFFSET";
+    /// PEM certificate chain this node shows to its peers, as server and as
+    /// client. With peer_tls_key and peer_tls_ca, peers speak mutual TLS:
+    /// only holders of a certificate from that CA reach the peer service.
+    peer_tls_cert: OptPath = None, env = "REPLOG_PEER_TLS_CERT", parse = parse_opt_path;
+    /// PEM private key of peer_tls_cert.
+    peer_tls_key: OptPath = None, env = "REPLOG_PEER_TLS_KEY", parse = parse_opt_path;
+    /// PEM certificate(s) of the cluster CA that peers' certificates must
+    /// chain to.
+    peer_tls_ca: OptPath = None, env = "REPLOG_PEER_TLS_CA", parse = parse_opt_path;
+    /// PEM certificate chain of the client listener. With tls_key, clients
+    /// must speak TLS. Certificate files are reread when they change or on
+    /// SIGHUP, without a restart.
+    tls_cert: OptPath = None, env = "REPLOG_TLS_CERT", parse = parse_opt_path;
+    /// PEM private key of tls_cert.
+    tls_key: OptPath = None, env = "REPLOG_TLS_KEY", parse = parse_opt_path;
+    /// PEM certificate(s) of the CA that client certificates must chain to;
+    /// without it the node asks clients for no certificate.
+    tls_ca: OptPath = None, env = "REPLOG_TLS_CA", parse = parse_opt_path;
+    /// With tls_ca: whether a client must show a certificate (`required`)
+    /// or may authenticate with a password instead (`optional`).
+    tls_client_auth: ClientAuth = ClientAuth::Required, env = "REPLOG_TLS_CLIENT_AUTH";
+    /// Enforce ACLs on the client listener: what no ACL allows is denied
+    /// (PERMISSION_DENIED). Off: every client may do everything.
+    authorization: bool = false, env = "REPLOG_AUTHORIZATION";
+    /// Principals (user names or certificate CNs, comma-separated) allowed
+    /// everything, ACLs or not: how the first administrator gets in.
+    super_users: SuperUsers = Vec::new(), env = "REPLOG_SUPER_USERS", parse = parse_super_users;
+    /// Most connections one client IP address may hold open on the client
+    /// listener; more are closed at once. 0: no limit.
+    max_connections_per_ip: u32 = 0, env = "REPLOG_MAX_CONNECTIONS_PER_IP";
+    /// Produce bytes per second one principal may send to this node;
+    /// answers to a principal over it are held back until it is within it
+    /// again (as Kafka's quotas do). 0: no quota.
+    produce_quota_bytes_per_sec: u64 = 0, env = "REPLOG_PRODUCE_QUOTA_BYTES_PER_SEC";
+    /// Fetch bytes per second one principal may read from this node, held
+    /// to in the same way. 0: no quota.
+    fetch_quota_bytes_per_sec: u64 = 0, env = "REPLOG_FETCH_QUOTA_BYTES_PER_SEC";
     /// Prometheus /metrics, /health (liveness) and /ready (caught up)
     /// listen address.
     metrics_listen: SocketAddr = "127.0.0.1:9101".parse().expect("literal address"), env = "REPLOG_METRICS_LISTEN";
@@ -167,6 +244,24 @@ impl NodeConfig {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 
+    /// The peer service's listen address: `peer_listen`, else `listen`
+    /// with the port moved by `peer_port_offset`.
+    pub fn peer_listen_addr(&self) -> SocketAddr {
+        self.peer_listen.unwrap_or_else(|| {
+            SocketAddr::new(self.listen.ip(), self.listen.port().saturating_add(self.peer_port_offset))
+        })
+    }
+
+    /// Whether the peer listener speaks mutual TLS.
+    pub fn peer_tls(&self) -> bool {
+        self.peer_tls_cert.is_some()
+    }
+
+    /// Whether the client listener speaks TLS.
+    pub fn client_tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
     /// Checks fields against each other.
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
@@ -220,6 +315,22 @@ impl NodeConfig {
         }
         if self.max_record_bytes > self.max_batch_bytes {
             return Err("max-record-bytes cannot exceed max-batch-bytes".into());
+        }
+        let peer = [&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca];
+        if peer.iter().any(|p| p.is_some()) && !peer.iter().all(|p| p.is_some()) {
+            return Err("peer-tls-cert, peer-tls-key and peer-tls-ca go together".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls-cert and tls-key go together".into());
+        }
+        if self.tls_ca.is_some() && self.tls_cert.is_none() {
+            return Err("tls-ca needs tls-cert and tls-key".into());
+        }
+        if self.peer_listen.is_none() && self.listen.port().checked_add(self.peer_port_offset).is_none() {
+            return Err("listen port plus peer-port-offset is past 65535: set peer-listen".into());
+        }
+        if self.peer_port_offset == 0 {
+            return Err("peer-port-offset must not be 0: the peer service has its own port".into());
         }
         if !self.log.trim().is_empty() {
             tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| format!("log filter {:?}: {e}", self.log))?;

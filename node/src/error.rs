@@ -48,6 +48,14 @@ pub enum NodeError {
         "the node's data volume has {free_mb} MiB free, below its floor of {min_free_mb} MiB; free space or move leadership"
     )]
     DiskFull { free_mb: u64, min_free_mb: u64 },
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    #[error("{principal} may not {operation} {resource}")]
+    PermissionDenied { principal: String, operation: &'static str, resource: String },
+    #[error("user {0:?} does not exist")]
+    UnknownUser(String),
+    #[error("invalid ACL: {0}")]
+    InvalidAcl(String),
     /// What another node answered to a request this node forwarded (admin
     /// requests go to the controller leader), passed on with its code.
     #[error("{message}")]
@@ -83,6 +91,10 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::Storage(_) => ErrorCode::Storage,
             NodeError::DiskFull { .. } => ErrorCode::DiskFull,
+            NodeError::AuthenticationFailed(_) => ErrorCode::AuthenticationFailed,
+            NodeError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            NodeError::UnknownUser(_) => ErrorCode::UnknownUser,
+            NodeError::InvalidAcl(_) => ErrorCode::InvalidAcl,
             NodeError::Remote { code, .. } => *code,
             NodeError::Membership(code, _) => *code,
             NodeError::Rejected(r) => match r {
@@ -157,7 +169,10 @@ impl From<NodeError> for tonic::Status {
             | ErrorCode::UnknownPartition
             | ErrorCode::UnknownGroup
             | ErrorCode::UnknownQueueGroup
-            | ErrorCode::UnknownNode => tonic::Code::NotFound,
+            | ErrorCode::UnknownNode
+            | ErrorCode::UnknownUser => tonic::Code::NotFound,
+            ErrorCode::AuthenticationFailed => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,

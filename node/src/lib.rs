@@ -20,6 +20,8 @@
 //!   peer-only Raft service.
 //! - [`metrics`]: Prometheus metrics (per topic, or per partition), `/metrics`,
 //!   `/health` (liveness) and `/ready` (caught up).
+//! - [`security`]: TLS on both listeners (reloadable), the accept loops,
+//!   principals from certificates.
 //! - [`error`]: `NodeError`, stable codes, the mapping to `tonic::Status`.
 //! - [`server`]: [`server::run`], which wires it all together.
 
@@ -38,6 +40,7 @@ pub mod prober;
 pub mod raft_net;
 pub mod reconciler;
 pub mod retention;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod topic_config;

@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 use replog_raft_store::controller::ClusterMeta;
 use replog_raft_store::observe::Observer;
@@ -79,6 +80,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub connections: IntGauge,
     pub connections_accepted: IntCounter,
+    /// Security limits: connections refused over the per-address cap,
+    /// seconds requests were held back by byte-rate quotas.
+    pub connections_refused: IntCounter,
+    pub quota_throttle_seconds: CounterVec,
     pub subscriptions: IntGauge,
     pub subscribe_bytes: IntCounter,
     pub groups: IntGauge,
@@ -212,6 +217,19 @@ impl Metrics {
             connections_accepted: IntCounter::new(
                 "replog_node_connections_accepted_total",
                 "TCP connections accepted on the gRPC port",
+            )
+            .expect("metric"),
+            connections_refused: IntCounter::new(
+                "replog_node_connections_refused_total",
+                "Client connections closed at once: their address had max_connections_per_ip open",
+            )
+            .expect("metric"),
+            quota_throttle_seconds: CounterVec::new(
+                prometheus::Opts::new(
+                    "replog_quota_throttle_seconds_total",
+                    "Time answers were held back because their principal was over its byte-rate quota",
+                ),
+                &["kind"],
             )
             .expect("metric"),
             subscriptions: IntGauge::new("replog_subscriptions", "Open Subscribe streams").expect("metric"),
@@ -388,6 +406,8 @@ impl Metrics {
             (Box::new(self.ready.clone()), false),
             (Box::new(self.connections.clone()), false),
             (Box::new(self.connections_accepted.clone()), false),
+            (Box::new(self.connections_refused.clone()), false),
+            (Box::new(self.quota_throttle_seconds.clone()), false),
             (Box::new(self.groups.clone()), false),
             (Box::new(self.leaders.clone()), false),
             (Box::new(self.controller_leader.clone()), false),

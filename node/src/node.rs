@@ -54,6 +54,11 @@ pub struct Node {
     /// Set once a graceful stop begins: the node reports it to its peers
     /// (`NodeInfo.stopping`), which then hand it no leadership.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Passwords already checked against their users' credentials.
+    pub verified: crate::security::auth::VerifiedPasswords,
+    /// Per-principal byte-rate quotas of produce and fetch.
+    pub produce_quota: crate::security::quota::Quota,
+    pub fetch_quota: crate::security::quota::Quota,
 }
 
 impl Node {
@@ -69,7 +74,12 @@ impl Node {
                 min_free_bytes: config.min_free_mb << 20,
             },
         )?;
-        let pool = Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen)));
+        let peer_tls = match crate::security::peer_tls_files(&config) {
+            Some(f) => Some(f.peer_client_config().map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let pool =
+            Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen), config.peer_port_offset, peer_tls));
         let sm = GroupStateMachine::open_controller(&store, CONTROLLER_GROUP)?;
         let cluster = sm.cluster_watch().expect("controller state machine has a cluster watch");
         let members = Arc::new(Members::new(config.initial_cluster.clone(), cluster.clone()));
@@ -101,6 +111,9 @@ impl Node {
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            verified: crate::security::auth::VerifiedPasswords::new(),
+            produce_quota: crate::security::quota::Quota::new(config.produce_quota_bytes_per_sec),
+            fetch_quota: crate::security::quota::Quota::new(config.fetch_quota_bytes_per_sec),
             config,
         }))
     }

@@ -25,7 +25,7 @@ use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, SnapshotMeta, T
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Floor for an append's deadline: openraft passes the heartbeat interval,
 /// which is too short for a large batch on a busy machine.
@@ -82,12 +82,25 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode:
 }
 
 /// Connections to peers: one HTTP/2 channel per peer, shared by the Raft
-/// traffic of every group, the prober and forwarded admin requests.
+/// traffic of every group, the prober and forwarded admin requests. Peers
+/// are named by their advertised (client) address; the channel goes to
+/// their peer service, on that host at the port plus `peer_port_offset`,
+/// over mutual TLS when the node has peer certificates.
 #[derive(Default)]
 pub struct PeerPool {
     conns: Mutex<HashMap<String, Channel>>,
     local_ip: Option<IpAddr>,
     heartbeats: Mutex<HashMap<String, mpsc::UnboundedSender<Heartbeat>>>,
+    port_offset: u16,
+    tls: Mutex<Option<ClientTlsConfig>>,
+}
+
+/// The peer-service address of the node advertised at `addr`.
+pub fn peer_addr(addr: &str, offset: u16) -> Result<String, String> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} is not host:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{addr:?} is not host:port"))?;
+    let port = port.checked_add(offset).ok_or_else(|| format!("{addr:?}: port plus {offset} is past 65535"))?;
+    Ok(format!("{host}:{port}"))
 }
 
 /// One group's heartbeat waiting to go out with others to the same peer.
@@ -107,11 +120,15 @@ pub fn source_ip(listen: std::net::SocketAddr) -> Option<IpAddr> {
     (!listen.ip().is_unspecified()).then_some(listen.ip())
 }
 
-/// An endpoint to a peer, bound to this node's source address.
-pub fn peer_endpoint(addr: &str, local_ip: Option<IpAddr>) -> Result<Endpoint, String> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .local_address(local_ip)
+/// An endpoint to a peer's peer service at `addr`, bound to this node's
+/// source address.
+pub fn peer_endpoint(addr: &str, local_ip: Option<IpAddr>, tls: Option<ClientTlsConfig>) -> Result<Endpoint, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut e = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| e.to_string())?;
+    if let Some(tls) = tls {
+        e = e.tls_config(tls).map_err(|e| e.to_string())?;
+    }
+    Ok(e.local_address(local_ip)
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -119,8 +136,16 @@ pub fn peer_endpoint(addr: &str, local_ip: Option<IpAddr>) -> Result<Endpoint, S
 }
 
 impl PeerPool {
-    pub fn new(local_ip: Option<IpAddr>) -> PeerPool {
-        PeerPool { conns: Mutex::default(), local_ip, heartbeats: Mutex::default() }
+    pub fn new(local_ip: Option<IpAddr>, port_offset: u16, tls: Option<ClientTlsConfig>) -> PeerPool {
+        PeerPool { conns: Mutex::default(), local_ip, heartbeats: Mutex::default(), port_offset, tls: Mutex::new(tls) }
+    }
+
+    /// New peer certificates: connections made from now on use them (the
+    /// open ones are dropped, and reconnect on their next call).
+    pub fn set_tls(&self, tls: ClientTlsConfig) {
+        *self.tls.lock().expect("peer tls lock") = Some(tls);
+        self.conns.lock().expect("peer pool lock").clear();
+        self.heartbeats.lock().expect("heartbeat lock").clear();
     }
 
     /// Sends one group's heartbeat to `addr` together with the other
@@ -144,13 +169,14 @@ impl PeerPool {
         rx.await.map_err(|_| "heartbeat batcher dropped the call".to_string())?
     }
 
-    /// The channel to the peer at `addr`, connected on first use.
+    /// The channel to the peer advertised at `addr`, connected on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut conns = self.conns.lock().expect("peer pool lock");
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
-        let c = peer_endpoint(addr, self.local_ip)?.connect_lazy();
+        let tls = self.tls.lock().expect("peer tls lock").clone();
+        let c = peer_endpoint(&peer_addr(addr, self.port_offset)?, self.local_ip, tls)?.connect_lazy();
         conns.insert(addr.to_string(), c.clone());
         Ok(c)
     }

@@ -11,12 +11,24 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::metrics::{self, Metrics};
 use crate::node::Node;
+use crate::security::auth::{Authenticate, FromPeer};
+use crate::security::{self, conn, tls::Acceptor};
 use crate::service::ClientService;
 use crate::service::raft_peer::PeerService;
+use tonic::service::interceptor::InterceptedService;
 
-/// Largest gRPC message accepted: a full batch plus framing (the batch
-/// limit itself is enforced with a clear error by the produce handler).
+/// Largest gRPC message sent, and accepted on the peer listener (nodes
+/// forward produce requests of dead letters).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// What a client request may hold besides its batch (topic name, fields,
+/// topic settings): the client listener accepts `max_batch_bytes` plus
+/// this, so that a batch just over the limit still gets BATCH_TOO_LARGE
+/// from the produce handler while a huge message is refused unread.
+const REQUEST_OVERHEAD_BYTES: usize = 64 << 10;
+/// Floor of the client listener's message limit: requests without a batch
+/// (a metadata request naming many topics) may be larger than a small
+/// configured batch limit, and must still get their replog error code.
+const MIN_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
 /// Largest peer message: an append carries at most `max_payload_entries`
 /// (64) entries of at most one batch each; snapshots travel whole for now.
 const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
@@ -25,7 +37,8 @@ const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 /// send its last frames, so it would hold the stop forever.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs a node serving gRPC on `listener` until `shutdown` resolves, then
+/// Runs a node serving its clients on `listener` and its peers on the peer
+/// listener (bound here, see `NodeConfig::peer_listen_addr`) until `shutdown` resolves, then
 /// stops it gracefully. The listener is bound by the caller, so a test can
 /// bind port 0; `config.listen` becomes its actual address.
 pub async fn run(
@@ -52,22 +65,67 @@ pub async fn run(
     };
     let metrics_task = tokio::spawn(metrics::serve(config.metrics_listen, node.clone(), stopped(stop_rx.clone())));
 
-    let client = ReplogServer::new(ClientService { node: node.clone() })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Peers: Raft, and the client API for what nodes ask each other
+    // (probes, forwarded admin requests, dead letters, retention floors).
+    // Clients: the client API only.
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_listen_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the peer listener {}: {e}", config.peer_listen_addr()))?;
+    let peer_tls = match security::peer_tls_files(&config) {
+        Some(f) => {
+            let a = Acceptor::new(f, "peer").map_err(anyhow::Error::msg)?;
+            let pool = node.pool.clone();
+            a.spawn_reloader(move |a| match a.files().peer_client_config() {
+                Ok(c) => pool.set_tls(c),
+                Err(e) => warn!(error = e, "peer client TLS does not load"),
+            });
+            Some(a)
+        }
+        None => None,
+    };
+    let client_tls = match security::client_tls_files(&config) {
+        Some(f) => {
+            let a = Acceptor::new(f, "client").map_err(anyhow::Error::msg)?;
+            a.spawn_reloader(|_| {});
+            Some(a)
+        }
+        None => None,
+    };
+    info!(
+        peer = %config.peer_listen_addr(),
+        peer_tls = peer_tls.is_some(),
+        client_tls = client_tls.is_some(),
+        "listening"
+    );
+    // A client's largest request is a produce of one batch; a larger
+    // length prefix is refused before its bytes are buffered.
+    let client_limit = (config.max_batch_bytes + REQUEST_OVERHEAD_BYTES).max(MIN_CLIENT_MESSAGE_BYTES);
+    let client_api = |decode_limit: usize| {
+        ReplogServer::new(ClientService { node: node.clone() })
+            .max_decoding_message_size(decode_limit)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    };
+    // Every client request is authenticated first (security/auth.rs);
+    // every peer request is a node's.
+    let authenticated = InterceptedService::new(client_api(client_limit), Authenticate { node: node.clone() });
+    let from_peer = InterceptedService::new(client_api(MAX_MESSAGE_BYTES), FromPeer);
     let peer = RaftPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let incoming = metrics::connections::counted(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        node.metrics.connections.clone(),
-        node.metrics.connections_accepted.clone(),
-    );
+    let per_ip = conn::PerIp::new(config.max_connections_per_ip);
+    let incoming = conn::incoming(listener, client_tls, per_ip, &node.metrics);
+    let peer_incoming = conn::incoming(peer_listener, peer_tls, conn::PerIp::default(), &node.metrics);
     let grpc = tonic::transport::Server::builder()
-        .add_service(client)
-        .add_service(peer)
+        .add_service(authenticated)
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-    let mut grpc_task = tokio::spawn(grpc);
+    let peer_grpc = tonic::transport::Server::builder()
+        .add_service(peer)
+        .add_service(from_peer)
+        .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone()));
+    let mut grpc_task = tokio::spawn(async move {
+        let (a, b) = tokio::join!(grpc, peer_grpc);
+        a.and(b)
+    });
 
     shutdown.await;
     info!("shutting down");

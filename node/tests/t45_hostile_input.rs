@@ -9,11 +9,12 @@
 //!   batches that are corrupt, lie about their record count, carry random
 //!   producer ids, or are too large — each must get a replog error code
 //!   (or succeed, if it is in fact valid);
-//! - arbitrary bytes as the body of every client and peer RPC, which the
+//! - arbitrary bytes as the body of every client RPC (on the client port)
+//!   and peer RPC (on the peer port), which the
 //!   node must refuse with a gRPC status;
 //! - peer envelopes with unknown groups and, for real groups, payloads the
 //!   peer codec must refuse;
-//! - raw garbage on the gRPC port: not HTTP/2, an HTTP/2 preface followed by
+//! - raw garbage on both ports: not HTTP/2, an HTTP/2 preface followed by
 //!   garbage frames, a frame header announcing a huge frame.
 //!
 //! Then: every node process is still running and alive in cluster status,
@@ -70,6 +71,12 @@ const PEER_METHODS: &[&str] = &[
     "/replog.v1.RaftPeer/TransferLeader",
     "/replog.v1.RaftPeer/HeartbeatBatch",
 ];
+
+/// The peer-service address of the node whose client address is `addr`.
+fn peer_addr(addr: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    format!("{host}:{}", port.parse::<u16>().expect("port") + replog_testkit::cluster::PEER_PORT_OFFSET)
+}
 
 /// Sends and receives message bodies as raw bytes, so that anything can be
 /// put on the wire as a gRPC message.
@@ -337,6 +344,10 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
         .values()
         .map(|a| Channel::from_shared(format!("http://{a}")).expect("uri").connect_lazy())
         .collect();
+    // The peer service has its own port; the client port serves none of it.
+    let peer_addrs: Vec<String> = addrs.iter().map(|a| peer_addr(a)).collect();
+    let peer_channels: Vec<Channel> =
+        peer_addrs.iter().map(|a| Channel::from_shared(format!("http://{a}")).expect("uri").connect_lazy()).collect();
     let groups: Vec<u64> = {
         use prost::Message;
         let req = pb::MetadataRequest { topics: vec![TOPIC.into()] }.encode_to_vec();
@@ -365,7 +376,8 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
     let (mut sent, mut coded, mut refused_bodies, mut ok) = (0u64, 0u64, 0u64, 0u64);
     let start = Instant::now();
     while start.elapsed() < BURST {
-        let ch = &channels[rng.gen_range(0..channels.len())];
+        let node = rng.gen_range(0..channels.len());
+        let ch = &channels[node];
         sent += 1;
         match rng.gen_range(0..10) {
             // Well-formed client requests with hostile fields.
@@ -408,6 +420,7 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
                 let all: Vec<&'static str> = CLIENT_METHODS.iter().chain(PEER_METHODS).copied().collect();
                 let method = all[rng.gen_range(0..all.len())];
                 let body = random_bytes(&mut rng, 2048);
+                let ch = if PEER_METHODS.contains(&method) { &peer_channels[node] } else { ch };
                 match call(ch, method, Bytes::from(body)).await {
                     Ok(_) => ok += 1,
                     Err(_) => refused_bodies += 1,
@@ -431,7 +444,7 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
                 } else {
                     (PEER_METHODS[rng.gen_range(0..5)], msg.encode_to_vec())
                 };
-                match call(ch, method, Bytes::from(body)).await {
+                match call(&peer_channels[node], method, Bytes::from(body)).await {
                     Ok(reply) => {
                         let errors: Vec<String> = if method == PEER_METHODS[5] {
                             pb::RaftBatch::decode(reply)
@@ -456,7 +469,7 @@ async fn given_a_burst_of_hostile_input_when_it_ends_then_every_node_serves_with
         }
         // Now and then, raw garbage on the port.
         if rng.gen_bool(0.02) {
-            let addr = &addrs[rng.gen_range(0..3)];
+            let addr = if rng.gen_bool(0.5) { &addrs[rng.gen_range(0..3)] } else { &peer_addrs[rng.gen_range(0..3)] };
             let mut garbage = match rng.gen_range(0..3) {
                 0 => random_bytes(&mut rng, 4096),
                 // The HTTP/2 preface, then garbage frames.
@@ -532,7 +545,7 @@ async fn given_votes_and_appends_with_terms_near_overflow_when_sent_then_refused
     let channels: Vec<Channel> = cluster
         .addrs()
         .values()
-        .map(|a| Channel::from_shared(format!("http://{a}")).expect("uri").connect_lazy())
+        .map(|a| Channel::from_shared(format!("http://{}", peer_addr(a))).expect("uri").connect_lazy())
         .collect();
 
     let top = LogId::new(LeaderId::new(u64::MAX, 9).to_committed(), u64::MAX);

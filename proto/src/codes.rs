@@ -8,6 +8,10 @@
 pub const CODE_KEY: &str = "replog-code";
 /// Metadata key holding the id of the node believed to lead the group.
 pub const LEADER_ID_KEY: &str = "replog-leader-id";
+/// Metadata key holding the user name a client authenticates as.
+pub const USER_KEY: &str = "replog-user";
+/// Metadata key holding that user's password (sent over TLS only).
+pub const PASSWORD_KEY: &str = "replog-password";
 /// Metadata key holding the client address of that node.
 pub const LEADER_ADDR_KEY: &str = "replog-leader-addr";
 
@@ -88,10 +92,20 @@ pub enum ErrorCode {
     NotEnoughNodes = 34,
     /// A join whose node id a live node at another address already has.
     NodeIdInUse = 35,
+    // 36–47: security (docs/security.md).
+    /// Credentials that do not match a user (unknown user or wrong
+    /// password).
+    AuthenticationFailed = 36,
+    /// The principal has no ACL allowing the operation on the resource.
+    PermissionDenied = 37,
+    /// A user the cluster does not know.
+    UnknownUser = 38,
+    /// An ACL with an unknown resource type or operation, or a bad name.
+    InvalidAcl = 39,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -127,6 +141,10 @@ impl ErrorCode {
         ErrorCode::ControllerQuorum,
         ErrorCode::NotEnoughNodes,
         ErrorCode::NodeIdInUse,
+        ErrorCode::AuthenticationFailed,
+        ErrorCode::PermissionDenied,
+        ErrorCode::UnknownUser,
+        ErrorCode::InvalidAcl,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -175,6 +193,10 @@ impl ErrorCode {
             ErrorCode::ControllerQuorum => "CONTROLLER_QUORUM",
             ErrorCode::NotEnoughNodes => "NOT_ENOUGH_NODES",
             ErrorCode::NodeIdInUse => "NODE_ID_IN_USE",
+            ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::UnknownUser => "UNKNOWN_USER",
+            ErrorCode::InvalidAcl => "INVALID_ACL",
         }
     }
 

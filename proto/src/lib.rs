@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod codes;
+pub mod scram;
 
 /// Now, in milliseconds since the Unix epoch: the clock of record
 /// timestamps and of everything the broker stamps.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::security::{SecurityCmd, SecurityMeta, SecurityResult};
 use crate::types::{GroupId, NodeId};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,8 @@ pub struct ClusterMeta {
     /// Nodes being decommissioned: placement gives them nothing; the
     /// controller removes each once no replica is left on it.
     pub decommissioning: BTreeSet<NodeId>,
+    /// Users and ACLs (docs/security.md).
+    pub security: SecurityMeta,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +116,8 @@ pub enum ControllerCmd {
     RemoveNode {
         id: NodeId,
     },
+    /// Users and ACLs.
+    Security(SecurityCmd),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +128,7 @@ pub enum ControllerResult {
     UnknownTopic(String),
     Invalid(String),
     ProducerId(i64),
+    Security(SecurityResult),
 }
 
 impl ClusterMeta {
@@ -210,6 +216,7 @@ impl ClusterMeta {
                 self.decommissioning.remove(&id);
                 ControllerResult::Done
             }
+            ControllerCmd::Security(cmd) => ControllerResult::Security(self.security.apply(cmd)),
         }
     }
 

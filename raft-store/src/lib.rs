@@ -39,6 +39,7 @@ pub mod observe;
 pub mod partition;
 pub mod producers;
 pub mod queues;
+pub mod security;
 pub mod segment;
 pub mod snapshot;
 pub mod state_machine;

@@ -40,6 +40,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use replog_client::client::{Credentials, TlsOptions};
 use replog_client::{Client, ClientConfig, FetchOptions, PartitionReader};
 use replog_faultfs::CrashReport;
 
@@ -94,6 +95,13 @@ pub struct ClusterOptions {
     /// How long [`Cluster::start`] and [`Cluster::launch`] wait for an
     /// agreed controller leader.
     pub ready_timeout: Duration,
+    /// Extra command-line arguments for one node (after `extra_args`).
+    pub node_args: BTreeMap<u64, Vec<String>>,
+    /// How the test kit's own probes and [`Cluster::client`] speak TLS to
+    /// nodes whose client listener does (`None`: plaintext).
+    pub client_tls: Option<TlsOptions>,
+    /// Credentials for [`Cluster::client`] (and nothing else).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClusterOptions {
@@ -108,6 +116,9 @@ impl Default for ClusterOptions {
             faultfs: false,
             node_bin: None,
             ready_timeout: READY,
+            node_args: BTreeMap::new(),
+            client_tls: None,
+            credentials: None,
         }
     }
 }
@@ -152,6 +163,24 @@ fn free_port(ip: Ipv4Addr) -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// The default distance of a node's peer port from its client port
+/// (`replog-node --peer-port-offset`).
+pub const PEER_PORT_OFFSET: u16 = 1000;
+
+/// A free TCP port on `ip` whose peer port (`+ PEER_PORT_OFFSET`) is free
+/// too.
+fn free_node_port(ip: Ipv4Addr) -> Result<u16> {
+    for _ in 0..100 {
+        let l = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
+        let port = l.local_addr()?.port();
+        let Some(peer) = port.checked_add(PEER_PORT_OFFSET) else { continue };
+        if TcpListener::bind((ip, peer)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on {ip} with a free peer port {PEER_PORT_OFFSET} above it")
+}
+
 impl Cluster {
     /// Starts `n` nodes and waits until they agree on a controller leader.
     pub async fn start(n: u64, opts: ClusterOptions) -> Result<Cluster> {
@@ -182,7 +211,7 @@ impl Cluster {
                 Node {
                     id,
                     ip,
-                    addr: format!("{ip}:{}", free_port(ip)?),
+                    addr: format!("{ip}:{}", free_node_port(ip)?),
                     metrics: format!("{ip}:{}", free_port(ip)?),
                     data_dir: node_dir.join("data"),
                     dir: node_dir,
@@ -291,7 +320,14 @@ impl Cluster {
     }
 
     /// A client bootstrapped with every serving node.
-    pub async fn client(&self, config: ClientConfig) -> Result<Client> {
+    /// The cluster's TLS and credentials fill in what `config` leaves out.
+    pub async fn client(&self, mut config: ClientConfig) -> Result<Client> {
+        if config.tls.is_none() {
+            config.tls = self.opts.client_tls.clone();
+        }
+        if config.credentials.is_none() {
+            config.credentials = self.opts.credentials.clone();
+        }
         Ok(Client::connect_with(self.serving_addrs(), config).await?)
     }
 
@@ -314,7 +350,10 @@ impl Cluster {
             Some(via) => cmd.args(["--join", via]),
             None => cmd.args(["--initial-cluster", &initial]),
         };
-        cmd.args(&opts.extra_args).envs(opts.env.iter().map(|(k, v)| (k, v))).env("RUST_LOG", &opts.log_filter);
+        cmd.args(&opts.extra_args)
+            .args(opts.node_args.get(&id).into_iter().flatten())
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", &opts.log_filter);
         n.child = Some(spawn_logged(cmd, &n.log, libc::SIGKILL)?);
         n.paused = false;
         Ok(())
@@ -496,7 +535,7 @@ impl Cluster {
     /// The controller leader as node `id` itself sees it (`None`: no
     /// answer, or no leader).
     pub async fn controller_leader_at(&self, id: u64) -> Option<u64> {
-        probe::controller_leader(&self.nodes[&id].addr).await
+        probe::controller_leader(&self.nodes[&id].addr, self.opts.client_tls.as_ref()).await
     }
 
     /// The controller leader, as the first serving node that knows it says.
@@ -513,7 +552,9 @@ impl Cluster {
     /// knows one says (it may be stale while a partition heals).
     pub async fn leader_of(&self, topic: &str, partition: u32) -> Option<u64> {
         for id in self.serving() {
-            if let Some(l) = probe::partition_leader(&self.nodes[&id].addr, topic, partition).await {
+            if let Some(l) =
+                probe::partition_leader(&self.nodes[&id].addr, topic, partition, self.opts.client_tls.as_ref()).await
+            {
                 return Some(l);
             }
         }

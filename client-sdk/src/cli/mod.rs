@@ -1,6 +1,7 @@
 //! The `replog` command-line tool: argument definitions and dispatch. One
 //! file per subcommand.
 
+mod acl;
 mod bench;
 mod cluster;
 mod consume;
@@ -8,10 +9,13 @@ mod group;
 mod membership;
 mod produce;
 mod queue;
+mod tls;
 mod topic;
+mod user;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::client::{ClientConfig, Credentials, TlsOptions};
 use crate::{Client, Error};
 
 /// The nodes of the local `make run` cluster (`ops/cluster.sh up`).
@@ -34,6 +38,24 @@ pub struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Speak TLS, trusting brokers whose certificates this CA (PEM) issued.
+    /// The variables are REPLOG_CLIENT_TLS_*, apart from the node's own
+    /// REPLOG_TLS_* (its server certificate).
+    #[arg(long, global = true, env = "REPLOG_CLIENT_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for brokers that ask for one; its
+    /// subject's CN is the principal.
+    #[arg(long, global = true, env = "REPLOG_CLIENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "REPLOG_CLIENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Authenticate as this user (with --password).
+    #[arg(long, global = true, env = "REPLOG_USER", requires = "password")]
+    pub user: Option<String>,
+    /// The user's password.
+    #[arg(long, global = true, env = "REPLOG_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -71,13 +93,26 @@ pub enum Command {
     /// Node membership: decommission a node.
     #[command(subcommand)]
     Node(membership::NodeCmd),
+    /// Users who authenticate with a password (SCRAM-SHA-256).
+    #[command(subcommand)]
+    User(user::UserCmd),
+    /// Permissions of principals on topics, groups and the cluster.
+    #[command(subcommand)]
+    Acl(acl::AclCmd),
+    /// Throwaway certificates for a local cluster.
+    #[command(subcommand)]
+    Tls(tls::TlsCmd),
 }
 
 /// Runs the parsed command; the error's exit code is 1 for broker and
 /// transport errors, 2 for bad arguments.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let connect = || Client::connect(cli.bootstrap.clone());
+    let config = cli.client_config()?;
+    let connect = || Client::connect_with(cli.bootstrap.clone(), config.clone());
     match cli.command {
+        Command::Tls(cmd) => tls::run(cmd),
+        Command::User(cmd) => user::run(connect().await?, cmd, cli.output).await,
+        Command::Acl(cmd) => acl::run(connect().await?, cmd, cli.output).await,
         Command::Topic(cmd) => topic::run(connect().await?, cmd, cli.output).await,
         Command::Produce(args) => produce::run(connect().await?, args, cli.output).await,
         Command::Consume(args) => consume::run(connect().await?, args, cli.output).await,
@@ -87,6 +122,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(connect().await?, cmd, cli.output).await,
         Command::Partition(cmd) => membership::run_partition(connect().await?, cmd, cli.output).await,
         Command::Node(cmd) => membership::run_node(connect().await?, cmd, cli.output).await,
+    }
+}
+
+impl Cli {
+    /// The SDK settings the global flags make.
+    pub fn client_config(&self) -> Result<ClientConfig, Error> {
+        let tls = match &self.tls_ca {
+            Some(ca) => Some(TlsOptions::from_files(ca, self.tls_cert.as_deref(), self.tls_key.as_deref())?),
+            None if self.tls_cert.is_some() => {
+                return Err(Error::InvalidArgument("--tls-cert needs --tls-ca".into()));
+            }
+            None => None,
+        };
+        let credentials = match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Some(Credentials { user: user.clone(), password: password.clone() }),
+            (None, _) => None,
+            (Some(_), None) => return Err(Error::InvalidArgument("--user needs --password".into())),
+        };
+        Ok(ClientConfig { tls, credentials, ..ClientConfig::default() })
     }
 }
 

@@ -17,6 +17,15 @@ pub struct Counted {
     open: IntGauge,
 }
 
+impl Counted {
+    /// Counts `inner` as open until the result is dropped (the caller
+    /// counts it as accepted).
+    pub fn new(inner: TcpStream, open: IntGauge) -> Counted {
+        open.inc();
+        Counted { inner, open }
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.open.dec();

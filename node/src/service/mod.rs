@@ -14,6 +14,7 @@ mod metadata;
 mod produce;
 pub mod queue;
 pub mod raft_peer;
+pub mod security;
 mod subscribe;
 
 use std::future::Future;
@@ -25,8 +26,11 @@ use replog_proto::pb::{self, replog_server::Replog};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use replog_raft_store::security::{Operation, ResourceType};
+
 use crate::error::{NodeError, Result};
 use crate::node::Node;
+use crate::security::auth::{self, Principal};
 
 /// Metadata marking an admin request one node forwarded to the controller
 /// leader, so it is never forwarded twice.
@@ -44,6 +48,34 @@ fn reply<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
 }
 
 impl ClientService {
+    /// PERMISSION_DENIED unless the request's principal may do `op` on
+    /// `rt`/`name` (see [`auth::authorize`]).
+    fn check<T>(
+        &self,
+        req: &Request<T>,
+        rt: ResourceType,
+        name: &str,
+        op: Operation,
+    ) -> std::result::Result<(), Status> {
+        auth::authorize(&self.node, &Principal::of(req), rt, name, op).map_err(Status::from)
+    }
+
+    /// Holds the answer back while `principal` is over `quota`.
+    async fn throttle(&self, quota: &crate::security::quota::Quota, kind: &str, principal: &Principal, bytes: u64) {
+        if *principal == Principal::Peer {
+            return;
+        }
+        let wait = quota.charge(principal.name(), bytes);
+        if !wait.is_zero() {
+            self.node.metrics.quota_throttle_seconds.with_label_values(&[kind]).inc_by(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn allowed<T>(&self, req: &Request<T>, rt: ResourceType, name: &str, op: Operation) -> bool {
+        auth::allowed(&self.node, &Principal::of(req), rt, name, op)
+    }
+
     /// Runs an admin request that only the controller leader can serve (see
     /// [`on_controller`]).
     async fn on_controller<T, R, L, LF, F, FF>(&self, req: Request<T>, local: L, forward: F) -> Result<R>
@@ -89,12 +121,71 @@ where
     forward(client, r).await.map(Response::into_inner).map_err(|s| NodeError::from_remote(&addr, s))
 }
 
+use Operation::{Alter, Consume, Create, Delete, Describe, Produce};
+use ResourceType::{Cluster, Group, Topic};
+
 #[tonic::async_trait]
 impl Replog for ClientService {
+    async fn upsert_user(
+        &self,
+        req: Request<pb::UpsertUserRequest>,
+    ) -> std::result::Result<Response<pb::UpsertUserResponse>, Status> {
+        self.check(&req, Cluster, "*", Alter)?;
+        security::users::prepare(req.get_ref())?;
+        reply(self.on_controller(req, security::users::upsert, |mut c, r| async move { c.upsert_user(r).await }).await)
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<pb::DeleteUserRequest>,
+    ) -> std::result::Result<Response<pb::DeleteUserResponse>, Status> {
+        self.check(&req, Cluster, "*", Alter)?;
+        reply(self.on_controller(req, security::users::delete, |mut c, r| async move { c.delete_user(r).await }).await)
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> std::result::Result<Response<pb::ListUsersResponse>, Status> {
+        self.check(&req, Cluster, "*", Describe)?;
+        Ok(Response::new(security::users::list(&self.node)))
+    }
+
+    async fn add_acl(&self, req: Request<pb::AclRequest>) -> std::result::Result<Response<pb::AclResponse>, Status> {
+        self.check(&req, Cluster, "*", Alter)?;
+        security::acls::parse(req.get_ref().acl.as_ref())?;
+        reply(self.on_controller(req, security::acls::add, |mut c, r| async move { c.add_acl(r).await }).await)
+    }
+
+    async fn remove_acl(&self, req: Request<pb::AclRequest>) -> std::result::Result<Response<pb::AclResponse>, Status> {
+        self.check(&req, Cluster, "*", Alter)?;
+        security::acls::parse(req.get_ref().acl.as_ref())?;
+        reply(self.on_controller(req, security::acls::remove, |mut c, r| async move { c.remove_acl(r).await }).await)
+    }
+
+    async fn list_acls(
+        &self,
+        req: Request<pb::ListAclsRequest>,
+    ) -> std::result::Result<Response<pb::ListAclsResponse>, Status> {
+        self.check(&req, Cluster, "*", Describe)?;
+        Ok(Response::new(security::acls::list(&self.node)))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> std::result::Result<Response<pb::WhoAmIResponse>, Status> {
+        Ok(Response::new(security::who_am_i::handle(&self.node, &Principal::of(&req))))
+    }
+
     async fn create_topic(
         &self,
         req: Request<pb::CreateTopicRequest>,
     ) -> std::result::Result<Response<pb::CreateTopicResponse>, Status> {
+        let name = req.get_ref().name.clone();
+        if !self.allowed(&req, Cluster, "*", Create) {
+            self.check(&req, Topic, &name, Create)?;
+        }
         let (md, ext, mut inner) = req.into_parts();
         if let Err(e) = create_topic::prepare(&self.node, &mut inner) {
             return Err(e.into());
@@ -107,6 +198,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::DeleteTopicRequest>,
     ) -> std::result::Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.check(&req, Topic, &req.get_ref().name, Delete)?;
         reply(self.on_controller(req, delete_topic::handle, |mut c, r| async move { c.delete_topic(r).await }).await)
     }
 
@@ -114,6 +206,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::AlterTopicConfigRequest>,
     ) -> std::result::Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        self.check(&req, Topic, &req.get_ref().name, Alter)?;
         if let Err(e) = alter_topic_config::prepare(req.get_ref()) {
             return Err(e.into());
         }
@@ -131,6 +224,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::GroupFloorsRequest>,
     ) -> std::result::Result<Response<pb::GroupFloorsResponse>, Status> {
+        self.check(&req, Cluster, "*", Alter)?;
         reply(group::floors::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -138,18 +232,31 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::MetadataRequest>,
     ) -> std::result::Result<Response<pb::MetadataResponse>, Status> {
-        Ok(Response::new(metadata::handle(&self.node, req.into_inner())))
+        let mut r = metadata::handle(&self.node, req.get_ref().clone());
+        r.topics.retain(|t| self.allowed(&req, Topic, &t.name, Describe));
+        Ok(Response::new(r))
     }
 
     async fn produce(
         &self,
         req: Request<pb::ProduceRequest>,
     ) -> std::result::Result<Response<pb::ProduceResponse>, Status> {
-        reply(produce::handle(&self.node, req.into_inner()).await)
+        self.check(&req, Topic, &req.get_ref().topic, Produce)?;
+        let (principal, bytes) = (Principal::of(&req), req.get_ref().batch.len() as u64);
+        let r = produce::handle(&self.node, req.into_inner()).await;
+        self.throttle(&self.node.produce_quota, "produce", &principal, bytes).await;
+        reply(r)
     }
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> std::result::Result<Response<pb::FetchResponse>, Status> {
-        reply(fetch::handle(&self.node, req.into_inner()).await)
+        self.check(&req, Topic, &req.get_ref().topic, Consume)?;
+        let principal = Principal::of(&req);
+        let r = fetch::handle(&self.node, req.into_inner()).await;
+        if let Ok(r) = &r {
+            let bytes = r.batches.iter().map(|b| b.batch.len() as u64).sum();
+            self.throttle(&self.node.fetch_quota, "fetch", &principal, bytes).await;
+        }
+        reply(r)
     }
 
     type SubscribeStream = subscribe::SubscribeStream;
@@ -158,6 +265,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+        self.check(&req, Topic, &req.get_ref().topic, Consume)?;
         reply(subscribe::handle(self.node.clone(), req.into_inner()))
     }
 
@@ -165,6 +273,7 @@ impl Replog for ClientService {
         &self,
         _req: Request<pb::ClusterStatusRequest>,
     ) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.check(&_req, Cluster, "*", Describe)?;
         Ok(Response::new(cluster_status::handle(&self.node).await))
     }
 
@@ -241,6 +350,7 @@ impl Replog for ClientService {
         &self,
         _req: Request<pb::NodeInfoRequest>,
     ) -> std::result::Result<Response<pb::NodeInfoResponse>, Status> {
+        self.check(&_req, Cluster, "*", Describe)?;
         Ok(Response::new(self.node.node_info()))
     }
 
@@ -248,6 +358,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::ListOffsetsRequest>,
     ) -> std::result::Result<Response<pb::ListOffsetsResponse>, Status> {
+        self.check(&req, Topic, &req.get_ref().topic, Describe)?;
         reply(list_offsets::handle(&self.node, req.into_inner()).await)
     }
 
@@ -255,6 +366,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::FindCoordinatorRequest>,
     ) -> std::result::Result<Response<pb::FindCoordinatorResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Describe)?;
         let create = || async {
             let live = self.node.live_nodes().len() as u32;
             let req = Request::new(pb::CreateTopicRequest {
@@ -274,6 +386,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::JoinGroupRequest>,
     ) -> std::result::Result<Response<pb::JoinGroupResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
         reply(group::join_group::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -281,6 +394,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::GroupHeartbeatRequest>,
     ) -> std::result::Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
         reply(group::heartbeat::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -288,6 +402,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::LeaveGroupRequest>,
     ) -> std::result::Result<Response<pb::LeaveGroupResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
         reply(group::leave_group::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -295,6 +410,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::CommitOffsetsRequest>,
     ) -> std::result::Result<Response<pb::CommitOffsetsResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
         reply(group::commit_offsets::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -302,6 +418,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::FetchOffsetsRequest>,
     ) -> std::result::Result<Response<pb::FetchOffsetsResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Describe)?;
         reply(group::fetch_offsets::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -309,6 +426,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::DescribeGroupRequest>,
     ) -> std::result::Result<Response<pb::DescribeGroupResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Describe)?;
         reply(group::describe_group::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -316,13 +434,19 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::ListGroupsRequest>,
     ) -> std::result::Result<Response<pb::ListGroupsResponse>, Status> {
-        reply(group::list_groups::handle(self.node.clone(), req.into_inner()).await)
+        let principal = Principal::of(&req);
+        let mut r = group::list_groups::handle(self.node.clone(), req.into_inner()).await;
+        if let Ok(r) = &mut r {
+            r.groups.retain(|g| auth::allowed(&self.node, &principal, Group, &g.group, Describe));
+        }
+        reply(r)
     }
 
     async fn reset_offsets(
         &self,
         req: Request<pb::ResetOffsetsRequest>,
     ) -> std::result::Result<Response<pb::ResetOffsetsResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Alter)?;
         reply(group::reset_offsets::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -330,6 +454,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::DeleteGroupRequest>,
     ) -> std::result::Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Delete)?;
         reply(group::delete_group::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -337,6 +462,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::QueueReceiveRequest>,
     ) -> std::result::Result<Response<pb::QueueReceiveResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
+        self.check(&req, Topic, &req.get_ref().topic, Consume)?;
         reply(queue::receive::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -344,6 +471,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::QueueEventsRequest>,
     ) -> std::result::Result<Response<pb::QueueAckResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
+        self.check(&req, Topic, &req.get_ref().topic, Consume)?;
         reply(queue::ack::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -351,6 +480,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::QueueEventsRequest>,
     ) -> std::result::Result<Response<pb::QueueReleaseResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
+        self.check(&req, Topic, &req.get_ref().topic, Consume)?;
         reply(queue::release::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -358,6 +489,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::QueueEventsRequest>,
     ) -> std::result::Result<Response<pb::QueueRejectResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
+        self.check(&req, Topic, &req.get_ref().topic, Consume)?;
         reply(queue::reject::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -365,6 +498,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::QueueEventsRequest>,
     ) -> std::result::Result<Response<pb::QueueRenewResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Consume)?;
+        self.check(&req, Topic, &req.get_ref().topic, Consume)?;
         reply(queue::renew::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -372,6 +507,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::QueueDescribeRequest>,
     ) -> std::result::Result<Response<pb::QueueDescribeResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Describe)?;
+        self.check(&req, Topic, &req.get_ref().topic, Describe)?;
         reply(queue::describe::handle(self.node.clone(), req.into_inner()).await)
     }
 
@@ -379,6 +516,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::QueueResetRequest>,
     ) -> std::result::Result<Response<pb::QueueResetResponse>, Status> {
+        self.check(&req, Group, &req.get_ref().group, Alter)?;
+        self.check(&req, Topic, &req.get_ref().topic, Describe)?;
         reply(queue::reset::handle(self.node.clone(), req.into_inner()).await)
     }
 }

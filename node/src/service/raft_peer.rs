@@ -2,9 +2,12 @@
 //! its group; the payload is the openraft request, bincode-encoded with the
 //! codec of [`crate::raft_net`], the same one the sending side uses.
 //!
-//! The port is not authenticated (peer TLS is on the roadmap), so a request
-//! here may come from anyone. What a well-formed request can do to Raft is
-//! Raft's business, with one exception checked here: terms near the top of
+//! It is served on the peer listener only, never on the client listener.
+//! With peer TLS configured only nodes holding a certificate from the
+//! cluster CA get here; without it (the default, for a trusted network) a
+//! request may come from anyone who reaches the port. What a well-formed
+//! request can do to Raft is Raft's business, with one exception checked
+//! here: terms near the top of
 //! `u64` ([`MAX_TERM`]), which no cluster reaches and which would leave a
 //! group unable to ever elect again.
 

@@ -1,0 +1,123 @@
+//! Limits that keep one client from hurting others, on a real node.
+//!
+//! One node with `--max-connections-per-ip 32` and a produce quota of
+//! 256 KiB/s per principal:
+//! - a client that opens 200 connections from 127.0.0.2 and holds them
+//!   gets 32; the rest are closed at once (counted in
+//!   `replog_node_connections_refused_total`), and a client on 127.0.0.1
+//!   keeps producing meanwhile (its latency before and during is printed,
+//!   not asserted);
+//! - a produce request far above the batch limit is refused by the
+//!   transport before the node buffers it, and the node serves on;
+//! - a user producing over the quota has answers held back
+//!   (`replog_quota_throttle_seconds_total`), while each of its produces
+//!   still succeeds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{WAIT, metric};
+use replog_client::client::Credentials;
+use replog_client::{Client, ClientConfig};
+use replog_proto::batch::{self, Record};
+use replog_proto::pb::Acks;
+use replog_testkit::wait_for;
+
+const FLOOD: usize = 200;
+const PER_IP: usize = 32;
+
+async fn produce_latencies(client: &Client, n: usize) -> Vec<Duration> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let b = batch::encode(&[Record::new(None, Bytes::from(format!("v{i}")), 1)]);
+        let t0 = Instant::now();
+        client.produce_batch("t", 0, b, Acks::All).await.expect("the other client still produces");
+        v.push(t0.elapsed());
+    }
+    v.sort();
+    v
+}
+
+fn summary(v: &[Duration]) -> String {
+    format!("p50 {:?}, max {:?}", v[v.len() / 2], v[v.len() - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_limits_then_a_flooding_or_oversized_or_greedy_client_does_not_starve_others() {
+    let cluster =
+        common::start(1, &["--max-connections-per-ip", &PER_IP.to_string(), "--produce-quota-bytes-per-sec", "262144"])
+            .await;
+    let client = common::client(&cluster).await;
+    client.create_topic("t", 1, 1).await.expect("create");
+    let addr: std::net::SocketAddr = cluster.node(1).addr.parse().unwrap();
+    let metrics = cluster.node(1).metrics.clone();
+    let before = produce_latencies(&client, 30).await;
+
+    // The flood: 200 connections from another address, held open.
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        flood.push(s.connect(addr).await.expect("the kernel accepts the connection"));
+    }
+    let refused = (FLOOD - PER_IP) as f64;
+    wait_for("the connections over the cap to be closed", WAIT, || async {
+        (metric(&metrics, "replog_node_connections_refused_total")? >= refused).then_some(())
+    })
+    .await;
+    let during = produce_latencies(&client, 30).await;
+    println!("another client's produce latency: before the flood {}, during {}", summary(&before), summary(&during));
+    let mut closed = 0;
+    for s in &mut flood {
+        let mut buf = [0u8; 64];
+        // A refused connection reads end-of-file (or a reset) at once.
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), async {
+            use tokio::io::AsyncReadExt;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) => return Ok(0),
+                    Ok(_) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, FLOOD - PER_IP, "connections the node closed");
+    drop(flood);
+
+    // Far above the batch limit: refused unread.
+    let huge = Bytes::from(vec![7u8; 16 << 20]);
+    let once = cluster
+        .client(ClientConfig { retry_deadline: Duration::from_millis(500), ..Default::default() })
+        .await
+        .expect("connect");
+    let r = once.produce_batch("t", 0, huge, Acks::All).await;
+    assert!(r.is_err(), "a 16 MiB request was taken");
+    produce_latencies(&client, 1).await;
+
+    // Quotas: a user that sends 1 MiB at 256 KiB/s is slowed, not refused.
+    client.upsert_user("greedy", "pw").await.expect("create the user");
+    let greedy = cluster
+        .client(ClientConfig {
+            credentials: Some(Credentials { user: "greedy".into(), password: "pw".into() }),
+            retry_deadline: WAIT,
+            ..Default::default()
+        })
+        .await
+        .expect("greedy connects");
+    let t0 = Instant::now();
+    for _ in 0..16 {
+        let b = batch::encode(&[Record::new(None, Bytes::from(vec![1u8; 64 << 10]), 1)]);
+        greedy.produce_batch("t", 0, b, Acks::All).await.expect("a throttled produce still lands");
+    }
+    println!("1 MiB at a 256 KiB/s quota took {:?}", t0.elapsed());
+    let held = metric(&metrics, "replog_quota_throttle_seconds_total{kind=\"produce\"}").unwrap_or(0.0);
+    assert!(held > 0.0, "no answer was held back");
+    assert!(cluster.serving().contains(&1));
+}
