@@ -28,6 +28,7 @@ pub mod config;
 pub mod controller;
 pub mod coordinator;
 pub mod error;
+pub mod failover;
 pub mod members;
 pub mod metrics;
 pub mod node;

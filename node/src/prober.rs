@@ -21,6 +21,8 @@ pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
 pub struct PeerView {
     pub last_ok: Option<Instant>,
     pub info: Option<pb::NodeInfoResponse>,
+    /// The last call failed at once (not a timeout).
+    pub refused: bool,
 }
 
 impl PeerView {
@@ -36,26 +38,35 @@ pub struct Prober {
 
 impl Prober {
     /// One round of `NodeInfo` calls to `targets` (id → address), over the
-    /// node's shared peer connections.
-    pub async fn probe(&self, targets: BTreeMap<NodeId, String>, pool: &PeerPool) {
+    /// node's shared peer connections. Returns the peers that answered the
+    /// last round and now refused: their process is gone (a peer that is
+    /// only slow or cut off times out instead, and is not named).
+    pub async fn probe(&self, targets: BTreeMap<NodeId, String>, pool: &PeerPool) -> Vec<NodeId> {
         let calls = targets.into_iter().filter_map(|(id, addr)| {
             let mut client = pool.replog_client(&addr).ok()?;
             Some(async move {
                 let mut req = tonic::Request::new(pb::NodeInfoRequest {});
                 req.set_timeout(PROBE_INTERVAL * 2);
                 let r = tokio::time::timeout(PROBE_INTERVAL * 2, client.node_info(req)).await;
-                (id, r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
+                let refused = matches!(&r, Ok(Err(_)));
+                (id, r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()), refused)
             })
         });
         let results = futures::future::join_all(calls).await;
         let mut peers = self.peers.lock().expect("peers lock");
-        for (id, info) in results {
-            let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None });
+        let mut gone = Vec::new();
+        for (id, info, refused) in results {
+            let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None, refused: false });
             if let Some(info) = info {
                 v.last_ok = Some(Instant::now());
                 v.info = Some(info);
+                v.refused = false;
+            } else if refused && !v.refused {
+                v.refused = true;
+                gone.push(id);
             }
         }
+        gone
     }
 
     pub fn views(&self) -> BTreeMap<NodeId, PeerView> {
