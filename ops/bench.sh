@@ -10,6 +10,7 @@
 #   BENCH_SECONDS (20)      length of each fixed-rate run
 #   BENCH_NATS=0            skip the NATS peer
 #   BENCH_ISOLATE=0         skip the isolation failover (needs root and iptables)
+#   BENCH_PER_NODE_IP=1     nodes on 127.0.0.11-13 even without isolation
 #   NATS_PEER               the peer's folder (default ../shared/peers, else /work/shared/peers)
 #   BENCH_DOC               where to write the report (default docs/benchmarks.md)
 set -euo pipefail
@@ -42,7 +43,8 @@ if [ "$ISOLATE" = 1 ] && { [ "$(id -u)" != 0 ] || ! command -v iptables >/dev/nu
   ISOLATE=0
 fi
 
-cargo build --release --bins
+cargo build --release -p replog-node -p replog-client --bins
+[ "$ISOLATE" = 1 ] && cargo build --release -p replog-chaos --bin chaos
 R=target/release/replog
 
 export REPLOG_CLUSTER_DIR="${REPLOG_CLUSTER_DIR:-$(mktemp -d /tmp/replog-bench.XXXXXX)}"
@@ -98,9 +100,11 @@ else
 fi
 
 # --- replog ------------------------------------------------------------------
-if [ "$ISOLATE" = 1 ]; then export REPLOG_PER_NODE_IP=1; fi
+# Own loopback addresses per node (127.0.0.11-13): needed for isolation, and
+# free of a `make run` cluster on 127.0.0.1 (BENCH_PER_NODE_IP=1).
+if [ "$ISOLATE" = 1 ] || [ -n "${BENCH_PER_NODE_IP:-}" ]; then export REPLOG_PER_NODE_IP=1; fi
 ops/cluster.sh up 3
-ip() { if [ "$ISOLATE" = 1 ]; then echo "127.0.0.$((10 + $1))"; else echo 127.0.0.1; fi; }
+ip() { if [ "${REPLOG_PER_NODE_IP:-0}" = 1 ]; then echo "127.0.0.$((10 + $1))"; else echo 127.0.0.1; fi; }
 export REPLOG_BOOTSTRAP="$(ip 1):7001,$(ip 2):7002,$(ip 3):7003"
 run() { # label, then replog bench args; appends the JSON line with the label
   local label=$1
