@@ -69,10 +69,7 @@ impl FailoverArgs {
             Fault::Isolate => ("target/release/chaos net partition isolate {node}", "target/release/chaos net heal"),
         };
         let fill = |s: &str| s.replace("{node}", &node.to_string());
-        (
-            fill(self.fault_cmd.as_deref().unwrap_or(f)),
-            fill(self.heal_cmd.as_deref().unwrap_or(h)),
-        )
+        (fill(self.fault_cmd.as_deref().unwrap_or(f)), fill(self.heal_cmd.as_deref().unwrap_or(h)))
     }
 }
 

@@ -93,14 +93,8 @@ pub async fn run(
             one_task(producer, spec, task, n, rate, start, value, outcomes, progress, offered).await
         }));
     }
-    let mut out = LoadResult {
-        hist: histogram(),
-        acked: 0,
-        errors: 0,
-        offered: 0,
-        elapsed: Duration::ZERO,
-        first_error: None,
-    };
+    let mut out =
+        LoadResult { hist: histogram(), acked: 0, errors: 0, offered: 0, elapsed: Duration::ZERO, first_error: None };
     let mut last = start;
     for t in tasks {
         let r = t.await??;
