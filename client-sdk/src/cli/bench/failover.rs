@@ -81,6 +81,9 @@ async fn shell(cmd: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When the fault began, and each partition's leader just before.
+type FaultStart = (Instant, BTreeMap<u32, Option<u64>>);
+
 /// Per partition: the first acknowledgement of a record meant to be sent
 /// once the fault was in force, and the longest wait between
 /// acknowledgements ending after the fault began (and overall).
@@ -127,7 +130,7 @@ pub async fn run(client: Client, f: FailoverArgs) -> anyhow::Result<()> {
     let load = tokio::spawn(load::run(producer, spec, value, Some(tx), pb.clone()));
 
     // The fault, and the leaders just before it.
-    let fault_at: Arc<OnceLock<(Instant, BTreeMap<u32, Option<u64>>)>> = Arc::new(OnceLock::new());
+    let fault_at: Arc<OnceLock<FaultStart>> = Arc::new(OnceLock::new());
     // When the fault command returned: the fault is in force.
     let in_force: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     let injector = {
