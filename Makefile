@@ -90,6 +90,10 @@ fuzz:
 soak: build
 	$(CARGO) run --release -p replog-chaos --bin soak
 
+# The standard suite on a fresh 3-node release cluster, with the NATS R3 peer
+# and a dd O_DSYNC 4 KiB write in the same run, under
+# flock /tmp/replog-chaos.lock; writes docs/benchmarks.md (ops/bench.sh for
+# the knobs: BENCH_QUICK=1, BENCH_SECONDS, BENCH_NATS=0, BENCH_ISOLATE=0).
 bench:
 	bash ops/bench.sh
 

@@ -49,6 +49,9 @@ pub struct ClientConfig {
     /// Leader elections take 1–2 s, so this must be several times that.
     pub retry_deadline: Duration,
     pub backoff_initial: Duration,
+    /// Longest pause between retries: a new leader is usually elected
+    /// within a second, and each retry asks the cluster again who leads,
+    /// so a long pause only adds to the time a failover costs.
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
     /// TLS to the brokers (`None`: plaintext).
@@ -146,7 +149,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(10),
             retry_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(25),
-            backoff_max: Duration::from_millis(1000),
+            backoff_max: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(2),
             tls: None,
             credentials: None,

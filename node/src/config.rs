@@ -183,13 +183,16 @@ node_config! {
     /// each group it leads to a caught-up replica before it stops, in ms.
     shutdown_handoff_ms: u64 = 5_000, env = "REPLOG_SHUTDOWN_HANDOFF_MS";
     /// Raft heartbeat interval in ms. Followers expect one at least this often.
-    heartbeat_ms: u64 = 150, env = "REPLOG_HEARTBEAT_MS";
-    /// A follower that hears no leader for a random time between the min and
-    /// max election timeouts (ms) starts an election: how long a dead leader
-    /// goes unnoticed.
-    election_timeout_min_ms: u64 = 750, env = "REPLOG_ELECTION_TIMEOUT_MIN_MS";
-    /// Upper end of the election timeout range, in ms.
-    election_timeout_max_ms: u64 = 1500, env = "REPLOG_ELECTION_TIMEOUT_MAX_MS";
+    heartbeat_ms: u64 = 125, env = "REPLOG_HEARTBEAT_MS";
+    /// A follower that hears no leader for the max election timeout (its
+    /// leader lease) and then a random time between the min and the max
+    /// (ms) starts an election: how long a dead leader goes unnoticed
+    /// (a leader whose node is gone, only the max: see failover.rs).
+    election_timeout_min_ms: u64 = 400, env = "REPLOG_ELECTION_TIMEOUT_MIN_MS";
+    /// Upper end of the election timeout range, in ms; also the leader
+    /// lease: a leader that no majority acknowledged for this long serves
+    /// no client as leader.
+    election_timeout_max_ms: u64 = 700, env = "REPLOG_ELECTION_TIMEOUT_MAX_MS";
     /// Largest producer batch accepted, in bytes (at most 64 MiB minus 4 KiB).
     max_batch_bytes: usize = 1 << 20, env = "REPLOG_MAX_BATCH_BYTES";
     /// Largest single record accepted, in bytes.

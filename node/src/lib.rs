@@ -30,6 +30,7 @@ pub mod config;
 pub mod controller;
 pub mod coordinator;
 pub mod error;
+pub mod failover;
 pub mod join;
 pub mod members;
 pub mod metrics;

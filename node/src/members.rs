@@ -16,6 +16,26 @@ pub trait Leadership {
     fn leader(&self) -> Option<NodeId>;
     /// Whether `me` leads it right now.
     fn led_by(&self, me: NodeId) -> bool;
+    /// Whether `me` leads it and holds its lease: a majority acknowledged
+    /// it within `lease` (see [`Leadership::lease`]). A leader cut off from
+    /// its majority keeps Raft's leader state until it hears a newer term;
+    /// past its lease it serves no client as leader, so that writes go
+    /// where they can commit instead of waiting out their timeout.
+    fn leased_by(&self, me: NodeId, lease: std::time::Duration) -> bool;
+    /// The leader as this replica knows it, none while this replica leads
+    /// without its lease.
+    fn leased_leader(&self, me: NodeId, lease: std::time::Duration) -> Option<NodeId> {
+        match self.leader() {
+            Some(l) if l == me && !self.leased_by(me, lease) => None,
+            l => l,
+        }
+    }
+    /// The lease: the election timeout's upper bound, as openraft's own. A
+    /// follower grants no vote within it of its last heartbeat and starts
+    /// no election before a further election timeout, so while a leader
+    /// holds its lease no other has been elected; once it lapses, one soon
+    /// will be.
+    fn lease(&self) -> std::time::Duration;
 }
 
 impl Leadership for replog_raft_store::Raft {
@@ -29,6 +49,24 @@ impl Leadership for replog_raft_store::Raft {
         let m = self.metrics();
         let m = m.borrow_watched();
         m.state == openraft::ServerState::Leader && m.current_leader == Some(me)
+    }
+
+    fn leased_by(&self, me: NodeId, lease: std::time::Duration) -> bool {
+        use openraft::Instant;
+        use openraft::async_runtime::WatchReceiver;
+        let m = self.metrics();
+        let m = m.borrow_watched();
+        if m.state != openraft::ServerState::Leader || m.current_leader != Some(me) {
+            return false;
+        }
+        // A group of one is its own majority; a leader not yet acknowledged
+        // since its election has just won a majority's votes.
+        m.membership_config.membership().voter_ids().nth(1).is_none()
+            || m.last_quorum_acked.is_none_or(|t| t.into_inner().elapsed() <= lease)
+    }
+
+    fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config().election_timeout_max)
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Node {
     pub controller: Arc<Controller>,
     pub members: Arc<Members>,
     pub prober: Prober,
+    /// Elections started early for groups whose leader's node is gone.
+    pub waker: crate::failover::Waker,
     /// Liveness of consumer-group members this node coordinates.
     pub coordinator: Coordinator,
     pub metrics: Metrics,
@@ -105,6 +107,7 @@ impl Node {
             controller,
             members,
             prober: Prober::default(),
+            waker: crate::failover::Waker::default(),
             coordinator: Coordinator::default(),
             metrics,
             partitions: RwLock::default(),
@@ -234,7 +237,16 @@ impl Node {
     pub async fn probe_round(&self) {
         let mut targets = self.members.all();
         targets.remove(&self.id);
-        self.prober.probe(targets, &self.pool).await;
+        let gone = self.prober.probe(targets, &self.pool).await;
+        if !gone.is_empty() {
+            let rafts = self
+                .partitions()
+                .iter()
+                .map(|p| (p.group(), p.raft().clone()))
+                .chain([(CONTROLLER_GROUP, self.controller.raft().clone())])
+                .collect();
+            self.waker.peers_down(self.id, &gone, rafts);
+        }
     }
 
     /// This node's own report: partitions hosted, their leaders and offsets.

@@ -70,13 +70,26 @@ impl Partition {
         &self.name
     }
 
-    /// The leader as this replica knows it.
+    /// The leader as this replica knows it; none while this replica
+    /// leads without its lease (a majority has not acknowledged it for an
+    /// election timeout: it is likely cut off, and another is being
+    /// elected).
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.leader()
+        self.raft.leased_leader(self.me, self.raft.lease())
     }
 
+    /// Whether this replica leads and holds its lease.
     pub fn is_leader(&self) -> bool {
-        self.raft.led_by(self.me)
+        self.raft.leased_by(self.me, self.raft.lease())
+    }
+
+    /// Resolves once this replica no longer leads with its lease.
+    async fn lease_lost(&self) {
+        let lease = self.raft.lease();
+        let step = (lease / 4).max(Duration::from_millis(10));
+        while self.raft.leased_by(self.me, lease) {
+            tokio::time::sleep(step).await;
+        }
     }
 
     pub fn offsets(&self) -> Offsets {
@@ -106,7 +119,20 @@ impl Partition {
     pub async fn append(&self, batch: Bytes, header: &BatchHeader, timeout: Duration) -> Result<Appended> {
         self.ensure_leader()?;
         let cmd = Self::append_cmd(batch, header);
-        let resp = match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+        let write = tokio::time::timeout(timeout, self.raft.client_write(cmd));
+        let resp = match tokio::select! {
+            r = write => r,
+            _ = self.lease_lost() => {
+                // Cut off from its majority (or deposed): the batch may still
+                // commit under this term if the cut heals, so the outcome is
+                // unknown; the producer retries where a majority is.
+                return Err(NodeError::Unavailable(format!(
+                    "{}: this replica lost its leader lease while the batch was in flight; \
+                     it may have been appended",
+                    self.name
+                )));
+            }
+        } {
             Err(_) => {
                 return Err(NodeError::Timeout(format!(
                     "{} not committed within {timeout:?}; it may still be appended",

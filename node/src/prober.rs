@@ -21,9 +21,9 @@ pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
 pub struct PeerView {
     pub last_ok: Option<Instant>,
     pub info: Option<pb::NodeInfoResponse>,
-    /// The last probe found nothing listening (connection refused): the
-    /// process is gone, whatever `last_ok` says. A probe that merely timed
-    /// out does not count, a busy node is not a dead one.
+    /// A probe found nothing listening (connection refused) and none has
+    /// answered since: the process is gone, whatever `last_ok` says. A probe
+    /// that merely timed out does not count, a busy node is not a dead one.
     pub refused: bool,
 }
 
@@ -59,8 +59,10 @@ pub struct Prober {
 
 impl Prober {
     /// One round of `NodeInfo` calls to `targets` (id → address), over the
-    /// node's shared peer connections.
-    pub async fn probe(&self, targets: BTreeMap<NodeId, String>, pool: &PeerPool) {
+    /// node's shared peer connections. Returns the peers that answered the
+    /// last round and now refused: their process is gone (a peer that is
+    /// only slow or cut off times out instead, and is not named).
+    pub async fn probe(&self, targets: BTreeMap<NodeId, String>, pool: &PeerPool) -> Vec<NodeId> {
         let calls = targets.into_iter().filter_map(|(id, addr)| {
             let mut client = pool.replog_client(&addr).ok()?;
             Some(async move {
@@ -73,14 +75,19 @@ impl Prober {
         });
         let results = futures::future::join_all(calls).await;
         let mut peers = self.peers.lock().expect("peers lock");
+        let mut gone = Vec::new();
         for (id, info, refused) in results {
             let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None, refused: false });
-            v.refused = refused;
             if let Some(info) = info {
                 v.last_ok = Some(Instant::now());
                 v.info = Some(info);
+                v.refused = false;
+            } else if refused && !v.refused {
+                v.refused = true;
+                gone.push(id);
             }
         }
+        gone
     }
 
     pub fn views(&self) -> BTreeMap<NodeId, PeerView> {

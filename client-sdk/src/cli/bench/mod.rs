@@ -1,13 +1,29 @@
-//! `replog bench produce|consume`: throughput and latency against a live
-//! cluster, ending with one JSON line whatever `--output` says (records, seconds, records_per_sec,
-//! mb_per_sec, p50_ms, p99_ms, p999_ms, max_ms). `produce` takes
-//! `--max-in-flight W` (batches per partition), `--compression` and
-//! `--payload` (what the values hold, which decides what compression gains).
+//! `replog bench produce|consume|e2e|failover`: throughput and latency
+//! against a live cluster, ending with one JSON line whatever `--output`
+//! says (records, seconds, records_per_sec, mb_per_sec, p50_ms, p99_ms,
+//! p999_ms, max_ms, and per mode more). A progress bar goes to standard
+//! error when it is a terminal.
+//!
+//! `produce`, `e2e` and `failover` offer load the same way ([`load`]):
+//! with `--rate R` at a fixed R records/s, latency counted from each
+//! record's intended send time (no coordinated omission); without it as
+//! fast as the producer takes records. `--duration S` bounds the offer in
+//! time (with `--rate`, R × S records). `produce` takes `--max-in-flight W`
+//! (batches per partition), `--linger-ms`, `--compression` and `--payload`.
+//! `e2e` times each record from its intended send time until a Subscribe
+//! stream hands it to the consumer. `failover` runs a fault command
+//! against the leader of partition 0 part-way through (SIGKILL or
+//! isolation) and reports, per partition that node led, how long after the
+//! fault writes were acknowledged again ([`failover`]).
 //!
 //! `bench consume` reads with one plain partition reader per partition by
 //! default; `--group G` reads as one member of consumer group G instead
 //! (joining, committing as it goes), and `--subscribe` with one Subscribe
 //! stream per partition — the same data, so the modes compare directly.
+
+mod e2e;
+mod failover;
+mod load;
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +32,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::producer::now_ms;
 use crate::{
     Acks, AutoOffsetReset, Client, Compression, FetchOptions, GroupConsumer, GroupConsumerConfig, PartitionReader,
-    Producer, ProducerConfig, Record,
+    Producer, ProducerConfig,
 };
 
 /// `bench consume --group` stops when no record came for this long.
@@ -71,8 +86,16 @@ pub enum Payload {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
+    /// Produce records; latency until each is acknowledged.
     Produce(BenchArgs),
+    /// Read what a produce run wrote.
     Consume(BenchArgs),
+    /// Produce and consume at once; latency from each record's intended
+    /// send time until a consumer has it.
+    E2e(BenchArgs),
+    /// Produce under a leader fault; how long each partition of the
+    /// faulted leader took to acknowledge writes again.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +132,17 @@ pub struct BenchArgs {
     /// What the record values hold.
     #[arg(long, value_enum, default_value_t = Payload::Fill)]
     pub payload: Payload,
+    /// Offered load in records/s over all producers (open loop: latency
+    /// from each record's intended send time). Without it, closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds to offer load for; with --rate, rate × duration records
+    /// (instead of --records).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// How long a partition's batch waits for more records (ms).
+    #[arg(long, default_value_t = 2)]
+    pub linger_ms: u64,
 }
 
 /// Record values of `size` bytes for `payload`, drawn from a fixed seed.
@@ -173,6 +207,8 @@ pub async fn run(client: Client, cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Produce(a) => produce(client, a).await,
         BenchCmd::Consume(a) => consume(client, a).await,
+        BenchCmd::E2e(a) => e2e::run(client, a).await,
+        BenchCmd::Failover(a) => failover::run(client, a).await,
     }
 }
 
@@ -198,81 +234,114 @@ fn report(kind: &str, records: u64, bytes: u64, elapsed: Duration, h: &Histogram
         "p999_ms": ms(0.999),
         "max_ms": h.max() as f64 / 1000.0,
     });
-    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
+    extend(&mut v, extra);
     println!("{v}");
 }
 
+impl BenchArgs {
+    /// Checks the load flags against each other.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            anyhow::bail!("--rate must be a positive number of records per second");
+        }
+        if let Some(d) = self.duration
+            && !(d.is_finite() && d > 0.0)
+        {
+            anyhow::bail!("--duration must be a positive number of seconds");
+        }
+        if self.producers == 0 {
+            anyhow::bail!("--producers must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn producer_config(&self) -> anyhow::Result<ProducerConfig> {
+        let cfg = ProducerConfig {
+            acks: self.acks.into(),
+            max_in_flight: self.max_in_flight,
+            compression: self.compression.into(),
+            linger: Duration::from_millis(self.linger_ms),
+            ..Default::default()
+        };
+        cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(cfg)
+    }
+
+    fn load_spec(&self, topic: &str) -> load::LoadSpec {
+        let duration = self.duration.map(Duration::from_secs_f64);
+        let records = match (self.rate, duration) {
+            (Some(r), Some(d)) => (r * d.as_secs_f64()).round() as u64,
+            _ => self.records,
+        };
+        load::LoadSpec {
+            topic: topic.to_string(),
+            partitions: self.partitions,
+            producers: self.producers,
+            rate: self.rate,
+            records,
+            duration,
+        }
+    }
+
+    /// The settings every load mode reports.
+    fn settings(&self, topic: &str) -> serde_json::Value {
+        json!({"topic": topic, "record_size": self.record_size, "partitions": self.partitions,
+               "replication_factor": self.replication_factor,
+               "producers": self.producers, "acks": format!("{:?}", self.acks).to_lowercase(),
+               "max_in_flight": self.max_in_flight, "linger_ms": self.linger_ms,
+               "compression": Compression::from(self.compression).name(),
+               "payload": format!("{:?}", self.payload).to_lowercase(),
+               "rate": self.rate, "duration_s": self.duration,
+               "latency_from": if self.rate.is_some() { "intended send time" } else { "enqueue" }})
+    }
+}
+
+/// A progress bar of `len` records on standard error, drawn only when it
+/// is a terminal.
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Merges `extra`'s fields into `v`.
+fn extend(v: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+}
+
 async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
+    a.check()?;
     let topic = ensure_topic(&client, &a).await?;
-    let cfg = ProducerConfig {
-        acks: a.acks.into(),
-        max_in_flight: a.max_in_flight,
-        compression: a.compression.into(),
-        ..Default::default()
-    };
-    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let producer = Producer::new(client.clone(), cfg);
+    let producer = Producer::new(client.clone(), a.producer_config()?);
     // A pool of distinct values, reused round-robin.
     let pool = std::sync::Arc::new(values(a.payload, a.record_size, 4096));
-    let per = a.records / a.producers as u64;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for k in 0..a.producers {
-        let (producer, topic, pool) = (producer.clone(), topic.clone(), pool.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, crate::producer::SendHandle)>(50_000);
-            let waiter = tokio::spawn(async move {
-                let mut errors = 0u64;
-                while let Some((t0, handle)) = rx.recv().await {
-                    // ack, not wait: with acks=none there is no offset.
-                    match handle.ack().await {
-                        Ok(_) => {
-                            let _ = h.record(t0.elapsed().as_micros() as u64);
-                        }
-                        Err(_) => errors += 1,
-                    }
-                }
-                (h, errors)
-            });
-            for i in 0..per {
-                let t0 = Instant::now();
-                let value = pool[(i as usize * 7 + k as usize) % pool.len()].clone();
-                let rec = Record::new(None, value, now_ms());
-                let handle = producer.enqueue(&topic, None, rec).await?;
-                if tx.send((t0, handle)).await.is_err() {
-                    break;
-                }
-            }
-            drop(tx);
-            anyhow::Ok(waiter.await?)
-        }));
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await??;
-        hist.add(h)?;
-        errors += e;
-    }
-    let elapsed = start.elapsed();
-    let ok = hist.len();
-    report(
-        "produce",
-        ok,
-        ok * a.record_size as u64,
-        elapsed,
-        &hist,
-        json!({"errors": errors, "topic": topic, "record_size": a.record_size, "partitions": a.partitions,
-               "producers": a.producers, "acks": format!("{:?}", a.acks).to_lowercase(),
-               "max_in_flight": a.max_in_flight, "compression": Compression::from(a.compression).name(),
-               "payload": format!("{:?}", a.payload).to_lowercase(),
+    let value: load::ValueFn = std::sync::Arc::new(move |j, _| pool[(j as usize * 7) % pool.len()].clone());
+    let spec = a.load_spec(&topic);
+    let pb = progress(spec.records, "produce");
+    let r = load::run(producer.clone(), spec.clone(), value, None, pb.clone()).await?;
+    pb.finish_and_clear();
+    let mut extra = a.settings(&topic);
+    extend(
+        &mut extra,
+        json!({"offered": r.offered, "errors": r.errors, "first_error": r.first_error,
                "batches_sent": producer.stats().batches_sent(), "batches_resent": producer.stats().batches_resent()}),
     );
-    if errors > 0 {
-        anyhow::bail!("{errors} records were not acknowledged");
+    report("produce", r.acked, r.acked * a.record_size as u64, r.elapsed, &r.hist, extra);
+    if r.errors > 0 {
+        anyhow::bail!("{} records were not acknowledged", r.errors);
     }
     Ok(())
 }

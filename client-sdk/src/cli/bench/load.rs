@@ -1,0 +1,226 @@
+//! The offered load of `bench produce|e2e|failover`: K producer tasks, each
+//! either open-loop at a fixed rate or closed-loop as fast as the producer
+//! takes records, and the outcome of every record.
+//!
+//! Open loop: record *j* of a task has an intended send time, `start +
+//! j / rate`, fixed before the run; it is enqueued at that time or, if the
+//! producer was blocked, as soon as it can be, and its latency counts from
+//! the intended time. A broker that stalls therefore shows the stall in
+//! every record scheduled during it, not only in the one that waited
+//! (no coordinated omission). Closed loop: the intended time is when the
+//! task asked to enqueue the record.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+use crate::producer::now_ms;
+use crate::{Producer, Record};
+
+/// What to offer.
+#[derive(Clone)]
+pub struct LoadSpec {
+    pub topic: String,
+    pub partitions: u32,
+    pub producers: u32,
+    /// Records per second over all tasks; `None`: closed loop.
+    pub rate: Option<f64>,
+    /// Records to offer in all (split evenly over the tasks).
+    pub records: u64,
+    /// Stop offering after this long, even if records remain.
+    pub duration: Option<Duration>,
+}
+
+/// The answer for one record.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub partition: u32,
+    /// When the record was meant to be sent.
+    pub intended: Instant,
+    /// When its acknowledgement (or failure) arrived.
+    pub done: Instant,
+    pub ok: bool,
+}
+
+/// Builds the value of a record from its intended send time (e2e writes
+/// the time into the value).
+pub type ValueFn = Arc<dyn Fn(u64, Instant) -> Bytes + Send + Sync>;
+
+/// Sums of a load run.
+pub struct LoadResult {
+    /// Latency from intended send time to acknowledgement, microseconds.
+    pub hist: Histogram<u64>,
+    pub acked: u64,
+    pub errors: u64,
+    /// Records offered (enqueued or refused at enqueue).
+    pub offered: u64,
+    /// From the start to the last answer.
+    pub elapsed: Duration,
+    /// First error seen, for the report.
+    pub first_error: Option<String>,
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
+}
+
+/// Runs the load. Every outcome goes to `outcomes` as well when given
+/// (failover and e2e want more than the sums).
+pub async fn run(
+    producer: Producer,
+    spec: LoadSpec,
+    value: ValueFn,
+    outcomes: Option<mpsc::UnboundedSender<Outcome>>,
+    progress: ProgressBar,
+) -> anyhow::Result<LoadResult> {
+    let start = Instant::now();
+    let k = spec.producers.max(1) as u64;
+    let offered = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..k {
+        let n = spec.records / k + u64::from(task < spec.records % k);
+        let rate = spec.rate.map(|r| r / k as f64);
+        let (producer, spec, value, outcomes, progress, offered) =
+            (producer.clone(), spec.clone(), value.clone(), outcomes.clone(), progress.clone(), offered.clone());
+        tasks.push(tokio::spawn(async move {
+            one_task(producer, spec, task, n, rate, start, value, outcomes, progress, offered).await
+        }));
+    }
+    let mut out =
+        LoadResult { hist: histogram(), acked: 0, errors: 0, offered: 0, elapsed: Duration::ZERO, first_error: None };
+    let mut last = start;
+    for t in tasks {
+        let r = t.await??;
+        out.hist.add(&r.hist)?;
+        out.acked += r.acked;
+        out.errors += r.errors;
+        out.first_error = out.first_error.or(r.first_error);
+        last = last.max(start + r.elapsed);
+    }
+    out.offered = offered.load(Ordering::Relaxed);
+    out.elapsed = last - start;
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn one_task(
+    producer: Producer,
+    spec: LoadSpec,
+    task: u64,
+    n: u64,
+    rate: Option<f64>,
+    start: Instant,
+    value: ValueFn,
+    outcomes: Option<mpsc::UnboundedSender<Outcome>>,
+    progress: ProgressBar,
+    offered: Arc<AtomicU64>,
+) -> anyhow::Result<LoadResult> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, crate::SendHandle)>();
+    let bar = progress.clone();
+    // The collector waits for answers in whatever order they come, so a
+    // slow partition does not delay the timing of a fast one.
+    let collector = tokio::spawn(async move {
+        let mut r = LoadResult {
+            hist: histogram(),
+            acked: 0,
+            errors: 0,
+            offered: 0,
+            elapsed: Duration::ZERO,
+            first_error: None,
+        };
+        let mut pending = FuturesUnordered::new();
+        let mut open = true;
+        let mut last = start;
+        while open || !pending.is_empty() {
+            tokio::select! {
+                biased;
+                Some((partition, intended, res)) = pending.next(), if !pending.is_empty() => {
+                    let done = Instant::now();
+                    last = done;
+                    let ok = match res {
+                        Ok(_) => {
+                            r.acked += 1;
+                            let _ = r.hist.record(done.saturating_duration_since(intended).as_micros().max(1) as u64);
+                            true
+                        }
+                        Err(e) => {
+                            r.errors += 1;
+                            r.first_error.get_or_insert_with(|| format!("{e}"));
+                            false
+                        }
+                    };
+                    bar.inc(1);
+                    if let Some(o) = &outcomes {
+                        let _ = o.send(Outcome { partition, intended, done, ok });
+                    }
+                }
+                m = rx.recv(), if open => match m {
+                    Some((intended, handle)) => {
+                        let partition = handle.partition();
+                        pending.push(async move { (partition, intended, handle.ack().await) });
+                    }
+                    None => open = false,
+                },
+            }
+        }
+        r.elapsed = last - start;
+        r
+    });
+    let partitions = spec.partitions.max(1);
+    let deadline = spec.duration.map(|d| start + d);
+    let mut refused = 0u64;
+    let mut first_refusal = None;
+    let mut j = 0u64;
+    'offer: while j < n {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        // Records due by now (open loop), or the next one (closed loop).
+        let due = match rate {
+            Some(r) => (((now - start).as_secs_f64() * r) as u64 + 1).min(n),
+            None => j + 1,
+        };
+        while j < due {
+            let intended = match rate {
+                Some(r) => start + Duration::from_secs_f64(j as f64 / r),
+                None => Instant::now(),
+            };
+            if deadline.is_some_and(|d| intended >= d) {
+                break 'offer;
+            }
+            // Round-robin over partitions, staggered per task.
+            let partition = ((j + task) % partitions as u64) as u32;
+            let rec = Record::new(None, value(j, intended), now_ms());
+            offered.fetch_add(1, Ordering::Relaxed);
+            match producer.enqueue(&spec.topic, Some(partition), rec).await {
+                Ok(handle) => {
+                    let _ = tx.send((intended, handle));
+                }
+                Err(e) => {
+                    refused += 1;
+                    first_refusal.get_or_insert_with(|| format!("{e}"));
+                    progress.inc(1);
+                }
+            }
+            j += 1;
+        }
+        if let Some(r) = rate
+            && j < n
+        {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(j as f64 / r)).into()).await;
+        }
+    }
+    drop(tx);
+    let mut r = collector.await?;
+    r.errors += refused;
+    r.first_error = r.first_error.or(first_refusal);
+    Ok(r)
+}
