@@ -19,6 +19,9 @@
 //!   offsets by position or time ([`Client::list_offsets`]).
 //! - [`QueueConsumer`] ([`queue`]): a member of a queue group — receives
 //!   events locked to it, acks, releases or rejects them, renews locks.
+//! - [`schema`]: the schema registry's calls, a caching
+//!   [`schema::SchemaRegistry`], codecs (serde + JSON Schema, serde + Avro,
+//!   prost + Protobuf) and typed producers and consumers.
 //! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
 //! - `cli`: the `replog` command-line tool, one file per subcommand.
 //!
@@ -46,6 +49,7 @@ pub mod error;
 pub mod group;
 pub mod producer;
 pub mod queue;
+pub mod schema;
 pub mod subscription;
 
 #[doc(hidden)]

@@ -48,6 +48,8 @@ pub struct Node {
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Bounds acks=none writes accepted but not yet committed.
     pub acks_none_slots: Arc<tokio::sync::Semaphore>,
+    /// Compiled schemas by id, for produce validation and registration.
+    pub schemas: crate::schema::SchemaCache,
 }
 
 impl Node {
@@ -94,6 +96,7 @@ impl Node {
             partitions: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
+            schemas: Default::default(),
             config,
         }))
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::{RegisterSchema, SchemaCompatibility, SchemaRegistry, SchemaResult};
 use crate::types::{GroupId, NodeId};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +16,9 @@ pub struct ClusterMeta {
     pub next_group_id: GroupId,
     /// Next idempotent-producer id to hand out.
     pub next_producer_id: i64,
+    /// Subjects and schemas (docs/schemas.md).
+    #[serde(default)]
+    pub schemas: SchemaRegistry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,10 @@ pub struct TopicConfig {
     /// Release what every consumer group has committed past (and, for
     /// queue groups, settled past). With no group at all, nothing goes.
     pub retention_consumed: bool,
+    /// Every record produced must carry the id of a live version of this
+    /// subject and validate against it (`schema.subject`).
+    #[serde(default)]
+    pub schema_subject: Option<String>,
 }
 
 impl TopicConfig {
@@ -84,6 +92,17 @@ pub enum ControllerCmd {
     },
     /// Hands out one fresh producer id.
     AllocateProducerId,
+    /// Adds a schema version (parsed and checked by the node first).
+    RegisterSchema(RegisterSchema),
+    SetSchemaCompatibility {
+        subject: String,
+        compatibility: Option<SchemaCompatibility>,
+    },
+    /// Deletes one version of a subject, or with `None` the subject.
+    DeleteSchema {
+        subject: String,
+        version: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +113,7 @@ pub enum ControllerResult {
     UnknownTopic(String),
     Invalid(String),
     ProducerId(i64),
+    Schema(SchemaResult),
 }
 
 impl ClusterMeta {
@@ -140,6 +160,21 @@ impl ClusterMeta {
                 let id = self.next_producer_id;
                 self.next_producer_id += 1;
                 ControllerResult::ProducerId(id)
+            }
+            ControllerCmd::RegisterSchema(cmd) => ControllerResult::Schema(self.schemas.register(cmd)),
+            ControllerCmd::SetSchemaCompatibility { subject, compatibility } => {
+                ControllerResult::Schema(self.schemas.set_compatibility(subject, compatibility))
+            }
+            ControllerCmd::DeleteSchema { subject, version } => {
+                let bound = self.topics.values().find(|t| t.config.schema_subject.as_deref() == Some(&subject));
+                let last = self.schemas.subjects.get(&subject).is_some_and(|s| s.versions.len() <= 1);
+                match bound {
+                    Some(t) if version.is_none() || last => ControllerResult::Invalid(format!(
+                        "subject {subject:?} is bound to topic {:?}; remove its schema.subject first",
+                        t.name
+                    )),
+                    _ => ControllerResult::Schema(self.schemas.delete(subject, version)),
+                }
             }
         }
     }

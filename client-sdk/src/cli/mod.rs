@@ -7,6 +7,7 @@ mod consume;
 mod group;
 mod produce;
 mod queue;
+mod schema;
 mod topic;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -64,6 +65,9 @@ pub enum Command {
     /// Queue groups: consume (each event to one consumer), describe, reset.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
+    /// The schema registry: register, check, get, list and delete schemas.
+    #[command(subcommand)]
+    Schema(schema::SchemaCmd),
 }
 
 /// Runs the parsed command; the error's exit code is 1 for broker and
@@ -78,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(cmd) => group::run(connect().await?, cmd, cli.output).await,
         Command::Bench(cmd) => bench::run(connect().await?, cmd).await,
         Command::Queue(cmd) => queue::run(connect().await?, cmd, cli.output).await,
+        Command::Schema(cmd) => schema::run(connect().await?, cmd, cli.output).await,
     }
 }
 

@@ -15,7 +15,7 @@ pub enum TopicCmd {
     /// Show a topic's settings and partitions: leader, replicas, offsets.
     Describe { name: String },
     /// Change a topic's settings: retention.ms, retention.bytes,
-    /// retention.consumed (see `topic create --config`).
+    /// retention.consumed, schema.subject (see `topic create --config`).
     AlterConfig(AlterArgs),
     /// Delete a topic and all its records.
     Delete { name: String },
@@ -32,6 +32,8 @@ pub struct CreateArgs {
     /// batches older than MS; retention.bytes=B keeps at most B bytes per
     /// partition; retention.consumed=true releases what every consumer
     /// group has committed past. -1 removes a time or size rule.
+    /// schema.subject=S makes the brokers validate every record against
+    /// the versions of subject S (see `replog schema`).
     #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub configs: Vec<(String, String)>,
 }
