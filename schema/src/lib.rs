@@ -34,7 +34,7 @@ pub const MAX_AVRO_ALLOCATION_BYTES: usize = 16 << 20;
 fn avro_limits() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
     });
 }
 
