@@ -5,7 +5,7 @@ CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint check-ops chaos soak fuzz bench memory rejoin clean-cluster
+.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas memory rejoin clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -92,6 +92,10 @@ soak: build
 
 bench:
 	bash ops/bench.sh
+
+# Validated against unvalidated produce of the same JSON events (docs/schemas.md).
+bench-schemas:
+	bash ops/bench-schemas.sh
 
 # RSS of every node while 4 GiB (MEMORY_GB) is produced and read back.
 memory:

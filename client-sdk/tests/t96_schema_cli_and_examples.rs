@@ -4,8 +4,9 @@
 //! - `schema register` adds versions and finds a known one again; `schema
 //!   check` says why an incompatible version is refused and exits 1;
 //!   `schema get` by subject and by id, `schema list`, `schema delete`;
-//! - a topic created with `--config schema.subject=...` refuses a raw line
-//!   from `replog produce` (no schema prefix) with INVALID_RECORD;
+//! - on a topic created with `--schema-subject`, `replog produce` sends
+//!   each line under the subject's latest version: a valid line is
+//!   acknowledged, an invalid one refused by the broker with INVALID_RECORD;
 //! - the examples `event_notification` and `event_carried_state` run: the
 //!   first refuses a bad event before sending and fetches each order's
 //!   details, the second's copy of the customers matches the source.
@@ -56,6 +57,22 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf-8")
     }
 
+    /// `replog produce TOPIC` with `input` on stdin: (success, stderr).
+    fn produce(&self, topic: &str, input: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replog"))
+            .args(["produce", topic])
+            .env("REPLOG_BOOTSTRAP", &self.bootstrap)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn produce");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("produce");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     fn file(&self, name: &str, text: &str) -> String {
         let p = self.cluster.dir().join(name);
         std::fs::write(&p, text).expect("write schema file");
@@ -95,20 +112,16 @@ async fn given_schema_files_when_the_cli_and_the_examples_use_them_then_versions
     assert_eq!(list[0]["subject"], "users", "{list}");
     assert_eq!(list[0]["versions"].as_array().map(Vec::len), Some(2), "{list}");
 
-    env.replog(&["topic", "create", "bound", "--replication-factor", "1", "--config", "schema.subject=users"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_replog"))
-        .args(["produce", "bound"])
-        .env("REPLOG_BOOTSTRAP", &env.bootstrap)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn produce");
-    use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(b"{\"id\":1}\n").expect("write");
-    let out = child.wait_with_output().expect("produce");
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(all.contains("INVALID_RECORD(53)"), "a raw line has no schema prefix: {all}");
+    env.replog(&["topic", "create", "bound", "--replication-factor", "1", "--schema-subject", "users"]);
+    // A valid line is acknowledged; an invalid one is refused by the broker
+    // (one batch each: a refused batch takes its other records with it).
+    let (ok, err) = env.produce("bound", "{\"id\":1,\"note\":\"ok\"}\n");
+    assert!(ok && err.contains("1 records acknowledged"), "{err}");
+    let (ok, err) = env.produce("bound", "{\"id\":\"two\"}\n");
+    assert!(!ok && err.contains("line 1: not acknowledged: INVALID_RECORD(53)"), "{err}");
+    let t: Value =
+        serde_json::from_str(&env.replog(&["topic", "describe", "bound", "--output", "json"])).expect("json");
+    assert_eq!(t["partitions"][0]["high_watermark"], 1, "{t}");
 
     env.replog(&["schema", "delete", "users", "--version", "1"]);
     let left: Value =

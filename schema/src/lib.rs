@@ -282,6 +282,25 @@ impl Schema {
         }
     }
 
+    /// The payload (after the 5-byte prefix) for a value written as JSON
+    /// text: JSON as it is; Avro through the schema (JSON numbers, strings,
+    /// arrays and objects as the matching Avro types; a union takes the
+    /// first branch the value fits); Protobuf in the JSON mapping of the
+    /// file's first message. Not validated: [`Schema::validate`] does that.
+    pub fn encode_json_text(&self, text: &str) -> Result<Vec<u8>, String> {
+        match &self.kind {
+            Kind::Json { .. } => Ok(text.as_bytes().to_vec()),
+            Kind::Avro(schema) => {
+                let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+                let v = apache_avro::types::Value::from(json)
+                    .resolve(schema)
+                    .map_err(|e| format!("does not fit the Avro schema: {e}"))?;
+                apache_avro::to_avro_datum(schema, v).map_err(|e| format!("does not encode as Avro: {e}"))
+            }
+            Kind::Protobuf(p) => p.encode_json_text(text),
+        }
+    }
+
     /// Whether this schema can read every datum `writer` accepts; the error
     /// names the first difference that breaks it.
     pub fn can_read(&self, writer: &Schema) -> Result<(), String> {
@@ -325,5 +344,7 @@ mod tests {
         assert!(s.validate(&[0x02, 0x10, b'a']).is_err(), "string runs past the end");
         assert!(s.validate(&[0x02, 0x02, b'a', 0]).is_err(), "a byte left over");
         assert!(s.validate(&[0x02, 0xfe, 0xff, 0xff, 0xff, 0x0f]).is_err(), "a length past the allocation limit");
+        assert_eq!(s.encode_json_text(r#"{"id":1,"name":"a"}"#).unwrap(), [0x02, 0x02, b'a']);
+        assert!(s.encode_json_text(r#"{"id":"x","name":"a"}"#).is_err());
     }
 }

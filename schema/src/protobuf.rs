@@ -78,6 +78,18 @@ impl ProtoSchema {
         find(self.file.messages().collect(), full_name, &mut path).map(|m| (m, path))
     }
 
+    /// The first message, from its JSON mapping, with its message indexes.
+    pub fn encode_json_text(&self, text: &str) -> Result<Vec<u8>, String> {
+        use prost::Message;
+        let desc = self.message_at(&[0])?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let m = prost_reflect::DynamicMessage::deserialize(desc.clone(), &mut de)
+            .map_err(|e| format!("not a {} in JSON: {e}", desc.full_name()))?;
+        let mut out = vec![0];
+        m.encode(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
     pub fn validate(&self, body: &[u8]) -> Result<(), String> {
         let (indexes, msg) = wire::read_message_indexes(body)?;
         let desc = self.message_at(&indexes)?;
@@ -169,5 +181,8 @@ mod tests {
         assert!(v1.validate(&[0, 0x12, 9, b'x']).is_err(), "length past the end");
         assert!(v1.validate(&[2, 4, 0x08, 7]).is_err(), "index 2 names nothing");
         assert_eq!(v1.message_by_name("t.User").unwrap().1, vec![0]);
+        let body = v1.encode_json_text(r#"{"id":"7","name":"x"}"#).unwrap();
+        assert_eq!(body, [0, 0x08, 7, 0x12, 1, b'x']);
+        assert!(v1.encode_json_text(r#"{"nope":1}"#).is_err());
     }
 }

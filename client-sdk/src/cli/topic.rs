@@ -36,6 +36,10 @@ pub struct CreateArgs {
     /// the versions of subject S (see `replog schema`).
     #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub configs: Vec<(String, String)>,
+    /// Bind the topic to a schema subject (the same as --config
+    /// schema.subject=SUBJECT).
+    #[arg(long)]
+    pub schema_subject: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -63,7 +67,11 @@ fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
 pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
         TopicCmd::Create(a) => {
-            let t = client.create_topic_with(&a.name, a.partitions, a.replication_factor, &pairs(&a.configs)).await?;
+            let mut configs = a.configs.clone();
+            if let Some(s) = &a.schema_subject {
+                configs.push(("schema.subject".into(), s.clone()));
+            }
+            let t = client.create_topic_with(&a.name, a.partitions, a.replication_factor, &pairs(&configs)).await?;
             match out {
                 Output::Json => println!("{}", describe_json(&t)),
                 Output::Text => println!(
