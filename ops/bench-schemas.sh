@@ -10,10 +10,13 @@ cd "$(dirname "$0")/.."
 export REPLOG_CLUSTER_DIR="${REPLOG_CLUSTER_DIR:-$(mktemp -d /tmp/replog-bench.XXXXXX)}"
 trap 'ops/cluster.sh down >/dev/null 2>&1 || true' EXIT
 N="${BENCH_RECORDS:-300000}"; S="${BENCH_SIZE:-200}"; P="${BENCH_PARTITIONS:-6}"; K="${BENCH_PRODUCERS:-4}"
-cargo build --release --bins
+# BENCH_PROFILE=debug measures the debug build (no release build needed).
+PROFILE="${BENCH_PROFILE:-release}"
+if [ "$PROFILE" = release ]; then cargo build --release --bins; fi
+export REPLOG_BIN_DIR="target/$PROFILE"
 ops/cluster.sh up 3
 mkdir -p target/bench
-R=target/release/replog
+R="target/$PROFILE/replog"
 # Alternate, so that neither side always runs on a warmer cluster.
 for round in 1 2; do
   for v in plain validated; do
