@@ -92,7 +92,7 @@ fn unknown(key: &str) -> NodeError {
 /// every produce to the topic would fail. Checked on the controller leader.
 pub fn check_subject(meta: &ClusterMeta, c: &TopicConfig) -> Result<()> {
     match &c.schema_subject {
-        Some(s) if !meta.schemas.subjects.get(s).is_some_and(|x| !x.versions.is_empty()) => {
+        Some(s) if meta.schemas.subjects.get(s).is_none_or(|x| x.versions.is_empty()) => {
             Err(invalid(SCHEMA_SUBJECT, format!("subject {s:?} has no registered version")))
         }
         _ => Ok(()),
