@@ -5,7 +5,7 @@ CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint check-ops chaos soak fuzz bench memory rejoin membership clean-cluster
+.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas memory rejoin membership clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -96,6 +96,10 @@ soak: build
 # the knobs: BENCH_QUICK=1, BENCH_SECONDS, BENCH_NATS=0, BENCH_ISOLATE=0).
 bench:
 	bash ops/bench.sh
+
+# Validated against unvalidated produce of the same JSON events (docs/schemas.md).
+bench-schemas:
+	bash ops/bench-schemas.sh
 
 # RSS of every node while 4 GiB (MEMORY_GB) is produced and read back.
 memory:

@@ -83,6 +83,11 @@ pub enum Error {
     BufferFull { record_bytes: usize, buffer_bytes: usize, buffer_records: usize, waited_ms: u64 },
     #[error("corrupt data from broker: {0}")]
     Corrupt(String),
+    /// A schema or a value the SDK's serializers refused before sending, or
+    /// a record they could not decode; `code` is the one the broker would
+    /// give (INVALID_RECORD, INVALID_SCHEMA, UNKNOWN_SCHEMA_ID, ...).
+    #[error("{code}: {message}")]
+    Schema { code: ErrorCode, message: String },
 }
 
 /// Where the broker believes the leader is, carried by a NOT_LEADER
@@ -119,7 +124,7 @@ impl Error {
     /// The broker's error code, if the broker answered.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Broker { code, .. } => Some(*code),
+            Error::Broker { code, .. } | Error::Schema { code, .. } => Some(*code),
             Error::DeadlineExceeded { last, .. } | Error::Indeterminate { last, .. } => last.code(),
             _ => None,
         }

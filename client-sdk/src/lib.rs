@@ -21,6 +21,9 @@
 //!   events locked to it, acks, releases or rejects them, renews locks.
 //! - [`security`]: users (SCRAM-SHA-256 credentials computed here) and
 //!   ACLs; TLS and credentials are [`ClientConfig`] settings.
+//! - [`schema`]: the schema registry's calls, a caching
+//!   [`schema::SchemaRegistry`], codecs (serde + JSON Schema, serde + Avro,
+//!   prost + Protobuf) and typed producers and consumers.
 //! - [`Error`] ([`error`]): the SDK's errors, carrying the broker's stable code.
 //! - `cli`: the `replog` command-line tool, one file per subcommand.
 //!
@@ -50,6 +53,7 @@ pub mod group;
 pub mod membership;
 pub mod producer;
 pub mod queue;
+pub mod schema;
 pub mod security;
 pub mod subscription;
 

@@ -42,6 +42,45 @@ fn values(range: std::ops::Range<u64>) -> Vec<Record> {
 
 #[tonic::async_trait]
 impl Replog for OnePartition {
+    async fn register_schema(
+        &self,
+        _: Request<pb::RegisterSchemaRequest>,
+    ) -> Result<Response<pb::RegisterSchemaResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn check_schema(
+        &self,
+        _: Request<pb::CheckSchemaRequest>,
+    ) -> Result<Response<pb::CheckSchemaResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn get_schema(&self, _: Request<pb::GetSchemaRequest>) -> Result<Response<pb::GetSchemaResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn list_schemas(
+        &self,
+        _: Request<pb::ListSchemasRequest>,
+    ) -> Result<Response<pb::ListSchemasResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn delete_schema(
+        &self,
+        _: Request<pb::DeleteSchemaRequest>,
+    ) -> Result<Response<pb::DeleteSchemaResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn set_schema_compatibility(
+        &self,
+        _: Request<pb::SetSchemaCompatibilityRequest>,
+    ) -> Result<Response<pb::SetSchemaCompatibilityResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
     async fn metadata(&self, _: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
         let addr = self.0.lock().expect("state").addr.clone();
         Ok(Response::new(pb::MetadataResponse {

@@ -112,11 +112,13 @@ fn topic_config(u: &mut Unstructured) -> Result<replog_raft_store::controller::T
         retention_ms: u.arbitrary()?,
         retention_bytes: u.arbitrary()?,
         retention_consumed: u.arbitrary()?,
+        schema_subject: if u.arbitrary()? { Some(small_string(u, 16)?) } else { None },
     })
 }
 
 pub fn controller_cmd(u: &mut Unstructured) -> Result<ControllerCmd> {
-    Ok(match u.int_in_range(0..=4)? {
+    use replog_raft_store::registry::{RegisterSchema, SchemaCompatibility, SchemaFormat, SubjectVersion};
+    Ok(match u.int_in_range(0..=7)? {
         0 => ControllerCmd::RegisterNode { id: node_id(u)?, addr: small_string(u, 32)? },
         1 => ControllerCmd::CreateTopic {
             name: small_string(u, 32)?,
@@ -128,7 +130,23 @@ pub fn controller_cmd(u: &mut Unstructured) -> Result<ControllerCmd> {
         },
         2 => ControllerCmd::DeleteTopic { name: small_string(u, 32)? },
         3 => ControllerCmd::AlterTopicConfig { name: small_string(u, 32)?, config: topic_config(u)? },
-        _ => ControllerCmd::AllocateProducerId,
+        4 => ControllerCmd::AllocateProducerId,
+        5 => ControllerCmd::RegisterSchema(RegisterSchema {
+            subject: small_string(u, 16)?,
+            format: [SchemaFormat::Json, SchemaFormat::Avro, SchemaFormat::Protobuf][u.int_in_range(0..=2)?],
+            text: small_string(u, 64)?,
+            checked: (
+                (0..u.int_in_range(0..=3)?)
+                    .map(|_| Ok(SubjectVersion { version: u.arbitrary()?, id: u.arbitrary()? }))
+                    .collect::<Result<_>>()?,
+                SchemaCompatibility::default(),
+            ),
+        }),
+        6 => ControllerCmd::SetSchemaCompatibility {
+            subject: small_string(u, 16)?,
+            compatibility: if u.arbitrary()? { Some(SchemaCompatibility::Full) } else { None },
+        },
+        _ => ControllerCmd::DeleteSchema { subject: small_string(u, 16)?, version: u.arbitrary()? },
     })
 }
 

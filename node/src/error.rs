@@ -1,7 +1,7 @@
 //! Node errors, their stable wire codes, and the one mapping to
 //! `tonic::Status`.
 
-use replog_proto::codes::{CODE_KEY, ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY};
+use replog_proto::codes::{CODE_KEY, ErrorCode, LEADER_ADDR_KEY, LEADER_ID_KEY, RECORD_INDEX_KEY};
 use replog_raft_store::{Rejection, StoreError};
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -56,6 +56,20 @@ pub enum NodeError {
     UnknownUser(String),
     #[error("invalid ACL: {0}")]
     InvalidAcl(String),
+    #[error("{0}")]
+    InvalidSchema(String),
+    #[error("schema text of {size} bytes exceeds the limit of {limit} bytes")]
+    SchemaTooLarge { size: usize, limit: usize },
+    #[error("incompatible with subject {subject:?}: {reason}")]
+    IncompatibleSchema { subject: String, reason: String },
+    #[error("{0}")]
+    UnknownSubject(String),
+    #[error("{}schema id {id} does not exist", record_prefix(*index))]
+    UnknownSchemaId { id: u32, index: Option<usize> },
+    #[error("record {index}: schema id {id} is not a version of subject {subject:?}")]
+    SchemaNotInSubject { index: usize, id: u32, subject: String },
+    #[error("record {index}: {reason}")]
+    InvalidRecord { index: usize, reason: String },
     /// What another node answered to a request this node forwarded (admin
     /// requests go to the controller leader), passed on with its code.
     #[error("{message}")]
@@ -95,6 +109,13 @@ impl NodeError {
             NodeError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             NodeError::UnknownUser(_) => ErrorCode::UnknownUser,
             NodeError::InvalidAcl(_) => ErrorCode::InvalidAcl,
+            NodeError::InvalidSchema(_) => ErrorCode::InvalidSchema,
+            NodeError::SchemaTooLarge { .. } => ErrorCode::SchemaTooLarge,
+            NodeError::IncompatibleSchema { .. } => ErrorCode::IncompatibleSchema,
+            NodeError::UnknownSubject(_) => ErrorCode::UnknownSubject,
+            NodeError::UnknownSchemaId { .. } => ErrorCode::UnknownSchemaId,
+            NodeError::SchemaNotInSubject { .. } => ErrorCode::SchemaNotInSubject,
+            NodeError::InvalidRecord { .. } => ErrorCode::InvalidRecord,
             NodeError::Remote { code, .. } => *code,
             NodeError::Membership(code, _) => *code,
             NodeError::Rejected(r) => match r {
@@ -115,7 +136,20 @@ impl NodeError {
     }
 }
 
+fn record_prefix(index: Option<usize>) -> String {
+    index.map(|i| format!("record {i}: ")).unwrap_or_default()
+}
+
 impl NodeError {
+    /// The index of the record in its batch a produce was refused for.
+    pub fn record_index(&self) -> Option<usize> {
+        match self {
+            NodeError::UnknownSchemaId { index, .. } => *index,
+            NodeError::SchemaNotInSubject { index, .. } | NodeError::InvalidRecord { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
     /// The error a forwarded request got at `addr`: the remote node's own
     /// code and message when it answered with one, else UNAVAILABLE.
     pub fn from_remote(addr: &str, status: tonic::Status) -> NodeError {
@@ -173,6 +207,7 @@ impl From<NodeError> for tonic::Status {
             | ErrorCode::UnknownUser => tonic::Code::NotFound,
             ErrorCode::AuthenticationFailed => tonic::Code::Unauthenticated,
             ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::UnknownSubject | ErrorCode::UnknownSchemaId => tonic::Code::NotFound,
             ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
@@ -190,12 +225,16 @@ impl From<NodeError> for tonic::Status {
             | ErrorCode::ControllerQuorum
             | ErrorCode::NotEnoughNodes => tonic::Code::FailedPrecondition,
             ErrorCode::NodeIdInUse => tonic::Code::AlreadyExists,
+            ErrorCode::IncompatibleSchema => tonic::Code::FailedPrecondition,
             ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
             _ => tonic::Code::InvalidArgument,
         };
         let mut status = tonic::Status::new(grpc, bounded(format!("{}: {e}", code.name())));
         let md = status.metadata_mut();
         md.insert(CODE_KEY, code.as_u16().to_string().parse().expect("digits are valid metadata"));
+        if let Some(i) = e.record_index() {
+            md.insert(RECORD_INDEX_KEY, i.to_string().parse().expect("digits are valid metadata"));
+        }
         if let NodeError::NotLeader { leader: Some((id, addr)), .. } = &e {
             md.insert(LEADER_ID_KEY, id.to_string().parse().expect("digits are valid metadata"));
             if let Ok(v) = addr.parse() {

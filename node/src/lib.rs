@@ -11,6 +11,8 @@
 //! - [`coordinator`]: the consumer-group coordinator's in-memory side —
 //!   member liveness, what a member may take now, expiry of silent members.
 //! - [`members`]: every node and its address.
+//! - [`schema`]: compiled schemas by id, registry checks, and the
+//!   validation of records produced to schema-bound topics.
 //! - [`reconciler`], [`prober`], [`balancer`]: the background tasks —
 //!   which partitions are hosted, who is alive and leads, leadership back to
 //!   preferred replicas.
@@ -41,6 +43,7 @@ pub mod prober;
 pub mod raft_net;
 pub mod reconciler;
 pub mod retention;
+pub mod schema;
 pub mod security;
 pub mod server;
 pub mod service;

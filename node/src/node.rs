@@ -61,6 +61,8 @@ pub struct Node {
     /// Per-principal byte-rate quotas of produce and fetch.
     pub produce_quota: crate::security::quota::Quota,
     pub fetch_quota: crate::security::quota::Quota,
+    /// Compiled schemas by id, for produce validation and registration.
+    pub schemas: crate::schema::SchemaCache,
 }
 
 impl Node {
@@ -117,6 +119,7 @@ impl Node {
             verified: crate::security::auth::VerifiedPasswords::new(),
             produce_quota: crate::security::quota::Quota::new(config.produce_quota_bytes_per_sec),
             fetch_quota: crate::security::quota::Quota::new(config.fetch_quota_bytes_per_sec),
+            schemas: Default::default(),
             config,
         }))
     }

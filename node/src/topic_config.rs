@@ -3,21 +3,26 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use replog_raft_store::controller::TopicConfig;
+use replog_raft_store::controller::{ClusterMeta, TopicConfig};
 
 use crate::error::{NodeError, Result};
 
 pub const RETENTION_MS: &str = "retention.ms";
 pub const RETENTION_BYTES: &str = "retention.bytes";
 pub const RETENTION_CONSUMED: &str = "retention.consumed";
+pub const SCHEMA_SUBJECT: &str = "schema.subject";
 
 /// Every setting a topic takes, with what it means, for messages and docs.
-pub const KEYS: [(&str, &str); 3] = [
+pub const KEYS: [(&str, &str); 4] = [
     (RETENTION_MS, "release batches whose newest record is older than this many milliseconds (1 ..= 2^53; -1: keep)"),
     (RETENTION_BYTES, "keep at most this many bytes of batches per partition (1 ..= 2^53; -1: no limit)"),
     (
         RETENTION_CONSUMED,
         "true: release what every consumer group has committed past (nothing while no group reads the topic)",
+    ),
+    (
+        SCHEMA_SUBJECT,
+        "a registered schema subject: every record must carry the id of one of its versions and validate against it",
     ),
 ];
 
@@ -48,6 +53,7 @@ pub fn apply(base: &TopicConfig, set: &HashMap<String, String>, delete: &[String
             RETENTION_MS => c.retention_ms = None,
             RETENTION_BYTES => c.retention_bytes = None,
             RETENTION_CONSUMED => c.retention_consumed = false,
+            SCHEMA_SUBJECT => c.schema_subject = None,
             _ => return Err(unknown(key)),
         }
     }
@@ -64,6 +70,13 @@ pub fn apply(base: &TopicConfig, set: &HashMap<String, String>, delete: &[String
                     other => return Err(invalid(key, format!("{other:?} is not true or false"))),
                 }
             }
+            SCHEMA_SUBJECT => {
+                let v = value.trim();
+                if v.is_empty() || v.len() > 255 {
+                    return Err(invalid(key, "a subject name has 1 to 255 bytes"));
+                }
+                c.schema_subject = Some(v.to_string());
+            }
             _ => return Err(unknown(key)),
         }
     }
@@ -73,6 +86,17 @@ pub fn apply(base: &TopicConfig, set: &HashMap<String, String>, delete: &[String
 fn unknown(key: &str) -> NodeError {
     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
     invalid(key, format!("unknown setting; topics take {}", known.join(", ")))
+}
+
+/// Refuses a `schema.subject` that names no subject with a live version:
+/// every produce to the topic would fail. Checked on the controller leader.
+pub fn check_subject(meta: &ClusterMeta, c: &TopicConfig) -> Result<()> {
+    match &c.schema_subject {
+        Some(s) if meta.schemas.subjects.get(s).is_none_or(|x| x.versions.is_empty()) => {
+            Err(invalid(SCHEMA_SUBJECT, format!("subject {s:?} has no registered version")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The settings that differ from the defaults, as users write them.
@@ -86,6 +110,9 @@ pub fn render(c: &TopicConfig) -> HashMap<String, String> {
     }
     if c.retention_consumed {
         out.insert(RETENTION_CONSUMED.to_string(), "true".to_string());
+    }
+    if let Some(s) = &c.schema_subject {
+        out.insert(SCHEMA_SUBJECT.to_string(), s.clone());
     }
     out
 }
@@ -108,11 +135,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             c,
-            TopicConfig { retention_ms: Some(60_000), retention_bytes: Some(1 << 20), retention_consumed: true }
+            TopicConfig {
+                retention_ms: Some(60_000),
+                retention_bytes: Some(1 << 20),
+                retention_consumed: true,
+                ..TopicConfig::default()
+            }
         );
         assert_eq!(apply(&TopicConfig::default(), &render(&c), &[]).unwrap(), c);
         let c2 = apply(&c, &set(&[("retention.ms", "-1")]), &["retention.bytes".into()]).unwrap();
-        assert_eq!(c2, TopicConfig { retention_ms: None, retention_bytes: None, retention_consumed: true });
+        assert_eq!(c2, TopicConfig { retention_consumed: true, ..TopicConfig::default() });
     }
 
     #[test]

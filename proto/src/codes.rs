@@ -14,6 +14,9 @@ pub const USER_KEY: &str = "replog-user";
 pub const PASSWORD_KEY: &str = "replog-password";
 /// Metadata key holding the client address of that node.
 pub const LEADER_ADDR_KEY: &str = "replog-leader-addr";
+/// Metadata key holding the index (within its batch) of the record a
+/// produce was refused for (schema validation).
+pub const RECORD_INDEX_KEY: &str = "replog-record-index";
 
 /// The code a status carries in its metadata, if it carries one.
 pub fn code_of(status: &tonic::Status) -> Option<ErrorCode> {
@@ -102,10 +105,26 @@ pub enum ErrorCode {
     UnknownUser = 38,
     /// An ACL with an unknown resource type or operation, or a bad name.
     InvalidAcl = 39,
+    // 48–55: schemas (docs/schemas.md).
+    /// A schema text that does not parse or compile (or an unknown schema type).
+    InvalidSchema = 48,
+    /// A schema version that breaks its subject's compatibility rule.
+    IncompatibleSchema = 49,
+    /// A schema subject, or a version of it, that does not exist.
+    UnknownSubject = 50,
+    /// A schema id the registry never handed out.
+    UnknownSchemaId = 51,
+    /// A record whose schema id is not a live version of its topic's subject.
+    SchemaNotInSubject = 52,
+    /// A record on a schema-bound topic without the schema prefix, or whose
+    /// payload does not decode or validate against its schema.
+    InvalidRecord = 53,
+    /// A schema text over the registry's size limit.
+    SchemaTooLarge = 54,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 46] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -145,6 +164,13 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::UnknownUser,
         ErrorCode::InvalidAcl,
+        ErrorCode::InvalidSchema,
+        ErrorCode::IncompatibleSchema,
+        ErrorCode::UnknownSubject,
+        ErrorCode::UnknownSchemaId,
+        ErrorCode::SchemaNotInSubject,
+        ErrorCode::InvalidRecord,
+        ErrorCode::SchemaTooLarge,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -197,6 +223,13 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::UnknownUser => "UNKNOWN_USER",
             ErrorCode::InvalidAcl => "INVALID_ACL",
+            ErrorCode::InvalidSchema => "INVALID_SCHEMA",
+            ErrorCode::IncompatibleSchema => "INCOMPATIBLE_SCHEMA",
+            ErrorCode::UnknownSubject => "UNKNOWN_SUBJECT",
+            ErrorCode::UnknownSchemaId => "UNKNOWN_SCHEMA_ID",
+            ErrorCode::SchemaNotInSubject => "SCHEMA_NOT_IN_SUBJECT",
+            ErrorCode::InvalidRecord => "INVALID_RECORD",
+            ErrorCode::SchemaTooLarge => "SCHEMA_TOO_LARGE",
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::{RegisterSchema, SchemaCompatibility, SchemaRegistry, SchemaResult};
 use crate::security::{SecurityCmd, SecurityMeta, SecurityResult};
 use crate::types::{GroupId, NodeId};
 
@@ -25,6 +26,9 @@ pub struct ClusterMeta {
     pub decommissioning: BTreeSet<NodeId>,
     /// Users and ACLs (docs/security.md).
     pub security: SecurityMeta,
+    /// Subjects and schemas (docs/schemas.md).
+    #[serde(default)]
+    pub schemas: SchemaRegistry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +57,10 @@ pub struct TopicConfig {
     /// Release what every consumer group has committed past (and, for
     /// queue groups, settled past). With no group at all, nothing goes.
     pub retention_consumed: bool,
+    /// Every record produced must carry the id of a live version of this
+    /// subject and validate against it (`schema.subject`).
+    #[serde(default)]
+    pub schema_subject: Option<String>,
 }
 
 impl TopicConfig {
@@ -118,6 +126,17 @@ pub enum ControllerCmd {
     },
     /// Users and ACLs.
     Security(SecurityCmd),
+    /// Adds a schema version (parsed and checked by the node first).
+    RegisterSchema(RegisterSchema),
+    SetSchemaCompatibility {
+        subject: String,
+        compatibility: Option<SchemaCompatibility>,
+    },
+    /// Deletes one version of a subject, or with `None` the subject.
+    DeleteSchema {
+        subject: String,
+        version: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +148,7 @@ pub enum ControllerResult {
     Invalid(String),
     ProducerId(i64),
     Security(SecurityResult),
+    Schema(SchemaResult),
 }
 
 impl ClusterMeta {
@@ -177,7 +197,7 @@ impl ClusterMeta {
                 ControllerResult::ProducerId(id)
             }
             ControllerCmd::StartMove { group, replicas } => match self.check_replicas(group, &replicas) {
-                Err(e) => e,
+                Err(e) => *e,
                 Ok(()) => {
                     self.start_move(group, replicas);
                     ControllerResult::Done
@@ -199,7 +219,7 @@ impl ClusterMeta {
                 }
                 for (group, replicas) in &moves {
                     if let Err(e) = self.check_replicas(*group, replicas) {
-                        return e;
+                        return *e;
                     }
                 }
                 self.decommissioning.insert(id);
@@ -217,23 +237,40 @@ impl ClusterMeta {
                 ControllerResult::Done
             }
             ControllerCmd::Security(cmd) => ControllerResult::Security(self.security.apply(cmd)),
+            ControllerCmd::RegisterSchema(cmd) => ControllerResult::Schema(self.schemas.register(cmd)),
+            ControllerCmd::SetSchemaCompatibility { subject, compatibility } => {
+                ControllerResult::Schema(self.schemas.set_compatibility(subject, compatibility))
+            }
+            ControllerCmd::DeleteSchema { subject, version } => {
+                let bound = self.topics.values().find(|t| t.config.schema_subject.as_deref() == Some(&subject));
+                let last = self.schemas.subjects.get(&subject).is_some_and(|s| s.versions.len() <= 1);
+                match bound {
+                    Some(t) if version.is_none() || last => ControllerResult::Invalid(format!(
+                        "subject {subject:?} is bound to topic {:?}; remove its schema.subject first",
+                        t.name
+                    )),
+                    _ => ControllerResult::Schema(self.schemas.delete(subject, version)),
+                }
+            }
         }
     }
 
     /// A move of `group` to `replicas` may be applied: the group exists and
     /// every node is known and distinct.
-    fn check_replicas(&self, group: GroupId, replicas: &[NodeId]) -> Result<(), ControllerResult> {
+    /// Why not, as the answer to give.
+    fn check_replicas(&self, group: GroupId, replicas: &[NodeId]) -> Result<(), Box<ControllerResult>> {
+        let invalid = |why: String| Err(Box::new(ControllerResult::Invalid(why)));
         if self.locate(group).is_none() {
-            return Err(ControllerResult::Invalid(format!("unknown partition group {group}")));
+            return invalid(format!("unknown partition group {group}"));
         }
         if replicas.is_empty() {
-            return Err(ControllerResult::Invalid("a partition needs at least one replica".into()));
+            return invalid("a partition needs at least one replica".into());
         }
         if let Some(n) = replicas.iter().find(|n| !self.nodes.contains_key(n)) {
-            return Err(ControllerResult::Invalid(format!("unknown node {n} in replica set")));
+            return invalid(format!("unknown node {n} in replica set"));
         }
         if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
-            return Err(ControllerResult::Invalid(format!("replica set {replicas:?} names a node twice")));
+            return invalid(format!("replica set {replicas:?} names a node twice"));
         }
         Ok(())
     }

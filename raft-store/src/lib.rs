@@ -16,6 +16,7 @@
 //! - [`partition`]: a partition's state — the offset index over the Raft
 //!   log, the high watermark — and the read path for fetch.
 //! - [`controller`]: the cluster metadata the controller group replicates.
+//! - [`registry`]: the schema registry inside it (subjects, versions, ids).
 //! - [`producers`]: idempotent-producer sequence state and the dedup check.
 //! - [`groups`]: consumer groups — members, assignors, committed offsets —
 //!   kept by partitions of the internal `__consumer_offsets` topic.
@@ -39,6 +40,7 @@ pub mod observe;
 pub mod partition;
 pub mod producers;
 pub mod queues;
+pub mod registry;
 pub mod security;
 pub mod segment;
 pub mod snapshot;

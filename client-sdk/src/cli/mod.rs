@@ -9,6 +9,7 @@ mod group;
 mod membership;
 mod produce;
 mod queue;
+mod schema;
 mod tls;
 mod topic;
 mod user;
@@ -102,6 +103,9 @@ pub enum Command {
     /// Throwaway certificates for a local cluster.
     #[command(subcommand)]
     Tls(tls::TlsCmd),
+    /// The schema registry: register, check, get, list and delete schemas.
+    #[command(subcommand)]
+    Schema(schema::SchemaCmd),
 }
 
 /// Runs the parsed command; the error's exit code is 1 for broker and
@@ -122,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(connect().await?, cmd, cli.output).await,
         Command::Partition(cmd) => membership::run_partition(connect().await?, cmd, cli.output).await,
         Command::Node(cmd) => membership::run_node(connect().await?, cmd, cli.output).await,
+        Command::Schema(cmd) => schema::run(connect().await?, cmd, cli.output).await,
     }
 }
 

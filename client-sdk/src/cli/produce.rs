@@ -3,6 +3,12 @@
 //! stdin line. With `--output json`, one line per acknowledged
 //! record: `{"line":N,"partition":P,"offset":O}`, where O is null with
 //! `--acks none` (no offset exists when the broker answers).
+//!
+//! On a topic bound to a schema subject (`schema.subject`) each line is a
+//! value written as JSON text and is sent under the subject's latest
+//! version, with its 5-byte prefix: JSON as it is, Avro and Protobuf
+//! encoded through the schema (Protobuf: the file's first message, in its
+//! JSON mapping). The broker refuses what does not validate.
 
 use bytes::Bytes;
 use clap::Args;
@@ -40,6 +46,17 @@ fn parse_header(s: &str) -> Result<(String, Bytes), String> {
 
 pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Result<()> {
     let cfg = ProducerConfig { acks: args.acks.into(), compression: args.compression.into(), ..Default::default() };
+    let schema = match client.describe_topic(&args.topic).await {
+        Ok(t) => match t.configs.get("schema.subject") {
+            Some(subject) => {
+                let info = client.schema_version(subject, None).await?;
+                Some((info.id, crate::schema::compile(info.format, &info.schema)?))
+            }
+            None => None,
+        },
+        // The producer reports a missing topic with its code.
+        Err(_) => None,
+    };
     let producer = Producer::new(client, cfg);
     let key = args.key.map(Bytes::from);
     // Handles are awaited in input order by a printer task while reading
@@ -73,9 +90,25 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
     });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut n = 0usize;
+    let mut unsent = 0u64;
     while let Some(line) = lines.next_line().await? {
         n += 1;
-        let mut rec = Record::new(key.clone(), Bytes::from(line), now_ms());
+        let value = match &schema {
+            None => Bytes::from(line),
+            Some((id, s)) => match s.encode_json_text(&line) {
+                Ok(body) => {
+                    let mut v = replog_schema::wire::prefix(*id).to_vec();
+                    v.extend_from_slice(&body);
+                    Bytes::from(v)
+                }
+                Err(e) => {
+                    eprintln!("line {n}: not sent: {}: {e}", crate::ErrorCode::InvalidRecord);
+                    unsent += 1;
+                    continue;
+                }
+            },
+        };
+        let mut rec = Record::new(key.clone(), value, now_ms());
         rec.headers.clone_from(&args.headers);
         let h = producer.enqueue(&args.topic, args.partition, rec).await?;
         if tx.send((n, h)).await.is_err() {
@@ -84,6 +117,7 @@ pub async fn run(client: Client, args: ProduceArgs, out: Output) -> anyhow::Resu
     }
     drop(tx);
     let (ok, failed) = printer.await?;
+    let failed = failed + unsent;
     if out == Output::Text {
         eprintln!("{ok} records acknowledged");
     }

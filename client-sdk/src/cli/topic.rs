@@ -15,7 +15,7 @@ pub enum TopicCmd {
     /// Show a topic's settings and partitions: leader, replicas, offsets.
     Describe { name: String },
     /// Change a topic's settings: retention.ms, retention.bytes,
-    /// retention.consumed (see `topic create --config`).
+    /// retention.consumed, schema.subject (see `topic create --config`).
     AlterConfig(AlterArgs),
     /// Delete a topic and all its records.
     Delete { name: String },
@@ -32,8 +32,14 @@ pub struct CreateArgs {
     /// batches older than MS; retention.bytes=B keeps at most B bytes per
     /// partition; retention.consumed=true releases what every consumer
     /// group has committed past. -1 removes a time or size rule.
+    /// schema.subject=S makes the brokers validate every record against
+    /// the versions of subject S (see `replog schema`).
     #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub configs: Vec<(String, String)>,
+    /// Bind the topic to a schema subject (the same as --config
+    /// schema.subject=SUBJECT).
+    #[arg(long)]
+    pub schema_subject: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -61,7 +67,11 @@ fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
 pub async fn run(client: Client, cmd: TopicCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
         TopicCmd::Create(a) => {
-            let t = client.create_topic_with(&a.name, a.partitions, a.replication_factor, &pairs(&a.configs)).await?;
+            let mut configs = a.configs.clone();
+            if let Some(s) = &a.schema_subject {
+                configs.push(("schema.subject".into(), s.clone()));
+            }
+            let t = client.create_topic_with(&a.name, a.partitions, a.replication_factor, &pairs(&configs)).await?;
             match out {
                 Output::Json => println!("{}", describe_json(&t)),
                 Output::Text => println!(

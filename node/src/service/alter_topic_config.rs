@@ -28,6 +28,7 @@ pub async fn handle(node: Arc<Node>, req: AlterTopicConfigRequest) -> Result<Alt
         });
     }
     let config = topic_config::apply(&current.config, &req.set, &req.delete)?;
+    topic_config::check_subject(&node.meta(), &config)?;
     match node.controller.propose(ControllerCmd::AlterTopicConfig { name: req.name.clone(), config }).await? {
         ControllerResult::Done => {}
         ControllerResult::UnknownTopic(n) => return Err(NodeError::UnknownTopic(n)),

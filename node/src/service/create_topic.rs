@@ -86,6 +86,7 @@ pub async fn handle(node: Arc<Node>, req: CreateTopicRequest) -> Result<CreateTo
     }
     let replicas = place(&meta, &live, req.partitions, rf);
     let config = crate::topic_config::apply(&Default::default(), &req.configs, &[])?;
+    crate::topic_config::check_subject(&meta, &config)?;
     let cmd =
         ControllerCmd::CreateTopic { name: req.name.clone(), replicas, created_ms: replog_proto::now_ms(), config };
     let topic = match node.controller.propose(cmd).await? {

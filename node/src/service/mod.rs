@@ -14,6 +14,7 @@ mod metadata;
 mod produce;
 pub mod queue;
 pub mod raft_peer;
+pub mod schema;
 pub mod security;
 mod subscribe;
 
@@ -519,5 +520,61 @@ impl Replog for ClientService {
         self.check(&req, Group, &req.get_ref().group, Alter)?;
         self.check(&req, Topic, &req.get_ref().topic, Describe)?;
         reply(queue::reset::handle(self.node.clone(), req.into_inner()).await)
+    }
+
+    async fn register_schema(
+        &self,
+        req: Request<pb::RegisterSchemaRequest>,
+    ) -> std::result::Result<Response<pb::RegisterSchemaResponse>, Status> {
+        if let Err(e) = schema::register::prepare(req.get_ref()) {
+            return Err(e.into());
+        }
+        reply(
+            self.on_controller(req, schema::register::handle, |mut c, r| async move { c.register_schema(r).await })
+                .await,
+        )
+    }
+
+    async fn check_schema(
+        &self,
+        req: Request<pb::CheckSchemaRequest>,
+    ) -> std::result::Result<Response<pb::CheckSchemaResponse>, Status> {
+        reply(self.on_controller(req, schema::check::handle, |mut c, r| async move { c.check_schema(r).await }).await)
+    }
+
+    async fn get_schema(
+        &self,
+        req: Request<pb::GetSchemaRequest>,
+    ) -> std::result::Result<Response<pb::GetSchemaResponse>, Status> {
+        reply(self.on_controller(req, schema::get::handle, |mut c, r| async move { c.get_schema(r).await }).await)
+    }
+
+    async fn list_schemas(
+        &self,
+        req: Request<pb::ListSchemasRequest>,
+    ) -> std::result::Result<Response<pb::ListSchemasResponse>, Status> {
+        reply(self.on_controller(req, schema::list::handle, |mut c, r| async move { c.list_schemas(r).await }).await)
+    }
+
+    async fn delete_schema(
+        &self,
+        req: Request<pb::DeleteSchemaRequest>,
+    ) -> std::result::Result<Response<pb::DeleteSchemaResponse>, Status> {
+        reply(self.on_controller(req, schema::delete::handle, |mut c, r| async move { c.delete_schema(r).await }).await)
+    }
+
+    async fn set_schema_compatibility(
+        &self,
+        req: Request<pb::SetSchemaCompatibilityRequest>,
+    ) -> std::result::Result<Response<pb::SetSchemaCompatibilityResponse>, Status> {
+        if let Err(e) = schema::set_compatibility::prepare(req.get_ref()) {
+            return Err(e.into());
+        }
+        reply(
+            self.on_controller(req, schema::set_compatibility::handle, |mut c, r| async move {
+                c.set_schema_compatibility(r).await
+            })
+            .await,
+        )
     }
 }

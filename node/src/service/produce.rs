@@ -1,4 +1,4 @@
-//! Produce: validate the batch, append it through the partition's Raft
+//! Produce: validate the batch (and on a schema-bound topic every record), append it through the partition's Raft
 //! group, answer with its base offset once a majority has it on disk.
 
 use std::time::{Duration, Instant};
@@ -50,6 +50,10 @@ async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
         }
         other => NodeError::CorruptBatch(other.to_string()),
     })?;
+    let subject = node.meta().topics.get(&req.topic).and_then(|t| t.config.schema_subject.clone());
+    if let Some(subject) = subject {
+        node.schemas.validate_batch(&node.controller, &subject, &req.batch, limits.max_uncompressed_bytes).await?;
+    }
     let disk = node.store.disk();
     if !disk.accepts_produce() {
         return Err(NodeError::DiskFull { free_mb: disk.free() >> 20, min_free_mb: disk.min_free() >> 20 });

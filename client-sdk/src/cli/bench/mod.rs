@@ -20,6 +20,12 @@
 //! default; `--group G` reads as one member of consumer group G instead
 //! (joining, committing as it goes), and `--subscribe` with one Subscribe
 //! stream per partition — the same data, so the modes compare directly.
+//!
+//! `--payload json` sends JSON events framed with the id of the bench's
+//! JSON Schema (subject `bench-event`, registered on first use); with
+//! `--validate` the topic is bound to that subject, so the brokers decode
+//! and validate every record. The same records with and without
+//! `--validate` measure what validation costs.
 
 mod e2e;
 mod failover;
@@ -82,7 +88,15 @@ pub enum Payload {
     Text,
     /// Random bytes: compression finds nothing.
     Random,
+    /// JSON events (id, user, action, amount, padding) with the 5-byte
+    /// schema prefix of subject `bench-event`.
+    Json,
 }
+
+/// The subject of `--payload json`.
+pub const BENCH_SUBJECT: &str = "bench-event";
+/// The JSON Schema of `--payload json` values.
+const BENCH_SCHEMA: &str = r#"{"type":"object","properties":{"id":{"type":"integer","minimum":0},"user":{"type":"string","maxLength":64},"action":{"enum":["view","cart","checkout","refund"]},"amount":{"type":"number","minimum":0},"pad":{"type":"string"}},"required":["id","user","action","amount"],"additionalProperties":false}"#;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
@@ -143,6 +157,10 @@ pub struct BenchArgs {
     /// How long a partition's batch waits for more records (ms).
     #[arg(long, default_value_t = 2)]
     pub linger_ms: u64,
+    /// produce: bind a new topic to the `--payload json` subject, so every
+    /// record is validated by the brokers.
+    #[arg(long, requires = "payload")]
+    pub validate: bool,
 }
 
 /// Record values of `size` bytes for `payload`, drawn from a fixed seed.
@@ -178,6 +196,18 @@ fn values(payload: Payload, size: usize, count: usize) -> Vec<Bytes> {
             let v: Vec<u8> = match payload {
                 Payload::Fill => vec![b'x'; size],
                 Payload::Random => (0..size).map(|_| rng.r#gen()).collect(),
+                Payload::Json => {
+                    let actions = ["view", "cart", "checkout", "refund"];
+                    let mut v = json!({
+                        "id": rng.gen_range(0..1_000_000_000u64),
+                        "user": format!("user-{}", rng.gen_range(0..100_000)),
+                        "action": actions[rng.gen_range(0..actions.len())],
+                        "amount": rng.gen_range(0..100_000) as f64 / 100.0,
+                    });
+                    let len = v.to_string().len() + r#","pad":"""#.len();
+                    v["pad"] = json!("x".repeat(size.saturating_sub(len + 5)));
+                    v.to_string().into_bytes()
+                }
                 Payload::Text => {
                     let mut s = String::with_capacity(size + 32);
                     while s.len() < size {
@@ -215,7 +245,8 @@ pub async fn run(client: Client, cmd: BenchCmd) -> anyhow::Result<()> {
 async fn ensure_topic(client: &Client, a: &BenchArgs) -> anyhow::Result<String> {
     let name = a.topic.clone().unwrap_or_else(|| format!("bench-{}-{}", a.record_size, a.partitions));
     if client.describe_topic(&name).await.is_err() {
-        client.create_topic(&name, a.partitions, a.replication_factor).await?;
+        let bind: &[(&str, &str)] = if a.validate { &[("schema.subject", BENCH_SUBJECT)] } else { &[] };
+        client.create_topic_with(&name, a.partitions, a.replication_factor, bind).await?;
     }
     Ok(name)
 }
@@ -324,10 +355,20 @@ fn extend(v: &mut serde_json::Value, extra: serde_json::Value) {
 
 async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     a.check()?;
+    anyhow::ensure!(!a.validate || a.payload == Payload::Json, "--validate takes --payload json");
+    let mut pool = values(a.payload, a.record_size, 4096);
+    if a.payload == Payload::Json {
+        let id = client.register_schema(BENCH_SUBJECT, replog_schema::Format::Json, BENCH_SCHEMA).await?.id;
+        for v in &mut pool {
+            let mut framed = replog_schema::wire::prefix(id).to_vec();
+            framed.extend_from_slice(v);
+            *v = Bytes::from(framed);
+        }
+    }
     let topic = ensure_topic(&client, &a).await?;
     let producer = Producer::new(client.clone(), a.producer_config()?);
     // A pool of distinct values, reused round-robin.
-    let pool = std::sync::Arc::new(values(a.payload, a.record_size, 4096));
+    let pool = std::sync::Arc::new(pool);
     let value: load::ValueFn = std::sync::Arc::new(move |j, _| pool[(j as usize * 7) % pool.len()].clone());
     let spec = a.load_spec(&topic);
     let pb = progress(spec.records, "produce");
@@ -336,7 +377,7 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     let mut extra = a.settings(&topic);
     extend(
         &mut extra,
-        json!({"offered": r.offered, "errors": r.errors, "first_error": r.first_error,
+        json!({"validate": a.validate, "offered": r.offered, "errors": r.errors, "first_error": r.first_error,
                "batches_sent": producer.stats().batches_sent(), "batches_resent": producer.stats().batches_resent()}),
     );
     report("produce", r.acked, r.acked * a.record_size as u64, r.elapsed, &r.hist, extra);
