@@ -36,8 +36,9 @@ const SATURATING_WRITES: usize = 4096;
 /// A leader that hears from no majority refuses new writes once its lease
 /// (the longest election timeout) runs out; only writes it accepted before
 /// can wait forever. The lease is made long enough to take every slot with
-/// such writes even on a loaded machine.
-const LONG_LEASE: [&str; 2] = ["--election-timeout-max-ms", "10000"];
+/// such writes even on a loaded machine, and to outlast the wait for a slot
+/// to come free after them (the produce timeout, then `SLOTS_FREE_WITHIN`).
+const LONG_LEASE: [&str; 2] = ["--election-timeout-max-ms", "60000"];
 /// Pause between attempts while waiting for a slot.
 const POLL: Duration = Duration::from_millis(50);
 /// Concurrent senders while saturating.

@@ -47,10 +47,15 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
             }
             let v = views.get(&id);
             let answers = v.is_some_and(|v| v.last_ok.is_some_and(|t| t.elapsed() < crate::prober::ALIVE_WITHIN));
-            let info = v.and_then(|v| v.info.as_ref()).filter(|_| answers);
+            let alive = v.is_some_and(PeerView::alive);
+            // A node found gone (connection refused) is reported from the
+            // metadata, not from its last answer, which may predate its
+            // replicas; a stopping one still answers for itself.
+            let gone = v.is_some_and(|v| v.refused);
+            let info = v.and_then(|v| v.info.as_ref()).filter(|_| answers && !gone);
             NodeStatus {
                 addr,
-                alive: v.is_some_and(PeerView::alive),
+                alive,
                 leader_count: info.map_or(0, |i| i.leader_count),
                 replica_count: info.map_or_else(|| assigned(id), |i| i.replica_count),
                 stopping: info.is_some_and(|i| i.stopping),
