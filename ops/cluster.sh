@@ -642,7 +642,7 @@ cmd_join() {
   require_env
   if [[ " $REMOVED " == *" $id "* ]]; then
     [ ! -e "$(data_dir "$id")" ] || die "node $id was decommissioned; delete $(data_dir "$id") to join it afresh"
-    REMOVED=$(printf '%s\n' "$REMOVED" | tr ' ' '\n' | grep -vx "$id" | tr '\n' ' ')
+    REMOVED=$(printf '%s\n' "$REMOVED" | tr ' ' '\n' | { grep -vx "$id" || true; } | tr '\n' ' ')
     REMOVED=${REMOVED% }
   elif [ "$id" -le "$N" ] || is_joined "$id"; then
     die "node $id is already part of this cluster; start it with: ops/cluster.sh start $id"
@@ -706,7 +706,8 @@ cmd_decommission() {
   graceful_stop "$id"
   if is_joined "$id"; then
     # shellcheck disable=SC2086 # the list is word-split on purpose
-    JOINED=$(printf '%s\n' $JOINED | grep -vx "$id" | tr '\n' ' ')
+    # (grep finds nothing when this was the only joined node: not a failure)
+    JOINED=$(printf '%s\n' $JOINED | { grep -vx "$id" || true; } | tr '\n' ' ')
     JOINED=${JOINED% }
   fi
   REMOVED="${REMOVED:+$REMOVED }$id"

@@ -69,7 +69,9 @@ pub async fn write(
     let dlq = &settings.dead_letter_topic;
     let dlq_partitions = ensure_topic(node, dlq, count, replicas).await?;
     let target = partition % dlq_partitions;
-    let (max_record, max_batch) = (node.config.max_record_bytes, node.config.max_batch_bytes);
+    let max_batch = node.config.max_batch_bytes;
+    // A letter must also fit a batch of its own.
+    let max_record = node.config.max_record_bytes.min(max_batch.saturating_sub(batch::HEADER_LEN));
     for chunk in jobs.chunks(PER_BATCH) {
         let mut letters = Vec::with_capacity(chunk.len());
         for j in chunk {
