@@ -198,6 +198,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 log.mark_durable(end, epoch);
                 store.observe(|o| o.log_append(t0.elapsed(), count));
             }
+            // Let go of the store before the waiter resumes: whoever drops
+            // the last handle closes it on their own thread, so a store
+            // dropped after its last append can be reopened at once.
+            drop((log, store));
             callback.io_completed(r)
         });
         Ok(())

@@ -164,7 +164,12 @@ impl Drop for Store {
         // directory can be reopened at once.
         self.tx.take();
         if let Some(t) = self.flusher.take() {
-            let _ = t.join();
+            // A flush callback may still hold the last handle; then this
+            // runs on the flusher itself, which ends once the loop sees
+            // the closed channel, and must not wait for itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

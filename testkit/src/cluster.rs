@@ -4,7 +4,7 @@
 //! temporary directory removed with the cluster): node `i` keeps its sled
 //! database under `node-<i>/data` and its log in `node-<i>.log` (appended
 //! across restarts). Addresses: by default every node listens on
-//! 127.0.0.1 (gRPC and metrics, on free ports); with
+//! 127.0.0.1 (gRPC, peer and metrics ports claimed per node: [`crate::ports`]); with
 //! [`ClusterOptions::per_node_ip`] node `i` listens on its own loopback
 //! address 127.0.0.(10+i) ([`node_ip`]) and binds its outgoing peer
 //! connections to it, so that iptables rules per pair of addresses can cut
@@ -34,7 +34,7 @@
 //! [`crate::clear_run_dir`] detaches any mount a killed harness left.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
@@ -47,7 +47,7 @@ use replog_faultfs::CrashReport;
 use crate::child::spawn_logged;
 use crate::disk::Disk;
 use crate::paths::{find_faultfs_bin, find_node_bin};
-use crate::probe;
+use crate::{ports, probe};
 use crate::wait::poll_until;
 
 /// How long [`Cluster::start`] waits for an agreed controller leader by
@@ -144,6 +144,8 @@ pub struct Node {
     /// Added by [`Cluster::join`]: started with `--join` through this
     /// address instead of `--initial-cluster`.
     join_via: Option<String>,
+    /// The claim on the node's ports, held while the cluster lives.
+    _ports: ports::Slot,
 }
 
 /// A cluster of node processes; see the module docs.
@@ -157,29 +159,7 @@ pub struct Cluster {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// A free TCP port on `ip` (bound and released; the node binds it next).
-fn free_port(ip: Ipv4Addr) -> Result<u16> {
-    let l = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
-    Ok(l.local_addr()?.port())
-}
-
-/// The default distance of a node's peer port from its client port
-/// (`replog-node --peer-port-offset`).
-pub const PEER_PORT_OFFSET: u16 = 1000;
-
-/// A free TCP port on `ip` whose peer port (`+ PEER_PORT_OFFSET`) is free
-/// too.
-fn free_node_port(ip: Ipv4Addr) -> Result<u16> {
-    for _ in 0..100 {
-        let l = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
-        let port = l.local_addr()?.port();
-        let Some(peer) = port.checked_add(PEER_PORT_OFFSET) else { continue };
-        if TcpListener::bind((ip, peer)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port on {ip} with a free peer port {PEER_PORT_OFFSET} above it")
-}
+pub use crate::ports::PEER_PORT_OFFSET;
 
 impl Cluster {
     /// Starts `n` nodes and waits until they agree on a controller leader.
@@ -206,13 +186,14 @@ impl Cluster {
         for id in 1..=n {
             let ip = if opts.per_node_ip { node_ip(id) } else { Ipv4Addr::LOCALHOST };
             let node_dir = dir.join(format!("node-{id}"));
+            let slot = ports::claim(ip)?;
             nodes.insert(
                 id,
                 Node {
                     id,
                     ip,
-                    addr: format!("{ip}:{}", free_node_port(ip)?),
-                    metrics: format!("{ip}:{}", free_port(ip)?),
+                    addr: format!("{ip}:{}", slot.client_port()),
+                    metrics: format!("{ip}:{}", slot.metrics_port()),
                     data_dir: node_dir.join("data"),
                     dir: node_dir,
                     log: dir.join(format!("node-{id}.log")),
@@ -220,6 +201,7 @@ impl Cluster {
                     paused: false,
                     disk: None,
                     join_via: None,
+                    _ports: slot,
                 },
             );
         }
@@ -236,7 +218,14 @@ impl Cluster {
         for id in self.ids() {
             self.restart(id)?;
         }
-        self.wait_ready(self.opts.ready_timeout).await?;
+        if let Err(e) = self.wait_ready(self.opts.ready_timeout).await {
+            // The test gets no cluster to drop while it panics: keep the
+            // logs here.
+            if self._temp.is_some() {
+                self.keep_logs();
+            }
+            return Err(e);
+        }
         Ok(self)
     }
 
@@ -374,13 +363,14 @@ impl Cluster {
         let via = self.serving_addrs().into_iter().next().ok_or_else(|| anyhow!("no node serves to join through"))?;
         let ip = if self.opts.per_node_ip { node_ip(id) } else { Ipv4Addr::LOCALHOST };
         let node_dir = self.dir.join(format!("node-{id}"));
+        let slot = ports::claim(ip)?;
         self.nodes.insert(
             id,
             Node {
                 id,
                 ip,
-                addr: format!("{ip}:{}", free_port(ip)?),
-                metrics: format!("{ip}:{}", free_port(ip)?),
+                addr: format!("{ip}:{}", slot.client_port()),
+                metrics: format!("{ip}:{}", slot.metrics_port()),
                 data_dir: node_dir.join("data"),
                 dir: node_dir,
                 log: self.dir.join(format!("node-{id}.log")),
@@ -388,6 +378,7 @@ impl Cluster {
                 paused: false,
                 disk: None,
                 join_via: Some(via),
+                _ports: slot,
             },
         );
         self.restart(id)

@@ -39,6 +39,7 @@ pub mod cluster;
 pub mod disk;
 pub mod needs;
 pub mod paths;
+pub mod ports;
 pub mod probe;
 pub mod wait;
 

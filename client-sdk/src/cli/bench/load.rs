@@ -178,11 +178,11 @@ async fn one_task(
     let mut refused = 0u64;
     let mut first_refusal = None;
     let mut j = 0u64;
+    // The run ends with the first record intended at or after the deadline,
+    // never with the clock: a task that wakes late still offers every record
+    // due before the deadline, timed from when it was due.
     'offer: while j < n {
         let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            break;
-        }
         // Records due by now (open loop), or the next one (closed loop).
         let due = match rate {
             Some(r) => (((now - start).as_secs_f64() * r) as u64 + 1).min(n),
