@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let count: usize = args.next().map_or(Ok(5), |n| n.parse())?;
     let subject = format!("{topic}-value");
 
-    let client = Client::connect(bootstrap()).await?;
+    let client = Client::connect(replog_client::bootstrap_from_env()).await?;
     let registry = SchemaRegistry::new(client.clone());
     let producer = TypedProducer::new(
         Producer::new(client.clone(), Default::default()),
@@ -123,13 +123,4 @@ async fn bind(client: &Client, topic: &str, subject: &str) -> anyhow::Result<()>
         }
         r => r.map(|_| ()).map_err(Into::into),
     }
-}
-
-/// `REPLOG_BOOTSTRAP`, else the three nodes of `make run`.
-fn bootstrap() -> Vec<String> {
-    std::env::var("REPLOG_BOOTSTRAP")
-        .unwrap_or_else(|_| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into())
-        .split(',')
-        .map(str::to_string)
-        .collect()
 }

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let group = args.next().ok_or_else(usage)?;
     let max: u64 = args.next().map_or(Ok(u64::MAX), |n| n.parse())?;
 
-    let client = Client::connect(bootstrap()).await?;
+    let client = Client::connect(replog_client::bootstrap_from_env()).await?;
     let config = GroupConsumerConfig {
         // Commit by hand, after processing: at least once.
         auto_commit: false,
@@ -86,13 +86,4 @@ async fn main() -> anyhow::Result<()> {
     consumer.close().await?;
     eprintln!("consumed {seen} records");
     Ok(())
-}
-
-/// `REPLOG_BOOTSTRAP`, else the three nodes of `make run`.
-fn bootstrap() -> Vec<String> {
-    std::env::var("REPLOG_BOOTSTRAP")
-        .unwrap_or_else(|_| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into())
-        .split(',')
-        .map(str::to_string)
-        .collect()
 }

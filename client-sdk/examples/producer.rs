@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let topic = args.next().ok_or_else(|| anyhow::anyhow!("usage: producer TOPIC [COUNT]"))?;
     let count: u64 = args.next().map_or(Ok(10), |n| n.parse())?;
 
-    let client = Client::connect(bootstrap()).await?;
+    let client = Client::connect(replog_client::bootstrap_from_env()).await?;
     let producer = Producer::new(client, ProducerConfig::default());
     // Enqueue everything first, then wait: the producer batches what is
     // queued, where awaiting each send in turn would send one at a time.
@@ -33,13 +33,4 @@ async fn main() -> anyhow::Result<()> {
         println!("event {i} -> {topic}/{partition} @{offset}");
     }
     Ok(())
-}
-
-/// `REPLOG_BOOTSTRAP`, else the three nodes of `make run`.
-fn bootstrap() -> Vec<String> {
-    std::env::var("REPLOG_BOOTSTRAP")
-        .unwrap_or_else(|_| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into())
-        .split(',')
-        .map(str::to_string)
-        .collect()
 }

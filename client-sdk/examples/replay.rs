@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let since = if since < 0 { replog_client::now_ms() + since } else { since };
     let max: usize = args.next().map_or(Ok(usize::MAX), |n| n.parse())?;
 
-    let client = Client::connect(bootstrap()).await?;
+    let client = Client::connect(replog_client::bootstrap_from_env()).await?;
     // Nothing to commit: this run only reads.
     let config = GroupConsumerConfig { auto_commit: false, ..Default::default() };
     let group = format!("replay-{}", std::process::id());
@@ -69,13 +69,4 @@ async fn main() -> anyhow::Result<()> {
     })?;
     eprintln!("replayed {printed} records since {since}");
     Ok(())
-}
-
-/// `REPLOG_BOOTSTRAP`, else the three nodes of `make run`.
-fn bootstrap() -> Vec<String> {
-    std::env::var("REPLOG_BOOTSTRAP")
-        .unwrap_or_else(|_| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into())
-        .split(',')
-        .map(str::to_string)
-        .collect()
 }

@@ -143,6 +143,31 @@ impl tonic::service::Interceptor for Authenticate {
 /// interceptor.
 pub type Conn = ReplogClient<tonic::service::interceptor::InterceptedService<Channel, Authenticate>>;
 
+/// The nodes of the local `make run` cluster, the default bootstrap of the
+/// CLI and the examples.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+/// The bootstrap list in `REPLOG_BOOTSTRAP` (comma-separated `host:port`),
+/// else [`DEFAULT_BOOTSTRAP`]: what the CLI reads, for programs that want
+/// the same.
+///
+/// ```
+/// // SAFETY (edition 2024): no other thread reads the environment here.
+/// unsafe { std::env::set_var("REPLOG_BOOTSTRAP", "10.0.0.1:7001,10.0.0.2:7001") };
+/// assert_eq!(replog_client::bootstrap_from_env(), ["10.0.0.1:7001", "10.0.0.2:7001"]);
+/// ```
+pub fn bootstrap_from_env() -> Vec<String> {
+    std::env::var("REPLOG_BOOTSTRAP")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .as_deref()
+        .unwrap_or(DEFAULT_BOOTSTRAP)
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {

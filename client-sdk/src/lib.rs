@@ -67,7 +67,7 @@ pub use admin::{
     CommittedOffset, Coordinator, GROUPS_TOPIC, GroupDescription, GroupListing, GroupMemberInfo, ListedOffset,
     OffsetCommit, OffsetSpec, TopicPartition,
 };
-pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
+pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo, bootstrap_from_env};
 pub use consumer::{ConsumedRecord, FetchOptions, PartitionReader};
 pub use error::{Error, Result};
 pub use group::{Assignor, AutoOffsetReset, GroupConsumer, GroupConsumerConfig, RebalanceEvent};

@@ -148,6 +148,29 @@ pub struct Node {
     _ports: ports::Slot,
 }
 
+impl Node {
+    /// Node `id` of a cluster in `dir`, not started, with its ports claimed.
+    fn new(id: u64, opts: &ClusterOptions, dir: &Path, join_via: Option<String>) -> Result<Node> {
+        let ip = if opts.per_node_ip { node_ip(id) } else { Ipv4Addr::LOCALHOST };
+        let node_dir = dir.join(format!("node-{id}"));
+        let slot = ports::claim(ip)?;
+        Ok(Node {
+            id,
+            ip,
+            addr: format!("{ip}:{}", slot.client_port()),
+            metrics: format!("{ip}:{}", slot.metrics_port()),
+            data_dir: node_dir.join("data"),
+            dir: node_dir,
+            log: dir.join(format!("node-{id}.log")),
+            child: None,
+            paused: false,
+            disk: None,
+            join_via,
+            _ports: slot,
+        })
+    }
+}
+
 /// A cluster of node processes; see the module docs.
 pub struct Cluster {
     nodes: BTreeMap<u64, Node>,
@@ -184,26 +207,7 @@ impl Cluster {
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
-            let ip = if opts.per_node_ip { node_ip(id) } else { Ipv4Addr::LOCALHOST };
-            let node_dir = dir.join(format!("node-{id}"));
-            let slot = ports::claim(ip)?;
-            nodes.insert(
-                id,
-                Node {
-                    id,
-                    ip,
-                    addr: format!("{ip}:{}", slot.client_port()),
-                    metrics: format!("{ip}:{}", slot.metrics_port()),
-                    data_dir: node_dir.join("data"),
-                    dir: node_dir,
-                    log: dir.join(format!("node-{id}.log")),
-                    child: None,
-                    paused: false,
-                    disk: None,
-                    join_via: None,
-                    _ports: slot,
-                },
-            );
+            nodes.insert(id, Node::new(id, &opts, &dir, None)?);
         }
         let initial = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
         Ok(Cluster { nodes, initial, bin, dir, opts, _temp: temp })
@@ -361,26 +365,8 @@ impl Cluster {
             bail!("joining nodes with faultfs disks is not supported");
         }
         let via = self.serving_addrs().into_iter().next().ok_or_else(|| anyhow!("no node serves to join through"))?;
-        let ip = if self.opts.per_node_ip { node_ip(id) } else { Ipv4Addr::LOCALHOST };
-        let node_dir = self.dir.join(format!("node-{id}"));
-        let slot = ports::claim(ip)?;
-        self.nodes.insert(
-            id,
-            Node {
-                id,
-                ip,
-                addr: format!("{ip}:{}", slot.client_port()),
-                metrics: format!("{ip}:{}", slot.metrics_port()),
-                data_dir: node_dir.join("data"),
-                dir: node_dir,
-                log: self.dir.join(format!("node-{id}.log")),
-                child: None,
-                paused: false,
-                disk: None,
-                join_via: Some(via),
-                _ports: slot,
-            },
-        );
+        let node = Node::new(id, &self.opts, &self.dir, Some(via))?;
+        self.nodes.insert(id, node);
         self.restart(id)
     }
 

@@ -20,7 +20,7 @@ use crate::client::{ClientConfig, Credentials, TlsOptions};
 use crate::{Client, Error};
 
 /// The nodes of the local `make run` cluster (`ops/cluster.sh up`).
-pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+pub use crate::client::DEFAULT_BOOTSTRAP;
 
 #[derive(Debug, Parser)]
 #[command(name = "replog", version, about = "Command-line client for a replog cluster")]
