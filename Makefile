@@ -25,12 +25,13 @@ stop:
 	$(CLUSTER) down
 
 # The last steps are the chaos smoke (root: iptables, FUSE): a short run with
-# a few faults, the same faults under queue consumers (exactly-once
-# settlement), one that SIGKILLs every node at once while writes are in
-# flight, one that cuts every node's power (unsynced writes lost) and a 30 s
-# soak (memory sampled, a fault every 10 s) — all must end with zero
-# anomalies — then the same power cut with a planted skipped fsync, which
-# must be caught (docs/chaos.md).
+# a few faults (TLS and authorization on, the workload as a SCRAM user), the
+# same faults under queue consumers (exactly-once settlement), one that
+# SIGKILLs every node at once while writes are in flight, one that cuts
+# every node's power (unsynced writes lost) and a 30 s soak (memory sampled,
+# a fault every 10 s) — all must end with zero anomalies — then the same
+# power cut with a planted skipped fsync, which must be caught
+# (docs/chaos.md).
 #
 # cargo-nextest runs tests faster and isolates them per process, but it does
 # not run doctests, so those run separately when nextest is used.
@@ -49,7 +50,7 @@ test:
 	bash ops/check-ops.sh
 	$(CARGO) build --release --bins
 	$(BIN)/replog-fuzz run --seconds 2
-	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=log CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
+	CHAOS_SECURE=1 CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=log CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=kill-all CHAOS_OUT=target/chaos-smoke-kill-all $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=queue CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke-queue $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=power-fail,power-fail-all CHAOS_OUT=target/chaos-smoke-power $(BIN)/chaos

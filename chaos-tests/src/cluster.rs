@@ -10,19 +10,35 @@
 //!   `0`: never);
 //! - `CHAOS_PLANT`: a bug planted in every node ([`Plant`]);
 //! - `CHAOS_NODE_LOG`: the nodes' `RUST_LOG`;
+//! - `CHAOS_SECURE=1`: TLS between the nodes (mutual) and to clients, and
+//!   `--authorization` on; the run sets up as the super user `chaos-admin`
+//!   (a client certificate) and the workload runs as the SCRAM user
+//!   [`WORKLOAD_USER`], allowed exactly what it does ([`Secure`]);
 //! - `REPLOG_NODE_BIN`, `REPLOG_FAULTFS_BIN`: the binaries under test
 //!   (else `replog-node` under the target directory, the profile of the
 //!   running executable first, and `replog-faultfs` next to it).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
-use replog_testkit::ClusterOptions;
+use anyhow::{Context, Result, bail};
+use replog_client::certs::{Ca, LOCAL_NAMES};
+use replog_client::client::{Credentials, TlsOptions};
+use replog_client::security::Acl;
+use replog_client::{Client, ClientConfig};
+use replog_testkit::{Cluster, ClusterOptions};
+
+/// The principal the workload runs as in a secure run.
+pub const WORKLOAD_USER: &str = "chaos";
+/// Its password (a throwaway: the run's CA lives only in its directory).
+const WORKLOAD_PASSWORD: &str = "chaos-workload";
+/// The super user a secure run sets up as (its client certificate's CN).
+const ADMIN: &str = "chaos-admin";
 
 /// The options of a chaos cluster under `run_dir`, from the environment;
 /// `power_faults`: whether the schedule cuts power (then the disks are
 /// faultfs mounts unless `CHAOS_FAULTFS` says otherwise).
-pub fn options_from_env(run_dir: &Path, power_faults: bool) -> Result<ClusterOptions> {
+pub fn options_from_env(run_dir: &Path, power_faults: bool) -> Result<(ClusterOptions, Option<Secure>)> {
     let faultfs = match std::env::var("CHAOS_FAULTFS").unwrap_or_default().trim() {
         "" | "auto" => power_faults,
         "1" | "on" | "true" => true,
@@ -38,7 +54,86 @@ pub fn options_from_env(run_dir: &Path, power_faults: bool) -> Result<ClusterOpt
         let (k, v) = p.env();
         opts.env.push((k.into(), v.into()));
     }
-    Ok(opts)
+    let secure = Secure::from_env(run_dir)?;
+    if let Some(s) = &secure {
+        s.apply(&mut opts);
+    }
+    Ok((opts, secure))
+}
+
+/// A secure run's certificates, all issued by a CA made for the run and
+/// kept in its directory (`tls/`).
+pub struct Secure {
+    dir: PathBuf,
+    ca: TlsOptions,
+    admin: TlsOptions,
+}
+
+impl Secure {
+    /// `CHAOS_SECURE=1`: makes the CA, the nodes' certificate and the
+    /// super user's under `run_dir/tls`.
+    pub fn from_env(run_dir: &Path) -> Result<Option<Secure>> {
+        match std::env::var("CHAOS_SECURE").unwrap_or_default().trim() {
+            "" | "0" | "off" | "false" => return Ok(None),
+            "1" | "on" | "true" => {}
+            v => bail!("CHAOS_SECURE must be 1 or 0, got {v:?}"),
+        }
+        let dir = run_dir.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let err = |e: String| anyhow::anyhow!("certificates for a secure run: {e}");
+        let ca = Ca::new("replog chaos CA").map_err(err)?;
+        ca.pem().write(&dir, "ca")?;
+        ca.issue("node", &LOCAL_NAMES).map_err(err)?.write(&dir, "node")?;
+        let admin = ca.issue(ADMIN, &[]).map_err(err)?;
+        let ca_pem = ca.pem().cert.clone().into_bytes();
+        Ok(Some(Secure {
+            dir,
+            ca: TlsOptions { ca_pem: ca_pem.clone(), identity: None },
+            admin: TlsOptions { ca_pem, identity: Some((admin.cert.into_bytes(), admin.key.into_bytes())) },
+        }))
+    }
+
+    /// TLS on both listeners, client certificates optional (the workload
+    /// shows a password instead), authorization on with the super user.
+    fn apply(&self, opts: &mut ClusterOptions) {
+        let f = |name: &str| self.dir.join(name).display().to_string();
+        let (crt, key, ca) = (f("node.crt"), f("node.key"), f("ca.crt"));
+        for (flag, value) in [
+            ("--tls-cert", &crt),
+            ("--tls-key", &key),
+            ("--tls-ca", &ca),
+            ("--peer-tls-cert", &crt),
+            ("--peer-tls-key", &key),
+            ("--peer-tls-ca", &ca),
+        ] {
+            opts.extra_args.extend([flag.to_string(), value.clone()]);
+        }
+        opts.extra_args.extend(
+            ["--tls-client-auth", "optional", "--authorization", "true", "--super-users", ADMIN].map(String::from),
+        );
+        // The test kit's own calls (readiness, leaders) go as the super user.
+        opts.client_tls = Some(self.admin.clone());
+    }
+
+    /// As the super user: creates [`WORKLOAD_USER`] and allows it topics
+    /// and groups (produce, consume, create, delete, …) and nothing on the
+    /// cluster; then connects as it, once every node knows it.
+    pub async fn workload_client(&self, cluster: &Cluster, config: ClientConfig, wait: Duration) -> Result<Client> {
+        let admin = cluster.client(config.clone()).await.context("connect as the super user")?;
+        admin.upsert_user(WORKLOAD_USER, WORKLOAD_PASSWORD).await.context("create the workload user")?;
+        for resource_type in ["topic", "group"] {
+            admin.add_acl(&Acl::new(WORKLOAD_USER, resource_type, "*", "all")).await.context("allow the workload")?;
+        }
+        let config = ClientConfig {
+            tls: Some(self.ca.clone()),
+            credentials: Some(Credentials { user: WORKLOAD_USER.into(), password: WORKLOAD_PASSWORD.into() }),
+            ..config
+        };
+        replog_testkit::wait::poll_until("the workload user to authenticate", wait, || async {
+            Client::connect_with(cluster.serving_addrs(), config.clone()).await.ok()
+        })
+        .await
+    }
 }
 
 /// Per-node addresses, the nodes' log filter from `CHAOS_NODE_LOG`, and no

@@ -136,7 +136,7 @@ pub async fn wind_down(
         }
     }
     let nodes: Vec<String> = addrs.into_values().collect();
-    problems.extend(settle_topic_states(rec, &nodes, &churned.names, limit).await);
+    problems.extend(settle_topic_states(client, rec, &nodes, &churned.names, limit).await);
     problems.extend(nemesis.crashes.iter().cloned());
     for (id, status) in cluster.exited() {
         problems.push(format!("node {id} exited on its own ({status})"));
@@ -243,16 +243,18 @@ pub(crate) async fn start_run(cfg: &RunConfig, topic: &str) -> Result<(Cluster, 
     std::fs::create_dir_all(&cfg.out_dir)?;
     let run_dir = cfg.out_dir.join(format!("run-{}", cfg.run));
     clear_run_dir(&run_dir)?;
-    let cluster_opts = options_from_env(&run_dir, cfg.faults.iter().any(|f| f.needs_faultfs()))?;
+    let (cluster_opts, secure) = options_from_env(&run_dir, cfg.faults.iter().any(|f| f.needs_faultfs()))?;
     let cluster = Cluster::start(cfg.nodes, cluster_opts).await?;
     let net = if cfg.faults.iter().any(|f| f.needs_net()) { Some(Net::new(cluster.ips())?) } else { None };
-    let client = cluster
-        .client(ClientConfig {
-            request_timeout: Duration::from_secs(5).min(cfg.retry_deadline),
-            retry_deadline: cfg.retry_deadline,
-            ..ClientConfig::default()
-        })
-        .await?;
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(5).min(cfg.retry_deadline),
+        retry_deadline: cfg.retry_deadline,
+        ..ClientConfig::default()
+    };
+    let client = match &secure {
+        Some(s) => s.workload_client(&cluster, config, Duration::from_secs(60)).await?,
+        None => cluster.client(config).await?,
+    };
     client.create_topic(topic, cfg.partitions, cfg.replication.min(cfg.nodes as u32)).await.context("create topic")?;
     cluster.wait_leaders(&client, topic, Duration::from_secs(60)).await?;
     Ok((cluster, net, client))

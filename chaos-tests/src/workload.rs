@@ -31,7 +31,7 @@
 //!   bounded); [`settle_topic_states`] records what every node says about
 //!   the churned names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -43,11 +43,8 @@ use replog_client::{
     Client, Error as SdkError, ErrorCode, FetchOptions, PartitionInfo, PartitionReader, Producer, ProducerConfig,
     Record,
 };
-use replog_proto::pb;
-use replog_proto::pb::replog_client::ReplogClient;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::history::{
     FinalRead, Outcome, PollOp, ReadRecord, Recorder, SendOp, TopicAction, TopicOp, TopicOutcome, TopicSeen,
@@ -373,35 +370,21 @@ fn indeterminate(e: &SdkError) -> bool {
     }
 }
 
-/// Asks single nodes for their metadata of a name, over connections of
-/// its own (the SDK's client spreads requests over the cluster).
-#[derive(Default)]
+/// Asks single nodes for their metadata of a name (each node's own view,
+/// not the cluster's), as the run's client: with its TLS and credentials.
 pub struct MetadataProbe {
-    conns: HashMap<String, ReplogClient<Channel>>,
+    client: Client,
 }
 
 impl MetadataProbe {
+    pub fn new(client: Client) -> MetadataProbe {
+        MetadataProbe { client }
+    }
+
     /// What node `addr` says about `topic`: `Ok(None)` when it does not know
     /// the name; `Err` when it did not answer.
     pub async fn topic_at(&mut self, addr: &str, topic: &str) -> Result<Option<TopicSeen>, String> {
-        let conn = match self.conns.get(addr) {
-            Some(c) => c.clone(),
-            None => {
-                let ep = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(PROBE_TIMEOUT)
-                    .timeout(PROBE_TIMEOUT);
-                let c = ReplogClient::new(ep.connect_lazy());
-                self.conns.insert(addr.to_string(), c.clone());
-                c
-            }
-        };
-        let mut c = conn;
-        let resp = c
-            .metadata(pb::MetadataRequest { topics: vec![topic.to_string()] })
-            .await
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
-            .into_inner();
+        let resp = self.client.metadata_at(addr, &[topic.to_string()], PROBE_TIMEOUT).await.map_err(|e| e.to_string())?;
         Ok(resp
             .topics
             .iter()
@@ -449,8 +432,14 @@ impl MetadataProbe {
 /// Records, for each name, what every node says once they agree (or after
 /// `limit`): the end-of-run view the checker holds against the creates and
 /// deletes.
-pub async fn settle_topic_states(rec: &Recorder, nodes: &[String], names: &[String], limit: Duration) -> Vec<String> {
-    let mut probe = MetadataProbe::default();
+pub async fn settle_topic_states(
+    client: &Client,
+    rec: &Recorder,
+    nodes: &[String],
+    names: &[String],
+    limit: Duration,
+) -> Vec<String> {
+    let mut probe = MetadataProbe::new(client.clone());
     let mut notes = Vec::new();
     for name in names {
         let agreed = probe
@@ -495,6 +484,7 @@ async fn churn(
     stop: watch::Receiver<bool>,
     counters: Arc<Counters>,
 ) -> ChurnEnd {
+    let probe = MetadataProbe::new(client.clone());
     let mut c = Churn {
         client,
         rec,
@@ -502,7 +492,7 @@ async fn churn(
         idempotent,
         stop,
         counters,
-        probe: MetadataProbe::default(),
+        probe,
         live: BTreeMap::new(),
         generations: BTreeMap::new(),
         notes: Vec::new(),

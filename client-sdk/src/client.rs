@@ -746,6 +746,20 @@ impl Client {
         .await
     }
 
+    /// What node `addr` itself holds of `topics`' metadata (all topics when
+    /// empty): one attempt at that node, no retry and no redirect, bounded
+    /// by `timeout` — for tools that compare nodes' views.
+    pub async fn metadata_at(&self, addr: &str, topics: &[String], timeout: Duration) -> Result<pb::MetadataResponse> {
+        let mut c = self.conn(addr)?;
+        let mut req = tonic::Request::new(pb::MetadataRequest { topics: topics.to_vec() });
+        req.set_timeout(timeout);
+        match tokio::time::timeout(timeout, c.metadata(req)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(Error::from_status(addr, status)),
+            Err(_) => Err(Error::from_status(addr, tonic::Status::deadline_exceeded("no answer in time"))),
+        }
+    }
+
     /// A fresh idempotent-producer id `(producer id, epoch)`.
     pub async fn init_producer(&self) -> Result<(i64, i16)> {
         let timeout = self.inner.config.request_timeout;
