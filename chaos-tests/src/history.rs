@@ -377,35 +377,24 @@ pub enum Event {
     TopicState(TopicState),
 }
 
-impl From<SendOp> for Event {
-    fn from(op: SendOp) -> Event {
-        Event::Send(op)
-    }
+/// Each kind of operation is an [`Event`] of its own variant.
+macro_rules! event_from {
+    ($($op:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$op> for Event {
+            fn from(op: $op) -> Event {
+                Event::$variant(op)
+            }
+        })*
+    };
 }
 
-impl From<PollOp> for Event {
-    fn from(op: PollOp) -> Event {
-        Event::Poll(op)
-    }
-}
-
-impl From<FinalRead> for Event {
-    fn from(op: FinalRead) -> Event {
-        Event::FinalRead(op)
-    }
-}
-
-impl From<TopicOp> for Event {
-    fn from(op: TopicOp) -> Event {
-        Event::Topic(op)
-    }
-}
-
-impl From<TopicState> for Event {
-    fn from(op: TopicState) -> Event {
-        Event::TopicState(op)
-    }
-}
+event_from!(
+    SendOp => Send,
+    PollOp => Poll,
+    FinalRead => FinalRead,
+    TopicOp => Topic,
+    TopicState => TopicState,
+);
 
 /// A whole run's events, in completion order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -148,6 +148,11 @@ node_config! {
     /// Most connections one client IP address may hold open on the client
     /// listener; more are closed at once. 0: no limit.
     max_connections_per_ip: u32 = 0, env = "REPLOG_MAX_CONNECTIONS_PER_IP";
+    /// Most requests one client connection may have open at once (HTTP/2
+    /// concurrent streams, long-poll fetches and subscriptions included);
+    /// a client over it waits for one of its own to finish, taking nothing
+    /// from other connections. 0: the transport's default (200).
+    max_requests_per_connection: u32 = 256, env = "REPLOG_MAX_REQUESTS_PER_CONNECTION";
     /// Produce bytes per second one principal may send to this node;
     /// answers to a principal over it are held back until it is within it
     /// again (as Kafka's quotas do). 0: no quota.

@@ -116,6 +116,7 @@ pub async fn run(
     let incoming = conn::incoming(listener, client_tls, per_ip, &node.metrics);
     let peer_incoming = conn::incoming(peer_listener, peer_tls, conn::PerIp::default(), &node.metrics);
     let grpc = tonic::transport::Server::builder()
+        .max_concurrent_streams((config.max_requests_per_connection > 0).then_some(config.max_requests_per_connection))
         .add_service(authenticated)
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let peer_grpc = tonic::transport::Server::builder()

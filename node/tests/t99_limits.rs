@@ -9,6 +9,8 @@
 //!   not asserted);
 //! - a produce request far above the batch limit is refused by the
 //!   transport before the node buffers it, and the node serves on;
+//! - a connection learns in its HTTP/2 settings that it may have at most
+//!   `--max-requests-per-connection` requests open at once;
 //! - a user producing over the quota has answers held back
 //!   (`replog_quota_throttle_seconds_total`), while each of its produces
 //!   still succeeds.
@@ -27,6 +29,7 @@ use replog_testkit::wait_for;
 
 const FLOOD: usize = 200;
 const PER_IP: usize = 32;
+const PER_CONNECTION: usize = 8;
 
 async fn produce_latencies(client: &Client, n: usize) -> Vec<Duration> {
     let mut v = Vec::new();
@@ -47,8 +50,15 @@ fn summary(v: &[Duration]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_limits_then_a_flooding_or_oversized_or_greedy_client_does_not_starve_others() {
     let cluster =
-        common::start(1, &["--max-connections-per-ip", &PER_IP.to_string(), "--produce-quota-bytes-per-sec", "262144"])
-            .await;
+        common::start(1, &[
+            "--max-connections-per-ip",
+            &PER_IP.to_string(),
+            "--max-requests-per-connection",
+            &PER_CONNECTION.to_string(),
+            "--produce-quota-bytes-per-sec",
+            "262144",
+        ])
+        .await;
     let client = common::client(&cluster).await;
     client.create_topic("t", 1, 1).await.expect("create");
     let addr: std::net::SocketAddr = cluster.node(1).addr.parse().unwrap();
@@ -100,6 +110,26 @@ async fn given_limits_then_a_flooding_or_oversized_or_greedy_client_does_not_sta
     let r = once.produce_batch("t", 0, huge, Acks::All).await;
     assert!(r.is_err(), "a 16 MiB request was taken");
     produce_latencies(&client, 1).await;
+
+    // Requests per connection: the node's settings frame says how many.
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (_send, mut conn) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let advertised = tokio::time::timeout(
+        WAIT,
+        std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if let Poll::Ready(r) = std::pin::Pin::new(&mut conn).poll(cx) {
+                return Poll::Ready(Err(r));
+            }
+            match conn.max_concurrent_send_streams() {
+                PER_CONNECTION => Poll::Ready(Ok(PER_CONNECTION)),
+                _ => Poll::Pending,
+            }
+        }),
+    )
+    .await
+    .expect("the node's settings within the wait");
+    assert_eq!(advertised.expect("the connection stays open"), PER_CONNECTION);
 
     // Quotas: a user that sends 1 MiB at 256 KiB/s is slowed, not refused.
     client.upsert_user("greedy", "pw").await.expect("create the user");
