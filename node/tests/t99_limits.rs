@@ -10,7 +10,9 @@
 //! - a produce request far above the batch limit is refused by the
 //!   transport before the node buffers it, and the node serves on;
 //! - a connection learns in its HTTP/2 settings that it may have at most
-//!   `--max-requests-per-connection` requests open at once;
+//!   `--max-requests-per-connection` requests open at once; when it fills
+//!   them with produce requests whose bodies never finish (a slow
+//!   client), another client keeps producing (latency printed);
 //! - a user producing over the quota has answers held back
 //!   (`replog_quota_throttle_seconds_total`), while each of its produces
 //!   still succeeds.
@@ -113,7 +115,7 @@ async fn given_limits_then_a_flooding_or_oversized_or_greedy_client_does_not_sta
 
     // Requests per connection: the node's settings frame says how many.
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (_send, mut conn) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let (send, mut conn) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
     let advertised = tokio::time::timeout(
         WAIT,
         std::future::poll_fn(|cx| {
@@ -130,6 +132,28 @@ async fn given_limits_then_a_flooding_or_oversized_or_greedy_client_does_not_sta
     .await
     .expect("the node's settings within the wait");
     assert_eq!(advertised.expect("the connection stays open"), PER_CONNECTION);
+    // A slow client: every request it may open is a produce whose body
+    // announces 1 MiB and sends 5 bytes of it, and then nothing.
+    let driver = tokio::spawn(conn);
+    let mut stalled = Vec::new();
+    for _ in 0..PER_CONNECTION {
+        let mut send = send.clone().ready().await.expect("a stream to open");
+        let req = http::Request::post(format!("http://{addr}/replog.v1.Replog/Produce"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut body) = send.send_request(req, false).expect("open a request");
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        frame.extend_from_slice(b"slow");
+        body.send_data(Bytes::from(frame), false).expect("send part of the body");
+        stalled.push((response, body));
+    }
+    let slow = produce_latencies(&client, 30).await;
+    println!("another client's produce latency with {PER_CONNECTION} stalled requests: {}", summary(&slow));
+    drop(stalled);
+    driver.abort();
 
     // Quotas: a user that sends 1 MiB at 256 KiB/s is slowed, not refused.
     client.upsert_user("greedy", "pw").await.expect("create the user");
