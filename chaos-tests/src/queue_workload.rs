@@ -765,7 +765,7 @@ mod tests {
     /// consumer woken by the release does): not two holders. Logging the
     /// release with a time read after its answer made this an anomaly in
     /// queue runs (delivery 2 to the second consumer, the release logged
-    /// 1 to 3 ms after that lock).
+    /// a few milliseconds after that lock).
     #[tokio::test]
     async fn a_release_counts_from_the_moment_it_was_made() {
         let log = Log { events: Arc::default(), clock: crate::history::Recorder::new() };
