@@ -472,14 +472,14 @@ async fn consumer(client: Client, log: Log, n: u32, seed: u64, stop: Arc<AtomicB
                 ms.into_iter().partition(|_| !release && rng.r#gen::<f64>() < 0.01);
             if !reject.is_empty() {
                 let owned: Vec<QueueMessage> = reject.iter().map(|m| (*m).clone()).collect();
-                settle(&log, &me, Action::Reject, p, &owned, c.reject(&owned, "chaos reject").await.map(|_| ()));
+                settle(&log, &me, Action::Reject, p, &owned, async { c.reject(&owned, "chaos reject").await }).await;
             }
             if rest.is_empty() {
                 continue;
             }
             let owned: Vec<QueueMessage> = rest.iter().map(|m| (*m).clone()).collect();
             if release {
-                settle(&log, &me, Action::Release, p, &owned, c.release(&owned).await.map(|_| ()));
+                settle(&log, &me, Action::Release, p, &owned, async { c.release(&owned).await }).await;
             } else {
                 let offsets: Vec<u64> = owned.iter().map(|m| m.offset).collect();
                 let start_ms = replog_proto::now_ms();
@@ -503,19 +503,31 @@ async fn consumer(client: Client, log: Log, n: u32, seed: u64, stop: Arc<AtomicB
     }
 }
 
-fn settle(log: &Log, me: &str, action: Action, p: u32, msgs: &[QueueMessage], r: replog_client::Result<()>) {
-    // Logged after the call: `start_ms` is then a bound from above, which
-    // only makes the two-holders check stricter for releases.
-    let end_us = log.clock.now_us();
+/// Makes the settling `call` (a release or a reject of `msgs`) and logs it
+/// with the moment it was made.
+///
+/// The clock is read before the call: the leader applies a release at some
+/// moment between the call and its answer, and a lock applied after the
+/// release carries a leader clock at least the release's own, itself at
+/// least `start_ms`. A time read after the answer instead would be later
+/// than such a lock, and the checker would call a second consumer taking a
+/// released event within those milliseconds a two-holders anomaly.
+async fn settle<F>(log: &Log, me: &str, action: Action, p: u32, msgs: &[QueueMessage], call: F)
+where
+    F: std::future::Future<Output = replog_client::Result<()>>,
+{
+    let start_ms = replog_proto::now_ms();
+    let start_us = log.clock.now_us();
+    let r = call.await;
     log.push(QueueEvent::Settle {
         consumer: me.to_string(),
         action,
         partition: p,
         offsets: msgs.iter().map(|m| m.offset).collect(),
         outcome: outcome(&r, |_| Vec::new()),
-        start_ms: replog_proto::now_ms(),
-        start_us: end_us,
-        end_us,
+        start_ms,
+        start_us,
+        end_us: log.clock.now_us(),
     });
 }
 
@@ -746,6 +758,47 @@ mod tests {
         let r = check_queue(&QueueHistory { events: h });
         assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
         assert_eq!((r.acked, r.dead_lettered, r.redeliveries), (2, 1, 1));
+    }
+
+    /// A release answered a few milliseconds after the leader applied it,
+    /// and a second consumer locking the released event in between (as a
+    /// consumer woken by the release does): not two holders. Logging the
+    /// release with a time read after its answer made this an anomaly in
+    /// queue runs (delivery 2 to the second consumer, the release logged
+    /// a few milliseconds after that lock).
+    #[tokio::test]
+    async fn a_release_counts_from_the_moment_it_was_made() {
+        let log = Log { events: Arc::default(), clock: crate::history::Recorder::new() };
+        let lock_ms = 1000;
+        let a_deadline = replog_proto::now_ms() + lock_ms;
+        let held = QueueMessage {
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            key: None,
+            value: Bytes::from_static(b"q-0"),
+            headers: Vec::new(),
+            delivery_count: 1,
+            lock_deadline_ms: a_deadline,
+        };
+        let applied = std::sync::Mutex::new(0i64);
+        settle(&log, "a", Action::Release, 0, std::slice::from_ref(&held), async {
+            // The leader applies the release, b's lock follows at once…
+            let t = replog_proto::now_ms();
+            *applied.lock().unwrap() = t;
+            // …and the answer reaches the consumer on a later millisecond.
+            while replog_proto::now_ms() <= t + 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(())
+        })
+        .await;
+        let b_lock_start = *applied.lock().unwrap();
+        let mut h = produced(1);
+        h.push(delivered("a", 0, 1, a_deadline, 100));
+        h.extend(log.events.lock().unwrap().drain(..));
+        h.extend([delivered("b", 0, 2, b_lock_start + lock_ms, 150), ack("b", &[0], &[], 400), fin(1, 1)]);
+        assert_eq!(kinds(h), vec![], "b took the event after a's release");
     }
 
     #[test]

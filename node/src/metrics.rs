@@ -125,6 +125,12 @@ pub struct Metrics {
     pub group_committed: IntGaugeVec,
     pub group_lag: IntGaugeVec,
 
+    // --- queue groups of the partitions this node leads
+    pub queue_in_flight: IntGaugeVec,
+    pub queue_backlog: IntGaugeVec,
+    pub queue_dead_letters_pending: IntGaugeVec,
+    pub queue_events: IntGaugeVec,
+
     /// What the sampler remembers between scrapes.
     pub(crate) sampler: Mutex<sample::State>,
 }
@@ -358,6 +364,27 @@ impl Metrics {
                 "Records between a group's committed offset and the high watermark (per topic: the sum)",
                 group_labels,
             ),
+            queue_in_flight: gauge_vec(
+                "replog_queue_in_flight",
+                "Events locked to a consumer of a queue group, lock not expired (per topic: the sum)",
+                group_labels,
+            ),
+            queue_backlog: gauge_vec(
+                "replog_queue_backlog_records",
+                "Events between the log start and the high watermark a queue group has not settled, in flight included",
+                group_labels,
+            ),
+            queue_dead_letters_pending: gauge_vec(
+                "replog_queue_dead_letters_pending",
+                "Events of a queue group waiting to be written to its dead-letter topic",
+                group_labels,
+            ),
+            queue_events: gauge_vec(
+                "replog_queue_events",
+                "Events of a queue group by outcome so far (delivered, redelivered, acked, dead_lettered), \
+                 as the partition's replicated state counts them",
+                &[group_labels, &["outcome"]].concat(),
+            ),
             sampler: Mutex::default(),
         };
         m.register_all()
@@ -413,6 +440,10 @@ impl Metrics {
             (Box::new(self.group_members.clone()), false),
             (Box::new(self.group_committed.clone()), false),
             (Box::new(self.group_lag.clone()), false),
+            (Box::new(self.queue_in_flight.clone()), false),
+            (Box::new(self.queue_backlog.clone()), false),
+            (Box::new(self.queue_dead_letters_pending.clone()), false),
+            (Box::new(self.queue_events.clone()), false),
         ];
         for (c, partition_only) in all {
             let names: Vec<String> = c.desc().iter().map(|d| d.fq_name.clone()).collect();

@@ -57,13 +57,13 @@ async fn topic(client: &Client, name: &str) {
 async fn queue_groups_deliver_redeliver_dead_letter_and_refuse_bad_input() {
     let cluster = common::start(3, &[]).await;
     let client = common::client(&cluster).await;
-    three_consumers_ack_every_event_exactly_once(&client).await;
+    three_consumers_ack_every_event_exactly_once(&cluster, &client).await;
     a_dead_consumers_events_go_to_the_others_after_its_lock_expires(&client).await;
     poison_and_rejected_events_land_in_the_dead_letter_topic_with_their_origin(&client).await;
     bad_input_gets_its_code_and_the_node_keeps_serving(&cluster, &client).await;
 }
 
-async fn three_consumers_ack_every_event_exactly_once(client: &Client) {
+async fn three_consumers_ack_every_event_exactly_once(cluster: &Cluster, client: &Client) {
     const TOPIC: &str = "q-three";
     const N: u64 = 600;
     topic(client, TOPIC).await;
@@ -110,6 +110,23 @@ async fn three_consumers_ack_every_event_exactly_once(client: &Client) {
     let stats = client.queue_describe(TOPIC, "three").await.expect("describe");
     assert_eq!((stats[0].acked, stats[0].in_flight, stats[0].redelivered), (N, 0, 0), "{stats:?}");
     assert_eq!(stats[0].settled_below, N);
+    // The partition's leader exports the same state, and only the leader.
+    let exported = |selector: String| {
+        let per_node: Vec<f64> =
+            cluster.ids().iter().filter_map(|&id| common::metric(&cluster.node(id).metrics, &selector)).collect();
+        assert!(per_node.len() <= 1, "{selector}: exported by {} nodes", per_node.len());
+        per_node.first().copied()
+    };
+    let labels = format!("group=\"three\",topic=\"{TOPIC}\"");
+    for (family, want) in [
+        (format!("replog_queue_events{{{labels},outcome=\"acked\"}}"), N),
+        (format!("replog_queue_events{{{labels},outcome=\"delivered\"}}"), N),
+        (format!("replog_queue_events{{{labels},outcome=\"redelivered\"}}"), 0),
+        (format!("replog_queue_in_flight{{{labels}}}"), 0),
+        (format!("replog_queue_backlog_records{{{labels}}}"), 0),
+    ] {
+        assert_eq!(exported(family.clone()), Some(want as f64), "{family}");
+    }
 }
 
 async fn a_dead_consumers_events_go_to_the_others_after_its_lock_expires(client: &Client) {

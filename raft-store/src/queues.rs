@@ -277,6 +277,39 @@ impl QueueState {
         }
     }
 
+    /// Forgets every event below `log_start`: retention released them, so
+    /// they can be neither delivered nor dead-lettered any more. The floor
+    /// rises to the log start (and past settled ranges that now touch it).
+    fn forget_below(&mut self, log_start: u64) {
+        if log_start <= self.floor {
+            return;
+        }
+        self.floor = log_start;
+        self.locks = self.locks.split_off(&log_start);
+        self.returned = self.returned.split_off(&log_start);
+        self.dead = self.dead.split_off(&log_start);
+        let straddling = self.settled.range(..log_start).next_back().map(|(_, &e)| e).filter(|&e| e > log_start);
+        self.settled = self.settled.split_off(&log_start);
+        if let Some(end) = straddling {
+            self.floor = end;
+        }
+        while let Some(end) = self.settled.remove(&self.floor) {
+            self.floor = end;
+        }
+    }
+
+    /// Events of `[log start, high watermark)` not settled yet: what the
+    /// group still has to work through (in flight included).
+    pub fn backlog(&self, bounds: LogBounds) -> u64 {
+        let start = self.floor.max(bounds.log_start);
+        let end = bounds.high_watermark;
+        if end <= start {
+            return 0;
+        }
+        let settled: u64 = self.settled.iter().map(|(&s, &e)| e.min(end).saturating_sub(s.max(start))).sum();
+        (end - start).saturating_sub(settled)
+    }
+
     /// Events locked to consumers whose locks have not expired at `now`.
     pub fn in_flight(&self, now: i64) -> usize {
         self.locks.values().filter(|l| l.deadline_ms > now).count()
@@ -458,6 +491,17 @@ pub(crate) fn apply(
     current: Option<&QueueState>,
     bounds: LogBounds,
 ) -> Result<(Option<QueueState>, QueueResult), Rejection> {
+    // What retention released is forgotten before anything else.
+    let pruned;
+    let current = match current {
+        Some(st) if st.floor < bounds.log_start => {
+            let mut st = st.clone();
+            st.forget_below(bounds.log_start);
+            pruned = st;
+            Some(&pruned)
+        }
+        c => c,
+    };
     let clock = |st: &mut QueueState, now_ms: i64| {
         st.clock_ms = st.clock_ms.max(now_ms);
         st.clock_ms
@@ -697,6 +741,77 @@ mod tests {
         assert!(dead_letters[0].reason.contains("bad"));
         let st = st.unwrap();
         assert!(st.dead.contains_key(&1) && !st.locks.contains_key(&1));
+    }
+
+    #[test]
+    fn state_below_a_released_log_start_is_forgotten_on_the_next_command() {
+        // Locks 0..10, rejects 2 (a dead letter), releases 3, acks 5 and 8..10.
+        let (st, got, _) = lock(None, "a", 10, 100, 20);
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        let (st, _) = apply(
+            QueueCmd::Reject {
+                group: G.into(),
+                consumer: "a".into(),
+                offsets: vec![2],
+                reason: "bad".into(),
+                now_ms: 101,
+            },
+            Some(&st),
+            bounds(20),
+        )
+        .unwrap();
+        let (st, _) = apply(
+            QueueCmd::Release {
+                group: G.into(),
+                consumer: "a".into(),
+                offsets: vec![3],
+                undelivered: false,
+                now_ms: 101,
+            },
+            st.as_ref(),
+            bounds(20),
+        )
+        .unwrap();
+        let st = ack(st.as_ref().unwrap(), "a", &[5, 8, 9], 102).unwrap();
+        assert_eq!((st.dead.len(), st.returned.len(), st.settled.len()), (1, 1, 2));
+        // Retention releases everything below 8: settled 8..10 then joins the floor.
+        let released = LogBounds { log_start: 8, high_watermark: 20 };
+        let (st, r) = apply(
+            QueueCmd::Lock {
+                group: G.into(),
+                consumer: "b".into(),
+                max: 1,
+                lock_ms: 1000,
+                now_ms: 103,
+                settings: settings(3),
+            },
+            Some(&st),
+            released,
+        )
+        .unwrap();
+        let st = st.unwrap();
+        assert!(st.locks.keys().all(|&o| o >= 10), "{:?}", st.locks);
+        assert!(st.dead.is_empty() && st.returned.is_empty() && st.settled.is_empty());
+        assert_eq!(st.floor, 10);
+        match r {
+            QueueResult::Locked { delivered, dead_letters } => {
+                assert_eq!(delivered.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![10]);
+                assert!(dead_letters.is_empty(), "a released event is not dead-lettered: {dead_letters:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_backlog_counts_unsettled_events_between_the_log_start_and_the_high_watermark() {
+        let mut st = QueueState::new(settings(3), 0);
+        for o in [0, 1, 5, 6, 9] {
+            st.settle(o);
+        }
+        assert_eq!(st.backlog(LogBounds { log_start: 0, high_watermark: 10 }), 5);
+        assert_eq!(st.backlog(LogBounds { log_start: 6, high_watermark: 10 }), 2);
+        assert_eq!(st.backlog(LogBounds { log_start: 0, high_watermark: 6 }), 3);
+        assert_eq!(st.backlog(LogBounds { log_start: 12, high_watermark: 12 }), 0);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use openraft::async_runtime::WatchReceiver;
 use prometheus::IntCounter;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use replog_raft_store::controller::TopicMeta;
+use replog_raft_store::queues::LogBounds;
 use replog_raft_store::{GroupId, NodeId, Raft};
 
 use crate::coordinator::GROUPS_TOPIC;
@@ -138,6 +139,7 @@ pub fn refresh(node: &Node, st: &mut State) {
     let out_of_sync_after = Duration::from_millis(node.config.election_timeout_max_ms.saturating_mul(2));
     let mut rows: BTreeMap<Vec<String>, Row> = BTreeMap::new();
     let mut lags: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+    let mut queues: BTreeMap<Vec<String>, QueueRow> = BTreeMap::new();
     let mut terms = HashMap::new();
     let mut leaders = 0;
     for p in &partitions {
@@ -181,7 +183,20 @@ pub fn refresh(node: &Node, st: &mut State) {
         let o = p.offsets();
         row.log_start += o.log_start_offset as i64;
         row.high_watermark += o.high_watermark as i64;
+        let bounds = LogBounds { log_start: o.log_start_offset, high_watermark: o.high_watermark };
+        for (name, q) in p.queues_here().iter() {
+            let now = replog_proto::now_ms().max(q.clock_ms);
+            let r = queues.entry([vec![name.clone()], key.clone()].concat()).or_default();
+            r.in_flight += q.in_flight(now) as i64;
+            r.backlog += q.backlog(bounds) as i64;
+            r.dead_pending += q.dead.len() as i64;
+            r.outcomes[0] += q.delivered as i64;
+            r.outcomes[1] += q.redelivered as i64;
+            r.outcomes[2] += q.acked as i64;
+            r.outcomes[3] += q.dead_lettered as i64;
+        }
     }
+    queue_groups(node, &queues);
     st.terms = terms;
     st.leading_since.retain(|g, _| st.terms.contains_key(g));
     m.leaders.set(leaders);
@@ -307,6 +322,33 @@ fn consumer_groups(node: &Node) {
     for (k, v) in lag_sum {
         let k: Vec<&str> = k.iter().map(String::as_str).collect();
         m.group_lag.with_label_values(&k).set(v);
+    }
+}
+
+/// One queue group on one partition (or the sum over a topic's).
+#[derive(Default)]
+struct QueueRow {
+    in_flight: i64,
+    backlog: i64,
+    dead_pending: i64,
+    /// Delivered, redelivered, acked, dead-lettered.
+    outcomes: [i64; 4],
+}
+
+/// The queue groups of the partitions this node leads.
+fn queue_groups(node: &Node, rows: &BTreeMap<Vec<String>, QueueRow>) {
+    let m = &node.metrics;
+    for vec in [&m.queue_in_flight, &m.queue_backlog, &m.queue_dead_letters_pending, &m.queue_events] {
+        vec.reset();
+    }
+    for (k, r) in rows {
+        let k: Vec<&str> = k.iter().map(String::as_str).collect();
+        m.queue_in_flight.with_label_values(&k).set(r.in_flight);
+        m.queue_backlog.with_label_values(&k).set(r.backlog);
+        m.queue_dead_letters_pending.with_label_values(&k).set(r.dead_pending);
+        for (outcome, n) in ["delivered", "redelivered", "acked", "dead_lettered"].into_iter().zip(r.outcomes) {
+            m.queue_events.with_label_values(&[k.as_slice(), &[outcome]].concat()).set(n);
+        }
     }
 }
 

@@ -14,6 +14,12 @@
 //! `replog-dlq-topic`, `replog-dlq-partition`, `replog-dlq-offset`,
 //! `replog-dlq-group`, `replog-dlq-delivery-count`, `replog-dlq-reason`,
 //! `replog-dlq-timestamp` (the event's own timestamp, ms).
+//!
+//! Dead letters are produced in batches that fit `max_batch_bytes`. One
+//! whose added headers push it past `max_record_bytes` is written without
+//! its value (then, if still too large, without its key and own headers),
+//! and says so in `replog-dlq-dropped`: a dead letter that could never be
+//! written would be retried forever and its event never settled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +69,9 @@ pub async fn write(
     let dlq = &settings.dead_letter_topic;
     let dlq_partitions = ensure_topic(node, dlq, count, replicas).await?;
     let target = partition % dlq_partitions;
+    let max_batch = node.config.max_batch_bytes;
+    // A letter must also fit a batch of its own.
+    let max_record = node.config.max_record_bytes.min(max_batch.saturating_sub(batch::HEADER_LEN));
     for chunk in jobs.chunks(PER_BATCH) {
         let mut letters = Vec::with_capacity(chunk.len());
         for j in chunk {
@@ -82,10 +91,10 @@ pub async fn write(
             ] {
                 r.headers.push((k.to_string(), Bytes::from(v)));
             }
-            letters.push(r);
+            letters.push(fit_record(r, max_record));
         }
-        if !letters.is_empty() {
-            produce(node, dlq, target, batch::encode(&letters)).await?;
+        for b in batches(letters, max_batch) {
+            produce(node, dlq, target, batch::encode(&b)).await?;
         }
         part.propose_queue(QueueCmd::DeadLettered {
             group: group.to_string(),
@@ -95,6 +104,47 @@ pub async fn write(
         .await?;
     }
     Ok(())
+}
+
+/// `r` within `max_record_bytes`: as it is if it fits; otherwise without
+/// its value, then also without its key and its own headers (the dead-letter
+/// headers stay), naming what was dropped in `replog-dlq-dropped`.
+fn fit_record(mut r: Record, max_record_bytes: usize) -> Record {
+    if r.encoded_len() <= max_record_bytes {
+        return r;
+    }
+    let value_len = r.value.len();
+    r.value = Bytes::new();
+    let note = |what: &str| ("replog-dlq-dropped".to_string(), Bytes::from(what.to_string()));
+    r.headers.push(note(&format!("value ({value_len} bytes): over max_record_bytes with the dead-letter headers")));
+    if r.encoded_len() <= max_record_bytes {
+        return r;
+    }
+    let key_len = r.key.take().map_or(0, |k| k.len());
+    r.headers.retain(|(k, _)| k.starts_with("replog-dlq-") && k != "replog-dlq-dropped");
+    r.headers.push(note(&format!(
+        "value ({value_len} bytes), key ({key_len} bytes) and headers: over max_record_bytes with the dead-letter headers"
+    )));
+    r
+}
+
+/// `letters` in order, in batches of at most `max_batch_bytes` each.
+fn batches(letters: Vec<Record>, max_batch_bytes: usize) -> Vec<Vec<Record>> {
+    let budget = max_batch_bytes.saturating_sub(batch::HEADER_LEN);
+    let mut out: Vec<Vec<Record>> = Vec::new();
+    let mut size = 0;
+    for r in letters {
+        let len = r.encoded_len();
+        match out.last_mut() {
+            Some(b) if size + len <= budget => b.push(r),
+            _ => {
+                out.push(vec![r]);
+                size = 0;
+            }
+        }
+        size += len;
+    }
+    out
 }
 
 /// The partition count of `name`, creating it first if it does not exist.
@@ -169,4 +219,46 @@ async fn produce_once(node: &Arc<Node>, topic: &str, partition: u32, batch: Byte
     });
     req.set_timeout(timeout + Duration::from_secs(1));
     client.produce(req).await.map(|_| ()).map_err(|s| NodeError::from_remote(&addr, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(key: usize, value: usize, headers: usize) -> Record {
+        let mut r = Record::new(Some(Bytes::from(vec![b'k'; key])), Bytes::from(vec![b'v'; value]), 1);
+        r.headers.push(("app".into(), Bytes::from(vec![b'h'; headers])));
+        r.headers.push(("replog-dlq-offset".into(), Bytes::from_static(b"7")));
+        r
+    }
+
+    #[test]
+    fn a_letter_that_fits_is_kept_whole() {
+        let r = letter(10, 100, 10);
+        assert_eq!(fit_record(r.clone(), 1 << 20), r);
+    }
+
+    #[test]
+    fn an_oversized_letter_loses_its_value_then_its_key_and_own_headers() {
+        let r = fit_record(letter(10, 2000, 10), 1000);
+        assert!(r.encoded_len() <= 1000 && r.value.is_empty() && r.key.is_some());
+        assert!(r.headers.iter().any(|(k, v)| k == "replog-dlq-dropped" && v.starts_with(b"value (2000 bytes)")));
+        let r = fit_record(letter(900, 2000, 900), 1000);
+        assert!(r.encoded_len() <= 1000 && r.value.is_empty() && r.key.is_none(), "{}", r.encoded_len());
+        assert_eq!(r.headers.iter().filter(|(k, _)| k == "replog-dlq-dropped").count(), 1);
+        assert!(r.headers.iter().any(|(k, _)| k == "replog-dlq-offset"));
+        assert!(!r.headers.iter().any(|(k, _)| k == "app"));
+    }
+
+    #[test]
+    fn letters_are_split_into_batches_within_the_limit_in_order() {
+        let letters: Vec<Record> = (0..30).map(|i| letter(1, 100 + i * 40, 1)).collect();
+        let limit = 2000;
+        let b = batches(letters.clone(), limit);
+        assert!(b.len() > 1);
+        for one in &b {
+            assert!(batch::encode(one).len() <= limit, "a batch of {} bytes", batch::encode(one).len());
+        }
+        assert_eq!(b.concat(), letters);
+    }
 }
