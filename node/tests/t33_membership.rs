@@ -169,6 +169,8 @@ struct Flow {
 async fn run(flow: Flow) {
     let mut cluster = common::start(3, &[]).await;
     let client = common::client(&cluster).await;
+    // This flow balances by hand (t34 covers automatic balancing).
+    client.cluster_config(&[("balance.auto", "false")]).await.expect("automatic balancing off");
     client.create_topic(TOPIC, flow.partitions, 3).await.expect("create topic");
     cluster.wait_leaders(&client, TOPIC, WAIT).await.expect("leaders");
 

@@ -29,6 +29,11 @@ pub struct ClusterMeta {
     /// Subjects and schemas (docs/schemas.md).
     #[serde(default)]
     pub schemas: SchemaRegistry,
+    /// Cluster-wide settings (`replog cluster config set`), by key: each
+    /// overrides the node setting of the same purpose on every node
+    /// (checked by the node before proposing; docs/membership.md).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +142,10 @@ pub enum ControllerCmd {
         subject: String,
         version: Option<u32>,
     },
+    /// Sets (`Some`) or clears (`None`) cluster settings.
+    SetClusterConfig {
+        entries: Vec<(String, Option<String>)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +243,15 @@ impl ClusterMeta {
                 }
                 self.nodes.remove(&id);
                 self.decommissioning.remove(&id);
+                ControllerResult::Done
+            }
+            ControllerCmd::SetClusterConfig { entries } => {
+                for (key, value) in entries {
+                    match value {
+                        Some(v) => self.settings.insert(key, v),
+                        None => self.settings.remove(&key),
+                    };
+                }
                 ControllerResult::Done
             }
             ControllerCmd::Security(cmd) => ControllerResult::Security(self.security.apply(cmd)),

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Produce latency while a partition moves, with and without the move
+# throttle (docs/membership.md, "Throttling moves").
+#
+# For each case a fresh 3-node cluster (automatic balancing off, so that
+# only the move asked for runs): a 1-replica partition `big` is filled
+# with MOVE_MB MiB, then `replog bench produce --rate RATE` runs for
+# DURATION seconds on a 3-partition, 3-replica topic; 5 s in, `big` gets a
+# second replica (the move copies all of it), at the throttle of the case.
+# One JSON line per case: the throttle, how long the move took, and the
+# bench's latency percentiles over the whole run.
+#
+# environment: BIN_DIR (default target/release), MOVE_MB (default 256),
+# RATE (records/s, default 500), RECORD_SIZE (default 1000), DURATION
+# (seconds, default 40), CASES (default "baseline 0 8MiB": baseline = no
+# move; otherwise the move.throttle value, 0 = unlimited).
+#
+# It uses ops/cluster.sh's fixed ports: run it alone
+# (flock /tmp/replog-chaos.lock ops/bench-move.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN_DIR=${BIN_DIR:-target/release}
+MOVE_MB=${MOVE_MB:-256}
+RATE=${RATE:-500}
+RECORD_SIZE=${RECORD_SIZE:-1000}
+DURATION=${DURATION:-40}
+CASES=${CASES:-baseline 0 8MiB}
+R="$BIN_DIR/replog"
+export REPLOG_BIN_DIR=$BIN_DIR
+export REPLOG_CLUSTER_DIR=${REPLOG_CLUSTER_DIR:-/tmp/replog-bench-move}
+export REPLOG_NODE_ARGS="--auto-balance false"
+export RUST_LOG=${RUST_LOG:-warn}
+CLUSTER=ops/cluster.sh
+
+cleanup() { $CLUSTER down --purge >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+for case in $CASES; do
+  cleanup
+  $CLUSTER up 3 >/dev/null
+  # 64 KiB records, MOVE_MB of them per MiB x 16.
+  $R bench produce --topic big --partitions 1 --replication-factor 1 --record-size 65536 \
+    --records $((MOVE_MB * 16)) --producers 1 >/dev/null
+  leader=$($R --output json topic describe big | field "['partitions'][0]['leader']")
+  other=$(( leader % 3 + 1 ))
+  out=$(mktemp)
+  $R bench produce --topic lat --partitions 3 --replication-factor 3 --record-size "$RECORD_SIZE" \
+    --rate "$RATE" --duration "$DURATION" --records 100000000 >"$out" &
+  bench=$!
+  sleep 5
+  move_s=null
+  if [ "$case" != baseline ]; then
+    $R cluster config set move.throttle "$case" >/dev/null
+    t0=$(date +%s.%N)
+    $R partition move big 0 --replicas "$leader,$other" --wait >/dev/null
+    move_s=$(python3 -c "import time; print(round(time.time() - $t0, 1))")
+  fi
+  wait "$bench"
+  python3 - "$case" "$move_s" "$out" <<'EOF'
+import json, sys
+case, move_s, path = sys.argv[1], sys.argv[2], sys.argv[3]
+b = json.loads(open(path).read().strip().splitlines()[-1])
+print(json.dumps({"case": case, "move_seconds": None if move_s == "null" else float(move_s),
+                  "p50_ms": b["p50_ms"], "p99_ms": b["p99_ms"], "p999_ms": b["p999_ms"], "max_ms": b["max_ms"],
+                  "records_per_sec": b["records_per_sec"], "errors": b.get("errors")}))
+EOF
+  rm -f "$out"
+done
