@@ -13,7 +13,9 @@
 //!   moves under way at once, cluster-wide, each step planned afresh. Off
 //!   with `--auto-balance false` or the cluster setting `balance.auto`.
 //!   Never while a node is down: moving replicas around a node that is
-//!   coming back would only move them again.
+//!   coming back would only move them again. It also records the rack
+//!   each node reports (`--rack`) in the metadata, for placement and
+//!   balancing.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -91,10 +93,45 @@ pub async fn run_auto(node: Arc<Node>) {
         if !node.controller.is_leader() {
             continue;
         }
+        match sync_racks(&node).await {
+            // Balance over racks as the nodes report them, not as they were.
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                warn!("recording racks: {e}");
+                continue;
+            }
+        }
         if let Err(e) = auto_step(&node).await {
             warn!("automatic balancing: {e}");
         }
     }
+}
+
+/// Records in the metadata the rack each live node reports (its own from
+/// its config, the others' from their last `NodeInfo`), where it differs;
+/// whether it changed any.
+async fn sync_racks(node: &Arc<Node>) -> anyhow::Result<bool> {
+    let meta = node.meta();
+    let views = node.peer_views();
+    let mut changed = false;
+    for id in meta.nodes.keys() {
+        let reported = if *id == node.id {
+            node.config.rack.clone()
+        } else {
+            match views.get(id).filter(|v| v.alive()).and_then(|v| v.info.as_ref()) {
+                Some(info) => info.rack.clone(),
+                None => continue,
+            }
+        };
+        let rack = (!reported.is_empty()).then_some(reported);
+        if meta.racks.get(id) != rack.as_ref() {
+            info!(node = id, ?rack, "recording the node's rack");
+            node.controller.propose(ControllerCmd::SetNodeRack { id: *id, rack }).await?;
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 /// One bounded step of automatic balancing.

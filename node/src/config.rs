@@ -188,6 +188,11 @@ node_config! {
     /// unlimited. The cluster setting `move.throttle` overrides it.
     move_throttle_bytes_per_sec: u64 = 50 << 20, env = "REPLOG_MOVE_THROTTLE_BYTES_PER_SEC",
         parse = crate::throttle::parse_rate;
+    /// This node's rack (or zone, or room): a partition's replicas are
+    /// spread over as many racks as they can be, so that losing one rack
+    /// loses no partition's majority where there are enough racks. Empty:
+    /// none. Give every node one, or none.
+    rack: String = String::new(), env = "REPLOG_RACK";
     /// Balance replicas and leaders by itself (as `replog cluster balance`
     /// does) when the cluster is whole and uneven, as after a node joined
     /// or came back: the controller leader starts at most

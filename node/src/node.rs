@@ -307,6 +307,7 @@ impl Node {
             stopping: self.stopping.load(std::sync::atomic::Ordering::SeqCst),
             under_replicated,
             in_sync: crate::metrics::sample::readiness(self).ready,
+            rack: self.config.rack.clone(),
         }
     }
 

@@ -13,6 +13,8 @@
 //!    `cluster balance`, never more than `balance.max_moves` moves at a
 //!    time, ending within one of even; a producer running meanwhile sees
 //!    no error.
+//!    With rack labels (two racks, the joined node in one of them), every
+//!    partition spans both racks at creation and after balancing.
 //! 3. **A restarted node leads again**: how long it stays without
 //!    leadership after its restart is printed (measured, not asserted).
 
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use common::{Cluster, WAIT, wait_for};
+use common::{Cluster, ClusterOptions, WAIT, wait_for};
 use replog_client::{Client, ErrorCode, PartitionReader, Producer, ProducerConfig};
 
 const BULK: &str = "bulk";
@@ -114,8 +116,17 @@ async fn given_a_throttle_and_a_joining_node_when_partitions_move_then_moves_are
  {
     let began = Instant::now();
     let step = |what: &str| eprintln!("[{:>6} ms] {what}", began.elapsed().as_millis());
-    let mut cluster = common::start(3, &[]).await;
+    // Two racks: a = {1, 3}, b = {2, and 4 once it joins}.
+    let racks: BTreeMap<u64, &str> = BTreeMap::from([(1, "a"), (2, "b"), (3, "a"), (4, "b")]);
+    let node_args = racks.iter().map(|(id, r)| (*id, vec!["--rack".to_string(), r.to_string()])).collect();
+    let opts = ClusterOptions { node_args, ..common::options(&[]) };
+    let mut cluster = Cluster::start(3, opts).await.expect("start the cluster");
     let client = common::client(&cluster).await;
+    wait_for("the racks to be recorded", WAIT, || async {
+        let s = client.cluster_status().await.ok()?;
+        s.nodes.iter().all(|n| n.rack == racks[&n.id]).then_some(())
+    })
+    .await;
 
     // --- 1. A throttled move.
     step("throttled move");
@@ -186,6 +197,13 @@ async fn given_a_throttle_and_a_joining_node_when_partitions_move_then_moves_are
     })
     .await;
     step("balanced");
+    let t = client.describe_topic(EVENTS).await.expect("describe");
+    for p in &t.partitions {
+        let spans: std::collections::BTreeSet<&str> = p.replicas.iter().map(|r| racks[r]).collect();
+        assert_eq!(spans.len(), 2, "partition {} on {:?} spans both racks", p.partition, p.replicas);
+    }
+    let s = client.cluster_status().await.expect("status");
+    assert!(s.nodes.iter().any(|n| n.id == 4 && n.rack == "b"), "the joined node's rack is recorded");
     let most = most_moves.load(Ordering::Relaxed);
     eprintln!("spread {:?}; at most {most} moves seen under way at once", spread(&client).await);
     assert!(most <= MAX_MOVES, "automatic balancing keeps at most {MAX_MOVES} moves under way, saw {most}");

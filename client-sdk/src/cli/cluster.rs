@@ -54,7 +54,8 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                                    "leader_count": n.leader_count, "replica_count": n.replica_count,
                                    "in_sync": n.in_sync, "under_replicated": n.under_replicated,
                                    "controller_voter": n.controller_voter, "stopping": n.stopping,
-                                   "decommissioning": n.decommissioning})
+                                   "decommissioning": n.decommissioning,
+                                   "rack": (!n.rack.is_empty()).then_some(&n.rack)})
                         })
                         .collect();
                     let controller = (s.controller_leader != 0).then_some(s.controller_leader);
@@ -75,6 +76,10 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                         }
                         if n.decommissioning {
                             role.push("decommissioning");
+                        }
+                        let rack = format!("rack={}", n.rack);
+                        if !n.rack.is_empty() {
+                            role.push(&rack);
                         }
                         println!(
                             "{:>4}  {:<22}  {:<5}  {:<7}  {:>7}  {:>8}  {:>8}  {}",
