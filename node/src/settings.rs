@@ -28,9 +28,18 @@ pub const ALL: &[(&str, &str)] = &[
     ),
 ];
 
+/// `key` if it is a setting, or why not.
+pub fn known(key: &str) -> Result<&str, String> {
+    if ALL.iter().any(|(k, _)| *k == key) {
+        return Ok(key);
+    }
+    let known: Vec<&str> = ALL.iter().map(|(k, _)| *k).collect();
+    Err(format!("unknown cluster setting (known: {})", known.join(", ")))
+}
+
 /// The stored form of `value` for `key`, or why it is refused.
 pub fn check(key: &str, value: &str) -> Result<String, String> {
-    match key {
+    match known(key)? {
         MOVE_THROTTLE => crate::throttle::parse_rate(value).map(|n| n.to_string()),
         BALANCE_AUTO => {
             value.trim().parse::<bool>().map(|b| b.to_string()).map_err(|_| format!("{value:?} is not true or false"))
@@ -39,10 +48,7 @@ pub fn check(key: &str, value: &str) -> Result<String, String> {
             Ok(n) if n >= 1 => Ok(n.to_string()),
             _ => Err(format!("{value:?} is not a whole number of 1 or more")),
         },
-        _ => {
-            let known: Vec<&str> = ALL.iter().map(|(k, _)| *k).collect();
-            Err(format!("unknown cluster setting (known: {})", known.join(", ")))
-        }
+        other => Err(format!("{other}: no check for this setting")),
     }
 }
 
@@ -77,6 +83,9 @@ mod tests {
         assert!(check(BALANCE_MAX_MOVES, "0").is_err());
         assert!(check(BALANCE_AUTO, "maybe").is_err());
         assert!(check("move.throttel", "1").unwrap_err().contains("unknown"));
+        for (key, _) in ALL {
+            assert!(known(key).is_ok() && check(key, "").is_err(), "{key}: an empty value is no value");
+        }
     }
 
     #[test]

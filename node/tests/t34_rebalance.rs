@@ -136,6 +136,7 @@ async fn given_a_throttle_and_a_joining_node_when_partitions_move_then_moves_are
         code(client.cluster_config(&[("move.throttle", "1MiB"), ("balance.auto", "perhaps")]).await),
         ErrorCode::InvalidConfig
     );
+    client.cluster_config(&[("balance.auto", "")]).await.expect("clearing a setting never set");
     let settings = client.cluster_config(&[]).await.expect("read settings");
     assert!(settings.iter().all(|s| s.value.is_empty()), "refusals change nothing: {settings:?}");
 

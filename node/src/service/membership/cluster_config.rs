@@ -17,7 +17,7 @@ pub async fn handle(node: Arc<Node>, req: ClusterConfigRequest) -> Result<Cluste
     let mut entries = Vec::new();
     for s in &req.set {
         let value = if s.value.trim().is_empty() {
-            settings::check(&s.key, "1").map(|_| None) // a known key, cleared
+            settings::known(&s.key).map(|_| None)
         } else {
             settings::check(&s.key, &s.value).map(Some)
         };
