@@ -136,6 +136,7 @@ async fn sync_racks(node: &Arc<Node>) -> anyhow::Result<bool> {
 
 /// One bounded step of automatic balancing.
 async fn auto_step(node: &Arc<Node>) -> anyhow::Result<()> {
+    let _planning = node.planning.lock().await;
     let meta = node.meta();
     if !crate::settings::auto_balance(&meta, &node.config) {
         return Ok(());

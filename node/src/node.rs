@@ -65,6 +65,10 @@ pub struct Node {
     pub schemas: crate::schema::SchemaCache,
     /// The byte-rate limit on what moves copy to new replicas.
     pub throttle: Arc<crate::throttle::MoveThrottle>,
+    /// Held by whatever plans and starts moves at the controller leader
+    /// (balance by hand or automatic, decommission), so that one does not
+    /// start a move on a partition the other has just planned.
+    pub planning: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -129,6 +133,7 @@ impl Node {
             fetch_quota: crate::security::quota::Quota::new(config.fetch_quota_bytes_per_sec),
             schemas: Default::default(),
             throttle,
+            planning: tokio::sync::Mutex::new(()),
             config,
         }))
     }

@@ -21,6 +21,7 @@ use crate::node::Node;
 pub async fn handle(node: Arc<Node>, req: BalanceClusterRequest) -> Result<BalanceClusterResponse> {
     // Liveness as of now: a node back from a restart counts at once.
     node.probe_round().await;
+    let _planning = node.planning.lock().await;
     let meta = node.meta();
     let eligible: Vec<NodeId> = node.live_nodes().into_iter().filter(|n| !meta.decommissioning.contains(n)).collect();
     let changes = plan(&meta, &eligible);

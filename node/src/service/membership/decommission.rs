@@ -23,6 +23,7 @@ use crate::node::Node;
 
 pub async fn handle(node: Arc<Node>, req: DecommissionNodeRequest) -> Result<DecommissionNodeResponse> {
     let id = req.node_id;
+    let _planning = node.planning.lock().await;
     let meta = node.meta();
     if !meta.nodes.contains_key(&id) {
         let known: Vec<_> = meta.nodes.keys().collect();
