@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make memory · make rejoin · make membership
+# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make bench-move · make memory · make rejoin · make membership
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas memory rejoin membership clean-cluster
+.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas bench-move memory rejoin membership clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -101,6 +101,12 @@ bench:
 # Validated against unvalidated produce of the same JSON events (docs/schemas.md).
 bench-schemas:
 	bash ops/bench-schemas.sh
+
+# Produce latency during a partition move, with and without the move
+# throttle (docs/membership.md); BIN_DIR, MOVE_MB, RATE, CASES, ROUNDS.
+bench-move:
+	$(CARGO) build --release -p replog-node -p replog-client --bins
+	flock /tmp/replog-chaos.lock bash ops/bench-move.sh
 
 # RSS of every node while 4 GiB (MEMORY_GB) is produced and read back.
 memory:

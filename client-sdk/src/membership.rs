@@ -7,7 +7,7 @@ use replog_proto::pb;
 use crate::client::{Call, Client};
 use crate::error::Result;
 
-pub use replog_proto::pb::{MoveStatusResponse, PartitionMove, ReplicaProgress};
+pub use replog_proto::pb::{ClusterSetting, MoveStatusResponse, PartitionMove, ReplicaProgress};
 
 impl Client {
     /// Starts moving `topic`/`partition` to `replicas` (the first is the
@@ -77,6 +77,27 @@ impl Client {
             })
             .await?;
         Ok(r.moves)
+    }
+
+    /// Sets (or, with an empty value, clears) cluster-wide settings such
+    /// as `move.throttle`, then returns every setting with its cluster-wide
+    /// value (empty: each node's own applies). With nothing to set, only
+    /// reads. A bad key or value changes nothing (INVALID_CONFIG).
+    pub async fn cluster_config(&self, set: &[(&str, &str)]) -> Result<Vec<ClusterSetting>> {
+        let timeout = self.config().request_timeout;
+        let set: Vec<ClusterSetting> = set
+            .iter()
+            .map(|(k, v)| ClusterSetting { key: k.to_string(), value: v.to_string(), doc: String::new() })
+            .collect();
+        let call = if set.is_empty() { Call::Read } else { Call::Write };
+        let r = self
+            .any_node(call, |mut c, _| {
+                let mut req = tonic::Request::new(pb::ClusterConfigRequest { set: set.clone() });
+                req.set_timeout(timeout);
+                async move { c.cluster_config(req).await }
+            })
+            .await?;
+        Ok(r.settings)
     }
 
     /// Whether every move in `moves` is done: each partition's replica set

@@ -349,6 +349,13 @@ impl Replog for OnePartition {
     async fn finish_move(&self, _: Request<pb::FinishMoveRequest>) -> Result<Response<pb::FinishMoveResponse>, Status> {
         Err(Status::unimplemented("not needed here"))
     }
+
+    async fn cluster_config(
+        &self,
+        _: Request<pb::ClusterConfigRequest>,
+    ) -> Result<Response<pb::ClusterConfigResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
 }
 
 async fn serve(state: OnePartition) -> SocketAddr {

@@ -118,7 +118,7 @@ fn topic_config(u: &mut Unstructured) -> Result<replog_raft_store::controller::T
 
 pub fn controller_cmd(u: &mut Unstructured) -> Result<ControllerCmd> {
     use replog_raft_store::registry::{RegisterSchema, SchemaCompatibility, SchemaFormat, SubjectVersion};
-    Ok(match u.int_in_range(0..=7)? {
+    Ok(match u.int_in_range(0..=9)? {
         0 => ControllerCmd::RegisterNode { id: node_id(u)?, addr: small_string(u, 32)? },
         1 => ControllerCmd::CreateTopic {
             name: small_string(u, 32)?,
@@ -146,7 +146,16 @@ pub fn controller_cmd(u: &mut Unstructured) -> Result<ControllerCmd> {
             subject: small_string(u, 16)?,
             compatibility: if u.arbitrary()? { Some(SchemaCompatibility::Full) } else { None },
         },
-        _ => ControllerCmd::DeleteSchema { subject: small_string(u, 16)?, version: u.arbitrary()? },
+        7 => ControllerCmd::DeleteSchema { subject: small_string(u, 16)?, version: u.arbitrary()? },
+        8 => ControllerCmd::SetNodeRack {
+            id: node_id(u)?,
+            rack: if u.arbitrary()? { Some(small_string(u, 8)?) } else { None },
+        },
+        _ => ControllerCmd::SetClusterConfig {
+            entries: (0..u.int_in_range(0..=3)?)
+                .map(|_| Ok((small_string(u, 16)?, if u.arbitrary()? { Some(small_string(u, 16)?) } else { None })))
+                .collect::<Result<_>>()?,
+        },
     })
 }
 

@@ -187,6 +187,27 @@ node_config! {
     /// How long a stopping node (SIGTERM) spends handing the leadership of
     /// each group it leads to a caught-up replica before it stops, in ms.
     shutdown_handoff_ms: u64 = 5_000, env = "REPLOG_SHUTDOWN_HANDOFF_MS";
+    /// Bytes per second this node sends, over all partition moves together,
+    /// to the replicas a move brings in (log and snapshots), so that a move
+    /// does not starve produce traffic; `50MiB` style units accepted. 0:
+    /// unlimited. The cluster setting `move.throttle` overrides it.
+    move_throttle_bytes_per_sec: u64 = 50 << 20, env = "REPLOG_MOVE_THROTTLE_BYTES_PER_SEC",
+        parse = crate::throttle::parse_rate;
+    /// This node's rack (or zone, or room): a partition's replicas are
+    /// spread over as many racks as they can be, so that losing one rack
+    /// loses no partition's majority where there are enough racks. Empty:
+    /// none. Give every node one, or none.
+    rack: String = String::new(), env = "REPLOG_RACK";
+    /// Balance replicas and leaders by itself (as `replog cluster balance`
+    /// does) when the cluster is whole and uneven, as after a node joined
+    /// or came back: the controller leader starts at most
+    /// balance_max_moves moves at a time, preferred-leader changes first.
+    /// The cluster setting `balance.auto` overrides it.
+    auto_balance: bool = true, env = "REPLOG_AUTO_BALANCE";
+    /// Most partition moves automatic balancing keeps under way at once,
+    /// cluster-wide (at least 1). The cluster setting `balance.max_moves`
+    /// overrides it.
+    balance_max_moves: u32 = 2, env = "REPLOG_BALANCE_MAX_MOVES";
     /// Raft heartbeat interval in ms. Followers expect one at least this often.
     heartbeat_ms: u64 = 125, env = "REPLOG_HEARTBEAT_MS";
     /// A follower that hears no leader for the max election timeout (its
@@ -339,6 +360,9 @@ impl NodeConfig {
         }
         if self.peer_port_offset == 0 {
             return Err("peer-port-offset must not be 0: the peer service has its own port".into());
+        }
+        if self.balance_max_moves == 0 {
+            return Err("balance-max-moves must be at least 1 (auto-balance false turns balancing off)".into());
         }
         if !self.log.trim().is_empty() {
             tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| format!("log filter {:?}: {e}", self.log))?;

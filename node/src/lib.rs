@@ -16,6 +16,8 @@
 //! - [`reconciler`], [`prober`], [`balancer`]: the background tasks —
 //!   which partitions are hosted, who is alive and leads, leadership back to
 //!   preferred replicas.
+//! - [`mover`], [`throttle`]: partition moves carried out at their
+//!   leaders, and the byte-rate limit on what moves copy.
 //! - [`raft_net`]: the peer connections (one per peer, shared by Raft, the
 //!   prober and forwarding) and the Raft transport client.
 //! - [`service`]: gRPC handlers — the client API, one file per RPC, and the
@@ -47,4 +49,6 @@ pub mod schema;
 pub mod security;
 pub mod server;
 pub mod service;
+pub mod settings;
+pub mod throttle;
 pub mod topic_config;

@@ -84,6 +84,11 @@ pub struct Metrics {
     /// seconds requests were held back by byte-rate quotas.
     pub connections_refused: IntCounter,
     pub quota_throttle_seconds: CounterVec,
+    /// The move throttle (`throttle.rs`): bytes sent under it to replicas
+    /// catching up, sends that waited, and how long.
+    pub move_throttled_bytes: IntCounter,
+    pub move_throttle_waits: IntCounter,
+    pub move_throttle_wait_seconds: Counter,
     pub subscriptions: IntGauge,
     pub subscribe_bytes: IntCounter,
     pub groups: IntGauge,
@@ -230,6 +235,21 @@ impl Metrics {
                     "Time answers were held back because their principal was over its byte-rate quota",
                 ),
                 &["kind"],
+            )
+            .expect("metric"),
+            move_throttled_bytes: IntCounter::new(
+                "replog_move_throttled_bytes_total",
+                "Bytes sent to replicas a partition move is bringing in, under a move throttle rate",
+            )
+            .expect("metric"),
+            move_throttle_waits: IntCounter::new(
+                "replog_move_throttle_waits_total",
+                "Sends to replicas being brought in by a move that waited for the move throttle",
+            )
+            .expect("metric"),
+            move_throttle_wait_seconds: Counter::new(
+                "replog_move_throttle_wait_seconds_total",
+                "Time sends to replicas being brought in by a move waited for the move throttle",
             )
             .expect("metric"),
             subscriptions: IntGauge::new("replog_subscriptions", "Open Subscribe streams").expect("metric"),
@@ -408,6 +428,9 @@ impl Metrics {
             (Box::new(self.connections_accepted.clone()), false),
             (Box::new(self.connections_refused.clone()), false),
             (Box::new(self.quota_throttle_seconds.clone()), false),
+            (Box::new(self.move_throttled_bytes.clone()), false),
+            (Box::new(self.move_throttle_waits.clone()), false),
+            (Box::new(self.move_throttle_wait_seconds.clone()), false),
             (Box::new(self.groups.clone()), false),
             (Box::new(self.leaders.clone()), false),
             (Box::new(self.controller_leader.clone()), false),
@@ -467,6 +490,15 @@ impl Metrics {
         }
         self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         self
+    }
+
+    /// The move throttle's counters.
+    pub fn throttle_metrics(&self) -> crate::throttle::ThrottleMetrics {
+        crate::throttle::ThrottleMetrics {
+            bytes: self.move_throttled_bytes.clone(),
+            waits: self.move_throttle_waits.clone(),
+            wait_seconds: self.move_throttle_wait_seconds.clone(),
+        }
     }
 
     /// Every family name this node exports (histograms without their

@@ -17,11 +17,14 @@
 //!    the metadata's replica set becomes the target and the old replicas
 //!    drop the group.
 //!
+//! While a new replica is a learner, what its leader sends it counts
+//! against the node's move throttle ([`crate::throttle`]).
+//!
 //! On the controller leader it also finishes decommissions: a node being
 //! decommissioned that holds no replica any more leaves the controller
 //! group and the metadata.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,11 +52,23 @@ pub async fn run(node: Arc<Node>) {
             return;
         }
         let meta = node.meta();
+        node.throttle.set_rate(crate::settings::move_throttle(&meta, &node.config));
+        let mut catching_up = HashSet::new();
+        let mut led = Vec::new();
         for (group, target) in &meta.moves {
             let Some(p) = node.partition(*group) else { continue };
             if !p.is_leader() {
                 continue;
             }
+            // The move throttle holds back what goes to the new replicas
+            // until they vote (set before the step adds them as learners).
+            let mem = p.raft().metrics().borrow_watched().membership_config.membership().clone();
+            let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
+            catching_up.extend(target.iter().filter(|n| !voters.contains(n)).map(|n| (*group, *n)));
+            led.push((p, target));
+        }
+        node.throttle.set_catching_up(catching_up);
+        for (p, target) in led {
             if let Err(e) = step(&node, &p, target, &meta).await {
                 debug!(partition = p.name(), "move step: {e}");
             }

@@ -63,6 +63,12 @@ pub struct Node {
     pub fetch_quota: crate::security::quota::Quota,
     /// Compiled schemas by id, for produce validation and registration.
     pub schemas: crate::schema::SchemaCache,
+    /// The byte-rate limit on what moves copy to new replicas.
+    pub throttle: Arc<crate::throttle::MoveThrottle>,
+    /// Held by whatever plans and starts moves at the controller leader
+    /// (balance by hand or automatic, decommission), so that one does not
+    /// start a move on a partition the other has just planned.
+    pub planning: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -82,8 +88,14 @@ impl Node {
             Some(f) => Some(f.peer_client_config().map_err(anyhow::Error::msg)?),
             None => None,
         };
-        let pool =
-            Arc::new(PeerPool::new(crate::raft_net::source_ip(config.listen), config.peer_port_offset, peer_tls));
+        let throttle = Arc::new(crate::throttle::MoveThrottle::new(
+            config.move_throttle_bytes_per_sec,
+            metrics.throttle_metrics(),
+        ));
+        let pool = Arc::new(
+            PeerPool::new(crate::raft_net::source_ip(config.listen), config.peer_port_offset, peer_tls)
+                .with_throttle(throttle.clone()),
+        );
         let sm = GroupStateMachine::open_controller(&store, CONTROLLER_GROUP)?;
         let cluster = sm.cluster_watch().expect("controller state machine has a cluster watch");
         let members = Arc::new(Members::new(config.initial_cluster.clone(), cluster.clone()));
@@ -120,6 +132,8 @@ impl Node {
             produce_quota: crate::security::quota::Quota::new(config.produce_quota_bytes_per_sec),
             fetch_quota: crate::security::quota::Quota::new(config.fetch_quota_bytes_per_sec),
             schemas: Default::default(),
+            throttle,
+            planning: tokio::sync::Mutex::new(()),
             config,
         }))
     }
@@ -136,6 +150,7 @@ impl Node {
             }
         });
         tokio::spawn(crate::balancer::run(self.clone()));
+        tokio::spawn(crate::balancer::run_auto(self.clone()));
         tokio::spawn(crate::coordinator::run(self.clone()));
         tokio::spawn(crate::retention::run(self.clone()));
         tokio::spawn(crate::mover::run(self.clone()));
@@ -187,8 +202,20 @@ impl Node {
             .ok_or_else(|| self.members.not_leader(format!("{topic}/{partition}"), self.leader_of(group, &replicas)))
     }
 
+    /// UNAVAILABLE while this node, having joined, has not applied its own
+    /// registration: until then its metadata misses topics that exist (and
+    /// maybe everything), and answering from it would tell clients a topic
+    /// is unknown — a definite error — when they should only ask elsewhere.
+    pub fn check_metadata_known(&self) -> Result<()> {
+        if self.config.join.is_some() && !self.meta().nodes.contains_key(&self.id) {
+            return Err(NodeError::Unavailable("this node has not caught up with the cluster metadata yet".into()));
+        }
+        Ok(())
+    }
+
     /// The partition group for `topic`/`partition`, checking both exist.
     pub fn locate(&self, topic: &str, partition: u32) -> Result<(GroupId, Vec<NodeId>)> {
+        self.check_metadata_known()?;
         let meta = self.meta();
         let t = meta.topics.get(topic).ok_or_else(|| NodeError::UnknownTopic(topic.to_string()))?;
         let p = t.partitions.get(partition as usize).ok_or_else(|| NodeError::UnknownPartition {
@@ -285,6 +312,7 @@ impl Node {
             stopping: self.stopping.load(std::sync::atomic::Ordering::SeqCst),
             under_replicated,
             in_sync: crate::metrics::sample::readiness(self).ready,
+            rack: self.config.rack.clone(),
         }
     }
 

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use crate::throttle::MoveThrottle;
+
 /// Floor for an append's deadline: openraft passes the heartbeat interval,
 /// which is too short for a large batch on a busy machine.
 const MIN_APPEND_DEADLINE: Duration = Duration::from_secs(3);
@@ -93,6 +95,8 @@ pub struct PeerPool {
     heartbeats: Mutex<HashMap<String, mpsc::UnboundedSender<Heartbeat>>>,
     port_offset: u16,
     tls: Mutex<Option<ClientTlsConfig>>,
+    /// Limits what goes to replicas that partition moves bring in.
+    pub throttle: Option<Arc<MoveThrottle>>,
 }
 
 /// The peer-service address of the node advertised at `addr`.
@@ -137,7 +141,28 @@ pub fn peer_endpoint(addr: &str, local_ip: Option<IpAddr>, tls: Option<ClientTls
 
 impl PeerPool {
     pub fn new(local_ip: Option<IpAddr>, port_offset: u16, tls: Option<ClientTlsConfig>) -> PeerPool {
-        PeerPool { conns: Mutex::default(), local_ip, heartbeats: Mutex::default(), port_offset, tls: Mutex::new(tls) }
+        PeerPool {
+            conns: Mutex::default(),
+            local_ip,
+            heartbeats: Mutex::default(),
+            port_offset,
+            tls: Mutex::new(tls),
+            throttle: None,
+        }
+    }
+
+    /// The pool, its sends to replicas being brought in by moves held to
+    /// `throttle`.
+    pub fn with_throttle(mut self, throttle: Arc<MoveThrottle>) -> PeerPool {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// Waits for the move throttle before `bytes` go to `node` for `group`.
+    async fn throttle(&self, group: GroupId, node: NodeId, bytes: usize) {
+        if let Some(t) = &self.throttle {
+            t.take(group, node, bytes).await;
+        }
     }
 
     /// New peer certificates: connections made from now on use them (the
@@ -367,6 +392,7 @@ impl PeerConn {
             while let Some(next) = rx.recv().await {
                 let data = next.map_err(|e| net_err(format!("reading the snapshot: {e}")))?;
                 let (len, last) = (data.len() as u64, data.is_empty());
+                self.pool.throttle(self.group, self.target, data.len()).await;
                 match call(chunk(offset, data, last)).await? {
                     ChunkReply::Installed(r) => return Ok(r),
                     ChunkReply::Have(n) if n == offset + len && !last => offset = n,
@@ -394,6 +420,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
             return self.open(sent.map_err(|e| net_err(format!("node {}: {e}", self.target)))?);
         }
         let deadline = option.hard_ttl().max(MIN_APPEND_DEADLINE);
+        if !rpc.entries.is_empty() && self.pool.throttle.as_ref().is_some_and(|t| t.applies(self.group, self.target)) {
+            // A replica a move brings in: its bytes count against the throttle.
+            let bytes = payload_codec().serialized_size(&rpc).map_or(0, |n| n as usize);
+            self.pool.throttle(self.group, self.target, bytes).await;
+        }
         self.call(&rpc, deadline, |mut c, r| async move { c.append_entries(r).await }).await
     }
 

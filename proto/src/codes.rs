@@ -77,7 +77,7 @@ pub enum ErrorCode {
     QueueEventNotHeld = 26,
     /// An ack, reject or renew of an event whose lock has expired.
     QueueLockExpired = 27,
-    /// A topic setting that is unknown or out of range.
+    /// A topic or cluster setting that is unknown or out of range.
     InvalidConfig = 28,
     /// A node id the cluster does not know.
     UnknownNode = 29,

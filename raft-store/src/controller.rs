@@ -29,6 +29,16 @@ pub struct ClusterMeta {
     /// Subjects and schemas (docs/schemas.md).
     #[serde(default)]
     pub schemas: SchemaRegistry,
+    /// Cluster-wide settings (`replog cluster config set`), by key: each
+    /// overrides the node setting of the same purpose on every node
+    /// (checked by the node before proposing; docs/membership.md).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Each node's rack label (`--rack`), as the node reports it; nodes
+    /// without one are absent. Placement and balancing spread a
+    /// partition's replicas over as many racks as they can.
+    #[serde(default)]
+    pub racks: BTreeMap<NodeId, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +147,15 @@ pub enum ControllerCmd {
         subject: String,
         version: Option<u32>,
     },
+    /// Sets (`Some`) or clears (`None`) cluster settings.
+    SetClusterConfig {
+        entries: Vec<(String, Option<String>)>,
+    },
+    /// Records the rack a node reports (`None`: it has none).
+    SetNodeRack {
+        id: NodeId,
+        rack: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +253,23 @@ impl ClusterMeta {
                 }
                 self.nodes.remove(&id);
                 self.decommissioning.remove(&id);
+                self.racks.remove(&id);
+                ControllerResult::Done
+            }
+            ControllerCmd::SetClusterConfig { entries } => {
+                for (key, value) in entries {
+                    match value {
+                        Some(v) => self.settings.insert(key, v),
+                        None => self.settings.remove(&key),
+                    };
+                }
+                ControllerResult::Done
+            }
+            ControllerCmd::SetNodeRack { id, rack } => {
+                match rack {
+                    Some(r) if self.nodes.contains_key(&id) => self.racks.insert(id, r),
+                    _ => self.racks.remove(&id),
+                };
                 ControllerResult::Done
             }
             ControllerCmd::Security(cmd) => ControllerResult::Security(self.security.apply(cmd)),
@@ -294,6 +330,14 @@ impl ClusterMeta {
     /// The replica set of `group` (its current voters, as last finished).
     pub fn replicas_of(&self, group: GroupId) -> Option<&[NodeId]> {
         self.locate(group).map(|(t, i)| t.partitions[i as usize].replicas.as_slice())
+    }
+
+    /// The racks `nodes` span: a node without a rack label counts as a
+    /// rack of its own, so that without labels nothing is constrained.
+    pub fn rack_count(&self, nodes: &[NodeId]) -> usize {
+        let racks: BTreeSet<Result<&str, NodeId>> =
+            nodes.iter().map(|n| self.racks.get(n).map(String::as_str).ok_or(*n)).collect();
+        racks.len()
     }
 
     /// Every partition group `node` is a replica of, with its replica set;

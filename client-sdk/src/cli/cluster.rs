@@ -1,4 +1,4 @@
-//! `replog cluster status|balance`.
+//! `replog cluster status|balance|config`.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -22,6 +22,22 @@ pub enum ClusterCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Cluster-wide settings, overriding each node's own: `move.throttle`,
+    /// `balance.auto`, `balance.max_moves`.
+    Config {
+        #[command(subcommand)]
+        cmd: Option<ConfigCmd>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Every setting and its cluster-wide value (the default).
+    Get,
+    /// Set one for the whole cluster, e.g. `move.throttle 10MiB`.
+    Set { key: String, value: String },
+    /// Clear one: each node's own setting applies again.
+    Unset { key: String },
 }
 
 pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
@@ -38,7 +54,8 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                                    "leader_count": n.leader_count, "replica_count": n.replica_count,
                                    "in_sync": n.in_sync, "under_replicated": n.under_replicated,
                                    "controller_voter": n.controller_voter, "stopping": n.stopping,
-                                   "decommissioning": n.decommissioning})
+                                   "decommissioning": n.decommissioning,
+                                   "rack": (!n.rack.is_empty()).then_some(&n.rack)})
                         })
                         .collect();
                     let controller = (s.controller_leader != 0).then_some(s.controller_leader);
@@ -60,6 +77,10 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                         if n.decommissioning {
                             role.push("decommissioning");
                         }
+                        let rack = format!("rack={}", n.rack);
+                        if !n.rack.is_empty() {
+                            role.push(&rack);
+                        }
                         println!(
                             "{:>4}  {:<22}  {:<5}  {:<7}  {:>7}  {:>8}  {:>8}  {}",
                             n.id,
@@ -71,6 +92,28 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                             n.under_replicated,
                             role.join(",")
                         );
+                    }
+                }
+            }
+        }
+        ClusterCmd::Config { cmd } => {
+            let settings = match cmd.unwrap_or(ConfigCmd::Get) {
+                ConfigCmd::Get => client.cluster_config(&[]).await?,
+                ConfigCmd::Set { key, value } => client.cluster_config(&[(&key, &value)]).await?,
+                ConfigCmd::Unset { key } => client.cluster_config(&[(&key, "")]).await?,
+            };
+            match out {
+                Output::Json => {
+                    let m: serde_json::Map<String, serde_json::Value> = settings
+                        .iter()
+                        .map(|s| (s.key.clone(), (!s.value.is_empty()).then(|| s.value.clone()).into()))
+                        .collect();
+                    println!("{}", serde_json::Value::Object(m));
+                }
+                Output::Text => {
+                    for s in &settings {
+                        let v = if s.value.is_empty() { "(each node's own)" } else { &s.value };
+                        println!("{:<18} {:<20} {}", s.key, v, s.doc);
                     }
                 }
             }

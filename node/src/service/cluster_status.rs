@@ -31,6 +31,7 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
                 id,
                 decommissioning: meta.decommissioning.contains(&id),
                 controller_voter: voters.contains(&id),
+                rack: meta.racks.get(&id).cloned().unwrap_or_default(),
                 ..NodeStatus::default()
             };
             if id == node.id {

@@ -110,9 +110,18 @@ pub async fn handle(node: Arc<Node>, req: CreateTopicRequest) -> Result<CreateTo
 /// starting from a rotating position, so replicas spread evenly and the
 /// first replica (the preferred leader) differs from partition to partition.
 /// The rotation starts where the cluster's existing load is lightest.
+///
+/// With rack labels (`ClusterMeta::racks`), the rotation runs over the
+/// nodes taken from each rack in turn, and each further replica is the
+/// node of a rack the partition does not use yet (while there is one) that
+/// holds the fewest replicas: racks first, then load.
 pub fn place(meta: &ClusterMeta, live: &[NodeId], partitions: u32, rf: u32) -> Vec<Vec<NodeId>> {
     let mut nodes = live.to_vec();
     nodes.sort_unstable();
+    let racked = nodes.iter().any(|n| meta.racks.contains_key(n));
+    if racked {
+        nodes = by_rack_in_turn(meta, &nodes);
+    }
     let mut leaders: BTreeMap<NodeId, usize> = nodes.iter().map(|n| (*n, 0)).collect();
     for t in meta.topics.values() {
         for p in &t.partitions {
@@ -122,7 +131,56 @@ pub fn place(meta: &ClusterMeta, live: &[NodeId], partitions: u32, rf: u32) -> V
         }
     }
     let start = nodes.iter().enumerate().min_by_key(|(_, n)| leaders[n]).map_or(0, |(i, _)| i);
-    (0..partitions as usize).map(|p| (0..rf as usize).map(|r| nodes[(start + p + r) % nodes.len()]).collect()).collect()
+    if !racked {
+        return (0..partitions as usize)
+            .map(|p| (0..rf as usize).map(|r| nodes[(start + p + r) % nodes.len()]).collect())
+            .collect();
+    }
+    let mut load: BTreeMap<NodeId, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+    for n in meta.topics.values().flat_map(|t| t.partitions.iter()).flat_map(|p| &p.replicas) {
+        if let Some(c) = load.get_mut(n) {
+            *c += 1;
+        }
+    }
+    let rack = |n: &NodeId| meta.racks.get(n).cloned().ok_or(*n);
+    (0..partitions as usize)
+        .map(|p| {
+            let first = (start + p) % nodes.len();
+            let mut set = vec![nodes[first]];
+            while set.len() < (rf as usize).min(nodes.len()) {
+                let used: Vec<_> = set.iter().map(rack).collect();
+                let next = (1..nodes.len())
+                    .map(|k| (k, nodes[(first + k) % nodes.len()]))
+                    .filter(|(_, n)| !set.contains(n))
+                    .min_by_key(|(k, n)| (used.contains(&rack(n)), load[n], *k))
+                    .map(|(_, n)| n)
+                    .expect("fewer replicas than nodes");
+                set.push(next);
+            }
+            for n in &set {
+                *load.get_mut(n).expect("a live node") += 1;
+            }
+            set
+        })
+        .collect()
+}
+
+/// `nodes` ordered one from each rack in turn (racks by name, nodes by id
+/// within one; unlabelled nodes last, each a rack of its own).
+fn by_rack_in_turn(meta: &ClusterMeta, nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut racks: BTreeMap<Result<&str, NodeId>, Vec<NodeId>> = BTreeMap::new();
+    for n in nodes {
+        racks.entry(meta.racks.get(n).map(String::as_str).ok_or(*n)).or_default().push(*n);
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    for i in 0.. {
+        let before = out.len();
+        out.extend(racks.values().filter_map(|r| r.get(i)));
+        if out.len() == before {
+            break;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -155,5 +213,30 @@ mod tests {
             *leaders.entry(r[0]).or_insert(0) += 1;
         }
         assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn given_racks_placement_spreads_each_partition_over_them_first() {
+        let mut meta = ClusterMeta::default();
+        for (id, rack) in [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "a")] {
+            meta.apply(ControllerCmd::RegisterNode { id, addr: format!("127.0.0.1:{}", 7000 + id) });
+            meta.apply(ControllerCmd::SetNodeRack { id, rack: Some(rack.into()) });
+        }
+        for (nodes, parts, rf) in [(vec![1, 2, 3], 6, 2), (vec![1, 2, 3, 4], 8, 2), (vec![1, 2, 3, 4, 5], 10, 3)] {
+            let p = place(&meta, &nodes, parts, rf);
+            for r in &p {
+                assert_eq!(meta.rack_count(r), 2, "{nodes:?}: {r:?} spans both racks");
+                let mut s = r.clone();
+                s.sort();
+                s.dedup();
+                assert_eq!(s.len(), rf as usize, "distinct replicas: {r:?}");
+            }
+            let mut leaders = BTreeMap::new();
+            for r in &p {
+                *leaders.entry(r[0]).or_insert(0) += 1;
+            }
+            let v: Vec<usize> = leaders.values().copied().collect();
+            assert!(v.iter().max().unwrap() - v.iter().min().unwrap() <= 1, "{nodes:?}: leaders {leaders:?}");
+        }
     }
 }

@@ -233,6 +233,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::MetadataRequest>,
     ) -> std::result::Result<Response<pb::MetadataResponse>, Status> {
+        self.node.check_metadata_known()?;
         let mut r = metadata::handle(&self.node, req.get_ref().clone());
         r.topics.retain(|t| self.allowed(&req, Topic, &t.name, Describe));
         Ok(Response::new(r))
@@ -334,6 +335,22 @@ impl Replog for ClientService {
         reply(
             self.on_controller(req, membership::balance::handle, |mut c, r| async move { c.balance_cluster(r).await })
                 .await,
+        )
+    }
+
+    async fn cluster_config(
+        &self,
+        req: Request<pb::ClusterConfigRequest>,
+    ) -> std::result::Result<Response<pb::ClusterConfigResponse>, Status> {
+        let op = if req.get_ref().set.is_empty() { Describe } else { Alter };
+        self.check(&req, Cluster, "*", op)?;
+        reply(
+            self.on_controller(
+                req,
+                membership::cluster_config::handle,
+                |mut c, r| async move { c.cluster_config(r).await },
+            )
+            .await,
         )
     }
 

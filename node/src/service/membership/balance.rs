@@ -1,5 +1,7 @@
-//! BalanceCluster: a plan that brings every eligible node (live, not being
-//! decommissioned) within one of an even share of replicas, and then of
+//! BalanceCluster: a plan that spreads each partition over as many racks
+//! as it can span (with `--rack` labels), then brings every eligible node
+//! (live, not being decommissioned) within one of an even share of
+//! replicas — never moving a replica onto fewer racks — and then of
 //! preferred leaders (first replicas; the leader balancer moves leadership
 //! to them), in as few changes as it can find. Replica changes become
 //! moves; a change of the preferred leader alone applies at once.
@@ -19,6 +21,7 @@ use crate::node::Node;
 pub async fn handle(node: Arc<Node>, req: BalanceClusterRequest) -> Result<BalanceClusterResponse> {
     // Liveness as of now: a node back from a restart counts at once.
     node.probe_round().await;
+    let _planning = node.planning.lock().await;
     let meta = node.meta();
     let eligible: Vec<NodeId> = node.live_nodes().into_iter().filter(|n| !meta.decommissioning.contains(n)).collect();
     let changes = plan(&meta, &eligible);
@@ -52,15 +55,34 @@ pub fn plan(meta: &ClusterMeta, eligible: &[NodeId]) -> Vec<(GroupId, Vec<NodeId
     }
     let original = sets.clone();
     let bound = sets.values().map(Vec::len).sum::<usize>() + sets.len() + 1;
+    // Racks first: a partition on fewer racks than it could span gets a
+    // replica that shares a rack replaced by the least loaded node of a
+    // rack it lacks (a no-op without rack labels).
+    let racks = meta.rack_count(eligible);
+    let rack = |n: &NodeId| meta.racks.get(n).cloned().ok_or(*n);
+    for _ in 0..bound {
+        let load = replica_load(eligible, sets.values().chain(fixed.iter()));
+        let fix = sets.iter().find_map(|(g, r)| {
+            if meta.rack_count(r) >= racks.min(r.len()) {
+                return None;
+            }
+            // The last replica whose rack another one shares.
+            let out = *r.iter().rev().find(|n| r.iter().filter(|m| rack(m) == rack(n)).count() > 1)?;
+            let to =
+                eligible.iter().filter(|n| !r.iter().any(|m| rack(m) == rack(n))).min_by_key(|n| (load[*n], **n))?;
+            Some((*g, out, *to))
+        });
+        let Some((g, from, to)) = fix else { break };
+        for r in sets.get_mut(&g).expect("picked").iter_mut() {
+            if *r == from {
+                *r = to;
+            }
+        }
+    }
     // Replicas: one at a time from a node to one holding two fewer, the
     // widest gap first.
     for _ in 0..bound {
-        let mut load: BTreeMap<NodeId, usize> = eligible.iter().map(|n| (*n, 0)).collect();
-        for n in sets.values().chain(fixed.iter()).flatten() {
-            if let Some(c) = load.get_mut(n) {
-                *c += 1;
-            }
-        }
+        let load = replica_load(eligible, sets.values().chain(fixed.iter()));
         let mut by_load: Vec<NodeId> = load.keys().copied().collect();
         by_load.sort_by_key(|n| (std::cmp::Reverse(load[n]), *n));
         let step = by_load.iter().find_map(|a| {
@@ -68,6 +90,11 @@ pub fn plan(meta: &ClusterMeta, eligible: &[NodeId]) -> Vec<(GroupId, Vec<NodeId
                 // Prefer a partition `a` does not lead: leadership then stays.
                 sets.iter()
                     .filter(|(_, r)| r.contains(a) && !r.contains(b))
+                    // Never onto fewer racks.
+                    .filter(|(_, r)| {
+                        let after: Vec<NodeId> = r.iter().map(|n| if n == a { *b } else { *n }).collect();
+                        meta.rack_count(&after) >= meta.rack_count(r)
+                    })
                     .min_by_key(|(g, r)| (r.first() == Some(a), **g))
                     .map(|(g, _)| (*g, *a, *b))
             })
@@ -119,6 +146,17 @@ pub fn plan(meta: &ClusterMeta, eligible: &[NodeId]) -> Vec<(GroupId, Vec<NodeId
         }
     }
     sets.into_iter().filter(|(g, r)| original[g] != *r).map(|(g, r)| (g, original[&g].clone(), r)).collect()
+}
+
+/// Replicas per eligible node over `sets`.
+fn replica_load<'a>(eligible: &[NodeId], sets: impl Iterator<Item = &'a Vec<NodeId>>) -> BTreeMap<NodeId, usize> {
+    let mut load: BTreeMap<NodeId, usize> = eligible.iter().map(|n| (*n, 0)).collect();
+    for n in sets.flatten() {
+        if let Some(c) = load.get_mut(n) {
+            *c += 1;
+        }
+    }
+    load
 }
 
 #[cfg(test)]
@@ -176,6 +214,52 @@ mod tests {
                 }
             }
             assert!(plan(&after, &nodes).is_empty(), "{parts}x{rf}: a balanced cluster needs nothing");
+        }
+    }
+
+    #[test]
+    fn given_racks_when_balanced_then_every_partition_spans_as_many_racks_as_it_can() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = std::env::var("BALANCE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        eprintln!("BALANCE_SEED={seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for round in 0..200 {
+            let first = rng.gen_range(2..=4u64);
+            let grown = rng.gen_range(first..=7u64);
+            let racks = rng.gen_range(1..=3u64);
+            let mut m = ClusterMeta::default();
+            for id in 1..=grown {
+                m.apply(ControllerCmd::RegisterNode { id, addr: format!("127.0.0.1:{}", 7000 + id) });
+            }
+            // The first nodes' racks; the others' once they join.
+            for id in 1..=first {
+                m.apply(ControllerCmd::SetNodeRack { id, rack: Some(format!("r{}", id % racks)) });
+            }
+            let initial: Vec<NodeId> = (1..=first).collect();
+            let rf = rng.gen_range(1..=first.min(3)) as u32;
+            let parts = rng.gen_range(1..=12);
+            let replicas = crate::service::create_topic::place(&m, &initial, parts, rf);
+            m.apply(ControllerCmd::CreateTopic {
+                name: "t".into(),
+                replicas,
+                created_ms: 0,
+                config: TopicConfig::default(),
+            });
+            for id in first + 1..=grown {
+                m.apply(ControllerCmd::SetNodeRack { id, rack: Some(format!("r{}", rng.gen_range(0..racks))) });
+            }
+            let nodes: Vec<NodeId> = (1..=grown).collect();
+            let want = m.rack_count(&nodes).min(rf as usize);
+            let before: Vec<usize> = m.topics["t"].partitions.iter().map(|p| m.rack_count(&p.replicas)).collect();
+            let after = apply(&m, &plan(&m, &nodes));
+            for (p, b) in after.topics["t"].partitions.iter().zip(before) {
+                let n = after.rack_count(&p.replicas);
+                assert!(
+                    n >= b && n == want,
+                    "seed {seed} round {round}: {:?} spans {n} racks, want {want}",
+                    p.replicas
+                );
+            }
         }
     }
 

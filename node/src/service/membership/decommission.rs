@@ -23,6 +23,7 @@ use crate::node::Node;
 
 pub async fn handle(node: Arc<Node>, req: DecommissionNodeRequest) -> Result<DecommissionNodeResponse> {
     let id = req.node_id;
+    let _planning = node.planning.lock().await;
     let meta = node.meta();
     if !meta.nodes.contains_key(&id) {
         let known: Vec<_> = meta.nodes.keys().collect();
@@ -113,7 +114,8 @@ pub fn load(meta: &ClusterMeta) -> BTreeMap<NodeId, usize> {
 
 /// For every partition on `id`, a new replica set with `id` replaced (in
 /// its place, so a preferred leader stays first) by the least loaded of
-/// `eligible` not already a replica.
+/// `eligible` not already a replica, among those that keep the partition on
+/// as many racks.
 pub fn plan_moves(meta: &ClusterMeta, id: NodeId, eligible: &[NodeId]) -> Result<Vec<(GroupId, Vec<NodeId>)>> {
     let mut load = load(meta);
     let mut moves = Vec::new();
@@ -128,7 +130,14 @@ pub fn plan_moves(meta: &ClusterMeta, id: NodeId, eligible: &[NodeId]) -> Result
                     format!("{}/{i} is moving to {to:?}; decommission once it is done", t.name),
                 ));
             }
-            let Some(to) = eligible.iter().filter(|n| !p.replicas.contains(n)).min_by_key(|n| (load[n], **n)) else {
+            // A node that keeps the partition on as many racks first.
+            let racks_with = |n: NodeId| {
+                let after: Vec<NodeId> = p.replicas.iter().map(|r| if *r == id { n } else { *r }).collect();
+                std::cmp::Reverse(meta.rack_count(&after))
+            };
+            let Some(to) =
+                eligible.iter().filter(|n| !p.replicas.contains(n)).min_by_key(|n| (racks_with(**n), load[n], **n))
+            else {
                 return Err(refuse(
                     ErrorCode::NotEnoughNodes,
                     format!(

@@ -1,10 +1,11 @@
 //! Membership RPCs (see docs/membership.md): a node joining, partition
 //! moves and their status, decommissioning a node, balancing. All but the
-//! status run on the controller leader (`on_controller`); the moves
+//! status run on the controller leader; cluster settings too (`on_controller`); the moves
 //! themselves are carried out by each partition's leader
 //! ([`crate::mover`]).
 
 pub mod balance;
+pub mod cluster_config;
 pub mod decommission;
 pub mod finish_move;
 pub mod join;
