@@ -384,7 +384,8 @@ impl MetadataProbe {
     /// What node `addr` says about `topic`: `Ok(None)` when it does not know
     /// the name; `Err` when it did not answer.
     pub async fn topic_at(&mut self, addr: &str, topic: &str) -> Result<Option<TopicSeen>, String> {
-        let resp = self.client.metadata_at(addr, &[topic.to_string()], PROBE_TIMEOUT).await.map_err(|e| e.to_string())?;
+        let resp =
+            self.client.metadata_at(addr, &[topic.to_string()], PROBE_TIMEOUT).await.map_err(|e| e.to_string())?;
         Ok(resp
             .topics
             .iter()

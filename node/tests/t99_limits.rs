@@ -51,16 +51,18 @@ fn summary(v: &[Duration]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_limits_then_a_flooding_or_oversized_or_greedy_client_does_not_starve_others() {
-    let cluster =
-        common::start(1, &[
+    let cluster = common::start(
+        1,
+        &[
             "--max-connections-per-ip",
             &PER_IP.to_string(),
             "--max-requests-per-connection",
             &PER_CONNECTION.to_string(),
             "--produce-quota-bytes-per-sec",
             "262144",
-        ])
-        .await;
+        ],
+    )
+    .await;
     let client = common::client(&cluster).await;
     client.create_topic("t", 1, 1).await.expect("create");
     let addr: std::net::SocketAddr = cluster.node(1).addr.parse().unwrap();

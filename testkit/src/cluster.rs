@@ -47,8 +47,8 @@ use replog_faultfs::CrashReport;
 use crate::child::spawn_logged;
 use crate::disk::Disk;
 use crate::paths::{find_faultfs_bin, find_node_bin};
-use crate::{ports, probe};
 use crate::wait::poll_until;
+use crate::{ports, probe};
 
 /// How long [`Cluster::start`] waits for an agreed controller leader by
 /// default: generous for debug builds on a busy 2-core machine.

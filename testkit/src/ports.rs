@@ -66,7 +66,8 @@ fn lock_dir() -> PathBuf {
 pub fn claim(ip: Ipv4Addr) -> Result<Slot> {
     let dir = lock_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let start = (std::process::id() as u64).wrapping_mul(7919).wrapping_add(replog_proto::now_ms() as u64) % SLOTS as u64;
+    let start =
+        (std::process::id() as u64).wrapping_mul(7919).wrapping_add(replog_proto::now_ms() as u64) % SLOTS as u64;
     for i in 0..SLOTS as u64 {
         let slot = ((start + i) % SLOTS as u64) as u16;
         let path = dir.join(format!("slot-{slot}"));
@@ -83,9 +84,8 @@ pub fn claim(ip: Ipv4Addr) -> Result<Slot> {
         let s = Slot { slot, _lock: file };
         // A port may still be bound by something that does not claim slots
         // (a node left over from a killed test, another program).
-        let free = [s.client_port(), s.peer_port(), s.metrics_port()]
-            .into_iter()
-            .all(|p| TcpListener::bind((ip, p)).is_ok());
+        let free =
+            [s.client_port(), s.peer_port(), s.metrics_port()].into_iter().all(|p| TcpListener::bind((ip, p)).is_ok());
         if free {
             return Ok(s);
         }
