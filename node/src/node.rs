@@ -285,6 +285,7 @@ impl Node {
             stopping: self.stopping.load(std::sync::atomic::Ordering::SeqCst),
             under_replicated,
             in_sync: crate::metrics::sample::readiness(self).ready,
+            kafka_addr: self.config.kafka_advertised_addr().unwrap_or_default(),
         }
     }
 

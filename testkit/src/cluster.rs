@@ -47,8 +47,8 @@ use replog_faultfs::CrashReport;
 use crate::child::spawn_logged;
 use crate::disk::Disk;
 use crate::paths::{find_faultfs_bin, find_node_bin};
-use crate::{ports, probe};
 use crate::wait::poll_until;
+use crate::{ports, probe};
 
 /// How long [`Cluster::start`] waits for an agreed controller leader by
 /// default: generous for debug builds on a busy 2-core machine.
@@ -102,6 +102,9 @@ pub struct ClusterOptions {
     pub client_tls: Option<TlsOptions>,
     /// Credentials for [`Cluster::client`] (and nothing else).
     pub credentials: Option<Credentials>,
+    /// Start each node's Kafka listener, on its slot's Kafka port
+    /// ([`Node::kafka`]).
+    pub kafka: bool,
 }
 
 impl Default for ClusterOptions {
@@ -119,6 +122,7 @@ impl Default for ClusterOptions {
             node_args: BTreeMap::new(),
             client_tls: None,
             credentials: None,
+            kafka: false,
         }
     }
 }
@@ -131,6 +135,9 @@ pub struct Node {
     pub addr: String,
     /// Metrics address, `ip:port`.
     pub metrics: String,
+    /// Kafka listener address, `ip:port` (listening only with
+    /// [`ClusterOptions::kafka`]).
+    pub kafka: String,
     /// `node-<i>/`: the node's own directory (a test may mount a volume
     /// here before the node starts).
     pub dir: PathBuf,
@@ -194,6 +201,7 @@ impl Cluster {
                     ip,
                     addr: format!("{ip}:{}", slot.client_port()),
                     metrics: format!("{ip}:{}", slot.metrics_port()),
+                    kafka: format!("{ip}:{}", slot.kafka_port()),
                     data_dir: node_dir.join("data"),
                     dir: node_dir,
                     log: dir.join(format!("node-{id}.log")),
@@ -339,6 +347,9 @@ impl Cluster {
             Some(via) => cmd.args(["--join", via]),
             None => cmd.args(["--initial-cluster", &initial]),
         };
+        if opts.kafka {
+            cmd.args(["--kafka-listen", &n.kafka]);
+        }
         cmd.args(&opts.extra_args)
             .args(opts.node_args.get(&id).into_iter().flatten())
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
@@ -371,6 +382,7 @@ impl Cluster {
                 ip,
                 addr: format!("{ip}:{}", slot.client_port()),
                 metrics: format!("{ip}:{}", slot.metrics_port()),
+                kafka: format!("{ip}:{}", slot.kafka_port()),
                 data_dir: node_dir.join("data"),
                 dir: node_dir,
                 log: self.dir.join(format!("node-{id}.log")),
