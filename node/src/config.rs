@@ -146,7 +146,8 @@ node_config! {
     /// everything, ACLs or not: how the first administrator gets in.
     super_users: SuperUsers = Vec::new(), env = "REPLOG_SUPER_USERS", parse = parse_super_users;
     /// Most connections one client IP address may hold open on the client
-    /// listener; more are closed at once. 0: no limit.
+    /// listener (and, counted apart, on the Kafka listener); more are
+    /// closed at once. 0: no limit.
     max_connections_per_ip: u32 = 0, env = "REPLOG_MAX_CONNECTIONS_PER_IP";
     /// Produce bytes per second one principal may send to this node;
     /// answers to a principal over it are held back until it is within it

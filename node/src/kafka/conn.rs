@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::{fetch, list_offsets, metadata, produce, versions};
 use crate::node::Node;
+use crate::security::conn::{PerIp, Slot};
 
 /// Requests of one connection being handled at once; the reader waits
 /// for the oldest answer beyond this.
@@ -40,15 +41,22 @@ const MAX_IN_FLIGHT: usize = 64;
 /// decoded: API key, version and correlation id.
 const MIN_FRAME: usize = 8;
 
-/// Accepts Kafka connections on `listener` until `stop` resolves.
+/// Accepts Kafka connections on `listener` until `stop` resolves; at most
+/// `max_connections_per_ip` per client address (counted apart from the
+/// gRPC listener's).
 pub async fn serve(listener: TcpListener, node: Arc<Node>, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
+    let per_ip = PerIp::new(node.config.max_connections_per_ip);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = per_ip.take(peer.ip()) else {
+                        debug!(%peer, "kafka connection refused: too many from this address");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, peer, node.clone()));
+                    tokio::spawn(connection(stream, peer, node.clone(), slot));
                 }
                 Err(e) => {
                     // Out of descriptors, typically: wait a little rather
@@ -100,7 +108,7 @@ pub enum Close {
     Io(#[from] std::io::Error),
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>) {
+async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, _slot: Option<Slot>) {
     debug!(%peer, "kafka connection");
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(MAX_IN_FLIGHT);
@@ -326,9 +334,9 @@ mod tests {
                 ProduceRequest::default()
                     .with_acks(-1)
                     .with_topic_data(vec![
-                        produce_request::TopicProduceData::default().with_name(name.clone()).with_partition_data(
-                            vec![produce_request::PartitionProduceData::default().with_records(Some(batch.freeze()))],
-                        ),
+                        produce_request::TopicProduceData::default().with_name(name.clone()).with_partition_data(vec![
+                            produce_request::PartitionProduceData::default().with_records(Some(batch.freeze())),
+                        ]),
                     ])
                     .into(),
             ),
@@ -379,10 +387,8 @@ mod tests {
     #[test]
     fn given_seeded_hostile_frames_then_decoding_never_panics() {
         use rand::{Rng, SeedableRng};
-        let seed: u64 = std::env::var("KAFKA_FRAMES_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| rand::random());
+        let seed: u64 =
+            std::env::var("KAFKA_FRAMES_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
         println!("seed {seed} (KAFKA_FRAMES_SEED={seed} replays it)");
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let valid = valid_frames();
