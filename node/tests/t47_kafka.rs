@@ -366,6 +366,9 @@ async fn bad_input_closes_the_connection(
     assert!(closes_after(addr, &k9999).await, "API key 9999 closes the connection");
     // The length alone: the node must not wait for (or make room for) 2 GiB.
     assert!(closes_after(addr, &0x7fff_ffffi32.to_be_bytes()).await, "a 0x7fffffff length closes the connection");
+    let closed =
+        common::metric(&cluster.node(cluster.ids()[0]).metrics, "replog_kafka_requests_total{result=\"closed\"}");
+    assert!(closed.is_some_and(|n| n >= 3.0), "each close is counted: {closed:?}");
 
     // A Produce whose batch fails its CRC: CORRUPT_MESSAGE, nothing appended.
     let leader = common::preferred_leader(client, "crc", 0).await.0;

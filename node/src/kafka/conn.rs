@@ -131,14 +131,18 @@ async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, _slot:
     });
     let limit = node.config.kafka_max_frame_bytes;
     loop {
+        let requests = &node.metrics.kafka_requests;
         let frame = match read_frame(&mut rd, limit).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
                 info!(%peer, reason = %e, "kafka connection closed");
+                requests.with_label_values(&["unknown", "closed"]).inc();
                 break;
             }
         };
+        let key = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).ok();
+        let api = key.map_or_else(|| "unknown".to_string(), |k| format!("{k:?}"));
         let task = match decode(frame) {
             Ok(Frame::Request(req)) => {
                 let node = node.clone();
@@ -151,9 +155,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, _slot:
             }
             Err(e) => {
                 info!(%peer, reason = %e, "kafka connection closed");
+                requests.with_label_values(&[&api, "closed"]).inc();
                 break;
             }
         };
+        requests.with_label_values(&[&api, "ok"]).inc();
         if tx.send(task).await.is_err() {
             break;
         }
