@@ -13,7 +13,7 @@ build:
 run: build
 	$(CLUSTER) up 3
 	@echo
-	@echo "replog cluster is up: nodes 1-3 on 127.0.0.1:7001-7003, metrics on :9101-9103"
+	@echo "replog cluster is up: nodes 1-3 on 127.0.0.1:7001-7003, Kafka on :9091-9093, metrics on :9101-9103"
 	@echo "try:"
 	@echo "  $(BIN)/replog topic create demo --partitions 3 --replication-factor 3"
 	@echo "  seq 1 10 | $(BIN)/replog produce demo"

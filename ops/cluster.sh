@@ -11,7 +11,9 @@
 #   tls/                 with `up --tls`: ca, node and client certificates
 #
 # Node ID (1..9) listens for gRPC on 127.0.0.1:700ID (for its peers on
-# 800ID) and serves metrics and /health on 127.0.0.1:910ID. Opt-in, for
+# 800ID), for Kafka clients on 127.0.0.1:909ID (not with --tls or
+# --authorization: the Kafka listener has neither yet) and serves metrics
+# and /health on 127.0.0.1:910ID. Opt-in, for
 # packet-level fault injection (chaos-tests/scripts/): with REPLOG_PER_NODE_IP=1 at `up`, node ID uses its
 # own loopback address 127.0.0.(10+ID) instead (127.0.0.11:7001, ...), and
 # sends its peer traffic from it; the choice is kept in cluster.env.
@@ -50,7 +52,8 @@ commands:
   decommission ID  move every replica off node ID (replog node decommission
                    --wait), then stop it and forget it
 
-Node ID listens for gRPC on 127.0.0.1:700ID and for metrics on 127.0.0.1:910ID.
+Node ID listens for gRPC on 127.0.0.1:700ID, for Kafka clients on
+127.0.0.1:909ID (not with --tls) and for metrics on 127.0.0.1:910ID.
 With REPLOG_PER_NODE_IP=1 at `up`, node ID uses 127.0.0.(10+ID) instead of
 127.0.0.1 (e.g. 127.0.0.11:7001), so that iptables rules per node pair can
 partition the nodes (see chaos-tests/scripts/ and docs/chaos.md).
@@ -118,6 +121,7 @@ node_ip() {
 }
 grpc_addr() { echo "$(node_ip "$1"):700$1"; }
 metrics_addr() { echo "$(node_ip "$1"):910$1"; }
+kafka_addr() { echo "$(node_ip "$1"):909$1"; }
 pid_file() { echo "$DIR/node-$1.pid"; }
 log_file() { echo "$DIR/node-$1.log"; }
 data_dir() { echo "$DIR/node-$1/data"; }
@@ -386,7 +390,7 @@ check_ports_free() {
   local id p ip
   for id in "$@"; do
     ip=$(node_ip "$id")
-    for p in "700$id" "800$id" "910$id"; do
+    for p in "700$id" "800$id" "909$id" "910$id"; do
       if port_in_use "$ip" "$p"; then
         die "port $ip:$p (node $id) is already in use; is another cluster running (other REPLOG_CLUSTER_DIR)? try: ss -ltnp 'sport = :$p'"
       fi
@@ -421,6 +425,12 @@ launch_node() {
     args+=(--initial-cluster "$INITIAL_CLUSTER")
   fi
   read -r -a extra <<<"${REPLOG_NODE_ARGS-$NODE_ARGS}"
+  # The Kafka listener has no TLS or SASL yet: the node refuses it beside
+  # client TLS or authorization (docs/kafka.md).
+  case " ${extra[*]} " in
+    *" --tls-cert "* | *" --authorization "*) ;;
+    *) args+=(--kafka-listen "$(kafka_addr "$id")") ;;
+  esac
   args+=("${extra[@]}")
 
   mkdir -p "$(data_dir "$id")"

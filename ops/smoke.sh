@@ -21,6 +21,16 @@ got=$($R consume demo --from-beginning --max-messages 100 --timeout-ms 10000 | s
 want=$(seq 1 100 | tr '\n' ' ')
 [ "$got" = "$want" ] || fail "consumed records differ: $got"
 
+# Kafka clients on the same topic (docs/kafka.md): kcat reads what the CLI
+# produced, and the CLI reads what kcat produced.
+bash ops/ensure-kcat.sh || fail "kcat is needed for the Kafka tour (ops/ensure-kcat.sh)"
+got=$(timeout 60 kcat -b 127.0.0.1:9091 -C -t demo -o beginning -e -q | sort -n | tr '\n' ' ')
+[ "$got" = "$want" ] || fail "kcat -C read: $got"
+$R topic create demo-kafka --partitions 1 --replication-factor 3
+printf 'k1\tfrom-kcat-1\nk2\tfrom-kcat-2\n' | timeout 60 kcat -b 127.0.0.1:9092 -P -t demo-kafka -K '\t' -z zstd
+got=$($R consume demo-kafka --from-beginning --max-messages 2 --timeout-ms 10000 | tr '\n' ' ')
+[ "$got" = "from-kcat-1 from-kcat-2 " ] || fail "kcat -P then replog consume: $got"
+
 # A consumer group commits as it goes: a second run continues where the
 # first stopped, and together they read every record once.
 $R consume demo --group smoke --from-beginning --max-messages 40 > "$REPLOG_CLUSTER_DIR/group-1.txt"

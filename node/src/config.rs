@@ -146,7 +146,8 @@ node_config! {
     /// everything, ACLs or not: how the first administrator gets in.
     super_users: SuperUsers = Vec::new(), env = "REPLOG_SUPER_USERS", parse = parse_super_users;
     /// Most connections one client IP address may hold open on the client
-    /// listener; more are closed at once. 0: no limit.
+    /// listener (and, counted apart, on the Kafka listener); more are
+    /// closed at once. 0: no limit.
     max_connections_per_ip: u32 = 0, env = "REPLOG_MAX_CONNECTIONS_PER_IP";
     /// Most requests one client connection may have open at once (HTTP/2
     /// concurrent streams, long-poll fetches and subscriptions included);
@@ -160,6 +161,16 @@ node_config! {
     /// Fetch bytes per second one principal may read from this node, held
     /// to in the same way. 0: no quota.
     fetch_quota_bytes_per_sec: u64 = 0, env = "REPLOG_FETCH_QUOTA_BYTES_PER_SEC";
+    /// Listen address of the Kafka protocol listener (docs/kafka.md): Kafka
+    /// clients produce, fetch and list offsets there. None: no listener.
+    kafka_listen: DerivedAddr = None, env = "REPLOG_KAFKA_LISTEN", parse = parse_derived_addr;
+    /// `host:port` Kafka clients are told to reach this node at (in
+    /// Metadata) [default: kafka_listen].
+    kafka_advertised: Advertise = None, env = "REPLOG_KAFKA_ADVERTISED", parse = parse_advertise;
+    /// Largest Kafka request frame accepted, in bytes: a longer (or
+    /// negative) length prefix closes the connection before anything is
+    /// read or allocated for it.
+    kafka_max_frame_bytes: usize = 100 << 20, env = "REPLOG_KAFKA_MAX_FRAME_BYTES";
     /// Prometheus /metrics, /health (liveness) and /ready (caught up)
     /// listen address.
     metrics_listen: SocketAddr = "127.0.0.1:9101".parse().expect("literal address"), env = "REPLOG_METRICS_LISTEN";
@@ -281,6 +292,13 @@ impl NodeConfig {
         })
     }
 
+    /// The Kafka address given to clients: `kafka_advertised`, else
+    /// `kafka_listen`; none without a Kafka listener.
+    pub fn kafka_advertised_addr(&self) -> Option<String> {
+        let listen = self.kafka_listen?;
+        Some(self.kafka_advertised.clone().unwrap_or_else(|| listen.to_string()))
+    }
+
     /// Whether the peer listener speaks mutual TLS.
     pub fn peer_tls(&self) -> bool {
         self.peer_tls_cert.is_some()
@@ -363,6 +381,22 @@ impl NodeConfig {
         }
         if self.balance_max_moves == 0 {
             return Err("balance-max-moves must be at least 1 (auto-balance false turns balancing off)".into());
+        }
+        if self.kafka_advertised.is_some() && self.kafka_listen.is_none() {
+            return Err("kafka-advertised needs kafka-listen".into());
+        }
+        if let Some(a) = &self.kafka_advertised
+            && a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!("kafka-advertised {a:?} is not host:port"));
+        }
+        if !(1024..=i32::MAX as usize).contains(&self.kafka_max_frame_bytes) {
+            return Err("kafka-max-frame-bytes must be 1024..=2147483647".into());
+        }
+        if self.kafka_listen.is_some() && (self.authorization || self.client_tls()) {
+            // The Kafka listener has neither SASL nor TLS yet: it must not
+            // open a door the client listener keeps shut.
+            return Err("kafka-listen cannot be combined with authorization or client TLS yet (docs/kafka.md)".into());
         }
         if !self.log.trim().is_empty() {
             tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| format!("log filter {:?}: {e}", self.log))?;

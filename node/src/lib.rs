@@ -26,6 +26,8 @@
 //!   `/health` (liveness) and `/ready` (caught up).
 //! - [`security`]: TLS on both listeners (reloadable), the accept loops,
 //!   principals from certificates.
+//! - [`kafka`]: the Kafka wire protocol listener (ApiVersions, Metadata,
+//!   Produce, Fetch, ListOffsets) over the same partitions.
 //! - [`error`]: `NodeError`, stable codes, the mapping to `tonic::Status`.
 //! - [`server`]: [`server::run`], which wires it all together.
 
@@ -36,6 +38,7 @@ pub mod coordinator;
 pub mod error;
 pub mod failover;
 pub mod join;
+pub mod kafka;
 pub mod members;
 pub mod metrics;
 pub mod mover;

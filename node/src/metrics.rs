@@ -73,6 +73,8 @@ pub struct Metrics {
     pub fetch_requests: IntCounterVec,
     pub fetch_records: IntCounterVec,
     pub fetch_bytes: IntCounterVec,
+    /// Kafka protocol requests by API and outcome.
+    pub kafka_requests: IntCounterVec,
     pub fetch_latency: HistogramVec,
 
     // --- node
@@ -174,6 +176,11 @@ impl Metrics {
                 "replog_produce_requests_total",
                 "Produce requests by topic and result (ok, or the error code's name)",
                 &["topic", "result"],
+            ),
+            kafka_requests: counter_vec(
+                "replog_kafka_requests_total",
+                "Kafka protocol requests by API and result: ok (answered), or closed (the connection was closed on it)",
+                &["api", "result"],
             ),
             produce_records: counter_vec(
                 "replog_produce_records_total",
@@ -414,6 +421,7 @@ impl Metrics {
         let all: Vec<(Box<dyn Collector>, bool)> = vec![
             (Box::new(self.produce_requests.clone()), false),
             (Box::new(self.produce_records.clone()), false),
+            (Box::new(self.kafka_requests.clone()), false),
             (Box::new(self.produce_bytes.clone()), false),
             (Box::new(self.produce_latency.clone()), false),
             (Box::new(self.fetch_requests.clone()), false),

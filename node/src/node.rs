@@ -313,6 +313,7 @@ impl Node {
             under_replicated,
             in_sync: crate::metrics::sample::readiness(self).ready,
             rack: self.config.rack.clone(),
+            kafka_addr: self.config.kafka_advertised_addr().unwrap_or_default(),
         }
     }
 

@@ -123,6 +123,17 @@ pub async fn run(
         .add_service(peer)
         .add_service(from_peer)
         .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone()));
+    // Kafka clients, when configured (docs/kafka.md).
+    let kafka_task = match config.kafka_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the Kafka listener {addr}: {e}"))?;
+            info!(kafka = %addr, advertised = ?config.kafka_advertised_addr(), "listening for Kafka clients");
+            Some(tokio::spawn(crate::kafka::serve(l, node.clone(), stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
     let mut grpc_task = tokio::spawn(async move {
         let (a, b) = tokio::join!(grpc, peer_grpc);
         a.and(b)
@@ -136,6 +147,9 @@ pub async fn run(
     if tokio::time::timeout(DRAIN_WAIT, &mut grpc_task).await.is_err() {
         warn!("open calls did not finish within {DRAIN_WAIT:?}; closing them");
         grpc_task.abort();
+    }
+    if let Some(t) = kafka_task {
+        let _ = t.await;
     }
     let _ = metrics_task.await;
     info!("stopped");

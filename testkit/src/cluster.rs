@@ -102,6 +102,9 @@ pub struct ClusterOptions {
     pub client_tls: Option<TlsOptions>,
     /// Credentials for [`Cluster::client`] (and nothing else).
     pub credentials: Option<Credentials>,
+    /// Start each node's Kafka listener, on its slot's Kafka port
+    /// ([`Node::kafka`]).
+    pub kafka: bool,
 }
 
 impl Default for ClusterOptions {
@@ -119,6 +122,7 @@ impl Default for ClusterOptions {
             node_args: BTreeMap::new(),
             client_tls: None,
             credentials: None,
+            kafka: false,
         }
     }
 }
@@ -131,6 +135,9 @@ pub struct Node {
     pub addr: String,
     /// Metrics address, `ip:port`.
     pub metrics: String,
+    /// Kafka listener address, `ip:port` (listening only with
+    /// [`ClusterOptions::kafka`]).
+    pub kafka: String,
     /// `node-<i>/`: the node's own directory (a test may mount a volume
     /// here before the node starts).
     pub dir: PathBuf,
@@ -159,6 +166,7 @@ impl Node {
             ip,
             addr: format!("{ip}:{}", slot.client_port()),
             metrics: format!("{ip}:{}", slot.metrics_port()),
+            kafka: format!("{ip}:{}", slot.kafka_port()),
             data_dir: node_dir.join("data"),
             dir: node_dir,
             log: dir.join(format!("node-{id}.log")),
@@ -343,6 +351,9 @@ impl Cluster {
             Some(via) => cmd.args(["--join", via]),
             None => cmd.args(["--initial-cluster", &initial]),
         };
+        if opts.kafka {
+            cmd.args(["--kafka-listen", &n.kafka]);
+        }
         cmd.args(&opts.extra_args)
             .args(opts.node_args.get(&id).into_iter().flatten())
             .envs(opts.env.iter().map(|(k, v)| (k, v)))

@@ -10,8 +10,9 @@
 //!
 //! So a node's ports come from a *slot* below the ephemeral range: slot `s`
 //! is client port `BASE + s`, peer port `BASE + s + PEER_PORT_OFFSET`
-//! (`replog-node`'s default distance) and metrics port
-//! `BASE + s + 2 × PEER_PORT_OFFSET`. A test process claims a slot by
+//! (`replog-node`'s default distance), metrics port
+//! `BASE + s + 2 × PEER_PORT_OFFSET` and Kafka port
+//! `BASE + s + 3 × PEER_PORT_OFFSET`. A test process claims a slot by
 //! holding an exclusive `flock` on its file under the temporary directory,
 //! for as long as its cluster lives; the kernel drops the claim when the
 //! process ends, however it ends, so nothing is left to clean up.
@@ -31,8 +32,8 @@ pub const PEER_PORT_OFFSET: u16 = 1000;
 /// ephemeral range (32768 and up on Linux by default).
 const BASE: u16 = 20_000;
 
-/// How many slots there are: each slot's three ports stay below
-/// `BASE + 3 × PEER_PORT_OFFSET`.
+/// How many slots there are: each slot's four ports stay below
+/// `BASE + 4 × PEER_PORT_OFFSET`.
 const SLOTS: u16 = PEER_PORT_OFFSET;
 
 /// A claimed slot: its ports are this process's until it is dropped.
@@ -54,13 +55,18 @@ impl Slot {
     pub fn metrics_port(&self) -> u16 {
         self.client_port() + 2 * PEER_PORT_OFFSET
     }
+
+    /// The node's Kafka listener, for clusters that start one.
+    pub fn kafka_port(&self) -> u16 {
+        self.client_port() + 3 * PEER_PORT_OFFSET
+    }
 }
 
 fn lock_dir() -> PathBuf {
     std::env::temp_dir().join("replog-test-ports")
 }
 
-/// Claims a slot whose three ports are free on `ip`, starting the search at
+/// Claims a slot whose four ports are free on `ip`, starting the search at
 /// a place that differs per process so that concurrent tests rarely try the
 /// same files.
 pub fn claim(ip: Ipv4Addr) -> Result<Slot> {
@@ -84,8 +90,9 @@ pub fn claim(ip: Ipv4Addr) -> Result<Slot> {
         let s = Slot { slot, _lock: file };
         // A port may still be bound by something that does not claim slots
         // (a node left over from a killed test, another program).
-        let free =
-            [s.client_port(), s.peer_port(), s.metrics_port()].into_iter().all(|p| TcpListener::bind((ip, p)).is_ok());
+        let free = [s.client_port(), s.peer_port(), s.metrics_port(), s.kafka_port()]
+            .into_iter()
+            .all(|p| TcpListener::bind((ip, p)).is_ok());
         if free {
             return Ok(s);
         }
@@ -103,7 +110,7 @@ mod tests {
         let b = claim(Ipv4Addr::LOCALHOST).unwrap();
         assert_ne!(a.slot, b.slot, "two live claims share a slot");
         assert_eq!(a.peer_port(), a.client_port() + PEER_PORT_OFFSET);
-        assert!(a.metrics_port() < 32768, "every port lies below the ephemeral range");
+        assert!(a.kafka_port() < 32768, "every port lies below the ephemeral range");
         // flock is per open file: a second open of the same slot file in
         // this process is refused while the first claim lives.
         let f = File::open(lock_dir().join(format!("slot-{}", a.slot))).unwrap();

@@ -80,7 +80,7 @@ impl PerIp {
     }
 
     /// A slot for one more connection from `ip`, unless it has `limit`.
-    fn take(&self, ip: IpAddr) -> Result<Option<Slot>, ()> {
+    pub(crate) fn take(&self, ip: IpAddr) -> Result<Option<Slot>, ()> {
         if self.limit == 0 {
             return Ok(None);
         }

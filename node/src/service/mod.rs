@@ -11,7 +11,7 @@ mod init_producer;
 mod list_offsets;
 pub mod membership;
 mod metadata;
-mod produce;
+pub(crate) mod produce;
 pub mod queue;
 pub mod raft_peer;
 pub mod schema;

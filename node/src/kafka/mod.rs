@@ -1,0 +1,30 @@
+//! The Kafka wire protocol beside the gRPC API (docs/kafka.md): one more
+//! door to the same partitions. A Kafka partition is a replog partition, a
+//! Kafka broker a replog node; requests go through the same [`Partition`]
+//! calls (and the produce path through the same handler) as gRPC ones, so
+//! a record produced on either side is read on the other.
+//!
+//! - [`conn`]: the listener, frames (length-prefixed, bounded), the
+//!   request header, responses in request order per connection.
+//! - [`versions`]: the APIs and versions served, and ApiVersions.
+//! - [`metadata`]: brokers and partitions (leader = Raft leader).
+//! - [`produce`], [`fetch`], [`list_offsets`]: one file per request.
+//! - [`records`]: Kafka RecordBatch v2 ↔ replog batches, converted at the
+//!   edge, with decompression bounded.
+//! - [`errors`]: replog errors as Kafka error codes.
+//!
+//! The messages themselves are the `kafka-protocol` crate's (generated from
+//! Kafka's own message specs); nothing here encodes a field by hand.
+//!
+//! [`Partition`]: crate::partition::Partition
+
+pub mod conn;
+pub mod errors;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod records;
+pub mod versions;
+
+pub use conn::serve;

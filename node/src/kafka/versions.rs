@@ -1,0 +1,193 @@
+//! What the listener serves: each API key with the versions advertised in
+//! ApiVersions, and the ApiVersions answer itself. Only what is served is
+//! advertised, with one exception: Produce 0–2 (see [`PRODUCE_MIN_SERVED`]).
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
+
+/// The APIs served, with the versions advertised (inclusive).
+pub const APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+];
+
+/// Produce 0–2 carry the old message sets (magic 0 and 1), which are not
+/// served; they are advertised because librdkafka before 2.11.1 turns
+/// gzip and snappy off against a broker that does not list Produce v0. A
+/// request at one of them closes the connection like any unserved version.
+pub const PRODUCE_MIN_SERVED: i16 = 3;
+
+/// The advertised range of `key`, if it is served at all.
+pub fn advertised(key: ApiKey) -> Option<(i16, i16)> {
+    APIS.iter().find(|(k, _, _)| *k == key).map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// Whether `key` at `version` is served (advertised, and not one of the
+/// advertised-only Produce versions).
+pub fn served(key: ApiKey, version: i16) -> bool {
+    match advertised(key) {
+        Some((lo, hi)) => (lo..=hi).contains(&version) && !(key == ApiKey::Produce && version < PRODUCE_MIN_SERVED),
+        None => false,
+    }
+}
+
+/// The ApiVersions answer; `error_code` UNSUPPORTED_VERSION when the
+/// client asked at a version this node does not speak (KIP-511: the
+/// answer is then encoded at version 0, and the client retries at the
+/// highest version it finds for ApiVersions in the list).
+pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let keys = APIS
+        .iter()
+        .map(|(k, lo, hi)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*lo).with_max_version(*hi))
+        .collect();
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(keys)
+}
+
+/// The ApiVersions answer to a version not spoken.
+pub fn unsupported() -> ApiVersionsResponse {
+    api_versions(ResponseError::UnsupportedVersion.code())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each advertised version of each served message round-trips through
+    //! the codec, requests and responses, headers at the version each
+    //! message's flexible range asks for.
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::fetch_response::{self, FetchableTopicResponse};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
+
+    use super::*;
+
+    /// Encoded, decoded and encoded again, the bytes are the same (fields a
+    /// version does not carry are left out on the wire, so the decoded
+    /// message is compared by its encoding).
+    fn round_trip<T: Encodable + Decodable + std::fmt::Debug>(m: &T, version: i16) {
+        let mut buf = BytesMut::new();
+        m.encode(&mut buf, version).unwrap_or_else(|e| panic!("encode {m:?} v{version}: {e}"));
+        let wire = buf.freeze();
+        let mut bytes = wire.clone();
+        let back = T::decode(&mut bytes, version).unwrap_or_else(|e| panic!("decode {m:?} v{version}: {e}"));
+        assert!(bytes.is_empty(), "v{version}: {} bytes left over", bytes.len());
+        let mut again = BytesMut::new();
+        back.encode(&mut again, version).unwrap();
+        assert_eq!(again.freeze(), wire, "{m:?} v{version}");
+    }
+
+    fn check<Req, Resp>(key: ApiKey, req: Req, resp: Resp)
+    where
+        Req: Encodable + Decodable + Message + std::fmt::Debug,
+        Resp: Encodable + Decodable + Message + std::fmt::Debug,
+    {
+        let (lo, hi) = advertised(key).unwrap();
+        // Produce 0–2 are advertised only; the codec starts at 3.
+        let lo = if key == ApiKey::Produce { PRODUCE_MIN_SERVED } else { lo };
+        assert!(Req::VERSIONS.min <= lo && hi <= Req::VERSIONS.max, "{key:?} {lo}..={hi} beyond the codec");
+        for v in lo..=hi {
+            round_trip(&req, v);
+            round_trip(&resp, v);
+            let header = RequestHeader::default()
+                .with_request_api_key(key as i16)
+                .with_request_api_version(v)
+                .with_correlation_id(7)
+                .with_client_id(Some(StrBytes::from_static_str("t")));
+            round_trip(&header, key.request_header_version(v));
+            round_trip(&ResponseHeader::default().with_correlation_id(7), key.response_header_version(v));
+        }
+    }
+
+    #[test]
+    fn given_every_advertised_version_then_messages_and_headers_round_trip() {
+        let name = TopicName(StrBytes::from_static_str("orders"));
+        check(ApiKey::ApiVersions, ApiVersionsRequest::default(), api_versions(0));
+        check(
+            ApiKey::Metadata,
+            MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name.clone()))])),
+            MetadataResponse::default()
+                .with_brokers(vec![
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(1))
+                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                        .with_port(9091),
+                ])
+                .with_controller_id(BrokerId(1))
+                .with_topics(vec![MetadataResponseTopic::default().with_name(Some(name.clone())).with_partitions(
+                    vec![
+                        MetadataResponsePartition::default()
+                            .with_leader_id(BrokerId(1))
+                            .with_leader_epoch(-1)
+                            .with_replica_nodes(vec![BrokerId(1), BrokerId(2)])
+                            .with_isr_nodes(vec![BrokerId(1), BrokerId(2)]),
+                    ],
+                )]),
+        );
+        check(
+            ApiKey::Produce,
+            ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
+                TopicProduceData::default().with_name(name.clone()).with_partition_data(vec![
+                    PartitionProduceData::default().with_index(0).with_records(Some(bytes::Bytes::from_static(b"x"))),
+                ]),
+            ]),
+            ProduceResponse::default().with_responses(vec![
+                TopicProduceResponse::default().with_name(name.clone()).with_partition_responses(vec![
+                    PartitionProduceResponse::default().with_index(0).with_base_offset(42).with_log_start_offset(0),
+                ]),
+            ]),
+        );
+        check(
+            ApiKey::Fetch,
+            FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_wait_ms(500).with_min_bytes(1).with_topics(
+                vec![FetchTopic::default().with_topic(name.clone()).with_partitions(vec![
+                    FetchPartition::default().with_fetch_offset(5).with_partition_max_bytes(1 << 20),
+                ])],
+            ),
+            FetchResponse::default().with_responses(vec![
+                FetchableTopicResponse::default().with_topic(name.clone()).with_partitions(vec![
+                    fetch_response::PartitionData::default()
+                        .with_high_watermark(9)
+                        .with_last_stable_offset(9)
+                        .with_aborted_transactions(Some(vec![]))
+                        .with_records(Some(bytes::Bytes::from_static(b"y"))),
+                ]),
+            ]),
+        );
+        check(
+            ApiKey::ListOffsets,
+            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name.clone())
+                    .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-2)]),
+            ]),
+            ListOffsetsResponse::default().with_topics(vec![
+                ListOffsetsTopicResponse::default()
+                    .with_name(name)
+                    .with_partitions(vec![ListOffsetsPartitionResponse::default().with_offset(3).with_timestamp(-1)]),
+            ]),
+        );
+    }
+
+    #[test]
+    fn given_produce_below_v3_then_it_is_advertised_but_not_served() {
+        assert_eq!(advertised(ApiKey::Produce), Some((0, 9)));
+        assert!(!served(ApiKey::Produce, 2));
+        assert!(served(ApiKey::Produce, 3));
+        assert!(!served(ApiKey::Fetch, 3));
+        assert!(!served(ApiKey::JoinGroup, 0), "groups are not served yet");
+    }
+}
