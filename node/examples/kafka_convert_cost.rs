@@ -14,8 +14,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-use replog_node::kafka::records::{to_kafka, to_replog};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+use replog_node::kafka::records::{plain_record, to_kafka, to_replog};
 
 const RECORDS: usize = 1_000;
 const VALUE_BYTES: usize = 200;
@@ -29,21 +29,13 @@ fn kafka_batch(compression: Compression) -> Bytes {
             let mut value = format!("{{\"id\":{i},\"pad\":\"").into_bytes();
             value.resize(VALUE_BYTES - 2, b'x');
             value.extend_from_slice(b"\"}");
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32 - 1,
-                timestamp: 1_700_000_000_000 + i as i64,
-                key: Some(Bytes::from(format!("key-{i}"))),
-                value: Some(Bytes::from(value)),
+            plain_record(
+                i as i64,
+                1_700_000_000_000 + i as i64,
+                Some(Bytes::from(format!("key-{i}"))),
+                Some(Bytes::from(value)),
                 headers,
-            }
+            )
         })
         .collect();
     let mut out = BytesMut::new();

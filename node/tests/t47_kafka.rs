@@ -34,8 +34,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceReq
 use kafka_protocol::messages::produce_response::ProduceResponse;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 use replog_client::{PartitionReader, Record};
+use replog_node::kafka::records::plain_record;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -374,21 +375,13 @@ async fn bad_input_closes_the_connection(
     let leader = common::preferred_leader(client, "crc", 0).await.0;
     let leader_addr = &cluster.node(leader).kafka;
     let mut batch = BytesMut::new();
-    let record = KRecord {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from_static(b"value")),
-        headers: Default::default(),
-    };
+    let record = plain_record(
+        0,
+        1_700_000_000_000,
+        Some(Bytes::from_static(b"k")),
+        Some(Bytes::from_static(b"value")),
+        Default::default(),
+    );
     RecordBatchEncoder::encode(
         &mut batch,
         [&record],

@@ -301,21 +301,13 @@ mod tests {
         use kafka_protocol::protocol::StrBytes;
         let name = TopicName(StrBytes::from_static_str("t"));
         let mut batch = BytesMut::new();
-        let record = kafka_protocol::records::Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1,
-            key: Some(Bytes::from_static(b"k")),
-            value: Some(Bytes::from_static(b"v")),
-            headers: Default::default(),
-        };
+        let record = crate::kafka::records::plain_record(
+            0,
+            1,
+            Some(Bytes::from_static(b"k")),
+            Some(Bytes::from_static(b"v")),
+            Default::default(),
+        );
         kafka_protocol::records::RecordBatchEncoder::encode(
             &mut batch,
             [&record],

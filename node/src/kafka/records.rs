@@ -159,26 +159,38 @@ pub fn to_kafka(base_offset: u64, stored: &Bytes, max_uncompressed: usize, out: 
             for (k, v) in r.headers {
                 headers.insert(StrBytes::from_string(k), Some(v));
             }
-            KRecord {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: (base_offset + i as u64) as i64,
-                // The encoder starts a new batch where offset minus sequence
-                // changes; this keeps one batch, with base sequence -1.
-                sequence: i as i32 - 1,
-                timestamp: r.timestamp_ms,
-                key: r.key,
-                value: Some(r.value),
-                headers,
-            }
+            plain_record((base_offset + i as u64) as i64, r.timestamp_ms, r.key, Some(r.value), headers)
         })
         .collect();
     RecordBatchEncoder::encode(out, &records, &RecordEncodeOptions { version: 2, compression: KCompression::None })
+}
+
+/// A plain Kafka record (no producer id, no transaction) at `offset`. Its
+/// sequence is `offset - 1`: the encoder starts a new batch where offset
+/// minus sequence changes, so records made with consecutive offsets encode
+/// as one batch, with base sequence -1.
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: IndexMap<StrBytes, Option<Bytes>>,
+) -> KRecord {
+    KRecord {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: (offset - 1) as i32,
+        timestamp,
+        key,
+        value,
+        headers,
+    }
 }
 
 #[cfg(test)]
@@ -190,21 +202,13 @@ mod tests {
             .map(|i| {
                 let mut headers = IndexMap::new();
                 headers.insert(StrBytes::from_static_str("h"), Some(Bytes::from(format!("v{i}"))));
-                KRecord {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: i as i32 - 1,
-                    timestamp: 1_700_000_000_000 + i as i64,
-                    key: Some(Bytes::from(format!("k{i}"))),
-                    value: Some(Bytes::from(vec![b'x'; 100])),
+                plain_record(
+                    i as i64,
+                    1_700_000_000_000 + i as i64,
+                    Some(Bytes::from(format!("k{i}"))),
+                    Some(Bytes::from(vec![b'x'; 100])),
                     headers,
-                }
+                )
             })
             .collect();
         let mut out = BytesMut::new();
