@@ -112,6 +112,8 @@ pub struct Metrics {
     // --- Raft and partitions
     pub raft_append_seconds: Histogram,
     pub raft_apply_seconds: Histogram,
+    pub snapshots_built: IntCounter,
+    pub snapshots_installed: IntCounter,
     pub topic_partitions: IntGaugeVec,
     pub partition_replicas: IntGaugeVec,
     pub partition_leader: IntGaugeVec,
@@ -319,6 +321,16 @@ impl Metrics {
                 "One apply of committed entries to a state machine",
                 STORAGE_BUCKETS,
             ),
+            snapshots_built: IntCounter::new(
+                "replog_raft_snapshots_built_total",
+                "Snapshots built here, of partitions and the controller (before a log purge, or for a lagging replica)",
+            )
+            .expect("metric"),
+            snapshots_installed: IntCounter::new(
+                "replog_raft_snapshots_installed_total",
+                "Snapshots installed here: a replica that fell behind what its leader's log still holds",
+            )
+            .expect("metric"),
             topic_partitions: gauge_vec(
                 "replog_topic_partitions",
                 "Partitions of each topic in the cluster metadata (the same on every node)",
@@ -454,6 +466,8 @@ impl Metrics {
             (Box::new(self.partition_bytes.clone()), false),
             (Box::new(self.raft_append_seconds.clone()), false),
             (Box::new(self.raft_apply_seconds.clone()), false),
+            (Box::new(self.snapshots_built.clone()), false),
+            (Box::new(self.snapshots_installed.clone()), false),
             (Box::new(self.topic_partitions.clone()), false),
             (Box::new(self.partition_replicas.clone()), false),
             (Box::new(self.partition_leader.clone()), false),
@@ -537,6 +551,8 @@ impl Metrics {
             group_size: self.flush_group_size.clone(),
             append: self.raft_append_seconds.clone(),
             apply: self.raft_apply_seconds.clone(),
+            built: self.snapshots_built.clone(),
+            installed: self.snapshots_installed.clone(),
         })
     }
 }
@@ -547,6 +563,8 @@ pub struct StorageObserver {
     group_size: Histogram,
     append: Histogram,
     apply: Histogram,
+    built: IntCounter,
+    installed: IntCounter,
 }
 
 impl Observer for StorageObserver {
@@ -561,6 +579,14 @@ impl Observer for StorageObserver {
 
     fn apply(&self, took: Duration) {
         self.apply.observe(took.as_secs_f64());
+    }
+
+    fn snapshot_built(&self, _took: Duration) {
+        self.built.inc();
+    }
+
+    fn snapshot_installed(&self, _took: Duration) {
+        self.installed.inc();
     }
 }
 

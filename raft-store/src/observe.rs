@@ -1,5 +1,6 @@
 //! What storage reports as it works, for the node's metrics: every flush
-//! round, every log append once durable, every state-machine apply. The
+//! round, every log append once durable, every state-machine apply, every
+//! snapshot built or installed. The
 //! node installs one [`Observer`] on its [`crate::Store`]; storage itself
 //! knows nothing of Prometheus, and without an observer it reports nothing.
 //!
@@ -21,6 +22,12 @@ pub trait Observer: Send + Sync {
     /// One apply of committed entries to a state machine, until the
     /// results are stored.
     fn apply(&self, _took: Duration) {}
+    /// A snapshot of a partition or the controller was built (to purge the
+    /// log, or to send to a replica that lacks what was purged).
+    fn snapshot_built(&self, _took: Duration) {}
+    /// A snapshot sent by the leader was installed: this replica had fallen
+    /// behind what the leader's log still holds.
+    fn snapshot_installed(&self, _took: Duration) {}
 }
 
 /// The observer slot a store and its flusher thread share.

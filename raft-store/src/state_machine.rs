@@ -719,11 +719,19 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { built: Some(self.build_snapshot_now()) }
+        let t0 = std::time::Instant::now();
+        let built = self.build_snapshot_now();
+        if built.is_ok() {
+            self.store.observe(|o| o.snapshot_built(t0.elapsed()));
+        }
+        SnapshotBuilder { built: Some(built) }
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        self.install(meta, &snapshot).await
+        let t0 = std::time::Instant::now();
+        self.install(meta, &snapshot).await?;
+        self.store.observe(|o| o.snapshot_installed(t0.elapsed()));
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
