@@ -2,10 +2,12 @@
 //! watch the cluster metadata, know who leads. The controller leader also
 //! registers the group's members in the metadata.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, ChangeMembers};
 use replog_raft_store::controller::{ClusterMeta, ControllerCmd, ControllerResult};
 use replog_raft_store::{NodeId, Raft, Request, Response};
 use tokio::sync::watch;
@@ -55,6 +57,40 @@ impl Controller {
 
     pub(crate) fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// The controller group's voters and learners, as known here.
+    pub fn voters_and_learners(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let mem = m.membership_config.membership();
+        (mem.voter_ids().collect(), mem.learner_ids().collect())
+    }
+
+    /// The address under which `id` is a member (voter or learner) of the
+    /// controller group, if it is one.
+    pub fn member_addr(&self, id: NodeId) -> Option<String> {
+        self.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// Adds `id` at `addr` as a learner of the controller group: it applies
+    /// the metadata like every node, without a vote. Runs on the leader.
+    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<()> {
+        self.raft.add_learner(id, BasicNode { addr }, false).await.map(drop).map_err(|e| match e.forward_to_leader() {
+            Some(f) => self.members.not_leader(WHAT, f.leader_id),
+            None => NodeError::Unavailable(format!("adding node {id} to the controller group: {e}")),
+        })
+    }
+
+    /// Makes `voters` the controller group's voters (joint consensus; a
+    /// voter left out stays a learner). Runs on the leader.
+    pub async fn replace_voters(&self, voters: BTreeSet<NodeId>) -> Result<()> {
+        self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), true).await.map(drop).map_err(|e| match e
+            .forward_to_leader()
+        {
+            Some(f) => self.members.not_leader(WHAT, f.leader_id),
+            None => NodeError::Unavailable(format!("changing the controller's voters: {e}")),
+        })
     }
 
     /// Proposes `cmd` and returns what applying it produced. Runs on the

@@ -98,6 +98,11 @@ impl Partition {
 
     /// The Raft group itself: for the peer service, leadership moves and
     /// shutdown, never for client handlers.
+    /// The Raft log index this replica has applied through, if any.
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().last_applied.map(|l| l.index)
+    }
+
     pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }

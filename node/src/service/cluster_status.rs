@@ -2,9 +2,6 @@
 //! partition replicas it holds, whether it is in sync, and its part in
 //! membership (controller voter, stopping, being decommissioned).
 
-use std::collections::BTreeSet;
-
-use openraft::async_runtime::WatchReceiver;
 use replog_proto::pb::{ClusterStatusResponse, NodeStatus};
 
 use crate::node::Node;
@@ -16,8 +13,7 @@ pub async fn handle(node: &Node) -> ClusterStatusResponse {
     let members = node.members.all();
     let views = node.peer_views();
     let me = node.node_info();
-    let voters: BTreeSet<u64> =
-        node.controller.raft().metrics().borrow_watched().membership_config.membership().voter_ids().collect();
+    let (voters, _) = node.controller.voters_and_learners();
     // A node that does not answer cannot report its replicas; it still holds
     // what the metadata assigns it, and it serves them again on restart.
     let meta = node.meta();

@@ -9,8 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use openraft::ChangeMembers;
-use openraft::async_runtime::WatchReceiver;
 use replog_proto::codes::ErrorCode;
 use replog_proto::pb::{DecommissionNodeRequest, DecommissionNodeResponse};
 use replog_raft_store::controller::{ClusterMeta, ControllerCmd};
@@ -18,7 +16,7 @@ use replog_raft_store::{GroupId, NodeId};
 use tracing::info;
 
 use super::{describe_move, propose, refuse};
-use crate::error::{NodeError, Result};
+use crate::error::Result;
 use crate::node::Node;
 
 pub async fn handle(node: Arc<Node>, req: DecommissionNodeRequest) -> Result<DecommissionNodeResponse> {
@@ -49,19 +47,11 @@ pub async fn handle(node: Arc<Node>, req: DecommissionNodeRequest) -> Result<Dec
         live.iter().copied().filter(|n| *n != id && !meta.decommissioning.contains(n)).collect();
 
     // The controller group: out of the voters first, keeping a live majority.
-    let raft = node.controller.raft();
-    let mem = raft.metrics().borrow_watched().membership_config.membership().clone();
-    let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
-    let learners: BTreeSet<NodeId> = mem.learner_ids().collect();
+    let (voters, learners) = node.controller.voters_and_learners();
     let demote = controller_without(&voters, &learners, &live, &eligible, id)?;
     let moves = plan_moves(&meta, id, &eligible)?;
     if let Some(new_voters) = demote {
-        raft.change_membership(ChangeMembers::ReplaceAllVoters(new_voters.clone()), true).await.map_err(|e| match e
-            .forward_to_leader()
-        {
-            Some(f) => node.members.not_leader("the controller group", f.leader_id),
-            None => NodeError::Unavailable(format!("changing the controller's voters: {e}")),
-        })?;
+        node.controller.replace_voters(new_voters.clone()).await?;
         info!(node = id, voters = ?new_voters, "decommission: node left the controller's voters");
     }
     propose(&node, ControllerCmd::Decommission { id, moves }).await?;

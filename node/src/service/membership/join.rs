@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use openraft::BasicNode;
-use openraft::async_runtime::WatchReceiver;
 use replog_proto::codes::ErrorCode;
 use replog_proto::pb::{JoinClusterRequest, JoinClusterResponse};
 use replog_raft_store::controller::ControllerCmd;
@@ -35,18 +33,12 @@ pub async fn handle(node: Arc<Node>, req: JoinClusterRequest) -> Result<JoinClus
     if meta.decommissioning.contains(&id) {
         return Err(refuse(ErrorCode::NodeIdInUse, format!("node {id} is being decommissioned")));
     }
-    let raft = node.controller.raft();
-    let known = raft.metrics().borrow_watched().membership_config.membership().get_node(&id).map(|n| n.addr.clone());
+    let known = node.controller.member_addr(id);
     if known.as_deref() != Some(addr.as_str()) {
         if known.is_some() {
             return Err(refuse(ErrorCode::NodeIdInUse, format!("node {id} is a controller member at {known:?}")));
         }
-        raft.add_learner(id, BasicNode { addr: addr.clone() }, false).await.map_err(|e| {
-            match e.forward_to_leader() {
-                Some(f) => node.members.not_leader("the controller group", f.leader_id),
-                None => NodeError::Unavailable(format!("adding node {id} to the controller group: {e}")),
-            }
-        })?;
+        node.controller.add_learner(id, addr.clone()).await?;
         info!(node = id, %addr, "node joined the controller group as a learner");
     }
     if meta.nodes.get(&id).map(|n| &n.addr) != Some(&addr) {

@@ -14,7 +14,6 @@ pub mod status;
 
 use std::collections::BTreeSet;
 
-use openraft::async_runtime::WatchReceiver;
 use replog_proto::codes::ErrorCode;
 use replog_proto::pb;
 use replog_raft_store::controller::{ClusterMeta, ControllerCmd, ControllerResult};
@@ -82,10 +81,7 @@ pub fn describe_move(
     let views = node.peer_views();
     let applied = |n: NodeId| -> u64 {
         if n == node.id {
-            return node
-                .partition(group)
-                .and_then(|p| p.raft().metrics().borrow_watched().last_applied.map(|l| l.index))
-                .unwrap_or(0);
+            return node.partition(group).and_then(|p| p.last_applied_index()).unwrap_or(0);
         }
         views
             .get(&n)
