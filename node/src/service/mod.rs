@@ -595,3 +595,29 @@ impl Replog for ClientService {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Client handlers reach Raft only through `Partition` and `Controller`;
+    /// the peer service is Raft's own door. (The crate's name is spelled in
+    /// two halves so that this file does not name it.)
+    #[test]
+    fn only_the_peer_service_names_the_raft_crate() {
+        let krate = concat!("open", "raft");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/service");
+        let mut stack = vec![root.clone()];
+        let mut naming = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("service dir").flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if std::fs::read_to_string(&path).expect("source").contains(krate) {
+                    naming.push(path.strip_prefix(&root).expect("under root").display().to_string());
+                }
+            }
+        }
+        naming.sort();
+        assert_eq!(naming, ["raft_peer.rs"], "only the peer service may name {krate}");
+    }
+}
