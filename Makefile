@@ -27,7 +27,8 @@ stop:
 # The last steps are the chaos smoke (root: iptables, FUSE): a short run with
 # a few faults (TLS and authorization on, the workload as a SCRAM user), the
 # same faults under queue consumers (exactly-once settlement), one that
-# SIGKILLs every node at once while writes are in flight, one that cuts
+# SIGKILLs every node at once while writes are in flight, one that moves
+# partitions on 4 nodes while killing their leaders, one that cuts
 # every node's power (unsynced writes lost) and a 30 s soak (memory sampled,
 # a fault every 10 s) — all must end with zero anomalies — then the same
 # power cut with a planted skipped fsync, which must be caught
@@ -52,6 +53,7 @@ test:
 	$(BIN)/replog-fuzz run --seconds 2
 	CHAOS_SECURE=1 CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=log CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=kill-all CHAOS_OUT=target/chaos-smoke-kill-all $(BIN)/chaos
+	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_NODES=4 CHAOS_FAULTS=move CHAOS_OUT=target/chaos-smoke-move $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=20 CHAOS_WORKLOAD=queue CHAOS_FAULTS=kill,pause,partition-leader CHAOS_OUT=target/chaos-smoke-queue $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=15 CHAOS_FAULTS=power-fail,power-fail-all CHAOS_OUT=target/chaos-smoke-power $(BIN)/chaos
 	CHAOS_RUNS=1 CHAOS_SECONDS=10 CHAOS_PARTITIONS=1 CHAOS_FAULTS=power-fail-all CHAOS_PLANT=skip-fsync CHAOS_OUT=target/chaos-smoke-plant $(BIN)/chaos

@@ -23,6 +23,7 @@
 //! | `netem` | delay, jitter and loss on every node-to-node link | remove the qdisc and rules |
 //! | `power-fail` | power loss of one node (chosen as for `kill`): SIGKILL, then its disk drops every write it had not fsync'd | restart it on what is left |
 //! | `power-fail-all` | power loss of every node at once, writes in flight | restart them all |
+//! | `move` | move a partition of the topic: one replica replaced by a node outside its set (more nodes than replicas needed); half the time its leader, a quarter of the time the joining node, is SIGKILLed within a second of the start | restart what was killed; the move completes or rolls back on its own |
 //!
 //! SIGKILL alone leaves the kernel's page cache intact, so it never shows a
 //! missing fsync; the power faults do, because every node's data directory
@@ -43,6 +44,7 @@ use anyhow::{Result, bail};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use replog_client::ClientConfig;
 use replog_testkit::Cluster;
 use serde::Serialize;
 
@@ -64,10 +66,11 @@ pub enum Fault {
     Netem,
     PowerFail,
     PowerFailAll,
+    Move,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Kill,
         Fault::Pause,
         Fault::PartitionLeader,
@@ -78,6 +81,7 @@ impl Fault {
         Fault::Netem,
         Fault::PowerFail,
         Fault::PowerFailAll,
+        Fault::Move,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +96,7 @@ impl Fault {
             Fault::Netem => "netem",
             Fault::PowerFail => "power-fail",
             Fault::PowerFailAll => "power-fail-all",
+            Fault::Move => "move",
         }
     }
 
@@ -226,6 +231,7 @@ enum Active {
     Killed(Vec<u64>),
     Paused(Vec<u64>),
     Net,
+    Nothing,
 }
 
 /// Applies and heals faults on one cluster.
@@ -350,6 +356,7 @@ impl Nemesis {
                 }
             }
             Active::Net => self.net()?.heal()?,
+            Active::Nothing => {}
         }
         Ok(())
     }
@@ -482,6 +489,7 @@ impl Nemesis {
                     format!("SIGKILL all nodes {ids:?} at once{in_flight}; restart all after"),
                 )
             }
+            Fault::Move => self.move_partition(cluster, &mut rng).await?,
             Fault::Netem => {
                 let delay = rng.gen_range(20..150);
                 let loss = rng.gen_range(2..15) as f64;
@@ -490,6 +498,57 @@ impl Nemesis {
                 (Active::Net, format!("{mode} on every node link"))
             }
         })
+    }
+}
+
+impl Nemesis {
+    /// The `move` fault: replaces one replica of a random partition by a
+    /// node outside its set (the leader's one time in two), then SIGKILLs,
+    /// within a second, the partition's leader (one time in two) or the
+    /// joining node (one time in four), so that the membership change runs
+    /// into a crash. Refusals and errors of the move request are logged,
+    /// not failures: the move may meet an earlier one still under way.
+    async fn move_partition(&mut self, cluster: &mut Cluster, rng: &mut StdRng) -> Result<(Active, String)> {
+        let p = rng.gen_range(0..self.partitions);
+        let config = ClientConfig {
+            request_timeout: Duration::from_secs(2),
+            retry_deadline: Duration::from_secs(4),
+            ..ClientConfig::default()
+        };
+        let admin = cluster.client(config).await?;
+        let info = match admin.describe_topic(&self.topic).await {
+            Ok(t) => t,
+            Err(e) => return Ok((Active::Nothing, format!("no move of {}/{p}: metadata: {e}", self.topic))),
+        };
+        let Some(part) = info.partitions.iter().find(|x| x.partition == p) else {
+            bail!("{} has no partition {p}", self.topic);
+        };
+        let outside: Vec<u64> = cluster.ids().into_iter().filter(|i| !part.replicas.contains(i)).collect();
+        let Some(&joining) = outside.choose(rng) else {
+            return Ok((Active::Nothing, format!("no move of {}/{p}: every node holds a replica", self.topic)));
+        };
+        let leaving = match part.leader {
+            Some(l) if rng.gen_bool(0.5) => l,
+            _ => *part.replicas.choose(rng).expect("replicas"),
+        };
+        let to: Vec<u64> = part.replicas.iter().map(|r| if *r == leaving { joining } else { *r }).collect();
+        let what = format!("{}/{p} {:?} -> {to:?}", self.topic, part.replicas);
+        let started = match admin.move_partition(&self.topic, p, &to, false).await {
+            Ok(_) => "started".to_string(),
+            Err(e) => format!("refused: {e}"),
+        };
+        let victim = match rng.gen_range(0..4) {
+            0 | 1 => cluster.leader_of(&self.topic, p).await.map(|l| (l, format!("its leader node {l}"))),
+            2 => Some((joining, format!("the joining node {joining}"))),
+            _ => None,
+        };
+        let Some((id, who)) = victim.filter(|(id, _)| cluster.is_running(*id)) else {
+            return Ok((Active::Nothing, format!("move {what} ({started})")));
+        };
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1000))).await;
+        let in_flight = self.in_flight();
+        cluster.kill(id)?;
+        Ok((Active::Killed(vec![id]), format!("move {what} ({started}), then SIGKILL {who}{in_flight}; restart after")))
     }
 }
 

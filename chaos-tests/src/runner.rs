@@ -115,6 +115,11 @@ pub async fn wind_down(
     if let Err(e) = &ready {
         problems.push(format!("after healing: {e:#}"));
     }
+    if nemesis.events().iter().any(|e| e.fault == Fault::Move)
+        && let Err(e) = moves_settled(cluster, limit).await
+    {
+        problems.push(format!("after healing: {e:#}"));
+    }
     let churned = workload.stop_producers().await;
     problems.extend(churned.notes.iter().map(|n| format!("topic churn: {n}")));
     problems.extend(workload.stop_consumers().await);
@@ -142,6 +147,21 @@ pub async fn wind_down(
         problems.push(format!("node {id} exited on its own ({status})"));
     }
     (problems, read)
+}
+
+/// Waits until no partition move is under way: every move the nemesis
+/// started completed or was rolled back, and none hangs.
+async fn moves_settled(cluster: &Cluster, limit: Duration) -> Result<()> {
+    let admin = cluster.client(ClientConfig::default()).await?;
+    let last = std::sync::Mutex::new(Vec::new());
+    let settled = replog_testkit::wait::poll_until("every partition move to finish", limit, || async {
+        let s = admin.move_status().await.ok()?;
+        *last.lock().expect("last") =
+            s.moves.iter().map(|m| format!("group {} {:?} -> {:?}", m.group_id, m.from, m.to)).collect();
+        s.moves.is_empty().then_some(())
+    })
+    .await;
+    settled.map_err(|e| anyhow::anyhow!("{e:#}; still moving: {}", last.lock().expect("last").join(", ")))
 }
 
 /// What a run produced.

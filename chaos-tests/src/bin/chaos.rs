@@ -9,7 +9,7 @@
 //! | `CHAOS_RUNS` | 20 | runs, each on a fresh cluster |
 //! | `CHAOS_SECONDS` | 60 | workload + nemesis time per run |
 //! | `CHAOS_SEED` | random (printed) | seed of run 1; run n's seed is derived from it and printed |
-//! | `CHAOS_FAULTS` | all | comma list of faults (`kill,pause,partition-leader,partition-split,partition-bridge,partition-oneway,kill-all,netem,power-fail,power-fail-all`, or `partition`) |
+//! | `CHAOS_FAULTS` | all | comma list of faults (`kill,pause,partition-leader,partition-split,partition-bridge,partition-oneway,kill-all,netem,power-fail,power-fail-all,move`, or `partition`; `move` needs `CHAOS_NODES` ≥ 4 and `all` leaves it out below that) |
 //! | `CHAOS_NODES` | 3 | nodes per cluster (3 or 5) |
 //! | `CHAOS_PARTITIONS` | 6 | partitions of the topic (replication factor 3) |
 //! | `CHAOS_PRODUCERS` | 4 | producers |
@@ -204,10 +204,18 @@ fn settings() -> Result<Settings> {
     let runs: u32 = env_or("CHAOS_RUNS", 20)?;
     let seconds: u64 = env_or("CHAOS_SECONDS", 60)?;
     let seed: u64 = env_or("CHAOS_SEED", rand::random::<u64>())?;
-    let faults = Fault::parse_list(&std::env::var("CHAOS_FAULTS").unwrap_or_default())?;
+    let named = std::env::var("CHAOS_FAULTS").unwrap_or_default();
+    let mut faults = Fault::parse_list(&named)?;
     let nodes: u64 = env_or("CHAOS_NODES", 3)?;
     if !(3..=9).contains(&nodes) {
         bail!("CHAOS_NODES must be 3..9 (3 or 5 make sense), got {nodes}");
+    }
+    // A move needs a node outside a partition's three replicas.
+    if nodes <= 3 && faults.contains(&Fault::Move) {
+        if named.split(',').any(|n| n.trim() == Fault::Move.name()) {
+            bail!("the move fault needs more nodes than replicas: set CHAOS_NODES=4 or more");
+        }
+        faults.retain(|f| *f != Fault::Move);
     }
     if runs == 0 || seconds < 5 {
         bail!("CHAOS_RUNS must be > 0 and CHAOS_SECONDS >= 5");
