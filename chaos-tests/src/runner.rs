@@ -115,9 +115,9 @@ pub async fn wind_down(
     if let Err(e) = &ready {
         problems.push(format!("after healing: {e:#}"));
     }
-    if nemesis.events().iter().any(|e| e.fault == Fault::Move)
-        && let Err(e) = moves_settled(cluster, limit).await
-    {
+    // Moves of the `move` fault, and of the balancer when there are more
+    // nodes than replicas.
+    if let Err(e) = moves_settled(cluster, limit).await {
         problems.push(format!("after healing: {e:#}"));
     }
     let churned = workload.stop_producers().await;

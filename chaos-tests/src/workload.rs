@@ -900,12 +900,23 @@ async fn final_reads_of(
     let mut notes = FinalReadNotes::default();
     let partition = p.partition;
     let deadline = Instant::now() + limit;
-    // Wait until every replica has what the leader has.
+    // Wait until every replica has what the leader has. The replica set is
+    // looked up again each time: the balancer may still be moving replicas
+    // after the nodes came back (more nodes than replicas).
+    let mut replicas = p.replicas.clone();
     loop {
+        if let Some(now) = client
+            .describe_topic(topic)
+            .await
+            .ok()
+            .and_then(|t| t.partitions.into_iter().find(|x| x.partition == partition))
+        {
+            replicas = now.replicas;
+        }
         let leader_hw = high_watermark(client, topic, partition, None).await;
         let mut behind = Vec::new();
         if let Ok(hw) = &leader_hw {
-            for r in &p.replicas {
+            for r in &replicas {
                 match high_watermark(client, topic, partition, Some(&addrs[r])).await {
                     Ok(h) if h == *hw => {}
                     Ok(h) => behind.push(format!("node {r} at {h} of {hw}")),
@@ -925,7 +936,7 @@ async fn final_reads_of(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut readers: Vec<(String, Option<&str>)> = vec![("leader".into(), None)];
-    for r in &p.replicas {
+    for r in &replicas {
         readers.push((format!("replica-{r}"), Some(addrs[r].as_str())));
     }
     // The whole retained log: from the log start offset on.
