@@ -24,6 +24,7 @@ use bytes::Bytes;
 use common::{WAIT, options};
 use replog_client::certs::{Ca, LOCAL_NAMES, Pem};
 use replog_client::client::{Credentials, TlsOptions};
+use replog_client::schema::Format;
 use replog_client::security::Acl;
 use replog_client::{Client, ClientConfig, Error, PartitionReader};
 use replog_proto::batch::{self, Record};
@@ -144,12 +145,46 @@ async fn given_authorization_then_principals_get_what_acls_allow_and_changes_app
     assert_eq!(code(anon.upsert_user("eve", "pw").await), Some(ErrorCode::PermissionDenied));
     assert_eq!(code(anon.cluster_status().await), Some(ErrorCode::PermissionDenied));
     assert!(anon.list_topics().await.unwrap().iter().all(|t| t.name != TOPIC), "anonymous sees the topic");
+    // Nor membership changes, nor a look at them.
+    assert_eq!(code(anon.move_partition(TOPIC, 0, &[3, 2, 1], false).await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(code(anon.move_status().await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(code(anon.decommission_node(3).await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(code(anon.balance_cluster(true).await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(code(anon.balance_cluster(false).await), Some(ErrorCode::PermissionDenied));
+    assert!(root.move_status().await.expect("the super user may look").moves.is_empty());
+
+    // Schema subjects: describe to read (by subject, or by an id a
+    // readable subject holds; lists show only those), alter to register.
+    const SCHEMA: &str = r#"{"type": "object"}"#;
+    let orders = root.register_schema("orders-value", Format::Json, SCHEMA).await.expect("register orders-value");
+    let payments = root
+        .register_schema("payments-value", Format::Json, r#"{"type": "string"}"#)
+        .await
+        .expect("register payments-value");
+    root.add_acl(&Acl::new("bob", "subject", "orders*", "describe")).await.expect("allow bob to read orders*");
+    assert_eq!(code(anon.schema_by_id(orders.id).await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(
+        code(anon.register_schema("orders-value", Format::Json, SCHEMA).await),
+        Some(ErrorCode::PermissionDenied)
+    );
 
     // A certificate's CN is a principal: bob may consume, not produce.
     let bob = client_as(&cluster, ca.pem(), Some(&bob), None).await.expect("bob connects");
     assert_eq!(bob.who_am_i().await.unwrap().principal, "bob");
     assert!(fetch(&bob).await.expect("bob consumes") >= 1);
     assert_eq!(code(produce(&bob).await), Some(ErrorCode::PermissionDenied));
+    wait_for("bob's subject ACL to apply", WAIT, || async { bob.schema_by_id(orders.id).await.ok() }).await;
+    assert_eq!(bob.schema_version("orders-value", None).await.expect("by subject").id, orders.id);
+    assert_eq!(code(bob.schema_by_id(payments.id).await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(code(bob.schema_version("payments-value", None).await), Some(ErrorCode::PermissionDenied));
+    let listed: Vec<String> = bob.list_schemas(None).await.expect("list").into_iter().map(|s| s.subject).collect();
+    assert_eq!(listed, ["orders-value"]);
+    assert_eq!(
+        code(bob.register_schema("orders-value", Format::Json, SCHEMA).await),
+        Some(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(code(bob.delete_schema("orders-value", None).await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(code(bob.set_schema_compatibility("orders-value", None).await), Some(ErrorCode::PermissionDenied));
 
     // ACL changes apply without a restart.
     root.add_acl(&Acl::new("alice", "topic", TOPIC, "consume")).await.unwrap();

@@ -27,6 +27,8 @@ pub enum ResourceType {
     Topic,
     Group,
     Cluster,
+    /// A subject of the schema registry.
+    Subject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -41,13 +43,15 @@ pub enum Operation {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 3] = [ResourceType::Topic, ResourceType::Group, ResourceType::Cluster];
+    pub const ALL: [ResourceType; 4] =
+        [ResourceType::Topic, ResourceType::Group, ResourceType::Cluster, ResourceType::Subject];
 
     pub fn name(self) -> &'static str {
         match self {
             ResourceType::Topic => "topic",
             ResourceType::Group => "group",
             ResourceType::Cluster => "cluster",
+            ResourceType::Subject => "subject",
         }
     }
 

@@ -18,7 +18,7 @@ pub enum AclCmd {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("resource").required(true).args(["topic", "group", "cluster"])))]
+#[command(group(ArgGroup::new("resource").required(true).args(["topic", "group", "subject", "cluster"])))]
 pub struct AclArgs {
     /// A user name or client-certificate CN; `*`: anyone.
     #[arg(long)]
@@ -32,17 +32,22 @@ pub struct AclArgs {
     /// A consumer or queue group: a name, `*`, or a prefix ending in `*`.
     #[arg(long)]
     pub group: Option<String>,
-    /// The cluster (create topics, manage users and ACLs, describe it).
+    /// A schema-registry subject: a name, `*`, or a prefix ending in `*`.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// The cluster (create topics, manage users and ACLs, move partitions,
+    /// describe it).
     #[arg(long)]
     pub cluster: bool,
 }
 
 impl AclArgs {
     fn acl(&self) -> Acl {
-        let (rt, name) = match (&self.topic, &self.group) {
-            (Some(t), _) => ("topic", t.as_str()),
-            (None, Some(g)) => ("group", g.as_str()),
-            (None, None) => ("cluster", "*"),
+        let (rt, name) = match (&self.topic, &self.group, &self.subject) {
+            (Some(t), _, _) => ("topic", t.as_str()),
+            (None, Some(g), _) => ("group", g.as_str()),
+            (None, None, Some(s)) => ("subject", s.as_str()),
+            (None, None, None) => ("cluster", "*"),
         };
         Acl::new(&self.principal, rt, name, &self.operation)
     }

@@ -73,6 +73,18 @@ impl ClientService {
         }
     }
 
+    /// A schema read: by subject, `describe` on it; by id, `describe` on a
+    /// subject that holds the id (on every subject, `*`, when none does).
+    fn check_schema_read<T>(&self, req: &Request<T>, id: u32, subject: &str) -> std::result::Result<(), Status> {
+        if id == 0 {
+            return self.check(req, Subject, subject, Describe);
+        }
+        let meta = self.node.meta();
+        let mut holders = meta.schemas.subjects.iter().filter(|(_, s)| s.holds(id)).map(|(name, _)| name.as_str());
+        let name = holders.find(|name| self.allowed(req, Subject, name, Describe)).unwrap_or("*");
+        self.check(req, Subject, name, Describe)
+    }
+
     fn allowed<T>(&self, req: &Request<T>, rt: ResourceType, name: &str, op: Operation) -> bool {
         auth::allowed(&self.node, &Principal::of(req), rt, name, op)
     }
@@ -123,7 +135,7 @@ where
 }
 
 use Operation::{Alter, Consume, Create, Delete, Describe, Produce};
-use ResourceType::{Cluster, Group, Topic};
+use ResourceType::{Cluster, Group, Subject, Topic};
 
 #[tonic::async_trait]
 impl Replog for ClientService {
@@ -290,6 +302,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::JoinClusterRequest>,
     ) -> std::result::Result<Response<pb::JoinClusterResponse>, Status> {
+        // Nodes ask through the peer listener, as nodes.
+        self.check(&req, Cluster, "*", Alter)?;
         reply(
             self.on_controller(req, membership::join::handle, |mut c, r| async move { c.join_cluster(r).await }).await,
         )
@@ -299,6 +313,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::MovePartitionRequest>,
     ) -> std::result::Result<Response<pb::MovePartitionResponse>, Status> {
+        self.check(&req, Cluster, "*", Alter)?;
         reply(
             self.on_controller(
                 req,
@@ -313,6 +328,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::MoveStatusRequest>,
     ) -> std::result::Result<Response<pb::MoveStatusResponse>, Status> {
+        self.check(&req, Cluster, "*", Describe)?;
         Ok(Response::new(membership::status::handle(&self.node, req.into_inner())))
     }
 
@@ -320,6 +336,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::DecommissionNodeRequest>,
     ) -> std::result::Result<Response<pb::DecommissionNodeResponse>, Status> {
+        self.check(&req, Cluster, "*", Alter)?;
         reply(
             self.on_controller(req, membership::decommission::handle, |mut c, r| async move {
                 c.decommission_node(r).await
@@ -332,6 +349,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::BalanceClusterRequest>,
     ) -> std::result::Result<Response<pb::BalanceClusterResponse>, Status> {
+        let op = if req.get_ref().dry_run { Describe } else { Alter };
+        self.check(&req, Cluster, "*", op)?;
         reply(
             self.on_controller(req, membership::balance::handle, |mut c, r| async move { c.balance_cluster(r).await })
                 .await,
@@ -358,6 +377,8 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::FinishMoveRequest>,
     ) -> std::result::Result<Response<pb::FinishMoveResponse>, Status> {
+        // Partition leaders report through the peer listener, as nodes.
+        self.check(&req, Cluster, "*", Alter)?;
         reply(
             self.on_controller(req, membership::finish_move::handle, |mut c, r| async move { c.finish_move(r).await })
                 .await,
@@ -543,6 +564,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::RegisterSchemaRequest>,
     ) -> std::result::Result<Response<pb::RegisterSchemaResponse>, Status> {
+        self.check(&req, Subject, &req.get_ref().subject, Alter)?;
         if let Err(e) = schema::register::prepare(req.get_ref()) {
             return Err(e.into());
         }
@@ -556,6 +578,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::CheckSchemaRequest>,
     ) -> std::result::Result<Response<pb::CheckSchemaResponse>, Status> {
+        self.check(&req, Subject, &req.get_ref().subject, Describe)?;
         reply(self.on_controller(req, schema::check::handle, |mut c, r| async move { c.check_schema(r).await }).await)
     }
 
@@ -563,6 +586,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::GetSchemaRequest>,
     ) -> std::result::Result<Response<pb::GetSchemaResponse>, Status> {
+        self.check_schema_read(&req, req.get_ref().id, &req.get_ref().subject)?;
         reply(self.on_controller(req, schema::get::handle, |mut c, r| async move { c.get_schema(r).await }).await)
     }
 
@@ -570,13 +594,20 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::ListSchemasRequest>,
     ) -> std::result::Result<Response<pb::ListSchemasResponse>, Status> {
-        reply(self.on_controller(req, schema::list::handle, |mut c, r| async move { c.list_schemas(r).await }).await)
+        let principal = Principal::of(&req);
+        let mut r = reply(
+            self.on_controller(req, schema::list::handle, |mut c, r| async move { c.list_schemas(r).await }).await,
+        )?;
+        // Only the subjects the principal may describe.
+        r.get_mut().subjects.retain(|s| auth::allowed(&self.node, &principal, Subject, &s.subject, Describe));
+        Ok(r)
     }
 
     async fn delete_schema(
         &self,
         req: Request<pb::DeleteSchemaRequest>,
     ) -> std::result::Result<Response<pb::DeleteSchemaResponse>, Status> {
+        self.check(&req, Subject, &req.get_ref().subject, Delete)?;
         reply(self.on_controller(req, schema::delete::handle, |mut c, r| async move { c.delete_schema(r).await }).await)
     }
 
@@ -584,6 +615,7 @@ impl Replog for ClientService {
         &self,
         req: Request<pb::SetSchemaCompatibilityRequest>,
     ) -> std::result::Result<Response<pb::SetSchemaCompatibilityResponse>, Status> {
+        self.check(&req, Subject, &req.get_ref().subject, Alter)?;
         if let Err(e) = schema::set_compatibility::prepare(req.get_ref()) {
             return Err(e.into());
         }
