@@ -393,6 +393,11 @@ impl NodeConfig {
         if !(1024..=i32::MAX as usize).contains(&self.kafka_max_frame_bytes) {
             return Err("kafka-max-frame-bytes must be 1024..=2147483647".into());
         }
+        if self.authorization && !self.peer_tls() {
+            // The peer port serves nodes, whom ACLs do not bind: without
+            // mutual TLS there anyone who reaches it would act as a node.
+            return Err("authorization needs mutual TLS on the peer port (--peer-tls-cert, --peer-tls-key, --peer-tls-ca): without it whoever reaches the peer port is trusted as a node".into());
+        }
         if self.kafka_listen.is_some() && (self.authorization || self.client_tls()) {
             // The Kafka listener has neither SASL nor TLS yet: it must not
             // open a door the client listener keeps shut.
@@ -520,6 +525,16 @@ mod tests {
         let c = NodeConfig { id: 1, ..Default::default() };
         c.validate().unwrap();
         c.raft_config().unwrap();
+    }
+
+    #[test]
+    fn authorization_without_peer_tls_is_refused() {
+        let c = NodeConfig { id: 1, authorization: true, ..Default::default() };
+        let e = c.validate().expect_err("refused");
+        assert!(e.contains("peer-tls"), "{e}");
+        let p = |s: &str| Some(std::path::PathBuf::from(s));
+        let c = NodeConfig { peer_tls_cert: p("n.crt"), peer_tls_key: p("n.key"), peer_tls_ca: p("ca.crt"), ..c };
+        c.validate().expect("with peer TLS");
     }
 
     /// Every key is a flag `--key-name` with the variable `REPLOG_KEY_NAME`,
