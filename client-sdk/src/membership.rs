@@ -100,6 +100,25 @@ impl Client {
         Ok(r.settings)
     }
 
+    /// Adds and removes voters of the controller group in one joint change
+    /// (a removed voter stays a learner); returns the voters and learners
+    /// after it. Nothing to add or remove only reads them. Refused with
+    /// CONTROLLER_QUORUM when a voter added is not a live follower of the
+    /// metadata, or either set of voters would lack a live majority.
+    pub async fn controller_voters(&self, add: &[u64], remove: &[u64]) -> Result<(Vec<u64>, Vec<u64>)> {
+        let timeout = self.config().request_timeout;
+        let call = if add.is_empty() && remove.is_empty() { Call::Read } else { Call::Write };
+        let r = self
+            .any_node(call, |mut c, _| {
+                let mut req =
+                    tonic::Request::new(pb::ControllerVotersRequest { add: add.to_vec(), remove: remove.to_vec() });
+                req.set_timeout(timeout);
+                async move { c.controller_voters(req).await }
+            })
+            .await?;
+        Ok((r.voters, r.learners))
+    }
+
     /// Whether every move in `moves` is done: each partition's replica set
     /// is the move's target, as the answering node knows it (a node that
     /// lags says not yet, never done too early).

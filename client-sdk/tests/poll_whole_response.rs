@@ -356,6 +356,13 @@ impl Replog for OnePartition {
     ) -> Result<Response<pb::ClusterConfigResponse>, Status> {
         Err(Status::unimplemented("not needed here"))
     }
+
+    async fn controller_voters(
+        &self,
+        _: Request<pb::ControllerVotersRequest>,
+    ) -> Result<Response<pb::ControllerVotersResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
 }
 
 async fn serve(state: OnePartition) -> SocketAddr {

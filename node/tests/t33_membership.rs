@@ -270,6 +270,20 @@ async fn run(flow: Flow) {
     assert!(t.partitions.iter().all(|p| !p.replicas.contains(&1)), "node 1 holds nothing");
     progress(&seen, flow.per_step, "decommission").await;
 
+    step("controller voters");
+    // The controller's voters change directly: bad asks are refused and
+    // change nothing; a voter is replaced by the node that is still a
+    // learner, and the controller keeps serving through the roll below.
+    let (voters, learners) = client.controller_voters(&[], &[]).await.expect("voters");
+    assert_eq!((voters.len(), learners.len()), (3, 1), "voters {voters:?}, learners {learners:?}");
+    assert_eq!(code(client.controller_voters(&[9], &[]).await), ErrorCode::UnknownNode);
+    assert_eq!(code(client.controller_voters(&[], &voters).await), ErrorCode::ControllerQuorum);
+    let (old, new) = (voters[0], learners[0]);
+    let (after, learners) = client.controller_voters(&[new], &[old]).await.expect("replace a voter");
+    assert!(after.contains(&new) && !after.contains(&old) && after.len() == 3, "voters {after:?}");
+    assert!(learners.contains(&old), "the old voter stays a learner: {learners:?}");
+    progress(&seen, flow.per_step, "controller voters").await;
+
     // Roll: each node stops gracefully (handing its leaderships over),
     // restarts and catches up before the next.
     seen.max_wait_us.store(0, Ordering::Relaxed);

@@ -1,4 +1,4 @@
-//! `replog cluster status|balance|config`.
+//! `replog cluster status|balance|config|voters`.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -21,6 +21,16 @@ pub enum ClusterCmd {
         /// Wait until the moves are done.
         #[arg(long)]
         wait: bool,
+    },
+    /// The controller group's voters: `--add`/`--remove` grow, shrink or
+    /// replace them in one change (a removed voter stays a learner).
+    Voters {
+        /// Nodes to make voters (each must be alive and joined).
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<u64>,
+        /// Voters to turn into learners.
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<u64>,
     },
     /// Cluster-wide settings, overriding each node's own: `move.throttle`,
     /// `balance.auto`, `balance.max_moves`.
@@ -116,6 +126,13 @@ pub async fn run(client: Client, cmd: ClusterCmd, out: Output) -> anyhow::Result
                         println!("{:<18} {:<20} {}", s.key, v, s.doc);
                     }
                 }
+            }
+        }
+        ClusterCmd::Voters { add, remove } => {
+            let (voters, learners) = client.controller_voters(&add, &remove).await?;
+            match out {
+                Output::Json => println!("{}", json!({ "voters": voters, "learners": learners })),
+                Output::Text => println!("voters {voters:?}, learners {learners:?}"),
             }
         }
         ClusterCmd::Balance { dry_run, wait } => {

@@ -373,6 +373,19 @@ impl Replog for ClientService {
         )
     }
 
+    async fn controller_voters(
+        &self,
+        req: Request<pb::ControllerVotersRequest>,
+    ) -> std::result::Result<Response<pb::ControllerVotersResponse>, Status> {
+        let r = req.get_ref();
+        let op = if r.add.is_empty() && r.remove.is_empty() { Describe } else { Alter };
+        self.check(&req, Cluster, "*", op)?;
+        reply(
+            self.on_controller(req, membership::voters::handle, |mut c, r| async move { c.controller_voters(r).await })
+                .await,
+        )
+    }
+
     async fn finish_move(
         &self,
         req: Request<pb::FinishMoveRequest>,

@@ -11,6 +11,7 @@ pub mod finish_move;
 pub mod join;
 pub mod move_partition;
 pub mod status;
+pub mod voters;
 
 use std::collections::BTreeSet;
 
