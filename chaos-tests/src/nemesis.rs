@@ -515,7 +515,10 @@ impl Nemesis {
             retry_deadline: Duration::from_secs(4),
             ..ClientConfig::default()
         };
-        let admin = cluster.client(config).await?;
+        let admin = match cluster.client(config).await {
+            Ok(c) => c,
+            Err(e) => return Ok((Active::Nothing, format!("no move of {}/{p}: connect: {e:#}", self.topic))),
+        };
         let info = match admin.describe_topic(&self.topic).await {
             Ok(t) => t,
             Err(e) => return Ok((Active::Nothing, format!("no move of {}/{p}: metadata: {e}", self.topic))),
