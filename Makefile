@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make bench-move · make memory · make rejoin · make membership
+# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make bench-move · make bench-restart · make memory · make rejoin · make membership
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas bench-move memory rejoin membership clean-cluster
+.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas bench-move bench-restart memory rejoin membership clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -109,6 +109,11 @@ bench-schemas:
 bench-move:
 	$(CARGO) build --release -p replog-node -p replog-client --bins
 	flock /tmp/replog-chaos.lock bash ops/bench-move.sh
+
+# How long a node holding 1 GiB (RESTART_GIB) of log takes to serve again
+# after SIGTERM and after SIGKILL (docs/benchmarks.md).
+bench-restart:
+	bash ops/bench-restart.sh
 
 # RSS of every node while 4 GiB (MEMORY_GB) is produced and read back.
 memory:
