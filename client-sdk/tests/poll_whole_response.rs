@@ -357,6 +357,13 @@ impl Replog for OnePartition {
         Err(Status::unimplemented("not needed here"))
     }
 
+    async fn controller_read_index(
+        &self,
+        _: Request<pb::ControllerReadIndexRequest>,
+    ) -> Result<Response<pb::ControllerReadIndexResponse>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
     async fn controller_voters(
         &self,
         _: Request<pb::ControllerVotersRequest>,

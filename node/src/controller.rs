@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
@@ -25,11 +26,14 @@ pub struct Controller {
     raft: Raft,
     meta: watch::Receiver<Arc<ClusterMeta>>,
     members: Arc<Members>,
+    /// Set once this node has applied everything the controller had
+    /// committed after the node started ([`Controller::mark_caught_up`]).
+    caught_up: AtomicBool,
 }
 
 impl Controller {
     pub fn new(me: NodeId, raft: Raft, meta: watch::Receiver<Arc<ClusterMeta>>, members: Arc<Members>) -> Controller {
-        Controller { me, raft, meta, members }
+        Controller { me, raft, meta, members, caught_up: AtomicBool::new(false) }
     }
 
     /// The cluster metadata as applied here.
@@ -57,6 +61,38 @@ impl Controller {
 
     pub(crate) fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Whether the metadata here holds every change the controller had
+    /// committed after this node started. Until then the node takes no
+    /// writes: a state machine rolled back by a power failure (its sled
+    /// batches are not fsync'd; committed entries are applied again) still
+    /// lists topics deleted before the failure.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// The controller's read index, after a ReadIndex round. Leader only.
+    pub async fn read_index(&self) -> Result<u64> {
+        match self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
+            Ok(r) => Ok(r.index()),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(self.members.not_leader(WHAT, f.leader_id)),
+                None => Err(NodeError::Unavailable(format!("controller read index: {e}"))),
+            },
+        }
+    }
+
+    /// Waits (at most `wait`) until the metadata here has applied the
+    /// controller log through `index`, then marks it caught up.
+    pub async fn mark_caught_up(&self, index: u64, wait: Duration) -> Result<()> {
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "the controller log applied through the read index")
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("controller catching up: {e}")))?;
+        self.caught_up.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The controller group's voters and learners, as known here.

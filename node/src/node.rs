@@ -142,6 +142,7 @@ impl Node {
     pub fn spawn_tasks(self: &Arc<Self>) {
         tokio::spawn(crate::reconciler::run(self.clone()));
         tokio::spawn(self.controller.clone().register_loop());
+        tokio::spawn(catch_up_metadata(self.clone()));
         let n = self.clone();
         tokio::spawn(async move {
             loop {
@@ -422,4 +423,44 @@ mod tests {
         // Alone in the group: nobody to hand to.
         assert_eq!(handoff_target(&BTreeMap::new(), Some(1), &[1]), None);
     }
+}
+
+/// After a start, asks the controller leader for its read index until one
+/// answers, and marks the metadata caught up once it is applied here
+/// ([`crate::controller::Controller::caught_up`]); writes wait for it.
+async fn catch_up_metadata(node: Arc<Node>) {
+    const RETRY: Duration = Duration::from_millis(100);
+    const APPLY_WAIT: Duration = Duration::from_secs(10);
+    let t0 = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let index = match node.controller.leader() {
+            Some(l) if l == node.id => node.controller.read_index().await,
+            Some(l) => match node.members.addr(l) {
+                Some(addr) => ask_read_index(&node, &addr).await,
+                None => Err(NodeError::Unavailable(format!("no address for controller leader {l}"))),
+            },
+            None => Err(NodeError::Unavailable("no controller leader yet".into())),
+        };
+        match index {
+            Ok(i) => match node.controller.mark_caught_up(i, APPLY_WAIT).await {
+                Ok(()) => {
+                    info!(index = i, took_ms = t0.elapsed().as_millis() as u64, "metadata caught up: taking writes");
+                    return;
+                }
+                Err(e) => warn!("metadata catching up: {e}"),
+            },
+            Err(e) if attempts % 50 == 0 => warn!("metadata catching up (attempt {attempts}): {e}"),
+            Err(e) => tracing::debug!("metadata catching up: {e}"),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn ask_read_index(node: &Node, addr: &str) -> Result<u64> {
+    let mut c = node.pool.replog_client(addr).map_err(NodeError::Unavailable)?;
+    let mut req = tonic::Request::new(pb::ControllerReadIndexRequest {});
+    req.set_timeout(Duration::from_secs(2));
+    c.controller_read_index(req).await.map(|r| r.into_inner().index).map_err(|s| NodeError::from_remote(addr, s))
 }

@@ -397,7 +397,8 @@ pub struct Readiness {
 }
 
 /// Ready once the controller has a leader and this node has applied what
-/// it committed, and every partition the metadata places here is open, has
+/// it committed (and, once after its start, everything committed before a
+/// read index it asked for: until then it takes no writes), and every partition the metadata places here is open, has
 /// a leader and is applied up to what that leader has committed (within
 /// [`READY_SLACK_ENTRIES`]).
 pub fn readiness(node: &Node) -> Readiness {
@@ -407,6 +408,9 @@ pub fn readiness(node: &Node) -> Readiness {
         None => waiting.push("controller: no leader".to_string()),
         Some(_) if lagging(&c) => {
             waiting.push(format!("controller: applied {} of {} committed", c.applied, c.cluster_committed))
+        }
+        Some(_) if !node.controller.caught_up() => {
+            waiting.push("controller: metadata not yet caught up since start (no writes taken)".to_string())
         }
         Some(_) => {}
     }

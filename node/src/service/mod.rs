@@ -373,6 +373,17 @@ impl Replog for ClientService {
         )
     }
 
+    async fn controller_read_index(
+        &self,
+        req: Request<pb::ControllerReadIndexRequest>,
+    ) -> std::result::Result<Response<pb::ControllerReadIndexResponse>, Status> {
+        self.check(&req, Cluster, "*", Describe)?;
+        if !self.node.controller.is_leader() {
+            return Err(self.node.controller.not_leader().into());
+        }
+        reply(self.node.controller.read_index().await.map(|index| pb::ControllerReadIndexResponse { index }))
+    }
+
     async fn controller_voters(
         &self,
         req: Request<pb::ControllerVotersRequest>,
