@@ -408,23 +408,6 @@ pub fn handoff_target(matched: &BTreeMap<NodeId, Option<u64>>, last: Option<u64>
     matched.iter().max_by_key(|e| rank(*e)).map(|(id, _)| *id)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn given_voters_when_handing_off_then_a_live_caught_up_one_is_chosen_first() {
-        let m = BTreeMap::from([(2, Some(10)), (3, Some(12)), (4, None)]);
-        assert_eq!(handoff_target(&m, Some(12), &[1, 2, 3, 4]), Some(3));
-        // The caught-up one is down: the most advanced live one.
-        assert_eq!(handoff_target(&m, Some(12), &[1, 2, 4]), Some(2));
-        // Nobody known alive: still the most advanced.
-        assert_eq!(handoff_target(&m, Some(12), &[1]), Some(3));
-        // Alone in the group: nobody to hand to.
-        assert_eq!(handoff_target(&BTreeMap::new(), Some(1), &[1]), None);
-    }
-}
-
 /// After a start, asks the controller leader for its read index until one
 /// answers, and marks the metadata caught up once it is applied here
 /// ([`crate::controller::Controller::caught_up`]); writes wait for it.
@@ -451,7 +434,7 @@ async fn catch_up_metadata(node: Arc<Node>) {
                 }
                 Err(e) => warn!("metadata catching up: {e}"),
             },
-            Err(e) if attempts % 50 == 0 => warn!("metadata catching up (attempt {attempts}): {e}"),
+            Err(e) if attempts.is_multiple_of(50) => warn!("metadata catching up (attempt {attempts}): {e}"),
             Err(e) => tracing::debug!("metadata catching up: {e}"),
         }
         tokio::time::sleep(RETRY).await;
@@ -463,4 +446,21 @@ async fn ask_read_index(node: &Node, addr: &str) -> Result<u64> {
     let mut req = tonic::Request::new(pb::ControllerReadIndexRequest {});
     req.set_timeout(Duration::from_secs(2));
     c.controller_read_index(req).await.map(|r| r.into_inner().index).map_err(|s| NodeError::from_remote(addr, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_voters_when_handing_off_then_a_live_caught_up_one_is_chosen_first() {
+        let m = BTreeMap::from([(2, Some(10)), (3, Some(12)), (4, None)]);
+        assert_eq!(handoff_target(&m, Some(12), &[1, 2, 3, 4]), Some(3));
+        // The caught-up one is down: the most advanced live one.
+        assert_eq!(handoff_target(&m, Some(12), &[1, 2, 4]), Some(2));
+        // Nobody known alive: still the most advanced.
+        assert_eq!(handoff_target(&m, Some(12), &[1]), Some(3));
+        // Alone in the group: nobody to hand to.
+        assert_eq!(handoff_target(&BTreeMap::new(), Some(1), &[1]), None);
+    }
 }
