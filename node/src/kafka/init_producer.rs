@@ -24,7 +24,6 @@ use replog_proto::pb;
 use tonic::Request;
 use tracing::{debug, info};
 
-use super::errors;
 use crate::node::Node;
 use crate::service::{init_producer, on_controller};
 
@@ -46,14 +45,10 @@ pub async fn handle(node: &Arc<Node>, req: InitProducerIdRequest, _version: i16)
             .with_producer_id(ProducerId(r.producer_id))
             .with_producer_epoch(r.epoch as i16),
         Err(e) => {
+            // The controller group has no leader for the moment (or it
+            // moved while answering): a code clients retry after a backoff.
             debug!(error = %e, "kafka InitProducerId failed");
-            // No controller leader for the moment: a code the client
-            // retries (it asks again after a backoff).
-            refused(match errors::code(&e) {
-                c if c == ResponseError::UnknownServerError.code() => ResponseError::CoordinatorNotAvailable.code(),
-                c if c == ResponseError::RequestTimedOut.code() => ResponseError::CoordinatorNotAvailable.code(),
-                c => c,
-            })
+            refused(ResponseError::CoordinatorNotAvailable.code())
         }
     }
 }
