@@ -223,8 +223,10 @@ async fn create_one(
 
 pub async fn delete_topics(node: &Arc<Node>, req: DeleteTopicsRequest, _version: i16) -> DeleteTopicsResponse {
     let until = deadline(req.timeout_ms);
-    let unique: HashSet<TopicName> = req.topic_names.iter().cloned().collect();
-    let responses = unique.into_iter().map(|name| delete_one(node, name, until));
+    // Each name once, in the order asked.
+    let mut seen = HashSet::new();
+    let names = req.topic_names.into_iter().filter(|n| seen.insert(n.clone()));
+    let responses = names.map(|name| delete_one(node, name, until));
     DeleteTopicsResponse::default().with_responses(futures::future::join_all(responses).await)
 }
 
