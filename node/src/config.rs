@@ -171,6 +171,15 @@ node_config! {
     /// negative) length prefix closes the connection before anything is
     /// read or allocated for it.
     kafka_max_frame_bytes: usize = 100 << 20, env = "REPLOG_KAFKA_MAX_FRAME_BYTES";
+    /// Create a topic a Kafka client names that does not exist — in a
+    /// Metadata request that allows it, or a Produce — with
+    /// kafka_default_partitions partitions and default_replication_factor
+    /// replicas, as Kafka's auto.create.topics.enable does. Off: such a
+    /// client gets UNKNOWN_TOPIC_OR_PARTITION.
+    kafka_auto_create_topics: bool = false, env = "REPLOG_KAFKA_AUTO_CREATE_TOPICS";
+    /// Partitions of a topic created by a Kafka client without a count: by
+    /// kafka_auto_create_topics, or CreateTopics with num_partitions -1.
+    kafka_default_partitions: u32 = 1, env = "REPLOG_KAFKA_DEFAULT_PARTITIONS";
     /// Prometheus /metrics, /health (liveness) and /ready (caught up)
     /// listen address.
     metrics_listen: SocketAddr = "127.0.0.1:9101".parse().expect("literal address"), env = "REPLOG_METRICS_LISTEN";
@@ -397,6 +406,9 @@ impl NodeConfig {
             // The peer port serves nodes, whom ACLs do not bind: without
             // mutual TLS there anyone who reaches it would act as a node.
             return Err("authorization needs mutual TLS on the peer port (--peer-tls-cert, --peer-tls-key, --peer-tls-ca): without it whoever reaches the peer port is trusted as a node".into());
+        }
+        if self.kafka_default_partitions == 0 || self.kafka_default_partitions > self.max_partitions {
+            return Err("kafka-default-partitions must be 1..=max-partitions".into());
         }
         if self.kafka_listen.is_some() && (self.authorization || self.client_tls()) {
             // The Kafka listener has neither SASL nor TLS yet: it must not

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::{fetch, list_offsets, metadata, produce, versions};
+use super::{admin, describe_configs, fetch, init_producer, list_offsets, metadata, produce, versions};
 use crate::node::Node;
 use crate::security::conn::{PerIp, Slot};
 
@@ -130,6 +130,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, _slot:
         }
     });
     let limit = node.config.kafka_max_frame_bytes;
+    // What the next Produce request waits on before it appends.
+    let mut produce_order = None;
     loop {
         let requests = &node.metrics.kafka_requests;
         let frame = match read_frame(&mut rd, limit).await {
@@ -146,7 +148,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, _slot:
         let task = match decode(frame) {
             Ok(Frame::Request(req)) => {
                 let node = node.clone();
-                tokio::spawn(async move { respond(&node, *req).await })
+                let order = (req.key == ApiKey::Produce).then(|| {
+                    let (order, next) = produce::Order::after(produce_order.take());
+                    produce_order = Some(next);
+                    order
+                });
+                tokio::spawn(async move { respond(&node, *req, order).await })
             }
             Ok(Frame::UnsupportedApiVersions { correlation_id }) => {
                 info!(%peer, "kafka ApiVersions at an unsupported version: answered with the versions served");
@@ -220,12 +227,22 @@ pub fn decode(mut frame: Bytes) -> Result<Frame, Close> {
 }
 
 /// Handles a request; the response frame, or none (acks=0 produce).
-async fn respond(node: &Node, req: Request) -> Option<Bytes> {
+async fn respond(node: &Arc<Node>, req: Request, order: Option<produce::Order>) -> Option<Bytes> {
     let Request { key, version, header, body } = req;
     let resp: ResponseKind = match body {
         RequestKind::ApiVersions(_) => versions::api_versions(0).into(),
-        RequestKind::Metadata(r) => metadata::handle(node, r, version).into(),
-        RequestKind::Produce(r) => produce::handle(node, r, version).await?.into(),
+        RequestKind::Metadata(r) => {
+            admin::auto_create_for_metadata(node, &r, version).await;
+            metadata::handle(node, r, version).into()
+        }
+        RequestKind::Produce(r) => {
+            let order = order.unwrap_or_else(|| produce::Order::first().0);
+            produce::handle(node, r, version, order).await?.into()
+        }
+        RequestKind::InitProducerId(r) => init_producer::handle(node, r, version).await.into(),
+        RequestKind::CreateTopics(r) => admin::create_topics(node, r, version).await.into(),
+        RequestKind::DeleteTopics(r) => admin::delete_topics(node, r, version).await.into(),
+        RequestKind::DescribeConfigs(r) => describe_configs::handle(node, r, version).into(),
         RequestKind::Fetch(r) => fetch::handle(node, r, version).await.into(),
         RequestKind::ListOffsets(r) => list_offsets::handle(node, r, version).await.into(),
         other => {
@@ -356,6 +373,26 @@ mod tests {
                             .with_name(name)
                             .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()]),
                     ])
+                    .into(),
+            ),
+            (ApiKey::InitProducerId, InitProducerIdRequest::default().into()),
+            (
+                ApiKey::CreateTopics,
+                CreateTopicsRequest::default()
+                    .with_topics(vec![create_topics_request::CreatableTopic::default().with_configs(vec![
+                        create_topics_request::CreatableTopicConfig::default()
+                            .with_value(Some(StrBytes::from_static_str("1"))),
+                    ])])
+                    .into(),
+            ),
+            (
+                ApiKey::DeleteTopics,
+                DeleteTopicsRequest::default().with_topic_names(vec![TopicName(StrBytes::from_static_str("t"))]).into(),
+            ),
+            (
+                ApiKey::DescribeConfigs,
+                DescribeConfigsRequest::default()
+                    .with_resources(vec![describe_configs_request::DescribeConfigsResource::default()])
                     .into(),
             ),
         ];

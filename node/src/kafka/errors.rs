@@ -27,6 +27,11 @@ pub fn code(e: &NodeError) -> i16 {
         R::PermissionDenied => K::TopicAuthorizationFailed,
         R::OutOfOrderSequence => K::OutOfOrderSequenceNumber,
         R::ProducerFenced => K::InvalidProducerEpoch,
+        R::InvalidTopicName => K::InvalidTopicException,
+        R::TopicAlreadyExists => K::TopicAlreadyExists,
+        R::InvalidPartitions => K::InvalidPartitions,
+        R::InvalidReplicationFactor => K::InvalidReplicationFactor,
+        R::InvalidConfig => K::InvalidConfig,
         _ => K::UnknownServerError,
     };
     k.code()

@@ -12,15 +12,23 @@
 //! - [`records`]: Kafka RecordBatch v2 ↔ replog batches, converted at the
 //!   edge, with decompression bounded.
 //! - [`errors`]: replog errors as Kafka error codes.
+//! - [`init_producer`]: InitProducerId, producer ids through the controller
+//!   as the SDK's; the sequences are checked by the partitions' state.
+//! - [`admin`]: CreateTopics, DeleteTopics and topic auto-creation over
+//!   replog's own create and delete; [`describe_configs`]: topic settings
+//!   and node configuration.
 //!
 //! The messages themselves are the `kafka-protocol` crate's (generated from
 //! Kafka's own message specs); nothing here encodes a field by hand.
 //!
 //! [`Partition`]: crate::partition::Partition
 
+pub mod admin;
 pub mod conn;
+pub mod describe_configs;
 pub mod errors;
 pub mod fetch;
+pub mod init_producer;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;

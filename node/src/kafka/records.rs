@@ -7,8 +7,15 @@
 //! The conversion loses what replog's format has no place for: a null
 //! value or header value reads back empty, and headers of one record that
 //! share a name keep only the last (the codec's record holds headers in a
-//! map). Producer ids and sequences are not carried over: idempotent and
-//! transactional Kafka producers are not served yet.
+//! map).
+//!
+//! An idempotent producer's identity — producer id, epoch and the base
+//! sequence of the batch — goes into the replog batch header, where the
+//! SDK's idempotent producer puts its own: the partition's state machine
+//! checks both alike (one sequence state per partition, whichever protocol
+//! produced). Producer ids come from the same controller counter for both,
+//! so they never collide. A request carries one batch per partition for
+//! such a producer (as Kafka requires from v3 on); several are refused.
 //!
 //! Decompression is replog's own, bounded: a Kafka batch's records section
 //! never decompresses past the produce limit, so a small compressed frame
@@ -23,7 +30,7 @@ use kafka_protocol::records::{
     Compression as KCompression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType,
 };
-use replog_proto::batch::{self, BatchBuilder, Compression, Record};
+use replog_proto::batch::{self, BatchBuilder, Compression, ProducerInfo, Record};
 
 /// Why a produced batch is refused, as a Kafka error code and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +60,8 @@ pub fn to_replog(data: &Bytes, max_uncompressed: usize) -> Result<Bytes, Refused
     let mut records = Vec::new();
     let mut codec = None;
     let mut budget = max_uncompressed;
+    let mut producer = ProducerInfo::NONE;
+    let mut batches = 0usize;
     while !buf.is_empty() {
         match buf.get(MAGIC_OFFSET) {
             Some(2) => {}
@@ -68,6 +77,22 @@ pub fn to_replog(data: &Bytes, max_uncompressed: usize) -> Result<Bytes, Refused
         let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
             .map_err(|e| Refused::new(K::CorruptMessage, format!("record batch refused: {e:#}")))?;
         codec.get_or_insert(set.compression);
+        batches += 1;
+        if let Some(first) = set.records.first() {
+            if batches == 1 {
+                producer = ProducerInfo {
+                    producer_id: first.producer_id,
+                    epoch: first.producer_epoch,
+                    base_sequence: first.sequence,
+                };
+            }
+            if batches > 1 && (producer.producer_id >= 0 || first.producer_id >= 0) {
+                return Err(Refused::new(
+                    K::InvalidRecord,
+                    "an idempotent producer sends one record batch per partition in a request",
+                ));
+            }
+        }
         for r in set.records {
             if r.control || r.transactional {
                 return Err(Refused::new(K::InvalidRecord, "transactional and control batches are not served"));
@@ -95,7 +120,10 @@ pub fn to_replog(data: &Bytes, max_uncompressed: usize) -> Result<Bytes, Refused
         Some(_) => Compression::Zstd,
     };
     let size = records.iter().map(Record::encoded_len).sum();
-    let mut b = BatchBuilder::with_capacity(size).compression(compression);
+    if producer.producer_id < 0 {
+        producer = ProducerInfo::NONE;
+    }
+    let mut b = BatchBuilder::with_capacity(size).compression(compression).producer(producer);
     for r in &records {
         b.try_push(r).map_err(|e| Refused::new(K::InvalidRecord, e.to_string()))?;
     }
@@ -247,6 +275,44 @@ mod tests {
         let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap()).collect();
         assert_eq!(keys, ["k0", "k1", "k2", "k0", "k1"]);
         assert_eq!(h.compression, Compression::Zstd, "gzip is stored as zstd");
+    }
+
+    /// A batch of an idempotent producer: `n` records from sequence `seq`.
+    fn idempotent_batch(producer_id: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
+        let records: Vec<KRecord> = (0..n)
+            .map(|i| KRecord {
+                producer_id,
+                producer_epoch: epoch,
+                sequence: seq + i as i32,
+                ..plain_record(i as i64, 1_700_000_000_000, None, Some(Bytes::from("v")), IndexMap::new())
+            })
+            .collect();
+        let mut out = BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression: KCompression::Zstd };
+        RecordBatchEncoder::encode(&mut out, &records, &options).unwrap();
+        out.freeze()
+    }
+
+    #[test]
+    fn given_an_idempotent_batch_then_the_replog_batch_carries_its_producer_id_epoch_and_base_sequence() {
+        let stored = to_replog(&idempotent_batch(42, 3, 100, 7), 1 << 20).unwrap();
+        let (h, records) = batch::decode(&stored).unwrap();
+        assert_eq!(h.producer, ProducerInfo { producer_id: 42, epoch: 3, base_sequence: 100 });
+        assert_eq!(records.len(), 7);
+        // Without a producer id, none is stored.
+        let plain = to_replog(&kafka_batch(KCompression::None, 2), 1 << 20).unwrap();
+        assert_eq!(batch::decode(&plain).unwrap().0.producer, ProducerInfo::NONE);
+    }
+
+    #[test]
+    fn given_two_batches_of_an_idempotent_producer_in_one_request_then_they_are_refused() {
+        let mut two = idempotent_batch(42, 0, 0, 2).to_vec();
+        two.extend_from_slice(&idempotent_batch(42, 0, 2, 2));
+        let e = to_replog(&Bytes::from(two), 1 << 20).unwrap_err();
+        assert_eq!(e.code, 87, "INVALID_RECORD: {e:?}");
+        let mut mixed = kafka_batch(KCompression::None, 2).to_vec();
+        mixed.extend_from_slice(&idempotent_batch(42, 0, 0, 2));
+        assert_eq!(to_replog(&Bytes::from(mixed), 1 << 20).unwrap_err().code, 87);
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// Produce 0–2 carry the old message sets (magic 0 and 1), which are not
@@ -178,6 +182,75 @@ mod tests {
                 ListOffsetsTopicResponse::default()
                     .with_name(name)
                     .with_partitions(vec![ListOffsetsPartitionResponse::default().with_offset(3).with_timestamp(-1)]),
+            ]),
+        );
+    }
+
+    #[test]
+    fn given_every_advertised_producer_and_admin_version_then_messages_and_headers_round_trip() {
+        use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+        use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+        use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::describe_configs_response::{
+            DescribeConfigsResourceResult, DescribeConfigsResult,
+        };
+        let name = TopicName(StrBytes::from_static_str("orders"));
+        check(
+            ApiKey::InitProducerId,
+            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+            InitProducerIdResponse::default().with_producer_id(ProducerId(7)).with_producer_epoch(0),
+        );
+        check(
+            ApiKey::CreateTopics,
+            CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name.clone())
+                    .with_num_partitions(3)
+                    .with_replication_factor(-1)
+                    .with_configs(vec![
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_value(Some(StrBytes::from_static_str("60000"))),
+                    ]),
+            ]),
+            CreateTopicsResponse::default().with_topics(vec![
+                CreatableTopicResult::default()
+                    .with_name(name.clone())
+                    .with_error_message(Some(StrBytes::from_static_str("m")))
+                    .with_num_partitions(3)
+                    .with_replication_factor(3)
+                    .with_configs(Some(vec![
+                        CreatableTopicConfigs::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_value(Some(StrBytes::from_static_str("60000")))
+                            .with_config_source(1),
+                    ])),
+            ]),
+        );
+        check(
+            ApiKey::DeleteTopics,
+            DeleteTopicsRequest::default().with_timeout_ms(5000).with_topic_names(vec![name.clone()]),
+            DeleteTopicsResponse::default()
+                .with_responses(vec![DeletableTopicResult::default().with_name(Some(name.clone()))]),
+        );
+        check(
+            ApiKey::DescribeConfigs,
+            DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("orders")),
+            ]),
+            DescribeConfigsResponse::default().with_results(vec![
+                DescribeConfigsResult::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("orders"))
+                    .with_configs(vec![
+                        DescribeConfigsResourceResult::default()
+                            .with_name(StrBytes::from_static_str("retention.bytes"))
+                            .with_value(Some(StrBytes::from_static_str("-1")))
+                            .with_config_source(5),
+                    ]),
             ]),
         );
     }

@@ -4,10 +4,10 @@
 mod alter_topic_config;
 mod cluster_status;
 pub(crate) mod create_topic;
-mod delete_topic;
+pub(crate) mod delete_topic;
 mod fetch;
 pub mod group;
-mod init_producer;
+pub(crate) mod init_producer;
 mod list_offsets;
 pub mod membership;
 mod metadata;
