@@ -192,6 +192,15 @@ impl KafkaGroups {
         })
     }
 
+    /// Forgets `group` once it has no Kafka member and nothing in flight.
+    fn tidy(&self, part: GroupId, group: &str) {
+        let mut g = self.groups.lock().expect("kafka groups lock");
+        let key = (part, group.to_string());
+        if g.get(&key).is_some_and(|k| k.members.is_empty() && k.round.is_none() && k.proposing == 0) {
+            g.remove(&key);
+        }
+    }
+
     fn round_open(&self, part: GroupId, group: &str) -> bool {
         self.with(part, group, |g| g.round.is_some())
     }
@@ -220,7 +229,10 @@ pub fn group_code(e: &NodeError) -> i16 {
         NodeError::UnknownGroup(_) => K::CoordinatorNotAvailable.code(),
         NodeError::InvalidRequest(_) => K::InvalidGroupId.code(),
         NodeError::Rejected(r) => match r {
-            replog_raft_store::Rejection::UnknownMember(_) => K::UnknownMemberId.code(),
+            // A group that does not exist has no such member.
+            replog_raft_store::Rejection::UnknownMember(_) | replog_raft_store::Rejection::UnknownGroup(_) => {
+                K::UnknownMemberId.code()
+            }
             replog_raft_store::Rejection::StaleGeneration(_) | replog_raft_store::Rejection::NotAssigned(_) => {
                 K::IllegalGeneration.code()
             }
@@ -671,6 +683,7 @@ pub async fn leave(node: &Node, req: LeaveGroupRequest, version: i16) -> LeaveGr
         };
         answers.push(MemberResponse::default().with_member_id(id).with_error_code(code));
     }
+    node.kafka_groups.tidy(part.group(), &group);
     // A round may now be complete: the waiting members see it on their
     // next tick.
     if version >= 3 {
@@ -728,6 +741,71 @@ mod tests {
             synced: false,
             released: Assignment::new(),
         }
+    }
+
+    fn state(generation: u64, members: &[&str]) -> GroupState {
+        GroupState {
+            generation,
+            members: members.iter().map(|m| (m.to_string(), Default::default())).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Registers `id` as joined and waiting, as JoinGroup does.
+    fn wait(k: &KafkaGroups, id: &str, deadline: Instant) -> oneshot::Receiver<Joined> {
+        let (tx, rx) = oneshot::channel();
+        k.with(1, "g", |g| {
+            g.members.entry(id.to_string()).or_insert_with(|| kmember(&["range"]));
+            g.round.get_or_insert_with(|| Round { deadline, waiting: BTreeMap::new() }).waiting.insert(id.into(), tx);
+        });
+        rx
+    }
+
+    #[test]
+    fn given_a_round_then_it_completes_once_every_kafka_member_rejoined_with_one_generation() {
+        let k = KafkaGroups::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut a = wait(&k, "a", later);
+        assert!(matches!(k.check(1, "g", &state(3, &["a"])), Check::Done));
+        let ja = a.try_recv().unwrap();
+        assert_eq!((ja.generation, ja.leader.as_str(), ja.members.len()), (3, "a", 1));
+        // b joins: the round waits for a, then answers both at generation 4,
+        // the members' metadata to the leader only.
+        let mut b = wait(&k, "b", later);
+        assert!(matches!(k.check(1, "g", &state(4, &["a", "b"])), Check::Waiting));
+        assert!(k.round_open(1, "g"));
+        // A join being proposed holds the round too.
+        k.with(1, "g", |g| g.proposing += 1);
+        let mut a = wait(&k, "a", later);
+        assert!(matches!(k.check(1, "g", &state(4, &["a", "b"])), Check::Waiting));
+        k.with(1, "g", |g| g.proposing -= 1);
+        assert!(matches!(k.check(1, "g", &state(4, &["a", "b"])), Check::Done));
+        let (ja, jb) = (a.try_recv().unwrap(), b.try_recv().unwrap());
+        assert_eq!((ja.generation, jb.generation), (4, 4));
+        assert_eq!((ja.leader.as_str(), ja.members.len(), jb.members.len()), ("a", 2, 0));
+        k.with(1, "g", |g| assert_eq!((g.members["a"].generation, g.members["a"].previous), (4, 3)));
+    }
+
+    #[test]
+    fn given_a_member_that_never_rejoins_then_the_deadline_names_it_and_a_gone_one_does_not_hold_the_round() {
+        let k = KafkaGroups::default();
+        let now = Instant::now();
+        k.with(1, "g", |g| {
+            g.members.insert("gone".into(), kmember(&["range"]));
+            g.members.insert("slow".into(), kmember(&["range"]));
+        });
+        let _c = wait(&k, "c", now);
+        // "gone" left the replicated group: it is forgotten; "slow" is
+        // still a member and past the deadline.
+        match k.check(1, "g", &state(5, &["slow", "c"])) {
+            Check::Laggards(ids) => assert_eq!(ids, vec!["slow".to_string()]),
+            _ => panic!("the laggard is named"),
+        }
+        k.with(1, "g", |g| g.members.remove("slow"));
+        assert!(matches!(k.check(1, "g", &state(6, &["c"])), Check::Done));
+        k.with(1, "g", |g| g.members.clear());
+        k.tidy(1, "g");
+        assert!(k.groups.lock().unwrap().is_empty(), "an empty group is forgotten");
     }
 
     #[test]
