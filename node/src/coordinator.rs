@@ -91,32 +91,36 @@ impl Coordinator {
     /// `member` from here on (it starts consuming it on the answer), until
     /// its next heartbeat says otherwise.
     pub fn grant(&self, part: GroupId, group: &str, member: &str, st: &GroupState) -> Assignment {
-        let Some(target) = st.members.get(member).map(|m| m.assignment.clone()) else {
-            return Assignment::new();
-        };
         let mut led = self.led.lock().expect("coordinator lock");
-        let Some(live) = led.get_mut(&part).and_then(|l| l.groups.get_mut(group)) else {
-            return target;
-        };
-        let held_elsewhere: BTreeSet<(&String, &u32)> = live
-            .iter()
-            .filter(|(id, _)| id.as_str() != member && st.members.contains_key(id.as_str()))
-            .flat_map(|(_, m)| m.owned.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t, p))))
-            .collect();
-        let granted: Assignment = target
-            .into_iter()
-            .map(|(t, ps)| {
-                let free = ps.into_iter().filter(|p| !held_elsewhere.contains(&(&t, p))).collect();
-                (t, free)
-            })
-            .filter(|(_, ps): &(String, BTreeSet<u32>)| !ps.is_empty())
-            .collect();
-        if let Some(m) = live.get_mut(member) {
+        let live = led.get_mut(&part).and_then(|l| l.groups.get_mut(group));
+        let granted = grantable(live.as_deref(), member, st);
+        if let Some(m) = live.and_then(|l| l.get_mut(member)) {
             for (t, ps) in &granted {
                 m.owned.entry(t.clone()).or_default().extend(ps.iter().copied());
             }
         }
         granted
+    }
+
+    /// What [`Coordinator::grant`] would give `member` now, granting nothing.
+    pub fn grantable(&self, part: GroupId, group: &str, member: &str, st: &GroupState) -> Assignment {
+        let led = self.led.lock().expect("coordinator lock");
+        grantable(led.get(&part).and_then(|l| l.groups.get(group)), member, st)
+    }
+
+    /// What `member` owns as this coordinator knows it.
+    pub fn owned(&self, part: GroupId, group: &str, member: &str) -> Option<Assignment> {
+        let led = self.led.lock().expect("coordinator lock");
+        led.get(&part)?.groups.get(group)?.get(member).map(|m| m.owned.clone())
+    }
+
+    /// Partitions other current members of `group` own.
+    pub fn held_by_others(&self, part: GroupId, group: &str, member: &str, st: &GroupState) -> BTreeSet<(String, u32)> {
+        let led = self.led.lock().expect("coordinator lock");
+        led.get(&part)
+            .and_then(|l| l.groups.get(group))
+            .map(|live| held_elsewhere(live, member, st).into_iter().map(|(t, p)| (t.clone(), *p)).collect())
+            .unwrap_or_default()
     }
 
     /// Starts coordinating `part` (just became its leader): every member of
@@ -172,6 +176,36 @@ impl Coordinator {
     }
 }
 
+/// Partitions that members of `group` other than `member` own.
+fn held_elsewhere<'a>(
+    live: &'a HashMap<String, MemberLive>,
+    member: &str,
+    st: &GroupState,
+) -> BTreeSet<(&'a String, &'a u32)> {
+    live.iter()
+        .filter(|(id, _)| id.as_str() != member && st.members.contains_key(id.as_str()))
+        .flat_map(|(_, m)| m.owned.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t, p))))
+        .collect()
+}
+
+/// `member`'s assignment minus what other members own (all of it when the
+/// group has no liveness here yet).
+fn grantable(live: Option<&HashMap<String, MemberLive>>, member: &str, st: &GroupState) -> Assignment {
+    let Some(target) = st.members.get(member).map(|m| m.assignment.clone()) else {
+        return Assignment::new();
+    };
+    let Some(live) = live else { return target };
+    let held = held_elsewhere(live, member, st);
+    target
+        .into_iter()
+        .map(|(t, ps)| {
+            let free = ps.into_iter().filter(|p| !held.contains(&(&t, p))).collect();
+            (t, free)
+        })
+        .filter(|(_, ps): &(String, BTreeSet<u32>)| !ps.is_empty())
+        .collect()
+}
+
 /// Keeps the coordinator's view in step with leadership of the
 /// `__consumer_offsets` partitions, and expires silent members.
 pub async fn run(node: Arc<Node>) {
@@ -184,7 +218,11 @@ pub async fn run(node: Arc<Node>) {
         for gid in parts {
             let Some(p) = node.partition(gid) else { continue };
             if !p.is_leader() {
-                if was_led.contains(&gid) {
+                // Only a lost leadership ends coordination: a lease lapsing
+                // for a moment on a busy node would otherwise restart every
+                // member's session each time, and a member that is gone
+                // would never expire. Nothing expires without the lease.
+                if was_led.contains(&gid) && !p.led_here() {
                     node.coordinator.drop_part(gid);
                 }
                 continue;

@@ -47,6 +47,8 @@ pub struct Node {
     pub waker: crate::failover::Waker,
     /// Liveness of consumer-group members this node coordinates.
     pub coordinator: Coordinator,
+    /// Kafka members' rounds and generations at the groups coordinated here.
+    pub kafka_groups: crate::kafka::groups::KafkaGroups,
     pub metrics: Metrics,
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
     /// Serializes partition creation and removal.
@@ -123,6 +125,7 @@ impl Node {
             prober: Prober::default(),
             waker: crate::failover::Waker::default(),
             coordinator: Coordinator::default(),
+            kafka_groups: Default::default(),
             metrics,
             partitions: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),

@@ -83,6 +83,13 @@ impl Partition {
         self.raft.leased_by(self.me, self.raft.lease())
     }
 
+    /// Whether this replica leads by Raft's account, lease or not: for
+    /// answers that change nothing replicated (a Kafka group heartbeat)
+    /// through a moment without the lease.
+    pub fn led_here(&self) -> bool {
+        self.raft.led_by(self.me)
+    }
+
     /// Resolves once this replica no longer leads with its lease.
     async fn lease_lost(&self) {
         let lease = self.raft.lease();

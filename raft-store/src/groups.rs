@@ -124,6 +124,18 @@ pub enum GroupCmd {
     Delete {
         group: String,
     },
+    /// A commit the coordinator has checked against what the member holds
+    /// right now rather than its replicated assignment: a Kafka member
+    /// (eager protocol) commits the partitions it gives up as it rejoins,
+    /// after the new assignment may already have moved them, and the
+    /// coordinator lets it while no other member holds them yet
+    /// (docs/kafka.md). Applying it checks only that the member exists.
+    CommitHeld {
+        group: String,
+        member_id: String,
+        offsets: Vec<OffsetCommit>,
+        now_ms: i64,
+    },
 }
 
 impl GroupCmd {
@@ -134,6 +146,7 @@ impl GroupCmd {
             | GroupCmd::Expire { group, .. }
             | GroupCmd::Commit { group, .. }
             | GroupCmd::Reset { group, .. }
+            | GroupCmd::CommitHeld { group, .. }
             | GroupCmd::Delete { group } => group,
         }
     }
@@ -272,6 +285,16 @@ pub(crate) fn apply(
                         o.topic, o.partition
                     )));
                 }
+            }
+            let writes = commits(&group, offsets, now_ms, committed, false)?;
+            Ok(Applied { result: GroupResult::Done, state: None, offsets: writes })
+        }
+        GroupCmd::CommitHeld { group, member_id, offsets, now_ms } => {
+            let st = current.ok_or_else(|| unknown(&group))?;
+            if !st.members.contains_key(&member_id) {
+                return Err(Rejection::UnknownMember(format!(
+                    "{member_id:?} is not a member of group {group:?} (its session may have expired); rejoin"
+                )));
             }
             let writes = commits(&group, offsets, now_ms, committed, false)?;
             Ok(Applied { result: GroupResult::Done, state: None, offsets: writes })
@@ -603,6 +626,29 @@ mod tests {
         let left = run(GroupCmd::Leave { group: "g".into(), member_id }, Some(&st)).unwrap().state.unwrap().unwrap();
         let r = apply(reset, Some(&left), &read, &no_keys).unwrap();
         assert_eq!(r.offsets[0].1.as_ref().unwrap().offset, 3);
+    }
+
+    #[test]
+    fn a_held_commit_needs_only_membership_and_still_moves_forward_only() {
+        let a = run(join("g", None, &[("t", 2)]), None).unwrap();
+        let st = a.state.unwrap().unwrap();
+        let GroupResult::Joined { member_id, .. } = a.result else { panic!() };
+        // A second member takes partition 1: the first may still commit it
+        // as the holder the coordinator vouched for.
+        let st2 = run(join("g", None, &[("t", 2)]), Some(&st)).unwrap().state.unwrap().unwrap();
+        let held = |member: &str, offset| GroupCmd::CommitHeld {
+            group: "g".into(),
+            member_id: member.into(),
+            offsets: vec![OffsetCommit { topic: "t".into(), partition: 1, offset, metadata: "m".into() }],
+            now_ms: 1,
+        };
+        let r = run(held(&member_id, 7), Some(&st2)).unwrap();
+        assert_eq!(r.offsets.len(), 1);
+        assert!(matches!(run(held("nobody", 7), Some(&st2)), Err(Rejection::UnknownMember(_))));
+        assert!(matches!(run(held(&member_id, 7), None), Err(Rejection::UnknownGroup(_))));
+        let stored = Committed { offset: 10, metadata: String::new(), commit_timestamp_ms: 0 };
+        let read = move |_: &[u8]| Some(stored.clone());
+        assert!(apply(held(&member_id, 3), Some(&st2), &read, &no_keys).unwrap().offsets.is_empty());
     }
 
     #[test]

@@ -30,7 +30,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::{admin, describe_configs, fetch, init_producer, list_offsets, metadata, produce, versions};
+use super::{
+    admin, describe_configs, fetch, find_coordinator, groups, init_producer, list_offsets, metadata, offsets, produce,
+    versions,
+};
 use crate::node::Node;
 use crate::security::conn::{PerIp, Slot};
 
@@ -245,6 +248,13 @@ async fn respond(node: &Arc<Node>, req: Request, order: Option<produce::Order>) 
         RequestKind::DescribeConfigs(r) => describe_configs::handle(node, r, version).into(),
         RequestKind::Fetch(r) => fetch::handle(node, r, version).await.into(),
         RequestKind::ListOffsets(r) => list_offsets::handle(node, r, version).await.into(),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(node, r, version).await.into(),
+        RequestKind::JoinGroup(r) => groups::join(node, &header, r, version).await.into(),
+        RequestKind::SyncGroup(r) => groups::sync(node, r, version).await.into(),
+        RequestKind::Heartbeat(r) => groups::heartbeat(node, r, version).await.into(),
+        RequestKind::LeaveGroup(r) => groups::leave(node, r, version).await.into(),
+        RequestKind::OffsetCommit(r) => offsets::commit(node, r, version).await.into(),
+        RequestKind::OffsetFetch(r) => offsets::fetch(node, r, version).await.into(),
         other => {
             // decode() lets through only what versions::APIS lists.
             warn!(?other, "kafka request of an API not dispatched");
@@ -303,7 +313,7 @@ mod tests {
         assert!(matches!(decode(Bytes::from(head(9999, 0))), Err(Close::UnknownKey(9999))));
         assert!(matches!(decode(Bytes::from(head(3, 99))), Err(Close::Version { .. })));
         assert!(matches!(decode(Bytes::from(head(0, 2))), Err(Close::Version { .. })), "Produce v2");
-        assert!(matches!(decode(Bytes::from(head(11, 0))), Err(Close::Version { .. })), "JoinGroup");
+        assert!(matches!(decode(Bytes::from(head(11, 8))), Err(Close::Version { .. })), "JoinGroup v8");
         assert!(matches!(decode(Bytes::from(head(18, 99))), Ok(Frame::UnsupportedApiVersions { correlation_id: 7 })));
         // Metadata v1 whose topic array claims 2^31-1 entries in 4 bytes.
         let mut m = head(3, 1);
@@ -395,6 +405,23 @@ mod tests {
                     .with_resources(vec![describe_configs_request::DescribeConfigsResource::default()])
                     .into(),
             ),
+            (ApiKey::FindCoordinator, FindCoordinatorRequest::default().into()),
+            (
+                ApiKey::JoinGroup,
+                JoinGroupRequest::default()
+                    .with_protocol_type(StrBytes::from_static_str("consumer"))
+                    .with_protocols(vec![
+                        join_group_request::JoinGroupRequestProtocol::default()
+                            .with_name(StrBytes::from_static_str("range"))
+                            .with_metadata(Bytes::from_static(b"\0\0\0\0\0\x01\0\x01t\0\0\0\0")),
+                    ])
+                    .into(),
+            ),
+            (ApiKey::SyncGroup, SyncGroupRequest::default().into()),
+            (ApiKey::Heartbeat, HeartbeatRequest::default().into()),
+            (ApiKey::LeaveGroup, LeaveGroupRequest::default().into()),
+            (ApiKey::OffsetCommit, OffsetCommitRequest::default().into()),
+            (ApiKey::OffsetFetch, OffsetFetchRequest::default().into()),
         ];
         let mut frames = Vec::new();
         for (key, body) in bodies {

@@ -9,6 +9,9 @@
 //! - [`versions`]: the APIs and versions served, and ApiVersions.
 //! - [`metadata`]: brokers and partitions (leader = Raft leader).
 //! - [`produce`], [`fetch`], [`list_offsets`]: one file per request.
+//! - [`find_coordinator`], [`groups`] (JoinGroup, SyncGroup, Heartbeat,
+//!   LeaveGroup), [`offsets`] (OffsetCommit, OffsetFetch): Kafka's classic
+//!   group protocol on replog's consumer groups, assignment by the server.
 //! - [`records`]: Kafka RecordBatch v2 ↔ replog batches, converted at the
 //!   edge, with decompression bounded.
 //! - [`errors`]: replog errors as Kafka error codes.
@@ -28,9 +31,12 @@ pub mod conn;
 pub mod describe_configs;
 pub mod errors;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod groups;
 pub mod init_producer;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 pub mod records;
 pub mod versions;

@@ -17,6 +17,13 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
 ];
 
 /// Produce 0–2 carry the old message sets (magic 0 and 1), which are not
@@ -95,6 +102,16 @@ mod tests {
 
     fn check<Req, Resp>(key: ApiKey, req: Req, resp: Resp)
     where
+        Req: Encodable + Decodable + Message + std::fmt::Debug + Clone,
+        Resp: Encodable + Decodable + Message + std::fmt::Debug + Clone,
+    {
+        check_each(key, |_| (req.clone(), resp.clone()));
+    }
+
+    /// As [`check`], with the messages built per version (for fields that
+    /// exist only in some versions).
+    fn check_each<Req, Resp>(key: ApiKey, build: impl Fn(i16) -> (Req, Resp))
+    where
         Req: Encodable + Decodable + Message + std::fmt::Debug,
         Resp: Encodable + Decodable + Message + std::fmt::Debug,
     {
@@ -103,6 +120,7 @@ mod tests {
         let lo = if key == ApiKey::Produce { PRODUCE_MIN_SERVED } else { lo };
         assert!(Req::VERSIONS.min <= lo && hi <= Req::VERSIONS.max, "{key:?} {lo}..={hi} beyond the codec");
         for v in lo..=hi {
+            let (req, resp) = build(v);
             round_trip(&req, v);
             round_trip(&resp, v);
             let header = RequestHeader::default()
@@ -256,11 +274,195 @@ mod tests {
     }
 
     #[test]
+    fn given_every_advertised_group_version_then_messages_and_headers_round_trip() {
+        use crate::kafka::groups::encode_assignment;
+        let s = |x: &'static str| StrBytes::from_static_str(x);
+        let group = GroupId(s("billing"));
+        let topic = TopicName(s("orders"));
+        let assignment = encode_assignment(&[("orders".to_string(), [0u32, 1].into_iter().collect())].into());
+        check_each(ApiKey::FindCoordinator, |v| {
+            if v >= 4 {
+                (
+                    FindCoordinatorRequest::default().with_coordinator_keys(vec![s("billing"), s("audit")]),
+                    FindCoordinatorResponse::default().with_coordinators(vec![
+                        find_coordinator_response::Coordinator::default()
+                            .with_key(s("billing"))
+                            .with_node_id(BrokerId(2))
+                            .with_host(s("127.0.0.1"))
+                            .with_port(9092),
+                        find_coordinator_response::Coordinator::default()
+                            .with_key(s("audit"))
+                            .with_node_id(BrokerId(-1))
+                            .with_error_code(15)
+                            .with_error_message(Some(s("none"))),
+                    ]),
+                )
+            } else {
+                let resp = FindCoordinatorResponse::default()
+                    .with_node_id(BrokerId(2))
+                    .with_host(s("127.0.0.1"))
+                    .with_port(9092);
+                (
+                    FindCoordinatorRequest::default().with_key(s("billing")),
+                    if v >= 1 { resp.with_error_message(Some(s("ok"))) } else { resp },
+                )
+            }
+        });
+        check_each(ApiKey::JoinGroup, |v| {
+            let resp = JoinGroupResponse::default()
+                .with_generation_id(4)
+                .with_protocol_name(Some(s("range")))
+                .with_leader(s("rdkafka-1"))
+                .with_member_id(s("rdkafka-2"))
+                .with_members(vec![
+                    join_group_response::JoinGroupResponseMember::default()
+                        .with_member_id(s("rdkafka-1"))
+                        .with_metadata(bytes::Bytes::from_static(b"meta")),
+                ]);
+            (
+                JoinGroupRequest::default()
+                    .with_group_id(group.clone())
+                    .with_session_timeout_ms(6000)
+                    .with_rebalance_timeout_ms(if v >= 1 { 30_000 } else { -1 })
+                    .with_member_id(s("rdkafka-2"))
+                    .with_protocol_type(s("consumer"))
+                    .with_protocols(vec![
+                        join_group_request::JoinGroupRequestProtocol::default()
+                            .with_name(s("range"))
+                            .with_metadata(bytes::Bytes::from_static(b"sub")),
+                    ]),
+                if v >= 7 { resp.with_protocol_type(Some(s("consumer"))) } else { resp },
+            )
+        });
+        check_each(ApiKey::SyncGroup, |v| {
+            let req = SyncGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_generation_id(4)
+                .with_member_id(s("rdkafka-1"))
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(s("rdkafka-1"))
+                        .with_assignment(assignment.clone()),
+                ]);
+            let resp = SyncGroupResponse::default().with_assignment(assignment.clone());
+            if v >= 5 {
+                (
+                    req.with_protocol_type(Some(s("consumer"))).with_protocol_name(Some(s("range"))),
+                    resp.with_protocol_type(Some(s("consumer"))).with_protocol_name(Some(s("range"))),
+                )
+            } else {
+                (req, resp)
+            }
+        });
+        check(
+            ApiKey::Heartbeat,
+            HeartbeatRequest::default().with_group_id(group.clone()).with_generation_id(4).with_member_id(s("m")),
+            HeartbeatResponse::default().with_error_code(27),
+        );
+        check_each(ApiKey::LeaveGroup, |v| {
+            if v >= 3 {
+                (
+                    LeaveGroupRequest::default().with_group_id(group.clone()).with_members(vec![
+                        leave_group_request::MemberIdentity::default().with_member_id(s("a")),
+                        leave_group_request::MemberIdentity::default().with_member_id(s("b")),
+                    ]),
+                    LeaveGroupResponse::default().with_members(vec![
+                        leave_group_response::MemberResponse::default().with_member_id(s("a")),
+                        leave_group_response::MemberResponse::default().with_member_id(s("b")).with_error_code(25),
+                    ]),
+                )
+            } else {
+                (
+                    LeaveGroupRequest::default().with_group_id(group.clone()).with_member_id(s("a")),
+                    LeaveGroupResponse::default().with_error_code(25),
+                )
+            }
+        });
+        check_each(ApiKey::OffsetCommit, |v| {
+            let req = OffsetCommitRequest::default()
+                .with_group_id(group.clone())
+                .with_generation_id_or_member_epoch(4)
+                .with_member_id(s("m"))
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic.clone())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(1)
+                                .with_committed_offset(42)
+                                .with_committed_metadata(Some(s("meta"))),
+                        ]),
+                ]);
+            (
+                if (2..=4).contains(&v) { req.with_retention_time_ms(-1) } else { req },
+                OffsetCommitResponse::default().with_topics(vec![
+                    offset_commit_response::OffsetCommitResponseTopic::default()
+                        .with_name(topic.clone())
+                        .with_partitions(vec![
+                            offset_commit_response::OffsetCommitResponsePartition::default().with_partition_index(1),
+                        ]),
+                ]),
+            )
+        });
+        check_each(ApiKey::OffsetFetch, |v| {
+            if v >= 8 {
+                (
+                    OffsetFetchRequest::default().with_groups(vec![
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(group.clone())
+                            .with_topics(Some(vec![
+                                offset_fetch_request::OffsetFetchRequestTopics::default()
+                                    .with_name(topic.clone())
+                                    .with_partition_indexes(vec![0, 1]),
+                            ])),
+                        offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("other"))),
+                    ]),
+                    OffsetFetchResponse::default().with_groups(vec![
+                        offset_fetch_response::OffsetFetchResponseGroup::default()
+                            .with_group_id(group.clone())
+                            .with_topics(vec![
+                                offset_fetch_response::OffsetFetchResponseTopics::default()
+                                    .with_name(topic.clone())
+                                    .with_partitions(vec![
+                                        offset_fetch_response::OffsetFetchResponsePartitions::default()
+                                            .with_committed_offset(42),
+                                    ]),
+                            ]),
+                        offset_fetch_response::OffsetFetchResponseGroup::default()
+                            .with_group_id(GroupId(s("other")))
+                            .with_error_code(16),
+                    ]),
+                )
+            } else {
+                let resp = OffsetFetchResponse::default().with_topics(vec![
+                    offset_fetch_response::OffsetFetchResponseTopic::default()
+                        .with_name(topic.clone())
+                        .with_partitions(vec![
+                            offset_fetch_response::OffsetFetchResponsePartition::default()
+                                .with_partition_index(1)
+                                .with_committed_offset(42),
+                        ]),
+                ]);
+                (
+                    OffsetFetchRequest::default().with_group_id(group.clone()).with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(topic.clone())
+                            .with_partition_indexes(vec![1]),
+                    ])),
+                    if v >= 2 { resp.with_error_code(0) } else { resp },
+                )
+            }
+        });
+    }
+
+    #[test]
     fn given_produce_below_v3_then_it_is_advertised_but_not_served() {
         assert_eq!(advertised(ApiKey::Produce), Some((0, 9)));
         assert!(!served(ApiKey::Produce, 2));
         assert!(served(ApiKey::Produce, 3));
         assert!(!served(ApiKey::Fetch, 3));
-        assert!(!served(ApiKey::JoinGroup, 0), "groups are not served yet");
+        assert!(served(ApiKey::JoinGroup, 0));
+        assert!(!served(ApiKey::JoinGroup, 8));
+        assert!(!served(ApiKey::OffsetCommit, 1));
     }
 }
