@@ -52,7 +52,7 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_kafka_clients_then_they_list_produce_and_consume_and_bad_input_closes_only_its_connection() {
-    let Some(()) = ensure_kcat() else { return };
+    let Some(()) = common::ensure_kcat() else { return };
     let cluster = common::Cluster::start(3, common::ClusterOptions { kafka: true, ..common::options(&[]) })
         .await
         .expect("start the cluster");
@@ -82,23 +82,6 @@ async fn given_kafka_clients_then_they_list_produce_and_consume_and_bad_input_cl
             .await
             .expect("connect");
         c.node_info(replog_proto::pb::NodeInfoRequest {}).await.unwrap_or_else(|e| panic!("node {id}: {e}"));
-    }
-}
-
-/// Debian's kcat, installed if missing; `None` (test skipped) where it
-/// cannot be installed, except under CI.
-fn ensure_kcat() -> Option<()> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/ensure-kcat.sh");
-    let out = Command::new("bash").arg(&script).output().expect("run ops/ensure-kcat.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => Some(()),
-        Some(3) => {
-            assert!(std::env::var_os("CI").is_none(), "kcat is needed in CI: {stderr}");
-            eprintln!("skipped: {stderr}");
-            None
-        }
-        _ => panic!("ops/ensure-kcat.sh failed: {stderr}"),
     }
 }
 

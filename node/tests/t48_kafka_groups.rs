@@ -23,7 +23,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,8 +50,8 @@ const KCAT_LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_kafka_group_members_then_they_share_partitions_with_each_other_and_with_sdk_members() {
-    let Some(python) = ensure_python() else { return };
-    let Some(()) = ensure_kcat() else { return };
+    let Some(python) = common::ensure_python() else { return };
+    let Some(()) = common::ensure_kcat() else { return };
     let started = Instant::now();
     let cluster = common::Cluster::start(3, common::ClusterOptions { kafka: true, ..common::options(&[]) })
         .await
@@ -657,40 +657,6 @@ impl Drop for PyMember {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The Python with confluent-kafka, installed if missing; `None` (test
-/// skipped) where it cannot be, except under CI.
-fn ensure_python() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/ensure-confluent-kafka.sh");
-    let out = Command::new("bash").arg(&script).output().expect("run ops/ensure-confluent-kafka.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())),
-        Some(3) => {
-            assert!(std::env::var_os("CI").is_none(), "confluent-kafka is needed in CI: {stderr}");
-            eprintln!("skipped: {stderr}");
-            None
-        }
-        _ => panic!("ops/ensure-confluent-kafka.sh failed: {stderr}"),
-    }
-}
-
-/// Debian's kcat, installed if missing; `None` (test skipped) where it
-/// cannot be, except under CI.
-fn ensure_kcat() -> Option<()> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/ensure-kcat.sh");
-    let out = Command::new("bash").arg(&script).output().expect("run ops/ensure-kcat.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => Some(()),
-        Some(3) => {
-            assert!(std::env::var_os("CI").is_none(), "kcat is needed in CI: {stderr}");
-            eprintln!("skipped: {stderr}");
-            None
-        }
-        _ => panic!("ops/ensure-kcat.sh failed: {stderr}"),
     }
 }
 

@@ -38,7 +38,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,7 @@ const KILL_RATE: usize = 800;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_kafka_producers_and_admin_clients_then_sequences_admin_and_auto_creation_hold() {
-    let Some(python) = ensure_python() else { return };
+    let Some(python) = common::ensure_python() else { return };
     let t0 = Instant::now();
     let mut options = common::ClusterOptions { kafka: true, ..common::options(&[]) };
     options.node_args.insert(3, vec!["--kafka-auto-create-topics=true".into(), "--kafka-default-partitions=2".into()]);
@@ -103,23 +103,6 @@ async fn given_kafka_producers_and_admin_clients_then_sequences_admin_and_auto_c
     println!("batches refused as out of sequence: {refused}");
     idempotent_producer_survives_a_leader_sigkill(&python, &mut cluster, &client, &bootstrap).await;
     println!("t49 total: {:.1} s", t0.elapsed().as_secs_f64());
-}
-
-/// A Python with confluent-kafka; `None` (test skipped) where none can be
-/// had, except under CI.
-fn ensure_python() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/ensure-confluent-kafka.sh");
-    let out = std::process::Command::new("bash").arg(&script).output().expect("run ops/ensure-confluent-kafka.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => Some(PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())),
-        Some(3) => {
-            assert!(std::env::var_os("CI").is_none(), "confluent-kafka is needed in CI: {stderr}");
-            eprintln!("skipped: {stderr}");
-            None
-        }
-        _ => panic!("ops/ensure-confluent-kafka.sh failed: {stderr}"),
-    }
 }
 
 /// Runs the script with `args`, handing each JSON line it prints to

@@ -113,3 +113,33 @@ pub async fn strand_leader(cluster: &mut Cluster, client: &Client, topic: &str) 
     }
     leader
 }
+
+/// Runs `ops/<script>`, which installs a tool the test needs when it is
+/// missing and prints what to use (exit 0), or says why it cannot here
+/// (exit 3): then `None` (the test is skipped), except under CI, where the
+/// tool must be had. Any other exit fails the test.
+pub fn ensure_tool(script: &str, tool: &str) -> Option<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops").join(script);
+    let out = std::process::Command::new("bash").arg(&path).output().unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        Some(3) => {
+            assert!(std::env::var_os("CI").is_none(), "{tool} is needed in CI: {stderr}");
+            eprintln!("skipped: {stderr}");
+            None
+        }
+        _ => panic!("ops/{script} failed: {stderr}"),
+    }
+}
+
+/// Debian's kcat, installed if missing (`ops/ensure-kcat.sh`).
+pub fn ensure_kcat() -> Option<()> {
+    ensure_tool("ensure-kcat.sh", "kcat").map(drop)
+}
+
+/// A Python with confluent-kafka, installed if missing
+/// (`ops/ensure-confluent-kafka.sh`).
+pub fn ensure_python() -> Option<std::path::PathBuf> {
+    ensure_tool("ensure-confluent-kafka.sh", "confluent-kafka").map(Into::into)
+}
