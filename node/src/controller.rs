@@ -28,12 +28,12 @@ pub struct Controller {
     members: Arc<Members>,
     /// Set once this node has applied everything the controller had
     /// committed after the node started ([`Controller::mark_caught_up`]).
-    caught_up: AtomicBool,
+    caught_up: Arc<AtomicBool>,
 }
 
 impl Controller {
     pub fn new(me: NodeId, raft: Raft, meta: watch::Receiver<Arc<ClusterMeta>>, members: Arc<Members>) -> Controller {
-        Controller { me, raft, meta, members, caught_up: AtomicBool::new(false) }
+        Controller { me, raft, meta, members, caught_up: Arc::default() }
     }
 
     /// The cluster metadata as applied here.
@@ -70,6 +70,12 @@ impl Controller {
     /// lists topics deleted before the failure.
     pub fn caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// The flag [`Controller::caught_up`] reads, for partitions to check
+    /// before they append.
+    pub fn caught_up_flag(&self) -> Arc<AtomicBool> {
+        self.caught_up.clone()
     }
 
     /// The controller's read index, after a ReadIndex round. Leader only.

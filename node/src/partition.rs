@@ -3,6 +3,7 @@
 //! stays inside this type; what Raft says is turned into [`NodeError`] here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,6 +60,8 @@ pub struct Partition {
     pub(crate) raft: Raft,
     pub(crate) reader: PartitionReader,
     pub(crate) members: Arc<Members>,
+    /// The controller's [`crate::controller::Controller::caught_up`] flag.
+    pub(crate) metadata_caught_up: Arc<AtomicBool>,
 }
 
 impl Partition {
@@ -103,13 +106,13 @@ impl Partition {
         self.reader.offsets()
     }
 
-    /// The Raft group itself: for the peer service, leadership moves and
-    /// shutdown, never for client handlers.
     /// The Raft log index this replica has applied through, if any.
     pub fn last_applied_index(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().last_applied.map(|l| l.index)
     }
 
+    /// The Raft group itself: for the peer service, leadership moves and
+    /// shutdown, never for client handlers.
     pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
@@ -122,6 +125,21 @@ impl Partition {
         if self.is_leader() { Ok(()) } else { Err(self.not_leader(self.leader())) }
     }
 
+    /// Records are appended only at the leader, and only once this node's
+    /// metadata has caught up with the controller since it started
+    /// ([`crate::controller::Controller::caught_up`]): before that it may
+    /// still list a topic deleted just before a power failure.
+    fn ensure_appendable(&self) -> Result<()> {
+        self.ensure_leader()?;
+        if !self.metadata_caught_up.load(Ordering::Acquire) {
+            return Err(NodeError::Unavailable(format!(
+                "{}: this node's metadata is catching up with the controller since it started; retry",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     fn append_cmd(batch: Bytes, header: &BatchHeader) -> Request {
         Request::Append { batch, record_count: header.record_count, max_timestamp_ms: header.max_timestamp_ms }
     }
@@ -129,7 +147,7 @@ impl Partition {
     /// Appends a validated batch and waits until a majority has it on disk
     /// and it is applied, or `timeout` passes.
     pub async fn append(&self, batch: Bytes, header: &BatchHeader, timeout: Duration) -> Result<Appended> {
-        self.ensure_leader()?;
+        self.ensure_appendable()?;
         let cmd = Self::append_cmd(batch, header);
         let write = tokio::time::timeout(timeout, self.raft.client_write(cmd));
         let resp = match tokio::select! {
@@ -187,7 +205,7 @@ impl Partition {
         timeout: Duration,
         slot: OwnedSemaphorePermit,
     ) -> Result<()> {
-        self.ensure_leader()?;
+        self.ensure_appendable()?;
         let cmd = Self::append_cmd(batch, header);
         let raft = self.raft.clone();
         let name = self.name.clone();

@@ -114,5 +114,13 @@ async fn open(node: &Node, gid: u64, name: String) -> anyhow::Result<Arc<Partiti
     let log = LogStore::open(node.store.clone(), gid)?;
     let net = NetworkFactory { pool: node.pool.clone(), group: gid };
     let raft = Raft::new(node.id, node.raft_config.clone(), net, log, sm).await?;
-    Ok(Arc::new(Partition { group: gid, name, me: node.id, raft, reader, members: node.members.clone() }))
+    Ok(Arc::new(Partition {
+        group: gid,
+        name,
+        me: node.id,
+        raft,
+        reader,
+        members: node.members.clone(),
+        metadata_caught_up: node.controller.caught_up_flag(),
+    }))
 }

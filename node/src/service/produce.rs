@@ -30,11 +30,6 @@ pub async fn handle(node: &Node, req: ProduceRequest) -> Result<ProduceResponse>
 async fn produce(node: &Node, req: ProduceRequest) -> Result<ProduceResponse> {
     let acks =
         Acks::try_from(req.acks).map_err(|_| NodeError::InvalidRequest(format!("unknown acks value {}", req.acks)))?;
-    if !node.controller.caught_up() {
-        return Err(NodeError::Unavailable(
-            "this node's metadata is catching up with the controller since it started; retry".into(),
-        ));
-    }
     if req.topic.starts_with("__") {
         return Err(NodeError::InvalidRequest(format!("{} is an internal topic: it takes no records", req.topic)));
     }
