@@ -36,6 +36,12 @@ pub trait Leadership {
     /// holds its lease no other has been elected; once it lapses, one soon
     /// will be.
     fn lease(&self) -> std::time::Duration;
+    /// Whether this replica has applied an entry of its current term. A
+    /// leader that has not yet applied one (the blank entry it appends on
+    /// election) may still lack records its predecessor committed and
+    /// acknowledged; once it has, everything committed before its election
+    /// is applied here.
+    fn applied_own_term(&self) -> bool;
 }
 
 impl Leadership for replog_raft_store::Raft {
@@ -67,6 +73,13 @@ impl Leadership for replog_raft_store::Raft {
 
     fn lease(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.config().election_timeout_max)
+    }
+
+    fn applied_own_term(&self) -> bool {
+        use openraft::async_runtime::WatchReceiver;
+        let m = self.metrics();
+        let m = m.borrow_watched();
+        m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
     }
 }
 

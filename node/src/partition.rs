@@ -225,7 +225,9 @@ impl Partition {
             self.ensure_leader()?;
         }
         let mut offsets = self.offsets();
-        if !limits.any_replica && needs_catch_up(offset, offsets.high_watermark, limits.max_wait) {
+        if !limits.any_replica
+            && needs_catch_up(offset, offsets.high_watermark, limits.max_wait, self.raft.applied_own_term())
+        {
             self.catch_up().await?;
             offsets = self.offsets();
         }
@@ -429,13 +431,17 @@ impl Partition {
 /// Whether a leader must catch up to the commit index (a ReadIndex round)
 /// before it answers a read at `offset`. A leader fresh from an election
 /// may not yet have applied everything its predecessor acknowledged and
-/// served, so its high watermark can be stale: past it, the offset must not
-/// be called out of range; at it without a wait, the answer "nothing more,
-/// high watermark here" must not hide committed records. A long poll at the
-/// high watermark needs no round: it waits for the high watermark to move,
-/// which the catch-up does.
-fn needs_catch_up(offset: u64, high_watermark: u64, max_wait: Duration) -> bool {
-    offset > high_watermark || (offset == high_watermark && max_wait.is_zero())
+/// served, so until it has applied an entry of its own term
+/// (`applied_own_term`) its high watermark can be stale, and every answer
+/// carries it: a reader that takes it as "the end" (read to end, consumer
+/// lag, a replay's stop) would miss acknowledged records. Once it has, the
+/// high watermark covers everything acknowledged, and only reads past it
+/// (which must not be called out of range) or at it without a wait (whose
+/// "nothing more" must not hide a record committed a moment ago) need the
+/// round. A long poll at the high watermark needs none: it waits for the
+/// high watermark to move, which the catch-up does.
+fn needs_catch_up(offset: u64, high_watermark: u64, max_wait: Duration, applied_own_term: bool) -> bool {
+    !applied_own_term || offset > high_watermark || (offset == high_watermark && max_wait.is_zero())
 }
 
 #[cfg(test)]
@@ -448,21 +454,32 @@ mod tests {
 
     const NO_WAIT: Duration = Duration::ZERO;
     const WAIT: Duration = Duration::from_millis(500);
+    const SETTLED: bool = true;
+    const FRESH: bool = false;
 
     #[test]
     fn given_a_read_at_the_high_watermark_without_a_wait_then_the_leader_catches_up_first() {
-        assert!(needs_catch_up(10, 10, NO_WAIT), "a stale high watermark would answer 'nothing more'");
+        assert!(needs_catch_up(10, 10, NO_WAIT, SETTLED), "a stale high watermark would answer 'nothing more'");
     }
 
     #[test]
     fn given_a_read_past_the_high_watermark_then_the_leader_catches_up_first() {
-        assert!(needs_catch_up(11, 10, NO_WAIT));
-        assert!(needs_catch_up(11, 10, WAIT));
+        assert!(needs_catch_up(11, 10, NO_WAIT, SETTLED));
+        assert!(needs_catch_up(11, 10, WAIT, SETTLED));
     }
 
     #[test]
     fn given_a_long_poll_at_the_high_watermark_or_a_read_below_it_then_no_round_is_spent() {
-        assert!(!needs_catch_up(10, 10, WAIT), "the long poll waits for the high watermark to move");
-        assert!(!needs_catch_up(9, 10, NO_WAIT), "records below the high watermark are committed and applied");
+        assert!(!needs_catch_up(10, 10, WAIT, SETTLED), "the long poll waits for the high watermark to move");
+        assert!(!needs_catch_up(9, 10, NO_WAIT, SETTLED), "records below the high watermark are committed and applied");
+    }
+
+    #[test]
+    fn given_a_leader_that_has_not_applied_an_entry_of_its_term_then_every_read_catches_up_first() {
+        // The answer's high watermark would be its predecessor's of some
+        // time ago: a read from 0 to "the end" would stop short of records
+        // already acknowledged.
+        assert!(needs_catch_up(0, 10, NO_WAIT, FRESH));
+        assert!(needs_catch_up(9, 10, WAIT, FRESH));
     }
 }
