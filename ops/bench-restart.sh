@@ -6,13 +6,17 @@
 # its start until /health answered (it listens) and until /ready said 200
 # (every replica it holds has caught up with its leader), with the bytes
 # of log it held, and what its data directory holds. Runs under
-# `flock /tmp/replog-chaos.lock` (no other cluster run meanwhile). The last
-# line is `restart: gib=N log_bytes=B sigterm_ready_ms=X sigkill_ready_ms=Y`.
+# `flock /tmp/replog-chaos.lock` (no other cluster run meanwhile; set
+# RESTART_LOCKED=1 when the caller holds it). The last line is JSON:
+# {"bench":"restart","gib":N,"log_bytes":B,"sigterm_listen_ms":..,"sigterm_ready_ms":..,
+#  "sigkill_listen_ms":..,"sigkill_ready_ms":..}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins
-exec 9>/tmp/replog-chaos.lock
-flock 9
+if [ -z "${RESTART_LOCKED:-}" ]; then
+  exec 9>/tmp/replog-chaos.lock
+  flock 9
+fi
 export REPLOG_CLUSTER_DIR="${REPLOG_CLUSTER_DIR:-$(mktemp -d /tmp/replog-restart.XXXXXX)}"
 trap 'ops/cluster.sh down --purge >/dev/null 2>&1 || true' EXIT
 GIB="${RESTART_GIB:-1}"
@@ -46,4 +50,4 @@ echo "after SIGTERM: listening in ${term_listen} ms, ready in ${term_ready} ms"
 ops/cluster.sh kill 2 >/dev/null
 read -r kill_listen kill_ready < <(timed_start)
 echo "after SIGKILL: listening in ${kill_listen} ms, ready in ${kill_ready} ms"
-echo "restart: gib=$GIB log_bytes=$log_bytes sigterm_ready_ms=$term_ready sigkill_ready_ms=$kill_ready"
+echo "{\"bench\":\"restart\",\"gib\":$GIB,\"log_bytes\":$log_bytes,\"sigterm_listen_ms\":$term_listen,\"sigterm_ready_ms\":$term_ready,\"sigkill_listen_ms\":$kill_listen,\"sigkill_ready_ms\":$kill_ready}"

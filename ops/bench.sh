@@ -11,6 +11,8 @@
 #   BENCH_NATS=0            skip the NATS peer
 #   BENCH_ISOLATE=0         skip the isolation failover (needs root and iptables)
 #   BENCH_PER_NODE_IP=1     nodes on 127.0.0.11-13 even without isolation
+#   BENCH_IDLE_PARTITIONS   idle partition replicas per node (10000; ops/bench-idle.sh)
+#   BENCH_RESTART_GIB       GiB of log the restarted node holds (1; ops/bench-restart.sh)
 #   NATS_PEER               the peer's folder (default ../shared/peers, else /work/shared/peers)
 #   BENCH_DOC               where to write the report (default docs/benchmarks.md)
 set -euo pipefail
@@ -30,8 +32,9 @@ SECS=${BENCH_SECONDS:-20}
 SAT_100=${BENCH_RECORDS_100:-1000000}
 SAT_1K=${BENCH_RECORDS_1K:-300000}
 FAILOVERS=${BENCH_FAILOVERS:-3}
+IDLE_N=${BENCH_IDLE_PARTITIONS:-10000}
 if [ -n "${BENCH_QUICK:-}" ]; then
-  SECS=5 SAT_100=200000 SAT_1K=50000 FAILOVERS=1
+  SECS=5 SAT_100=200000 SAT_1K=50000 FAILOVERS=1 IDLE_N=${BENCH_IDLE_PARTITIONS:-1000}
 fi
 PEER=${NATS_PEER:-}
 if [ -z "$PEER" ]; then
@@ -132,6 +135,13 @@ if [ "$ISOLATE" = 1 ]; then
   done
 fi
 for id in 1 2 3; do curl -s "$(ip "$id"):910$id/metrics" 2>/dev/null | grep -E '^replog_storage_(flush|files)' | sed "s/^/node $id: /" || true; done >"$OUT/storage-metrics.txt"
+ops/cluster.sh down --purge >/dev/null 2>&1 || true
+
+# --- idle partitions and restart, each on a cluster of its own ----------------
+# (they hold the lock already taken here; their clusters use 127.0.0.1)
+sub() { env -u REPLOG_CLUSTER_DIR -u REPLOG_PER_NODE_IP -u REPLOG_BOOTSTRAP IDLE_LOCKED=1 RESTART_LOCKED=1 "$@"; }
+sub IDLE_PARTITIONS="$IDLE_N" ops/bench-idle.sh | tail -1 | tee -a "$RESULTS"
+sub RESTART_GIB="${BENCH_RESTART_GIB:-1}" ops/bench-restart.sh | tail -1 | tee -a "$RESULTS"
 echo "{\"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >"$OUT/load-after.json"
 
 python3 ops/bench_report.py "$OUT" "${BENCH_DOC:-docs/benchmarks.md}"

@@ -51,6 +51,8 @@ def main():
     nats = lines(os.path.join(out_dir, "nats.jsonl"))
     by = {r.get("label"): r for r in rows if r.get("label")}
     dd = next((r for r in rows if r.get("bench") == "dd-dsync"), None)
+    idle = next((r for r in rows if r.get("bench") == "idle"), None)
+    restart = next((r for r in rows if r.get("bench") == "restart"), None)
     notes = ""
     if os.path.exists(doc):
         text = open(doc).read()
@@ -111,6 +113,18 @@ def main():
         r = by.get(label)
         if r:
             o.append(f"| {label[4:]} records: ≥ {want:,} rec/s | {fmt(r['records_per_sec'], 0)} rec/s, {r['mb_per_sec']} MB/s | {want:,} | {verdict(r['records_per_sec'] >= want)} |")
+    if idle:
+        worst = max(idle["cpu_pct"])
+        o.append(
+            f"| {idle['partitions']:,} idle partition replicas per node: ≤ 10 % of a core | {fmt(worst)} % (worst node; "
+            f"{idle['kb_per_partition']} KiB of RSS per partition) | 10 % | {verdict(idle['partitions'] >= 10000 and worst <= 10)} |"
+        )
+    if restart:
+        worst = max(restart["sigterm_ready_ms"], restart["sigkill_ready_ms"])
+        o.append(
+            f"| node with {restart['gib']} GiB of log serving within 10 s | ready {fmt(restart['sigterm_ready_ms'], 0)} ms after SIGTERM, "
+            f"{fmt(restart['sigkill_ready_ms'], 0)} ms after SIGKILL | 10000 ms | {verdict(restart['gib'] >= 1 and worst <= 10000)} |"
+        )
     o.append("")
 
     o.append("## replog, every run\n")
@@ -123,7 +137,7 @@ def main():
     o.append("| run | mode | size B | partitions | producers | rate | records | rec/s | MB/s | p50 | p99 | p99.9 | max | errors |")
     o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if r.get("bench") in ("dd-dsync", None):
+        if r.get("bench") in ("dd-dsync", "idle", "restart", None):
             continue
         o.append(
             f"| {r.get('label')} | {r['bench']}{'/' + r['mode'] if r.get('mode') else ''} | {r.get('record_size', '–')} | {r.get('partitions', '–')} | "
@@ -147,6 +161,31 @@ def main():
             for p in r["failover"]:
                 o.append(f"| {r['label']} | {r['fault']} | {r['node']} | {p['partition']} | {p['leader_after']} | {fmt(p['ms'], 0)} | {fmt(p.get('first_ack_ms'), 0)} |")
         o.append("")
+
+    if idle or restart:
+        o.append("## Idle partitions and restart\n")
+    if idle:
+        o.append(
+            f"`ops/bench-idle.sh`: a fresh 3-node cluster takes {idle['partitions']:,} partitions at RF 3 (topics of\n"
+            f"1,000, one at a time; {idle['create_s']} s until every replica was open), so every node holds\n"
+            f"{idle['partitions']:,} replicas; with every group quiet (quiesce after {idle['quiesce_after_ms']} ms; quiet groups per\n"
+            f"node at the measurement: {', '.join(str(q) for q in idle['quiet'])}) each node's CPU is measured over the\n"
+            "following seconds from `/proc/<pid>/stat`.\n"
+        )
+        o.append("| node | CPU % of one core | RSS MB | RSS MB before any topic |\n|---|---|---|---|")
+        for i, (c, r, b) in enumerate(zip(idle["cpu_pct"], idle["rss_mb"], idle["rss_base_mb"]), 1):
+            o.append(f"| {i} | {fmt(c)} | {fmt(r)} | {fmt(b)} |")
+        o.append(f"\nMemory per idle partition replica: {idle['kb_per_partition']} KiB of RSS.\n")
+    if restart:
+        o.append(
+            f"`ops/bench-restart.sh`: node 2 of a fresh 3-node cluster holds {restart['log_bytes']:,} bytes after\n"
+            f"{restart['gib']} GiB of 1 KiB records at RF 3; it is stopped and started again, then killed and started\n"
+            "again. `listening`: until its `/health` answers; `ready`: until `/ready` says 200 (every replica it holds\n"
+            "has caught up with its leader).\n"
+        )
+        o.append("| stop | listening ms | ready ms |\n|---|---|---|")
+        o.append(f"| SIGTERM | {restart['sigterm_listen_ms']} | {restart['sigterm_ready_ms']} |")
+        o.append(f"| SIGKILL | {restart['sigkill_listen_ms']} | {restart['sigkill_ready_ms']} |\n")
 
     if nats:
         o.append("## NATS JetStream R3, same run\n")
@@ -172,6 +211,8 @@ def main():
     o.append("flock /tmp/replog-chaos.lock target/release/replog bench produce --rate 10000 --duration 20 \\")
     o.append("    --partitions 6 --producers 2 --record-size 100 --output json   # one run, against make run")
     o.append("flock /tmp/replog-chaos.lock target/release/replog bench failover --fault kill --rate 2000 --duration 12")
+    o.append("ops/bench-idle.sh               # idle partitions (IDLE_PARTITIONS=10000, IDLE_QUIESCE_AFTER_MS=0 for never quiet)")
+    o.append("make bench-restart              # restart with 1 GiB of log (RESTART_GIB)")
     o.append("```\n")
     o.append(NOTES_MARK)
     o.append(notes.lstrip("\n") if notes else "\n")

@@ -78,6 +78,7 @@ pub async fn run(node: Arc<Node>) {
                 continue;
             }
             info!(partition = p.name(), to = preferred, "moving leadership to the preferred replica");
+            node.quiescer.wake_everywhere(&node, &p).await;
             let _ = p.raft().trigger().transfer_leader(preferred).await;
         }
     }

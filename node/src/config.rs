@@ -239,6 +239,12 @@ node_config! {
     /// lease: a leader that no majority acknowledged for this long serves
     /// no client as leader.
     election_timeout_max_ms: u64 = 700, env = "REPLOG_ELECTION_TIMEOUT_MAX_MS";
+    /// A partition group with no client operation for this long (ms), every
+    /// replica holding its whole log, goes quiet: it stops ticking and
+    /// heartbeating on every replica, node liveness standing in, until a
+    /// write, a read or a failure wakes it (see quiesce.rs). 0: never; else
+    /// at least twice election_timeout_max_ms (raised to that).
+    quiesce_after_ms: u64 = 5_000, env = "REPLOG_QUIESCE_AFTER_MS";
     /// Largest producer batch accepted, in bytes (at most 64 MiB minus 4 KiB).
     max_batch_bytes: usize = 1 << 20, env = "REPLOG_MAX_BATCH_BYTES";
     /// Largest single record accepted, in bytes.

@@ -95,6 +95,7 @@ pub struct Metrics {
     pub subscribe_bytes: IntCounter,
     pub groups: IntGauge,
     pub leaders: IntGauge,
+    pub quiet_groups: IntGauge,
     pub controller_leader: IntGauge,
 
     // --- storage
@@ -269,6 +270,11 @@ impl Metrics {
             .expect("metric"),
             groups: IntGauge::new("replog_raft_groups", "Raft groups hosted (partitions)").expect("metric"),
             leaders: IntGauge::new("replog_raft_leaders", "Partition groups this node leads").expect("metric"),
+            quiet_groups: IntGauge::new(
+                "replog_raft_groups_quiet",
+                "Partition groups hosted here that are quiet: idle, not ticking nor heartbeating",
+            )
+            .expect("metric"),
             controller_leader: IntGauge::new("replog_controller_leader", "Node id of the controller leader (0: none)")
                 .expect("metric"),
             flushes: IntCounter::new(
@@ -447,6 +453,7 @@ impl Metrics {
             (Box::new(self.connections.clone()), false),
             (Box::new(self.connections_accepted.clone()), false),
             (Box::new(self.connections_refused.clone()), false),
+            (Box::new(self.quiet_groups.clone()), false),
             (Box::new(self.quota_throttle_seconds.clone()), false),
             (Box::new(self.move_throttled_bytes.clone()), false),
             (Box::new(self.move_throttle_waits.clone()), false),

@@ -83,6 +83,9 @@ pub async fn run(node: Arc<Node>) {
 
 /// One step of the move of `p` to `target`, at its leader.
 async fn step(node: &Arc<Node>, p: &Partition, target: &[NodeId], meta: &ClusterMeta) -> anyhow::Result<()> {
+    // A move writes membership changes and transfers leadership: every
+    // replica must tick.
+    node.quiescer.wake_everywhere(node, p).await;
     let raft = p.raft();
     let m = raft.metrics().borrow_watched().clone();
     let mem = m.membership_config.membership().clone();

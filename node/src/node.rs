@@ -43,6 +43,8 @@ pub struct Node {
     pub controller: Arc<Controller>,
     pub members: Arc<Members>,
     pub prober: Prober,
+    /// Node liveness and the quiet (idle, not ticking) partition groups.
+    pub quiescer: Arc<crate::quiesce::Quiescer>,
     /// Elections started early for groups whose leader's node is gone.
     pub waker: crate::failover::Waker,
     /// Liveness of consumer-group members this node coordinates.
@@ -123,6 +125,14 @@ impl Node {
             controller,
             members,
             prober: Prober::default(),
+            quiescer: Arc::new(crate::quiesce::Quiescer::new(
+                config.id,
+                match config.quiesce_after_ms {
+                    0 => 0,
+                    ms => ms.max(2 * config.election_timeout_max_ms),
+                },
+                Duration::from_millis(config.election_timeout_max_ms),
+            )),
             waker: crate::failover::Waker::default(),
             coordinator: Coordinator::default(),
             kafka_groups: Default::default(),
@@ -158,6 +168,7 @@ impl Node {
         tokio::spawn(crate::coordinator::run(self.clone()));
         tokio::spawn(crate::retention::run(self.clone()));
         tokio::spawn(crate::mover::run(self.clone()));
+        tokio::spawn(crate::quiesce::run(self.clone()));
         if let Some(via) = self.config.join.clone() {
             tokio::spawn(crate::join::run(self.clone(), via));
         }
@@ -273,6 +284,7 @@ impl Node {
         targets.remove(&self.id);
         let gone = self.prober.probe(targets, &self.pool).await;
         if !gone.is_empty() {
+            self.quiescer.wake_shared_with(self, &gone);
             let rafts = self
                 .partitions()
                 .iter()
@@ -380,6 +392,8 @@ impl Node {
         self.store.begin_close();
         let rafts: Vec<Raft> =
             self.partitions().iter().map(|p| p.raft().clone()).chain([self.controller.raft().clone()]).collect();
+        // Transfers need every replica of a quiet group ticking.
+        self.quiescer.wake_all_led(self).await;
         self.hand_off(&rafts, Duration::from_millis(self.config.shutdown_handoff_ms)).await;
         for r in &rafts {
             let _ = r.shutdown().await;

@@ -19,6 +19,7 @@ use tracing::debug;
 
 use crate::error::{NodeError, Result};
 use crate::members::{Leadership, Members};
+use crate::quiesce::{Quiescer, Quiet};
 
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,9 @@ pub struct Partition {
     pub(crate) members: Arc<Members>,
     /// The controller's [`crate::controller::Controller::caught_up`] flag.
     pub(crate) metadata_caught_up: Arc<AtomicBool>,
+    /// Whether the group is quiet (not ticking; see [`crate::quiesce`]).
+    pub(crate) quiet: Quiet,
+    pub(crate) quiescer: Arc<Quiescer>,
 }
 
 impl Partition {
@@ -78,12 +82,22 @@ impl Partition {
     /// election timeout: it is likely cut off, and another is being
     /// elected).
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.leased_leader(self.me, self.raft.lease())
+        match self.raft.leader() {
+            Some(l) if l == self.me && !self.is_leader() => None,
+            l => l,
+        }
     }
 
-    /// Whether this replica leads and holds its lease.
+    /// Whether this replica leads and holds its lease: Raft's (a majority
+    /// acknowledged a heartbeat within it) or, while the group is quiet or
+    /// just woken, the one node liveness gives ([`Quiescer::holds_quiet_lease`]).
     pub fn is_leader(&self) -> bool {
-        self.raft.leased_by(self.me, self.raft.lease())
+        self.raft.leased_by(self.me, self.raft.lease()) || self.quiescer.holds_quiet_lease(self)
+    }
+
+    /// Whether the group is quiet here.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.is_asleep()
     }
 
     /// Whether this replica leads by Raft's account, lease or not: for
@@ -97,7 +111,7 @@ impl Partition {
     async fn lease_lost(&self) {
         let lease = self.raft.lease();
         let step = (lease / 4).max(Duration::from_millis(10));
-        while self.raft.leased_by(self.me, lease) {
+        while self.is_leader() {
             tokio::time::sleep(step).await;
         }
     }
@@ -121,7 +135,10 @@ impl Partition {
         self.members.not_leader(self.name.clone(), leader)
     }
 
+    /// Checks that this replica leads with its lease, for a client
+    /// operation: a quiet group wakes.
     pub fn ensure_leader(&self) -> Result<()> {
+        self.quiescer.touch(self);
         if self.is_leader() { Ok(()) } else { Err(self.not_leader(self.leader())) }
     }
 
@@ -225,9 +242,11 @@ impl Partition {
             self.ensure_leader()?;
         }
         let mut offsets = self.offsets();
-        if !limits.any_replica
-            && needs_catch_up(offset, offsets.high_watermark, limits.max_wait, self.raft.applied_own_term())
-        {
+        // Served from what is applied here only under Raft's own lease: a
+        // leader just woken from quiet holds its lease through liveness
+        // until its first heartbeat is acknowledged, and confirms once.
+        let settled = self.raft.applied_own_term() && self.raft.leased_by(self.me, self.raft.lease());
+        if !limits.any_replica && needs_catch_up(offset, offsets.high_watermark, limits.max_wait, settled) {
             self.catch_up().await?;
             offsets = self.offsets();
         }
@@ -431,8 +450,8 @@ impl Partition {
 /// Whether a leader must catch up to the commit index (a ReadIndex round)
 /// before it answers a read at `offset`. A leader fresh from an election
 /// may not yet have applied everything its predecessor acknowledged and
-/// served, so until it has applied an entry of its own term
-/// (`applied_own_term`) its high watermark can be stale, and every answer
+/// served, so until it has applied an entry of its own term (`settled`,
+/// which also asks for Raft's own lease) its high watermark can be stale, and every answer
 /// carries it: a reader that takes it as "the end" (read to end, consumer
 /// lag, a replay's stop) would miss acknowledged records. Once it has, the
 /// high watermark covers everything acknowledged, and only reads past it
@@ -440,8 +459,8 @@ impl Partition {
 /// "nothing more" must not hide a record committed a moment ago) need the
 /// round. A long poll at the high watermark needs none: it waits for the
 /// high watermark to move, which the catch-up does.
-fn needs_catch_up(offset: u64, high_watermark: u64, max_wait: Duration, applied_own_term: bool) -> bool {
-    !applied_own_term || offset > high_watermark || (offset == high_watermark && max_wait.is_zero())
+fn needs_catch_up(offset: u64, high_watermark: u64, max_wait: Duration, settled: bool) -> bool {
+    !settled || offset > high_watermark || (offset == high_watermark && max_wait.is_zero())
 }
 
 #[cfg(test)]

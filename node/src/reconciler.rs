@@ -122,5 +122,7 @@ async fn open(node: &Node, gid: u64, name: String) -> anyhow::Result<Arc<Partiti
         reader,
         members: node.members.clone(),
         metadata_caught_up: node.controller.caught_up_flag(),
+        quiet: Default::default(),
+        quiescer: node.quiescer.clone(),
     }))
 }

@@ -168,10 +168,13 @@ pub fn refresh(node: &Node, st: &mut State) {
         for (follower, lag, acked) in v.followers {
             // No acknowledgement yet counts only once the leader has had
             // time to hear from it.
-            let silent = match acked {
-                Some(a) => a > out_of_sync_after,
-                None => since.elapsed() > out_of_sync_after,
-            };
+            // A quiet group sends no heartbeats: its followers held the
+            // whole log when it went quiet.
+            let silent = !p.is_quiet()
+                && match acked {
+                    Some(a) => a > out_of_sync_after,
+                    None => since.elapsed() > out_of_sync_after,
+                };
             out_of_sync |= silent || lag > UNDER_REPLICATED_ENTRIES;
             let mut k = key.clone();
             if per_partition {
@@ -200,6 +203,7 @@ pub fn refresh(node: &Node, st: &mut State) {
     st.terms = terms;
     st.leading_since.retain(|g, _| st.terms.contains_key(g));
     m.leaders.set(leaders);
+    m.quiet_groups.set(partitions.iter().filter(|p| p.is_quiet()).count() as i64);
     m.groups.set(partitions.len() as i64);
 
     for vec in [

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::vote::RaftLeaderId;
 use replog_proto::pb::raft_peer_server::RaftPeer;
-use replog_proto::pb::{RaftBatch, RaftMessage};
+use replog_proto::pb::{QuiesceRequest, QuiesceResponse, RaftBatch, RaftMessage};
 use replog_raft_store::{LogId, Raft, SnapshotData, TypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -196,20 +196,52 @@ async fn append(raft: Raft, rpc: AppendEntriesRequest<TypeConfig>) -> Result<imp
     raft.append_entries(rpc).await
 }
 
+impl PeerService {
+    /// A vote asked of a quiet group is refused: its leader's node is alive
+    /// (else the group would have woken), and a candidate (a restarted
+    /// replica that has not heard the leader yet) must not win against it.
+    /// A quiet leader wakes so that the candidate hears it.
+    fn refused_while_quiet(&self, group: u64) -> Option<RaftMessage> {
+        let p = self.node.partition(group).filter(|p| p.is_quiet())?;
+        if p.led_here() {
+            self.node.quiescer.wake(&p);
+        }
+        Some(reply::<(), _>(group, Err("the group is quiet under a live leader")))
+    }
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        Ok(Response::new(self.handle(req.into_inner(), append).await))
+        let m = req.into_inner();
+        // Entries on a quiet follower: its leader is writing again (and
+        // ticks again), so must this replica.
+        if let Some(p) = self.node.partition(m.group_id).filter(|p| p.is_quiet()) {
+            self.node.quiescer.wake(&p);
+        }
+        Ok(Response::new(self.handle(m, append).await))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        if let Some(refused) = self.refused_while_quiet(m.group_id) {
+            return Ok(Response::new(refused));
+        }
         let f = |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.vote(rpc).await };
-        Ok(Response::new(self.handle(req.into_inner(), f).await))
+        Ok(Response::new(self.handle(m, f).await))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = req.into_inner();
+        if let Some(refused) = self.refused_while_quiet(m.group_id) {
+            return Ok(Response::new(refused));
+        }
         let f = |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.pre_vote(rpc).await };
-        Ok(Response::new(self.handle(req.into_inner(), f).await))
+        Ok(Response::new(self.handle(m, f).await))
+    }
+
+    async fn quiesce(&self, req: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
+        Ok(Response::new(self.node.quiescer.answer(&self.node, req.into_inner())))
     }
 
     async fn snapshot_chunk(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -1,0 +1,457 @@
+//! Quiet partitions: an idle partition group stops ticking on every replica,
+//! so that thousands of idle partitions per node cost next to nothing.
+//!
+//! A Raft group ticks several times per heartbeat interval on every replica
+//! and its leader sends a heartbeat to each follower every interval, written
+//! or not: with thousands of groups per node the ticks and heartbeats alone
+//! take the cores. Here, as with CockroachDB's quiesced ranges and TiKV's
+//! hibernating regions, node-to-node liveness stands in for the idle groups'
+//! heartbeats:
+//!
+//! - Every node calls every peer's `Quiesce` each [`PING`]; the calls are
+//!   the liveness (when each peer was last heard, and its incarnation,
+//!   which changes when it restarts).
+//! - A leader whose group has had no client operation for
+//!   `quiesce_after_ms`, with every voter holding the whole log, all of it
+//!   committed and applied, asks its followers to let the group sleep; each
+//!   follower that holds exactly that log under that leader and term stops
+//!   the group's ticks and says so. When all have, the leader stops its own.
+//! - A quiet group refuses votes: its leader is alive (else it would have
+//!   woken, below), and a candidate (a restarted replica) must not win
+//!   against it. A quiet leader asked for a vote wakes up, so that the
+//!   candidate hears it.
+//! - It wakes on any client operation at the leader (which ticks again,
+//!   sends a heartbeat at once and tells the followers), on an append with
+//!   entries at a follower, before a leadership transfer or a move, and at
+//!   a follower when its leader's node has not been heard for
+//!   [`Quiescer::dead_after`], restarted, or is gone: the follower ticks
+//!   again and, its leader long silent, elects at once.
+//! - A quiet leader has no Raft lease (no heartbeats are acknowledged): it
+//!   holds its lease through liveness instead, as long as a majority of its
+//!   voters' nodes answered a ping sent within the lease. Followers wake
+//!   only after [`Quiescer::dead_after`] (longer than the lease) without
+//!   hearing it, so no other leader is elected while that lease holds.
+//!   Reads at a leader without its Raft lease take a ReadIndex round.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use replog_proto::pb;
+use replog_raft_store::{GroupId, NodeId, Raft};
+use tracing::debug;
+
+use crate::members::Leadership;
+use crate::node::Node;
+use crate::partition::Partition;
+
+/// Between two liveness calls to a peer.
+pub const PING: Duration = Duration::from_millis(100);
+/// Idle leaders are looked for every this many pings.
+const CHECK_EVERY: u32 = 5;
+
+/// A partition's quiet state.
+#[derive(Default)]
+pub struct Quiet {
+    asleep: AtomicBool,
+    /// Milliseconds since the node started at the last client operation
+    /// and at the last wake-up.
+    active_ms: AtomicU64,
+    woke_ms: AtomicU64,
+    /// While asleep: the leader and term it went quiet under.
+    under: Mutex<Option<(NodeId, u64)>>,
+}
+
+impl Quiet {
+    pub fn is_asleep(&self) -> bool {
+        self.asleep.load(Ordering::Acquire)
+    }
+}
+
+/// What this node knows of a peer's liveness.
+#[derive(Clone, Copy)]
+struct Peer {
+    /// The last call from it or answer by it.
+    heard: Instant,
+    /// When the newest of this node's calls that it answered was sent.
+    acked: Option<Instant>,
+    incarnation: u64,
+}
+
+/// Node liveness and the quiet groups of this node.
+pub struct Quiescer {
+    me: NodeId,
+    incarnation: u64,
+    started: Instant,
+    /// None: groups never go quiet.
+    idle_after: Option<Duration>,
+    lease: Duration,
+    peers: Mutex<HashMap<NodeId, Peer>>,
+    /// Wake-ups to tell each peer on the next call.
+    wakes: Mutex<HashMap<NodeId, Vec<GroupId>>>,
+}
+
+impl Quiescer {
+    pub fn new(me: NodeId, idle_after_ms: u64, lease: Duration) -> Quiescer {
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            .max(1);
+        Quiescer {
+            me,
+            incarnation,
+            started: Instant::now(),
+            idle_after: (idle_after_ms > 0).then(|| Duration::from_millis(idle_after_ms)),
+            lease,
+            peers: Mutex::default(),
+            wakes: Mutex::default(),
+        }
+    }
+
+    /// How long a follower of a quiet group waits without hearing its
+    /// leader's node before it wakes the group: past the lease the leader
+    /// holds through liveness, by two pings.
+    pub fn dead_after(&self) -> Duration {
+        self.lease + PING * 2
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Notes a client operation on `p`: it stays awake, or wakes.
+    pub fn touch(&self, p: &Partition) {
+        p.quiet.active_ms.store(self.now_ms(), Ordering::Relaxed);
+        if p.quiet.is_asleep() && p.raft().led_by(self.me) {
+            self.wake(p);
+        }
+    }
+
+    /// Wakes `p` here; at its leader also sends a heartbeat at once (the
+    /// Raft lease comes back with its acknowledgements) and has the
+    /// followers woken with the next pings.
+    pub fn wake(&self, p: &Partition) {
+        if !p.quiet.asleep.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        p.quiet.woke_ms.store(self.now_ms(), Ordering::Relaxed);
+        p.quiet.under.lock().expect("quiet lock").take();
+        p.raft().runtime_config().tick(true);
+        if p.raft().led_by(self.me) {
+            let raft = p.raft().clone();
+            tokio::spawn(async move {
+                let _ = raft.trigger().heartbeat().await;
+            });
+            let mut wakes = self.wakes.lock().expect("wakes lock");
+            for v in voters(p.raft()).into_iter().filter(|v| *v != self.me) {
+                wakes.entry(v).or_default().push(p.group());
+            }
+        }
+        debug!(partition = p.name(), "woke");
+    }
+
+    /// Wakes `p` and, at its leader, its followers before returning: for a
+    /// leadership transfer or a move, whose votes and appends need every
+    /// replica ticking. Followers may sleep under an awake leader (it woke
+    /// for a read, or one went quiet and the leader did not), so they are
+    /// told whatever the leader's own state.
+    pub async fn wake_everywhere(&self, node: &Node, p: &Partition) {
+        self.wake(p);
+        if !p.raft().led_by(self.me) {
+            return;
+        }
+        let calls = voters(p.raft()).into_iter().filter(|v| *v != self.me).map(|v| {
+            let req = pb::QuiesceRequest {
+                from: self.me,
+                incarnation: self.incarnation,
+                sleep: Vec::new(),
+                wake: vec![p.group()],
+            };
+            self.call(node, v, req)
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// Wakes every group led here, and its followers, before returning (a
+    /// stopping node's hand-off).
+    pub async fn wake_all_led(&self, node: &Node) {
+        let mut per_peer: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
+        for p in node.partitions() {
+            if p.raft().led_by(self.me) {
+                self.wake(&p);
+                for v in voters(p.raft()).into_iter().filter(|v| *v != self.me) {
+                    per_peer.entry(v).or_default().push(p.group());
+                }
+            }
+        }
+        let calls = per_peer.into_iter().map(|(peer, wake)| {
+            let req = pb::QuiesceRequest { from: self.me, incarnation: self.incarnation, sleep: Vec::new(), wake };
+            self.call(node, peer, req)
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// Whether `p`, quiet (or woken within the lease) and led here, holds
+    /// its lease through liveness: a majority of its voters, this node
+    /// included, answered a ping sent within the lease.
+    pub fn holds_quiet_lease(&self, p: &Partition) -> bool {
+        let q = &p.quiet;
+        let woke_within =
+            self.now_ms().saturating_sub(q.woke_ms.load(Ordering::Relaxed)) < self.lease.as_millis() as u64;
+        if !(q.is_asleep() || (woke_within && q.woke_ms.load(Ordering::Relaxed) > 0)) || !p.raft().led_by(self.me) {
+            return false;
+        }
+        let m = p.raft().metrics();
+        let m = m.borrow_watched();
+        let peers = self.peers.lock().expect("peers lock");
+        let (mut voters, mut fresh) = (0, 0);
+        for v in m.membership_config.membership().voter_ids() {
+            voters += 1;
+            fresh += (v == self.me || peers.get(&v).and_then(|p| p.acked).is_some_and(|t| t.elapsed() < self.lease))
+                as usize;
+        }
+        fresh * 2 > voters
+    }
+
+    /// The peer service's side of a call from `req.from`.
+    pub fn answer(&self, node: &Node, req: pb::QuiesceRequest) -> pb::QuiesceResponse {
+        self.heard(node, req.from, req.incarnation, None);
+        for g in req.wake {
+            if let Some(p) = node.partition(g) {
+                self.wake(&p);
+            }
+        }
+        let mut slept = Vec::new();
+        for s in req.sleep {
+            if let Some(p) = node.partition(s.group_id)
+                && self.sleep_follower(&p, req.from, s.term, s.last_log_index)
+            {
+                slept.push(s.group_id);
+            }
+        }
+        pb::QuiesceResponse { incarnation: self.incarnation, slept }
+    }
+
+    /// Puts a follower to sleep if it holds exactly what its leader asks
+    /// for: that leader and term, that whole log, all of it applied.
+    fn sleep_follower(&self, p: &Partition, leader: NodeId, term: u64, last: u64) -> bool {
+        let m = p.raft().metrics().borrow_watched().clone();
+        let holds = m.state == ServerState::Follower
+            && m.current_leader == Some(leader)
+            && m.current_term == term
+            && m.last_log_index == Some(last)
+            && m.last_applied.is_some_and(|l| l.index == last);
+        if !holds {
+            return false;
+        }
+        *p.quiet.under.lock().expect("quiet lock") = Some((leader, term));
+        p.raft().runtime_config().tick(false);
+        p.quiet.asleep.store(true, Ordering::Release);
+        true
+    }
+
+    /// Records that `from` was heard; a new incarnation means it restarted
+    /// and lost every group's state: the groups it shares with this node
+    /// that sleep wake, so that it hears their leaders (or elects).
+    fn heard(&self, node: &Node, from: NodeId, incarnation: u64, acked: Option<Instant>) {
+        let restarted = {
+            let mut peers = self.peers.lock().expect("peers lock");
+            let now = Instant::now();
+            let p = peers.entry(from).or_insert(Peer { heard: now, acked: None, incarnation });
+            p.heard = now;
+            if acked.is_some_and(|a| p.acked.is_none_or(|b| a > b)) {
+                p.acked = acked;
+            }
+            let restarted = p.incarnation != incarnation;
+            p.incarnation = incarnation;
+            restarted
+        };
+        if restarted {
+            debug!(peer = from, "peer restarted: waking the quiet groups it shares");
+            self.wake_shared_with(node, &[from]);
+        }
+    }
+
+    /// Wakes every quiet group here led by one of `peers` or, led here,
+    /// with one of them as a voter.
+    pub fn wake_shared_with(&self, node: &Node, peers: &[NodeId]) {
+        for p in node.partitions() {
+            if !p.quiet.is_asleep() {
+                continue;
+            }
+            let led_by_peer = p.quiet.under.lock().expect("quiet lock").is_some_and(|(l, _)| peers.contains(&l));
+            let shares = p.raft().led_by(self.me) && voters(p.raft()).iter().any(|v| peers.contains(v));
+            if led_by_peer || shares {
+                self.wake(&p);
+            }
+        }
+    }
+
+    async fn call(&self, node: &Node, peer: NodeId, req: pb::QuiesceRequest) -> Option<pb::QuiesceResponse> {
+        let addr = node.members.addr(peer)?;
+        let mut client = node.pool.client(&addr).ok()?;
+        let sent = Instant::now();
+        let r = tokio::time::timeout(PING * 5, client.quiesce(req)).await.ok()?.ok()?.into_inner();
+        self.heard(node, peer, r.incarnation, Some(sent));
+        Some(r)
+    }
+
+    /// Quiet followers whose leader's node has not been heard for
+    /// [`Self::dead_after`] wake; with `changed`, also those whose Raft
+    /// names another leader or term than the one they went quiet under.
+    /// Cheap when no peer is silent and `changed` is off: nothing is read.
+    fn wake_orphans(&self, node: &Node, changed: bool) {
+        let dead_after = self.dead_after();
+        let silent: Vec<NodeId> = {
+            let peers = self.peers.lock().expect("peers lock");
+            node.members
+                .all()
+                .into_keys()
+                .filter(|id| *id != self.me)
+                .filter(|id| peers.get(id).is_none_or(|l| l.heard.elapsed() >= dead_after))
+                .collect()
+        };
+        if silent.is_empty() && !changed {
+            return;
+        }
+        for p in node.partitions() {
+            if !p.quiet.is_asleep() {
+                continue;
+            }
+            let Some((leader, term)) = *p.quiet.under.lock().expect("quiet lock") else { continue };
+            if leader == self.me {
+                continue;
+            }
+            let moved = changed && {
+                let m = p.raft().metrics();
+                let m = m.borrow_watched();
+                m.current_leader != Some(leader) || m.current_term != term
+            };
+            if moved || silent.contains(&leader) {
+                debug!(partition = p.name(), leader, moved, "quiet follower wakes");
+                self.wake(&p);
+            }
+        }
+    }
+
+    /// Groups led here that may go quiet: idle long enough, every voter
+    /// holding the whole log, all of it committed and applied, no learner
+    /// and no joint configuration. Each with its term and last log index.
+    fn idle_led(&self, node: &Node, idle_after: Duration) -> Vec<(Arc<Partition>, u64, u64, Vec<NodeId>)> {
+        let now = self.now_ms();
+        let idle_ms = idle_after.as_millis() as u64;
+        let mut out = Vec::new();
+        for p in node.partitions() {
+            let q = &p.quiet;
+            if q.is_asleep()
+                || now.saturating_sub(q.active_ms.load(Ordering::Relaxed)) < idle_ms
+                || now.saturating_sub(q.woke_ms.load(Ordering::Relaxed)) < idle_ms
+                || !p.raft().leased_by(self.me, self.lease)
+            {
+                continue;
+            }
+            let m = p.raft().metrics().borrow_watched().clone();
+            let mem = m.membership_config.membership();
+            let Some(last) = m.last_log_index else { continue };
+            if mem.learner_ids().next().is_some()
+                || mem.get_joint_config().len() > 1
+                || m.local_committed.is_none_or(|c| c.index != last)
+                || m.last_applied.is_none_or(|a| a.index != last)
+            {
+                continue;
+            }
+            let followers: Vec<NodeId> = mem.voter_ids().filter(|v| *v != self.me).collect();
+            let repl = m.replication.as_ref();
+            let all_hold = followers
+                .iter()
+                .all(|f| repl.and_then(|r| r.get(f).cloned().flatten()).is_some_and(|l| l.index == last));
+            if all_hold && !followers.is_empty() {
+                out.push((p.clone(), m.current_term, last, followers));
+            }
+        }
+        out
+    }
+
+    /// One round: a call to every peer (liveness, wake-ups, sleep requests
+    /// every [`CHECK_EVERY`] rounds); leaders whose followers all went
+    /// quiet go quiet themselves.
+    async fn round(&self, node: &Node, check_idle: bool) {
+        let candidates = match self.idle_after {
+            Some(after) if check_idle => self.idle_led(node, after),
+            _ => Vec::new(),
+        };
+        let mut sleep: BTreeMap<NodeId, Vec<pb::QuiesceGroup>> = BTreeMap::new();
+        for (p, term, last, followers) in &candidates {
+            for f in followers {
+                sleep.entry(*f).or_default().push(pb::QuiesceGroup {
+                    group_id: p.group(),
+                    term: *term,
+                    last_log_index: *last,
+                });
+            }
+        }
+        let mut wakes = std::mem::take(&mut *self.wakes.lock().expect("wakes lock"));
+        let mut targets = node.members.all();
+        targets.remove(&self.me);
+        let calls = targets.into_keys().map(|peer| {
+            let req = pb::QuiesceRequest {
+                from: self.me,
+                incarnation: self.incarnation,
+                sleep: sleep.remove(&peer).unwrap_or_default(),
+                wake: wakes.remove(&peer).unwrap_or_default(),
+            };
+            async move { (peer, self.call(node, peer, req).await) }
+        });
+        let answers: HashMap<NodeId, Vec<GroupId>> =
+            futures::future::join_all(calls).await.into_iter().filter_map(|(peer, r)| Some((peer, r?.slept))).collect();
+        for (p, term, last, followers) in candidates {
+            let all_slept = followers.iter().all(|f| answers.get(f).is_some_and(|s| s.contains(&p.group())));
+            if !all_slept {
+                continue;
+            }
+            // Nothing may have happened since the candidates were taken.
+            let m = p.raft().metrics().borrow_watched().clone();
+            let idle_ms = self.idle_after.map_or(0, |d| d.as_millis() as u64);
+            if m.current_term != term
+                || m.last_log_index != Some(last)
+                || !p.raft().led_by(self.me)
+                || self.now_ms().saturating_sub(p.quiet.active_ms.load(Ordering::Relaxed)) < idle_ms
+            {
+                continue;
+            }
+            *p.quiet.under.lock().expect("quiet lock") = Some((self.me, term));
+            p.raft().runtime_config().tick(false);
+            p.quiet.asleep.store(true, Ordering::Release);
+            debug!(partition = p.name(), "quiet");
+        }
+        self.wake_orphans(node, check_idle);
+    }
+
+    /// Quiet groups hosted here.
+    pub fn asleep(&self, node: &Node) -> usize {
+        node.partitions().iter().filter(|p| p.quiet.is_asleep()).count()
+    }
+}
+
+/// The voters of `raft`'s group.
+fn voters(raft: &Raft) -> Vec<NodeId> {
+    raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
+}
+
+/// The liveness calls and the quiet-group bookkeeping, until the node stops.
+pub async fn run(node: Arc<Node>) {
+    let mut n: u32 = 0;
+    loop {
+        if node.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let started = Instant::now();
+        node.quiescer.round(&node, n % CHECK_EVERY == 0).await;
+        n = n.wrapping_add(1);
+        tokio::time::sleep(PING.saturating_sub(started.elapsed())).await;
+    }
+}
