@@ -246,7 +246,7 @@ impl Partition {
         // leader just woken from quiet holds its lease through liveness
         // until its first heartbeat is acknowledged, and confirms once.
         let settled = self.raft.applied_own_term() && self.raft.leased_by(self.me, self.raft.lease());
-        if !limits.any_replica && needs_catch_up(offset, offsets.high_watermark, limits.max_wait, settled) {
+        if !limits.any_replica && needs_catch_up(offset, offsets.high_watermark, settled) {
             self.catch_up().await?;
             offsets = self.offsets();
         }
@@ -450,17 +450,18 @@ impl Partition {
 /// Whether a leader must catch up to the commit index (a ReadIndex round)
 /// before it answers a read at `offset`. A leader fresh from an election
 /// may not yet have applied everything its predecessor acknowledged and
-/// served, so until it has applied an entry of its own term (`settled`,
-/// which also asks for Raft's own lease) its high watermark can be stale, and every answer
-/// carries it: a reader that takes it as "the end" (read to end, consumer
-/// lag, a replay's stop) would miss acknowledged records. Once it has, the
-/// high watermark covers everything acknowledged, and only reads past it
-/// (which must not be called out of range) or at it without a wait (whose
-/// "nothing more" must not hide a record committed a moment ago) need the
-/// round. A long poll at the high watermark needs none: it waits for the
-/// high watermark to move, which the catch-up does.
-fn needs_catch_up(offset: u64, high_watermark: u64, max_wait: Duration, settled: bool) -> bool {
-    !settled || offset > high_watermark || (offset == high_watermark && max_wait.is_zero())
+/// served, so until it has applied an entry of its own term its high
+/// watermark can be stale, and every answer carries it: a reader that
+/// takes it as "the end" (read to end, consumer lag, a replay's stop)
+/// would miss acknowledged records. Once it has, and while it holds Raft's
+/// own lease (no newer leader can exist) — `settled` — its high watermark
+/// covers every acknowledged record (a leader acknowledges a write only
+/// once it has applied it), so an answer at the high watermark, "nothing
+/// more", hides nothing acknowledged and needs no round: a consumer at the
+/// end of its partitions pays none per poll. A read past it still takes
+/// one before it is called out of range.
+fn needs_catch_up(offset: u64, high_watermark: u64, settled: bool) -> bool {
+    !settled || offset > high_watermark
 }
 
 #[cfg(test)]
@@ -471,26 +472,18 @@ mod tests {
 
     use super::*;
 
-    const NO_WAIT: Duration = Duration::ZERO;
-    const WAIT: Duration = Duration::from_millis(500);
     const SETTLED: bool = true;
     const FRESH: bool = false;
 
     #[test]
-    fn given_a_read_at_the_high_watermark_without_a_wait_then_the_leader_catches_up_first() {
-        assert!(needs_catch_up(10, 10, NO_WAIT, SETTLED), "a stale high watermark would answer 'nothing more'");
-    }
-
-    #[test]
     fn given_a_read_past_the_high_watermark_then_the_leader_catches_up_first() {
-        assert!(needs_catch_up(11, 10, NO_WAIT, SETTLED));
-        assert!(needs_catch_up(11, 10, WAIT, SETTLED));
+        assert!(needs_catch_up(11, 10, SETTLED), "it must not be called out of range on a stale view");
     }
 
     #[test]
-    fn given_a_long_poll_at_the_high_watermark_or_a_read_below_it_then_no_round_is_spent() {
-        assert!(!needs_catch_up(10, 10, WAIT, SETTLED), "the long poll waits for the high watermark to move");
-        assert!(!needs_catch_up(9, 10, NO_WAIT, SETTLED), "records below the high watermark are committed and applied");
+    fn given_a_settled_leader_then_reads_up_to_the_high_watermark_spend_no_round() {
+        assert!(!needs_catch_up(10, 10, SETTLED), "every acknowledged record is applied at a settled leader");
+        assert!(!needs_catch_up(9, 10, SETTLED), "records below the high watermark are committed and applied");
     }
 
     #[test]
@@ -498,7 +491,7 @@ mod tests {
         // The answer's high watermark would be its predecessor's of some
         // time ago: a read from 0 to "the end" would stop short of records
         // already acknowledged.
-        assert!(needs_catch_up(0, 10, NO_WAIT, FRESH));
-        assert!(needs_catch_up(9, 10, WAIT, FRESH));
+        assert!(needs_catch_up(0, 10, FRESH));
+        assert!(needs_catch_up(10, 10, FRESH));
     }
 }
