@@ -607,6 +607,10 @@ async fn commit_all(members: &mut [&mut PyMember]) -> BTreeMap<i32, i64> {
     all
 }
 
+/// A write of [`Producer`]'s that was acknowledged: `(partition, base
+/// offset, records, sent after the kill)`.
+type Acked = (i32, i64, i64, bool);
+
 /// Writes batches of five records to each partition of
 /// [`FAILOVER_TOPIC`] in turn through the SDK (acks=all), until stopped,
 /// noting what was acknowledged.
@@ -614,8 +618,7 @@ struct Producer {
     /// Set at the kill: writes sent from then on count as after it.
     killed: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    /// `(partition, base offset, records, sent after the kill)`.
-    acked: Arc<Mutex<Vec<(i32, i64, i64, bool)>>>,
+    acked: Arc<Mutex<Vec<Acked>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -623,7 +626,7 @@ impl Producer {
     fn start(client: &replog_client::Client) -> Producer {
         let killed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let acked: Arc<Mutex<Vec<(i32, i64, i64, bool)>>> = Arc::default();
+        let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
         let task = {
             let (client, killed, stop, acked) = (client.clone(), killed.clone(), stop.clone(), acked.clone());
             tokio::spawn(async move {
