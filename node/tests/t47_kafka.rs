@@ -86,6 +86,10 @@ async fn given_kafka_clients_then_they_list_produce_and_consume_and_bad_input_cl
 }
 
 /// Runs kcat with `args` (and `stdin`), within [`KCAT_LIMIT`]; its stdout.
+/// Errors kcat reports and goes on from (a fetch answered
+/// REQUEST_TIMED_OUT on a busy machine, which the client retries) make its
+/// exit status 1 without ending the run, so what it printed is judged; a
+/// run that timed out or ended on a fatal error fails.
 async fn kcat(args: &[&str], stdin: Option<Vec<u8>>) -> String {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let run = tokio::task::spawn_blocking(move || {
@@ -102,12 +106,15 @@ async fn kcat(args: &[&str], stdin: Option<Vec<u8>>) -> String {
             child.stdin.take().unwrap().write_all(&input).expect("kcat stdin");
         }
         let out = child.wait_with_output().expect("kcat output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            out.status.success(),
-            "kcat {args:?} failed ({}): {}",
+            matches!(out.status.code(), Some(0 | 1)) && !stderr.contains("FATAL"),
+            "kcat {args:?} failed ({}): {stderr}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
         );
+        if !stderr.is_empty() {
+            println!("kcat {args:?}: {stderr}");
+        }
         String::from_utf8(out.stdout).expect("kcat prints UTF-8")
     });
     run.await.expect("kcat task")
@@ -180,6 +187,10 @@ async fn produce_and_consume_with_kcat(bootstrap: &str, topic: &str, codec: &str
             "-b",
             bootstrap,
             "-P",
+            // A batch retried after a timeout (a busy machine) is stored
+            // once, as the test reads back exactly what was sent.
+            "-X",
+            "enable.idempotence=true",
             "-t",
             topic,
             "-K",
