@@ -214,7 +214,10 @@ async fn python_members_rebalance_and_resume_at_commits(
 }
 
 async fn kcat_consumes_as_a_group(bootstrap: &str, client: &replog_client::Client) {
-    let out = kcat(&["-b", bootstrap, "-G", "kg-kcat", "-o", "beginning", "-e", "-q", "-f", "%p %o\\n", TOPIC]).await;
+    // -E: a fetch error (REQUEST_TIMED_OUT on a busy machine) is retried,
+    // where kcat would stop reading by default.
+    let out =
+        kcat(&["-b", bootstrap, "-G", "kg-kcat", "-E", "-o", "beginning", "-e", "-q", "-f", "%p %o\\n", TOPIC]).await;
     let seen: BTreeSet<(u32, u64)> = out
         .lines()
         .filter_map(|l| {
