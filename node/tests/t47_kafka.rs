@@ -86,6 +86,11 @@ async fn given_kafka_clients_then_they_list_produce_and_consume_and_bad_input_cl
 }
 
 /// Runs kcat with `args` (and `stdin`), within [`KCAT_LIMIT`]; its stdout.
+/// Errors kcat reports and goes on from (a fetch answered
+/// REQUEST_TIMED_OUT on a busy machine, which the client retries; readers
+/// pass `-E`, without which kcat stops at the first) make its exit status 1
+/// without ending the run, so what it printed is judged; a run that timed
+/// out or ended on a fatal error fails.
 async fn kcat(args: &[&str], stdin: Option<Vec<u8>>) -> String {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let run = tokio::task::spawn_blocking(move || {
@@ -102,12 +107,15 @@ async fn kcat(args: &[&str], stdin: Option<Vec<u8>>) -> String {
             child.stdin.take().unwrap().write_all(&input).expect("kcat stdin");
         }
         let out = child.wait_with_output().expect("kcat output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            out.status.success(),
-            "kcat {args:?} failed ({}): {}",
+            matches!(out.status.code(), Some(0 | 1)) && !stderr.contains("FATAL"),
+            "kcat {args:?} failed ({}): {stderr}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
         );
+        if !stderr.is_empty() {
+            println!("kcat {args:?}: {stderr}");
+        }
         String::from_utf8(out.stdout).expect("kcat prints UTF-8")
     });
     run.await.expect("kcat task")
@@ -180,6 +188,10 @@ async fn produce_and_consume_with_kcat(bootstrap: &str, topic: &str, codec: &str
             "-b",
             bootstrap,
             "-P",
+            // A batch retried after a timeout (a busy machine) is stored
+            // once, as the test reads back exactly what was sent.
+            "-X",
+            "enable.idempotence=true",
             "-t",
             topic,
             "-K",
@@ -196,7 +208,7 @@ async fn produce_and_consume_with_kcat(bootstrap: &str, topic: &str, codec: &str
         None,
     )
     .await;
-    let out = kcat(&["-b", bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-J"], None).await;
+    let out = kcat(&["-b", bootstrap, "-C", "-E", "-t", topic, "-o", "beginning", "-e", "-J"], None).await;
     let consumed = parse_envelopes(&out);
     assert_eq!(consumed.len(), MESSAGES, "{topic}: every message once, nothing else");
     let keys: BTreeSet<&str> = consumed.iter().map(|c| c.key.as_str()).collect();
@@ -255,7 +267,8 @@ async fn sdk_records_are_read_by_kcat(client: &replog_client::Client, bootstrap:
     let batch = replog_proto::batch::encode_with(&records, replog_proto::batch::Compression::Zstd);
     let r = client.produce_batch("sdk-made", 1, batch, replog_proto::pb::Acks::All).await.expect("produce");
     assert_eq!(r.base_offset, Some(0));
-    let out = kcat(&["-b", bootstrap, "-C", "-t", "sdk-made", "-p", "1", "-o", "beginning", "-e", "-J"], None).await;
+    let out =
+        kcat(&["-b", bootstrap, "-C", "-E", "-t", "sdk-made", "-p", "1", "-o", "beginning", "-e", "-J"], None).await;
     let consumed = parse_envelopes(&out);
     assert_eq!(consumed.len(), 10);
     for (i, c) in consumed.iter().enumerate() {
@@ -264,9 +277,11 @@ async fn sdk_records_are_read_by_kcat(client: &replog_client::Client, bootstrap:
         assert_eq!(c.value, format!("sdk-value-{i}"));
         assert_eq!(c.headers, vec![("origin".into(), "sdk".into()), ("n".into(), i.to_string())]);
     }
-    let ts =
-        kcat(&["-b", bootstrap, "-C", "-t", "sdk-made", "-p", "1", "-o", "beginning", "-c", "1", "-f", "%T"], None)
-            .await;
+    let ts = kcat(
+        &["-b", bootstrap, "-C", "-E", "-t", "sdk-made", "-p", "1", "-o", "beginning", "-c", "1", "-f", "%T"],
+        None,
+    )
+    .await;
     assert_eq!(ts.trim(), "1700000000000", "the record's timestamp reaches Kafka clients");
 }
 

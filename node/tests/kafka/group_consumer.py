@@ -38,6 +38,9 @@ def main():
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "partition.assignment.strategy": "range,roundrobin",
+        # A broker that was down is tried again within a second once it is
+        # back (the default backs off up to 10 s).
+        "reconnect.backoff.max.ms": 1000,
     })
 
     def on_assign(_c, parts):
