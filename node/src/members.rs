@@ -22,14 +22,6 @@ pub trait Leadership {
     /// past its lease it serves no client as leader, so that writes go
     /// where they can commit instead of waiting out their timeout.
     fn leased_by(&self, me: NodeId, lease: std::time::Duration) -> bool;
-    /// The leader as this replica knows it, none while this replica leads
-    /// without its lease.
-    fn leased_leader(&self, me: NodeId, lease: std::time::Duration) -> Option<NodeId> {
-        match self.leader() {
-            Some(l) if l == me && !self.leased_by(me, lease) => None,
-            l => l,
-        }
-    }
     /// The lease: the election timeout's upper bound, as openraft's own. A
     /// follower grants no vote within it of its last heartbeat and starts
     /// no election before a further election timeout, so while a leader

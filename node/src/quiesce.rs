@@ -68,7 +68,7 @@ pub struct Quiet {
 
 impl Quiet {
     pub fn is_asleep(&self) -> bool {
-        self.asleep.load(Ordering::Acquire)
+        self.asleep.load(Ordering::SeqCst)
     }
 }
 
@@ -125,7 +125,7 @@ impl Quiescer {
 
     /// Notes a client operation on `p`: it stays awake, or wakes.
     pub fn touch(&self, p: &Partition) {
-        p.quiet.active_ms.store(self.now_ms(), Ordering::Relaxed);
+        p.quiet.active_ms.store(self.now_ms(), Ordering::SeqCst);
         if p.quiet.is_asleep() && p.raft().led_by(self.me) {
             self.wake(p);
         }
@@ -135,10 +135,10 @@ impl Quiescer {
     /// Raft lease comes back with its acknowledgements) and has the
     /// followers woken with the next pings.
     pub fn wake(&self, p: &Partition) {
-        if !p.quiet.asleep.swap(false, Ordering::AcqRel) {
+        if !p.quiet.asleep.swap(false, Ordering::SeqCst) {
             return;
         }
-        p.quiet.woke_ms.store(self.now_ms(), Ordering::Relaxed);
+        p.quiet.woke_ms.store(self.now_ms(), Ordering::SeqCst);
         p.quiet.under.lock().expect("quiet lock").take();
         p.raft().runtime_config().tick(true);
         if p.raft().led_by(self.me) {
@@ -201,8 +201,8 @@ impl Quiescer {
     pub fn holds_quiet_lease(&self, p: &Partition) -> bool {
         let q = &p.quiet;
         let woke_within =
-            self.now_ms().saturating_sub(q.woke_ms.load(Ordering::Relaxed)) < self.lease.as_millis() as u64;
-        if !(q.is_asleep() || (woke_within && q.woke_ms.load(Ordering::Relaxed) > 0)) || !p.raft().led_by(self.me) {
+            self.now_ms().saturating_sub(q.woke_ms.load(Ordering::SeqCst)) < self.lease.as_millis() as u64;
+        if !(q.is_asleep() || (woke_within && q.woke_ms.load(Ordering::SeqCst) > 0)) || !p.raft().led_by(self.me) {
             return false;
         }
         let m = p.raft().metrics();
@@ -250,7 +250,7 @@ impl Quiescer {
         }
         *p.quiet.under.lock().expect("quiet lock") = Some((leader, term));
         p.raft().runtime_config().tick(false);
-        p.quiet.asleep.store(true, Ordering::Release);
+        p.quiet.asleep.store(true, Ordering::SeqCst);
         true
     }
 
@@ -348,8 +348,8 @@ impl Quiescer {
         for p in node.partitions() {
             let q = &p.quiet;
             if q.is_asleep()
-                || now.saturating_sub(q.active_ms.load(Ordering::Relaxed)) < idle_ms
-                || now.saturating_sub(q.woke_ms.load(Ordering::Relaxed)) < idle_ms
+                || now.saturating_sub(q.active_ms.load(Ordering::SeqCst)) < idle_ms
+                || now.saturating_sub(q.woke_ms.load(Ordering::SeqCst)) < idle_ms
                 || !p.raft().leased_by(self.me, self.lease)
             {
                 continue;
@@ -419,13 +419,20 @@ impl Quiescer {
             if m.current_term != term
                 || m.last_log_index != Some(last)
                 || !p.raft().led_by(self.me)
-                || self.now_ms().saturating_sub(p.quiet.active_ms.load(Ordering::Relaxed)) < idle_ms
+                || self.now_ms().saturating_sub(p.quiet.active_ms.load(Ordering::SeqCst)) < idle_ms
             {
                 continue;
             }
+            let active = p.quiet.active_ms.load(Ordering::SeqCst);
             *p.quiet.under.lock().expect("quiet lock") = Some((self.me, term));
             p.raft().runtime_config().tick(false);
-            p.quiet.asleep.store(true, Ordering::Release);
+            p.quiet.asleep.store(true, Ordering::SeqCst);
+            // A client operation that came between the check above and the
+            // store saw the group awake and did not wake it: it does now.
+            if p.quiet.active_ms.load(Ordering::SeqCst) != active {
+                self.wake(&p);
+                continue;
+            }
             debug!(partition = p.name(), "quiet");
         }
         self.wake_orphans(node, check_idle);
@@ -450,7 +457,7 @@ pub async fn run(node: Arc<Node>) {
             return;
         }
         let started = Instant::now();
-        node.quiescer.round(&node, n % CHECK_EVERY == 0).await;
+        node.quiescer.round(&node, n.is_multiple_of(CHECK_EVERY)).await;
         n = n.wrapping_add(1);
         tokio::time::sleep(PING.saturating_sub(started.elapsed())).await;
     }
