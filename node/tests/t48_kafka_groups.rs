@@ -492,16 +492,7 @@ async fn consumers_survive_a_sigkill_of_the_coordinators_node(
     // read even where everything was committed).
     b.send("close");
     wait_for("b closed", WAIT, || async { (b.count("closed") > 0).then_some(()) }).await;
-    for p in 0..PARTITIONS {
-        let r = vec![Record::new(None, Bytes::from_static(b"last"), 0)];
-        let batch = replog_proto::batch::encode_with(&r, replog_proto::batch::Compression::None);
-        client.produce_batch(FAILOVER_TOPIC, p, batch, replog_proto::pb::Acks::All).await.expect("produce");
-    }
-    let mut end = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let o = client.list_offsets(FAILOVER_TOPIC, p, OffsetSpec::Latest).await.expect("list offsets");
-        end.insert(p as i32, o.offset as i64);
-    }
+    let end = one_more_each(client, b"last").await;
     wait_for("a holding every partition and consuming to the end", WAIT, || async {
         (a.assignment()? == all_partitions() && a.consumed_to_end(&end)).then_some(())
     })
@@ -550,16 +541,7 @@ async fn consumers_survive_a_sigkill_of_the_coordinators_node(
         })
         .await;
     }
-    for p in 0..PARTITIONS {
-        let r = vec![Record::new(None, Bytes::from_static(b"back"), 0)];
-        let batch = replog_proto::batch::encode_with(&r, replog_proto::batch::Compression::None);
-        client.produce_batch(FAILOVER_TOPIC, p, batch, replog_proto::pb::Acks::All).await.expect("produce");
-    }
-    let mut end = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let o = client.list_offsets(FAILOVER_TOPIC, p, OffsetSpec::Latest).await.expect("list offsets");
-        end.insert(p as i32, o.offset as i64);
-    }
+    let end = one_more_each(client, b"back").await;
     wait_for("a consuming to the end", WAIT, || async { a.consumed_to_end(&end).then_some(()) }).await;
     assert_eq!(commit_all(&mut [&mut a]).await, end, "a commits at the restarted coordinator");
     let (at, fetched) = committed(&kafka, &[doomed], group).await;
@@ -691,6 +673,20 @@ impl Producer {
         self.task.await.expect("the producer");
         self.acked.lock().unwrap().iter().map(|(p, b, n, _)| (*p, *b, *n)).collect()
     }
+}
+
+/// One more record (`value`) on every partition of the failover topic, each
+/// acknowledged; returns each partition's end offset after it.
+async fn one_more_each(client: &replog_client::Client, value: &'static [u8]) -> BTreeMap<i32, i64> {
+    let mut end = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let r = vec![Record::new(None, Bytes::from_static(value), 0)];
+        let batch = replog_proto::batch::encode_with(&r, replog_proto::batch::Compression::None);
+        client.produce_batch(FAILOVER_TOPIC, p, batch, replog_proto::pb::Acks::All).await.expect("produce");
+        let o = client.list_offsets(FAILOVER_TOPIC, p, OffsetSpec::Latest).await.expect("list offsets");
+        end.insert(p as i32, o.offset as i64);
+    }
+    end
 }
 
 fn s(x: &str) -> StrBytes {
