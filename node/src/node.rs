@@ -132,6 +132,7 @@ impl Node {
                     ms => ms.max(2 * config.election_timeout_max_ms),
                 },
                 Duration::from_millis(config.election_timeout_max_ms),
+                Duration::from_millis(config.heartbeat_ms),
             )),
             waker: crate::failover::Waker::default(),
             coordinator: Coordinator::default(),

@@ -90,13 +90,18 @@ pub struct Quiescer {
     /// None: groups never go quiet.
     idle_after: Option<Duration>,
     lease: Duration,
+    /// How long a follower told to wake waits before it ticks (two
+    /// heartbeat intervals): its election timer has long expired, and
+    /// ticking before the woken leader's first heartbeat has arrived would
+    /// start an election against a live leader.
+    settle: Duration,
     peers: Mutex<HashMap<NodeId, Peer>>,
     /// Wake-ups to tell each peer on the next call.
     wakes: Mutex<HashMap<NodeId, Vec<GroupId>>>,
 }
 
 impl Quiescer {
-    pub fn new(me: NodeId, idle_after_ms: u64, lease: Duration) -> Quiescer {
+    pub fn new(me: NodeId, idle_after_ms: u64, lease: Duration, heartbeat: Duration) -> Quiescer {
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -107,6 +112,7 @@ impl Quiescer {
             started: Instant::now(),
             idle_after: (idle_after_ms > 0).then(|| Duration::from_millis(idle_after_ms)),
             lease,
+            settle: heartbeat * 2,
             peers: Mutex::default(),
             wakes: Mutex::default(),
         }
@@ -152,6 +158,25 @@ impl Quiescer {
             }
         }
         debug!(partition = p.name(), "woke");
+    }
+
+    /// Wakes a follower its leader told to: at once it stops refusing votes
+    /// and counting as quiet, and it ticks again [`Self::settle`] later,
+    /// once the leader's heartbeats (sent as the leader woke) have
+    /// refreshed its election timer.
+    fn wake_follower(&self, p: Arc<Partition>) {
+        if p.raft().led_by(self.me) || !p.quiet.asleep.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        p.quiet.woke_ms.store(self.now_ms(), Ordering::SeqCst);
+        p.quiet.under.lock().expect("quiet lock").take();
+        let settle = self.settle;
+        tokio::spawn(async move {
+            tokio::time::sleep(settle).await;
+            if !p.quiet.is_asleep() {
+                p.raft().runtime_config().tick(true);
+            }
+        });
     }
 
     /// Wakes `p` and, at its leader, its followers before returning: for a
@@ -222,7 +247,7 @@ impl Quiescer {
         self.heard(node, req.from, req.incarnation, None);
         for g in req.wake {
             if let Some(p) = node.partition(g) {
-                self.wake(&p);
+                self.wake_follower(p);
             }
         }
         let mut slept = Vec::new();
