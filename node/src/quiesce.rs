@@ -153,8 +153,8 @@ impl Quiescer {
                 let _ = raft.trigger().heartbeat().await;
             });
             let mut wakes = self.wakes.lock().expect("wakes lock");
-            for v in voters(p.raft()).into_iter().filter(|v| *v != self.me) {
-                wakes.entry(v).or_default().push(p.group());
+            for f in self.followers(p.raft()) {
+                wakes.entry(f).or_default().push(p.group());
             }
         }
         debug!(partition = p.name(), "woke");
@@ -186,31 +186,27 @@ impl Quiescer {
     /// told whatever the leader's own state.
     pub async fn wake_everywhere(&self, node: &Node, p: &Partition) {
         self.wake(p);
-        if !p.raft().led_by(self.me) {
-            return;
-        }
-        let calls = voters(p.raft()).into_iter().filter(|v| *v != self.me).map(|v| {
-            let req = pb::QuiesceRequest {
-                from: self.me,
-                incarnation: self.incarnation,
-                sleep: Vec::new(),
-                wake: vec![p.group()],
-            };
-            self.call(node, v, req)
-        });
-        futures::future::join_all(calls).await;
+        self.wake_followers(node, &[p]).await;
     }
 
     /// Wakes every group led here, and its followers, before returning (a
     /// stopping node's hand-off).
     pub async fn wake_all_led(&self, node: &Node) {
+        let parts = node.partitions();
+        let parts: Vec<&Partition> = parts.iter().map(|p| &**p).filter(|p| p.raft().led_by(self.me)).collect();
+        for p in &parts {
+            self.wake(p);
+        }
+        self.wake_followers(node, &parts).await;
+    }
+
+    /// Tells the followers of those of `parts` led here to wake, one call
+    /// per peer, and waits for the answers.
+    async fn wake_followers(&self, node: &Node, parts: &[&Partition]) {
         let mut per_peer: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
-        for p in node.partitions() {
-            if p.raft().led_by(self.me) {
-                self.wake(&p);
-                for v in voters(p.raft()).into_iter().filter(|v| *v != self.me) {
-                    per_peer.entry(v).or_default().push(p.group());
-                }
+        for p in parts.iter().filter(|p| p.raft().led_by(self.me)) {
+            for f in self.followers(p.raft()) {
+                per_peer.entry(f).or_default().push(p.group());
             }
         }
         let calls = per_peer.into_iter().map(|(peer, wake)| {
@@ -264,12 +260,15 @@ impl Quiescer {
     /// Puts a follower to sleep if it holds exactly what its leader asks
     /// for: that leader and term, that whole log, all of it applied.
     fn sleep_follower(&self, p: &Partition, leader: NodeId, term: u64, last: u64) -> bool {
-        let m = p.raft().metrics().borrow_watched().clone();
-        let holds = m.state == ServerState::Follower
-            && m.current_leader == Some(leader)
-            && m.current_term == term
-            && m.last_log_index == Some(last)
-            && m.last_applied.is_some_and(|l| l.index == last);
+        let holds = {
+            let m = p.raft().metrics();
+            let m = m.borrow_watched();
+            m.state == ServerState::Follower
+                && m.current_leader == Some(leader)
+                && m.current_term == term
+                && m.last_log_index == Some(last)
+                && m.last_applied.is_some_and(|l| l.index == last)
+        };
         if !holds {
             return false;
         }
@@ -309,7 +308,7 @@ impl Quiescer {
                 continue;
             }
             let led_by_peer = p.quiet.under.lock().expect("quiet lock").is_some_and(|(l, _)| peers.contains(&l));
-            let shares = p.raft().led_by(self.me) && voters(p.raft()).iter().any(|v| peers.contains(v));
+            let shares = p.raft().led_by(self.me) && self.followers(p.raft()).iter().any(|v| peers.contains(v));
             if led_by_peer || shares {
                 self.wake(&p);
             }
@@ -379,7 +378,8 @@ impl Quiescer {
             {
                 continue;
             }
-            let m = p.raft().metrics().borrow_watched().clone();
+            let m = p.raft().metrics();
+            let m = m.borrow_watched();
             let mem = m.membership_config.membership();
             let Some(last) = m.last_log_index else { continue };
             if mem.learner_ids().next().is_some()
@@ -439,10 +439,13 @@ impl Quiescer {
                 continue;
             }
             // Nothing may have happened since the candidates were taken.
-            let m = p.raft().metrics().borrow_watched().clone();
+            let unchanged = {
+                let m = p.raft().metrics();
+                let m = m.borrow_watched();
+                m.current_term == term && m.last_log_index == Some(last)
+            };
             let idle_ms = self.idle_after.map_or(0, |d| d.as_millis() as u64);
-            if m.current_term != term
-                || m.last_log_index != Some(last)
+            if !unchanged
                 || !p.raft().led_by(self.me)
                 || self.now_ms().saturating_sub(p.quiet.active_ms.load(Ordering::SeqCst)) < idle_ms
             {
@@ -463,15 +466,15 @@ impl Quiescer {
         self.wake_orphans(node, check_idle);
     }
 
+    /// The voters of `raft`'s group other than this node.
+    fn followers(&self, raft: &Raft) -> Vec<NodeId> {
+        raft.metrics().borrow_watched().membership_config.membership().voter_ids().filter(|v| *v != self.me).collect()
+    }
+
     /// Quiet groups hosted here.
     pub fn asleep(&self, node: &Node) -> usize {
         node.partitions().iter().filter(|p| p.quiet.is_asleep()).count()
     }
-}
-
-/// The voters of `raft`'s group.
-fn voters(raft: &Raft) -> Vec<NodeId> {
-    raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
 }
 
 /// The liveness calls and the quiet-group bookkeeping, until the node stops.
