@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export REPLOG_CLUSTER_DIR="${REPLOG_CLUSTER_DIR:-$(mktemp -d /tmp/replog-bench.XXXXXX)}"
-trap 'ops/cluster.sh down >/dev/null 2>&1 || true' EXIT
+trap 'ops/cluster.sh down --purge >/dev/null 2>&1 || true' EXIT
 N="${BENCH_RECORDS:-300000}"; S="${BENCH_SIZE:-200}"; P="${BENCH_PARTITIONS:-6}"; K="${BENCH_PRODUCERS:-4}"
 # BENCH_PROFILE=debug measures the debug build (no release build needed).
 PROFILE="${BENCH_PROFILE:-release}"

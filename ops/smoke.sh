@@ -5,12 +5,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export REPLOG_CLUSTER_DIR="${REPLOG_CLUSTER_DIR:-$(mktemp -d /tmp/replog-smoke.XXXXXX)}"
+# A directory of its own unless given one; deleted after a pass (each run
+# writes about 1.5 GB), kept after a failure for its logs.
+own_dir=0
+if [ -z "${REPLOG_CLUSTER_DIR:-}" ]; then
+  REPLOG_CLUSTER_DIR=$(mktemp -d /tmp/replog-smoke.XXXXXX)
+  own_dir=1
+fi
+export REPLOG_CLUSTER_DIR
 R=target/release/replog
-cleanup() { ops/cluster.sh down >/dev/null 2>&1 || true; }
+cleanup() {
+  local rc=$?
+  ops/cluster.sh down >/dev/null 2>&1 || true
+  if [ "$rc" = 0 ] && [ "$own_dir" = 1 ]; then
+    rm -rf -- "${REPLOG_CLUSTER_DIR:?}"
+  elif [ "$rc" != 0 ]; then
+    echo "smoke: logs and data kept in $REPLOG_CLUSTER_DIR" >&2
+  fi
+}
 trap cleanup EXIT
 
-fail() { echo "smoke: FAIL: $*" >&2; for f in "$REPLOG_CLUSTER_DIR"/node-*.log; do echo "--- $f"; tail -20 "$f"; done >&2; exit 1; }
+# Everything this script and the CLI print on stderr is also kept, so that a
+# failure ends with the failing command's own error after the nodes' logs
+# (CI shows the end of the output).
+exec 9>&2 2> >(tee -a "$REPLOG_CLUSTER_DIR/smoke.err" >&9)
+fail() {
+  for f in "$REPLOG_CLUSTER_DIR"/node-*.log; do echo "--- $f"; tail -20 "$f"; done >&9
+  echo "--- the smoke's stderr (last lines)" >&9
+  tail -15 "$REPLOG_CLUSTER_DIR/smoke.err" >&9
+  echo "smoke: FAIL: $*" >&9
+  exit 1
+}
 
 make run
 $R cluster status
