@@ -45,6 +45,7 @@ pub mod mover;
 pub mod node;
 pub mod partition;
 pub mod prober;
+pub mod proposal_order;
 pub mod quiesce;
 pub mod raft_net;
 pub mod reconciler;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
+use openraft::impls::ProgressResponder;
 use replog_proto::batch::BatchHeader;
 use replog_raft_store::groups::{Committed, GroupCmd, GroupResult};
 use replog_raft_store::partition::{Groups, Offsets, PartitionReader, Queues, StoredBatch};
@@ -19,6 +20,7 @@ use tracing::debug;
 
 use crate::error::{NodeError, Result};
 use crate::members::{Leadership, Members};
+use crate::proposal_order::ProposalOrder;
 use crate::quiesce::{Quiescer, Quiet};
 
 /// Where an appended batch landed.
@@ -66,6 +68,8 @@ pub struct Partition {
     /// Whether the group is quiet (not ticking; see [`crate::quiesce`]).
     pub(crate) quiet: Quiet,
     pub(crate) quiescer: Arc<Quiescer>,
+    /// Idempotent batches proposed in their producers' sequence order.
+    pub(crate) order: ProposalOrder,
 }
 
 impl Partition {
@@ -162,13 +166,20 @@ impl Partition {
     }
 
     /// Appends a validated batch and waits until a majority has it on disk
-    /// and it is applied, or `timeout` passes.
+    /// and it is applied, or `timeout` passes. An idempotent producer's
+    /// batches are proposed in its sequence order ([`ProposalOrder`]).
     pub async fn append(&self, batch: Bytes, header: &BatchHeader, timeout: Duration) -> Result<Appended> {
         self.ensure_appendable()?;
         let cmd = Self::append_cmd(batch, header);
-        let write = tokio::time::timeout(timeout, self.raft.client_write(cmd));
+        self.order.wait_turn(&header.producer).await;
+        let (responder, written) = ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(cmd, Some(responder))
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("{}: {e}", self.name)))?;
+        self.order.proposed(&header.producer, header.record_count);
         let resp = match tokio::select! {
-            r = write => r,
+            r = tokio::time::timeout(timeout, written) => r,
             _ = self.lease_lost() => {
                 // Cut off from its majority (or deposed): the batch may still
                 // commit under this term if the cut heals, so the outcome is
@@ -186,20 +197,24 @@ impl Partition {
                     self.name
                 )));
             }
-            Ok(Err(e)) => {
-                return Err(match e.api_error() {
+            Ok(Err(_)) => {
+                return Err(NodeError::Unavailable(format!(
+                    "{}: the Raft group stopped with the batch in flight; it may have been appended",
+                    self.name
+                )));
+            }
+            Ok(Ok(Err(e))) => {
+                return Err(match e {
                     // Proposed, then leadership moved: it may still commit.
-                    Some(ClientWriteError::LogEntryDiscarded(_)) => NodeError::Unavailable(format!(
+                    ClientWriteError::LogEntryDiscarded(_) => NodeError::Unavailable(format!(
                         "{}: leadership changed; the batch may have been appended",
                         self.name
                     )),
-                    _ => match e.forward_to_leader() {
-                        Some(f) => self.not_leader(f.leader_id),
-                        None => NodeError::Unavailable(format!("{}: {e}", self.name)),
-                    },
+                    ClientWriteError::ForwardToLeader(f) => self.not_leader(f.leader_id),
+                    other => NodeError::Unavailable(format!("{}: {other}", self.name)),
                 });
             }
-            Ok(Ok(r)) => r,
+            Ok(Ok(Ok(r))) => r,
         };
         match resp.data {
             Response::Appended { base_offset, record_count } => {

@@ -124,5 +124,6 @@ async fn open(node: &Node, gid: u64, name: String) -> anyhow::Result<Arc<Partiti
         metadata_caught_up: node.controller.caught_up_flag(),
         quiet: Default::default(),
         quiescer: node.quiescer.clone(),
+        order: Default::default(),
     }))
 }
