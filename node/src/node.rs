@@ -106,11 +106,20 @@ impl Node {
         let log = LogStore::open(store.clone(), CONTROLLER_GROUP)?;
         let net = NetworkFactory { pool: pool.clone(), group: CONTROLLER_GROUP };
         let raft = Raft::new(config.id, raft_config.clone(), net, log, sm).await?;
-        if !config.initial_cluster.is_empty() {
+        // One node of a new cluster writes the controller's first entry (its
+        // voters): the lowest id of --initial-cluster. The others start
+        // empty and get it from the leader it becomes. Were every node to
+        // write its own, each would campaign at once with an entry of its
+        // own id, the votes would split, and the next round would wait a
+        // random election timeout.
+        if config.initial_cluster.keys().next() == Some(&config.id) {
             let voters: BTreeMap<NodeId, BasicNode> =
                 config.initial_cluster.iter().map(|(id, a)| (*id, BasicNode { addr: a.clone() })).collect();
             match raft.initialize(voters).await {
-                Ok(()) => info!("initialized the controller group with {:?}", config.initial_cluster),
+                Ok(()) => {
+                    info!("initialized the controller group with {:?}", config.initial_cluster);
+                    tokio::spawn(form_controller(raft.clone()));
+                }
                 Err(e) if e.api_error().is_some() => {} // already initialized: a restart
                 Err(e) => return Err(e.into()),
             }
@@ -229,11 +238,25 @@ impl Node {
         Ok(())
     }
 
+    /// UNKNOWN_TOPIC for a topic this node's metadata lacks, once it has
+    /// caught up with the controller since it started; UNAVAILABLE before
+    /// (a node just restarted may not have applied a topic created while it
+    /// was down, and the client should ask elsewhere or again).
+    pub fn unknown_topic(&self, topic: &str) -> NodeError {
+        if self.controller.caught_up() {
+            NodeError::UnknownTopic(topic.to_string())
+        } else {
+            NodeError::Unavailable(format!(
+                "this node has not caught up with the cluster metadata since it started; topic {topic:?} may exist"
+            ))
+        }
+    }
+
     /// The partition group for `topic`/`partition`, checking both exist.
     pub fn locate(&self, topic: &str, partition: u32) -> Result<(GroupId, Vec<NodeId>)> {
         self.check_metadata_known()?;
         let meta = self.meta();
-        let t = meta.topics.get(topic).ok_or_else(|| NodeError::UnknownTopic(topic.to_string()))?;
+        let t = meta.topics.get(topic).ok_or_else(|| self.unknown_topic(topic))?;
         let p = t.partitions.get(partition as usize).ok_or_else(|| NodeError::UnknownPartition {
             topic: topic.to_string(),
             partition,
@@ -464,6 +487,35 @@ async fn ask_read_index(node: &Node, addr: &str) -> Result<u64> {
     let mut req = tonic::Request::new(pb::ControllerReadIndexRequest {});
     req.set_timeout(Duration::from_secs(2));
     c.controller_read_index(req).await.map(|r| r.into_inner().index).map_err(|s| NodeError::from_remote(addr, s))
+}
+
+/// A new cluster's first controller election. The node that initialized
+/// the group campaigns at once, usually before its peers listen, and its
+/// next campaign would wait a random election timeout: up to
+/// `--election-timeout-max-ms`, a minute where an operator chose long
+/// leases. Until a leader is known it calls an election twice a second
+/// instead (no other node can campaign before it leads: they hold no
+/// voters yet).
+async fn form_controller(raft: Raft) {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+    const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(120);
+    let start = std::time::Instant::now();
+    while start.elapsed() < GIVE_UP {
+        tokio::time::sleep(EVERY).await;
+        // Term 0 is initialization's own vote, which names this node as
+        // leader without an election: a leader is known from term 1 on.
+        let known = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            m.current_term > 0 && m.current_leader.is_some()
+        };
+        if known {
+            return;
+        }
+        if raft.trigger().elect(false).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -323,3 +323,32 @@ async fn given_continuous_produce_when_nodes_join_move_balance_leave_and_roll_th
 async fn long_membership_flow() {
     run(Flow { partitions: 16, writers: 8, per_step: 2000 }).await;
 }
+
+/// A fresh cluster forms its controller at once even where an operator chose
+/// long election timeouts (long leases). The node that initializes the
+/// controller campaigns as it starts, here before its peers listen, and
+/// without a kick its next campaign would wait a random election timeout,
+/// here at least 30 s.
+#[tokio::test]
+async fn given_long_election_timeouts_when_the_first_node_starts_alone_then_the_controller_forms_once_the_others_do() {
+    let mut opts = common::options(&["--election-timeout-min-ms", "30000", "--election-timeout-max-ms", "60000"]);
+    opts.ready_timeout = Duration::from_secs(10);
+    let mut cluster = Cluster::prepare(3, opts).expect("prepare the cluster");
+    cluster.restart(1).expect("start node 1");
+    // Its first campaign has failed: the peers it asked were not listening.
+    wait_for("node 1 campaigning alone", WAIT, || async {
+        cluster.log(1).contains("while requesting vote").then_some(())
+    })
+    .await;
+    // Then the others one by one, each once the one before listens (a node
+    // that campaigned too would vote for itself and refuse the next).
+    for id in [2, 3] {
+        cluster.restart(id).expect("start the node");
+        wait_for(&format!("node {id} listening"), WAIT, || async {
+            cluster.log(id).contains("listening peer=").then_some(())
+        })
+        .await;
+    }
+    let leader = cluster.wait_ready(Duration::from_secs(10)).await.expect("a controller leader well before 30 s");
+    println!("controller leader: node {leader}");
+}

@@ -247,6 +247,11 @@ impl Replog for ClientService {
     ) -> std::result::Result<Response<pb::MetadataResponse>, Status> {
         self.node.check_metadata_known()?;
         let mut r = metadata::handle(&self.node, req.get_ref().clone());
+        if let Some(missing) = req.get_ref().topics.iter().find(|t| !r.topics.iter().any(|m| &m.name == *t))
+            && !self.node.controller.caught_up()
+        {
+            return Err(self.node.unknown_topic(missing).into());
+        }
         r.topics.retain(|t| self.allowed(&req, Topic, &t.name, Describe));
         Ok(Response::new(r))
     }

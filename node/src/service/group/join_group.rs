@@ -33,7 +33,7 @@ pub async fn handle(node: Arc<Node>, req: JoinGroupRequest) -> Result<JoinGroupR
     let meta = node.meta();
     let mut partitions = BTreeMap::new();
     for t in &req.topics {
-        let tm = meta.topics.get(t).ok_or_else(|| NodeError::UnknownTopic(t.clone()))?;
+        let tm = meta.topics.get(t).ok_or_else(|| node.unknown_topic(t))?;
         if t.starts_with("__") {
             return Err(NodeError::InvalidRequest(format!("{t} is an internal topic")));
         }
