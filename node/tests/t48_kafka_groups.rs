@@ -301,8 +301,15 @@ async fn the_protocol_answers_its_errors(brokers: &[String], client: &replog_cli
     assert_eq!(r.error_code, 16, "NOT_COORDINATOR at another node");
 
     let mut a = Raw::connect(&coordinator).await;
-    let ja = a.join(group, "", 7).await;
+    // KIP-394: a first join at v4 or later gets its member id first and
+    // joins again with it; an id never handed out is refused.
+    let first = a.join(group, "", 7).await;
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED: {first:?}");
+    assert!(!first.member_id.is_empty(), "the id comes with it");
+    assert_eq!(a.join(group, "made-up", 7).await.error_code, 25, "UNKNOWN_MEMBER_ID");
+    let ja = a.join(group, &first.member_id, 7).await;
     assert_eq!(ja.error_code, 0, "{ja:?}");
+    assert_eq!(ja.member_id, first.member_id, "the member is the id handed out");
     let (ma, ga) = (ja.member_id.to_string(), ja.generation_id);
     assert_eq!(ja.leader, ja.member_id, "alone, it leads");
     assert_eq!(ja.members.len(), 1, "the leader gets the members' metadata");
@@ -321,8 +328,10 @@ async fn the_protocol_answers_its_errors(brokers: &[String], client: &replog_cli
     // A second member: its JoinGroup waits for the first to rejoin, which
     // its heartbeat tells it to.
     let mut b = Raw::connect(&coordinator).await;
+    // (Before v4 a first join is answered at once, with an id of the
+    // coordinator's making.)
     let joining = tokio::spawn(async move {
-        let r = b.join("kg-raw", "", 5).await;
+        let r = b.join("kg-raw", "", 3).await;
         (b, r)
     });
     wait_for("REBALANCE_IN_PROGRESS for the first member", WAIT, || async {

@@ -136,12 +136,27 @@ pub enum GroupCmd {
         offsets: Vec<OffsetCommit>,
         now_ms: i64,
     },
+    /// A Kafka member's first join under the id its coordinator handed out
+    /// beforehand (KIP-394, MEMBER_ID_REQUIRED): `member_id` becomes a
+    /// member as it is (or rejoins, if it is one already); otherwise as
+    /// [`GroupCmd::Join`]. Appended last: commands in existing logs keep
+    /// their encoding.
+    JoinAs {
+        group: String,
+        member_id: String,
+        client_id: String,
+        topics: BTreeSet<String>,
+        partitions: BTreeMap<String, u32>,
+        strategy: Strategy,
+        session_timeout_ms: u32,
+    },
 }
 
 impl GroupCmd {
     pub fn group(&self) -> &str {
         match self {
             GroupCmd::Join { group, .. }
+            | GroupCmd::JoinAs { group, .. }
             | GroupCmd::Leave { group, .. }
             | GroupCmd::Expire { group, .. }
             | GroupCmd::Commit { group, .. }
@@ -209,6 +224,38 @@ pub(crate) struct Applied {
 /// Reads a committed offset; the state machine passes its tree.
 pub(crate) type ReadOffset<'a> = &'a dyn Fn(&[u8]) -> Option<Committed>;
 
+/// `id` joins `st` (or, a member already, updates its subscription); the
+/// group rebalances if anything changed.
+fn join(
+    mut st: GroupState,
+    id: String,
+    client_id: String,
+    topics: BTreeSet<String>,
+    partitions: BTreeMap<String, u32>,
+    session_timeout_ms: u32,
+) -> Applied {
+    let m = st.members.entry(id.clone()).or_default();
+    let changed = m.topics != topics || m.client_id != client_id || m.session_timeout_ms != session_timeout_ms;
+    let new_member = m.topics.is_empty() && m.assignment.is_empty() && m.client_id.is_empty();
+    m.client_id = client_id;
+    m.topics = topics;
+    m.session_timeout_ms = session_timeout_ms;
+    for (t, n) in partitions {
+        st.topics.insert(t, n);
+    }
+    if changed || new_member {
+        rebalance(&mut st);
+    }
+    let m = &st.members[&id];
+    let result = GroupResult::Joined {
+        member_id: id.clone(),
+        generation: st.generation,
+        assignment: m.assignment.clone(),
+        session_timeout_ms: m.session_timeout_ms,
+    };
+    Applied { result, state: Some(Some(st)), offsets: Vec::new() }
+}
+
 /// Applies `cmd` to `current` (the group's state, if it exists).
 pub(crate) fn apply(
     cmd: GroupCmd,
@@ -227,26 +274,11 @@ pub(crate) fn apply(
                     format!("{}-{}", if client_id.is_empty() { "member" } else { &client_id }, st.next_member)
                 }
             };
-            let m = st.members.entry(id.clone()).or_default();
-            let changed = m.topics != topics || m.client_id != client_id || m.session_timeout_ms != session_timeout_ms;
-            let new_member = m.topics.is_empty() && m.assignment.is_empty() && m.client_id.is_empty();
-            m.client_id = client_id;
-            m.topics = topics;
-            m.session_timeout_ms = session_timeout_ms;
-            for (t, n) in partitions {
-                st.topics.insert(t, n);
-            }
-            if changed || new_member {
-                rebalance(&mut st);
-            }
-            let m = &st.members[&id];
-            let result = GroupResult::Joined {
-                member_id: id.clone(),
-                generation: st.generation,
-                assignment: m.assignment.clone(),
-                session_timeout_ms: m.session_timeout_ms,
-            };
-            Ok(Applied { result, state: Some(Some(st)), offsets: Vec::new() })
+            Ok(join(st, id, client_id, topics, partitions, session_timeout_ms))
+        }
+        GroupCmd::JoinAs { group: _, member_id, client_id, topics, partitions, strategy, session_timeout_ms } => {
+            let st = current.cloned().unwrap_or_else(|| GroupState { strategy, ..Default::default() });
+            Ok(join(st, member_id, client_id, topics, partitions, session_timeout_ms))
         }
         GroupCmd::Leave { group, member_id } => {
             let mut st = current.cloned().ok_or_else(|| unknown(&group))?;
@@ -582,6 +614,34 @@ mod tests {
 
     fn run(cmd: GroupCmd, st: Option<&GroupState>) -> Result<Applied, Rejection> {
         apply(cmd, st, &no_offsets, &no_keys)
+    }
+
+    #[test]
+    fn given_an_id_handed_out_beforehand_then_join_as_makes_that_member_once() {
+        let join_as = |id: &str| GroupCmd::JoinAs {
+            group: "g".into(),
+            member_id: id.into(),
+            client_id: "c".into(),
+            topics: ["t".to_string()].into(),
+            partitions: [("t".to_string(), 2)].into(),
+            strategy: Strategy::Uniform,
+            session_timeout_ms: 10_000,
+        };
+        let a = run(join_as("c-7f3a"), None).unwrap();
+        let st = a.state.unwrap().unwrap();
+        let GroupResult::Joined { member_id, generation, .. } = a.result else { panic!() };
+        assert_eq!(member_id, "c-7f3a");
+        assert_eq!(st.members.keys().collect::<Vec<_>>(), ["c-7f3a"]);
+        // The same join again (a retry) is a rejoin: no second member, no rebalance.
+        let again = run(join_as("c-7f3a"), Some(&st)).unwrap();
+        let st2 = again.state.unwrap().unwrap();
+        assert_eq!(st2.members.len(), 1);
+        assert_eq!(st2.generation, generation);
+        // A plain first join still gets a generated id.
+        let b = run(join("g", None, &[("t", 2)]), Some(&st2)).unwrap();
+        let GroupResult::Joined { member_id, .. } = b.result else { panic!() };
+        assert_ne!(member_id, "c-7f3a");
+        assert_eq!(b.state.unwrap().unwrap().members.len(), 2);
     }
 
     #[test]

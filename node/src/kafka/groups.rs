@@ -91,6 +91,9 @@ struct KGroup {
     /// JoinGroups whose `Join` is being proposed: the member may already be
     /// in the replicated group but not yet here, so no round completes.
     proposing: usize,
+    /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394) and not yet
+    /// joined, until when they may.
+    expected: HashMap<String, Instant>,
 }
 
 struct KMember {
@@ -134,6 +137,21 @@ impl KafkaGroups {
     fn with<R>(&self, part: GroupId, group: &str, f: impl FnOnce(&mut KGroup) -> R) -> R {
         let mut g = self.groups.lock().expect("kafka groups lock");
         f(g.entry((part, group.to_string())).or_default())
+    }
+
+    /// A new member id for a first join, which may join as itself until
+    /// `until`.
+    fn expect_member(&self, part: GroupId, group: &str, id: String, until: Instant) {
+        self.with(part, group, |g| {
+            let now = Instant::now();
+            g.expected.retain(|_, t| *t > now);
+            g.expected.insert(id, until);
+        });
+    }
+
+    /// Whether `id` was handed out here for a first join and may still join.
+    fn expects(&self, part: GroupId, group: &str, id: &str) -> bool {
+        self.with(part, group, |g| g.expected.get(id).is_some_and(|t| *t > Instant::now()))
     }
 
     /// Forgets Kafka members the replicated group no longer has (expired,
@@ -375,9 +393,27 @@ pub async fn join(node: &Node, header: &RequestHeader, req: JoinGroupRequest, ve
     if !(cfg.group_min_session_timeout_ms..=cfg.group_max_session_timeout_ms).contains(&session) {
         return fail(K::InvalidSessionTimeout.code());
     }
+    let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let client_id = if client_id.is_empty() { "kafka".to_string() } else { client_id };
+    // KIP-394: a client that can take MEMBER_ID_REQUIRED (JoinGroup v4 on)
+    // gets its member id before it is a member, and joins again with it.
+    // A first join whose answer is lost (its coordinator died, the client
+    // timed out) then leaves no member behind to hold partitions until its
+    // session expires: the retry is the same member.
+    if asked_id.is_empty() && version >= 4 {
+        let id = format!("{client_id}-{}", uuid::Uuid::from_u128(rand::random()));
+        let until = Instant::now() + Duration::from_millis(session as u64);
+        node.kafka_groups.expect_member(part.group(), &group, id.clone(), until);
+        return join_error(version, K::MemberIdRequired.code(), StrBytes::from_string(id));
+    }
     let member_id = (!asked_id.is_empty()).then(|| asked_id.to_string());
+    // A member id handed out here, joining for the first time.
+    let first_join = member_id
+        .as_ref()
+        .is_some_and(|id| !st.members.contains_key(id) && node.kafka_groups.expects(part.group(), &group, id));
     if let Some(id) = &member_id
         && !st.members.contains_key(id)
+        && !first_join
     {
         return fail(K::UnknownMemberId.code());
     }
@@ -400,15 +436,27 @@ pub async fn join(node: &Node, header: &RequestHeader, req: JoinGroupRequest, ve
             partitions.insert(t.to_string(), tm.partitions.len() as u32);
         }
     }
-    let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
-    let cmd = GroupCmd::Join {
-        group: group.clone(),
-        member_id,
-        client_id: if client_id.is_empty() { "kafka".into() } else { client_id },
-        topics: partitions.keys().cloned().collect::<BTreeSet<_>>(),
-        partitions,
-        strategy: strategy_for(&protocols[0].0),
-        session_timeout_ms: session,
+    let topics = partitions.keys().cloned().collect::<BTreeSet<_>>();
+    let strategy = strategy_for(&protocols[0].0);
+    let cmd = match member_id {
+        Some(member_id) if first_join => GroupCmd::JoinAs {
+            group: group.clone(),
+            member_id,
+            client_id,
+            topics,
+            partitions,
+            strategy,
+            session_timeout_ms: session,
+        },
+        member_id => GroupCmd::Join {
+            group: group.clone(),
+            member_id,
+            client_id,
+            topics,
+            partitions,
+            strategy,
+            session_timeout_ms: session,
+        },
     };
     node.kafka_groups.with(part.group(), &group, |g| g.proposing += 1);
     let joined = part.propose_group(cmd).await;
@@ -460,7 +508,7 @@ pub async fn join(node: &Node, header: &RequestHeader, req: JoinGroupRequest, ve
         if !part.led_here() || unleased_since.is_some_and(|t| t.elapsed() > LEASE_GRACE) {
             // The client will join again (at the new coordinator); a
             // member this join created would only hold up rounds there.
-            abandon(node, &part, &group, &id, asked_id.is_empty()).await;
+            abandon(node, &part, &group, &id, asked_id.is_empty() || first_join).await;
             return join_error(version, K::NotCoordinator.code(), asked_id);
         }
         // A member waiting in JoinGroup does not heartbeat: its waiting
