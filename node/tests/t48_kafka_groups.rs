@@ -551,7 +551,17 @@ async fn consumers_survive_a_sigkill_of_the_coordinators_node(
         .await;
     }
     let end = one_more_each(client, b"back").await;
-    wait_for("a consuming to the end", WAIT, || async { a.consumed_to_end(&end).then_some(()) }).await;
+    let to_end = replog_testkit::wait::poll_until("a consuming to the end", WAIT, || async {
+        a.consumed_to_end(&end).then_some(())
+    })
+    .await;
+    if let Err(e) = to_end {
+        panic!(
+            "{e:#}: the ends are {end:?}; a's last offset per partition since its last assignment: {:?}, its last events: {:?}",
+            a.last_offsets_since_assigned(),
+            a.last_events(8)
+        );
+    }
     assert_eq!(commit_all(&mut [&mut a]).await, end, "a commits at the restarted coordinator");
     let (at, fetched) = committed(&kafka, &[doomed], group).await;
     assert_eq!((at, fetched), (doomed, end), "OffsetFetch at the restarted coordinator");
@@ -1038,6 +1048,25 @@ impl PyMember {
 
     /// Whether, since its last assignment, the member received the last
     /// record (`ends` has each partition's end) of every partition it holds.
+    /// The last offset received per partition since the last assignment.
+    fn last_offsets_since_assigned(&self) -> BTreeMap<i32, i64> {
+        let events = self.events.lock().unwrap();
+        let from = events.iter().rposition(|e| e["event"] == "assigned").unwrap_or(0);
+        events[from..]
+            .iter()
+            .filter(|e| e["event"] == "record")
+            .filter_map(|e| Some((e["partition"].as_i64()? as i32, e["offset"].as_i64()?)))
+            .collect()
+    }
+
+    /// The last `n` events other than records.
+    fn last_events(&self, n: usize) -> Vec<Value> {
+        let events = self.events.lock().unwrap();
+        let mut tail: Vec<Value> = events.iter().rev().filter(|e| e["event"] != "record").take(n).cloned().collect();
+        tail.reverse();
+        tail
+    }
+
     fn consumed_to_end(&self, ends: &BTreeMap<i32, i64>) -> bool {
         let events = self.events.lock().unwrap();
         let Some(from) = events.iter().rposition(|e| e["event"] == "assigned") else { return false };
