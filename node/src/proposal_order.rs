@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 /// The longest a batch waits for its predecessor to be proposed.
 pub const MAX_WAIT: Duration = Duration::from_millis(100);
 
-/// Producers not heard from for this long are forgotten (when many are
-/// remembered).
+/// Producers not heard from for this long are forgotten when more than
+/// [`REMEMBERED`] are, and then the oldest beyond half of it.
 const FORGET_AFTER: Duration = Duration::from_secs(300);
 const REMEMBERED: usize = 4096;
 
@@ -93,6 +93,15 @@ impl ProposalOrder {
             }
             if next.len() > REMEMBERED {
                 next.retain(|_, n| now.duration_since(n.at) < FORGET_AFTER);
+                if next.len() > REMEMBERED / 2 {
+                    // Still many producers: the most recent half stays, so
+                    // that the next trim is as many proposals away. One
+                    // forgotten loses only its ordering here, never a batch.
+                    let mut ats: Vec<Instant> = next.values().map(|n| n.at).collect();
+                    let at = ats.len() - REMEMBERED / 2;
+                    let cutoff = *ats.select_nth_unstable(at).1;
+                    next.retain(|_, n| n.at >= cutoff);
+                }
             }
         }
         self.proposed.notify_waiters();
@@ -140,6 +149,18 @@ mod tests {
         assert!(!order.turn(&batch(1, 0, 510)));
         assert!(order.turn(&batch(1, 1, 0)), "a new epoch");
         assert!(order.turn(&ProducerInfo::NONE));
+    }
+
+    #[test]
+    fn given_many_producers_then_the_most_recent_are_remembered_and_the_rest_forgotten() {
+        let order = ProposalOrder::default();
+        for p in 0..10_000 {
+            order.proposed(&batch(p, 0, 0), 1);
+        }
+        let next = order.next.lock().unwrap();
+        assert!(next.len() <= REMEMBERED, "{} remembered", next.len());
+        assert!(next.contains_key(&9_999), "the latest producer is remembered");
+        assert!(!next.contains_key(&0), "the first is forgotten");
     }
 
     #[tokio::test(start_paused = true)]
