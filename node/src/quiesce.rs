@@ -70,6 +70,25 @@ impl Quiet {
     pub fn is_asleep(&self) -> bool {
         self.asleep.load(Ordering::SeqCst)
     }
+
+    /// Stops `raft`'s ticks and marks the group asleep under `leader`'s
+    /// `term`.
+    fn sleep(&self, raft: &Raft, leader: NodeId, term: u64) {
+        *self.under.lock().expect("quiet lock") = Some((leader, term));
+        raft.runtime_config().tick(false);
+        self.asleep.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the group awake at `now_ms` (its ticks are the caller's);
+    /// false if it was not asleep.
+    fn mark_awake(&self, now_ms: u64) -> bool {
+        if !self.asleep.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        self.woke_ms.store(now_ms, Ordering::SeqCst);
+        self.under.lock().expect("quiet lock").take();
+        true
+    }
 }
 
 /// What this node knows of a peer's liveness.
@@ -141,11 +160,9 @@ impl Quiescer {
     /// Raft lease comes back with its acknowledgements) and has the
     /// followers woken with the next pings.
     pub fn wake(&self, p: &Partition) {
-        if !p.quiet.asleep.swap(false, Ordering::SeqCst) {
+        if !p.quiet.mark_awake(self.now_ms()) {
             return;
         }
-        p.quiet.woke_ms.store(self.now_ms(), Ordering::SeqCst);
-        p.quiet.under.lock().expect("quiet lock").take();
         p.raft().runtime_config().tick(true);
         if p.raft().led_by(self.me) {
             let raft = p.raft().clone();
@@ -165,11 +182,9 @@ impl Quiescer {
     /// once the leader's heartbeats (sent as the leader woke) have
     /// refreshed its election timer.
     fn wake_follower(&self, p: Arc<Partition>) {
-        if p.raft().led_by(self.me) || !p.quiet.asleep.swap(false, Ordering::SeqCst) {
+        if p.raft().led_by(self.me) || !p.quiet.mark_awake(self.now_ms()) {
             return;
         }
-        p.quiet.woke_ms.store(self.now_ms(), Ordering::SeqCst);
-        p.quiet.under.lock().expect("quiet lock").take();
         let settle = self.settle;
         tokio::spawn(async move {
             tokio::time::sleep(settle).await;
@@ -272,9 +287,7 @@ impl Quiescer {
         if !holds {
             return false;
         }
-        *p.quiet.under.lock().expect("quiet lock") = Some((leader, term));
-        p.raft().runtime_config().tick(false);
-        p.quiet.asleep.store(true, Ordering::SeqCst);
+        p.quiet.sleep(p.raft(), leader, term);
         true
     }
 
@@ -452,9 +465,7 @@ impl Quiescer {
                 continue;
             }
             let active = p.quiet.active_ms.load(Ordering::SeqCst);
-            *p.quiet.under.lock().expect("quiet lock") = Some((self.me, term));
-            p.raft().runtime_config().tick(false);
-            p.quiet.asleep.store(true, Ordering::SeqCst);
+            p.quiet.sleep(p.raft(), self.me, term);
             // A client operation that came between the check above and the
             // store saw the group awake and did not wake it: it does now.
             if p.quiet.active_ms.load(Ordering::SeqCst) != active {
