@@ -1,11 +1,28 @@
 //! `RaftStateMachine` for replog groups.
 //!
 //! A group is either the controller (cluster metadata) or a partition
-//! (offset index over the Raft log). Applying a batch of entries ends with
-//! one atomic sled batch holding the new applied log id, membership and
-//! state, so the persisted state machine is always consistent with its own
-//! applied index; it is not fsync'd, because openraft re-applies committed
-//! entries from that index on restart.
+//! (offset index over the Raft log). The persisted state machine is always
+//! consistent with its own applied index; it is not fsync'd, because
+//! openraft re-applies committed entries from that index on restart.
+//!
+//! An apply persists in one of two ways ([`Writes`]):
+//! - *Appends only* (the hot path): the new offset- and time-index entries
+//!   are inserted first, then one value, the apply tail (`KEY_APPLY_TAIL`:
+//!   applied id, membership, partition state and the producer states the
+//!   apply changed), then those producer states under their own keys. sled
+//!   recovers a prefix of its writes in order, so after a crash either the
+//!   tail is there with every index entry it counts, or the previous tail
+//!   is, and the index entries beyond it are the same ones re-applying the
+//!   log writes again. Producer keys written after a tail are overlaid by it
+//!   on open, so none is ever newer than the state that says it applied.
+//! - *Anything else* (truncation, group offsets, queues, producer
+//!   evictions, every controller apply): one atomic sled batch with the
+//!   applied id and the state, which also removes the apply tail.
+//!
+//! The difference is cost: an atomic sled batch seals and writes sled's IO
+//! buffer (a write and a `sync_file_range` on one of its IO threads) twice,
+//! at every apply on every replica; the inserts of the hot path join the
+//! buffer and reach the disk with sled's next flush.
 //!
 //! Applied state is never persisted ahead of the local log: before an
 //! apply's sled batch is written, the entries it covers must be fsync'd in
@@ -50,6 +67,9 @@ use crate::types::{
 };
 
 const KEY_APPLIED: &[u8] = b"applied";
+/// The last appends-only apply: [`ApplyTail`]. Overrides `applied`, the
+/// partition state and the producer keys it names, while it exists.
+const KEY_APPLY_TAIL: &[u8] = b"applied-tail";
 const KEY_CLUSTER: &[u8] = b"cluster";
 /// Name of the installed snapshot's data file, if one was installed.
 const KEY_INSTALLED: &[u8] = b"installed";
@@ -76,6 +96,51 @@ fn index_entries(
         let (k, v) = kv.map_err(sled_err)?;
         Ok((base_of(&k)?, IndexEntry::decode(&v)?))
     }))
+}
+
+/// The value of `KEY_APPLY_TAIL`: applied id, membership, partition state,
+/// and the producer states the apply changed.
+type ApplyTail = (Option<LogId>, StoredMembership, PartitionState, Vec<(i64, ProducerState)>);
+
+/// What one apply writes to the state machine tree, in order.
+#[derive(Default)]
+struct Writes {
+    /// Inserts and removals, in the order the apply made them.
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// A write other than an offset- or time-index entry was made: the
+    /// apply persists as one atomic batch.
+    atomic: bool,
+    /// Producers whose state the apply changed (written from the state at
+    /// the end of the apply).
+    producers: BTreeSet<i64>,
+}
+
+impl Writes {
+    /// An offset- or time-index entry: derived from the log alone.
+    fn index(&mut self, key: &[u8], value: &[u8]) {
+        self.ops.push((key.to_vec(), Some(value.to_vec())));
+    }
+
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: Vec<u8>) {
+        self.atomic = true;
+        self.ops.push((key.as_ref().to_vec(), Some(value)));
+    }
+
+    fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.atomic = true;
+        self.ops.push((key.as_ref().to_vec(), None));
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
+    }
 }
 
 /// What a group's state machine holds.
@@ -122,6 +187,8 @@ pub struct GroupStateMachine {
     apply_error: Option<io::Error>,
     /// Queue groups changed by the apply in progress, written once at its end.
     dirty_queues: BTreeSet<String>,
+    /// The tree holds an apply tail (`KEY_APPLY_TAIL`).
+    has_tail: bool,
 }
 
 impl GroupStateMachine {
@@ -133,7 +200,7 @@ impl GroupStateMachine {
             None => ClusterMeta::default(),
         };
         let (tx, _) = watch::channel(Arc::new(meta.clone()));
-        Self::open(store, group, name, sm, Kind::Controller { meta, tx })
+        Self::open(store, group, name, sm, Kind::Controller { meta, tx }, None)
     }
 
     /// Opens (or creates) a partition group's state machine.
@@ -160,6 +227,14 @@ impl GroupStateMachine {
             let (k, v) = kv.map_err(sled_err)?;
             queues.insert(String::from_utf8_lossy(&k[1..]).into_owned(), Arc::new(decode(&v)?));
         }
+        let mut state = state;
+        let mut applied = None;
+        if let Some(v) = sm.get(KEY_APPLY_TAIL).map_err(sled_err)? {
+            let (last, membership, s, changed): ApplyTail = decode(&v)?;
+            state = s;
+            producers.extend(changed);
+            applied = Some((last, membership));
+        }
         let (tx, _) = watch::channel(Offsets::from(state));
         let (groups_tx, _) = watch::channel(Arc::new(groups.clone()));
         let (queues_tx, _) = watch::channel(Arc::new(queues.clone()));
@@ -169,6 +244,7 @@ impl GroupStateMachine {
             name,
             sm,
             Kind::Partition { state, producers, tx, groups, groups_tx, queues, queues_tx },
+            applied,
         )
     }
 
@@ -178,10 +254,13 @@ impl GroupStateMachine {
         sm_name: String,
         sm: sled::Tree,
         kind: Kind,
+        tail: Option<(Option<LogId>, StoredMembership)>,
     ) -> io::Result<GroupStateMachine> {
-        let (last_applied, membership) = match sm.get(KEY_APPLIED).map_err(sled_err)? {
-            Some(v) => decode(&v)?,
-            None => (None, StoredMembership::default()),
+        let has_tail = tail.is_some();
+        let (last_applied, membership) = match (tail, sm.get(KEY_APPLIED).map_err(sled_err)?) {
+            (Some(t), _) => t,
+            (None, Some(v)) => decode(&v)?,
+            (None, None) => (None, StoredMembership::default()),
         };
         let log = store.log(group)?;
         let installed = match sm.get(KEY_INSTALLED).map_err(sled_err)? {
@@ -206,6 +285,7 @@ impl GroupStateMachine {
             release_installed: false,
             apply_error: None,
             dirty_queues: BTreeSet::new(),
+            has_tail,
         })
     }
 
@@ -331,6 +411,7 @@ impl GroupStateMachine {
         let old_name = std::mem::replace(&mut self.sm_name, new_name.clone());
         self.store.switch_sm_tree(self.group, &new_name, &old_name).await?;
         *self.sm.write().expect("sm tree lock") = tree;
+        self.has_tail = false;
         match (&mut self.kind, new_kind_state) {
             (Kind::Controller { meta: m, .. }, Some(NewState::Controller(new))) => *m = new,
             (
@@ -389,7 +470,7 @@ impl GroupStateMachine {
         }
     }
 
-    fn apply_request(&mut self, req: Request, index: u64, batch: &mut sled::Batch) -> Response {
+    fn apply_request(&mut self, req: Request, index: u64, batch: &mut Writes) -> Response {
         match (&mut self.kind, req) {
             (
                 Kind::Partition { state, producers, .. },
@@ -416,9 +497,9 @@ impl GroupStateMachine {
                     max_timestamp_ms,
                     bytes: data.len() as u32,
                 };
-                batch.insert(&index_key(base)[..], &ie.encode()[..]);
+                batch.index(&index_key(base), &ie.encode());
                 if state.max_timestamp_ms.is_none_or(|m| max_timestamp_ms > m) {
-                    batch.insert(&time_key(max_timestamp_ms)[..], &base.to_be_bytes()[..]);
+                    batch.index(&time_key(max_timestamp_ms), &base.to_be_bytes());
                     state.max_timestamp_ms = Some(max_timestamp_ms);
                 }
                 state.next_offset += record_count as u64;
@@ -431,15 +512,12 @@ impl GroupStateMachine {
                         .flatten();
                     if let Some(old) = evict {
                         producers.remove(&old);
-                        batch.remove(&producers::key(old)[..]);
+                        batch.remove(producers::key(old));
                     }
                     let st = producers.entry(pid).or_default();
                     let seq = SeqBatch { base_sequence: producer.base_sequence, record_count, base_offset: base };
                     producers::record(st, producer.epoch, seq);
-                    match encode(st) {
-                        Ok(v) => batch.insert(&producers::key(pid)[..], v),
-                        Err(e) => warn!(group = self.group, "producer state not persisted: {e}"),
-                    }
+                    batch.producers.insert(pid);
                 }
                 Response::Appended { base_offset: base, record_count }
             }
@@ -538,7 +616,7 @@ impl GroupStateMachine {
     /// start): drops their offset index entries and time index entries
     /// (all but the last one below, which still bounds a time lookup), and
     /// moves the log start. Returns the new log start.
-    fn truncate(&mut self, target: u64, batch: &mut sled::Batch) -> io::Result<u64> {
+    fn truncate(&mut self, target: u64, batch: &mut Writes) -> io::Result<u64> {
         let tree = self.tree();
         let Kind::Partition { state, .. } = &mut self.kind else {
             return Ok(0);
@@ -573,7 +651,7 @@ impl GroupStateMachine {
         let from = state.log_start_offset;
         for (b, bytes) in self.pending_bases.iter().filter(|(b, _)| (from..start).contains(b)) {
             released += *bytes as u64;
-            batch.remove(&index_key(*b)[..]);
+            batch.remove(index_key(*b));
         }
         let mut below = Vec::new();
         for kv in tree.range(time_key(i64::MIN)..=time_key(i64::MAX)) {
@@ -605,19 +683,48 @@ impl GroupStateMachine {
         Ok(start)
     }
 
-    fn persist_state(&self, batch: &mut sled::Batch) -> io::Result<()> {
-        batch.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
+    /// Writes what the apply changed, and the applied id with it (see the
+    /// module's documentation for the two ways).
+    fn persist(&mut self, mut w: Writes) -> io::Result<()> {
+        let tree = self.tree();
+        let changed = |producers: &HashMap<i64, ProducerState>, w: &Writes| -> Vec<(i64, ProducerState)> {
+            w.producers.iter().filter_map(|id| Some((*id, producers.get(id)?.clone()))).collect()
+        };
         match &self.kind {
-            Kind::Controller { meta, .. } => batch.insert(KEY_CLUSTER, encode(meta)?),
-            Kind::Partition { state, queues, .. } => {
-                batch.insert(KEY_STATE, encode(state)?);
+            Kind::Partition { state, producers, .. } if !w.atomic && self.dirty_queues.is_empty() => {
+                let changed = changed(producers, &w);
+                for (k, v) in w.ops {
+                    if let Some(v) = v {
+                        tree.insert(k, v).map_err(sled_err)?;
+                    }
+                }
+                let tail: ApplyTail = (self.last_applied, self.membership.clone(), *state, changed);
+                tree.insert(KEY_APPLY_TAIL, encode(&tail)?).map_err(sled_err)?;
+                for (id, st) in &tail.3 {
+                    tree.insert(&producers::key(*id)[..], encode(st)?).map_err(sled_err)?;
+                }
+                self.has_tail = true;
+                return Ok(());
+            }
+            Kind::Partition { state, producers, queues, .. } => {
+                for (id, st) in changed(producers, &w) {
+                    w.ops.push((producers::key(id).to_vec(), Some(encode(&st)?)));
+                }
+                w.insert(KEY_STATE, encode(state)?);
                 for name in &self.dirty_queues {
                     if let Some(st) = queues.get(name) {
-                        batch.insert(queue_key(name), encode(&**st)?);
+                        w.insert(queue_key(name), encode(&**st)?);
                     }
                 }
             }
+            Kind::Controller { meta, .. } => w.insert(KEY_CLUSTER, encode(meta)?),
         }
+        w.insert(KEY_APPLIED, encode(&(&self.last_applied, &self.membership))?);
+        if self.has_tail {
+            w.remove(KEY_APPLY_TAIL);
+        }
+        tree.apply_batch(w.into_batch()).map_err(sled_err)?;
+        self.has_tail = false;
         Ok(())
     }
 
@@ -674,7 +781,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let t0 = std::time::Instant::now();
-        let mut batch = sled::Batch::default();
+        let mut batch = Writes::default();
         let mut replies = Vec::new();
         self.pending_offsets.clear();
         self.pending_bases.clear();
@@ -701,8 +808,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         if let Some(l) = self.last_applied {
             self.log.wait_durable(l.index).await;
         }
-        self.persist_state(&mut batch)?;
-        self.tree().apply_batch(batch).map_err(sled_err)?;
+        self.persist(batch)?;
         if std::mem::take(&mut self.release_installed)
             && let Some((_, path)) = self.installed.write().expect("installed lock").take()
         {
@@ -743,5 +849,122 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             }
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::storage::RaftLogStorageExt;
+    use replog_proto::batch::{BatchBuilder, ProducerInfo, Record};
+
+    use super::*;
+    use crate::log_store::LogStore;
+    use crate::store::StoreConfig;
+    use crate::types::Entry;
+
+    const GROUP: GroupId = 7;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(LeaderId { term: 1, node_id: 1 }, index)
+    }
+
+    /// Entry `index`: two records from producer 42 at `seq`, or none.
+    fn append(index: u64, seq: Option<i32>) -> Entry {
+        let producer = match seq {
+            Some(s) => ProducerInfo { producer_id: 42, epoch: 0, base_sequence: s },
+            None => ProducerInfo::NONE,
+        };
+        let mut b = BatchBuilder::new().producer(producer);
+        for i in 0..2 {
+            b.push(&Record::new(None, Bytes::from(format!("e{index}-r{i}")), 1000 + index as i64));
+        }
+        let payload = EntryPayload::Normal(Request::Append { batch: b.build(), record_count: 2, max_timestamp_ms: 0 });
+        Entry { log_id: log_id(index), payload }
+    }
+
+    async fn apply(sm: &mut GroupStateMachine, entries: &[Entry]) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for e in entries {
+            tx.send(Ok((e.clone(), None))).unwrap();
+        }
+        drop(tx);
+        sm.apply(Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))).await.unwrap();
+    }
+
+    /// Opens the store in `dir`, appends `entries` to the log and applies
+    /// them; returns what a reopened state machine then holds.
+    async fn round(dir: &std::path::Path, log: &[Entry], apply_now: &[Entry]) -> (GroupStateMachine, Arc<Store>) {
+        let store = Store::open(dir, &StoreConfig::default()).unwrap();
+        let mut ls = LogStore::open(store.clone(), GROUP).unwrap();
+        if !log.is_empty() {
+            ls.blocking_append(log.to_vec()).await.unwrap();
+        }
+        let mut sm = GroupStateMachine::open_partition(&store, GROUP).unwrap();
+        apply(&mut sm, apply_now).await;
+        (sm, store)
+    }
+
+    fn reopen(dir: &std::path::Path) -> GroupStateMachine {
+        let store = Store::open(dir, &StoreConfig::default()).unwrap();
+        GroupStateMachine::open_partition(&store, GROUP).unwrap()
+    }
+
+    fn summary(sm: &GroupStateMachine) -> (Option<LogId>, PartitionState, Option<ProducerState>, bool) {
+        let Kind::Partition { state, producers, .. } = &sm.kind else { panic!("a partition") };
+        (sm.last_applied, *state, producers.get(&42).cloned(), sm.tree().get(KEY_APPLY_TAIL).unwrap().is_some())
+    }
+
+    #[tokio::test]
+    async fn given_appends_only_then_they_persist_as_a_tail_and_anything_else_persists_atomically_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries: Vec<Entry> = (1..=3).map(|i| append(i, Some((i as i32 - 1) * 2))).collect();
+        let trunc =
+            Entry { log_id: log_id(4), payload: EntryPayload::Normal(Request::Truncate { log_start_offset: 2 }) };
+        entries.push(trunc.clone());
+        let (sm, store) = round(dir.path(), &entries, &entries[..3]).await;
+        let before = summary(&sm);
+        assert!(before.3, "appends only: persisted as a tail");
+        assert_eq!(before.0, Some(log_id(3)));
+        assert_eq!(before.1.next_offset, 6);
+        drop((sm, store));
+        let after = summary(&reopen(dir.path()));
+        assert_eq!(after, before, "the reopened state machine holds what was applied");
+
+        // A truncation: one atomic batch, and the tail goes.
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let mut sm = GroupStateMachine::open_partition(&store, GROUP).unwrap();
+        apply(&mut sm, &[trunc]).await;
+        let atomic = summary(&sm);
+        assert!(!atomic.3, "the atomic batch removes the tail");
+        assert_eq!((atomic.0, atomic.1.log_start_offset), (Some(log_id(4)), 2));
+        drop((sm, store));
+        assert_eq!(summary(&reopen(dir.path())), atomic);
+    }
+
+    #[tokio::test]
+    async fn given_a_tail_whose_producer_keys_were_lost_then_reopening_restores_them_from_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<Entry> = (1..=3).map(|i| append(i, Some((i as i32 - 1) * 2))).collect();
+        let (mut sm, store) = round(dir.path(), &entries, &entries[..2]).await;
+        let old_key = sm.tree().get(producers::key(42)).unwrap().expect("producer key");
+        apply(&mut sm, &entries[2..]).await;
+        let want = summary(&sm);
+        // What a crash right after the tail's insert leaves: the producer's
+        // own key still at its value before the apply.
+        sm.tree().insert(producers::key(42), old_key).unwrap();
+        drop((sm, store));
+        let mut sm = reopen(dir.path());
+        assert_eq!(summary(&sm), want);
+        // A resend of the last batch is known as a duplicate, with its offset.
+        let Kind::Partition { producers, .. } = &sm.kind else { panic!("a partition") };
+        assert!(matches!(producers::check(producers.get(&42), 0, 4, 2), SeqCheck::Duplicate { base_offset: 4 }));
+        // And an apply after the reopen continues from there.
+        let next = append(4, Some(6));
+        let store = sm.store.clone();
+        LogStore::open(store, GROUP).unwrap().blocking_append(vec![next.clone()]).await.unwrap();
+        apply(&mut sm, &[next]).await;
+        assert_eq!(summary(&sm).1.next_offset, 8);
     }
 }
