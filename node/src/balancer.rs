@@ -17,13 +17,13 @@
 //!   each node reports (`--rack`) in the metadata, for placement and
 //!   balancing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use replog_raft_store::NodeId;
 use replog_raft_store::controller::ControllerCmd;
+use replog_raft_store::{GroupId, NodeId};
 use tracing::{info, warn};
 
 use crate::node::Node;
@@ -51,17 +51,26 @@ pub async fn run(node: Arc<Node>) {
         }
         let meta = node.controller.meta();
         let live = node.live_nodes();
+        let views = node.peer_views();
+        // A node back from a restart refuses writes until it has caught up
+        // with the controller: leadership waits for that.
+        let takes_writes =
+            |id: NodeId| views.get(&id).and_then(|v| v.info.as_ref()).is_some_and(|i| i.controller_caught_up);
+        // Looked up per partition led here: an index, not a scan per look.
+        let first_replica: HashMap<GroupId, NodeId> = meta
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| Some((p.group, *p.replicas.first()?)))
+            .collect();
         for p in node.partitions() {
             if !p.is_leader() {
                 continue;
             }
-            let Some((t, i)) = meta.locate(p.group()) else {
+            let Some(&preferred) = first_replica.get(&p.group()) else {
                 continue;
             };
-            let Some(&preferred) = t.partitions[i as usize].replicas.first() else {
-                continue;
-            };
-            if preferred == node.id || !live.contains(&preferred) {
+            if preferred == node.id || !live.contains(&preferred) || !takes_writes(preferred) {
                 continue;
             }
             // Only to a voter that has (nearly) everything: a transfer stops

@@ -27,6 +27,9 @@ use crate::raft_net::{NetworkFactory, PeerPool};
 
 /// acks=none writes a node accepts before committing them.
 pub const MAX_ACKS_NONE_IN_FLIGHT: usize = 1024;
+/// Fault injection for tests: milliseconds a node waits after its start
+/// before it catches up with the controller (it takes no writes meanwhile).
+pub const CATCH_UP_DELAY_ENV: &str = "REPLOG_FAULT_CATCH_UP_DELAY_MS";
 /// How long a stopping node lets one leadership transfer land before it
 /// asks again (perhaps another replica).
 const HANDOFF_RETRY: Duration = Duration::from_millis(500);
@@ -324,22 +327,23 @@ impl Node {
         let mut groups = Vec::new();
         let (mut leaders, mut replicas, mut under_replicated) = (0, 0, 0);
         for p in self.partitions() {
-            let m = p.raft().metrics().borrow_watched().clone();
-            let leader = m.current_leader.unwrap_or(0);
+            let leads = p.is_leader();
+            let (leader, applied, under) = {
+                let rx = p.raft().metrics();
+                let m = rx.borrow_watched();
+                let under = leads && under_replicated_group(&m, self.id);
+                (m.current_leader.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), under)
+            };
             replicas += 1;
-            if p.is_leader() {
-                leaders += 1;
-                if under_replicated_group(&m, self.id) {
-                    under_replicated += 1;
-                }
-            }
+            leaders += u32::from(leads);
+            under_replicated += u32::from(under);
             let o = p.offsets();
             groups.push(pb::GroupStatus {
                 group_id: p.group(),
                 leader,
                 log_start_offset: o.log_start_offset,
                 high_watermark: o.high_watermark,
-                last_applied_index: m.last_applied.map_or(0, |l| l.index),
+                last_applied_index: applied,
             });
         }
         groups.sort_by_key(|g| g.group_id);
@@ -354,6 +358,7 @@ impl Node {
             in_sync: crate::metrics::sample::readiness(self).ready,
             rack: self.config.rack.clone(),
             kafka_addr: self.config.kafka_advertised_addr().unwrap_or_default(),
+            controller_caught_up: self.controller.caught_up(),
         }
     }
 
@@ -455,6 +460,10 @@ pub fn handoff_target(matched: &BTreeMap<NodeId, Option<u64>>, last: Option<u64>
 async fn catch_up_metadata(node: Arc<Node>) {
     const RETRY: Duration = Duration::from_millis(100);
     const APPLY_WAIT: Duration = Duration::from_secs(10);
+    if let Some(ms) = std::env::var(CATCH_UP_DELAY_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+        warn!(ms, "{CATCH_UP_DELAY_ENV} is set: catching up with the controller is held back (a test's fault)");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let t0 = Instant::now();
     let mut attempts = 0u32;
     loop {

@@ -23,6 +23,9 @@ use crate::members::{Leadership, Members};
 use crate::proposal_order::ProposalOrder;
 use crate::quiesce::{Quiescer, Quiet};
 
+/// Longest a read waits for its ReadIndex round ([`Partition::catch_up`]).
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -451,14 +454,22 @@ impl Partition {
     }
 
     /// A ReadIndex round: once it returns, everything committed before it
-    /// started is applied here.
+    /// started is applied here. Bounded by [`CATCH_UP_DEADLINE`]: a read
+    /// that cannot confirm the leadership or apply up to the index in time
+    /// answers UNAVAILABLE (retried) rather than hold the client, and on a
+    /// Kafka connection every answer behind it.
     async fn catch_up(&self) -> Result<()> {
-        self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.map(|_| ()).map_err(|e| {
-            match e.forward_to_leader() {
+        let round = self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex);
+        match tokio::time::timeout(CATCH_UP_DEADLINE, round).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| match e.forward_to_leader() {
                 Some(f) => self.not_leader(f.leader_id),
                 None => NodeError::Unavailable(format!("{}: {e}", self.name)),
-            }
-        })
+            }),
+            Err(_) => Err(NodeError::Unavailable(format!(
+                "{}: the leader did not confirm its leadership and catch up within {CATCH_UP_DEADLINE:?}",
+                self.name
+            ))),
+        }
     }
 }
 

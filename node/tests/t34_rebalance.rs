@@ -244,3 +244,72 @@ async fn given_a_throttle_and_a_joining_node_when_partitions_move_then_moves_are
     }
     step(&format!("{} acknowledged records all read back", acks.len()));
 }
+
+/// A node back from a restart takes no writes until it has caught up with
+/// the controller, so the balancer gives it no leadership before then (it
+/// would refuse every produce); once it has, the partitions it is preferred
+/// for come back to it. The catch-up is held back by a fault switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_a_restarted_node_not_yet_caught_up_with_the_controller_then_it_is_given_leadership_only_once_it_has() {
+    const TOPIC: &str = "back";
+    let mut opts = common::options(&[]);
+    opts.env.push(("REPLOG_FAULT_CATCH_UP_DELAY_MS".into(), "3000".into()));
+    let mut cluster = Cluster::start(3, opts).await.expect("start the cluster");
+    let client = common::client(&cluster).await;
+    client.create_topic(TOPIC, EVENT_PARTITIONS, 3).await.expect("create topic");
+    let led_by = |id: u64| {
+        let client = &client;
+        async move {
+            let t = client.describe_topic(TOPIC).await.ok()?;
+            Some(t.partitions.iter().filter(|p| p.leader == Some(id)).count())
+        }
+    };
+    let preferred = wait_for("every partition led by its preferred replica", WAIT, || async {
+        let t = client.describe_topic(TOPIC).await.ok()?;
+        t.partitions
+            .iter()
+            .all(|p| p.leader.is_some() && p.leader == p.replicas.first().copied())
+            .then(|| t.partitions.iter().filter(|p| p.replicas.first() == Some(&3)).count())
+    })
+    .await;
+    assert!(preferred > 0, "node 3 is the preferred replica of some partition");
+    cluster.kill(3).expect("kill node 3");
+    wait_for("node 3's partitions led elsewhere", WAIT, || async { (led_by(3).await? == 0).then_some(()) }).await;
+
+    cluster.restart(3).expect("restart node 3");
+    let t0 = Instant::now();
+    let addr = cluster.node(3).addr.clone();
+    let mut looks = 0;
+    loop {
+        // Leadership first, then the catch-up: catching up never goes back,
+        // so "not yet" after a look that found node 3 leading means it led
+        // before it had caught up.
+        let leads = led_by(3).await;
+        let caught_up = match replog_testkit::probe::connect(&addr, None).await {
+            Some(mut c) => c.node_info(replog_proto::pb::NodeInfoRequest {}).await.ok().map(|r| r.into_inner()),
+            None => None,
+        }
+        .map(|i| i.controller_caught_up);
+        if caught_up == Some(true) {
+            break;
+        }
+        assert!(
+            leads.unwrap_or(0) == 0,
+            "node 3 leads {leads:?} partitions {:?} after its restart, before it caught up with the controller",
+            t0.elapsed()
+        );
+        looks += 1;
+        assert!(t0.elapsed() < WAIT, "node 3 did not catch up within {WAIT:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(looks >= 10, "the held-back catch-up was watched for a while ({looks} looks)");
+    let caught_up_after = t0.elapsed();
+    wait_for("node 3 to lead its preferred partitions again", WAIT, || async {
+        (led_by(3).await? == preferred).then_some(())
+    })
+    .await;
+    println!(
+        "node 3 caught up {caught_up_after:?} after its restart and led its {preferred} partitions again {:?} after it",
+        t0.elapsed()
+    );
+}

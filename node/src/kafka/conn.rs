@@ -114,17 +114,19 @@ pub enum Close {
 async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, _slot: Option<Slot>) {
     debug!(%peer, "kafka connection");
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(MAX_IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<JoinHandle<Answer>>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
         while let Some(task) = rx.recv().await {
             match task.await {
-                Ok(Some(frame)) => {
+                Ok(Answer::Frame(frame)) => {
                     if wr.write_all(&frame).await.is_err() {
                         return;
                     }
                 }
-                // acks=0 produce: no response at all.
-                Ok(None) => {}
+                Ok(Answer::Nothing) => {}
+                // The client would wait for an answer that never comes:
+                // closing makes it retry at once.
+                Ok(Answer::Close) => return,
                 Err(e) => {
                     warn!(%peer, error = %e, "kafka request task failed; closing the connection");
                     return;
@@ -160,8 +162,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, _slot:
             }
             Ok(Frame::UnsupportedApiVersions { correlation_id }) => {
                 info!(%peer, "kafka ApiVersions at an unsupported version: answered with the versions served");
-                let frame = encode(correlation_id, 0, ApiKey::ApiVersions, 0, &versions::unsupported().into());
-                tokio::spawn(async move { frame })
+                let answer = encode(correlation_id, 0, ApiKey::ApiVersions, 0, &versions::unsupported().into());
+                tokio::spawn(async move { answer })
             }
             Err(e) => {
                 info!(%peer, reason = %e, "kafka connection closed");
@@ -229,8 +231,17 @@ pub fn decode(mut frame: Bytes) -> Result<Frame, Close> {
     Ok(Frame::Request(Box::new(Request { key, version, header, body })))
 }
 
-/// Handles a request; the response frame, or none (acks=0 produce).
-async fn respond(node: &Arc<Node>, req: Request, order: Option<produce::Order>) -> Option<Bytes> {
+/// What goes back for one request, in its turn.
+enum Answer {
+    Frame(Bytes),
+    /// No response at all (an acks=0 produce).
+    Nothing,
+    /// No response can be given: the connection closes.
+    Close,
+}
+
+/// Handles a request.
+async fn respond(node: &Arc<Node>, req: Request, order: Option<produce::Order>) -> Answer {
     let Request { key, version, header, body } = req;
     let resp: ResponseKind = match body {
         RequestKind::ApiVersions(_) => versions::api_versions(0).into(),
@@ -240,7 +251,10 @@ async fn respond(node: &Arc<Node>, req: Request, order: Option<produce::Order>) 
         }
         RequestKind::Produce(r) => {
             let order = order.unwrap_or_else(|| produce::Order::first().0);
-            produce::handle(node, r, version, order).await?.into()
+            match produce::handle(node, r, version, order).await {
+                Some(r) => r.into(),
+                None => return Answer::Nothing,
+            }
         }
         RequestKind::InitProducerId(r) => init_producer::handle(node, r, version).await.into(),
         RequestKind::CreateTopics(r) => admin::create_topics(node, r, version).await.into(),
@@ -258,14 +272,14 @@ async fn respond(node: &Arc<Node>, req: Request, order: Option<produce::Order>) 
         other => {
             // decode() lets through only what versions::APIS lists.
             warn!(?other, "kafka request of an API not dispatched");
-            return None;
+            return Answer::Close;
         }
     };
     encode(header.correlation_id, key.response_header_version(version), key, version, &resp)
 }
 
 /// A response frame: length, header, body.
-fn encode(correlation_id: i32, header_version: i16, key: ApiKey, version: i16, resp: &ResponseKind) -> Option<Bytes> {
+fn encode(correlation_id: i32, header_version: i16, key: ApiKey, version: i16, resp: &ResponseKind) -> Answer {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     let r = ResponseHeader::default()
@@ -275,12 +289,12 @@ fn encode(correlation_id: i32, header_version: i16, key: ApiKey, version: i16, r
     if let Err(e) = r {
         // A response this node built that the codec refuses is a bug here;
         // the client gets no answer and the connection is closed.
-        warn!(?key, version, error = %e, "kafka response does not encode");
-        return None;
+        warn!(?key, version, error = %e, "kafka response does not encode; closing the connection");
+        return Answer::Close;
     }
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Some(buf.freeze())
+    Answer::Frame(buf.freeze())
 }
 
 #[cfg(test)]
