@@ -101,10 +101,10 @@ fn within_one(counts: &BTreeMap<u64, usize>, nodes: &[u64]) -> bool {
     v.iter().max().unwrap() - v.iter().min().unwrap() <= 1
 }
 
-/// Partitions (of every topic) that node `id` leads.
-async fn leads(client: &Client, id: u64) -> Option<usize> {
+/// Partitions of `topics` that node `id` leads.
+async fn leads(client: &Client, topics: &[&str], id: u64) -> Option<usize> {
     let mut n = 0;
-    for topic in [BULK, EVENTS] {
+    for topic in topics {
         let t = client.describe_topic(topic).await.ok()?;
         n += t.partitions.iter().filter(|p| p.leader == Some(id)).count();
     }
@@ -185,7 +185,7 @@ async fn given_a_throttle_and_a_joining_node_when_partitions_move_then_moves_are
         let under_way = client.move_status().await.ok()?.moves.len();
         most_moves.fetch_max(under_way, Ordering::Relaxed);
         let (replicas, _) = spread(&client).await?;
-        (replicas.get(&4).copied().unwrap_or(0) > 0 && leads(&client, 4).await? > 0).then_some(())
+        (replicas.get(&4).copied().unwrap_or(0) > 0 && leads(&client, &[BULK, EVENTS], 4).await? > 0).then_some(())
     })
     .await;
     step("node 4 leads");
@@ -212,7 +212,7 @@ async fn given_a_throttle_and_a_joining_node_when_partitions_move_then_moves_are
 
     // --- 3. A node restarts: how long until it leads again.
     let id = 4;
-    let had = leads(&client, id).await.unwrap_or(0);
+    let had = leads(&client, &[BULK, EVENTS], id).await.unwrap_or(0);
     step(&format!("restart node {id} (it led {had} partitions)"));
     common::stop(&mut cluster, id).await;
     cluster.restart(id).expect("restart");
@@ -257,13 +257,6 @@ async fn given_a_restarted_node_not_yet_caught_up_with_the_controller_then_it_is
     let mut cluster = Cluster::start(3, opts).await.expect("start the cluster");
     let client = common::client(&cluster).await;
     client.create_topic(TOPIC, EVENT_PARTITIONS, 3).await.expect("create topic");
-    let led_by = |id: u64| {
-        let client = &client;
-        async move {
-            let t = client.describe_topic(TOPIC).await.ok()?;
-            Some(t.partitions.iter().filter(|p| p.leader == Some(id)).count())
-        }
-    };
     let preferred = wait_for("every partition led by its preferred replica", WAIT, || async {
         let t = client.describe_topic(TOPIC).await.ok()?;
         t.partitions
@@ -274,7 +267,10 @@ async fn given_a_restarted_node_not_yet_caught_up_with_the_controller_then_it_is
     .await;
     assert!(preferred > 0, "node 3 is the preferred replica of some partition");
     cluster.kill(3).expect("kill node 3");
-    wait_for("node 3's partitions led elsewhere", WAIT, || async { (led_by(3).await? == 0).then_some(()) }).await;
+    wait_for("node 3's partitions led elsewhere", WAIT, || async {
+        (leads(&client, &[TOPIC], 3).await? == 0).then_some(())
+    })
+    .await;
 
     cluster.restart(3).expect("restart node 3");
     let t0 = Instant::now();
@@ -284,7 +280,7 @@ async fn given_a_restarted_node_not_yet_caught_up_with_the_controller_then_it_is
         // Leadership first, then the catch-up: catching up never goes back,
         // so "not yet" after a look that found node 3 leading means it led
         // before it had caught up.
-        let leads = led_by(3).await;
+        let led = leads(&client, &[TOPIC], 3).await;
         let caught_up = match replog_testkit::probe::connect(&addr, None).await {
             Some(mut c) => c.node_info(replog_proto::pb::NodeInfoRequest {}).await.ok().map(|r| r.into_inner()),
             None => None,
@@ -294,8 +290,8 @@ async fn given_a_restarted_node_not_yet_caught_up_with_the_controller_then_it_is
             break;
         }
         assert!(
-            leads.unwrap_or(0) == 0,
-            "node 3 leads {leads:?} partitions {:?} after its restart, before it caught up with the controller",
+            led.unwrap_or(0) == 0,
+            "node 3 leads {led:?} partitions {:?} after its restart, before it caught up with the controller",
             t0.elapsed()
         );
         looks += 1;
@@ -305,7 +301,7 @@ async fn given_a_restarted_node_not_yet_caught_up_with_the_controller_then_it_is
     assert!(looks >= 10, "the held-back catch-up was watched for a while ({looks} looks)");
     let caught_up_after = t0.elapsed();
     wait_for("node 3 to lead its preferred partitions again", WAIT, || async {
-        (led_by(3).await? == preferred).then_some(())
+        (leads(&client, &[TOPIC], 3).await? == preferred).then_some(())
     })
     .await;
     println!(
