@@ -176,6 +176,14 @@ def main():
         for i, (c, r, b) in enumerate(zip(idle["cpu_pct"], idle["rss_mb"], idle["rss_base_mb"]), 1):
             o.append(f"| {i} | {fmt(c)} | {fmt(r)} | {fmt(b)} |")
         o.append(f"\nMemory per idle partition replica: {idle['kb_per_partition']} KiB of RSS.\n")
+        if "restart_settled_s" in idle:
+            settled = idle["restart_settled_s"]
+            o.append(
+                "Then the whole cluster is stopped and started again: "
+                + (f"every partition had a leader{' and every replica was quiet' if idle['quiesce_after_ms'] else ''} "
+                   f"{fmt(settled)} s after the start.\n" if settled >= 0 else
+                   "the partitions had **not** all settled (a leader each, every replica quiet) within the limit.\n")
+            )
     if restart:
         o.append(
             f"`ops/bench-restart.sh`: node 2 of a fresh 3-node cluster holds {restart['log_bytes']:,} bytes after\n"

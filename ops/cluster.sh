@@ -67,7 +67,8 @@ environment:
   REPLOG_HEALTH_TIMEOUT  seconds to wait for /health (default 30)
   REPLOG_PER_NODE_IP     1 at `up`: node ID on 127.0.0.(10+ID) (default 0:
                          every node on 127.0.0.1); remembered in cluster.env
-  RUST_LOG               node log filter (default info)
+  RUST_LOG               node log filter (default: the node's, info with
+                         openraft, sled, h2 and tower at warn)
 EOF
 }
 
@@ -94,7 +95,9 @@ DIR=${DIR%/}
 BIN_DIR=$(abs_path "${REPLOG_BIN_DIR:-target/release}")
 BIN="${BIN_DIR%/}/replog-node"
 ENV_FILE="$DIR/cluster.env"
-export RUST_LOG="${RUST_LOG:-info}"
+# Unset: the node's own default (info, with openraft, sled, h2 and tower at
+# warn; openraft's info logs every election of every partition).
+[ -n "${RUST_LOG:-}" ] || unset RUST_LOG
 
 # --- timeouts (seconds) -----------------------------------------------------
 
@@ -438,7 +441,7 @@ launch_node() {
   pidf=$(pid_file "$id")
   log=$(log_file "$id")
   rm -f "$pidf"
-  echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) ops/cluster.sh: RUST_LOG=$RUST_LOG $BIN ${args[*]}" >>"$log"
+  echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) ops/cluster.sh: RUST_LOG=${RUST_LOG:-(node default)} $BIN ${args[*]}" >>"$log"
   # shellcheck disable=SC2016 # $$ and $@ expand in the child shell
   nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidf" "$BIN" "${args[@]}" >>"$log" 2>&1 </dev/null &
   local deadline

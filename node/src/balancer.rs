@@ -26,6 +26,7 @@ use replog_raft_store::controller::ControllerCmd;
 use replog_raft_store::{GroupId, NodeId};
 use tracing::{info, warn};
 
+use crate::members::Leadership;
 use crate::node::Node;
 use crate::service::membership::balance::plan;
 
@@ -64,13 +65,15 @@ pub async fn run(node: Arc<Node>) {
             .filter_map(|p| Some((p.group, *p.replicas.first()?)))
             .collect();
         for p in node.partitions() {
-            if !p.is_leader() {
-                continue;
-            }
+            // Cheapest first: most partitions here are led elsewhere or
+            // already by their preferred replica.
             let Some(&preferred) = first_replica.get(&p.group()) else {
                 continue;
             };
-            if preferred == node.id || !live.contains(&preferred) || !takes_writes(preferred) {
+            if preferred == node.id || !p.raft().led_by(node.id) || !p.is_leader() {
+                continue;
+            }
+            if !live.contains(&preferred) || !takes_writes(preferred) {
                 continue;
             }
             // Only to a voter that has (nearly) everything: a transfer stops
@@ -78,7 +81,7 @@ pub async fn run(node: Arc<Node>) {
             // give up and leave the partition leaderless for an election
             // timeout.
             let m = p.raft().metrics().borrow_watched().clone();
-            if !m.membership_config.membership().voter_ids().any(|v| v == preferred) {
+            if !crate::members::voters(m.membership_config.membership()).any(|v| v == preferred) {
                 continue;
             }
             let matched = m.replication.as_ref().and_then(|r| r.get(&preferred).cloned().flatten());

@@ -55,5 +55,6 @@ pub mod security;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod start_pacer;
 pub mod throttle;
 pub mod topic_config;

@@ -32,6 +32,11 @@ pub const MAX_ACKS_NONE_IN_FLIGHT: usize = 1024;
 pub const CATCH_UP_DELAY_ENV: &str = "REPLOG_FAULT_CATCH_UP_DELAY_MS";
 /// How long a stopping node lets one leadership transfer land before it
 /// asks again (perhaps another replica).
+/// How long one scan of the hosted partitions answers `NodeInfo`. Each
+/// peer's prober asks twice a second, and with thousands of idle partitions
+/// that scan is most of what an idle node does; half a probe interval keeps
+/// what peers read at most that much older than a scan of their own.
+const NODE_INFO_REUSE: Duration = Duration::from_millis(250);
 const HANDOFF_RETRY: Duration = Duration::from_millis(500);
 /// How often a stopping node checks which groups it still leads.
 const HANDOFF_POLL: Duration = Duration::from_millis(10);
@@ -56,6 +61,8 @@ pub struct Node {
     pub kafka_groups: crate::kafka::groups::KafkaGroups,
     pub metrics: Metrics,
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
+    /// The last scan behind `NodeInfo`, and when it was taken.
+    node_info_scan: std::sync::Mutex<Option<(Instant, pb::NodeInfoResponse)>>,
     /// Serializes partition creation and removal.
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Bounds acks=none writes accepted but not yet committed.
@@ -151,6 +158,7 @@ impl Node {
             kafka_groups: Default::default(),
             metrics,
             partitions: RwLock::default(),
+            node_info_scan: Default::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -189,6 +197,12 @@ impl Node {
 
     pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
         self.partitions.read().expect("partitions lock").get(&group).cloned()
+    }
+
+    /// The open partitions by group, read-locked: for a scan that does
+    /// not wait on anything (no copy of the map and no lock per lookup).
+    pub(crate) fn partition_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Partition>>> {
+        self.partitions.read().expect("partitions lock")
     }
 
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
@@ -323,17 +337,40 @@ impl Node {
     }
 
     /// This node's own report: partitions hosted, their leaders and offsets.
+    /// What this node reports to its peers' probers and to `cluster
+    /// status`. The scan of every hosted partition behind it is shared by
+    /// the askers within [`NODE_INFO_REUSE`]; whether the node is stopping
+    /// and has caught up with the controller are read fresh.
     pub fn node_info(&self) -> pb::NodeInfoResponse {
+        let mut last = self.node_info_scan.lock().expect("node info lock");
+        let mut info = match &*last {
+            Some((at, info)) if at.elapsed() < NODE_INFO_REUSE => info.clone(),
+            _ => {
+                let info = self.scan_node_info();
+                *last = Some((Instant::now(), info.clone()));
+                info
+            }
+        };
+        drop(last);
+        info.stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        info.controller_caught_up = self.controller.caught_up();
+        info
+    }
+
+    fn scan_node_info(&self) -> pb::NodeInfoResponse {
         let mut groups = Vec::new();
         let (mut leaders, mut replicas, mut under_replicated) = (0, 0, 0);
         for p in self.partitions() {
-            let leads = p.is_leader();
-            let (leader, applied, under) = {
+            let (led, leader, applied, under) = {
                 let rx = p.raft().metrics();
                 let m = rx.borrow_watched();
-                let under = leads && under_replicated_group(&m, self.id);
-                (m.current_leader.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), under)
+                let led = m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id);
+                let under = led && under_replicated_group(&m, self.id);
+                (led, m.current_leader.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), under)
             };
+            // The lease is looked at only where Raft says this node leads.
+            let leads = led && p.is_leader();
+            let under = leads && under;
             replicas += 1;
             leaders += u32::from(leads);
             under_replicated += u32::from(under);
@@ -438,7 +475,7 @@ impl Node {
 pub fn under_replicated_group(m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>, me: NodeId) -> bool {
     let last = m.last_log_index.unwrap_or(0);
     let repl = m.replication.as_ref();
-    m.membership_config.membership().voter_ids().filter(|v| *v != me).any(|v| {
+    crate::members::voters(m.membership_config.membership()).filter(|v| *v != me).any(|v| {
         let held = repl.and_then(|r| r.get(&v).cloned().flatten()).map(|l| l.index);
         held.is_none_or(|h| h + crate::metrics::sample::READY_SLACK_ENTRIES < last)
     })

@@ -107,8 +107,8 @@ impl Prober {
         replicas
             .iter()
             .filter_map(|r| peers.get(r).filter(|v| v.alive())?.info.as_ref())
-            .flat_map(|i| i.groups.iter())
-            .filter(|g| g.group_id == group && g.leader != 0)
+            .filter_map(|i| reported(&i.groups, group))
+            .filter(|g| g.leader != 0)
             .map(|g| g.leader)
             .find(|l| *l == me || peers.get(l).is_some_and(PeerView::alive))
     }
@@ -117,15 +117,14 @@ impl Prober {
     /// reported them.
     pub fn reported_offsets(&self, group: GroupId, from: NodeId) -> Option<(u64, u64)> {
         let peers = self.peers.lock().expect("peers lock");
-        peers
-            .get(&from)?
-            .info
-            .as_ref()?
-            .groups
-            .iter()
-            .find(|g| g.group_id == group)
-            .map(|g| (g.log_start_offset, g.high_watermark))
+        reported(&peers.get(&from)?.info.as_ref()?.groups, group).map(|g| (g.log_start_offset, g.high_watermark))
     }
+}
+
+/// `group`'s entry in a peer's report, whose groups come sorted by id (a
+/// metadata answer looks up every partition in it).
+fn reported(groups: &[pb::GroupStatus], group: GroupId) -> Option<&pb::GroupStatus> {
+    groups.binary_search_by_key(&group, |g| g.group_id).ok().map(|i| &groups[i])
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ use replog_proto::pb;
 use replog_raft_store::{GroupId, NodeId, Raft};
 use tracing::debug;
 
-use crate::members::Leadership;
+use crate::members::{Leadership, voters};
 use crate::node::Node;
 use crate::partition::Partition;
 
@@ -53,6 +53,14 @@ use crate::partition::Partition;
 pub const PING: Duration = Duration::from_millis(100);
 /// Idle leaders are looked for every this many pings.
 const CHECK_EVERY: u32 = 5;
+/// The shortest silence after which a quiet follower takes its leader's
+/// node for gone. A node short of CPU (thousands of groups electing at a
+/// cluster start) answers pings late; waking every group it leads on that
+/// would add their ticks and heartbeats to the load that made it late, and
+/// the cluster would never settle. Liveness leases elsewhere are seconds
+/// too (CockroachDB's node liveness: 9 s). Only quiet groups wait this
+/// long; a ticking group fails over on its election timeout.
+const ORPHANED_AFTER_MIN: Duration = Duration::from_secs(3);
 
 /// A partition's quiet state.
 #[derive(Default)]
@@ -74,9 +82,27 @@ impl Quiet {
     /// Stops `raft`'s ticks and marks the group asleep under `leader`'s
     /// `term`.
     fn sleep(&self, raft: &Raft, leader: NodeId, term: u64) {
-        *self.under.lock().expect("quiet lock") = Some((leader, term));
+        let mut under = self.under.lock().expect("quiet lock");
+        *under = Some((leader, term));
         raft.runtime_config().tick(false);
         self.asleep.store(true, Ordering::SeqCst);
+    }
+
+    /// Holds `raft`'s ticks (its election timer) until [`Self::release`]:
+    /// see [`crate::start_pacer`].
+    pub(crate) fn hold(&self, raft: &Raft) {
+        let _under = self.under.lock().expect("quiet lock");
+        raft.runtime_config().tick(false);
+    }
+
+    /// Lets a held group tick, unless it has gone quiet meanwhile (its
+    /// wake-up ticks it then). Under the lock [`Self::sleep`] holds, so a
+    /// group going quiet at the same time is never left ticking.
+    pub(crate) fn release(&self, raft: &Raft) {
+        let _under = self.under.lock().expect("quiet lock");
+        if !self.is_asleep() {
+            raft.runtime_config().tick(true);
+        }
     }
 
     /// Marks the group awake at `now_ms` (its ticks are the caller's);
@@ -139,9 +165,10 @@ impl Quiescer {
 
     /// How long a follower of a quiet group waits without hearing its
     /// leader's node before it wakes the group: past the lease the leader
-    /// holds through liveness, by two pings.
+    /// holds through liveness, by two pings, and at least
+    /// [`ORPHANED_AFTER_MIN`].
     pub fn dead_after(&self) -> Duration {
-        self.lease + PING * 2
+        (self.lease + PING * 2).max(ORPHANED_AFTER_MIN)
     }
 
     fn now_ms(&self) -> u64 {
@@ -244,13 +271,13 @@ impl Quiescer {
         let m = p.raft().metrics();
         let m = m.borrow_watched();
         let peers = self.peers.lock().expect("peers lock");
-        let (mut voters, mut fresh) = (0, 0);
-        for v in m.membership_config.membership().voter_ids() {
-            voters += 1;
+        let (mut all, mut fresh) = (0, 0);
+        for v in voters(m.membership_config.membership()) {
+            all += 1;
             fresh += (v == self.me || peers.get(&v).and_then(|p| p.acked).is_some_and(|t| t.elapsed() < self.lease))
                 as usize;
         }
-        fresh * 2 > voters
+        fresh * 2 > all
     }
 
     /// The peer service's side of a call from `req.from`.
@@ -402,7 +429,7 @@ impl Quiescer {
             {
                 continue;
             }
-            let followers: Vec<NodeId> = mem.voter_ids().filter(|v| *v != self.me).collect();
+            let followers: Vec<NodeId> = voters(mem).filter(|v| *v != self.me).collect();
             let repl = m.replication.as_ref();
             let all_hold = followers
                 .iter()
@@ -479,7 +506,7 @@ impl Quiescer {
 
     /// The voters of `raft`'s group other than this node.
     fn followers(&self, raft: &Raft) -> Vec<NodeId> {
-        raft.metrics().borrow_watched().membership_config.membership().voter_ids().filter(|v| *v != self.me).collect()
+        voters(raft.metrics().borrow_watched().membership_config.membership()).filter(|v| *v != self.me).collect()
     }
 
     /// Quiet groups hosted here.

@@ -25,8 +25,23 @@ const RETRY: Duration = Duration::from_millis(500);
 /// Reconciles at start and after every metadata change, until the node stops.
 pub async fn run(node: Arc<Node>) {
     let mut rx = node.controller.watch();
+    // The groups opened by the first pass are this node's at its start:
+    // they elect paced (see start_pacer).
+    let mut held = Some(Vec::new());
     loop {
-        if let Err(e) = reconcile(&node).await {
+        let r = reconcile(&node, held.as_mut()).await;
+        if let Some(held) = held.take() {
+            let placed = node.controller.meta().groups_of(node.id);
+            let held = held
+                .into_iter()
+                .map(|p: Arc<Partition>| {
+                    let preferred = placed.get(&p.group()).and_then(|r| r.first().copied());
+                    (p, preferred)
+                })
+                .collect();
+            tokio::spawn(crate::start_pacer::run(node.clone(), crate::start_pacer::release_order(held, node.id)));
+        }
+        if let Err(e) = r {
             warn!("reconcile: {e}");
             tokio::time::sleep(RETRY).await;
             continue;
@@ -45,7 +60,10 @@ async fn initialize(raft: &Raft, members: BTreeMap<NodeId, BasicNode>) -> anyhow
     }
 }
 
-async fn reconcile(node: &Node) -> anyhow::Result<()> {
+/// Opens the groups the metadata places here and drops those it no longer
+/// does. `held`: the groups opened are held from ticking and collected
+/// there.
+async fn reconcile(node: &Node, mut held: Option<&mut Vec<Arc<Partition>>>) -> anyhow::Result<()> {
     let _guard = node.reconcile_lock.lock().await;
     let meta = node.controller.meta();
     let wanted = meta.groups_of(node.id);
@@ -84,6 +102,10 @@ async fn reconcile(node: &Node) -> anyhow::Result<()> {
                     let _ = initialize(&raft, members).await;
                 }
             });
+        }
+        if let Some(held) = held.as_mut() {
+            p.quiet.hold(p.raft());
+            held.push(p.clone());
         }
         node.add_partition(p);
     }

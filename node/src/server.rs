@@ -32,6 +32,9 @@ const MIN_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
 /// Largest peer message: an append carries at most `max_payload_entries`
 /// (64) entries of at most one batch each; snapshots travel whole for now.
 const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
+/// Streams a peer connection may have reset (by the peer's timeouts, or
+/// here) before h2 closes it; see `serve`.
+const PEER_MAX_RESET_STREAMS: usize = 100_000;
 /// How long a graceful stop waits for open calls once the server stops
 /// accepting new ones: a subscription whose client stopped reading cannot
 /// send its last frames, so it would hold the stop forever.
@@ -119,7 +122,15 @@ pub async fn run(
         .max_concurrent_streams((config.max_requests_per_connection > 0).then_some(config.max_requests_per_connection))
         .add_service(authenticated)
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+    // Peers cancel calls as a matter of course: every vote or append that
+    // outlives its timeout resets its stream. h2 closes a connection past
+    // 20 such resets (its guard against a client's rapid resets), and with
+    // thousands of groups electing at a cluster start that failed every
+    // call on the connection, heartbeats included, which started more
+    // elections. Only peers reach this listener (with mutual TLS, when on).
     let peer_grpc = tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(PEER_MAX_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(PEER_MAX_RESET_STREAMS))
         .add_service(peer)
         .add_service(from_peer)
         .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone()));

@@ -73,7 +73,7 @@ fn view(raft: &Raft, me: NodeId) -> RaftView {
     let last_log = m.last_log_index.unwrap_or(0);
     let mut followers = Vec::new();
     if leads {
-        for v in m.membership_config.membership().voter_ids().filter(|v| *v != me) {
+        for v in crate::members::voters(m.membership_config.membership()).filter(|v| *v != me) {
             let matched = m.replication.as_ref().and_then(|r| r.get(&v).cloned().flatten()).map(|l| l.index);
             let lag = matched.map_or(last_log, |i| last_log.saturating_sub(i));
             let acked = m.heartbeat.as_ref().and_then(|h| h.get(&v).cloned().flatten()).map(|t| t.elapsed());
@@ -419,6 +419,7 @@ pub fn readiness(node: &Node) -> Readiness {
         Some(_) => {}
     }
     let meta = node.meta();
+    let open = node.partition_map();
     let mut more = 0;
     for t in meta.topics.values() {
         for (i, pm) in t.partitions.iter().enumerate() {
@@ -426,16 +427,20 @@ pub fn readiness(node: &Node) -> Readiness {
                 continue;
             }
             // Names are formatted only for what is behind: this runs on
-            // every scrape, over every partition placed here.
+            // every scrape and every NodeInfo, over every partition placed
+            // here.
             let name = || format!("{}/{i}", t.name);
-            let why = match node.partition(pm.group) {
+            let why = match open.get(&pm.group) {
                 None => Some(format!("{}: not open yet", name())),
                 Some(p) => {
-                    let v = view(p.raft(), node.id);
-                    if v.leader.is_none() {
+                    let rx = p.raft().metrics();
+                    let m = rx.borrow_watched();
+                    let applied = m.last_applied.map_or(0, |l| l.index);
+                    let committed = m.cluster_committed.or(m.local_committed).map_or(0, |l| l.index);
+                    if m.current_leader.is_none() {
                         Some(format!("{}: no leader", name()))
-                    } else if lagging(&v) {
-                        Some(format!("{}: applied {} of {} committed", name(), v.applied, v.cluster_committed))
+                    } else if applied + READY_SLACK_ENTRIES < committed {
+                        Some(format!("{}: applied {applied} of {committed} committed", name()))
                     } else {
                         None
                     }
