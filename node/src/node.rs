@@ -30,13 +30,13 @@ pub const MAX_ACKS_NONE_IN_FLIGHT: usize = 1024;
 /// Fault injection for tests: milliseconds a node waits after its start
 /// before it catches up with the controller (it takes no writes meanwhile).
 pub const CATCH_UP_DELAY_ENV: &str = "REPLOG_FAULT_CATCH_UP_DELAY_MS";
-/// How long a stopping node lets one leadership transfer land before it
-/// asks again (perhaps another replica).
 /// How long one scan of the hosted partitions answers `NodeInfo`. Each
 /// peer's prober asks twice a second, and with thousands of idle partitions
 /// that scan is most of what an idle node does; half a probe interval keeps
 /// what peers read at most that much older than a scan of their own.
 const NODE_INFO_REUSE: Duration = Duration::from_millis(250);
+/// How long a stopping node lets one leadership transfer land before it
+/// asks again (perhaps another replica).
 const HANDOFF_RETRY: Duration = Duration::from_millis(500);
 /// How often a stopping node checks which groups it still leads.
 const HANDOFF_POLL: Duration = Duration::from_millis(10);
@@ -336,9 +336,9 @@ impl Node {
         }
     }
 
-    /// This node's own report: partitions hosted, their leaders and offsets.
-    /// What this node reports to its peers' probers and to `cluster
-    /// status`. The scan of every hosted partition behind it is shared by
+    /// This node's own report (partitions hosted, their leaders and
+    /// offsets), to its peers' probers and to `cluster status`. The scan
+    /// of every hosted partition behind it is shared by
     /// the askers within [`NODE_INFO_REUSE`]; whether the node is stopping
     /// and has caught up with the controller are read fresh.
     pub fn node_info(&self) -> pb::NodeInfoResponse {
