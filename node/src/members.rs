@@ -23,6 +23,11 @@ pub fn voters(m: &openraft::Membership<NodeId, openraft::BasicNode>) -> impl Ite
         .flat_map(move |(i, c)| c.iter().copied().filter(move |v| !configs[..i].iter().any(|e| e.contains(v))))
 }
 
+/// Whether the replica whose metrics these are, `me`, leads its group.
+pub fn leads(m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>, me: NodeId) -> bool {
+    m.state == openraft::ServerState::Leader && m.current_leader == Some(me)
+}
+
 /// Who leads a Raft group, as this replica sees it.
 pub trait Leadership {
     fn leader(&self) -> Option<NodeId>;
@@ -56,9 +61,7 @@ impl Leadership for replog_raft_store::Raft {
 
     fn led_by(&self, me: NodeId) -> bool {
         use openraft::async_runtime::WatchReceiver;
-        let m = self.metrics();
-        let m = m.borrow_watched();
-        m.state == openraft::ServerState::Leader && m.current_leader == Some(me)
+        leads(&self.metrics().borrow_watched(), me)
     }
 
     fn leased_by(&self, me: NodeId, lease: std::time::Duration) -> bool {
@@ -66,7 +69,7 @@ impl Leadership for replog_raft_store::Raft {
         use openraft::async_runtime::WatchReceiver;
         let m = self.metrics();
         let m = m.borrow_watched();
-        if m.state != openraft::ServerState::Leader || m.current_leader != Some(me) {
+        if !leads(&m, me) {
             return false;
         }
         // A group of one is its own majority; a leader not yet acknowledged

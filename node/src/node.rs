@@ -30,11 +30,6 @@ pub const MAX_ACKS_NONE_IN_FLIGHT: usize = 1024;
 /// Fault injection for tests: milliseconds a node waits after its start
 /// before it catches up with the controller (it takes no writes meanwhile).
 pub const CATCH_UP_DELAY_ENV: &str = "REPLOG_FAULT_CATCH_UP_DELAY_MS";
-/// How long one scan of the hosted partitions answers `NodeInfo`. Each
-/// peer's prober asks twice a second, and with thousands of idle partitions
-/// that scan is most of what an idle node does; half a probe interval keeps
-/// what peers read at most that much older than a scan of their own.
-const NODE_INFO_REUSE: Duration = Duration::from_millis(250);
 /// How long a stopping node lets one leadership transfer land before it
 /// asks again (perhaps another replica).
 const HANDOFF_RETRY: Duration = Duration::from_millis(500);
@@ -61,8 +56,6 @@ pub struct Node {
     pub kafka_groups: crate::kafka::groups::KafkaGroups,
     pub metrics: Metrics,
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
-    /// The last scan behind `NodeInfo`, and when it was taken.
-    node_info_scan: std::sync::Mutex<Option<(Instant, pb::NodeInfoResponse)>>,
     /// Serializes partition creation and removal.
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Bounds acks=none writes accepted but not yet committed.
@@ -158,7 +151,6 @@ impl Node {
             kafka_groups: Default::default(),
             metrics,
             partitions: RwLock::default(),
-            node_info_scan: Default::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -336,35 +328,15 @@ impl Node {
         }
     }
 
-    /// This node's own report (partitions hosted, their leaders and
-    /// offsets), to its peers' probers and to `cluster status`. The scan
-    /// of every hosted partition behind it is shared by
-    /// the askers within [`NODE_INFO_REUSE`]; whether the node is stopping
-    /// and has caught up with the controller are read fresh.
+    /// This node's own report: partitions hosted, their leaders and offsets.
     pub fn node_info(&self) -> pb::NodeInfoResponse {
-        let mut last = self.node_info_scan.lock().expect("node info lock");
-        let mut info = match &*last {
-            Some((at, info)) if at.elapsed() < NODE_INFO_REUSE => info.clone(),
-            _ => {
-                let info = self.scan_node_info();
-                *last = Some((Instant::now(), info.clone()));
-                info
-            }
-        };
-        drop(last);
-        info.stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
-        info.controller_caught_up = self.controller.caught_up();
-        info
-    }
-
-    fn scan_node_info(&self) -> pb::NodeInfoResponse {
         let mut groups = Vec::new();
         let (mut leaders, mut replicas, mut under_replicated) = (0, 0, 0);
         for p in self.partitions() {
             let (led, leader, applied, under) = {
                 let rx = p.raft().metrics();
                 let m = rx.borrow_watched();
-                let led = m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id);
+                let led = crate::members::leads(&m, self.id);
                 let under = led && under_replicated_group(&m, self.id);
                 (led, m.current_leader.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), under)
             };

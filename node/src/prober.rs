@@ -80,7 +80,7 @@ impl Prober {
             let v = peers.entry(id).or_insert(PeerView { last_ok: None, info: None, refused: false });
             if let Some(info) = info {
                 v.last_ok = Some(Instant::now());
-                v.info = Some(info);
+                v.info = Some(by_group(info));
                 v.refused = false;
             } else if refused && !v.refused {
                 v.refused = true;
@@ -121,8 +121,15 @@ impl Prober {
     }
 }
 
-/// `group`'s entry in a peer's report, whose groups come sorted by id (a
-/// metadata answer looks up every partition in it).
+/// A peer's report with its groups in id order, as [`reported`] looks them
+/// up (the sender sorts them already; then this costs one pass).
+fn by_group(mut info: pb::NodeInfoResponse) -> pb::NodeInfoResponse {
+    info.groups.sort_by_key(|g| g.group_id);
+    info
+}
+
+/// `group`'s entry in a peer's report kept [`by_group`] (a metadata answer
+/// looks up every partition in it).
 fn reported(groups: &[pb::GroupStatus], group: GroupId) -> Option<&pb::GroupStatus> {
     groups.binary_search_by_key(&group, |g| g.group_id).ok().map(|i| &groups[i])
 }
@@ -130,6 +137,17 @@ fn reported(groups: &[pb::GroupStatus], group: GroupId) -> Option<&pb::GroupStat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_a_report_in_any_order_then_every_group_in_it_is_found_and_no_other() {
+        let status = |group_id| pb::GroupStatus { group_id, leader: group_id + 10, ..Default::default() };
+        let info =
+            by_group(pb::NodeInfoResponse { groups: vec![status(7), status(2), status(5)], ..Default::default() });
+        for g in [2, 5, 7] {
+            assert_eq!(reported(&info.groups, g).map(|s| s.leader), Some(g + 10));
+        }
+        assert!(reported(&info.groups, 3).is_none());
+    }
 
     #[tokio::test]
     async fn given_nothing_listening_then_a_probe_counts_as_refused() {

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use openraft::ServerState;
 use openraft::async_runtime::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use prometheus::IntCounter;
@@ -69,7 +68,7 @@ struct RaftView {
 fn view(raft: &Raft, me: NodeId) -> RaftView {
     let rx = raft.metrics();
     let m = rx.borrow_watched();
-    let leads = m.state == ServerState::Leader && m.current_leader == Some(me);
+    let leads = crate::members::leads(&m, me);
     let last_log = m.last_log_index.unwrap_or(0);
     let mut followers = Vec::new();
     if leads {
@@ -86,7 +85,7 @@ fn view(raft: &Raft, me: NodeId) -> RaftView {
         term: m.current_term,
         last_log,
         committed: m.local_committed.map_or(0, |l| l.index),
-        cluster_committed: m.cluster_committed.or(m.local_committed).map_or(0, |l| l.index),
+        cluster_committed: cluster_committed(&m),
         applied: m.last_applied.map_or(0, |l| l.index),
         followers,
     }
@@ -410,7 +409,7 @@ pub fn readiness(node: &Node) -> Readiness {
     let c = view(node.controller.raft(), node.id);
     match c.leader {
         None => waiting.push("controller: no leader".to_string()),
-        Some(_) if lagging(&c) => {
+        Some(_) if lagging(c.applied, c.cluster_committed) => {
             waiting.push(format!("controller: applied {} of {} committed", c.applied, c.cluster_committed))
         }
         Some(_) if !node.controller.caught_up() => {
@@ -435,11 +434,10 @@ pub fn readiness(node: &Node) -> Readiness {
                 Some(p) => {
                     let rx = p.raft().metrics();
                     let m = rx.borrow_watched();
-                    let applied = m.last_applied.map_or(0, |l| l.index);
-                    let committed = m.cluster_committed.or(m.local_committed).map_or(0, |l| l.index);
+                    let (applied, committed) = (m.last_applied.map_or(0, |l| l.index), cluster_committed(&m));
                     if m.current_leader.is_none() {
                         Some(format!("{}: no leader", name()))
-                    } else if applied + READY_SLACK_ENTRIES < committed {
+                    } else if lagging(applied, committed) {
                         Some(format!("{}: applied {applied} of {committed} committed", name()))
                     } else {
                         None
@@ -461,8 +459,15 @@ pub fn readiness(node: &Node) -> Readiness {
     Readiness { node: node.id, ready: waiting.is_empty(), controller_leader: c.leader, waiting_for: waiting }
 }
 
-fn lagging(v: &RaftView) -> bool {
-    v.applied + READY_SLACK_ENTRIES < v.cluster_committed
+/// Behind what its leader reports committed by more than the slack.
+fn lagging(applied: u64, cluster_committed: u64) -> bool {
+    applied + READY_SLACK_ENTRIES < cluster_committed
+}
+
+/// The highest index the group has committed, as far as this replica knows:
+/// its leader's word when it has one, else its own.
+fn cluster_committed(m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>) -> u64 {
+    m.cluster_committed.or(m.local_committed).map_or(0, |l| l.index)
 }
 
 #[cfg(test)]
