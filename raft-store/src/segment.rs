@@ -370,7 +370,7 @@ impl SegmentLog {
             return Ok(self.written_end());
         };
         let mut buf = Vec::new();
-        let mut offsets = Vec::with_capacity(entries.len());
+        let mut offsets = Vec::with_capacity(entries.len() + 1);
         for (i, e) in entries.iter().enumerate() {
             if e.log_id.index != first_new + i as u64 {
                 return Err(invalid(format!(
@@ -397,25 +397,39 @@ impl SegmentLog {
             }
             _ => {}
         }
-        let needs_roll = match &segs.active {
-            None => true,
-            Some(a) => !a.positions.is_empty() && a.len + buf.len() as u64 > self.segment_bytes,
-        };
-        if needs_roll {
-            self.roll(&mut segs, first_new)?;
+        // Frames `[from, to)` go to one segment; a segment rolls before a
+        // frame that would take it past `segment_bytes`, within one append
+        // too (a follower catching up gets thousands of entries at once),
+        // so every segment but one holding a single larger entry stays
+        // within the size and retention can give whole files back.
+        offsets.push(buf.len() as u64);
+        let mut from = 0;
+        while from < entries.len() {
+            let fits = |a: &Active, to: usize| a.len + (offsets[to] - offsets[from]) <= self.segment_bytes;
+            if segs.active.as_ref().is_none_or(|a| !a.positions.is_empty() && !fits(a, from + 1)) {
+                self.roll(&mut segs, first_new + from as u64)?;
+            }
+            let a = segs.active.as_mut().expect("an active segment after roll");
+            let mut to = from + 1;
+            while to < entries.len() && fits(a, to + 1) {
+                to += 1;
+            }
+            let chunk = &buf[offsets[from] as usize..offsets[to] as usize];
+            if let Err(e) = a.file.write_all_at(chunk, a.len) {
+                // Leave no partial frame behind for a later append to
+                // follow; the frames written before stay, a prefix of
+                // `entries` that the log now ends with.
+                let _ = a.file.set_len(a.len);
+                return Err(e);
+            }
+            let (at, skip) = (a.len, offsets[from]);
+            a.positions.extend(offsets[from..to].iter().map(|o| at + (o - skip)));
+            a.len += chunk.len() as u64;
+            self.syncer.mark(&a.file, false);
+            segs.last_log_id = Some(entries[to - 1].log_id);
+            from = to;
         }
-        let a = segs.active.as_mut().expect("an active segment after roll");
-        if let Err(e) = a.file.write_all_at(&buf, a.len) {
-            // Leave no partial frame behind for a later append to follow.
-            let _ = a.file.set_len(a.len);
-            return Err(e);
-        }
-        a.positions.extend(offsets.iter().map(|o| a.len + o));
-        a.len += buf.len() as u64;
-        let end = a.end_index();
-        self.syncer.mark(&a.file, false);
-        segs.last_log_id = entries.last().map(|e| e.log_id);
-        Ok(end)
+        Ok(segs.end_index().expect("entries were written"))
     }
 
     /// Seals the active segment (index written, both fsync'd) and starts a
@@ -867,7 +881,7 @@ mod tests {
             .collect()
     }
 
-    /// Appends one entry per call: a segment rolls only between appends.
+    /// Appends one entry per call.
     fn append_each(log: &SegmentLog, v: &[Entry]) {
         for e in v {
             log.append(std::slice::from_ref(e)).unwrap();
@@ -909,6 +923,38 @@ mod tests {
         let few = log.read(10, 60, 300).unwrap();
         assert!(!few.is_empty() && few.len() < 5, "{} entries read within 300 bytes", few.len());
         assert_eq!(few[0].log_id.index, 10);
+    }
+
+    /// A follower catching up appends thousands of entries in one call:
+    /// they still go to segments within the size, so retention can give
+    /// whole files back; an entry larger than a segment has one of its own.
+    #[test]
+    fn one_append_of_many_entries_rolls_segments_within_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), 1000);
+        let mut big = entry(31, 1);
+        if let EntryPayload::Normal(Request::Append { batch, .. }) = &mut big.payload {
+            *batch = Bytes::from(vec![7u8; 2500]);
+        }
+        let want = [entries(1..31, 1), vec![big], entries(32..80, 1)].concat();
+        assert_eq!(log.append(&want[..3]).unwrap(), 4);
+        assert_eq!(log.append(&want[3..]).unwrap(), 80);
+        let sizes = |dir: &Path| -> Vec<(String, u64)> {
+            seg_files(dir)
+                .into_iter()
+                .map(|n| (n.clone(), fs::metadata(dir.join("g").join(&n)).unwrap().len()))
+                .collect()
+        };
+        let files = sizes(dir.path());
+        assert!(files.len() >= 8, "80 entries of about 120 bytes in 1000-byte segments: {files:?}");
+        assert_eq!(files.iter().filter(|(_, len)| *len > 1000).count(), 1, "only the big entry's: {files:?}");
+        assert!(files.iter().any(|(n, len)| *len > 2500 && n == &seg_name(31)), "{files:?}");
+        assert_eq!(ids(&log.read(1, 80, usize::MAX).unwrap()), ids(&want));
+        assert!(log.releases_a_segment(20), "the first segment lies below entry 20");
+        drop(log);
+        let log = open(dir.path(), 1000);
+        assert_eq!(ids(&log.read(1, 80, usize::MAX).unwrap()), ids(&want));
+        assert_eq!(log.last_log_id(), Some(want[78].log_id));
     }
 
     /// A budget that ends inside one segment ends the read there: what is
