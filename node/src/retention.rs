@@ -16,8 +16,10 @@
 //!    deletes those segment files.
 //!
 //! Consumption is asked of every `__consumer_offsets` partition leader
-//! (GroupFloors); if any of them does not answer, consumption releases
-//! nothing that round, since an unseen group may not have read it yet.
+//! (GroupFloors), twice in a row so that a group joining while the first
+//! pass runs is not missed (see [`settled_floors`]); if any of them does
+//! not answer, consumption releases nothing that round, since an unseen
+//! group may not have read it yet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,7 +58,7 @@ pub async fn round(node: &Arc<Node>) {
         for (i, p) in t.partitions.iter().enumerate() {
             let Some(part) = node.partition(p.group).filter(|part| part.is_leader()) else { continue };
             if t.config.retention_consumed && floors.is_none() {
-                floors = Some(group_floors(node).await);
+                floors = Some(settled_floors(node).await);
             }
             // Consumer groups: None when unknown (a coordinator did not
             // answer), Some(None) when none reads this partition.
@@ -105,6 +107,32 @@ fn target(part: &Partition, config: &TopicConfig, now_ms: i64, consumed: Option<
     Ok((to > o.log_start_offset).then_some(to))
 }
 
+/// The group floors of two passes, one after the other, each partition's
+/// the lower of the two.
+///
+/// One pass reads the `__consumer_offsets` partitions one by one, so it
+/// can miss a group that joined one partition after it was read while
+/// seeing a commit that another group made later elsewhere; releasing up
+/// to that commit would drop records the new group, whose join was
+/// answered before, has not read. A second pass starts after the first
+/// ended, so it sees every group that joined before any commit the first
+/// one saw: a floor both passes name counts every such group. A floor
+/// only the second pass names holds its partition at 0 this round (a
+/// group appeared while the first pass ran); one only the first names
+/// counts as it was (a group left meanwhile).
+async fn settled_floors(node: &Arc<Node>) -> Option<Floors> {
+    let first = group_floors(node).await?;
+    let second = group_floors(node).await?;
+    Some(merge_passes(first, second))
+}
+
+fn merge_passes(mut first: Floors, second: Floors) -> Floors {
+    for (k, offset) in second {
+        first.entry(k).and_modify(|f| *f = (*f).min(offset)).or_insert(0);
+    }
+    first
+}
+
 /// Every group's lowest committed offset per topic partition, from every
 /// `__consumer_offsets` partition's leader; None if any did not answer.
 async fn group_floors(node: &Arc<Node>) -> Option<Floors> {
@@ -141,4 +169,20 @@ async fn ask(node: &Node, leader: u64, req: GroupFloorsRequest) -> Result<replog
     let mut r = tonic::Request::new(req);
     r.set_timeout(FLOORS_TIMEOUT);
     client.group_floors(r).await.map(|r| r.into_inner()).map_err(|s| NodeError::from_remote(&addr, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floors(v: &[(&str, u32, u64)]) -> Floors {
+        v.iter().map(|(t, p, o)| ((t.to_string(), *p), *o)).collect()
+    }
+
+    #[test]
+    fn a_floor_counts_at_the_lower_pass_and_one_the_first_pass_missed_holds_everything() {
+        let first = floors(&[("a", 0, 40), ("a", 1, 7), ("gone", 0, 3)]);
+        let second = floors(&[("a", 0, 50), ("a", 1, 5), ("new", 0, 40)]);
+        assert_eq!(merge_passes(first, second), floors(&[("a", 0, 40), ("a", 1, 5), ("gone", 0, 3), ("new", 0, 0)]));
+    }
 }
