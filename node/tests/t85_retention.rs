@@ -230,12 +230,18 @@ async fn given_retention_rules_when_they_apply_then_every_replica_releases_exact
     // --- Time: old batches go, new ones stay; the disk gets space back.
     client.create_topic("time", 1, 3).await.expect("create");
     let group = group_of(&cluster, "time").await;
+    // One follower is down while the batches are written: it catches up on
+    // all of them at once, and must still give whole segment files back.
+    let (leader, replicas) = common::preferred_leader(&client, "time", 0).await;
+    let late = replicas.iter().copied().find(|r| *r != leader).expect("a follower");
+    cluster.kill(late).expect("kill");
     // 12 old batches of 256 KiB: 3 MiB, so whole 1 MiB segments lie below.
     for i in 0..12 {
         append(&client, "time", batch_of(&format!("old{i}"), 64, 4096, now - HOUR_MS)).await;
     }
     let first_new = append(&client, "time", batch_of("new0", 10, 100, now)).await;
     let end = append(&client, "time", batch_of("new1", 10, 100, now + 1)).await + 10;
+    cluster.restart(late).expect("restart");
     // acks=all is a majority: the third replica may still be catching up.
     for addr in cluster.serving_addrs() {
         wait_for(&format!("{addr} to hold every record"), WAIT, || async {
