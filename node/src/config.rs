@@ -65,6 +65,11 @@ pub enum LogFormat {
 /// The log filter used when neither the config nor RUST_LOG gives one.
 pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,sled=warn,h2=warn,tower=warn";
 
+/// Log ranges openraft's runtime stats remember per group (see
+/// `raft_config`): a few, where its default of 1,024 costs about 150 KiB
+/// of every group's memory.
+const LOG_STAGE_CAPACITY: u64 = 8;
+
 /// Declares [`NodeConfig`], its defaults and the matching [`Overrides`]
 /// (flags and environment) from one list.
 macro_rules! node_config {
@@ -444,6 +449,12 @@ impl NodeConfig {
             // A node cut off from the cluster must not disrupt it with
             // ever-higher terms when it comes back.
             enable_pre_vote: Some(true),
+            // openraft keeps, per group, the latency of the last this many
+            // log ranges through each stage (runtime stats replog never
+            // reads): 1,024, a ring of about 150 KiB per group that fills
+            // as the log moves, which at thousands of partitions per node
+            // is most of a quiet replica's memory.
+            log_stage_capacity: Some(LOG_STAGE_CAPACITY),
             ..Default::default()
         };
         c.validate().map_err(|e| e.to_string())
