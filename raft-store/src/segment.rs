@@ -253,7 +253,6 @@ impl ReadPlan {
 pub struct SegmentLog {
     group: GroupId,
     dir: PathBuf,
-    dir_file: Arc<File>,
     segment_bytes: u64,
     syncer: Arc<Syncer>,
     segs: RwLock<Segments>,
@@ -278,7 +277,6 @@ impl SegmentLog {
             // The group's directory entry must survive before anything in it counts.
             File::open(parent)?.sync_all()?;
         }
-        let dir_file = Arc::new(File::open(&dir)?);
         let mut firsts: Vec<u64> = Vec::new();
         for ent in fs::read_dir(&dir)? {
             let name = ent?.file_name();
@@ -302,7 +300,6 @@ impl SegmentLog {
         Ok(SegmentLog {
             group,
             dir,
-            dir_file,
             segment_bytes,
             syncer,
             segs: RwLock::new(segs),
@@ -332,6 +329,14 @@ impl SegmentLog {
     }
 
     /// One past the last index written (possibly not yet durable).
+    /// The group's directory, opened for the sync that makes a file's
+    /// creation or removal durable (rare: a roll, a purge, a truncation).
+    /// Not held open: with thousands of groups per node, one descriptor
+    /// per group for its active segment is what the process limit allows.
+    fn dir_handle(&self) -> io::Result<Arc<File>> {
+        File::open(&self.dir).map(Arc::new)
+    }
+
     fn written_end(&self) -> u64 {
         self.segs.read().expect("segments lock").end_index().unwrap_or(0)
     }
@@ -364,7 +369,10 @@ impl SegmentLog {
     /// Writes `entries` (contiguous, continuing the log, or starting it
     /// anew after a full purge) and marks the files to sync. Returns one past
     /// the last index written. Visible to readers on return; durable once
-    /// the store's flusher has run.
+    /// the store's flusher has run. On an error the log ends with a prefix
+    /// of `entries` in whole frames (none if the first segment's write
+    /// failed): a roll can fail between two parts of one append. Appending
+    /// the same entries again writes only what is missing.
     pub(crate) fn append(&self, entries: &[Entry]) -> io::Result<u64> {
         let Some(first_new) = entries.first().map(|e| e.log_id.index) else {
             return Ok(self.written_end());
@@ -384,15 +392,33 @@ impl SegmentLog {
             encode_frame(e, &mut buf)?;
         }
         let mut segs = self.segs.write().expect("segments lock");
+        // A retry of an append that failed part-way (a full disk at a roll;
+        // the caller waits for space and tries again) finds its first part
+        // written. The same last log id means the same entries (Raft's log
+        // matching), so the rest follows on.
+        let done = match (segs.end_index(), segs.last_log_id) {
+            (Some(end), Some(last))
+                if end > first_new
+                    && end - first_new <= entries.len() as u64
+                    && entries[(end - first_new - 1) as usize].log_id == last =>
+            {
+                (end - first_new) as usize
+            }
+            _ => 0,
+        };
+        if done == entries.len() {
+            return Ok(first_new + done as u64);
+        }
+        let next = first_new + done as u64;
         match segs.end_index() {
-            Some(end) if end != first_new && segs.first_index() != Some(end) => {
+            Some(end) if end != next && segs.first_index() != Some(end) => {
                 return Err(invalid(format!(
-                    "group {}: append at {first_new} does not continue the log ending before {end}",
+                    "group {}: append at {next} does not continue the log ending before {end}",
                     self.group
                 )));
             }
             // An emptied log (everything purged) continues where it is told.
-            Some(end) if end != first_new => {
+            Some(end) if end != next => {
                 self.remove_all(&mut segs)?;
             }
             _ => {}
@@ -403,7 +429,7 @@ impl SegmentLog {
         // so every segment but one holding a single larger entry stays
         // within the size and retention can give whole files back.
         offsets.push(buf.len() as u64);
-        let mut from = 0;
+        let mut from = done;
         while from < entries.len() {
             let fits = |a: &Active, to: usize| a.len + (offsets[to] - offsets[from]) <= self.segment_bytes;
             if segs.active.as_ref().is_none_or(|a| !a.positions.is_empty() && !fits(a, from + 1)) {
@@ -462,6 +488,7 @@ impl SegmentLog {
             }
             segs.active = None;
         }
+        let dir = self.dir_handle()?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -469,7 +496,7 @@ impl SegmentLog {
             .write(true)
             .open(self.dir.join(seg_name(first)))?;
         // The new file's name must be durable before entries in it count.
-        self.syncer.mark(&self.dir_file, true);
+        self.syncer.mark(&dir, true);
         segs.active = Some(Active { first, file: Arc::new(file), positions: Vec::new(), len: 0 });
         Ok(())
     }
@@ -482,7 +509,7 @@ impl SegmentLog {
             remove_segment(&self.dir, a.first)?;
         }
         segs.last_log_id = None;
-        self.syncer.mark(&self.dir_file, true);
+        self.syncer.mark(&self.dir_handle()?, true);
         Ok(())
     }
 
@@ -590,7 +617,7 @@ impl SegmentLog {
             a.file.set_len(cut)?;
             self.syncer.sync_now(&a.file, true)?;
         }
-        self.syncer.sync_now(&self.dir_file, true)?;
+        self.syncer.sync_now(&*self.dir_handle()?, true)?;
         segs.last_log_id = match segs.end_index() {
             Some(end) if segs.first_index() != Some(end) => Some(read_one(&self.dir, &segs, end - 1)?.log_id),
             _ => None,
@@ -632,7 +659,7 @@ impl SegmentLog {
             removed = true;
         }
         if removed {
-            self.syncer.mark(&self.dir_file, true);
+            self.syncer.mark(&self.dir_handle()?, true);
         }
         Ok(())
     }
@@ -955,6 +982,22 @@ mod tests {
         let log = open(dir.path(), 1000);
         assert_eq!(ids(&log.read(1, 80, usize::MAX).unwrap()), ids(&want));
         assert_eq!(log.last_log_id(), Some(want[78].log_id));
+    }
+
+    /// An append that failed part-way (a full disk at a roll) is retried
+    /// whole: what it wrote before is not written twice.
+    #[test]
+    fn appending_entries_again_writes_only_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), 1000);
+        let want = entries(1..40, 1);
+        assert_eq!(log.append(&want[..12]).unwrap(), 13);
+        assert_eq!(log.append(&want).unwrap(), 40);
+        assert_eq!(log.append(&want).unwrap(), 40);
+        assert_eq!(ids(&log.read(1, 40, usize::MAX).unwrap()), ids(&want));
+        // Other entries at those indexes are no retry: refused, log unchanged.
+        assert!(log.append(&entries(30..45, 2)).is_err());
+        assert_eq!(log.last_log_id(), Some(want[38].log_id));
     }
 
     /// A budget that ends inside one segment ends the read there: what is
