@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use replog_raft_store::controller::ControllerCmd;
+use replog_raft_store::controller::{ClusterMeta, ControllerCmd};
 use replog_raft_store::{GroupId, NodeId};
 use tracing::{info, warn};
 
 use crate::members::Leadership;
 use crate::node::Node;
+use crate::partition::Partition;
 use crate::service::membership::balance::plan;
 
 /// How often leaders check whether to hand back to preferred replicas: a
@@ -45,35 +46,49 @@ const TRANSFER_SLACK: u64 = 8;
 const AUTO_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(node: Arc<Node>) {
+    // Each partition's preferred replica, looked up per partition led here:
+    // an index, rebuilt only when the metadata changes.
+    let mut first_replica: (Option<Arc<ClusterMeta>>, HashMap<GroupId, NodeId>) = (None, HashMap::new());
     loop {
         tokio::time::sleep(BALANCE_INTERVAL).await;
         if node.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let meta = node.controller.meta();
+        if !first_replica.0.as_ref().is_some_and(|m| Arc::ptr_eq(m, &meta)) {
+            let index = meta
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .filter_map(|p| Some((p.group, *p.replicas.first()?)))
+                .collect();
+            first_replica = (Some(meta), index);
+        }
+        // Cheapest first: most partitions here are led elsewhere or
+        // already by their preferred replica.
+        let led_elsewhere: Vec<(Arc<Partition>, NodeId)> = node
+            .partition_map()
+            .values()
+            .filter_map(|p| {
+                let preferred = *first_replica.1.get(&p.group())?;
+                let led_here = || match p.quiet.asleep_under() {
+                    Some((leader, _)) => leader == node.id,
+                    None => p.raft().led_by(node.id),
+                };
+                (preferred != node.id && led_here()).then(|| (p.clone(), preferred))
+            })
+            .collect();
+        if led_elsewhere.is_empty() {
+            continue;
+        }
         let live = node.live_nodes();
         let views = node.peer_views();
         // A node back from a restart refuses writes until it has caught up
         // with the controller: leadership waits for that.
         let takes_writes =
             |id: NodeId| views.get(&id).and_then(|v| v.info.as_ref()).is_some_and(|i| i.controller_caught_up);
-        // Looked up per partition led here: an index, not a scan per look.
-        let first_replica: HashMap<GroupId, NodeId> = meta
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.iter())
-            .filter_map(|p| Some((p.group, *p.replicas.first()?)))
-            .collect();
-        for p in node.partitions() {
-            // Cheapest first: most partitions here are led elsewhere or
-            // already by their preferred replica.
-            let Some(&preferred) = first_replica.get(&p.group()) else {
-                continue;
-            };
-            if preferred == node.id || !p.raft().led_by(node.id) || !p.is_leader() {
-                continue;
-            }
-            if !live.contains(&preferred) || !takes_writes(preferred) {
+        for (p, preferred) in led_elsewhere {
+            if !p.is_leader() || !live.contains(&preferred) || !takes_writes(preferred) {
                 continue;
             }
             // Only to a voter that has (nearly) everything: a transfer stops
@@ -98,6 +113,9 @@ pub async fn run(node: Arc<Node>) {
 
 /// Automatic balancing at the controller leader (see the module docs).
 pub async fn run_auto(node: Arc<Node>) {
+    // The metadata and live nodes the last plan found nothing to do for:
+    // planning reads every partition, so it waits for either to change.
+    let mut settled: Option<(Arc<ClusterMeta>, Vec<NodeId>)> = None;
     loop {
         tokio::time::sleep(AUTO_INTERVAL).await;
         if node.stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -115,8 +133,17 @@ pub async fn run_auto(node: Arc<Node>) {
                 continue;
             }
         }
-        if let Err(e) = auto_step(&node).await {
-            warn!("automatic balancing: {e}");
+        let (meta, live) = (node.meta(), node.live_nodes());
+        if settled.as_ref().is_some_and(|(m, l)| Arc::ptr_eq(m, &meta) && *l == live) {
+            continue;
+        }
+        match auto_step(&node, &meta, &live).await {
+            Ok(true) => settled = Some((meta, live)),
+            Ok(false) => settled = None,
+            Err(e) => {
+                settled = None;
+                warn!("automatic balancing: {e}");
+            }
         }
     }
 }
@@ -147,21 +174,20 @@ async fn sync_racks(node: &Arc<Node>) -> anyhow::Result<bool> {
     Ok(changed)
 }
 
-/// One bounded step of automatic balancing.
-async fn auto_step(node: &Arc<Node>) -> anyhow::Result<()> {
+/// One bounded step of automatic balancing over `meta` with `live` nodes
+/// up; true when there is nothing to do until either changes.
+async fn auto_step(node: &Arc<Node>, meta: &ClusterMeta, live: &[NodeId]) -> anyhow::Result<bool> {
     let _planning = node.planning.lock().await;
-    let meta = node.meta();
-    if !crate::settings::auto_balance(&meta, &node.config) {
-        return Ok(());
+    if !crate::settings::auto_balance(meta, &node.config) {
+        return Ok(true);
     }
     let eligible: Vec<NodeId> = meta.nodes.keys().copied().filter(|n| !meta.decommissioning.contains(n)).collect();
-    let live: BTreeSet<NodeId> = node.live_nodes().into_iter().collect();
     if eligible.iter().any(|n| !live.contains(n)) {
-        return Ok(());
+        return Ok(true);
     }
-    let changes = plan(&meta, &eligible);
+    let changes = plan(meta, &eligible);
     if changes.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let same = |a: &[NodeId], b: &[NodeId]| a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>();
     let (leaders, moves): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, from, to)| same(from, to));
@@ -173,12 +199,12 @@ async fn auto_step(node: &Arc<Node>) -> anyhow::Result<()> {
             node.controller.propose(ControllerCmd::StartMove { group: *group, replicas: to.clone() }).await?;
         }
         info!(changes = leaders.len(), "automatic balancing: preferred leaders changed");
-        return Ok(());
+        return Ok(false);
     }
-    let room = crate::settings::balance_max_moves(&meta, &node.config).saturating_sub(meta.moves.len());
+    let room = crate::settings::balance_max_moves(meta, &node.config).saturating_sub(meta.moves.len());
     for (group, from, to) in moves.into_iter().take(room) {
         node.controller.propose(ControllerCmd::StartMove { group, replicas: to.clone() }).await?;
         info!(group, ?from, ?to, "automatic balancing: move started");
     }
-    Ok(())
+    Ok(false)
 }

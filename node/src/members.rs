@@ -28,6 +28,23 @@ pub fn leads(m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>, me: NodeI
     m.state == openraft::ServerState::Leader && m.current_leader == Some(me)
 }
 
+/// Whether `me` leads the group whose metrics these are and holds its Raft
+/// lease (see [`Leadership::leased_by`]).
+pub fn leased(
+    m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>,
+    me: NodeId,
+    lease: std::time::Duration,
+) -> bool {
+    use openraft::Instant;
+    if !leads(m, me) {
+        return false;
+    }
+    // A group of one is its own majority; a leader not yet acknowledged
+    // since its election has just won a majority's votes.
+    voters(m.membership_config.membership()).nth(1).is_none()
+        || m.last_quorum_acked.is_none_or(|t| t.into_inner().elapsed() <= lease)
+}
+
 /// Who leads a Raft group, as this replica sees it.
 pub trait Leadership {
     fn leader(&self) -> Option<NodeId>;
@@ -65,17 +82,8 @@ impl Leadership for replog_raft_store::Raft {
     }
 
     fn leased_by(&self, me: NodeId, lease: std::time::Duration) -> bool {
-        use openraft::Instant;
         use openraft::async_runtime::WatchReceiver;
-        let m = self.metrics();
-        let m = m.borrow_watched();
-        if !leads(&m, me) {
-            return false;
-        }
-        // A group of one is its own majority; a leader not yet acknowledged
-        // since its election has just won a majority's votes.
-        voters(m.membership_config.membership()).nth(1).is_none()
-            || m.last_quorum_acked.is_none_or(|t| t.into_inner().elapsed() <= lease)
+        leased(&self.metrics().borrow_watched(), me, lease)
     }
 
     fn lease(&self) -> std::time::Duration {

@@ -56,6 +56,10 @@ pub struct Node {
     pub kafka_groups: crate::kafka::groups::KafkaGroups,
     pub metrics: Metrics,
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
+    /// Changes of `partitions` so far, and the copy of it the scans share,
+    /// made again only after a change ([`Node::partition_map`]).
+    partitions_changes: std::sync::atomic::AtomicU64,
+    partitions_copy: std::sync::Mutex<Option<(u64, PartitionMap)>>,
     /// Serializes partition creation and removal.
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Bounds acks=none writes accepted but not yet committed.
@@ -151,6 +155,8 @@ impl Node {
             kafka_groups: Default::default(),
             metrics,
             partitions: RwLock::default(),
+            partitions_changes: Default::default(),
+            partitions_copy: Default::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -191,10 +197,28 @@ impl Node {
         self.partitions.read().expect("partitions lock").get(&group).cloned()
     }
 
-    /// The open partitions by group, read-locked: for a scan that does
-    /// not wait on anything (no copy of the map and no lock per lookup).
-    pub(crate) fn partition_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Partition>>> {
-        self.partitions.read().expect("partitions lock")
+    /// The open partitions by group, as of now, for a scan: a copy the
+    /// scans share, made again only after a partition opened or closed.
+    /// A scan holds no lock (a long read would hold up the writer that
+    /// opens a partition and, behind it, every lookup of the Raft peer
+    /// service), and a node whose partitions stay open copies nothing.
+    pub(crate) fn partition_map(&self) -> PartitionMap {
+        use std::sync::atomic::Ordering;
+        let changes = self.partitions_changes.load(Ordering::Acquire);
+        if let Some((made_at, copy)) = &*self.partitions_copy.lock().expect("partitions copy lock")
+            && *made_at == changes
+        {
+            return copy.clone();
+        }
+        let (made_at, copy) = {
+            let m = self.partitions.read().expect("partitions lock");
+            (self.partitions_changes.load(Ordering::Acquire), Arc::new(m.clone()))
+        };
+        let mut kept = self.partitions_copy.lock().expect("partitions copy lock");
+        if kept.as_ref().is_none_or(|(at, _)| *at < made_at) {
+            *kept = Some((made_at, copy.clone()));
+        }
+        copy
     }
 
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
@@ -204,12 +228,14 @@ impl Node {
     pub(crate) fn add_partition(&self, p: Arc<Partition>) {
         let mut m = self.partitions.write().expect("partitions lock");
         m.insert(p.group(), p);
+        self.partitions_changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.metrics.groups.set(m.len() as i64);
     }
 
     pub(crate) fn remove_partition(&self, group: GroupId) -> Option<Arc<Partition>> {
         let mut m = self.partitions.write().expect("partitions lock");
         let p = m.remove(&group);
+        self.partitions_changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.metrics.groups.set(m.len() as i64);
         p
     }
@@ -329,33 +355,68 @@ impl Node {
     }
 
     /// This node's own report: partitions hosted, their leaders and offsets.
+    /// Peers ask for it twice a second each, so it goes over the hosted
+    /// groups once ([`Node::partition_map`]), reads a
+    /// quiet group's Raft state once per nap ([`crate::quiesce::QuietView`]),
+    /// and judges the readiness it reports from that same pass.
     pub fn node_info(&self) -> pb::NodeInfoResponse {
-        let mut groups = Vec::new();
+        use crate::metrics::sample;
         let (mut leaders, mut replicas, mut under_replicated) = (0, 0, 0);
-        for p in self.partitions() {
-            let (led, leader, applied, under) = {
-                let rx = p.raft().metrics();
-                let m = rx.borrow_watched();
-                let led = crate::members::leads(&m, self.id);
-                let under = led && under_replicated_group(&m, self.id);
-                (led, m.current_leader.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), under)
+        let mut behind: HashMap<GroupId, sample::Behind> = HashMap::new();
+        let acked = self.quiescer.acked_within_lease();
+        let open = self.partition_map();
+        let mut groups = Vec::with_capacity(open.len());
+        for p in open.values() {
+            // A quiet leader holds its lease through liveness.
+            let quiet = |v: &crate::quiesce::QuietView| {
+                let leads = v.led && self.quiescer.majority_acked(v.voters.iter().copied(), &acked);
+                (
+                    v.leader,
+                    v.applied,
+                    v.log_start_offset,
+                    v.high_watermark,
+                    v.behind,
+                    leads,
+                    leads && v.under_replicated,
+                )
             };
-            // The lease is looked at only where Raft says this node leads.
-            let leads = led && p.is_leader();
-            let under = leads && under;
+            let (leader, applied, log_start_offset, high_watermark, held_back, leads, under) =
+                match p.quiet.with_view(quiet) {
+                    Some(r) => r,
+                    None => {
+                        let nap = p.quiet.nap();
+                        let (v, leads) = self.read_view(p);
+                        let r = (
+                            v.leader,
+                            v.applied,
+                            v.log_start_offset,
+                            v.high_watermark,
+                            v.behind,
+                            leads,
+                            leads && v.under_replicated,
+                        );
+                        if let Some(nap) = nap {
+                            p.quiet.keep_view(nap, v);
+                        }
+                        r
+                    }
+                };
+            if let Some(b) = held_back {
+                behind.insert(p.group(), b);
+            }
             replicas += 1;
             leaders += u32::from(leads);
             under_replicated += u32::from(under);
-            let o = p.offsets();
             groups.push(pb::GroupStatus {
                 group_id: p.group(),
-                leader,
-                log_start_offset: o.log_start_offset,
-                high_watermark: o.high_watermark,
+                leader: leader.unwrap_or(0),
+                log_start_offset,
+                high_watermark,
                 last_applied_index: applied,
             });
         }
-        groups.sort_by_key(|g| g.group_id);
+        let in_sync = sample::readiness_with(self, &open, |p| behind.get(&p.group()).copied()).ready;
+        groups.sort_unstable_by_key(|g| g.group_id);
         pb::NodeInfoResponse {
             id: self.id,
             addr: self.addr.clone(),
@@ -364,11 +425,33 @@ impl Node {
             groups,
             stopping: self.stopping.load(std::sync::atomic::Ordering::SeqCst),
             under_replicated,
-            in_sync: crate::metrics::sample::readiness(self).ready,
+            in_sync,
             rack: self.config.rack.clone(),
             kafka_addr: self.config.kafka_advertised_addr().unwrap_or_default(),
             controller_caught_up: self.controller.caught_up(),
         }
+    }
+
+    /// What the reports say of `p`, read from its Raft state now; and
+    /// whether it leads here with a lease.
+    fn read_view(&self, p: &Partition) -> (crate::quiesce::QuietView, bool) {
+        let rx = p.raft().metrics();
+        let m = rx.borrow_watched();
+        let led = crate::members::leads(&m, self.id);
+        // The lease is looked at only where Raft says this node leads.
+        let leads = led && p.is_leader_given(&m);
+        let o = p.offsets();
+        let view = crate::quiesce::QuietView {
+            leader: m.current_leader,
+            applied: m.last_applied.map_or(0, |l| l.index),
+            log_start_offset: o.log_start_offset,
+            high_watermark: o.high_watermark,
+            behind: crate::metrics::sample::behind(&m),
+            led,
+            voters: if led { crate::members::voters(m.membership_config.membership()).collect() } else { Vec::new() },
+            under_replicated: led && under_replicated_group(&m, self.id),
+        };
+        (view, leads)
     }
 
     /// Hands the leadership of every group in `rafts` this node leads to a
@@ -433,14 +516,17 @@ impl Node {
         // Transfers need every replica of a quiet group ticking.
         self.quiescer.wake_all_led(self).await;
         self.hand_off(&rafts, Duration::from_millis(self.config.shutdown_handoff_ms)).await;
-        for r in &rafts {
-            let _ = r.shutdown().await;
-        }
+        // All at once: one after another, thousands of groups took longer
+        // than a service manager waits for a stop.
+        futures::future::join_all(rafts.iter().map(|r| r.shutdown())).await;
         if let Err(e) = self.store.flush().await {
             warn!("final flush failed: {e}");
         }
     }
 }
+
+/// The open partitions by group, shared by the scans over them.
+pub type PartitionMap = Arc<HashMap<GroupId, Arc<Partition>>>;
 
 /// Whether some voter of a group led by `me` is not known to hold the log
 /// up to within [`crate::metrics::sample::READY_SLACK_ENTRIES`] of its end.

@@ -99,7 +99,13 @@ impl Partition {
     /// acknowledged a heartbeat within it) or, while the group is quiet or
     /// just woken, the one node liveness gives ([`Quiescer::holds_quiet_lease`]).
     pub fn is_leader(&self) -> bool {
-        self.raft.leased_by(self.me, self.raft.lease()) || self.quiescer.holds_quiet_lease(self)
+        self.is_leader_given(&self.raft.metrics().borrow_watched())
+    }
+
+    /// [`Self::is_leader`], with `m` the group's Raft metrics as just read
+    /// (a scan over every partition reads them once).
+    pub fn is_leader_given(&self, m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>) -> bool {
+        crate::members::leased(m, self.me, self.raft.lease()) || self.quiescer.holds_quiet_lease_given(self, m)
     }
 
     /// Whether the group is quiet here.

@@ -53,6 +53,11 @@ use crate::partition::Partition;
 pub const PING: Duration = Duration::from_millis(100);
 /// Idle leaders are looked for every this many pings.
 const CHECK_EVERY: u32 = 5;
+/// Every quiet follower's Raft state is compared with what it went quiet
+/// under every this many pings: the heartbeat that brings a new leader
+/// wakes it at once ([`Quiescer::heartbeat_reaches`]); this is the net
+/// under that.
+const SWEEP_EVERY: u32 = 50;
 /// The shortest silence after which a quiet follower takes its leader's
 /// node for gone. A node short of CPU (thousands of groups electing at a
 /// cluster start) answers pings late; waking every group it leads on that
@@ -72,11 +77,72 @@ pub struct Quiet {
     woke_ms: AtomicU64,
     /// While asleep: the leader and term it went quiet under.
     under: Mutex<Option<(NodeId, u64)>>,
+    /// Times the group went quiet: which nap a [`QuietView`] was read in.
+    naps: AtomicU64,
+    /// What scans report of the group, read once in the current nap.
+    view: Mutex<Option<(u64, QuietView)>>,
+}
+
+/// What the node's reports (`NodeInfo`, readiness) say of a quiet group,
+/// read from its Raft state once per nap: a quiet group's Raft state does
+/// not move until it wakes (a write, an append with entries, a vote or a
+/// silent leader wakes it first), so the thousands of quiet groups of a
+/// node are not read again for every report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuietView {
+    pub leader: Option<NodeId>,
+    pub applied: u64,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    pub behind: Option<crate::metrics::sample::Behind>,
+    /// Led here by Raft's account; then its voters (for the lease through
+    /// liveness) and whether one is behind.
+    pub led: bool,
+    pub voters: Vec<NodeId>,
+    pub under_replicated: bool,
 }
 
 impl Quiet {
+    /// The current nap, if asleep: a view read now may be kept with
+    /// [`Self::keep_view`] under it.
+    pub fn nap(&self) -> Option<u64> {
+        self.is_asleep().then(|| self.naps.load(Ordering::SeqCst))
+    }
+
+    /// Keeps `view`, read during nap `nap`, unless the group has woken
+    /// since (or slept again).
+    pub fn keep_view(&self, nap: u64, view: QuietView) {
+        let mut kept = self.view.lock().expect("view lock");
+        if self.is_asleep() && self.naps.load(Ordering::SeqCst) == nap {
+            *kept = Some((nap, view));
+        }
+    }
+
+    /// `f` of the view kept for the current nap; None while awake or before
+    /// one is kept.
+    pub fn with_view<R>(&self, f: impl FnOnce(&QuietView) -> R) -> Option<R> {
+        if !self.is_asleep() {
+            return None;
+        }
+        let kept = self.view.lock().expect("view lock");
+        match &*kept {
+            Some((nap, v)) if *nap == self.naps.load(Ordering::SeqCst) => Some(f(v)),
+            _ => None,
+        }
+    }
+
     pub fn is_asleep(&self) -> bool {
         self.asleep.load(Ordering::SeqCst)
+    }
+
+    /// While asleep, the leader and term it went quiet under: its Raft
+    /// state does not move while it sleeps, so a scan can read this from
+    /// the partition itself instead of its Raft metrics.
+    pub fn asleep_under(&self) -> Option<(NodeId, u64)> {
+        if !self.is_asleep() {
+            return None;
+        }
+        *self.under.lock().expect("quiet lock")
     }
 
     /// Stops `raft`'s ticks and marks the group asleep under `leader`'s
@@ -85,6 +151,7 @@ impl Quiet {
         let mut under = self.under.lock().expect("quiet lock");
         *under = Some((leader, term));
         raft.runtime_config().tick(false);
+        self.naps.fetch_add(1, Ordering::SeqCst);
         self.asleep.store(true, Ordering::SeqCst);
     }
 
@@ -113,6 +180,7 @@ impl Quiet {
         }
         self.woke_ms.store(now_ms, Ordering::SeqCst);
         self.under.lock().expect("quiet lock").take();
+        self.view.lock().expect("view lock").take();
         true
     }
 }
@@ -262,20 +330,40 @@ impl Quiescer {
     /// its lease through liveness: a majority of its voters, this node
     /// included, answered a ping sent within the lease.
     pub fn holds_quiet_lease(&self, p: &Partition) -> bool {
+        self.holds_quiet_lease_given(p, &p.raft().metrics().borrow_watched())
+    }
+
+    /// [`Self::holds_quiet_lease`], with `m` the group's Raft metrics as
+    /// just read.
+    pub fn holds_quiet_lease_given(
+        &self,
+        p: &Partition,
+        m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>,
+    ) -> bool {
         let q = &p.quiet;
         let woke_within =
             self.now_ms().saturating_sub(q.woke_ms.load(Ordering::SeqCst)) < self.lease.as_millis() as u64;
-        if !(q.is_asleep() || (woke_within && q.woke_ms.load(Ordering::SeqCst) > 0)) || !p.raft().led_by(self.me) {
+        if !(q.is_asleep() || (woke_within && q.woke_ms.load(Ordering::SeqCst) > 0))
+            || !crate::members::leads(m, self.me)
+        {
             return false;
         }
-        let m = p.raft().metrics();
-        let m = m.borrow_watched();
+        self.majority_acked(voters(m.membership_config.membership()), &self.acked_within_lease())
+    }
+
+    /// The peers that answered a ping sent within the lease.
+    pub fn acked_within_lease(&self) -> Vec<NodeId> {
         let peers = self.peers.lock().expect("peers lock");
+        peers.iter().filter(|(_, p)| p.acked.is_some_and(|t| t.elapsed() < self.lease)).map(|(id, _)| *id).collect()
+    }
+
+    /// Whether a majority of `voters`, this node included, is in `acked`
+    /// ([`Self::acked_within_lease`]): the lease of a quiet leader.
+    pub fn majority_acked(&self, voters: impl IntoIterator<Item = NodeId>, acked: &[NodeId]) -> bool {
         let (mut all, mut fresh) = (0, 0);
-        for v in voters(m.membership_config.membership()) {
+        for v in voters {
             all += 1;
-            fresh += (v == self.me || peers.get(&v).and_then(|p| p.acked).is_some_and(|t| t.elapsed() < self.lease))
-                as usize;
+            fresh += usize::from(v == self.me || acked.contains(&v));
         }
         fresh * 2 > all
     }
@@ -343,15 +431,21 @@ impl Quiescer {
     /// Wakes every quiet group here led by one of `peers` or, led here,
     /// with one of them as a voter.
     pub fn wake_shared_with(&self, node: &Node, peers: &[NodeId]) {
-        for p in node.partitions() {
-            if !p.quiet.is_asleep() {
-                continue;
-            }
-            let led_by_peer = p.quiet.under.lock().expect("quiet lock").is_some_and(|(l, _)| peers.contains(&l));
-            let shares = p.raft().led_by(self.me) && self.followers(p.raft()).iter().any(|v| peers.contains(v));
-            if led_by_peer || shares {
-                self.wake(&p);
-            }
+        let woken: Vec<Arc<Partition>> = node
+            .partition_map()
+            .values()
+            .filter(|p| {
+                p.quiet.is_asleep() && {
+                    let led_by_peer =
+                        p.quiet.under.lock().expect("quiet lock").is_some_and(|(l, _)| peers.contains(&l));
+                    led_by_peer
+                        || (p.raft().led_by(self.me) && self.followers(p.raft()).iter().any(|v| peers.contains(v)))
+                }
+            })
+            .cloned()
+            .collect();
+        for p in woken {
+            self.wake(&p);
         }
     }
 
@@ -382,7 +476,8 @@ impl Quiescer {
         if silent.is_empty() && !changed {
             return;
         }
-        for p in node.partitions() {
+        let mut woken = Vec::new();
+        for p in node.partition_map().values() {
             if !p.quiet.is_asleep() {
                 continue;
             }
@@ -390,15 +485,27 @@ impl Quiescer {
             if leader == self.me {
                 continue;
             }
-            let moved = changed && {
-                let m = p.raft().metrics();
-                let m = m.borrow_watched();
-                m.current_leader != Some(leader) || m.current_term != term
-            };
+            let moved = changed && moved(p, leader, term);
             if moved || silent.contains(&leader) {
                 debug!(partition = p.name(), leader, moved, "quiet follower wakes");
-                self.wake(&p);
+                woken.push(p.clone());
             }
+        }
+        for p in woken {
+            self.wake(&p);
+        }
+    }
+
+    /// A heartbeat from `from`'s `term` is reaching `p`: a quiet follower
+    /// that went quiet under another leader or term (one was elected
+    /// without it) wakes at once.
+    pub fn heartbeat_reaches(&self, p: &Partition, from: NodeId, term: u64) {
+        if let Some((leader, quiet_term)) = p.quiet.asleep_under()
+            && leader != self.me
+            && (leader, quiet_term) != (from, term)
+        {
+            debug!(partition = p.name(), leader, from, term, "quiet follower hears another leader");
+            self.wake(p);
         }
     }
 
@@ -409,7 +516,7 @@ impl Quiescer {
         let now = self.now_ms();
         let idle_ms = idle_after.as_millis() as u64;
         let mut out = Vec::new();
-        for p in node.partitions() {
+        for p in node.partition_map().values() {
             let q = &p.quiet;
             if q.is_asleep()
                 || now.saturating_sub(q.active_ms.load(Ordering::SeqCst)) < idle_ms
@@ -444,7 +551,7 @@ impl Quiescer {
     /// One round: a call to every peer (liveness, wake-ups, sleep requests
     /// every [`CHECK_EVERY`] rounds); leaders whose followers all went
     /// quiet go quiet themselves.
-    async fn round(&self, node: &Node, check_idle: bool) {
+    async fn round(&self, node: &Node, check_idle: bool, sweep: bool) {
         let candidates = match self.idle_after {
             Some(after) if check_idle => self.idle_led(node, after),
             _ => Vec::new(),
@@ -501,7 +608,7 @@ impl Quiescer {
             }
             debug!(partition = p.name(), "quiet");
         }
-        self.wake_orphans(node, check_idle);
+        self.wake_orphans(node, sweep);
     }
 
     /// The voters of `raft`'s group other than this node.
@@ -511,8 +618,15 @@ impl Quiescer {
 
     /// Quiet groups hosted here.
     pub fn asleep(&self, node: &Node) -> usize {
-        node.partitions().iter().filter(|p| p.quiet.is_asleep()).count()
+        node.partition_map().values().filter(|p| p.quiet.is_asleep()).count()
     }
+}
+
+/// Whether `p`'s Raft names another leader or term than `leader`'s `term`.
+fn moved(p: &Partition, leader: NodeId, term: u64) -> bool {
+    let m = p.raft().metrics();
+    let m = m.borrow_watched();
+    m.current_leader != Some(leader) || m.current_term != term
 }
 
 /// The liveness calls and the quiet-group bookkeeping, until the node stops.
@@ -523,7 +637,7 @@ pub async fn run(node: Arc<Node>) {
             return;
         }
         let started = Instant::now();
-        node.quiescer.round(&node, n.is_multiple_of(CHECK_EVERY)).await;
+        node.quiescer.round(&node, n.is_multiple_of(CHECK_EVERY), n.is_multiple_of(SWEEP_EVERY)).await;
         n = n.wrapping_add(1);
         tokio::time::sleep(PING.saturating_sub(started.elapsed())).await;
     }

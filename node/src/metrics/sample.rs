@@ -401,10 +401,22 @@ pub struct Readiness {
 
 /// Ready once the controller has a leader and this node has applied what
 /// it committed (and, once after its start, everything committed before a
-/// read index it asked for: until then it takes no writes), and every partition the metadata places here is open, has
-/// a leader and is applied up to what that leader has committed (within
-/// [`READY_SLACK_ENTRIES`]).
+/// read index it asked for: until then it takes no writes), and every
+/// partition the metadata places here is open, has a leader and is applied
+/// up to what that leader has committed (within [`READY_SLACK_ENTRIES`]).
 pub fn readiness(node: &Node) -> Readiness {
+    let open = node.partition_map();
+    readiness_with(node, &open, |p| behind(&p.raft().metrics().borrow_watched()))
+}
+
+/// [`readiness`], with what holds each open partition back told by
+/// `behind` (a scan that has read every partition's Raft state already
+/// answers from what it read, rather than this reading it all again).
+pub(crate) fn readiness_with(
+    node: &Node,
+    open: &HashMap<GroupId, std::sync::Arc<crate::partition::Partition>>,
+    behind: impl Fn(&crate::partition::Partition) -> Option<Behind>,
+) -> Readiness {
     let mut waiting = Vec::new();
     let c = view(node.controller.raft(), node.id);
     match c.leader {
@@ -418,7 +430,6 @@ pub fn readiness(node: &Node) -> Readiness {
         Some(_) => {}
     }
     let meta = node.meta();
-    let open = node.partition_map();
     let mut more = 0;
     for t in meta.topics.values() {
         for (i, pm) in t.partitions.iter().enumerate() {
@@ -428,25 +439,13 @@ pub fn readiness(node: &Node) -> Readiness {
             // Names are formatted only for what is behind: this runs on
             // every scrape and every NodeInfo, over every partition placed
             // here.
-            let name = || format!("{}/{i}", t.name);
             let why = match open.get(&pm.group) {
-                None => Some(format!("{}: not open yet", name())),
-                Some(p) => {
-                    let rx = p.raft().metrics();
-                    let m = rx.borrow_watched();
-                    let (applied, committed) = (m.last_applied.map_or(0, |l| l.index), cluster_committed(&m));
-                    if m.current_leader.is_none() {
-                        Some(format!("{}: no leader", name()))
-                    } else if lagging(applied, committed) {
-                        Some(format!("{}: applied {applied} of {committed} committed", name()))
-                    } else {
-                        None
-                    }
-                }
+                None => Some("not open yet".to_string()),
+                Some(p) => behind(p).map(|b| b.to_string()),
             };
             if let Some(why) = why {
                 if waiting.len() < MAX_REASONS {
-                    waiting.push(why);
+                    waiting.push(format!("{}/{i}: {why}", t.name));
                 } else {
                     more += 1;
                 }
@@ -457,6 +456,35 @@ pub fn readiness(node: &Node) -> Readiness {
         waiting.push(format!("and {more} more partitions"));
     }
     Readiness { node: node.id, ready: waiting.is_empty(), controller_leader: c.leader, waiting_for: waiting }
+}
+
+/// What keeps an open partition replica from counting as caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behind {
+    NoLeader,
+    Applied { applied: u64, committed: u64 },
+}
+
+impl std::fmt::Display for Behind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Behind::NoLeader => write!(f, "no leader"),
+            Behind::Applied { applied, committed } => write!(f, "applied {applied} of {committed} committed"),
+        }
+    }
+}
+
+/// What keeps the replica whose Raft metrics these are from counting as
+/// caught up, if anything.
+pub fn behind(m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>) -> Option<Behind> {
+    let (applied, committed) = (m.last_applied.map_or(0, |l| l.index), cluster_committed(m));
+    if m.current_leader.is_none() {
+        Some(Behind::NoLeader)
+    } else if lagging(applied, committed) {
+        Some(Behind::Applied { applied, committed })
+    } else {
+        None
+    }
 }
 
 /// Behind what its leader reports committed by more than the slack.

@@ -255,7 +255,15 @@ impl RaftPeer for PeerService {
     }
 
     async fn heartbeat_batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
-        let calls = req.into_inner().messages.into_iter().map(|m| self.handle(m, append));
+        let calls = req.into_inner().messages.into_iter().map(|m| {
+            // Quiet groups hear no heartbeats but from a new leader.
+            if let Some(p) = self.node.partition(m.group_id).filter(|p| p.is_quiet())
+                && let Ok(rpc) = decode_payload::<AppendEntriesRequest<TypeConfig>>(&m.payload)
+            {
+                self.node.quiescer.heartbeat_reaches(&p, rpc.vote.leader_id.node_id, vote_term(&rpc.vote));
+            }
+            self.handle(m, append)
+        });
         Ok(Response::new(RaftBatch { messages: futures::future::join_all(calls).await }))
     }
 
