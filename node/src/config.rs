@@ -275,6 +275,11 @@ node_config! {
     default_replication_factor: u32 = 3, env = "REPLOG_DEFAULT_REPLICATION_FACTOR";
     /// Most partitions a topic may have.
     max_partitions: u32 = 1024, env = "REPLOG_MAX_PARTITIONS";
+    /// Most partition replicas this node holds. 0: what its open-file
+    /// limit allows, one descriptor per replica beyond a reserve of 1,024
+    /// (the node raises its soft limit to the hard one at start). A create
+    /// or move that would put more here is refused with REPLICA_LIMIT.
+    max_replicas: u32 = 0, env = "REPLOG_MAX_REPLICAS";
     /// Partitions of the internal `__consumer_offsets` topic, created on a
     /// group's first use: consumer groups spread over that many coordinators.
     group_partitions: u32 = 16, env = "REPLOG_GROUP_PARTITIONS";

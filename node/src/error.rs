@@ -48,6 +48,10 @@ pub enum NodeError {
         "the node's data volume has {free_mb} MiB free, below its floor of {min_free_mb} MiB; free space or move leadership"
     )]
     DiskFull { free_mb: u64, min_free_mb: u64 },
+    #[error(
+        "node {node} would hold {would_hold} partition replicas; it holds at most {limit} (its max_replicas, by default what its open-file limit allows): add nodes, or raise the limit on that node"
+    )]
+    ReplicaLimit { node: u64, would_hold: usize, limit: usize },
     #[error("authentication failed: {0}")]
     AuthenticationFailed(String),
     #[error("{principal} may not {operation} {resource}")]
@@ -105,6 +109,7 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::Storage(_) => ErrorCode::Storage,
             NodeError::DiskFull { .. } => ErrorCode::DiskFull,
+            NodeError::ReplicaLimit { .. } => ErrorCode::ReplicaLimit,
             NodeError::AuthenticationFailed(_) => ErrorCode::AuthenticationFailed,
             NodeError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             NodeError::UnknownUser(_) => ErrorCode::UnknownUser,
@@ -226,7 +231,7 @@ impl From<NodeError> for tonic::Status {
             | ErrorCode::NotEnoughNodes => tonic::Code::FailedPrecondition,
             ErrorCode::NodeIdInUse => tonic::Code::AlreadyExists,
             ErrorCode::IncompatibleSchema => tonic::Code::FailedPrecondition,
-            ErrorCode::DiskFull => tonic::Code::ResourceExhausted,
+            ErrorCode::DiskFull | ErrorCode::ReplicaLimit => tonic::Code::ResourceExhausted,
             _ => tonic::Code::InvalidArgument,
         };
         let mut status = tonic::Status::new(grpc, bounded(format!("{}: {e}", code.name())));

@@ -32,6 +32,7 @@
 //! - [`server`]: [`server::run`], which wires it all together.
 
 pub mod balancer;
+pub mod capacity;
 pub mod config;
 pub mod controller;
 pub mod coordinator;

@@ -80,6 +80,8 @@ pub struct Node {
     /// (balance by hand or automatic, decommission), so that one does not
     /// start a move on a partition the other has just planned.
     pub planning: tokio::sync::Mutex<()>,
+    /// The partition replicas this node holds at most ([`crate::capacity`]).
+    pub replica_limit: usize,
 }
 
 impl Node {
@@ -87,6 +89,8 @@ impl Node {
     /// on a fresh first cluster.
     pub async fn start(config: NodeConfig, metrics: Metrics) -> anyhow::Result<Arc<Node>> {
         let raft_config = Arc::new(config.raft_config().map_err(anyhow::Error::msg)?);
+        // Before the store opens its files.
+        let replica_limit = crate::capacity::at_start(config.max_replicas);
         let store = Store::open(
             &config.data_dir,
             &replog_raft_store::StoreConfig {
@@ -166,6 +170,7 @@ impl Node {
             schemas: Default::default(),
             throttle,
             planning: tokio::sync::Mutex::new(()),
+            replica_limit,
             config,
         }))
     }
@@ -219,6 +224,11 @@ impl Node {
             *kept = Some((made_at, copy.clone()));
         }
         copy
+    }
+
+    /// How many partitions are open here.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.read().expect("partitions lock").len()
     }
 
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
@@ -429,6 +439,7 @@ impl Node {
             rack: self.config.rack.clone(),
             kafka_addr: self.config.kafka_advertised_addr().unwrap_or_default(),
             controller_caught_up: self.controller.caught_up(),
+            replica_limit: u32::try_from(self.replica_limit).unwrap_or(u32::MAX),
         }
     }
 

@@ -67,9 +67,15 @@ async fn reconcile(node: &Node, mut held: Option<&mut Vec<Arc<Partition>>>) -> a
     let _guard = node.reconcile_lock.lock().await;
     let meta = node.controller.meta();
     let wanted = meta.groups_of(node.id);
-    let mut failed = 0;
+    let (mut failed, mut over_limit) = (0, 0);
     for (gid, replicas) in &wanted {
         if node.partition(*gid).is_some() {
+            continue;
+        }
+        // Past its limit a node would run out of descriptors and stop; it
+        // stays up with these closed instead (see crate::capacity).
+        if node.partition_count() >= node.replica_limit {
+            over_limit += 1;
             continue;
         }
         let members: BTreeMap<NodeId, BasicNode> =
@@ -126,6 +132,16 @@ async fn reconcile(node: &Node, mut held: Option<&mut Vec<Arc<Partition>>>) -> a
     }
     if failed > 0 {
         anyhow::bail!("{failed} partition groups could not be opened; retrying");
+    }
+    if over_limit > 0 {
+        if node.partition_count() < node.replica_limit {
+            anyhow::bail!("dropped groups made room under the replica limit; opening more");
+        }
+        warn!(
+            groups = over_limit,
+            limit = node.replica_limit,
+            "partition groups placed here stay closed: this node holds at most its replica limit (max_replicas)"
+        );
     }
     Ok(())
 }

@@ -16,6 +16,13 @@
 //! - a user producing over the quota has answers held back
 //!   (`replog_quota_throttle_seconds_total`), while each of its produces
 //!   still succeeds.
+//!
+//! And, on three nodes, the replica limit (docs/operations.md): a create
+//! that would put more partition replicas on a node than its
+//! `--max-replicas` is refused with REPLICA_LIMIT naming that node, and
+//! nothing is created; a node restarted with a lower limit than it holds
+//! opens only that many, says so in /ready and keeps running, and the
+//! partitions go on taking writes on the other replicas.
 
 mod common;
 
@@ -176,4 +183,56 @@ async fn given_limits_then_a_flooding_or_oversized_or_greedy_client_does_not_sta
     let held = metric(&metrics, "replog_quota_throttle_seconds_total{kind=\"produce\"}").unwrap_or(0.0);
     assert!(held > 0.0, "no answer was held back");
     assert!(cluster.serving().contains(&1));
+}
+
+/// `/ready` of the node whose metrics listen on `metrics`: whether it
+/// answered 200, and its body.
+fn ready(metrics: &str) -> Option<(bool, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(metrics).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET /ready HTTP/1.0\r\nHost: {metrics}\r\n\r\n").as_bytes()).ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some((body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_replica_limit_then_a_create_past_it_is_refused_and_a_node_over_it_stays_up() {
+    use replog_proto::codes::ErrorCode;
+    const LIMIT: usize = 5;
+    let mut opts = common::options(&[]);
+    opts.node_args.insert(3, vec!["--max-replicas".into(), LIMIT.to_string()]);
+    let mut cluster = common::Cluster::start(3, opts).await.expect("start the cluster");
+    let client = common::client(&cluster).await;
+
+    client.create_topic("fits", LIMIT as u32, 3).await.expect("node 3 can hold 5 replicas");
+    let e = client.create_topic("over", 1, 3).await.expect_err("a sixth replica on node 3 must be refused");
+    assert_eq!(e.code(), Some(ErrorCode::ReplicaLimit), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("node 3 would hold 6") && msg.contains("at most 5"), "{msg}");
+    let gone = client.describe_topic("over").await.expect_err("nothing was created");
+    assert_eq!(gone.code(), Some(ErrorCode::UnknownTopic), "{gone}");
+
+    // Node 3 back with room for 3 of its 5: it opens 3, says why it is
+    // not ready, and every partition still takes acknowledged writes.
+    common::stop(&mut cluster, 3).await;
+    cluster.set_node_args(3, &["--max-replicas", "3"]);
+    cluster.restart(3).expect("restart node 3");
+    let metrics = cluster.node(3).metrics.clone();
+    let body = wait_for("node 3 to report the replicas it keeps closed", WAIT, || {
+        let metrics = metrics.clone();
+        async move {
+            let (ok, body) = ready(&metrics)?;
+            (!ok && body.contains("holds at most 3 replicas")).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(body.matches("holds at most 3 replicas").count(), 2, "two of five stay closed: {body}");
+    assert_eq!(metric(&metrics, "replog_raft_groups"), Some(3.0), "3 partition groups are open");
+    for p in 0..LIMIT as u32 {
+        let b = batch::encode(&[Record::new(None, Bytes::from_static(b"v"), 1)]);
+        client.produce_batch("fits", p, b, Acks::All).await.unwrap_or_else(|e| panic!("fits/{p}: {e}"));
+    }
+    assert!(cluster.is_running(3), "node 3 is still running:\n{}", cluster.log_tail(3, 30));
 }

@@ -121,10 +121,15 @@ pub enum ErrorCode {
     InvalidRecord = 53,
     /// A schema text over the registry's size limit.
     SchemaTooLarge = 54,
+    // 56–61: capacity.
+    /// Creating the topic or moving the partition would put more partition
+    /// replicas on a node than it can hold (its `max_replicas`, by default
+    /// what its open-file limit allows).
+    ReplicaLimit = 56,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 46] = [
+    pub const ALL: [ErrorCode; 47] = [
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
         ErrorCode::NotLeader,
@@ -171,6 +176,7 @@ impl ErrorCode {
         ErrorCode::SchemaNotInSubject,
         ErrorCode::InvalidRecord,
         ErrorCode::SchemaTooLarge,
+        ErrorCode::ReplicaLimit,
     ];
 
     pub fn as_u16(self) -> u16 {
@@ -230,6 +236,7 @@ impl ErrorCode {
             ErrorCode::SchemaNotInSubject => "SCHEMA_NOT_IN_SUBJECT",
             ErrorCode::InvalidRecord => "INVALID_RECORD",
             ErrorCode::SchemaTooLarge => "SCHEMA_TOO_LARGE",
+            ErrorCode::ReplicaLimit => "REPLICA_LIMIT",
         }
     }
 

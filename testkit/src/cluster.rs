@@ -333,6 +333,12 @@ impl Cluster {
     }
 
     /// Starts node `id` on its data directory (first start or restart).
+    /// Flags for node `id` alone, from its next start on (in place of any
+    /// it had).
+    pub fn set_node_args(&mut self, id: u64, args: &[&str]) {
+        self.opts.node_args.insert(id, args.iter().map(|a| a.to_string()).collect());
+    }
+
     pub fn restart(&mut self, id: u64) -> Result<()> {
         let (bin, initial, opts) = (self.bin.clone(), self.initial.clone(), self.opts.clone());
         let n = self.node_mut(id)?;

@@ -29,7 +29,8 @@ pub fn code(e: &NodeError) -> i16 {
         R::ProducerFenced => K::InvalidProducerEpoch,
         R::InvalidTopicName => K::InvalidTopicException,
         R::TopicAlreadyExists => K::TopicAlreadyExists,
-        R::InvalidPartitions => K::InvalidPartitions,
+        // More partitions than the brokers can hold.
+        R::InvalidPartitions | R::ReplicaLimit => K::InvalidPartitions,
         R::InvalidReplicationFactor => K::InvalidReplicationFactor,
         R::InvalidConfig => K::InvalidConfig,
         _ => K::UnknownServerError,

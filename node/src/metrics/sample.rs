@@ -440,6 +440,9 @@ pub(crate) fn readiness_with(
             // every scrape and every NodeInfo, over every partition placed
             // here.
             let why = match open.get(&pm.group) {
+                None if open.len() >= node.replica_limit => {
+                    Some(format!("not open: this node holds at most {} replicas (max_replicas)", node.replica_limit))
+                }
                 None => Some("not open yet".to_string()),
                 Some(p) => behind(p).map(|b| b.to_string()),
             };

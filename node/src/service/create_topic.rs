@@ -85,6 +85,7 @@ pub async fn handle(node: Arc<Node>, req: CreateTopicRequest) -> Result<CreateTo
         });
     }
     let replicas = place(&meta, &live, req.partitions, rf);
+    crate::capacity::check(&node, &meta, replicas.iter().flatten().copied()).await?;
     let config = crate::topic_config::apply(&Default::default(), &req.configs, &[])?;
     crate::topic_config::check_subject(&meta, &config)?;
     let cmd =

@@ -25,6 +25,7 @@ pub async fn handle(node: Arc<Node>, req: MovePartitionRequest) -> Result<MovePa
             format!("{}/{} is already moving from {current:?} to {to:?}", req.topic, req.partition),
         ));
     }
+    crate::capacity::check(&node, &meta, req.replicas.iter().copied().filter(|n| !current.contains(n))).await?;
     propose(&node, ControllerCmd::StartMove { group, replicas: req.replicas.clone() }).await?;
     let meta = node.meta();
     info!(topic = %req.topic, partition = req.partition, from = ?current, to = ?req.replicas, "partition move started");
