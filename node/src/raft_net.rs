@@ -92,7 +92,7 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode:
 pub struct PeerPool {
     conns: Mutex<HashMap<String, Channel>>,
     local_ip: Option<IpAddr>,
-    heartbeats: Mutex<HashMap<String, mpsc::UnboundedSender<Heartbeat>>>,
+    batchers: Mutex<HashMap<(String, Batched), mpsc::UnboundedSender<Pending>>>,
     port_offset: u16,
     tls: Mutex<Option<ClientTlsConfig>>,
     /// Limits what goes to replicas that partition moves bring in.
@@ -107,14 +107,27 @@ pub fn peer_addr(addr: &str, offset: u16) -> Result<String, String> {
     Ok(format!("{host}:{port}"))
 }
 
-/// One group's heartbeat waiting to go out with others to the same peer.
-type Heartbeat = (RaftMessage, oneshot::Sender<Result<RaftMessage, String>>);
+/// One group's message waiting to go out with others of its kind to the
+/// same peer.
+type Pending = (RaftMessage, oneshot::Sender<Result<RaftMessage, String>>);
 
-/// How long a heartbeat waits for others to the same peer. Small against
+/// The messages that go to a peer in batches: many groups send them at
+/// once (every heartbeat interval; when a node starts or fails), each is
+/// small, and per-call overhead dominates their cost. Thousands of single
+/// calls timing out together also reset thousands of HTTP/2 streams, which
+/// makes the connection close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Batched {
+    Heartbeat,
+    Vote,
+    PreVote,
+}
+
+/// How long a message waits for others to the same peer. Small against
 /// the heartbeat interval and the election timeout.
-const HEARTBEAT_LINGER: Duration = Duration::from_millis(5);
-const HEARTBEAT_BATCH_MAX: usize = 1024;
-const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(1);
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+const BATCH_MAX: usize = 1024;
+const BATCH_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The source address for this node's outgoing connections: its listen IP,
 /// unless it listens on every interface. On a host with one address per
@@ -144,7 +157,7 @@ impl PeerPool {
         PeerPool {
             conns: Mutex::default(),
             local_ip,
-            heartbeats: Mutex::default(),
+            batchers: Mutex::default(),
             port_offset,
             tls: Mutex::new(tls),
             throttle: None,
@@ -170,28 +183,29 @@ impl PeerPool {
     pub fn set_tls(&self, tls: ClientTlsConfig) {
         *self.tls.lock().expect("peer tls lock") = Some(tls);
         self.conns.lock().expect("peer pool lock").clear();
-        self.heartbeats.lock().expect("heartbeat lock").clear();
+        self.batchers.lock().expect("batchers lock").clear();
     }
 
-    /// Sends one group's heartbeat to `addr` together with the other
-    /// groups' heartbeats to the same peer.
-    async fn heartbeat(&self, addr: &str, msg: RaftMessage) -> Result<RaftMessage, String> {
+    /// Sends one group's message of `kind` to `addr` together with the
+    /// other groups' messages of that kind to the same peer.
+    async fn batched(&self, addr: &str, kind: Batched, msg: RaftMessage) -> Result<RaftMessage, String> {
         let tx = {
-            let mut hb = self.heartbeats.lock().expect("heartbeat lock");
-            match hb.get(addr) {
+            let mut batchers = self.batchers.lock().expect("batchers lock");
+            let key = (addr.to_string(), kind);
+            match batchers.get(&key) {
                 Some(tx) if !tx.is_closed() => tx.clone(),
                 _ => {
                     let client = self.client(addr)?;
                     let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(run_heartbeat_batcher(client, rx));
-                    hb.insert(addr.to_string(), tx.clone());
+                    tokio::spawn(run_batcher(client, kind, rx));
+                    batchers.insert(key, tx.clone());
                     tx
                 }
             }
         };
         let (reply, rx) = oneshot::channel();
-        tx.send((msg, reply)).map_err(|_| "heartbeat batcher stopped".to_string())?;
-        rx.await.map_err(|_| "heartbeat batcher dropped the call".to_string())?
+        tx.send((msg, reply)).map_err(|_| format!("{kind:?} batcher stopped"))?;
+        rx.await.map_err(|_| format!("{kind:?} batcher dropped the call"))?
     }
 
     /// The channel to the peer advertised at `addr`, connected on first use.
@@ -219,49 +233,74 @@ impl PeerPool {
     }
 }
 
-/// Collects heartbeats for one peer for up to [`HEARTBEAT_LINGER`] and
-/// sends them as one `HeartbeatBatch` call.
-async fn run_heartbeat_batcher(client: RaftPeerClient<Channel>, mut rx: mpsc::UnboundedReceiver<Heartbeat>) {
+/// Collects messages of `kind` for one peer for up to [`BATCH_LINGER`] and
+/// sends them as one batch call.
+async fn run_batcher(client: RaftPeerClient<Channel>, kind: Batched, mut rx: mpsc::UnboundedReceiver<Pending>) {
     while let Some(first) = rx.recv().await {
-        let until = tokio::time::Instant::now() + HEARTBEAT_LINGER;
+        let until = tokio::time::Instant::now() + BATCH_LINGER;
         let mut batch = vec![first];
-        while batch.len() < HEARTBEAT_BATCH_MAX {
+        while batch.len() < BATCH_MAX {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(h)) => batch.push(h),
+                Ok(Some(m)) => batch.push(m),
                 _ => break,
             }
         }
-        let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let mut c = client.clone();
         // Sent from its own task so a slow peer never holds up the next batch.
-        tokio::spawn(async move {
-            let mut req = tonic::Request::new(RaftBatch { messages });
-            req.set_timeout(HEARTBEAT_DEADLINE);
-            let answer = match tokio::time::timeout(HEARTBEAT_DEADLINE, c.heartbeat_batch(req)).await {
-                Ok(Ok(r)) => {
-                    let r = r.into_inner().messages;
-                    if r.len() == replies.len() {
-                        Ok(r)
-                    } else {
-                        Err("heartbeat batch answer has the wrong length".into())
-                    }
+        tokio::spawn(send_batch(client.clone(), kind, batch));
+    }
+}
+
+/// One batch call, each answer handed to its caller.
+async fn send_batch(mut c: RaftPeerClient<Channel>, kind: Batched, batch: Vec<Pending>) {
+    let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    // Kept for a peer from before vote batches (a rolling upgrade).
+    let singly = (kind != Batched::Heartbeat).then(|| messages.clone());
+    let mut req = tonic::Request::new(RaftBatch { messages });
+    req.set_timeout(BATCH_DEADLINE);
+    let call = async {
+        match kind {
+            Batched::Heartbeat => c.heartbeat_batch(req).await,
+            Batched::Vote => c.vote_batch(req).await,
+            Batched::PreVote => c.pre_vote_batch(req).await,
+        }
+    };
+    let answer = match tokio::time::timeout(BATCH_DEADLINE, call).await {
+        Ok(Ok(r)) => {
+            let r = r.into_inner().messages;
+            if r.len() == replies.len() { Ok(r) } else { Err(format!("{kind:?} batch answer has the wrong length")) }
+        }
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented && singly.is_some() => {
+            let calls = singly.into_iter().flatten().map(|m| {
+                let mut c = c.clone();
+                async move {
+                    let mut req = tonic::Request::new(m);
+                    req.set_timeout(BATCH_DEADLINE);
+                    let r = match kind {
+                        Batched::Vote => c.vote(req).await,
+                        _ => c.pre_vote(req).await,
+                    };
+                    r.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
                 }
-                Ok(Err(status)) => Err(status.message().to_string()),
-                Err(_) => Err(format!("no heartbeat answer within {HEARTBEAT_DEADLINE:?}")),
-            };
-            match answer {
-                Ok(msgs) => {
-                    for (tx, m) in replies.into_iter().zip(msgs) {
-                        let _ = tx.send(Ok(m));
-                    }
-                }
-                Err(e) => {
-                    for tx in replies {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                }
+            });
+            for (tx, r) in replies.into_iter().zip(futures::future::join_all(calls).await) {
+                let _ = tx.send(r);
             }
-        });
+            return;
+        }
+        Ok(Err(status)) => Err(status.message().to_string()),
+        Err(_) => Err(format!("no {kind:?} batch answer within {BATCH_DEADLINE:?}")),
+    };
+    match answer {
+        Ok(msgs) => {
+            for (tx, m) in replies.into_iter().zip(msgs) {
+                let _ = tx.send(Ok(m));
+            }
+        }
+        Err(e) => {
+            for tx in replies {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
     }
 }
 
@@ -313,6 +352,12 @@ impl PeerConn {
             return Err(net_err(format!("node {}: {}", self.target, resp.error)));
         }
         decode_payload(&resp.payload).map_err(net_err)
+    }
+
+    /// `req` sent with the other groups' messages of `kind` to this peer.
+    async fn batched<Req: Serialize, Resp: DeserializeOwned>(&self, kind: Batched, req: &Req) -> RpcResult<Resp> {
+        let sent = self.pool.batched(&self.addr, kind, self.envelope(req)?).await;
+        self.open(sent.map_err(|e| net_err(format!("node {}: {e}", self.target)))?)
     }
 
     async fn call<Req, Resp, F, Fut>(&self, req: &Req, deadline: Duration, f: F) -> RpcResult<Resp>
@@ -416,8 +461,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         if self.heartbeat && rpc.entries.is_empty() {
-            let sent = self.pool.heartbeat(&self.addr, self.envelope(&rpc)?).await;
-            return self.open(sent.map_err(|e| net_err(format!("node {}: {e}", self.target)))?);
+            return self.batched(Batched::Heartbeat, &rpc).await;
         }
         let deadline = option.hard_ttl().max(MIN_APPEND_DEADLINE);
         if !rpc.entries.is_empty() && self.pool.throttle.as_ref().is_some_and(|t| t.applies(self.group, self.target)) {
@@ -429,7 +473,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> RpcResult<VoteResponse<TypeConfig>> {
-        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.vote(r).await }).await
+        self.batched(Batched::Vote, &rpc).await
     }
 
     async fn pre_vote(
@@ -437,7 +481,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConn {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<VoteResponse<TypeConfig>> {
-        self.call(&rpc, VOTE_DEADLINE, |mut c, r| async move { c.pre_vote(r).await }).await
+        self.batched(Batched::PreVote, &rpc).await
     }
 
     async fn full_snapshot(

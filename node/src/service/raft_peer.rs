@@ -210,6 +210,22 @@ impl PeerService {
     }
 }
 
+impl PeerService {
+    async fn vote_one(&self, m: RaftMessage) -> RaftMessage {
+        if let Some(refused) = self.refused_while_quiet(m.group_id) {
+            return refused;
+        }
+        self.handle(m, |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.vote(rpc).await }).await
+    }
+
+    async fn pre_vote_one(&self, m: RaftMessage) -> RaftMessage {
+        if let Some(refused) = self.refused_while_quiet(m.group_id) {
+            return refused;
+        }
+        self.handle(m, |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.pre_vote(rpc).await }).await
+    }
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -223,21 +239,21 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let m = req.into_inner();
-        if let Some(refused) = self.refused_while_quiet(m.group_id) {
-            return Ok(Response::new(refused));
-        }
-        let f = |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.vote(rpc).await };
-        Ok(Response::new(self.handle(m, f).await))
+        Ok(Response::new(self.vote_one(req.into_inner()).await))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let m = req.into_inner();
-        if let Some(refused) = self.refused_while_quiet(m.group_id) {
-            return Ok(Response::new(refused));
-        }
-        let f = |raft: Raft, rpc: VoteRequest<TypeConfig>| async move { raft.pre_vote(rpc).await };
-        Ok(Response::new(self.handle(m, f).await))
+        Ok(Response::new(self.pre_vote_one(req.into_inner()).await))
+    }
+
+    async fn vote_batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
+        let calls = req.into_inner().messages.into_iter().map(|m| self.vote_one(m));
+        Ok(Response::new(RaftBatch { messages: futures::future::join_all(calls).await }))
+    }
+
+    async fn pre_vote_batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
+        let calls = req.into_inner().messages.into_iter().map(|m| self.pre_vote_one(m));
+        Ok(Response::new(RaftBatch { messages: futures::future::join_all(calls).await }))
     }
 
     async fn quiesce(&self, req: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
