@@ -377,53 +377,28 @@ impl Node {
         let open = self.partition_map();
         let mut groups = Vec::with_capacity(open.len());
         for p in open.values() {
-            // A quiet leader holds its lease through liveness.
-            let quiet = |v: &crate::quiesce::QuietView| {
+            // A quiet group's view as kept for its nap (its lease through
+            // liveness), else as read now.
+            let kept = p.quiet.with_view(|v| {
                 let leads = v.led && self.quiescer.majority_acked(v.voters.iter().copied(), &acked);
-                (
-                    v.leader,
-                    v.applied,
-                    v.log_start_offset,
-                    v.high_watermark,
-                    v.behind,
-                    leads,
-                    leads && v.under_replicated,
-                )
-            };
-            let (leader, applied, log_start_offset, high_watermark, held_back, leads, under) =
-                match p.quiet.with_view(quiet) {
-                    Some(r) => r,
-                    None => {
-                        let nap = p.quiet.nap();
-                        let (v, leads) = self.read_view(p);
-                        let r = (
-                            v.leader,
-                            v.applied,
-                            v.log_start_offset,
-                            v.high_watermark,
-                            v.behind,
-                            leads,
-                            leads && v.under_replicated,
-                        );
-                        if let Some(nap) = nap {
-                            p.quiet.keep_view(nap, v);
-                        }
-                        r
-                    }
-                };
-            if let Some(b) = held_back {
+                group_status(p.group(), v, leads)
+            });
+            let r = kept.unwrap_or_else(|| {
+                let nap = p.quiet.nap();
+                let (v, leads) = self.read_view(p);
+                let r = group_status(p.group(), &v, leads);
+                if let Some(nap) = nap {
+                    p.quiet.keep_view(nap, v);
+                }
+                r
+            });
+            if let Some(b) = r.behind {
                 behind.insert(p.group(), b);
             }
             replicas += 1;
-            leaders += u32::from(leads);
-            under_replicated += u32::from(under);
-            groups.push(pb::GroupStatus {
-                group_id: p.group(),
-                leader: leader.unwrap_or(0),
-                log_start_offset,
-                high_watermark,
-                last_applied_index: applied,
-            });
+            leaders += u32::from(r.leads);
+            under_replicated += u32::from(r.leads && r.under_replicated);
+            groups.push(r.status);
         }
         let in_sync = sample::readiness_with(self, &open, |p| behind.get(&p.group()).copied()).ready;
         groups.sort_unstable_by_key(|g| g.group_id);
@@ -534,6 +509,29 @@ impl Node {
             warn!("final flush failed: {e}");
         }
     }
+}
+
+/// What `NodeInfo` reports of one group.
+struct Reported {
+    status: pb::GroupStatus,
+    /// Some voter is behind (counted only where it leads here).
+    under_replicated: bool,
+    /// What holds it back from readiness.
+    behind: Option<crate::metrics::sample::Behind>,
+    /// It leads here with a lease.
+    leads: bool,
+}
+
+/// What `NodeInfo` reports of `group` from its view `v`.
+fn group_status(group: GroupId, v: &crate::quiesce::QuietView, leads: bool) -> Reported {
+    let status = pb::GroupStatus {
+        group_id: group,
+        leader: v.leader.unwrap_or(0),
+        log_start_offset: v.log_start_offset,
+        high_watermark: v.high_watermark,
+        last_applied_index: v.applied,
+    };
+    Reported { status, under_replicated: v.under_replicated, behind: v.behind, leads }
 }
 
 /// The open partitions by group, shared by the scans over them.

@@ -83,11 +83,12 @@ pub struct Quiet {
     view: Mutex<Option<(u64, QuietView)>>,
 }
 
-/// What the node's reports (`NodeInfo`, readiness) say of a quiet group,
-/// read from its Raft state once per nap: a quiet group's Raft state does
-/// not move until it wakes (a write, an append with entries, a vote or a
-/// silent leader wakes it first), so the thousands of quiet groups of a
-/// node are not read again for every report.
+/// What the node's reports (`NodeInfo`, readiness) say of a group, as read
+/// from its Raft state; a quiet group's is read once per nap and kept: its
+/// Raft state does not move until it wakes (a write, an append with
+/// entries, a vote, a heartbeat from another leader or a silent leader
+/// wakes it first), so the thousands of quiet groups of a node are not read
+/// again for every report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuietView {
     pub leader: Option<NodeId>,
