@@ -497,12 +497,13 @@ impl Quiescer {
         }
     }
 
-    /// A heartbeat from `from`'s `term` is reaching `p`: a quiet follower
-    /// that went quiet under another leader or term (one was elected
-    /// without it) wakes at once.
+    /// A heartbeat from `from`'s `term` is reaching `p`: a quiet group that
+    /// went quiet under another leader or term wakes at once. One was
+    /// elected without this replica: a follower must tick again, and a
+    /// leader that went quiet here has been deposed (its kept view would
+    /// still say it leads).
     pub fn heartbeat_reaches(&self, p: &Partition, from: NodeId, term: u64) {
         if let Some((leader, quiet_term)) = p.quiet.asleep_under()
-            && leader != self.me
             && (leader, quiet_term) != (from, term)
         {
             debug!(partition = p.name(), leader, from, term, "quiet follower hears another leader");
