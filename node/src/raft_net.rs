@@ -560,4 +560,92 @@ mod tests {
         let huge = [u64::MAX.to_le_bytes()].concat();
         assert!(decode_payload::<Vec<u8>>(&huge).is_err());
     }
+
+    /// A peer from before vote batches: only single votes and pre-votes.
+    struct OldPeer;
+
+    #[tonic::async_trait]
+    impl replog_proto::pb::raft_peer_server::RaftPeer for OldPeer {
+        async fn append_entries(
+            &self,
+            _: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("old peer"))
+        }
+        async fn vote(&self, r: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            let m = r.into_inner();
+            Ok(tonic::Response::new(RaftMessage { payload: [b"vote:", &m.payload[..]].concat().into(), ..m }))
+        }
+        async fn pre_vote(
+            &self,
+            r: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            let m = r.into_inner();
+            Ok(tonic::Response::new(RaftMessage { payload: [b"pre:", &m.payload[..]].concat().into(), ..m }))
+        }
+        async fn snapshot_chunk(
+            &self,
+            _: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("old peer"))
+        }
+        async fn transfer_leader(
+            &self,
+            _: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("old peer"))
+        }
+        async fn heartbeat_batch(
+            &self,
+            _: tonic::Request<RaftBatch>,
+        ) -> Result<tonic::Response<RaftBatch>, tonic::Status> {
+            Err(tonic::Status::unimplemented("old peer"))
+        }
+        async fn vote_batch(&self, _: tonic::Request<RaftBatch>) -> Result<tonic::Response<RaftBatch>, tonic::Status> {
+            Err(tonic::Status::unimplemented("old peer"))
+        }
+        async fn pre_vote_batch(
+            &self,
+            _: tonic::Request<RaftBatch>,
+        ) -> Result<tonic::Response<RaftBatch>, tonic::Status> {
+            Err(tonic::Status::unimplemented("old peer"))
+        }
+        async fn quiesce(
+            &self,
+            _: tonic::Request<replog_proto::pb::QuiesceRequest>,
+        ) -> Result<tonic::Response<replog_proto::pb::QuiesceResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("old peer"))
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_peer_without_vote_batches_then_batched_votes_go_as_single_calls_each_with_its_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(replog_proto::pb::raft_peer_server::RaftPeerServer::new(OldPeer))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let pool = PeerPool::new(None, 0, None);
+        let msg =
+            |g: u64| RaftMessage { group_id: g, payload: format!("g{g}").into_bytes().into(), error: String::new() };
+        // Sent together, so that they share one batch.
+        let (a, b, c) = tokio::join!(
+            pool.batched(&addr, Batched::Vote, msg(1)),
+            pool.batched(&addr, Batched::Vote, msg(2)),
+            pool.batched(&addr, Batched::PreVote, msg(3)),
+        );
+        let answer = |r: Result<RaftMessage, String>| {
+            let m = r.expect("answered by a single call");
+            (m.group_id, String::from_utf8(m.payload.to_vec()).unwrap())
+        };
+        assert_eq!(answer(a), (1, "vote:g1".to_string()));
+        assert_eq!(answer(b), (2, "vote:g2".to_string()));
+        assert_eq!(answer(c), (3, "pre:g3".to_string()));
+        // Heartbeats have no such fallback: the old peer had their batches.
+        let hb = pool.batched(&addr, Batched::Heartbeat, msg(4)).await;
+        assert!(hb.is_err_and(|e| e.contains("old peer")));
+        server.abort();
+    }
 }
