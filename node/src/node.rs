@@ -385,7 +385,7 @@ impl Node {
             });
             let r = kept.unwrap_or_else(|| {
                 let nap = p.quiet.nap();
-                let (v, leads) = self.read_view(p);
+                let (v, leads) = self.read_view(p, nap.is_some());
                 let r = group_status(p.group(), &v, leads);
                 if let Some(nap) = nap {
                     p.quiet.keep_view(nap, v);
@@ -419,8 +419,9 @@ impl Node {
     }
 
     /// What the reports say of `p`, read from its Raft state now; and
-    /// whether it leads here with a lease.
-    fn read_view(&self, p: &Partition) -> (crate::quiesce::QuietView, bool) {
+    /// whether it leads here with a lease. The voters, for a kept view's
+    /// lease, are collected only for a view to be kept (`keep`).
+    fn read_view(&self, p: &Partition, keep: bool) -> (crate::quiesce::QuietView, bool) {
         let rx = p.raft().metrics();
         let m = rx.borrow_watched();
         let led = crate::members::leads(&m, self.id);
@@ -434,7 +435,11 @@ impl Node {
             high_watermark: o.high_watermark,
             behind: crate::metrics::sample::behind(&m),
             led,
-            voters: if led { crate::members::voters(m.membership_config.membership()).collect() } else { Vec::new() },
+            voters: if led && keep {
+                crate::members::voters(m.membership_config.membership()).collect()
+            } else {
+                Vec::new()
+            },
             under_replicated: led && under_replicated_group(&m, self.id),
         };
         (view, leads)

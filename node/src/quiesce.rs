@@ -96,8 +96,8 @@ pub struct QuietView {
     pub log_start_offset: u64,
     pub high_watermark: u64,
     pub behind: Option<crate::metrics::sample::Behind>,
-    /// Led here by Raft's account; then its voters (for the lease through
-    /// liveness) and whether one is behind.
+    /// Led here by Raft's account; then, in a kept view, its voters (for
+    /// the lease through liveness), and whether one is behind.
     pub led: bool,
     pub voters: Vec<NodeId>,
     pub under_replicated: bool,
