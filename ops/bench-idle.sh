@@ -11,7 +11,7 @@
 # Runs under `flock /tmp/replog-chaos.lock`. Prints one JSON line last:
 #   {"bench":"idle","partitions":N,"quiesce_after_ms":X,"create_s":..,
 #    "cpu_pct":[..],"rss_mb":[..],"rss_base_mb":[..],"kb_per_partition":..,"quiet":[..],
-#    "restart_settled_s":..}
+#    "restart_settled_s":..,"restarts_settled_s":[..]}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${IDLE_LOCKED:-}" ]; then
@@ -80,30 +80,35 @@ fi
 cpu=$(for p in $(pids); do python3 -c "print(round(($(ticks "$p") - ${before[$p]}) / $hz / $SECS * 100, 1))"; done | paste -sd, -)
 rss=$(for p in $(pids); do rss_mb "$p"; echo; done | paste -sd, -)
 
-# The whole cluster stopped and started again: how long until every group
-# has a leader and (quiescence on) every replica is quiet again. -1: not
-# within IDLE_RESTART_LIMIT seconds (default 300).
-ops/cluster.sh down >/dev/null
-t1=$(date +%s.%N)
-REPLOG_MAX_PARTITIONS=1000 ops/cluster.sh up 3 >/dev/null
+# The whole cluster stopped and started again, IDLE_RESTARTS times (default
+# 1): how long until every group has a leader and (quiescence on) every
+# replica is quiet again. -1: not within IDLE_RESTART_LIMIT seconds
+# (default 300); the next restart goes on from whatever state that left.
 led() { for id in 1 2 3; do metric "$id" replog_raft_leaders; done | awk '{s+=$1} END{print s+0}'; }
-limit=$(($(date +%s) + ${IDLE_RESTART_LIMIT:-300}))
-restart_s=-1
-while [ "$(date +%s)" -lt "$limit" ]; do
-  if [ "$(led)" -ge "$N" ] && { [ "$REPLOG_QUIESCE_AFTER_MS" = 0 ] || [ "$(quieted "$N")" = 3 ]; }; then
-    restart_s=$(python3 -c "import time; print(round(time.time() - $t1, 1))")
-    break
-  fi
-  sleep 0.5
+restarts=""
+for _ in $(seq 1 "${IDLE_RESTARTS:-1}"); do
+  ops/cluster.sh down >/dev/null
+  t1=$(date +%s.%N)
+  REPLOG_MAX_PARTITIONS=1000 ops/cluster.sh up 3 >/dev/null
+  limit=$(($(date +%s) + ${IDLE_RESTART_LIMIT:-300}))
+  restart_s=-1
+  while [ "$(date +%s)" -lt "$limit" ]; do
+    if [ "$(led)" -ge "$N" ] && { [ "$REPLOG_QUIESCE_AFTER_MS" = 0 ] || [ "$(quieted "$N")" = 3 ]; }; then
+      restart_s=$(python3 -c "import time; print(round(time.time() - $t1, 1))")
+      break
+    fi
+    sleep 0.5
+  done
+  echo "idle: after a restart of the whole cluster, every group led$([ "$REPLOG_QUIESCE_AFTER_MS" != 0 ] && echo " and quiet") after ${restart_s} s (leaders $(led))" >&2
+  restarts="$restarts${restarts:+,}$restart_s"
 done
-echo "idle: after a restart of the whole cluster, every group led$([ "$REPLOG_QUIESCE_AFTER_MS" != 0 ] && echo " and quiet") after ${restart_s} s" >&2
-python3 - "$N" "$REPLOG_QUIESCE_AFTER_MS" "$create_s" "$cpu" "$rss" "$base" "$quiet" "$restart_s" <<'EOF'
+python3 - "$N" "$REPLOG_QUIESCE_AFTER_MS" "$create_s" "$cpu" "$rss" "$base" "$quiet" "$restarts" <<'EOF'
 import json, sys
-n, after, create_s, cpu, rss, base, quiet, restart_s = sys.argv[1:]
+n, after, create_s, cpu, rss, base, quiet, restarts = sys.argv[1:]
 f = lambda s: [float(x) for x in s.split(",") if x]
 cpu, rss, base = f(cpu), f(rss), f(base)
 kb = round(sum(r - b for r, b in zip(rss, base)) / len(rss) * 1024 / int(n), 1)
 print(json.dumps({"bench": "idle", "partitions": int(n), "quiesce_after_ms": int(after), "create_s": float(create_s),
                   "cpu_pct": cpu, "rss_mb": rss, "rss_base_mb": base, "kb_per_partition": kb,
-                  "quiet": [int(float(q)) for q in quiet.split(",") if q], "restart_settled_s": float(restart_s)}))
+                  "quiet": [int(float(q)) for q in quiet.split(",") if q], "restart_settled_s": f(restarts)[0], "restarts_settled_s": f(restarts)}))
 EOF
