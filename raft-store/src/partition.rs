@@ -135,12 +135,32 @@ pub(crate) fn index_key(base_offset: u64) -> [u8; 9] {
     k
 }
 
+/// The time index is sparse: `time_key(t) → base` says that the batch at
+/// `base` is the first whose newest record is at `t` or later (the newest
+/// timestamp so far rose to `t` there). Apply adds such an entry only when
+/// the newest timestamp rose by at least this much since the last one, so a
+/// busy partition writes one every 100 ms of record time, not one per
+/// batch; a lookup reads the offset index between two entries
+/// ([`PartitionReader::first_batch_at`]). Older trees hold an entry for
+/// every rise, which the lookup reads alike.
+pub(crate) const TIME_INDEX_MS: i64 = 100;
+
 /// Time index key: timestamps sort as unsigned big-endian once the sign bit
 /// is flipped.
 pub(crate) fn time_key(ts: i64) -> [u8; 9] {
     let mut k = [PREFIX_TIME; 9];
     k[1..].copy_from_slice(&((ts as u64) ^ (1 << 63)).to_be_bytes());
     k
+}
+
+/// The timestamp of a time index key.
+pub(crate) fn time_of(key: &[u8]) -> io::Result<i64> {
+    Ok((base_of(key)? ^ (1 << 63)) as i64)
+}
+
+/// The base offset a time index entry holds.
+fn time_entry_base(v: &[u8]) -> io::Result<u64> {
+    Ok(u64::from_be_bytes(v.try_into().map_err(|_| io::Error::other("bad time index entry"))?))
 }
 
 pub(crate) fn base_of(key: &[u8]) -> io::Result<u64> {
@@ -283,16 +303,43 @@ impl PartitionReader {
         Ok(Some(buf.freeze()))
     }
 
+    /// The base offset of the first retained batch holding a record at or
+    /// after `ts` (whose newest record is), or None if there is none.
+    ///
+    /// The time index brackets it: every batch up to the last entry below
+    /// `ts` is older, and the first entry at or after `ts` is such a batch.
+    /// Between the two, the offset index says each batch's newest record.
+    fn first_batch_at(&self, ts: i64) -> Result<Option<u64>, StoreError> {
+        let o = self.offsets();
+        let tree = self.tree();
+        let below = tree.range(time_key(i64::MIN)..time_key(ts)).next_back().transpose().map_err(sled_err)?;
+        let from = match below {
+            Some((_, v)) => time_entry_base(&v)?.max(o.log_start_offset),
+            None => o.log_start_offset,
+        };
+        let at = tree.range(time_key(ts)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
+        let to = match at {
+            Some((_, v)) => Some(time_entry_base(&v)?.max(o.log_start_offset)),
+            None => None,
+        };
+        let end = to.unwrap_or(o.high_watermark).max(from);
+        for kv in tree.range(index_key(from)..index_key(end)) {
+            let (k, v) = kv.map_err(sled_err)?;
+            if IndexEntry::decode(&v)?.max_timestamp_ms >= ts {
+                return Ok(Some(base_of(&k)?));
+            }
+        }
+        Ok(to.filter(|t| *t < o.high_watermark))
+    }
+
     /// The first record at or after `ts`: `(offset, its timestamp)`, or
     /// None if every retained record is older.
     pub fn offset_for_time(&self, ts: i64) -> Result<Option<(u64, i64)>, StoreError> {
         let o = self.offsets();
-        let found = self.tree().range(time_key(ts)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
-        let Some((_, v)) = found else { return Ok(None) };
-        let base = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| io::Error::other("bad time index entry"))?);
-        // Scan from that batch (or the log start, if it was released) to
-        // the first record at or after `ts`; normally within the first batch.
-        let mut at = base.max(o.log_start_offset);
+        let Some(base) = self.first_batch_at(ts)? else { return Ok(None) };
+        // Scan from that batch to the first record at or after `ts`;
+        // normally within the first batch.
+        let mut at = base;
         while at < o.high_watermark {
             let batches = self.read_below(at, o.high_watermark, 1 << 20, usize::MAX)?;
             if batches.is_empty() {
@@ -317,15 +364,7 @@ impl PartitionReader {
     /// the first batch holding a record at or after it (the high watermark
     /// if there is none).
     pub fn start_for_time(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let o = self.offsets();
-        let found = self.tree().range(time_key(cutoff_ms)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
-        Ok(match found {
-            Some((_, v)) => {
-                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| io::Error::other("bad time index entry"))?)
-                    .max(o.log_start_offset)
-            }
-            None => o.high_watermark,
-        })
+        Ok(self.first_batch_at(cutoff_ms)?.unwrap_or(self.offsets().high_watermark))
     }
 
     /// The log start that keeps at most `limit` bytes of batches, newest

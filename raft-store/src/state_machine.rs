@@ -8,13 +8,16 @@
 //! An apply persists in one of two ways ([`Writes`]):
 //! - *Appends only* (the hot path): the new offset- and time-index entries
 //!   are inserted first, then one value, the apply tail (`KEY_APPLY_TAIL`:
-//!   applied id, membership, partition state and the producer states the
-//!   apply changed), then those producer states under their own keys. sled
-//!   recovers a prefix of its writes in order, so after a crash either the
-//!   tail is there with every index entry it counts, or the previous tail
-//!   is, and the index entries beyond it are the same ones re-applying the
-//!   log writes again. Producer keys written after a tail are overlaid by it
-//!   on open, so none is ever newer than the state that says it applied.
+//!   applied id, membership, partition state and the state of every
+//!   producer changed since the last atomic write). sled recovers a prefix
+//!   of its writes in order, so after a crash either the tail is there with
+//!   every index entry it counts, or the previous tail is, and the index
+//!   entries beyond it are the same ones re-applying the log writes again.
+//!   On open the tail overrides the producer keys, which only atomic writes
+//!   update. Each tail names again every producer an earlier tail named
+//!   (at most [`TAIL_PRODUCERS`], else the apply is written atomically), so
+//!   a producer's newest state never rests in a tail that a later one
+//!   replaced.
 //! - *Anything else* (truncation, group offsets, queues, producer
 //!   evictions, every controller apply): one atomic sled batch with the
 //!   applied id and the state, which also removes the apply tail.
@@ -22,7 +25,9 @@
 //! The difference is cost: an atomic sled batch seals and writes sled's IO
 //! buffer (a write and a `sync_file_range` on one of its IO threads) twice,
 //! at every apply on every replica; the inserts of the hot path join the
-//! buffer and reach the disk with sled's next flush.
+//! buffer and reach the disk with sled's next flush. The hot path is two
+//! inserts per batch, the offset-index entry and the tail, and a
+//! time-index entry at most every [`TIME_INDEX_MS`] of record time.
 //!
 //! Applied state is never persisted ahead of the local log: before an
 //! apply's sled batch is written, the entries it covers must be fsync'd in
@@ -55,7 +60,7 @@ use crate::groups::{
 };
 use crate::partition::{
     Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, Queues, SmTree,
-    base_of, index_key, time_key,
+    TIME_INDEX_MS, base_of, index_key, time_key, time_of,
 };
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::queues::{self, LogBounds, QUEUE_PREFIX, QueueState, queue_key};
@@ -70,6 +75,9 @@ const KEY_APPLIED: &[u8] = b"applied";
 /// The last appends-only apply: [`ApplyTail`]. Overrides `applied`, the
 /// partition state and the producer keys it names, while it exists.
 const KEY_APPLY_TAIL: &[u8] = b"applied-tail";
+/// Most producers an apply tail names; past that, the apply is written
+/// atomically and puts them under their own keys.
+const TAIL_PRODUCERS: usize = 32;
 const KEY_CLUSTER: &[u8] = b"cluster";
 /// Name of the installed snapshot's data file, if one was installed.
 const KEY_INSTALLED: &[u8] = b"installed";
@@ -99,7 +107,7 @@ fn index_entries(
 }
 
 /// The value of `KEY_APPLY_TAIL`: applied id, membership, partition state,
-/// and the producer states the apply changed.
+/// and the state of every producer changed since the last atomic write.
 type ApplyTail = (Option<LogId>, StoredMembership, PartitionState, Vec<(i64, ProducerState)>);
 
 /// What one apply writes to the state machine tree, in order.
@@ -189,6 +197,13 @@ pub struct GroupStateMachine {
     dirty_queues: BTreeSet<String>,
     /// The tree holds an apply tail (`KEY_APPLY_TAIL`).
     has_tail: bool,
+    /// The newest time-index entry's timestamp (see
+    /// [`crate::partition::TIME_INDEX_MS`]).
+    time_indexed: Option<i64>,
+    /// Producers whose state the tree holds only in the apply tail: every
+    /// tail names them all again, until an atomic write puts them under
+    /// their own keys.
+    tail_producers: BTreeSet<i64>,
 }
 
 impl GroupStateMachine {
@@ -200,7 +215,7 @@ impl GroupStateMachine {
             None => ClusterMeta::default(),
         };
         let (tx, _) = watch::channel(Arc::new(meta.clone()));
-        Self::open(store, group, name, sm, Kind::Controller { meta, tx }, None)
+        Self::open(store, group, name, sm, Kind::Controller { meta, tx }, None, BTreeSet::new())
     }
 
     /// Opens (or creates) a partition group's state machine.
@@ -229,9 +244,11 @@ impl GroupStateMachine {
         }
         let mut state = state;
         let mut applied = None;
+        let mut tail_producers = BTreeSet::new();
         if let Some(v) = sm.get(KEY_APPLY_TAIL).map_err(sled_err)? {
             let (last, membership, s, changed): ApplyTail = decode(&v)?;
             state = s;
+            tail_producers.extend(changed.iter().map(|(id, _)| *id));
             producers.extend(changed);
             applied = Some((last, membership));
         }
@@ -245,6 +262,7 @@ impl GroupStateMachine {
             sm,
             Kind::Partition { state, producers, tx, groups, groups_tx, queues, queues_tx },
             applied,
+            tail_producers,
         )
     }
 
@@ -255,6 +273,7 @@ impl GroupStateMachine {
         sm: sled::Tree,
         kind: Kind,
         tail: Option<(Option<LogId>, StoredMembership)>,
+        tail_producers: BTreeSet<i64>,
     ) -> io::Result<GroupStateMachine> {
         let has_tail = tail.is_some();
         let (last_applied, membership) = match (tail, sm.get(KEY_APPLIED).map_err(sled_err)?) {
@@ -270,7 +289,7 @@ impl GroupStateMachine {
             }
             None => None,
         };
-        Ok(GroupStateMachine {
+        GroupStateMachine {
             group,
             store: store.clone(),
             sm: Arc::new(RwLock::new(sm)),
@@ -286,11 +305,20 @@ impl GroupStateMachine {
             apply_error: None,
             dirty_queues: BTreeSet::new(),
             has_tail,
-        })
+            tail_producers,
+            time_indexed: None,
+        }
+        .with_time_indexed()
     }
 
     pub fn group(&self) -> GroupId {
         self.group
+    }
+
+    /// Reads the newest time-index entry's timestamp from the tree.
+    fn with_time_indexed(mut self) -> io::Result<Self> {
+        self.time_indexed = newest_time_entry(&self.tree())?;
+        Ok(self)
     }
 
     fn tree(&self) -> sled::Tree {
@@ -370,7 +398,7 @@ impl GroupStateMachine {
                 let name = format!("installed-{}.data", meta.last_log_id.map_or(0, |l| l.index));
                 let tmp = dir.join(format!("{name}.tmp"));
                 let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-                let (mut pos, mut n, mut newest) = (0u64, 0usize, None::<i64>);
+                let (mut pos, mut n, mut newest, mut indexed) = (0u64, 0usize, None::<i64>, None::<i64>);
                 while let Some(b) = reader.next_batch()? {
                     out.write_all(&b.batch)?;
                     let ie = IndexEntry {
@@ -382,7 +410,10 @@ impl GroupStateMachine {
                     batch.insert(&index_key(b.base)[..], &ie.encode()[..]);
                     // The time index, rebuilt as apply would have built it.
                     if newest.is_none_or(|m| b.max_ts > m) {
-                        batch.insert(&time_key(b.max_ts)[..], &b.base.to_be_bytes()[..]);
+                        if indexed.is_none_or(|t: i64| b.max_ts >= t.saturating_add(TIME_INDEX_MS)) {
+                            batch.insert(&time_key(b.max_ts)[..], &b.base.to_be_bytes()[..]);
+                            indexed = Some(b.max_ts);
+                        }
                         newest = Some(b.max_ts);
                     }
                     pos += b.batch.len() as u64;
@@ -410,8 +441,10 @@ impl GroupStateMachine {
         tree.apply_batch(batch).map_err(sled_err)?;
         let old_name = std::mem::replace(&mut self.sm_name, new_name.clone());
         self.store.switch_sm_tree(self.group, &new_name, &old_name).await?;
+        self.time_indexed = newest_time_entry(&tree)?;
         *self.sm.write().expect("sm tree lock") = tree;
         self.has_tail = false;
+        self.tail_producers.clear();
         match (&mut self.kind, new_kind_state) {
             (Kind::Controller { meta: m, .. }, Some(NewState::Controller(new))) => *m = new,
             (
@@ -499,7 +532,10 @@ impl GroupStateMachine {
                 };
                 batch.index(&index_key(base), &ie.encode());
                 if state.max_timestamp_ms.is_none_or(|m| max_timestamp_ms > m) {
-                    batch.index(&time_key(max_timestamp_ms), &base.to_be_bytes());
+                    if self.time_indexed.is_none_or(|t| max_timestamp_ms >= t.saturating_add(TIME_INDEX_MS)) {
+                        batch.index(&time_key(max_timestamp_ms), &base.to_be_bytes());
+                        self.time_indexed = Some(max_timestamp_ms);
+                    }
                     state.max_timestamp_ms = Some(max_timestamp_ms);
                 }
                 state.next_offset += record_count as u64;
@@ -687,27 +723,32 @@ impl GroupStateMachine {
     /// module's documentation for the two ways).
     fn persist(&mut self, mut w: Writes) -> io::Result<()> {
         let tree = self.tree();
-        let changed = |producers: &HashMap<i64, ProducerState>, w: &Writes| -> Vec<(i64, ProducerState)> {
-            w.producers.iter().filter_map(|id| Some((*id, producers.get(id)?.clone()))).collect()
+        let states = |producers: &HashMap<i64, ProducerState>, ids: &BTreeSet<i64>| -> Vec<(i64, ProducerState)> {
+            ids.iter().filter_map(|id| Some((*id, producers.get(id)?.clone()))).collect()
         };
+        // The producers the tail must name: those it named before, which
+        // are not under their own keys yet, and those this apply changed.
+        let mut in_tail = self.tail_producers.clone();
+        in_tail.extend(w.producers.iter().copied());
         match &self.kind {
-            Kind::Partition { state, producers, .. } if !w.atomic && self.dirty_queues.is_empty() => {
-                let changed = changed(producers, &w);
+            Kind::Partition { state, producers, .. }
+                if !w.atomic && self.dirty_queues.is_empty() && in_tail.len() <= TAIL_PRODUCERS =>
+            {
                 for (k, v) in w.ops {
                     if let Some(v) = v {
                         tree.insert(k, v).map_err(sled_err)?;
                     }
                 }
-                let tail: ApplyTail = (self.last_applied, self.membership.clone(), *state, changed);
+                let tail: ApplyTail = (self.last_applied, self.membership.clone(), *state, states(producers, &in_tail));
                 tree.insert(KEY_APPLY_TAIL, encode(&tail)?).map_err(sled_err)?;
-                for (id, st) in &tail.3 {
-                    tree.insert(&producers::key(*id)[..], encode(st)?).map_err(sled_err)?;
-                }
                 self.has_tail = true;
+                // An evicted producer goes by the atomic path, so every
+                // one named here is still in the map.
+                self.tail_producers = in_tail;
                 return Ok(());
             }
             Kind::Partition { state, producers, queues, .. } => {
-                for (id, st) in changed(producers, &w) {
+                for (id, st) in states(producers, &in_tail) {
                     w.ops.push((producers::key(id).to_vec(), Some(encode(&st)?)));
                 }
                 w.insert(KEY_STATE, encode(state)?);
@@ -725,6 +766,7 @@ impl GroupStateMachine {
         }
         tree.apply_batch(w.into_batch()).map_err(sled_err)?;
         self.has_tail = false;
+        self.tail_producers.clear();
         Ok(())
     }
 
@@ -750,6 +792,14 @@ impl GroupStateMachine {
                 }
             }
         }
+    }
+}
+
+/// The timestamp of `tree`'s newest time-index entry.
+fn newest_time_entry(tree: &sled::Tree) -> io::Result<Option<i64>> {
+    match tree.range(time_key(i64::MIN)..=time_key(i64::MAX)).next_back() {
+        Some(kv) => Ok(Some(time_of(&kv.map_err(sled_err)?.0)?)),
+        None => Ok(None),
     }
 }
 
@@ -906,8 +956,23 @@ mod tests {
         (sm, store)
     }
 
+    /// Opens the store in `dir` once the one before has let go of it:
+    /// sled's own IO threads of a store just dropped may hold its lock a
+    /// moment longer.
+    fn open_store(dir: &std::path::Path) -> Arc<Store> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir, &StoreConfig::default()) {
+                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::yield_now()
+                }
+                r => return r.unwrap(),
+            }
+        }
+    }
+
     fn reopen(dir: &std::path::Path) -> GroupStateMachine {
-        let store = Store::open(dir, &StoreConfig::default()).unwrap();
+        let store = open_store(dir);
         GroupStateMachine::open_partition(&store, GROUP).unwrap()
     }
 
@@ -933,7 +998,7 @@ mod tests {
         assert_eq!(after, before, "the reopened state machine holds what was applied");
 
         // A truncation: one atomic batch, and the tail goes.
-        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let store = open_store(dir.path());
         let mut sm = GroupStateMachine::open_partition(&store, GROUP).unwrap();
         apply(&mut sm, &[trunc]).await;
         let atomic = summary(&sm);
@@ -943,28 +1008,116 @@ mod tests {
         assert_eq!(summary(&reopen(dir.path())), atomic);
     }
 
-    #[tokio::test]
-    async fn given_a_tail_whose_producer_keys_were_lost_then_reopening_restores_them_from_the_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let entries: Vec<Entry> = (1..=3).map(|i| append(i, Some((i as i32 - 1) * 2))).collect();
-        let (mut sm, store) = round(dir.path(), &entries, &entries[..2]).await;
-        let old_key = sm.tree().get(producers::key(42)).unwrap().expect("producer key");
-        apply(&mut sm, &entries[2..]).await;
-        let want = summary(&sm);
-        // What a crash right after the tail's insert leaves: the producer's
-        // own key still at its value before the apply.
-        sm.tree().insert(producers::key(42), old_key).unwrap();
-        drop((sm, store));
-        let mut sm = reopen(dir.path());
-        assert_eq!(summary(&sm), want);
-        // A resend of the last batch is known as a duplicate, with its offset.
+    /// Entry `index`: one record from producer `pid` at `seq`.
+    fn append_from(index: u64, pid: i64, seq: i32) -> Entry {
+        let mut b = BatchBuilder::new().producer(ProducerInfo { producer_id: pid, epoch: 0, base_sequence: seq });
+        b.push(&Record::new(None, Bytes::from(format!("e{index}")), 1000 + index as i64));
+        let payload = EntryPayload::Normal(Request::Append { batch: b.build(), record_count: 1, max_timestamp_ms: 0 });
+        Entry { log_id: log_id(index), payload }
+    }
+
+    fn producer(sm: &GroupStateMachine, pid: i64) -> Option<ProducerState> {
         let Kind::Partition { producers, .. } = &sm.kind else { panic!("a partition") };
-        assert!(matches!(producers::check(producers.get(&42), 0, 4, 2), SeqCheck::Duplicate { base_offset: 4 }));
-        // And an apply after the reopen continues from there.
-        let next = append(4, Some(6));
-        let store = sm.store.clone();
-        LogStore::open(store, GROUP).unwrap().blocking_append(vec![next.clone()]).await.unwrap();
-        apply(&mut sm, &[next]).await;
-        assert_eq!(summary(&sm).1.next_offset, 8);
+        producers.get(&pid).cloned()
+    }
+
+    #[tokio::test]
+    async fn given_appends_only_then_producer_states_rest_in_the_tail_and_each_tail_names_every_one_since_the_last_atomic_write()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = vec![append_from(1, 42, 0), append_from(2, 43, 0), append_from(3, 43, 1)];
+        let (sm, store) = round(dir.path(), &entries, &entries[..1]).await;
+        assert!(sm.tree().get(producers::key(42)).unwrap().is_none(), "the hot path writes the tail only");
+        let p42 = producer(&sm, 42);
+        drop((sm, store));
+        // Reopened (as after a crash), producer 42 comes from the tail. The
+        // next applies change only producer 43; the tails they write must
+        // still carry 42, whose key was never written.
+        let store = open_store(dir.path());
+        let mut sm = GroupStateMachine::open_partition(&store, GROUP).unwrap();
+        assert_eq!(producer(&sm, 42), p42);
+        apply(&mut sm, &entries[1..2]).await;
+        drop((sm, store));
+        let store = open_store(dir.path());
+        let mut sm = GroupStateMachine::open_partition(&store, GROUP).unwrap();
+        apply(&mut sm, &entries[2..]).await;
+        let (p43, want) = (producer(&sm, 43), summary(&sm));
+        drop((sm, store));
+        let sm = reopen(dir.path());
+        assert_eq!(producer(&sm, 42), p42, "producer 42 outlives two later tails");
+        assert_eq!(producer(&sm, 43), p43);
+        assert_eq!(summary(&sm), want);
+        let Kind::Partition { producers, .. } = &sm.kind else { panic!("a partition") };
+        assert!(matches!(producers::check(producers.get(&42), 0, 0, 1), SeqCheck::Duplicate { base_offset: 0 }));
+        drop(sm);
+
+        // An atomic write puts them under their own keys and drops the tail.
+        let store = open_store(dir.path());
+        let mut sm = GroupStateMachine::open_partition(&store, GROUP).unwrap();
+        let trunc =
+            Entry { log_id: log_id(4), payload: EntryPayload::Normal(Request::Truncate { log_start_offset: 1 }) };
+        LogStore::open(store.clone(), GROUP).unwrap().blocking_append(vec![trunc.clone()]).await.unwrap();
+        apply(&mut sm, &[trunc]).await;
+        assert!(sm.tree().get(KEY_APPLY_TAIL).unwrap().is_none());
+        for (pid, want) in [(42, &p42), (43, &p43)] {
+            let key = sm.tree().get(producers::key(pid)).unwrap().expect("producer key");
+            assert_eq!(Some(decode::<ProducerState>(&key).unwrap()), *want);
+        }
+    }
+
+    #[tokio::test]
+    async fn given_more_producers_than_a_tail_names_then_the_apply_is_written_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<Entry> = (0..=TAIL_PRODUCERS as u64).map(|i| append_from(i + 1, 100 + i as i64, 0)).collect();
+        let (mut sm, store) = round(dir.path(), &entries, &entries[..TAIL_PRODUCERS]).await;
+        assert!(sm.tree().get(KEY_APPLY_TAIL).unwrap().is_some());
+        apply(&mut sm, &entries[TAIL_PRODUCERS..]).await;
+        assert!(sm.tree().get(KEY_APPLY_TAIL).unwrap().is_none(), "one producer past the limit: atomic");
+        assert!(sm.tree().get(producers::key(100)).unwrap().is_some());
+        let want = summary(&sm);
+        drop((sm, store));
+        assert_eq!(summary(&reopen(dir.path())), want);
+    }
+
+    /// Entry `index`: two records at `ts` and `ts + 1`.
+    fn append_at(index: u64, ts: i64) -> Entry {
+        let mut b = BatchBuilder::new();
+        b.push(&Record::new(None, Bytes::from("a"), ts));
+        b.push(&Record::new(None, Bytes::from("b"), ts + 1));
+        let payload =
+            EntryPayload::Normal(Request::Append { batch: b.build(), record_count: 2, max_timestamp_ms: ts + 1 });
+        Entry { log_id: log_id(index), payload }
+    }
+
+    #[tokio::test]
+    async fn given_a_sparse_time_index_then_every_lookup_by_time_finds_the_first_record_at_or_after_it() {
+        // Timestamps rise 3 ms a batch; every seventh batch is late (older
+        // records), and one jumps far ahead.
+        let ts = |i: u64| match i {
+            _ if i.is_multiple_of(7) => 900 + i as i64,
+            150 => 5_000,
+            _ => 1_000 + 3 * i as i64,
+        };
+        let n = 300;
+        let entries: Vec<Entry> = (1..=n).map(|i| append_at(i, ts(i))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (sm, store) = round(dir.path(), &entries, &entries[..200]).await;
+        drop((sm, store));
+        // Reopened, the rest applies on top of the newest entry read back.
+        let store = open_store(dir.path());
+        let mut sm = GroupStateMachine::open_partition(&store, GROUP).unwrap();
+        apply(&mut sm, &entries[200..]).await;
+        let time_entries = sm.tree().range(time_key(i64::MIN)..=time_key(i64::MAX)).count();
+        assert!((2..20).contains(&time_entries), "{time_entries} time index entries for {n} batches");
+        let reader = sm.reader().unwrap();
+        // Record j of batch i is at offset 2(i-1)+j with timestamp ts(i)+j.
+        let records: Vec<(u64, i64)> =
+            (1..=n).flat_map(|i| [(2 * (i - 1), ts(i)), (2 * (i - 1) + 1, ts(i) + 1)]).collect();
+        for q in 850..5_010 {
+            let want = records.iter().find(|(_, t)| *t >= q).copied();
+            assert_eq!(reader.offset_for_time(q).unwrap(), want, "offset_for_time({q})");
+            let first_batch = (1..=n).find(|i| ts(*i) + 1 >= q).map_or(2 * n, |i| 2 * (i - 1));
+            assert_eq!(reader.start_for_time(q).unwrap(), first_batch, "start_for_time({q})");
+        }
     }
 }
