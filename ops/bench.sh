@@ -12,6 +12,7 @@
 #   BENCH_ISOLATE=0         skip the isolation failover (needs root and iptables)
 #   BENCH_PER_NODE_IP=1     nodes on 127.0.0.11-13 even without isolation
 #   BENCH_IDLE_PARTITIONS   idle partition replicas per node (10000; ops/bench-idle.sh)
+#   BENCH_IDLE_RESTARTS     whole-cluster restarts timed after it (3)
 #   BENCH_RESTART_GIB       GiB of log the restarted node holds (1; ops/bench-restart.sh)
 #   NATS_PEER               the peer's folder (default ../shared/peers, else /work/shared/peers)
 #   BENCH_DOC               where to write the report (default docs/benchmarks.md)
@@ -140,7 +141,7 @@ ops/cluster.sh down --purge >/dev/null 2>&1 || true
 # --- idle partitions and restart, each on a cluster of its own ----------------
 # (they hold the lock already taken here; their clusters use 127.0.0.1)
 sub() { env -u REPLOG_CLUSTER_DIR -u REPLOG_PER_NODE_IP -u REPLOG_BOOTSTRAP IDLE_LOCKED=1 RESTART_LOCKED=1 "$@"; }
-sub IDLE_PARTITIONS="$IDLE_N" ops/bench-idle.sh | tail -1 | tee -a "$RESULTS"
+sub IDLE_PARTITIONS="$IDLE_N" IDLE_RESTARTS="${BENCH_IDLE_RESTARTS:-3}" ops/bench-idle.sh | tail -1 | tee -a "$RESULTS"
 sub RESTART_GIB="${BENCH_RESTART_GIB:-1}" ops/bench-restart.sh | tail -1 | tee -a "$RESULTS"
 echo "{\"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >"$OUT/load-after.json"
 

@@ -176,13 +176,14 @@ def main():
         for i, (c, r, b) in enumerate(zip(idle["cpu_pct"], idle["rss_mb"], idle["rss_base_mb"]), 1):
             o.append(f"| {i} | {fmt(c)} | {fmt(r)} | {fmt(b)} |")
         o.append(f"\nMemory per idle partition replica: {idle['kb_per_partition']} KiB of RSS.\n")
-        if "restart_settled_s" in idle:
-            settled = idle["restart_settled_s"]
+        runs = idle.get("restarts_settled_s") or ([idle["restart_settled_s"]] if "restart_settled_s" in idle else [])
+        if runs:
+            what = f"every partition had a leader{' and every replica was quiet' if idle['quiesce_after_ms'] else ''}"
+            settled = [r for r in runs if r >= 0]
+            times = ", ".join(f"{fmt(r)} s" if r >= 0 else "**not settled**" for r in runs)
             o.append(
-                "Then the whole cluster is stopped and started again: "
-                + (f"every partition had a leader{' and every replica was quiet' if idle['quiesce_after_ms'] else ''} "
-                   f"{fmt(settled)} s after the start.\n" if settled >= 0 else
-                   "the partitions had **not** all settled (a leader each, every replica quiet) within the limit.\n")
+                f"Then the whole cluster is stopped and started again, {len(runs)} time{'s' if len(runs) > 1 else ''} in a row: "
+                f"{what} within the limit in {len(settled)} of {len(runs)} ({times} after the start).\n"
             )
     if restart:
         o.append(
