@@ -140,7 +140,8 @@ impl<T> Window<T> {
             self.stall = self.base_stall;
         }
         let mut room = if congested { 0 } else { self.size.saturating_sub(self.unsettled.len()) };
-        if !self.unsettled.is_empty() && now.duration_since(self.progress) >= self.stall {
+        // Stalled: groups that do not settle, or a node congested for good.
+        if (congested || !self.unsettled.is_empty()) && now.duration_since(self.progress) >= self.stall {
             room += self.size;
             self.progress = now;
             self.stall = (self.stall * 2).min(STALL_MAX.max(self.base_stall));
@@ -277,6 +278,18 @@ mod tests {
         );
         assert_eq!(step(&mut w, start, 30, false, &[], &[0]), (true, vec![2]));
         assert_eq!(step(&mut w, start, 130, true, &[], &[0]), (true, vec![3, 4]), "stalled: two more");
+    }
+
+    #[test]
+    fn a_node_congested_for_good_still_releases_after_each_stall_when_nothing_is_unsettled() {
+        let start = Instant::now();
+        let mut w = window(10, start);
+        assert_eq!(step(&mut w, start, 0, false, &[], &[]), (true, vec![0, 1]));
+        assert_eq!(step(&mut w, start, 10, true, &[], &[0, 1]), (true, vec![]), "settled, but congested");
+        assert_eq!(step(&mut w, start, 109, true, &[], &[0, 1]), (true, vec![]));
+        assert_eq!(step(&mut w, start, 110, true, &[], &[0, 1]), (true, vec![2, 3]));
+        assert_eq!(step(&mut w, start, 120, true, &[], &[0, 1, 2, 3]), (true, vec![]));
+        assert_eq!(step(&mut w, start, 220, true, &[], &[0, 1, 2, 3]), (true, vec![4, 5]));
     }
 
     #[test]

@@ -137,13 +137,17 @@ pub(crate) fn index_key(base_offset: u64) -> [u8; 9] {
 
 /// The time index is sparse: `time_key(t) → base` says that the batch at
 /// `base` is the first whose newest record is at `t` or later (the newest
-/// timestamp so far rose to `t` there). Apply adds such an entry only when
-/// the newest timestamp rose by at least this much since the last one, so a
-/// busy partition writes one every 100 ms of record time, not one per
-/// batch; a lookup reads the offset index between two entries
+/// timestamp so far rose to `t` there). Apply adds such an entry where the
+/// newest timestamp rises by at least this much since the last entry, or
+/// rises at all once [`TIME_INDEX_BATCHES`] batches have gone by since it,
+/// so a busy partition writes one every 100 ms of record time, not one per
+/// batch. A rise more than that many batches past an entry is therefore an
+/// entry itself, and a lookup reads at most that many offset-index entries
 /// ([`PartitionReader::first_batch_at`]). Older trees hold an entry for
 /// every rise, which the lookup reads alike.
 pub(crate) const TIME_INDEX_MS: i64 = 100;
+/// See [`TIME_INDEX_MS`].
+pub(crate) const TIME_INDEX_BATCHES: u32 = 1024;
 
 /// Time index key: timestamps sort as unsigned big-endian once the sign bit
 /// is flipped.
@@ -307,8 +311,10 @@ impl PartitionReader {
     /// after `ts` (whose newest record is), or None if there is none.
     ///
     /// The time index brackets it: every batch up to the last entry below
-    /// `ts` is older, and the first entry at or after `ts` is such a batch.
-    /// Between the two, the offset index says each batch's newest record.
+    /// `ts` is older, the first entry at or after `ts` is such a batch, and
+    /// any earlier one rose within [`TIME_INDEX_BATCHES`] batches after the
+    /// entry below (else it would be an entry). The offset index says each
+    /// of those batches' newest record.
     fn first_batch_at(&self, ts: i64) -> Result<Option<u64>, StoreError> {
         let o = self.offsets();
         let tree = self.tree();
@@ -319,17 +325,18 @@ impl PartitionReader {
         };
         let at = tree.range(time_key(ts)..=time_key(i64::MAX)).next().transpose().map_err(sled_err)?;
         let to = match at {
-            Some((_, v)) => Some(time_entry_base(&v)?.max(o.log_start_offset)),
+            Some((_, v)) => Some(time_entry_base(&v)?.max(o.log_start_offset)).filter(|t| *t < o.high_watermark),
             None => None,
         };
         let end = to.unwrap_or(o.high_watermark).max(from);
-        for kv in tree.range(index_key(from)..index_key(end)) {
+        let between = tree.range(index_key(from)..index_key(end)).take(TIME_INDEX_BATCHES as usize + 1);
+        for kv in between {
             let (k, v) = kv.map_err(sled_err)?;
             if IndexEntry::decode(&v)?.max_timestamp_ms >= ts {
                 return Ok(Some(base_of(&k)?));
             }
         }
-        Ok(to.filter(|t| *t < o.high_watermark))
+        Ok(to)
     }
 
     /// The first record at or after `ts`: `(offset, its timestamp)`, or

@@ -27,7 +27,8 @@
 //! at every apply on every replica; the inserts of the hot path join the
 //! buffer and reach the disk with sled's next flush. The hot path is two
 //! inserts per batch, the offset-index entry and the tail, and a
-//! time-index entry at most every [`TIME_INDEX_MS`] of record time.
+//! time-index entry at most every [`TIME_INDEX_MS`] of record time (or
+//! [`TIME_INDEX_BATCHES`] batches).
 //!
 //! Applied state is never persisted ahead of the local log: before an
 //! apply's sled batch is written, the entries it covers must be fsync'd in
@@ -60,7 +61,7 @@ use crate::groups::{
 };
 use crate::partition::{
     Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, Queues, SmTree,
-    TIME_INDEX_MS, base_of, index_key, time_key, time_of,
+    TIME_INDEX_BATCHES, TIME_INDEX_MS, base_of, index_key, time_key, time_of,
 };
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::queues::{self, LogBounds, QUEUE_PREFIX, QueueState, queue_key};
@@ -200,6 +201,9 @@ pub struct GroupStateMachine {
     /// The newest time-index entry's timestamp (see
     /// [`crate::partition::TIME_INDEX_MS`]).
     time_indexed: Option<i64>,
+    /// Batches appended since that entry (as many as allow no more when
+    /// unknown, after an open or an install).
+    unindexed: u32,
     /// Producers whose state the tree holds only in the apply tail: every
     /// tail names them all again, until an atomic write puts them under
     /// their own keys.
@@ -307,6 +311,7 @@ impl GroupStateMachine {
             has_tail,
             tail_producers,
             time_indexed: None,
+            unindexed: TIME_INDEX_BATCHES,
         }
         .with_time_indexed()
     }
@@ -399,6 +404,7 @@ impl GroupStateMachine {
                 let tmp = dir.join(format!("{name}.tmp"));
                 let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
                 let (mut pos, mut n, mut newest, mut indexed) = (0u64, 0usize, None::<i64>, None::<i64>);
+                let mut unindexed = 0u32;
                 while let Some(b) = reader.next_batch()? {
                     out.write_all(&b.batch)?;
                     let ie = IndexEntry {
@@ -410,12 +416,16 @@ impl GroupStateMachine {
                     batch.insert(&index_key(b.base)[..], &ie.encode()[..]);
                     // The time index, rebuilt as apply would have built it.
                     if newest.is_none_or(|m| b.max_ts > m) {
-                        if indexed.is_none_or(|t: i64| b.max_ts >= t.saturating_add(TIME_INDEX_MS)) {
+                        if unindexed >= TIME_INDEX_BATCHES
+                            || indexed.is_none_or(|t: i64| b.max_ts >= t.saturating_add(TIME_INDEX_MS))
+                        {
                             batch.insert(&time_key(b.max_ts)[..], &b.base.to_be_bytes()[..]);
                             indexed = Some(b.max_ts);
+                            unindexed = 0;
                         }
                         newest = Some(b.max_ts);
                     }
+                    unindexed = unindexed.saturating_add(1);
                     pos += b.batch.len() as u64;
                     n += 1;
                     if n % INSTALL_BATCH == 0 {
@@ -439,10 +449,12 @@ impl GroupStateMachine {
         }
         batch.insert(KEY_APPLIED, encode(&(&meta.last_log_id, &meta.last_membership))?);
         tree.apply_batch(batch).map_err(sled_err)?;
+        let newest_time = newest_time_entry(&tree)?;
         let old_name = std::mem::replace(&mut self.sm_name, new_name.clone());
         self.store.switch_sm_tree(self.group, &new_name, &old_name).await?;
-        self.time_indexed = newest_time_entry(&tree)?;
         *self.sm.write().expect("sm tree lock") = tree;
+        self.time_indexed = newest_time;
+        self.unindexed = TIME_INDEX_BATCHES;
         self.has_tail = false;
         self.tail_producers.clear();
         match (&mut self.kind, new_kind_state) {
@@ -532,12 +544,16 @@ impl GroupStateMachine {
                 };
                 batch.index(&index_key(base), &ie.encode());
                 if state.max_timestamp_ms.is_none_or(|m| max_timestamp_ms > m) {
-                    if self.time_indexed.is_none_or(|t| max_timestamp_ms >= t.saturating_add(TIME_INDEX_MS)) {
+                    if self.unindexed >= TIME_INDEX_BATCHES
+                        || self.time_indexed.is_none_or(|t| max_timestamp_ms >= t.saturating_add(TIME_INDEX_MS))
+                    {
                         batch.index(&time_key(max_timestamp_ms), &base.to_be_bytes());
                         self.time_indexed = Some(max_timestamp_ms);
+                        self.unindexed = 0;
                     }
                     state.max_timestamp_ms = Some(max_timestamp_ms);
                 }
+                self.unindexed = self.unindexed.saturating_add(1);
                 state.next_offset += record_count as u64;
                 state.retained_bytes += data.len() as u64;
                 self.pending_bases.push((base, data.len() as u32));
@@ -1119,5 +1135,30 @@ mod tests {
             let first_batch = (1..=n).find(|i| ts(*i) + 1 >= q).map_or(2 * n, |i| 2 * (i - 1));
             assert_eq!(reader.start_for_time(q).unwrap(), first_batch, "start_for_time({q})");
         }
+    }
+
+    #[tokio::test]
+    async fn given_a_long_run_of_late_batches_then_the_next_small_rise_is_indexed_and_found() {
+        // One batch, then more than TIME_INDEX_BATCHES late ones, then a
+        // rise of only 50 ms: indexed for the batches gone by, so a lookup
+        // need not read the late run.
+        let late = TIME_INDEX_BATCHES as u64 + 10;
+        let ts = |i: u64| match i {
+            1 => 1_000,
+            _ if i <= 1 + late => 500,
+            _ => 1_050,
+        };
+        let entries: Vec<Entry> = (1..=late + 2).map(|i| append_at(i, ts(i))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (sm, _store) = round(dir.path(), &entries, &entries).await;
+        assert!(sm.tree().get(time_key(1_051)).unwrap().is_some(), "the rise after the late run is an entry");
+        let reader = sm.reader().unwrap();
+        let last = 2 * (late + 1);
+        assert_eq!(reader.offset_for_time(1_020).unwrap(), Some((last, 1_050)));
+        assert_eq!(reader.start_for_time(1_020).unwrap(), last);
+        assert_eq!(reader.offset_for_time(1_001).unwrap(), Some((1, 1_001)));
+        assert_eq!(reader.offset_for_time(600).unwrap(), Some((0, 1_000)));
+        assert_eq!(reader.offset_for_time(1_052).unwrap(), None);
+        assert_eq!(reader.start_for_time(1_052).unwrap(), last + 2);
     }
 }
