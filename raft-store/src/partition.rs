@@ -149,6 +149,34 @@ pub(crate) const TIME_INDEX_MS: i64 = 100;
 /// See [`TIME_INDEX_MS`].
 pub(crate) const TIME_INDEX_BATCHES: u32 = 1024;
 
+/// Which appended batches get a time-index entry (see [`TIME_INDEX_MS`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeIndexing {
+    /// The newest entry's timestamp.
+    last: Option<i64>,
+    /// Batches since it (as many as allow no more when not known).
+    since: u32,
+}
+
+impl TimeIndexing {
+    /// After an index whose newest entry is at `last`.
+    pub(crate) fn after(last: Option<i64>) -> Self {
+        TimeIndexing { last, since: TIME_INDEX_BATCHES }
+    }
+
+    /// One more batch, whose newest record is at `ts`; `rose`: it raised
+    /// the partition's newest timestamp. Whether it gets an entry.
+    pub(crate) fn batch(&mut self, rose: bool, ts: i64) -> bool {
+        let entry = rose
+            && (self.since >= TIME_INDEX_BATCHES || self.last.is_none_or(|t| ts >= t.saturating_add(TIME_INDEX_MS)));
+        if entry {
+            (self.last, self.since) = (Some(ts), 0);
+        }
+        self.since = self.since.saturating_add(1);
+        entry
+    }
+}
+
 /// Time index key: timestamps sort as unsigned big-endian once the sign bit
 /// is flipped.
 pub(crate) fn time_key(ts: i64) -> [u8; 9] {

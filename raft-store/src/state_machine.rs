@@ -27,8 +27,8 @@
 //! at every apply on every replica; the inserts of the hot path join the
 //! buffer and reach the disk with sled's next flush. The hot path is two
 //! inserts per batch, the offset-index entry and the tail, and a
-//! time-index entry at most every [`TIME_INDEX_MS`] of record time (or
-//! [`TIME_INDEX_BATCHES`] batches).
+//! time-index entry at most every 100 ms of record time or 1,024 batches
+//! ([`crate::partition::TIME_INDEX_MS`]).
 //!
 //! Applied state is never persisted ahead of the local log: before an
 //! apply's sled batch is written, the entries it covers must be fsync'd in
@@ -61,7 +61,7 @@ use crate::groups::{
 };
 use crate::partition::{
     Groups, IndexEntry, InstalledData, KEY_STATE, Location, Offsets, PartitionReader, PartitionState, Queues, SmTree,
-    TIME_INDEX_BATCHES, TIME_INDEX_MS, base_of, index_key, time_key, time_of,
+    TimeIndexing, base_of, index_key, time_key, time_of,
 };
 use crate::producers::{self, ProducerState, SeqBatch, SeqCheck};
 use crate::queues::{self, LogBounds, QUEUE_PREFIX, QueueState, queue_key};
@@ -198,12 +198,8 @@ pub struct GroupStateMachine {
     dirty_queues: BTreeSet<String>,
     /// The tree holds an apply tail (`KEY_APPLY_TAIL`).
     has_tail: bool,
-    /// The newest time-index entry's timestamp (see
-    /// [`crate::partition::TIME_INDEX_MS`]).
-    time_indexed: Option<i64>,
-    /// Batches appended since that entry (as many as allow no more when
-    /// unknown, after an open or an install).
-    unindexed: u32,
+    /// Which appended batches get a time-index entry.
+    time_index: TimeIndexing,
     /// Producers whose state the tree holds only in the apply tail: every
     /// tail names them all again, until an atomic write puts them under
     /// their own keys.
@@ -310,19 +306,18 @@ impl GroupStateMachine {
             dirty_queues: BTreeSet::new(),
             has_tail,
             tail_producers,
-            time_indexed: None,
-            unindexed: TIME_INDEX_BATCHES,
+            time_index: TimeIndexing::after(None),
         }
-        .with_time_indexed()
+        .with_time_index()
     }
 
     pub fn group(&self) -> GroupId {
         self.group
     }
 
-    /// Reads the newest time-index entry's timestamp from the tree.
-    fn with_time_indexed(mut self) -> io::Result<Self> {
-        self.time_indexed = newest_time_entry(&self.tree())?;
+    /// Takes the newest time-index entry from the tree.
+    fn with_time_index(mut self) -> io::Result<Self> {
+        self.time_index = TimeIndexing::after(newest_time_entry(&self.tree())?);
         Ok(self)
     }
 
@@ -403,8 +398,8 @@ impl GroupStateMachine {
                 let name = format!("installed-{}.data", meta.last_log_id.map_or(0, |l| l.index));
                 let tmp = dir.join(format!("{name}.tmp"));
                 let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-                let (mut pos, mut n, mut newest, mut indexed) = (0u64, 0usize, None::<i64>, None::<i64>);
-                let mut unindexed = 0u32;
+                let (mut pos, mut n, mut newest) = (0u64, 0usize, None::<i64>);
+                let mut time_index = TimeIndexing::after(None);
                 while let Some(b) = reader.next_batch()? {
                     out.write_all(&b.batch)?;
                     let ie = IndexEntry {
@@ -415,17 +410,13 @@ impl GroupStateMachine {
                     };
                     batch.insert(&index_key(b.base)[..], &ie.encode()[..]);
                     // The time index, rebuilt as apply would have built it.
-                    if newest.is_none_or(|m| b.max_ts > m) {
-                        if unindexed >= TIME_INDEX_BATCHES
-                            || indexed.is_none_or(|t: i64| b.max_ts >= t.saturating_add(TIME_INDEX_MS))
-                        {
-                            batch.insert(&time_key(b.max_ts)[..], &b.base.to_be_bytes()[..]);
-                            indexed = Some(b.max_ts);
-                            unindexed = 0;
-                        }
+                    let rose = newest.is_none_or(|m| b.max_ts > m);
+                    if rose {
                         newest = Some(b.max_ts);
                     }
-                    unindexed = unindexed.saturating_add(1);
+                    if time_index.batch(rose, b.max_ts) {
+                        batch.insert(&time_key(b.max_ts)[..], &b.base.to_be_bytes()[..]);
+                    }
                     pos += b.batch.len() as u64;
                     n += 1;
                     if n % INSTALL_BATCH == 0 {
@@ -453,8 +444,7 @@ impl GroupStateMachine {
         let old_name = std::mem::replace(&mut self.sm_name, new_name.clone());
         self.store.switch_sm_tree(self.group, &new_name, &old_name).await?;
         *self.sm.write().expect("sm tree lock") = tree;
-        self.time_indexed = newest_time;
-        self.unindexed = TIME_INDEX_BATCHES;
+        self.time_index = TimeIndexing::after(newest_time);
         self.has_tail = false;
         self.tail_producers.clear();
         match (&mut self.kind, new_kind_state) {
@@ -543,17 +533,13 @@ impl GroupStateMachine {
                     bytes: data.len() as u32,
                 };
                 batch.index(&index_key(base), &ie.encode());
-                if state.max_timestamp_ms.is_none_or(|m| max_timestamp_ms > m) {
-                    if self.unindexed >= TIME_INDEX_BATCHES
-                        || self.time_indexed.is_none_or(|t| max_timestamp_ms >= t.saturating_add(TIME_INDEX_MS))
-                    {
-                        batch.index(&time_key(max_timestamp_ms), &base.to_be_bytes());
-                        self.time_indexed = Some(max_timestamp_ms);
-                        self.unindexed = 0;
-                    }
+                let rose = state.max_timestamp_ms.is_none_or(|m| max_timestamp_ms > m);
+                if rose {
                     state.max_timestamp_ms = Some(max_timestamp_ms);
                 }
-                self.unindexed = self.unindexed.saturating_add(1);
+                if self.time_index.batch(rose, max_timestamp_ms) {
+                    batch.index(&time_key(max_timestamp_ms), &base.to_be_bytes());
+                }
                 state.next_offset += record_count as u64;
                 state.retained_bytes += data.len() as u64;
                 self.pending_bases.push((base, data.len() as u32));
@@ -739,33 +725,30 @@ impl GroupStateMachine {
     /// module's documentation for the two ways).
     fn persist(&mut self, mut w: Writes) -> io::Result<()> {
         let tree = self.tree();
-        let states = |producers: &HashMap<i64, ProducerState>, ids: &BTreeSet<i64>| -> Vec<(i64, ProducerState)> {
-            ids.iter().filter_map(|id| Some((*id, producers.get(id)?.clone()))).collect()
-        };
         // The producers the tail must name: those it named before, which
         // are not under their own keys yet, and those this apply changed.
-        let mut in_tail = self.tail_producers.clone();
-        in_tail.extend(w.producers.iter().copied());
+        // (A superset is harmless if the write below fails.)
+        self.tail_producers.extend(w.producers.iter().copied());
         match &self.kind {
             Kind::Partition { state, producers, .. }
-                if !w.atomic && self.dirty_queues.is_empty() && in_tail.len() <= TAIL_PRODUCERS =>
+                if !w.atomic && self.dirty_queues.is_empty() && self.tail_producers.len() <= TAIL_PRODUCERS =>
             {
                 for (k, v) in w.ops {
                     if let Some(v) = v {
                         tree.insert(k, v).map_err(sled_err)?;
                     }
                 }
-                let tail: ApplyTail = (self.last_applied, self.membership.clone(), *state, states(producers, &in_tail));
+                // Encoded as an `ApplyTail`, from references. An evicted
+                // producer goes by the atomic path, so every one named here
+                // is in the map.
+                let tail = (&self.last_applied, &self.membership, state, named(&self.tail_producers, producers));
                 tree.insert(KEY_APPLY_TAIL, encode(&tail)?).map_err(sled_err)?;
                 self.has_tail = true;
-                // An evicted producer goes by the atomic path, so every
-                // one named here is still in the map.
-                self.tail_producers = in_tail;
                 return Ok(());
             }
             Kind::Partition { state, producers, queues, .. } => {
-                for (id, st) in states(producers, &in_tail) {
-                    w.ops.push((producers::key(id).to_vec(), Some(encode(&st)?)));
+                for (id, st) in named(&self.tail_producers, producers) {
+                    w.ops.push((producers::key(id).to_vec(), Some(encode(st)?)));
                 }
                 w.insert(KEY_STATE, encode(state)?);
                 for name in &self.dirty_queues {
@@ -809,6 +792,11 @@ impl GroupStateMachine {
             }
         }
     }
+}
+
+/// The states of the producers `ids` still held.
+fn named<'a>(ids: &BTreeSet<i64>, producers: &'a HashMap<i64, ProducerState>) -> Vec<(i64, &'a ProducerState)> {
+    ids.iter().filter_map(|id| Some((*id, producers.get(id)?))).collect()
 }
 
 /// The timestamp of `tree`'s newest time-index entry.
@@ -1142,7 +1130,7 @@ mod tests {
         // One batch, then more than TIME_INDEX_BATCHES late ones, then a
         // rise of only 50 ms: indexed for the batches gone by, so a lookup
         // need not read the late run.
-        let late = TIME_INDEX_BATCHES as u64 + 10;
+        let late = crate::partition::TIME_INDEX_BATCHES as u64 + 10;
         let ts = |i: u64| match i {
             1 => 1_000,
             _ if i <= 1 + late => 500,
