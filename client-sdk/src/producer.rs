@@ -690,6 +690,9 @@ async fn run_batcher(
             let next = match rx.try_recv() {
                 Ok(p) => p,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
+                // Without linger, whatever is queued: a timer set for now
+                // still fires only at the timer's next millisecond tick.
+                Err(mpsc::error::TryRecvError::Empty) if cfg.linger.is_zero() => break,
                 Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
                     Ok(Some(p)) => p,
                     _ => break,
@@ -1163,6 +1166,33 @@ mod tests {
                 assert_eq!(partition_for_key(key, n), *want, "{key:?} among {n}");
             }
         }
+    }
+
+    /// When the batcher's first record was taken, on the paused clock, and
+    /// when its batch came out.
+    async fn one_record_batch(linger: Duration) -> (tokio::time::Instant, tokio::time::Instant) {
+        let cfg = ProducerConfig { linger, ..ProducerConfig::default() };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (out, mut batches) = mpsc::unbounded_channel();
+        tokio::spawn(run_batcher(cfg, rx, Arc::new(Semaphore::new(1)), out));
+        // Off the timer's millisecond grid, where a timer set for now fires
+        // only at the next tick.
+        tokio::time::advance(Duration::from_micros(300)).await;
+        let (reply, _rx) = oneshot::channel();
+        let record = Record::new(None, Bytes::from_static(b"v"), 0);
+        let sent = tokio::time::Instant::now();
+        tx.send(Pending { record, waiter: Waiter { reply, _room: None } }).expect("batcher runs");
+        let batch = batches.recv().await.expect("a batch");
+        assert_eq!(batch.pending.len(), 1);
+        (sent, tokio::time::Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_linger_a_lone_record_goes_at_once_and_with_linger_after_it() {
+        let (sent, out) = one_record_batch(Duration::ZERO).await;
+        assert_eq!(out - sent, Duration::ZERO, "no linger: no wait on a timer");
+        let (sent, out) = one_record_batch(Duration::from_millis(5)).await;
+        assert!(out - sent >= Duration::from_millis(5), "the batch waited {:?} of a 5 ms linger", out - sent);
     }
 
     #[test]
