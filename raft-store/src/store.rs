@@ -80,9 +80,13 @@ pub struct FlushStats {
     pub errors: AtomicU64,
 }
 
+/// A file written since it was last synced, and whether it needs `fsync`
+/// (a directory or metadata change) rather than `fdatasync`.
+type DirtyFile = (Arc<File>, bool);
+
 /// Files written since they were last synced.
 pub(crate) struct Syncer {
-    dirty: Mutex<HashMap<usize, (Arc<File>, bool)>>,
+    dirty: Mutex<HashMap<usize, DirtyFile>>,
     skip: bool,
 }
 
@@ -109,33 +113,89 @@ impl Syncer {
         if all { file.sync_all() } else { file.sync_data() }
     }
 
-    fn take(&self) -> Vec<(Arc<File>, bool)> {
+    fn take(&self) -> Vec<DirtyFile> {
         std::mem::take(&mut *self.dirty.lock().expect("dirty lock")).into_values().collect()
     }
 
     /// Syncs `files`, several at once when there are many: the filesystem
     /// can commit concurrent syncs together.
-    fn sync_all(&self, files: &[(Arc<File>, bool)]) -> io::Result<()> {
+    fn sync_all(&self, files: Vec<DirtyFile>, pool: &mut SyncPool) -> io::Result<()> {
         if self.skip || files.is_empty() {
             return Ok(());
         }
-        let sync = |(f, all): &(Arc<File>, bool)| if *all { f.sync_all() } else { f.sync_data() };
-        if files.len() == 1 {
-            return sync(&files[0]);
-        }
-        let workers = files.len().min(SYNC_THREADS);
-        let chunk = files.len().div_ceil(workers);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = files.chunks(chunk).map(|c| s.spawn(move || c.iter().try_for_each(sync))).collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("sync thread panicked"))))
-        })
+        pool.sync(files)
     }
 }
 
 /// Most fdatasyncs one round issues at once.
 const SYNC_THREADS: usize = 8;
+
+fn sync_file((f, all): &DirtyFile) -> io::Result<()> {
+    if *all { f.sync_all() } else { f.sync_data() }
+}
+
+/// The flusher's helpers for rounds with several dirty files: threads kept
+/// for the store's life, started as rounds first need them (at most
+/// [`SYNC_THREADS`] - 1; the flusher syncs one share itself). Threads
+/// spawned for each round instead cost a clone, a stack and an exit apiece,
+/// hundreds of times a second under load.
+struct SyncPool {
+    workers: Vec<mpsc::Sender<Vec<DirtyFile>>>,
+    done_tx: mpsc::Sender<io::Result<()>>,
+    done: mpsc::Receiver<io::Result<()>>,
+}
+
+impl SyncPool {
+    fn new() -> SyncPool {
+        let (done_tx, done) = mpsc::channel();
+        SyncPool { workers: Vec::new(), done_tx, done }
+    }
+
+    /// Syncs `files`, shared out over the flusher's thread and up to
+    /// [`SYNC_THREADS`] - 1 helpers; the first error, if any.
+    fn sync(&mut self, mut files: Vec<DirtyFile>) -> io::Result<()> {
+        let shares = files.len().min(SYNC_THREADS);
+        let chunk = files.len().div_ceil(shares);
+        let mut handed = 0;
+        let mut result = Ok(());
+        while files.len() > chunk {
+            let share = files.split_off(files.len() - chunk);
+            match self.helper(handed).and_then(|w| w.send(share).map_err(|_| io::Error::other("sync thread ended"))) {
+                Ok(()) => handed += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let mine = if result.is_ok() { files.iter().try_for_each(sync_file) } else { Ok(()) };
+        for _ in 0..handed {
+            let theirs = self.done.recv().unwrap_or_else(|_| Err(io::Error::other("sync thread ended")));
+            result = result.and(theirs);
+        }
+        result.and(mine)
+    }
+
+    /// Helper `i`, started on first use.
+    fn helper(&mut self, i: usize) -> io::Result<&mpsc::Sender<Vec<DirtyFile>>> {
+        if i == self.workers.len() {
+            let (tx, rx) = mpsc::channel::<Vec<DirtyFile>>();
+            let done = self.done_tx.clone();
+            std::thread::Builder::new().name(format!("replog-sync-{i}")).spawn(move || {
+                for share in rx {
+                    // Each share's answer, even a panic's: the round waits for it.
+                    let r = std::panic::catch_unwind(|| share.iter().try_for_each(sync_file))
+                        .unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
+                    if done.send(r).is_err() {
+                        return;
+                    }
+                }
+            })?;
+            self.workers.push(tx);
+        }
+        Ok(&self.workers[i])
+    }
+}
 
 struct FlushRequest {
     /// sled's state must be on disk too, not only the logs.
@@ -486,6 +546,7 @@ fn flusher(
     stats: Arc<FlushStats>,
     observer: observe::Slot,
 ) {
+    let mut pool = SyncPool::new();
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(r) = rx.try_recv() {
@@ -494,7 +555,8 @@ fn flusher(
         let t0 = Instant::now();
         // Taken after the requests: every write a request follows is in it.
         let files = syncer.take();
-        let mut result = syncer.sync_all(&files);
+        let count = files.len();
+        let mut result = syncer.sync_all(files, &mut pool);
         if result.is_ok() && waiting.iter().any(|r| r.sled) {
             result = db
                 .flush()
@@ -503,11 +565,11 @@ fn flusher(
                 .and_then(|_| syncer.sync_now(&data_file, false));
         }
         let took = t0.elapsed();
-        observer.with(|o| o.flush_round(took, waiting.len(), files.len()));
+        observer.with(|o| o.flush_round(took, waiting.len(), count));
         stats.micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         stats.flushes.fetch_add(1, Ordering::Relaxed);
         stats.waiters.fetch_add(waiting.len() as u64, Ordering::Relaxed);
-        stats.files_synced.fetch_add(files.len() as u64, Ordering::Relaxed);
+        stats.files_synced.fetch_add(count as u64, Ordering::Relaxed);
         if result.is_err() {
             stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -553,6 +615,41 @@ mod tests {
         let mut v: Vec<String> = v.into_iter().map(|n| n.into_string().unwrap()).collect();
         v.sort();
         v
+    }
+
+    /// A round of several files shares them over helpers kept from round to
+    /// round, and a share that fails (an fdatasync of a pipe: EINVAL) fails
+    /// the round, whether the flusher or a helper synced it.
+    #[test]
+    fn a_sync_pool_keeps_its_helpers_across_rounds_and_reports_a_failed_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<DirtyFile> = (0..12)
+            .map(|i| {
+                let mut f = File::create(dir.path().join(format!("f{i}"))).unwrap();
+                f.write_all(b"x").unwrap();
+                (Arc::new(f), i == 0)
+            })
+            .collect();
+        let mut pool = SyncPool::new();
+        for _ in 0..3 {
+            pool.sync(files.clone()).unwrap();
+        }
+        // 12 files in 8 shares of 2: the flusher's and five helpers'.
+        assert_eq!(pool.workers.len(), 5);
+        pool.sync(files[..1].to_vec()).unwrap();
+        assert_eq!(pool.workers.len(), 5, "one file is synced by the flusher alone");
+
+        let pipe = || {
+            let (r, _w) = std::io::pipe().unwrap();
+            (Arc::new(File::from(std::os::fd::OwnedFd::from(r))), false)
+        };
+        let mut last = files.clone();
+        last.push(pipe());
+        assert!(pool.sync(last).is_err(), "a helper's share failed");
+        let mut first = vec![pipe()];
+        first.extend(files.iter().cloned());
+        assert!(pool.sync(first).is_err(), "the flusher's own share failed");
+        pool.sync(files).unwrap();
     }
 
     /// sled reserves a blob's number before it creates the file, so a file
