@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use replog_proto::codes::ErrorCode;
 use replog_proto::pb::{self, replog_client::ReplogClient};
+use replog_proto::transport::Unary;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, LeaderHint, Result};
@@ -140,8 +141,8 @@ impl tonic::service::Interceptor for Authenticate {
 }
 
 /// A connection to one broker: the generated client with the credentials
-/// interceptor.
-pub type Conn = ReplogClient<tonic::service::interceptor::InterceptedService<Channel, Authenticate>>;
+/// interceptor, each request ending with its message's frame ([`Unary`]).
+pub type Conn = ReplogClient<tonic::service::interceptor::InterceptedService<Unary<Channel>, Authenticate>>;
 
 /// The nodes of the local `make run` cluster, the default bootstrap of the
 /// CLI and the examples.
@@ -355,7 +356,7 @@ impl Client {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        Ok(ReplogClient::with_interceptor(ep.connect_lazy(), self.inner.auth.clone())
+        Ok(ReplogClient::with_interceptor(Unary(ep.connect_lazy()), self.inner.auth.clone())
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20))
     }

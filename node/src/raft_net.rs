@@ -21,6 +21,7 @@ use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
 use replog_proto::pb::raft_peer_client::RaftPeerClient;
 use replog_proto::pb::replog_client::ReplogClient;
 use replog_proto::pb::{RaftBatch, RaftMessage};
+use replog_proto::transport::Unary;
 use replog_raft_store::{GroupId, NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,10 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode:
 /// are named by their advertised (client) address; the channel goes to
 /// their peer service, on that host at the port plus `peer_port_offset`,
 /// over mutual TLS when the node has peer certificates.
+/// A channel to a peer. Each request ends with its message's frame
+/// ([`Unary`]): most of what goes between nodes is small unary calls.
+pub type PeerChannel = Unary<Channel>;
+
 #[derive(Default)]
 pub struct PeerPool {
     conns: Mutex<HashMap<String, Channel>>,
@@ -209,33 +214,33 @@ impl PeerPool {
     }
 
     /// The channel to the peer advertised at `addr`, connected on first use.
-    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+    pub fn channel(&self, addr: &str) -> Result<PeerChannel, String> {
         let mut conns = self.conns.lock().expect("peer pool lock");
         if let Some(c) = conns.get(addr) {
-            return Ok(c.clone());
+            return Ok(Unary(c.clone()));
         }
         let tls = self.tls.lock().expect("peer tls lock").clone();
         let c = peer_endpoint(&peer_addr(addr, self.port_offset)?, self.local_ip, tls)?.connect_lazy();
         conns.insert(addr.to_string(), c.clone());
-        Ok(c)
+        Ok(Unary(c))
     }
 
     /// The Raft peer service of `addr`.
-    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<PeerChannel>, String> {
         Ok(RaftPeerClient::new(self.channel(addr)?)
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30))
     }
 
     /// The client service of `addr` (probes, forwarded admin requests).
-    pub fn replog_client(&self, addr: &str) -> Result<ReplogClient<Channel>, String> {
+    pub fn replog_client(&self, addr: &str) -> Result<ReplogClient<PeerChannel>, String> {
         Ok(ReplogClient::new(self.channel(addr)?))
     }
 }
 
 /// Collects messages of `kind` for one peer for up to [`BATCH_LINGER`] and
 /// sends them as one batch call.
-async fn run_batcher(client: RaftPeerClient<Channel>, kind: Batched, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run_batcher(client: RaftPeerClient<PeerChannel>, kind: Batched, mut rx: mpsc::UnboundedReceiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let until = tokio::time::Instant::now() + BATCH_LINGER;
         let mut batch = vec![first];
@@ -251,7 +256,7 @@ async fn run_batcher(client: RaftPeerClient<Channel>, kind: Batched, mut rx: mps
 }
 
 /// One batch call, each answer handed to its caller.
-async fn send_batch(mut c: RaftPeerClient<Channel>, kind: Batched, batch: Vec<Pending>) {
+async fn send_batch(mut c: RaftPeerClient<PeerChannel>, kind: Batched, batch: Vec<Pending>) {
     let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     // Kept for a peer from before vote batches (a rolling upgrade).
     let singly = (kind != Batched::Heartbeat).then(|| messages.clone());
@@ -364,7 +369,7 @@ impl PeerConn {
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        F: FnOnce(RaftPeerClient<PeerChannel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let client = self.pool.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))?;

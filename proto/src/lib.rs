@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod codes;
 pub mod scram;
+pub mod transport;
 
 /// Now, in milliseconds since the Unix epoch: the clock of record
 /// timestamps and of everything the broker stamps.

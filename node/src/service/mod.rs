@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use replog_proto::pb::replog_client::ReplogClient;
 use replog_proto::pb::{self, replog_server::Replog};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use replog_raft_store::security::{Operation, ResourceType};
 
 use crate::error::{NodeError, Result};
 use crate::node::Node;
+use crate::raft_net::PeerChannel;
 use crate::security::auth::{self, Principal};
 
 /// Metadata marking an admin request one node forwarded to the controller
@@ -95,7 +95,7 @@ impl ClientService {
     where
         L: FnOnce(Arc<Node>, T) -> LF,
         LF: Future<Output = Result<R>>,
-        F: FnOnce(ReplogClient<Channel>, Request<T>) -> FF,
+        F: FnOnce(ReplogClient<PeerChannel>, Request<T>) -> FF,
         FF: Future<Output = std::result::Result<Response<R>, Status>>,
     {
         on_controller(&self.node, req, local, forward).await
@@ -114,7 +114,7 @@ pub(crate) async fn on_controller<T, R, L, LF, F, FF>(
 where
     L: FnOnce(Arc<Node>, T) -> LF,
     LF: Future<Output = Result<R>>,
-    F: FnOnce(ReplogClient<Channel>, Request<T>) -> FF,
+    F: FnOnce(ReplogClient<PeerChannel>, Request<T>) -> FF,
     FF: Future<Output = std::result::Result<Response<R>, Status>>,
 {
     if node.controller.is_leader() {
