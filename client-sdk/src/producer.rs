@@ -690,9 +690,10 @@ async fn run_batcher(
             let next = match rx.try_recv() {
                 Ok(p) => p,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                // Without linger, whatever is queued: a timer set for now
-                // still fires only at the timer's next millisecond tick.
-                Err(mpsc::error::TryRecvError::Empty) if cfg.linger.is_zero() => break,
+                // Past the linger (or without one), whatever is queued: a
+                // timer set for a time already come still fires only at the
+                // timer's next millisecond tick.
+                Err(mpsc::error::TryRecvError::Empty) if tokio::time::Instant::now() >= linger_until => break,
                 Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
                     Ok(Some(p)) => p,
                     _ => break,

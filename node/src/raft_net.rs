@@ -84,15 +84,15 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode:
     payload_codec().deserialize(payload)
 }
 
+/// A channel to a peer. Each request ends with its message's frame
+/// ([`Unary`]): most of what goes between nodes is small unary calls.
+pub type PeerChannel = Unary<Channel>;
+
 /// Connections to peers: one HTTP/2 channel per peer, shared by the Raft
 /// traffic of every group, the prober and forwarded admin requests. Peers
 /// are named by their advertised (client) address; the channel goes to
 /// their peer service, on that host at the port plus `peer_port_offset`,
 /// over mutual TLS when the node has peer certificates.
-/// A channel to a peer. Each request ends with its message's frame
-/// ([`Unary`]): most of what goes between nodes is small unary calls.
-pub type PeerChannel = Unary<Channel>;
-
 #[derive(Default)]
 pub struct PeerPool {
     conns: Mutex<HashMap<String, Channel>>,

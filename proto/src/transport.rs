@@ -130,6 +130,47 @@ mod tests {
         }
     }
 
+    /// Frames as scripted: data, pending (not ready yet) or an error.
+    struct Scripted(std::collections::VecDeque<Option<Result<&'static str, &'static str>>>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.0.pop_front() {
+                None => Poll::Ready(None),
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Some(r)) => Poll::Ready(Some(r.map(|d| Frame::data(Bytes::from_static(d.as_bytes()))))),
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_not_ready_yet_and_an_error_pass_through_in_order() {
+        let mut b = EndStreamEarly::new(Scripted(
+            [Some(Ok("a")), None, Some(Ok("b")), Some(Err("broken")), Some(Ok("never"))].into_iter().collect(),
+        ));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut poll = || match Pin::new(&mut b).poll_frame(&mut cx) {
+            Poll::Pending => "pending".to_string(),
+            Poll::Ready(None) => "end".to_string(),
+            Poll::Ready(Some(Ok(f))) => String::from_utf8(f.into_data().unwrap().to_vec()).unwrap(),
+            Poll::Ready(Some(Err(e))) => format!("error {e}"),
+        };
+        // "a" goes at once though the look-ahead found nothing ready; "b"
+        // comes when polled again, and the error after it, not lost.
+        let got: Vec<String> = (0..4).map(|_| poll()).collect();
+        assert_eq!(got, ["a", "b", "error broken", "never"]);
+        assert_eq!(poll(), "end");
+        assert!(b.is_end_stream());
+    }
+
     fn late(parts: &[&'static str]) -> Late {
         Late(parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect())
     }

@@ -157,31 +157,33 @@ impl SyncPool {
         let shares = files.len().min(SYNC_THREADS);
         let chunk = files.len().div_ceil(shares);
         let mut handed = 0;
-        let mut result = Ok(());
         while files.len() > chunk {
+            let Some(helper) = self.helper(handed) else {
+                // No thread to be had: the flusher syncs the rest itself.
+                break;
+            };
             let share = files.split_off(files.len() - chunk);
-            match self.helper(handed).and_then(|w| w.send(share).map_err(|_| io::Error::other("sync thread ended"))) {
-                Ok(()) => handed += 1,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            if let Err(mpsc::SendError(share)) = helper.send(share) {
+                files.extend(share);
+                break;
             }
+            handed += 1;
         }
-        let mine = if result.is_ok() { files.iter().try_for_each(sync_file) } else { Ok(()) };
+        let mut result = files.iter().try_for_each(sync_file);
         for _ in 0..handed {
+            // Every share is answered, a panic's too (see `helper`).
             let theirs = self.done.recv().unwrap_or_else(|_| Err(io::Error::other("sync thread ended")));
             result = result.and(theirs);
         }
-        result.and(mine)
+        result
     }
 
-    /// Helper `i`, started on first use.
-    fn helper(&mut self, i: usize) -> io::Result<&mpsc::Sender<Vec<DirtyFile>>> {
+    /// Helper `i`, started on first use; `None` if no thread can be started.
+    fn helper(&mut self, i: usize) -> Option<&mpsc::Sender<Vec<DirtyFile>>> {
         if i == self.workers.len() {
             let (tx, rx) = mpsc::channel::<Vec<DirtyFile>>();
             let done = self.done_tx.clone();
-            std::thread::Builder::new().name(format!("replog-sync-{i}")).spawn(move || {
+            let started = std::thread::Builder::new().name(format!("replog-sync-{i}")).spawn(move || {
                 for share in rx {
                     // Each share's answer, even a panic's: the round waits for it.
                     let r = std::panic::catch_unwind(|| share.iter().try_for_each(sync_file))
@@ -190,10 +192,14 @@ impl SyncPool {
                         return;
                     }
                 }
-            })?;
+            });
+            if let Err(e) = started {
+                tracing::warn!("starting a sync thread: {e}; the flusher syncs its share itself");
+                return None;
+            }
             self.workers.push(tx);
         }
-        Ok(&self.workers[i])
+        self.workers.get(i)
     }
 }
 
@@ -634,7 +640,8 @@ mod tests {
         for _ in 0..3 {
             pool.sync(files.clone()).unwrap();
         }
-        // 12 files in 8 shares of 2: the flusher's and five helpers'.
+        // 12 files, at most 8 shares: 6 shares of 2, the flusher's and five
+        // helpers'.
         assert_eq!(pool.workers.len(), 5);
         pool.sync(files[..1].to_vec()).unwrap();
         assert_eq!(pool.workers.len(), 5, "one file is synced by the flusher alone");
@@ -649,6 +656,9 @@ mod tests {
         let mut first = vec![pipe()];
         first.extend(files.iter().cloned());
         assert!(pool.sync(first).is_err(), "the flusher's own share failed");
+        let mut middle = files.clone();
+        middle.insert(6, pipe());
+        assert!(pool.sync(middle).is_err(), "a middle helper's share failed");
         pool.sync(files).unwrap();
     }
 
