@@ -12,6 +12,10 @@
 #   {"bench":"idle","partitions":N,"quiesce_after_ms":X,"create_s":..,
 #    "cpu_pct":[..],"rss_mb":[..],"rss_base_mb":[..],"kb_per_partition":..,"quiet":[..],
 #    "restart_settled_s":..,"restarts_settled_s":[..]}
+# It needs about 1 MB of free disk per partition and checks first; a run
+# that cannot finish (too little disk, groups that do not open within
+# 300 s) prints {"bench":"idle","partitions":N,"error":"why"} and exits 1,
+# and `make bench` reports the section as not measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${IDLE_LOCKED:-}" ]; then
@@ -26,6 +30,20 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 R=target/release/replog
 export REPLOG_CLUSTER_DIR="${REPLOG_CLUSTER_DIR:-$(mktemp -d /tmp/replog-idle.XXXXXX)}"
 trap 'if [ -n "${IDLE_KEEP:-}" ]; then ops/cluster.sh down >/dev/null 2>&1; else ops/cluster.sh down --purge >/dev/null 2>&1; fi || true' EXIT
+# A run that cannot finish says why, on stderr and as the JSON line (the
+# report shows it), and exits 1.
+fail() {
+  echo "idle: $*" >&2
+  python3 -c 'import json, sys; print(json.dumps({"bench": "idle", "partitions": int(sys.argv[1]), "error": sys.argv[2]}))' "$N" "$*"
+  exit 1
+}
+# Each partition's three replicas take about 0.9 MB of disk here (segment
+# files and sled), all on this host's volume: a volume that fills midway
+# holds every append back, and the run would wait on it.
+need_mb=$((N + 1024))
+free_mb=$(df -Pm "$REPLOG_CLUSTER_DIR" | awk 'NR==2{print $4}')
+[ "$free_mb" -ge "$need_mb" ] ||
+  fail "$N partitions need about $need_mb MB on $(df -P "$REPLOG_CLUSTER_DIR" | awk 'NR==2{print $6}'), $free_mb MB free; not run"
 # Thousands of groups to hand off would hold a graceful stop for long.
 export REPLOG_SHUTDOWN_HANDOFF_MS=${REPLOG_SHUTDOWN_HANDOFF_MS:-2000}
 REPLOG_MAX_PARTITIONS=1000 ops/cluster.sh up 3 >/dev/null
@@ -48,7 +66,12 @@ while [ "$left" -gt 0 ]; do
   until $R topic create "idle-$i" --partitions "$n" --replication-factor 3 >/dev/null 2>&1 ||
     $R topic describe "idle-$i" >/dev/null 2>&1; do sleep 1; done
   left=$((left - n)) i=$((i + 1)) done_=$((done_ + n))
-  until [ "$(opened "$done_")" = 3 ]; do sleep 0.5; done
+  limit=$(($(date +%s) + 300))
+  until [ "$(opened "$done_")" = 3 ]; do
+    [ "$(date +%s)" -lt "$limit" ] ||
+      fail "$done_ partitions not open on every node after 300 s (groups open: $(for id in 1 2 3; do metric "$id" replog_raft_groups; done | paste -sd/ -); see the nodes' logs under $REPLOG_CLUSTER_DIR)"
+    sleep 0.5
+  done
   if [ "$REPLOG_QUIESCE_AFTER_MS" != 0 ]; then
     limit=$(($(date +%s) + 120))
     until [ "$(quieted "$done_")" = 3 ] || [ "$(date +%s)" -gt "$limit" ]; do sleep 0.5; done

@@ -52,6 +52,10 @@ def main():
     by = {r.get("label"): r for r in rows if r.get("label")}
     dd = next((r for r in rows if r.get("bench") == "dd-dsync"), None)
     idle = next((r for r in rows if r.get("bench") == "idle"), None)
+    idle_error = idle.get("error") if idle else None
+    idle_asked = idle.get("partitions", 0) if idle else 0
+    if idle_error:
+        idle = None
     restart = next((r for r in rows if r.get("bench") == "restart"), None)
     notes = ""
     if os.path.exists(doc):
@@ -119,6 +123,8 @@ def main():
             f"| {idle['partitions']:,} idle partition replicas per node: ≤ 10 % of a core | {fmt(worst)} % (worst node; "
             f"{idle['kb_per_partition']} KiB of RSS per partition) | 10 % | {verdict(idle['partitions'] >= 10000 and worst <= 10)} |"
         )
+    if idle_error:
+        o.append(f"| {idle_asked:,} idle partition replicas per node: ≤ 10 % of a core | not measured: {idle_error} | 10 % | not measured |")
     if restart:
         worst = max(restart["sigterm_ready_ms"], restart["sigkill_ready_ms"])
         o.append(
@@ -162,8 +168,10 @@ def main():
                 o.append(f"| {r['label']} | {r['fault']} | {r['node']} | {p['partition']} | {p['leader_after']} | {fmt(p['ms'], 0)} | {fmt(p.get('first_ack_ms'), 0)} |")
         o.append("")
 
-    if idle or restart:
+    if idle or idle_error or restart:
         o.append("## Idle partitions and restart\n")
+    if idle_error:
+        o.append(f"`ops/bench-idle.sh` did not finish: {idle_error}.\n")
     if idle:
         o.append(
             f"`ops/bench-idle.sh`: a fresh 3-node cluster takes {idle['partitions']:,} partitions at RF 3 (topics of\n"
