@@ -13,8 +13,8 @@
 #    "cpu_pct":[..],"rss_mb":[..],"rss_base_mb":[..],"kb_per_partition":..,"quiet":[..],
 #    "restart_settled_s":..,"restarts_settled_s":[..]}
 # It needs about 1 MB of free disk per partition and checks first; a run
-# that cannot finish (too little disk, groups that do not open within
-# 300 s) prints {"bench":"idle","partitions":N,"error":"why"} and exits 1,
+# that cannot finish (too little disk, a topic not created or its groups
+# not open within 300 s) prints {"bench":"idle","partitions":N,"error":"why"} and exits 1,
 # and `make bench` reports the section as not measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,13 +63,21 @@ quieted() { for id in 1 2 3; do metric "$id" replog_raft_groups_quiet; done | aw
 left=$N i=0 done_=0
 while [ "$left" -gt 0 ]; do
   n=$((left < 1000 ? left : 1000))
-  until $R topic create "idle-$i" --partitions "$n" --replication-factor 3 >/dev/null 2>&1 ||
-    $R topic describe "idle-$i" >/dev/null 2>&1; do sleep 1; done
-  left=$((left - n)) i=$((i + 1)) done_=$((done_ + n))
+  # Each topic is created and open everywhere within 300 s, or the run
+  # fails (IDLE_KEEP=1 keeps the nodes' logs to see why).
   limit=$(($(date +%s) + 300))
-  until [ "$(opened "$done_")" = 3 ]; do
+  late() {
     [ "$(date +%s)" -lt "$limit" ] ||
-      fail "$done_ partitions not open on every node after 300 s (groups open: $(for id in 1 2 3; do metric "$id" replog_raft_groups; done | paste -sd/ -); see the nodes' logs under $REPLOG_CLUSTER_DIR)"
+      fail "$1 after 300 s (groups open: $(for id in 1 2 3; do metric "$id" replog_raft_groups; done | paste -sd/ -))"
+  }
+  until $R topic create "idle-$i" --partitions "$n" --replication-factor 3 >/dev/null 2>&1 ||
+    $R topic describe "idle-$i" >/dev/null 2>&1; do
+    late "topic idle-$i not created"
+    sleep 1
+  done
+  left=$((left - n)) i=$((i + 1)) done_=$((done_ + n))
+  until [ "$(opened "$done_")" = 3 ]; do
+    late "$done_ partitions not open on every node"
     sleep 0.5
   done
   if [ "$REPLOG_QUIESCE_AFTER_MS" != 0 ]; then
