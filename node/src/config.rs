@@ -244,6 +244,15 @@ node_config! {
     /// lease: a leader that no majority acknowledged for this long serves
     /// no client as leader.
     election_timeout_max_ms: u64 = 700, env = "REPLOG_ELECTION_TIMEOUT_MAX_MS";
+    /// How long (ms) a leader holds a commit that no append has yet carried
+    /// to a follower, waiting for the next write's append to carry it, before
+    /// sending it on its own. A write is answered once a majority holds it;
+    /// followers learn that it committed only in a later append. Sent at
+    /// once, that append doubles the appends per write and holds the next
+    /// write's append back behind its round trip. Followers (and reads from
+    /// replicas) see a commit up to this much later when no write follows.
+    /// 0: at once; at most heartbeat_ms.
+    commit_piggyback_ms: u64 = 5, env = "REPLOG_COMMIT_PIGGYBACK_MS";
     /// A partition group with no client operation for this long (ms), every
     /// replica holding its whole log, goes quiet: it stops ticking and
     /// heartbeating on every replica, node liveness standing in, until a
@@ -366,6 +375,9 @@ impl NodeConfig {
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
             return Err("election-timeout-max-ms must exceed election-timeout-min-ms".into());
         }
+        if self.commit_piggyback_ms > self.heartbeat_ms {
+            return Err("commit-piggyback-ms may be at most heartbeat-ms".into());
+        }
         if self.max_batch_bytes > replog_raft_store::store::MAX_ENTRY_BYTES - 4096 {
             return Err(format!(
                 "max-batch-bytes may be at most {} (largest log entry)",
@@ -443,6 +455,7 @@ impl NodeConfig {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
+            commit_piggyback_wait: self.commit_piggyback_ms,
             // Raft logs are partition logs: openraft must never snapshot and
             // purge them on its own; retention decides what is released.
             snapshot_policy: openraft::SnapshotPolicy::Never,
@@ -559,6 +572,15 @@ mod tests {
         let c = NodeConfig { id: 1, ..Default::default() };
         c.validate().unwrap();
         c.raft_config().unwrap();
+    }
+
+    #[test]
+    fn a_commit_piggyback_longer_than_a_heartbeat_is_refused() {
+        let c = NodeConfig { id: 1, heartbeat_ms: 100, commit_piggyback_ms: 101, ..Default::default() };
+        let e = c.validate().expect_err("refused");
+        assert!(e.contains("commit-piggyback-ms"), "{e}");
+        let c = NodeConfig { commit_piggyback_ms: 100, ..c };
+        assert_eq!(c.raft_config().expect("at most a heartbeat").commit_piggyback_wait, 100);
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub struct Metrics {
     pub under_replicated: IntGaugeVec,
     pub follower_lag: IntGaugeVec,
     pub elections: IntCounterVec,
+    pub appends_received: IntCounterVec,
     pub log_start_offset: IntGaugeVec,
     pub high_watermark: IntGaugeVec,
     pub raft_term: IntGaugeVec,
@@ -365,6 +366,12 @@ impl Metrics {
                 "Raft terms begun (elections) seen by the replicas hosted here",
                 part,
             ),
+            appends_received: counter_vec(
+                "replog_raft_appends_received_total",
+                "Raft appends this node's replicas received from their leaders, by kind: entries (carrying log \
+                 entries), empty (a commit index or a probe alone) and heartbeat",
+                &["kind"],
+            ),
             log_start_offset: gauge_vec(
                 "replog_partition_log_start_offset",
                 "First offset held, of partitions led here (per topic: the sum)",
@@ -482,6 +489,7 @@ impl Metrics {
             (Box::new(self.under_replicated.clone()), false),
             (Box::new(self.follower_lag.clone()), false),
             (Box::new(self.elections.clone()), false),
+            (Box::new(self.appends_received.clone()), false),
             (Box::new(self.log_start_offset.clone()), false),
             (Box::new(self.high_watermark.clone()), false),
             (Box::new(self.raft_term.clone()), true),

@@ -132,3 +132,51 @@ async fn given_acknowledged_records_when_every_node_restarts_then_topics_records
         check_all_acked(&client, "orders", &acks).await;
     }
 }
+
+/// A write commits once a majority holds it, after its append went out, so
+/// its commit index reaches the followers in a later append. The leader
+/// holds that commit for the next write's append to carry (up to
+/// `commit_piggyback_ms`) instead of sending an entry-less append for every
+/// write; with nothing following, it still goes, and the followers serve
+/// the last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_writes_one_after_another_then_each_commit_reaches_the_followers_on_the_next_write() {
+    const WRITES: usize = 60;
+    // A wait far longer than any write takes here, so that the count below
+    // does not depend on how busy the machine is.
+    let cluster = common::start(3, &["--commit-piggyback-ms", "100"]).await;
+    let client = common::client(&cluster).await;
+    client.create_topic("one-by-one", 1, 3).await.expect("create topic");
+    let leader = cluster.wait_leaders(&client, "one-by-one", WAIT).await.expect("led")[&0];
+    let followers: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    producer.send("one-by-one", None, Bytes::from_static(b"first")).await.expect("first write");
+
+    let appends = |id: u64, kind: &str| {
+        let selector = format!("replog_raft_appends_received_total{{kind=\"{kind}\"}}");
+        common::metric(&cluster.node(id).metrics, &selector).unwrap_or(0.0)
+    };
+    let before: Vec<(f64, f64)> = followers.iter().map(|&f| (appends(f, "entries"), appends(f, "empty"))).collect();
+    for i in 0..WRITES {
+        producer.send("one-by-one", None, Bytes::from(format!("w{i}"))).await.expect("write");
+    }
+    for (&f, (entries0, empty0)) in followers.iter().zip(before) {
+        let (entries, empty) = (appends(f, "entries") - entries0, appends(f, "empty") - empty0);
+        eprintln!("follower {f}: {entries} appends with entries and {empty} without over {WRITES} writes");
+        assert!(entries >= (WRITES / 2) as f64, "follower {f} received {entries} appends with entries");
+        assert!(
+            empty <= (WRITES / 6) as f64,
+            "follower {f} received {empty} entry-less appends over {WRITES} writes: the commits did not ride on the \
+             next write's append"
+        );
+    }
+    // The last commit has no write to carry it, and goes on its own.
+    for f in followers {
+        let addr = cluster.node(f).addr.clone();
+        wait_for("the follower to serve the last write", WAIT, || async {
+            let c = read_replica(&client, "one-by-one", 0, &addr).await?;
+            (c.len() == WRITES + 1).then_some(())
+        })
+        .await;
+    }
+}

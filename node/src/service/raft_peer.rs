@@ -235,7 +235,12 @@ impl RaftPeer for PeerService {
         if let Some(p) = self.node.partition(m.group_id).filter(|p| p.is_quiet()) {
             self.node.quiescer.wake(&p);
         }
-        Ok(Response::new(self.handle(m, append).await))
+        let received = &self.node.metrics.appends_received;
+        let f = |raft: Raft, rpc: AppendEntriesRequest<TypeConfig>| {
+            received.with_label_values(&[if rpc.entries.is_empty() { "empty" } else { "entries" }]).inc();
+            append(raft, rpc)
+        };
+        Ok(Response::new(self.handle(m, f).await))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -271,7 +276,9 @@ impl RaftPeer for PeerService {
     }
 
     async fn heartbeat_batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
-        let calls = req.into_inner().messages.into_iter().map(|m| {
+        let messages = req.into_inner().messages;
+        self.node.metrics.appends_received.with_label_values(&["heartbeat"]).inc_by(messages.len() as u64);
+        let calls = messages.into_iter().map(|m| {
             // Quiet groups hear no heartbeats but from a new leader.
             if let Some(p) = self.node.partition(m.group_id).filter(|p| p.is_quiet())
                 && let Ok(rpc) = decode_payload::<AppendEntriesRequest<TypeConfig>>(&m.payload)

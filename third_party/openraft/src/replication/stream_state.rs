@@ -23,6 +23,7 @@ use crate::replication::replication_context::ReplicationContext;
 use crate::storage::RaftLogStorage;
 use crate::type_config::TypeConfigExt;
 use crate::type_config::alias::EntryOf;
+use crate::type_config::alias::InstantOf;
 use crate::type_config::alias::LogIdOf;
 
 /// Mutable state for generating AppendEntries requests in a replication stream.
@@ -132,6 +133,10 @@ where
 
         // pipeline mode:
 
+        // Set once a commit no request has carried is waiting: when it is to go in an entry-less
+        // request of its own if no new log comes first to carry it.
+        let mut commit_due: Option<InstantOf<C>> = None;
+
         loop {
             let current: IOId<C> = self.event_watcher.io_submitted_rx.borrow_watched().clone();
             let last_log_id = current.last_log_id().cloned();
@@ -146,7 +151,16 @@ where
             } else {
                 let data_change = self.event_watcher.replicate_rx.changed();
                 let io_change = self.event_watcher.io_submitted_rx.changed();
-                let committed_change = self.event_watcher.committed_rx.changed();
+                let committed_rx = &mut self.event_watcher.committed_rx;
+                let committed_change = async move {
+                    match commit_due {
+                        Some(due) => {
+                            C::sleep_until(due).await;
+                            Ok(())
+                        }
+                        None => committed_rx.changed().await,
+                    }
+                };
                 let cancel = self.replication_context.cancel_rx.changed();
 
                 let selected = C::select4(cancel, data_change, io_change, committed_change).await;
@@ -169,9 +183,18 @@ where
                     Select4::Fourth(_) => {
                         tracing::debug!("committed_rx changed");
                         // Only a commit that no request has carried is still unseen here, because
-                        // `next_request()` marks every commit it sends. With no new logs to
-                        // piggyback on, an entry-less request is the only way to deliver it.
-                        return Some(non_reversed_log_id_range(prev, last_log_id));
+                        // `next_request()` marks every commit it sends. Under load the next logs
+                        // come within a moment and carry it; an entry-less request sent at once
+                        // would double the requests and, sent one at a time, hold those logs back
+                        // behind its round trip. So it waits up to `Config::commit_piggyback_wait`
+                        // for them, and only then goes on its own.
+                        let wait = self.replication_context.config.commit_piggyback_wait;
+                        match commit_due {
+                            None if wait > 0 => {
+                                commit_due = Some(C::now() + Duration::from_millis(wait));
+                            }
+                            _ => return Some(non_reversed_log_id_range(prev, last_log_id)),
+                        }
                     }
                     Select4::First(cancel_res) => {
                         tracing::info!(
