@@ -8,6 +8,7 @@
 # machine with a chaos run or another benchmark. Knobs:
 #   BENCH_QUICK=1           short runs (a minute or two; figures rough)
 #   BENCH_SECONDS (20)      length of each fixed-rate run
+#   BENCH_WARMUP_SECONDS (5) the same load first, not recorded, before each fixed-rate run
 #   BENCH_NATS=0            skip the NATS peer
 #   BENCH_ISOLATE=0         skip the isolation failover (needs root and iptables)
 #   BENCH_PER_NODE_IP=1     nodes on 127.0.0.11-13 even without isolation
@@ -30,12 +31,13 @@ NATS_OUT=$OUT/nats.jsonl
 : >"$RESULTS"
 : >"$NATS_OUT"
 SECS=${BENCH_SECONDS:-20}
+WARMUP=${BENCH_WARMUP_SECONDS:-5}
 SAT_100=${BENCH_RECORDS_100:-1000000}
 SAT_1K=${BENCH_RECORDS_1K:-300000}
 FAILOVERS=${BENCH_FAILOVERS:-3}
 IDLE_N=${BENCH_IDLE_PARTITIONS:-10000}
 if [ -n "${BENCH_QUICK:-}" ]; then
-  SECS=5 SAT_100=200000 SAT_1K=50000 FAILOVERS=1 IDLE_N=${BENCH_IDLE_PARTITIONS:-1000}
+  SECS=5 WARMUP=${BENCH_WARMUP_SECONDS:-2} SAT_100=200000 SAT_1K=50000 FAILOVERS=1 IDLE_N=${BENCH_IDLE_PARTITIONS:-1000}
 fi
 PEER=${NATS_PEER:-}
 if [ -z "$PEER" ]; then
@@ -68,6 +70,7 @@ trap cleanup EXIT
   echo "  \"mem_gb\": $(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo),"
   echo "  \"kernel\": \"$(uname -r)\","
   echo "  \"fs\": \"$(df -T "$REPLOG_CLUSTER_DIR" | awk 'NR==2{print $2}')\","
+  echo "  \"warmup_s\": $WARMUP,"
   echo "  \"load_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\""
   echo "}}"
 } | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >"$OUT/machine.json"
@@ -118,10 +121,22 @@ run() { # label, then replog bench args; appends the JSON line with the label
     python3 -c "import json,sys; v=json.loads(sys.stdin.read()); v['label']='$label'; print(json.dumps(v))" |
     tee -a "$RESULTS"
 }
-run rate-10k produce --topic b-rate --partitions 6 --producers 2 --record-size 100 --rate 10000 --duration "$SECS"
-run rate-100k produce --topic b-rate --partitions 6 --producers 4 --record-size 100 --rate 100000 --duration "$SECS"
-run one-at-a-time produce --topic b-one --partitions 1 --producers 1 --record-size 100 --rate 200 --duration "$SECS" --linger-ms 0
-run e2e-10k e2e --topic b-e2e --partitions 6 --producers 2 --record-size 100 --rate 10000 --duration "$SECS"
+# A fixed-rate run: first WARMUP seconds of the same load on the same topic,
+# not recorded (a fresh topic's first moments: elections, connections, the
+# leaders' first appends), then SECS seconds measured.
+rated() { # label, then replog bench args
+  local label=$1
+  shift
+  if [ "$WARMUP" != 0 ]; then
+    echo "bench: $label: warm-up of ${WARMUP} s, not recorded" >&2
+    $R bench "$@" --duration "$WARMUP" --output json >/dev/null
+  fi
+  run "$label" "$@" --duration "$SECS"
+}
+rated rate-10k produce --topic b-rate --partitions 6 --producers 2 --record-size 100 --rate 10000
+rated rate-100k produce --topic b-rate --partitions 6 --producers 4 --record-size 100 --rate 100000
+rated one-at-a-time produce --topic b-one --partitions 1 --producers 1 --record-size 100 --rate 200 --linger-ms 0
+rated e2e-10k e2e --topic b-e2e --partitions 6 --producers 2 --record-size 100 --rate 10000
 run max-100B produce --topic b-sat-100 --partitions 6 --producers 4 --record-size 100 --records "$SAT_100"
 run max-1KiB produce --topic b-sat-1k --partitions 6 --producers 4 --record-size 1024 --records "$SAT_1K"
 run consume-100B consume --topic b-sat-100 --partitions 6 --record-size 100 --records "$SAT_100"

@@ -139,6 +139,12 @@ def main():
         "coordinated omission); without one (`max-*`) from the moment the record was enqueued, all records\n"
         "offered at once — those latencies measure the producer's own queue, the throughput is the figure.\n"
         "`e2e`: from intended send time until a Subscribe consumer has the record.\n"
+        + (
+            f"Each run with a rate follows {machine['warmup_s']} s of the same load on the same topic, not recorded\n"
+            "(a fresh topic's first moments: elections, connections, the leaders' first appends).\n"
+            if machine.get("warmup_s")
+            else ""
+        )
     )
     o.append("| run | mode | size B | partitions | producers | rate | records | rec/s | MB/s | p50 | p99 | p99.9 | max | errors |")
     o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
