@@ -64,18 +64,18 @@ pub async fn run(node: Arc<Node>) {
                 .collect();
             first_replica = (Some(meta), index);
         }
-        // Cheapest first: most partitions here are led elsewhere or
-        // already by their preferred replica.
-        let led_elsewhere: Vec<(Arc<Partition>, NodeId)> = node
-            .partition_map()
-            .values()
-            .filter_map(|p| {
-                let preferred = *first_replica.1.get(&p.group())?;
-                let led_here = || match p.quiet.asleep_under() {
-                    Some((leader, _)) => leader == node.id,
-                    None => p.raft().led_by(node.id),
-                };
-                (preferred != node.id && led_here()).then(|| (p.clone(), preferred))
+        // The groups led here, the quiet ones as the census keeps them:
+        // most partitions here are led elsewhere, and most of those quiet.
+        let census = node.census();
+        let awake_led = census.awake.iter().filter(|(p, _)| p.raft().led_by(node.id)).map(|(p, _)| (p.group(), p));
+        let led_elsewhere: Vec<(Arc<Partition>, NodeId)> = census
+            .quiet_led_here
+            .iter()
+            .map(|(g, p)| (*g, p))
+            .chain(awake_led)
+            .filter_map(|(g, p)| {
+                let preferred = *first_replica.1.get(&g)?;
+                (preferred != node.id).then(|| (p.clone(), preferred))
             })
             .collect();
         if led_elsewhere.is_empty() {

@@ -33,6 +33,7 @@
 
 pub mod balancer;
 pub mod capacity;
+pub mod census;
 pub mod config;
 pub mod controller;
 pub mod coordinator;

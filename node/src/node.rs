@@ -60,6 +60,9 @@ pub struct Node {
     /// made again only after a change ([`Node::partition_map`]).
     partitions_changes: std::sync::atomic::AtomicU64,
     partitions_copy: std::sync::Mutex<Option<(u64, PartitionMap)>>,
+    /// The groups sorted into quiet and awake, as last read
+    /// ([`Node::census`]).
+    census: std::sync::Mutex<Option<Arc<crate::census::Census>>>,
     /// Serializes partition creation and removal.
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Bounds acks=none writes accepted but not yet committed.
@@ -161,6 +164,7 @@ impl Node {
             partitions: RwLock::default(),
             partitions_changes: Default::default(),
             partitions_copy: Default::default(),
+            census: Default::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             acks_none_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ACKS_NONE_IN_FLIGHT)),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -224,6 +228,23 @@ impl Node {
             *kept = Some((made_at, copy.clone()));
         }
         copy
+    }
+
+    /// The open groups sorted into quiet and awake, with what the reports
+    /// say of the quiet ones: read again only after a group went quiet or
+    /// woke, a partition opened or closed, or the metadata changed.
+    pub(crate) fn census(&self) -> Arc<crate::census::Census> {
+        let changes = self.quiescer.changes();
+        let open = self.partition_map();
+        let meta = self.meta();
+        if let Some(c) = &*self.census.lock().expect("census lock")
+            && c.holds(changes, &open, &meta)
+        {
+            return c.clone();
+        }
+        let c = Arc::new(crate::census::Census::take(self, changes, open, meta));
+        *self.census.lock().expect("census lock") = Some(c.clone());
+        c
     }
 
     /// How many partitions are open here.
@@ -365,49 +386,35 @@ impl Node {
     }
 
     /// This node's own report: partitions hosted, their leaders and offsets.
-    /// Peers ask for it twice a second each, so it goes over the hosted
-    /// groups once ([`Node::partition_map`]), reads a
-    /// quiet group's Raft state once per nap ([`crate::quiesce::QuietView`]),
-    /// and judges the readiness it reports from that same pass.
+    /// Peers ask for it twice a second each, so it reads afresh only the
+    /// awake groups; the quiet ones come from the [`Node::census`], their
+    /// leases judged once per voter set.
     pub fn node_info(&self) -> pb::NodeInfoResponse {
-        use crate::metrics::sample;
-        let (mut leaders, mut replicas, mut under_replicated) = (0, 0, 0);
-        let mut behind: HashMap<GroupId, sample::Behind> = HashMap::new();
+        let census = self.census();
         let acked = self.quiescer.acked_within_lease();
-        let open = self.partition_map();
-        let mut groups = Vec::with_capacity(open.len());
-        for p in open.values() {
-            // A quiet group's view as kept for its nap (its lease through
-            // liveness), else as read now.
-            let kept = p.quiet.with_view(|v| {
-                let leads = v.led && self.quiescer.majority_acked(v.voters.iter().copied(), &acked);
-                group_status(p.group(), v, leads)
-            });
-            let r = kept.unwrap_or_else(|| {
-                let nap = p.quiet.nap();
-                let (v, leads) = self.read_view(p, nap.is_some());
-                let r = group_status(p.group(), &v, leads);
-                if let Some(nap) = nap {
-                    p.quiet.keep_view(nap, v);
-                }
-                r
-            });
-            if let Some(b) = r.behind {
-                behind.insert(p.group(), b);
+        let (mut leaders, mut under_replicated) = (0, 0);
+        for l in &census.quiet_led {
+            if self.quiescer.majority_acked(l.voters.iter().copied(), &acked) {
+                leaders += l.groups;
+                under_replicated += l.under_replicated;
             }
-            replicas += 1;
-            leaders += u32::from(r.leads);
-            under_replicated += u32::from(r.leads && r.under_replicated);
-            groups.push(r.status);
         }
-        let in_sync = sample::readiness_with(self, &open, |p| behind.get(&p.group()).copied()).ready;
-        groups.sort_unstable_by_key(|g| g.group_id);
+        let mut awake = Vec::with_capacity(census.awake.len());
+        let mut awake_ready = true;
+        for (p, placed) in &census.awake {
+            let (v, leads) = self.read_view(p, false);
+            awake_ready &= !placed || v.behind.is_none();
+            leaders += u32::from(leads);
+            under_replicated += u32::from(leads && v.under_replicated);
+            awake.push(crate::census::node_status(p.group(), &v));
+        }
+        let in_sync = census.settled_ready && awake_ready && crate::metrics::sample::controller_waiting(self).is_none();
         pb::NodeInfoResponse {
             id: self.id,
             addr: self.addr.clone(),
             leader_count: leaders,
-            replica_count: replicas,
-            groups,
+            replica_count: (census.quiet.len() + census.awake.len()) as u32,
+            groups: crate::census::merged(&census.quiet, awake),
             stopping: self.stopping.load(std::sync::atomic::Ordering::SeqCst),
             under_replicated,
             in_sync,
@@ -421,7 +428,7 @@ impl Node {
     /// What the reports say of `p`, read from its Raft state now; and
     /// whether it leads here with a lease. The voters, for a kept view's
     /// lease, are collected only for a view to be kept (`keep`).
-    fn read_view(&self, p: &Partition, keep: bool) -> (crate::quiesce::QuietView, bool) {
+    pub(crate) fn read_view(&self, p: &Partition, keep: bool) -> (crate::quiesce::QuietView, bool) {
         let rx = p.raft().metrics();
         let m = rx.borrow_watched();
         let led = crate::members::leads(&m, self.id);
@@ -514,29 +521,6 @@ impl Node {
             warn!("final flush failed: {e}");
         }
     }
-}
-
-/// What `NodeInfo` reports of one group.
-struct Reported {
-    status: pb::GroupStatus,
-    /// Some voter is behind (counted only where it leads here).
-    under_replicated: bool,
-    /// What holds it back from readiness.
-    behind: Option<crate::metrics::sample::Behind>,
-    /// It leads here with a lease.
-    leads: bool,
-}
-
-/// What `NodeInfo` reports of `group` from its view `v`.
-fn group_status(group: GroupId, v: &crate::quiesce::QuietView, leads: bool) -> Reported {
-    let status = pb::GroupStatus {
-        group_id: group,
-        leader: v.leader.unwrap_or(0),
-        log_start_offset: v.log_start_offset,
-        high_watermark: v.high_watermark,
-        last_applied_index: v.applied,
-    };
-    Reported { status, under_replicated: v.under_replicated, behind: v.behind, leads }
 }
 
 /// The open partitions by group, shared by the scans over them.

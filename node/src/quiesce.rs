@@ -212,6 +212,10 @@ pub struct Quiescer {
     peers: Mutex<HashMap<NodeId, Peer>>,
     /// Wake-ups to tell each peer on the next call.
     wakes: Mutex<HashMap<NodeId, Vec<GroupId>>>,
+    /// Groups that went quiet or woke here so far, each counted after the
+    /// change: a [`crate::census::Census`] read at one count holds until
+    /// the next.
+    changes: AtomicU64,
 }
 
 impl Quiescer {
@@ -229,6 +233,7 @@ impl Quiescer {
             settle: heartbeat * 2,
             peers: Mutex::default(),
             wakes: Mutex::default(),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -238,6 +243,27 @@ impl Quiescer {
     /// [`ORPHANED_AFTER_MIN`].
     pub fn dead_after(&self) -> Duration {
         (self.lease + PING * 2).max(ORPHANED_AFTER_MIN)
+    }
+
+    /// How many times a group went quiet or woke here so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Marks `p` awake (its ticks are the caller's); false if it was not
+    /// asleep.
+    fn mark_awake(&self, p: &Partition) -> bool {
+        let woke = p.quiet.mark_awake(self.now_ms());
+        if woke {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+        }
+        woke
+    }
+
+    /// Puts `p` to sleep under `leader`'s `term` ([`Quiet::sleep`]).
+    fn sleep(&self, p: &Partition, leader: NodeId, term: u64) {
+        p.quiet.sleep(p.raft(), leader, term);
+        self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
     fn now_ms(&self) -> u64 {
@@ -256,7 +282,7 @@ impl Quiescer {
     /// Raft lease comes back with its acknowledgements) and has the
     /// followers woken with the next pings.
     pub fn wake(&self, p: &Partition) {
-        if !p.quiet.mark_awake(self.now_ms()) {
+        if !self.mark_awake(p) {
             return;
         }
         p.raft().runtime_config().tick(true);
@@ -278,7 +304,7 @@ impl Quiescer {
     /// once the leader's heartbeats (sent as the leader woke) have
     /// refreshed its election timer.
     fn wake_follower(&self, p: Arc<Partition>) {
-        if p.raft().led_by(self.me) || !p.quiet.mark_awake(self.now_ms()) {
+        if p.raft().led_by(self.me) || !self.mark_awake(&p) {
             return;
         }
         let settle = self.settle;
@@ -403,7 +429,7 @@ impl Quiescer {
         if !holds {
             return false;
         }
-        p.quiet.sleep(p.raft(), leader, term);
+        self.sleep(p, leader, term);
         true
     }
 
@@ -518,7 +544,8 @@ impl Quiescer {
         let now = self.now_ms();
         let idle_ms = idle_after.as_millis() as u64;
         let mut out = Vec::new();
-        for p in node.partition_map().values() {
+        // Only awake groups: a quiet one has nothing to do here.
+        for (p, _) in &node.census().awake {
             let q = &p.quiet;
             if q.is_asleep()
                 || now.saturating_sub(q.active_ms.load(Ordering::SeqCst)) < idle_ms
@@ -601,7 +628,7 @@ impl Quiescer {
                 continue;
             }
             let active = p.quiet.active_ms.load(Ordering::SeqCst);
-            p.quiet.sleep(p.raft(), self.me, term);
+            self.sleep(&p, self.me, term);
             // A client operation that came between the check above and the
             // store saw the group awake and did not wake it: it does now.
             if p.quiet.active_ms.load(Ordering::SeqCst) != active {

@@ -5,7 +5,11 @@
 //! a ticking one does: while quiet it still names its leader; a write wakes
 //! it and is acknowledged; a restarted replica does not unseat its quiet
 //! leaders; a SIGKILLed quiet leader is replaced and writes resume; every
-//! acknowledged record is read back exactly once at its offset.
+//! acknowledged record is read back exactly once at its offset. What each
+//! node reports of its groups to its peers (`NodeInfo`: leaders, offsets,
+//! leader counts, readiness), which a node keeps for its quiet groups
+//! rather than reading them all again for every report, follows each group
+//! as it wakes, takes writes and goes quiet again.
 
 mod common;
 
@@ -14,7 +18,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use common::{WAIT, wait_for};
 use replog_client::{Client, PartitionReader, Producer, ProducerConfig, Record};
-use replog_testkit::Cluster;
+use replog_proto::pb::{self, replog_client::ReplogClient};
+use replog_testkit::{Cluster, poll_until};
 
 const PARTITIONS: u32 = 6;
 /// The smallest the node accepts: twice the max election timeout.
@@ -47,7 +52,13 @@ async fn leaders(client: &Client) -> BTreeMap<u32, u64> {
 
 /// One record per partition, each acknowledged; returns (partition, offset, value).
 async fn one_each(client: &Client, tag: &str, acked: &mut Vec<(u32, u64, String)>) {
-    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    one_each_by(&Producer::new(client.clone(), ProducerConfig::default()), tag, acked).await
+}
+
+/// [`one_each`] by `producer`: one that has written before writes without
+/// asking the controller for a producer id, so that nothing but the
+/// partitions' own groups changes.
+async fn one_each_by(producer: &Producer, tag: &str, acked: &mut Vec<(u32, u64, String)>) {
     for p in 0..PARTITIONS {
         let value = format!("{tag}-{p}");
         let rec = Record::new(None, Bytes::from(value.clone()), 0);
@@ -75,26 +86,112 @@ async fn check(client: &Client, acked: &[(u32, u64, String)]) {
     }
 }
 
+/// The high watermark each partition has from the acknowledged records.
+fn expected_hw(acked: &[(u32, u64, String)]) -> BTreeMap<u32, u64> {
+    let mut hw = BTreeMap::new();
+    for (p, off, _) in acked {
+        let e = hw.entry(*p).or_insert(0);
+        *e = (*e).max(off + 1);
+    }
+    hw
+}
+
+/// Every running node's `NodeInfo`, and the Raft group of each partition
+/// of `q`.
+async fn reports(cluster: &Cluster) -> (BTreeMap<u64, pb::NodeInfoResponse>, BTreeMap<u32, u64>) {
+    let mut infos = BTreeMap::new();
+    let mut groups = BTreeMap::new();
+    for id in cluster.serving() {
+        let mut c = ReplogClient::connect(format!("http://{}", cluster.node(id).addr)).await.expect("connect");
+        infos.insert(id, c.node_info(pb::NodeInfoRequest {}).await.expect("node info").into_inner());
+        let meta = c.metadata(pb::MetadataRequest { topics: vec!["q".into()] }).await.expect("metadata");
+        for pm in &meta.into_inner().topics[0].partitions {
+            groups.insert(pm.partition, pm.group_id);
+        }
+    }
+    (infos, groups)
+}
+
+/// Where what the nodes report of the quiet groups differs from what was
+/// written and who leads: every node names each partition's leader and
+/// its whole log, each leader counts the groups it leads, and every node is
+/// in sync. None when it all agrees.
+async fn quiet_reports_differ(
+    cluster: &Cluster,
+    leaders: &BTreeMap<u32, u64>,
+    acked: &[(u32, u64, String)],
+) -> Option<String> {
+    let (infos, groups) = reports(cluster).await;
+    let hw = expected_hw(acked);
+    for (id, info) in &infos {
+        let led = leaders.values().filter(|l| *l == id).count() as u32;
+        if info.leader_count != led || info.replica_count != PARTITIONS || !info.in_sync {
+            return Some(format!(
+                "node {id}: leads {} of {led}, {} replicas of {PARTITIONS}, in sync {}",
+                info.leader_count, info.replica_count, info.in_sync
+            ));
+        }
+        for (p, g) in &groups {
+            let got = info.groups.iter().find(|s| s.group_id == *g).map(|s| (s.leader, s.high_watermark));
+            if got != Some((leaders[p], hw[p])) {
+                return Some(format!("node {id}, partition {p}: reports {got:?}, want {:?}", (leaders[p], hw[p])));
+            }
+        }
+    }
+    None
+}
+
+/// What the nodes report of the quiet groups agrees with `acked` and
+/// `leaders` (within a few seconds: a leader's count rests on pings that
+/// a loaded machine can delay); panics with the difference otherwise.
+async fn check_quiet_reports(cluster: &Cluster, leaders: &BTreeMap<u32, u64>, acked: &[(u32, u64, String)]) {
+    let limit = std::time::Duration::from_secs(10);
+    let agreed = poll_until("the reports of the quiet groups to agree", limit, || async {
+        quiet_reports_differ(cluster, leaders, acked).await.is_none().then_some(())
+    })
+    .await;
+    if agreed.is_err() {
+        panic!("{}", quiet_reports_differ(cluster, leaders, acked).await.unwrap_or_else(|| "agreed late".into()));
+    }
+}
+
+/// Each partition's leader reports its high watermark past every
+/// acknowledged record at once: a leader applies a record before it
+/// acknowledges it, and its report reads an awake group afresh.
+async fn check_leader_reports(cluster: &Cluster, leaders: &BTreeMap<u32, u64>, acked: &[(u32, u64, String)]) {
+    let (infos, groups) = reports(cluster).await;
+    for (p, hw) in expected_hw(acked) {
+        let info = &infos[&leaders[&p]];
+        let got = info.groups.iter().find(|s| s.group_id == groups[&p]).map(|s| s.high_watermark);
+        assert_eq!(got, Some(hw), "partition {p}'s leader {}, right after the write", leaders[&p]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_idle_partitions_when_quiet_then_they_take_writes_keep_leaders_across_a_restart_and_fail_over() {
     let mut cluster = common::start(3, &["--quiesce-after-ms", QUIET_AFTER_MS]).await;
     let client = common::client(&cluster).await;
     client.create_topic("q", PARTITIONS, 3).await.expect("create topic");
     let mut acked = Vec::new();
-    one_each(&client, "first", &mut acked).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    one_each_by(&producer, "first", &mut acked).await;
 
     // Idle: every replica of every group goes quiet, and the partitions
     // still have leaders.
     all_quiet(&cluster, "every group quiet after the first writes").await;
     let before = leaders(&client).await;
+    check_quiet_reports(&cluster, &before, &acked).await;
 
-    // A write wakes its group and is acknowledged.
-    one_each(&client, "woken", &mut acked).await;
+    // A write wakes its group and is acknowledged; its leader's report
+    // has it at once.
+    one_each_by(&producer, "woken", &mut acked).await;
+    check_leader_reports(&cluster, &leaders(&client).await, &acked).await;
     check(&client, &acked).await;
 
     // A replica restarting while its groups are quiet: it follows the
     // leaders on the other nodes rather than unseating them.
     all_quiet(&cluster, "every group quiet again").await;
+    check_quiet_reports(&cluster, &leaders(&client).await, &acked).await;
     let restarted = before[&(PARTITIONS - 1)];
     cluster.kill(restarted).expect("kill");
     cluster.restart(restarted).expect("restart");

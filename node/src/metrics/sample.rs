@@ -406,29 +406,8 @@ pub struct Readiness {
 /// up to what that leader has committed (within [`READY_SLACK_ENTRIES`]).
 pub fn readiness(node: &Node) -> Readiness {
     let open = node.partition_map();
-    readiness_with(node, &open, |p| behind(&p.raft().metrics().borrow_watched()))
-}
-
-/// [`readiness`], with what holds each open partition back told by
-/// `behind` (a scan that has read every partition's Raft state already
-/// answers from what it read, rather than this reading it all again).
-pub(crate) fn readiness_with(
-    node: &Node,
-    open: &HashMap<GroupId, std::sync::Arc<crate::partition::Partition>>,
-    behind: impl Fn(&crate::partition::Partition) -> Option<Behind>,
-) -> Readiness {
-    let mut waiting = Vec::new();
     let c = view(node.controller.raft(), node.id);
-    match c.leader {
-        None => waiting.push("controller: no leader".to_string()),
-        Some(_) if lagging(c.applied, c.cluster_committed) => {
-            waiting.push(format!("controller: applied {} of {} committed", c.applied, c.cluster_committed))
-        }
-        Some(_) if !node.controller.caught_up() => {
-            waiting.push("controller: metadata not yet caught up since start (no writes taken)".to_string())
-        }
-        Some(_) => {}
-    }
+    let mut waiting: Vec<String> = controller_waiting_given(node, &c).into_iter().collect();
     let meta = node.meta();
     let mut more = 0;
     for t in meta.topics.values() {
@@ -444,7 +423,7 @@ pub(crate) fn readiness_with(
                     Some(format!("not open: this node holds at most {} replicas (max_replicas)", node.replica_limit))
                 }
                 None => Some("not open yet".to_string()),
-                Some(p) => behind(p).map(|b| b.to_string()),
+                Some(p) => behind(&p.raft().metrics().borrow_watched()).map(|b| b.to_string()),
             };
             if let Some(why) = why {
                 if waiting.len() < MAX_REASONS {
@@ -459,6 +438,25 @@ pub(crate) fn readiness_with(
         waiting.push(format!("and {more} more partitions"));
     }
     Readiness { node: node.id, ready: waiting.is_empty(), controller_leader: c.leader, waiting_for: waiting }
+}
+
+/// What keeps the controller group here from counting as caught up, if
+/// anything: part of [`readiness`].
+pub fn controller_waiting(node: &Node) -> Option<String> {
+    controller_waiting_given(node, &view(node.controller.raft(), node.id))
+}
+
+fn controller_waiting_given(node: &Node, c: &RaftView) -> Option<String> {
+    match c.leader {
+        None => Some("controller: no leader".to_string()),
+        Some(_) if lagging(c.applied, c.cluster_committed) => {
+            Some(format!("controller: applied {} of {} committed", c.applied, c.cluster_committed))
+        }
+        Some(_) if !node.controller.caught_up() => {
+            Some("controller: metadata not yet caught up since start (no writes taken)".to_string())
+        }
+        Some(_) => None,
+    }
 }
 
 /// What keeps an open partition replica from counting as caught up.
