@@ -149,13 +149,23 @@ pub struct ProducerConfig {
     pub idempotent: bool,
 }
 
+/// How long a batch waits for more records by default. At a steady load
+/// a longer linger makes fewer, larger batches, and each batch costs every
+/// replica a Raft entry, an fsync'd append and an apply: on 3 local nodes
+/// at 10,000 records/s of 100 B over 6 partitions, 5 ms against 2 ms gave
+/// p50 6.3–6.6 ms against 6.6–7.5 ms and p99 13.7–19.8 ms against
+/// 27–37 ms, with a tenth less node CPU (Kafka's producer moved its
+/// default `linger.ms` from 0 to 5 for the same reason). A lone record
+/// waits that long; set `linger` to zero to send at once.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             acks: Acks::All,
             batch_max_records: 10_000,
             batch_max_bytes: 1 << 20,
-            linger: Duration::from_millis(2),
+            linger: DEFAULT_LINGER,
             buffer_bytes: 32 << 20,
             buffer_records: 1_000_000,
             on_full: OnFull::Block { timeout: Duration::from_secs(60) },

@@ -155,7 +155,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub duration: Option<f64>,
     /// How long a partition's batch waits for more records (ms).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = crate::producer::DEFAULT_LINGER.as_millis() as u64)]
     pub linger_ms: u64,
     /// produce: bind a new topic to the `--payload json` subject, so every
     /// record is validated by the brokers.
