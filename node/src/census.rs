@@ -69,14 +69,21 @@ impl Census {
     /// group that sleeps or wakes during the walk makes the next call read
     /// again.
     pub fn take(node: &Node, changes: u64, open: PartitionMap, meta: Arc<ClusterMeta>) -> Census {
+        let placed: HashSet<GroupId> = meta
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|pm| pm.replicas.contains(&node.id))
+            .map(|pm| pm.group)
+            .collect();
+        let mut settled_ready = placed.iter().all(|g| open.contains_key(g));
         let mut awake = Vec::new();
         let mut quiet = Vec::new();
         let mut led: HashMap<Vec<NodeId>, (u32, u32)> = HashMap::new();
         let mut quiet_led_here = Vec::new();
-        let mut quiet_behind = HashSet::new();
         for p in open.values() {
             let Some(nap) = p.quiet.nap() else {
-                awake.push(p.clone());
+                awake.push((p.clone(), placed.contains(&p.group())));
                 continue;
             };
             let v = p.quiet.with_view(QuietView::clone).unwrap_or_else(|| {
@@ -85,9 +92,7 @@ impl Census {
                 v
             });
             quiet.push(node_status(p.group(), &v));
-            if v.behind.is_some() {
-                quiet_behind.insert(p.group());
-            }
+            settled_ready &= v.behind.is_none() || !placed.contains(&p.group());
             if v.led {
                 quiet_led_here.push((p.group(), p.clone()));
                 let e = led.entry(v.voters).or_default();
@@ -96,21 +101,6 @@ impl Census {
             }
         }
         quiet.sort_unstable_by_key(|g| g.group_id);
-        let mut settled_ready = true;
-        let mut placed = HashSet::new();
-        for pm in meta.topics.values().flat_map(|t| t.partitions.iter()).filter(|pm| pm.replicas.contains(&node.id)) {
-            placed.insert(pm.group);
-            if !open.contains_key(&pm.group) || quiet_behind.contains(&pm.group) {
-                settled_ready = false;
-            }
-        }
-        let awake = awake
-            .into_iter()
-            .map(|p| {
-                let placed = placed.contains(&p.group());
-                (p, placed)
-            })
-            .collect();
         let mut quiet_led: Vec<QuietLed> = led
             .into_iter()
             .map(|(voters, (groups, under_replicated))| QuietLed { voters, groups, under_replicated })
