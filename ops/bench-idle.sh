@@ -103,8 +103,8 @@ declare -A before
 for p in $(pids); do before[$p]=$(ticks "$p"); done
 if [ -n "${IDLE_PERF:-}" ] && command -v perf >/dev/null; then
   mkdir -p target/bench
-  perf record -F 199 -g -o target/bench/idle-perf.data -p "$(pids | head -1)" -- sleep "$SECS" >/dev/null 2>&1
-  perf report -i target/bench/idle-perf.data --stdio --no-children --percent-limit 1 2>/dev/null | grep -v '^$' | head -150 >target/bench/idle-perf.txt
+  perf record -F 199 -g -o target/bench/idle-perf.data -p "$(pids | sed -n 1p)" -- sleep "$SECS" >/dev/null 2>&1
+  perf report -i target/bench/idle-perf.data --stdio --no-children --percent-limit 1 2>/dev/null | grep -v '^$' | sed -n 1,150p >target/bench/idle-perf.txt
 else
   sleep "$SECS"
 fi
