@@ -3,7 +3,8 @@
 //! is the JSON of DESIGN.md's contract and its counts add up.
 //!
 //! - `produce --rate R --duration S` offers R × S records, every one
-//!   acknowledged, none refused;
+//!   acknowledged, none refused, with keyless records as `make bench`
+//!   sends them (the producer picks their partitions);
 //! - `e2e` consumes exactly what it produced;
 //! - `failover` SIGKILLs the leader of partition 0 part-way through and
 //!   names every partition it led, each with the time until writes were
@@ -52,12 +53,14 @@ async fn given_a_cluster_when_each_bench_mode_runs_then_its_json_parses_and_its_
     let common = ["--partitions", "3", "--producers", "2", "--record-size", "64"];
 
     // produce at a fixed rate: rate × duration records, all acknowledged.
-    let mut args = vec!["produce", "--topic", "b-produce", "--rate", "400", "--duration", "2"];
+    let mut args =
+        vec!["produce", "--topic", "b-produce", "--rate", "400", "--duration", "2", "--partitioner", "keyless"];
     args.extend(common);
     let v = bench(&bootstrap, &args);
     assert_eq!(v["bench"], "produce");
     assert_eq!((n(&v, "records"), n(&v, "offered"), n(&v, "errors")), (800, 800, 0), "{v}");
     assert_eq!(v["latency_from"], "intended send time");
+    assert_eq!(v["partitioner"], "keyless");
 
     // closed loop, as before: --records records.
     let mut args = vec!["produce", "--topic", "b-produce", "--records", "500"];
@@ -66,7 +69,7 @@ async fn given_a_cluster_when_each_bench_mode_runs_then_its_json_parses_and_its_
     assert_eq!((n(&v, "records"), n(&v, "errors")), (500, 0), "{v}");
 
     // e2e: everything produced is consumed, once.
-    let mut args = vec!["e2e", "--topic", "b-e2e", "--rate", "400", "--duration", "2"];
+    let mut args = vec!["e2e", "--topic", "b-e2e", "--rate", "400", "--duration", "2", "--partitioner", "keyless"];
     args.extend(common);
     let v = bench(&bootstrap, &args);
     assert_eq!(v["bench"], "e2e");

@@ -98,6 +98,11 @@ struct Track {
 pub async fn run(client: Client, f: FailoverArgs) -> anyhow::Result<()> {
     let a = &f.load;
     a.check()?;
+    if a.partitioner != super::Partitioner::Spread {
+        anyhow::bail!(
+            "failover times each partition, so every partition must be written all along: --partitioner spread"
+        );
+    }
     if !(f.fault_after.is_finite() && f.fault_after >= 0.0) {
         anyhow::bail!("--fault-after must be a number of seconds");
     }

@@ -36,6 +36,9 @@ pub struct LoadSpec {
     pub records: u64,
     /// Stop offering after this long, even if records remain.
     pub duration: Option<Duration>,
+    /// Leave each record's partition to the producer instead of naming
+    /// the partitions in turn.
+    pub keyless: bool,
 }
 
 /// The answer for one record.
@@ -198,11 +201,12 @@ async fn one_task(
             if deadline.is_some_and(|d| intended >= d) {
                 break 'offer;
             }
-            // Round-robin over partitions, staggered per task.
-            let partition = ((j + task) % partitions as u64) as u32;
+            // Round-robin over partitions, staggered per task, unless the
+            // producer picks.
+            let partition = (!spec.keyless).then_some(((j + task) % partitions as u64) as u32);
             let rec = Record::new(None, value(j, intended), now_ms());
             offered.fetch_add(1, Ordering::Relaxed);
-            match producer.enqueue(&spec.topic, Some(partition), rec).await {
+            match producer.enqueue(&spec.topic, partition, rec).await {
                 Ok(handle) => {
                     let _ = tx.send((intended, handle));
                 }

@@ -78,6 +78,18 @@ impl From<CompressionArg> for Compression {
     }
 }
 
+/// How a load run spreads records over partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Partitioner {
+    /// Each record names its partition, the partitions in turn: every
+    /// partition gets the same count at the same pace (what `bench
+    /// consume` reads back, and what `failover` times per partition).
+    Spread,
+    /// Records carry no key and name no partition, so the producer picks
+    /// (sticky partitioning), as for an application's keyless events.
+    Keyless,
+}
+
 /// What record values hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Payload {
@@ -154,6 +166,9 @@ pub struct BenchArgs {
     /// (instead of --records).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// How records are spread over partitions.
+    #[arg(long, value_enum, default_value_t = Partitioner::Spread)]
+    pub partitioner: Partitioner,
     /// How long a partition's batch waits for more records (ms).
     #[arg(long, default_value_t = crate::producer::DEFAULT_LINGER.as_millis() as u64)]
     pub linger_ms: u64,
@@ -313,6 +328,7 @@ impl BenchArgs {
             rate: self.rate,
             records,
             duration,
+            keyless: self.partitioner == Partitioner::Keyless,
         }
     }
 
@@ -324,6 +340,7 @@ impl BenchArgs {
                "max_in_flight": self.max_in_flight, "linger_ms": self.linger_ms,
                "compression": Compression::from(self.compression).name(),
                "payload": format!("{:?}", self.payload).to_lowercase(),
+               "partitioner": format!("{:?}", self.partitioner).to_lowercase(),
                "rate": self.rate, "duration_s": self.duration,
                "latency_from": if self.rate.is_some() { "intended send time" } else { "enqueue" }})
     }
