@@ -139,6 +139,8 @@ def main():
         "coordinated omission); without one (`max-*`) from the moment the record was enqueued, all records\n"
         "offered at once — those latencies measure the producer's own queue, the throughput is the figure.\n"
         "`e2e`: from intended send time until a Subscribe consumer has the record.\n"
+        "Partitioner `keyless`: records without keys, partitions picked by the producer (sticky: one\n"
+        "partition until 64 KiB have gone there); `spread`: each record names the next partition in turn.\n"
         + (
             f"Each run with a rate follows {machine['warmup_s']} s of the same load on the same topic, not recorded\n"
             "(a fresh topic's first moments: elections, connections, the leaders' first appends).\n"
@@ -146,14 +148,14 @@ def main():
             else ""
         )
     )
-    o.append("| run | mode | size B | partitions | producers | rate | records | rec/s | MB/s | p50 | p99 | p99.9 | max | errors |")
-    o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    o.append("| run | mode | size B | partitions | partitioner | producers | rate | records | rec/s | MB/s | p50 | p99 | p99.9 | max | errors |")
+    o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("bench") in ("dd-dsync", "idle", "restart", None):
             continue
         o.append(
             f"| {r.get('label')} | {r['bench']}{'/' + r['mode'] if r.get('mode') else ''} | {r.get('record_size', '–')} | {r.get('partitions', '–')} | "
-            f"{r.get('producers', '–')} | {fmt(r.get('rate'), 0)} | {r['records']} | {fmt(r['records_per_sec'], 0)} | {r['mb_per_sec']} | "
+            f"{r.get('partitioner', '–')} | {r.get('producers', '–')} | {fmt(r.get('rate'), 0)} | {r['records']} | {fmt(r['records_per_sec'], 0)} | {r['mb_per_sec']} | "
             f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['p999_ms'], 2)} | {fmt(r['max_ms'], 2)} | {r.get('errors', '–')} |"
         )
     o.append("")
