@@ -90,6 +90,10 @@ if [ "${BENCH_NATS:-1}" = 1 ] && [ -n "$PEER" ]; then
   # Saturation figures: its own suite, once, short.
   REPS=1 QUICK=${BENCH_QUICK:+1} OUT="$OUT/nats-suite.jsonl" "$PEER/run-nats-bench.sh" >"$OUT/nats-suite.md" || true
   cat "$OUT/nats-suite.jsonl" >>"$NATS_OUT" 2>/dev/null || true
+  # What a run leaves in the page cache is written back to disk in the
+  # next half minute, under the next runs' fsyncs: a 10 s NATS run at
+  # 100,000/s leaves 400 MB. Every part starts on a quiet disk.
+  sync
   # Fixed-rate and one-at-a-time figures, as replog's below.
   export CARGO_TARGET_DIR_NATS=${CARGO_TARGET_DIR_NATS:-/tmp/nats-bench-target}
   NB="$CARGO_TARGET_DIR_NATS/release/nats-bench"
@@ -101,6 +105,7 @@ if [ "${BENCH_NATS:-1}" = 1 ] && [ -n "$PEER" ]; then
     done
     "$NB" --mode sync --size 100 --count 2000 --warmup 100 --label "one-at-a-time" | tail -1 | tee -a "$NATS_OUT"
     "$PEER/nats-cluster.sh" stop
+    sync
   fi
 else
   echo "bench: NATS peer skipped (BENCH_NATS=0 or no peer folder)" >&2
