@@ -2,7 +2,8 @@
 //! send order and land once through a leader's SIGKILL; the broker stores
 //! compressed batches as sent and refuses hostile ones with clear codes;
 //! a full buffer fails at once or waits, as configured, and frees up when
-//! the partition answers.
+//! the partition answers; keyless records stick to one partition for its
+//! share of bytes, the partitions taking turns.
 //!
 //! The producer's handling of every failure interleaving (reordered
 //! requests, lost answers, late landings, refusals) is driven one by one in
@@ -151,6 +152,40 @@ async fn given_a_compressing_producer_when_records_with_headers_are_sent_then_th
             .collect();
         assert_eq!(back, records, "{codec}: the reader gets back keys, values, timestamps and headers");
         next += records.len() as u64;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_keyless_records_when_produced_then_each_partition_takes_sticky_bytes_of_them_in_turn() {
+    const PARTITIONS: usize = 6;
+    let cluster = common::start(1, &[]).await;
+    let client = common::client(&cluster).await;
+    client.create_topic("k", PARTITIONS as u32, 1).await.expect("create topic");
+    cluster.wait_leaders(&client, "k", WAIT).await.expect("every partition led");
+    let sticky_bytes = 2_000;
+    let producer = Producer::new(client.clone(), ProducerConfig { sticky_bytes, ..Default::default() });
+    let records: Vec<Record> = (0..400).map(|i| Record::new(None, value(i), 1)).collect();
+    let size = records[0].encoded_len();
+    assert!(records.iter().all(|r| r.encoded_len() == size), "records of one size");
+    let mut handles = Vec::new();
+    for r in &records {
+        handles.push(producer.enqueue("k", None, r.clone()).await.expect("enqueue"));
+    }
+    let mut partition_of = vec![u32::MAX; records.len()];
+    for (i, h) in handles.into_iter().enumerate() {
+        partition_of[i] = h.wait().await.expect("acknowledged").0;
+    }
+    // A partition takes records until they reach sticky_bytes, then the next.
+    let run = sticky_bytes.div_ceil(size);
+    let first = partition_of[0] as usize;
+    let want: Vec<u32> = (0..records.len()).map(|i| ((first + i / run) % PARTITIONS) as u32).collect();
+    assert_eq!(partition_of, want, "runs of {run} records of {size} bytes, partitions in turn");
+    // What the partitions hold says the same, in send order.
+    for p in 0..PARTITIONS as u32 {
+        let read = PartitionReader::new(client.clone(), "k", p, 0).read_to_end().await.expect("read");
+        let got: Vec<usize> = read.iter().map(|r| index_of(&r.value)).collect();
+        let sent: Vec<usize> = (0..records.len()).filter(|&i| want[i] == p).collect();
+        assert_eq!(got, sent, "partition {p}");
     }
 }
 
