@@ -138,16 +138,16 @@ rated() { # label, then replog bench args
   fi
   run "$label" "$@" --duration "$SECS"
 }
-# The fixed-rate runs send keyless records, as an application's events
-# without keys: the producer picks their partitions (sticky partitioning).
-# The saturation runs name each record's partition in turn, so that
-# consume-100B reads back the same count from every partition.
+# The load runs send keyless records, as an application's events without
+# keys: the producer picks their partitions (sticky partitioning). The
+# failover runs name each record's partition in turn: they time every
+# partition.
 rated rate-10k produce --topic b-rate --partitions 6 --producers 2 --record-size 100 --rate 10000 --partitioner keyless
 rated rate-100k produce --topic b-rate --partitions 6 --producers 4 --record-size 100 --rate 100000 --partitioner keyless
 rated one-at-a-time produce --topic b-one --partitions 1 --producers 1 --record-size 100 --rate 200 --linger-ms 0
 rated e2e-10k e2e --topic b-e2e --partitions 6 --producers 2 --record-size 100 --rate 10000 --partitioner keyless
-run max-100B produce --topic b-sat-100 --partitions 6 --producers 4 --record-size 100 --records "$SAT_100"
-run max-1KiB produce --topic b-sat-1k --partitions 6 --producers 4 --record-size 1024 --records "$SAT_1K"
+run max-100B produce --topic b-sat-100 --partitions 6 --producers 4 --record-size 100 --records "$SAT_100" --partitioner keyless
+run max-1KiB produce --topic b-sat-1k --partitions 6 --producers 4 --record-size 1024 --records "$SAT_1K" --partitioner keyless
 run consume-100B consume --topic b-sat-100 --partitions 6 --record-size 100 --records "$SAT_100"
 for i in $(seq 1 "$FAILOVERS"); do
   run "failover-kill-$i" failover --topic "b-fail-kill-$i" --partitions 6 --producers 2 --record-size 100 \

@@ -39,8 +39,8 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::{
-    Acks, AutoOffsetReset, Client, Compression, FetchOptions, GroupConsumer, GroupConsumerConfig, PartitionReader,
-    Producer, ProducerConfig,
+    Acks, AutoOffsetReset, Client, Compression, FetchOptions, GroupConsumer, GroupConsumerConfig, PartitionInfo,
+    PartitionReader, Producer, ProducerConfig,
 };
 
 /// `bench consume --group` stops when no record came for this long.
@@ -404,6 +404,18 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many records of each partition a consume run reads: all of them
+/// if the topic holds no more than `records` (a produce run's topic, spread
+/// evenly or keyless), else an even share of `records` from each.
+fn read_counts(partitions: &[PartitionInfo], records: u64) -> Vec<u64> {
+    let held: Vec<u64> = partitions.iter().map(|p| p.high_watermark.saturating_sub(p.log_start_offset)).collect();
+    if held.iter().sum::<u64>() <= records {
+        return held;
+    }
+    let per = records.div_ceil(partitions.len().max(1) as u64);
+    held.into_iter().map(|h| h.min(per)).collect()
+}
+
 async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     if let Some(group) = a.group.clone() {
         return consume_group(client, a, &group).await;
@@ -412,9 +424,8 @@ async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
     let info = client.describe_topic(&topic).await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    let want_per = a.records.div_ceil(info.partitions.len().max(1) as u64);
-    for p in &info.partitions {
-        let end = p.high_watermark.min(p.log_start_offset + want_per);
+    for (p, n) in info.partitions.iter().zip(read_counts(&info.partitions, a.records)) {
+        let end = p.log_start_offset + n;
         let mut reader = PartitionReader::new(client.clone(), &topic, p.partition, p.log_start_offset)
             .with_options(FetchOptions { max_wait_ms: 0, ..Default::default() });
         if a.subscribe {
@@ -465,13 +476,7 @@ async fn consume(client: Client, a: BenchArgs) -> anyhow::Result<()> {
 async fn consume_group(client: Client, a: BenchArgs, group: &str) -> anyhow::Result<()> {
     let topic = ensure_topic(&client, &a).await?;
     let info = client.describe_topic(&topic).await?;
-    let want_per = a.records.div_ceil(info.partitions.len().max(1) as u64);
-    let want: u64 = info
-        .partitions
-        .iter()
-        .map(|p| (p.high_watermark - p.log_start_offset).min(want_per))
-        .sum::<u64>()
-        .min(a.records);
+    let want: u64 = read_counts(&info.partitions, a.records).iter().sum::<u64>().min(a.records);
     let cfg = GroupConsumerConfig { auto_offset_reset: AutoOffsetReset::Earliest, ..Default::default() };
     let start = Instant::now();
     let mut consumer = GroupConsumer::new(client, group, cfg);
@@ -501,4 +506,28 @@ async fn consume_group(client: Client, a: BenchArgs, group: &str) -> anyhow::Res
         json!({"topic": topic, "mode": "group", "group": group, "join_ms": joined_ms, "latency": "per poll"}),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(counts: &[u64]) -> Vec<PartitionInfo> {
+        let p = |(i, &n): (usize, &u64)| PartitionInfo {
+            partition: i as u32,
+            leader: Some(1),
+            replicas: vec![1],
+            log_start_offset: 10,
+            high_watermark: 10 + n,
+        };
+        counts.iter().enumerate().map(p).collect()
+    }
+
+    #[test]
+    fn a_consume_run_reads_all_of_a_topic_within_its_count_else_an_even_share_of_each_partition() {
+        // Keyless records: uneven partitions, the whole topic is the run.
+        assert_eq!(read_counts(&held(&[400, 0, 350, 250]), 1_000), vec![400, 0, 350, 250]);
+        // More than the run wrote: at most a quarter of the count from each.
+        assert_eq!(read_counts(&held(&[400, 100, 350, 300]), 1_000), vec![250, 100, 250, 250]);
+    }
 }
