@@ -82,8 +82,8 @@ impl From<CompressionArg> for Compression {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Partitioner {
     /// Each record names its partition, the partitions in turn: every
-    /// partition gets the same count at the same pace (what `bench
-    /// consume` reads back, and what `failover` times per partition).
+    /// partition gets the same count at the same pace (what `failover`
+    /// needs, since it times each partition).
     Spread,
     /// Records carry no key and name no partition, so the producer picks
     /// (sticky partitioning), as for an application's keyless events.
