@@ -347,13 +347,23 @@ async fn given_retention_rules_when_they_apply_then_every_replica_releases_exact
     for i in 0..32 {
         append(&client, "rejoin", batch_of(&format!("r{i:02}"), 64, 4096, now)).await;
     }
-    // The leader released what the follower lacks and purged its log.
+    // Both running replicas released what the follower lacks and purged
+    // their logs, so whichever of them leads when the follower comes back
+    // (leadership may move on a busy machine) has only a snapshot for it.
     let leader_addr = cluster.node(leader).addr.clone();
     let (start, hw) = wait_for("the leader to release the prefix", WAIT, || async {
         let (s, hw) = replica_offsets(&leader_addr, group).await?;
         (s > 10 && first_segment(&log_dir(&cluster, leader, group)) > 1).then_some((s, hw))
     })
     .await;
+    for r in replicas.iter().copied().filter(|r| *r != leader && *r != follower) {
+        let addr = cluster.node(r).addr.clone();
+        wait_for(&format!("replica {r} to release the prefix"), WAIT, || async {
+            let (s, _) = replica_offsets(&addr, group).await?;
+            (s >= start && first_segment(&log_dir(&cluster, r, group)) > 1).then_some(())
+        })
+        .await;
+    }
     cluster.restart(follower).expect("restart");
     let follower_addr = cluster.node(follower).addr.clone();
     wait_for("the follower to catch up", WAIT, || async {
