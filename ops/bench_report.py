@@ -140,7 +140,7 @@ def main():
         "offered at once — those latencies measure the producer's own queue, the throughput is the figure.\n"
         "`e2e`: from intended send time until a Subscribe consumer has the record.\n"
         "Partitioner `keyless`: records without keys, partitions picked by the producer (sticky: one\n"
-        "partition until 64 KiB have gone there); `spread`: each record names the next partition in turn.\n"
+        "partition until 1 MiB have gone there); `spread`: each record names the next partition in turn.\n"
         + (
             f"Each run with a rate follows {machine['warmup_s']} s of the same load on the same topic, not recorded\n"
             "(a fresh topic's first moments: elections, connections, the leaders' first appends).\n"

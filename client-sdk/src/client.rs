@@ -504,6 +504,16 @@ impl Client {
         })
     }
 
+    /// How many partitions `topic` has, from the cache (fetched if absent).
+    /// The producer asks this for every record, so the cached description
+    /// is not copied.
+    pub(crate) async fn partition_count(&self, topic: &str) -> Result<u32> {
+        if let Some(t) = self.inner.meta.lock().expect("meta lock").topics.get(topic) {
+            return Ok(t.partitions.len() as u32);
+        }
+        Ok(self.topic(topic).await?.partitions.len() as u32)
+    }
+
     fn forget_topic(&self, topic: &str) {
         self.inner.meta.lock().expect("meta lock").topics.remove(topic);
     }

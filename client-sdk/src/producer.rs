@@ -164,7 +164,17 @@ pub struct ProducerConfig {
 /// 9,430–9,460 and half the nodes' CPU; with the 2 ms linger, p99
 /// 6.0–6.9 ms against 11.6–12.6 ms before (each record to the next
 /// partition, 5 ms linger).
-pub const DEFAULT_STICKY_BYTES: usize = 64 << 10;
+///
+/// The run is one full batch (`batch_max_bytes`' default, 1 MiB), the
+/// rule of Kafka's partitioner: at saturation a longer run lets more of a
+/// partition's records wait for the batch in flight, so batches grow. On
+/// the same nodes, 3,000,000 records of 100 B from 4 producers as fast as
+/// they go: 533,003 and 535,633 records/s with 1 MiB runs against
+/// 389,726 and 402,206 with 64 KiB, the nodes' CPU 5.5 s against 9.1 s
+/// (about 1,300 records per batch against 470). At 100,000 records/s the
+/// p99 was 6.8–7.3 ms against 7.7–8.2 ms; at 10,000/s 5.8–6.5 ms against
+/// 6.3–6.4 ms.
+pub const DEFAULT_STICKY_BYTES: usize = 1 << 20;
 
 /// How long a batch waits for more records by default. At a steady load
 /// a longer linger makes fewer, larger batches, and each batch costs every
@@ -358,7 +368,9 @@ struct Waiter {
 
 #[derive(Default)]
 struct State {
-    queues: HashMap<(String, u32), mpsc::UnboundedSender<Pending>>,
+    /// Each topic's partition queues, by partition (looked up by `&str`
+    /// for every record, so without building a key).
+    queues: HashMap<String, HashMap<u32, mpsc::UnboundedSender<Pending>>>,
     sticky: HashMap<String, Sticky>,
 }
 
@@ -576,7 +588,7 @@ impl Producer {
                 self.config.batch_max_bytes, self.config.buffer_bytes
             )));
         }
-        let partitions = self.client.topic(topic).await?.partitions.len() as u32;
+        let partitions = self.client.partition_count(topic).await?;
         if partitions == 0 {
             return Err(Error::InvalidArgument(format!("topic {topic:?} has no partitions")));
         }
@@ -641,13 +653,26 @@ impl Producer {
                 let bytes = b.bytes.clone().try_acquire_many_owned(size as u32).map_err(|_| full(Duration::ZERO))?;
                 (records, bytes)
             }
-            OnFull::Block { timeout } => {
-                let t0 = Instant::now();
-                tokio::time::timeout(timeout, acquire)
-                    .await
-                    .map_err(|_| full(t0.elapsed()))?
-                    .map_err(|_| Error::Transport { addr: String::new(), message: "producer closed".into() })?
-            }
+            OnFull::Block { timeout } => match b.records.clone().try_acquire_many_owned(1).ok().zip(
+                // Room at once (the usual case) takes no timer: this runs
+                // for every record.
+                b.bytes.clone().try_acquire_many_owned(size as u32).ok(),
+            ) {
+                Some(permits) => {
+                    // Still a yield point now and then, as waiting on the
+                    // semaphore would be, so that a caller enqueueing in a
+                    // loop lets the batchers on its thread run.
+                    tokio::task::consume_budget().await;
+                    permits
+                }
+                None => {
+                    let t0 = Instant::now();
+                    tokio::time::timeout(timeout, acquire)
+                        .await
+                        .map_err(|_| full(t0.elapsed()))?
+                        .map_err(|_| Error::Transport { addr: String::new(), message: "producer closed".into() })?
+                }
+            },
         };
         b.stats.buffered_records.fetch_add(1, Ordering::AcqRel);
         b.stats.buffered_bytes.fetch_add(size as u64, Ordering::Relaxed);
@@ -656,15 +681,14 @@ impl Producer {
 
     fn queue(&self, topic: &str, partition: u32) -> mpsc::UnboundedSender<Pending> {
         let mut st = self.state.lock().expect("producer lock");
-        st.queues
-            .entry((topic.to_string(), partition))
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let target = Target { topic: topic.to_string(), partition };
-                spawn_partition(self.client.clone(), self.config.clone(), target, rx, self.buffer.stats.clone());
-                tx
-            })
-            .clone()
+        if let Some(tx) = st.queues.get(topic).and_then(|q| q.get(&partition)) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let target = Target { topic: topic.to_string(), partition };
+        spawn_partition(self.client.clone(), self.config.clone(), target, rx, self.buffer.stats.clone());
+        st.queues.entry(topic.to_string()).or_default().insert(partition, tx.clone());
+        tx
     }
 }
 

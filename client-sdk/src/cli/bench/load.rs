@@ -196,7 +196,8 @@ async fn one_task(
         while j < due {
             let intended = match rate {
                 Some(r) => start + Duration::from_secs_f64(j as f64 / r),
-                None => Instant::now(),
+                // Closed loop: one record per pass, offered now.
+                None => now,
             };
             if deadline.is_some_and(|d| intended >= d) {
                 break 'offer;

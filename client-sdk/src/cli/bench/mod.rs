@@ -172,6 +172,10 @@ pub struct BenchArgs {
     /// How long a partition's batch waits for more records (ms).
     #[arg(long, default_value_t = crate::producer::DEFAULT_LINGER.as_millis() as u64)]
     pub linger_ms: u64,
+    /// With `--partitioner keyless`: KiB of records that go to one
+    /// partition before the next takes over.
+    #[arg(long, default_value_t = crate::producer::DEFAULT_STICKY_BYTES as u64 >> 10)]
+    pub sticky_kib: u64,
     /// produce: bind a new topic to the `--payload json` subject, so every
     /// record is validated by the brokers.
     #[arg(long, requires = "payload")]
@@ -309,6 +313,7 @@ impl BenchArgs {
             max_in_flight: self.max_in_flight,
             compression: self.compression.into(),
             linger: Duration::from_millis(self.linger_ms),
+            sticky_bytes: (self.sticky_kib << 10) as usize,
             ..Default::default()
         };
         cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -337,7 +342,7 @@ impl BenchArgs {
         json!({"topic": topic, "record_size": self.record_size, "partitions": self.partitions,
                "replication_factor": self.replication_factor,
                "producers": self.producers, "acks": format!("{:?}", self.acks).to_lowercase(),
-               "max_in_flight": self.max_in_flight, "linger_ms": self.linger_ms,
+               "max_in_flight": self.max_in_flight, "linger_ms": self.linger_ms, "sticky_kib": self.sticky_kib,
                "compression": Compression::from(self.compression).name(),
                "payload": format!("{:?}", self.payload).to_lowercase(),
                "partitioner": format!("{:?}", self.partitioner).to_lowercase(),
