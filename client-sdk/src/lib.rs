@@ -47,6 +47,7 @@
 pub mod admin;
 pub mod certs;
 pub mod client;
+mod clock;
 pub mod consumer;
 pub mod error;
 pub mod group;

@@ -185,6 +185,13 @@ pub const DEFAULT_STICKY_BYTES: usize = 1 << 20;
 /// 5.6 ms at 1 ms of linger, 4.0 / 6.7 ms at 2 ms and 5.5 / 9.5 ms at 5 ms;
 /// at 100,000 records/s 4.4 / 11.8, 4.7 / 8.8 and 6.7 / 14.7 ms. A lone
 /// record waits that long; set `linger` to zero to send at once.
+///
+/// (Those figures are from tokio's timer, which ended a 2 ms linger
+/// after 2–3 ms. The linger is now timed to tens of microseconds (see
+/// `clock`): at 10,000 records/s p50 / p99 2.74–2.77 / 5.9–6.0 ms
+/// against 3.40–3.47 / 6.0–7.0, at 100,000/s 3.0 / 5.3–6.1 against
+/// 4.1 / 6.7 ms, for about a third more batches and a quarter more of
+/// the nodes' CPU; a 3 ms linger timed so gives what 2 ms gave before.)
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(2);
 
 impl Default for ProducerConfig {
@@ -772,17 +779,22 @@ async fn run_batcher(
         // The limit is on the encoded batch, header included.
         let mut size = batch::HEADER_LEN + first.record.encoded_len();
         let mut pending = vec![first];
+        // Asked for on the first wait only, once per batch.
+        let linger = crate::clock::sleep_until(linger_until);
+        tokio::pin!(linger);
         while pending.len() < cfg.batch_max_records && size < cfg.batch_max_bytes {
             let next = match rx.try_recv() {
                 Ok(p) => p,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                // Past the linger (or without one), whatever is queued: a
-                // timer set for a time already come still fires only at the
-                // timer's next millisecond tick.
+                // Past the linger (or without one), whatever is queued.
                 Err(mpsc::error::TryRecvError::Empty) if tokio::time::Instant::now() >= linger_until => break,
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
-                    Ok(Some(p)) => p,
-                    _ => break,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    p = rx.recv() => match p {
+                        Some(p) => p,
+                        None => break,
+                    },
+                    _ = &mut linger => break,
                 },
             };
             let len = next.record.encoded_len();

@@ -181,8 +181,6 @@ async fn one_task(
     let mut refused = 0u64;
     let mut first_refusal = None;
     let mut j = 0u64;
-    let metronome = rate.filter(|r| *r <= METRONOME_MAX_RATE).map(|_| Metronome::new());
-    let metronome = metronome.as_ref();
     // The run ends with the first record intended at or after the deadline,
     // never with the clock: a task that wakes late still offers every record
     // due before the deadline, timed from when it was due.
@@ -222,11 +220,8 @@ async fn one_task(
         if let Some(r) = rate
             && j < n
         {
-            let at = start + Duration::from_secs_f64(j as f64 / r);
-            match metronome {
-                Some(m) => m.until(at).await,
-                None => tokio::time::sleep_until(at.into()).await,
-            }
+            let at = (start + Duration::from_secs_f64(j as f64 / r)).max(now + PACING_STEP);
+            crate::clock::sleep_until(at.into()).await;
         }
     }
     drop(tx);
@@ -236,64 +231,9 @@ async fn one_task(
     Ok(r)
 }
 
-/// The highest rate of one load task that a [`Metronome`] paces. Above it
-/// the task waits on tokio's timer: a record then goes at most a
-/// millisecond late (small beside the latencies at such loads, and several
-/// records go per wake), where a metronome's wake per record would take
-/// CPU from the brokers it measures.
-const METRONOME_MAX_RATE: f64 = 2_000.0;
-
-/// Waits for instants with the precision of the OS's sleep (tens of
-/// microseconds) rather than tokio's timer, which fires a deadline only at
-/// its next millisecond tick. With tokio's timer every record would be
-/// offered up to a millisecond after its intended time, half of one on
-/// average, and that lateness of the bench would count in every latency.
-/// A thread per load task sleeps until each instant asked for and wakes
-/// the task; it ends with the task.
-struct Metronome {
-    asks: std::sync::mpsc::Sender<(Instant, tokio::sync::oneshot::Sender<()>)>,
-}
-
-impl Metronome {
-    fn new() -> Metronome {
-        let (asks, rx) = std::sync::mpsc::channel::<(Instant, tokio::sync::oneshot::Sender<()>)>();
-        std::thread::Builder::new()
-            .name("bench-metronome".into())
-            .spawn(move || {
-                for (at, wake) in rx {
-                    let now = Instant::now();
-                    if at > now {
-                        std::thread::sleep(at - now);
-                    }
-                    let _ = wake.send(());
-                }
-            })
-            .expect("bench metronome thread");
-        Metronome { asks }
-    }
-
-    async fn until(&self, at: Instant) {
-        let (wake, woken) = tokio::sync::oneshot::channel();
-        if self.asks.send((at, wake)).is_err() || woken.await.is_err() {
-            tokio::time::sleep_until(at.into()).await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_metronome_never_wakes_a_task_before_its_instant() {
-        let m = Metronome::new();
-        let start = Instant::now();
-        for i in 1..=20u32 {
-            let at = start + Duration::from_micros(250) * i;
-            m.until(at).await;
-            assert!(Instant::now() >= at, "woken before instant {i}");
-        }
-        // An instant already past is no wait at all beyond the wake.
-        m.until(start).await;
-    }
-}
+/// The shortest step of a load task's pacing. Up to 5,000 records/s per
+/// task the task wakes for each record at its intended instant; above, it
+/// wakes every step and offers the records due, so a record goes at most
+/// this much late while the wakes stay at 5,000/s per task, CPU the
+/// brokers it measures would otherwise lose.
+const PACING_STEP: Duration = Duration::from_micros(200);
