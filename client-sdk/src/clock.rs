@@ -94,17 +94,54 @@ impl Ord for Entry {
     }
 }
 
-fn run(asks: mpsc::Receiver<Ask>) {
-    let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
-    let mut seq = 0u64;
-    loop {
-        let now = Instant::now();
-        while heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
-            let Reverse(e) = heap.pop().expect("peeked");
+/// The waits not yet due, earliest first.
+struct Waits {
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    /// Size at which waits given up are dropped from the heap.
+    prune_at: usize,
+}
+
+/// The heap is not pruned below this size.
+const PRUNE_MIN: usize = 1024;
+
+impl Waits {
+    fn new() -> Waits {
+        Waits { heap: BinaryHeap::new(), seq: 0, prune_at: PRUNE_MIN }
+    }
+
+    fn push(&mut self, (at, wake): Ask) {
+        // A waiter that gave up (its batch filled first) needs no wake.
+        if wake.is_closed() {
+            return;
+        }
+        self.seq += 1;
+        self.heap.push(Reverse(Entry { at, seq: self.seq, wake }));
+        // Waits given up stay until their instant: with a long linger and
+        // batches that fill first, that is many. Drop them once the heap
+        // has doubled since the last time, so the work stays amortised.
+        if self.heap.len() >= self.prune_at {
+            self.heap.retain(|Reverse(e)| !e.wake.is_closed());
+            self.prune_at = (self.heap.len() * 2).max(PRUNE_MIN);
+        }
+    }
+
+    /// Wakes the waits due at `now`; the next instant, if any.
+    fn wake_due(&mut self, now: Instant) -> Option<Instant> {
+        while self.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+            let Reverse(e) = self.heap.pop().expect("peeked");
             let _ = e.wake.send(());
         }
-        let ask = match heap.peek() {
-            Some(Reverse(e)) => match asks.recv_timeout(e.at - now) {
+        self.heap.peek().map(|Reverse(e)| e.at)
+    }
+}
+
+fn run(asks: mpsc::Receiver<Ask>) {
+    let mut waits = Waits::new();
+    loop {
+        let now = Instant::now();
+        let ask = match waits.wake_due(now) {
+            Some(next) => match asks.recv_timeout(next - now) {
                 Ok(a) => a,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -114,11 +151,7 @@ fn run(asks: mpsc::Receiver<Ask>) {
                 Err(_) => return,
             },
         };
-        // A waiter that gave up (its batch filled first) needs no wake.
-        if !ask.1.is_closed() {
-            seq += 1;
-            heap.push(Reverse(Entry { at: ask.0, seq, wake: ask.1 }));
-        }
+        waits.push(ask);
     }
 }
 
@@ -148,6 +181,31 @@ mod tests {
         assert!(ends.iter().all(|e| *e == (Woken::Clock, true)), "{offsets:?} ms: {ends:?}");
         assert_eq!(*order.lock().unwrap(), [0, 50, 100, 150, 200]);
         assert_eq!(wait(start, Duration::from_secs(30)).await, Woken::Past);
+    }
+
+    #[test]
+    fn waits_given_up_leave_the_heap_once_it_has_doubled() {
+        let mut waits = Waits::new();
+        let later = Instant::now() + Duration::from_secs(3600);
+        // Five waits kept, thousands given up (their receivers dropped).
+        let kept: Vec<_> = (0..5)
+            .map(|_| {
+                let (wake, woken) = oneshot::channel();
+                waits.push((later, wake));
+                woken
+            })
+            .collect();
+        for _ in 0..5000 {
+            let (wake, woken) = oneshot::channel();
+            waits.push((later, wake));
+            drop(woken);
+        }
+        assert!(waits.heap.len() < PRUNE_MIN, "{} waits held, 5 of them live", waits.heap.len());
+        // The live ones are still woken at their instant.
+        assert_eq!(waits.wake_due(later), None);
+        for mut w in kept {
+            assert_eq!(w.try_recv(), Ok(()));
+        }
     }
 
     #[tokio::test(start_paused = true)]
