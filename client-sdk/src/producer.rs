@@ -654,32 +654,30 @@ impl Producer {
             buffer_records: self.config.buffer_records,
             waited_ms: waited.as_millis() as u64,
         };
-        let permits = match self.config.on_full {
-            OnFull::Fail => {
-                let records = b.records.clone().try_acquire_many_owned(1).map_err(|_| full(Duration::ZERO))?;
-                let bytes = b.bytes.clone().try_acquire_many_owned(size as u32).map_err(|_| full(Duration::ZERO))?;
-                (records, bytes)
+        // Room at once (the usual case) takes no timer: this runs for
+        // every record.
+        let now = b
+            .records
+            .clone()
+            .try_acquire_many_owned(1)
+            .ok()
+            .zip(b.bytes.clone().try_acquire_many_owned(size as u32).ok());
+        let permits = match (now, self.config.on_full) {
+            (Some(permits), _) => {
+                // Still a yield point now and then, as waiting on the
+                // semaphore would be, so that a caller enqueueing in a loop
+                // lets the batchers on its thread run.
+                tokio::task::consume_budget().await;
+                permits
             }
-            OnFull::Block { timeout } => match b.records.clone().try_acquire_many_owned(1).ok().zip(
-                // Room at once (the usual case) takes no timer: this runs
-                // for every record.
-                b.bytes.clone().try_acquire_many_owned(size as u32).ok(),
-            ) {
-                Some(permits) => {
-                    // Still a yield point now and then, as waiting on the
-                    // semaphore would be, so that a caller enqueueing in a
-                    // loop lets the batchers on its thread run.
-                    tokio::task::consume_budget().await;
-                    permits
-                }
-                None => {
-                    let t0 = Instant::now();
-                    tokio::time::timeout(timeout, acquire)
-                        .await
-                        .map_err(|_| full(t0.elapsed()))?
-                        .map_err(|_| Error::Transport { addr: String::new(), message: "producer closed".into() })?
-                }
-            },
+            (None, OnFull::Fail) => return Err(full(Duration::ZERO)),
+            (None, OnFull::Block { timeout }) => {
+                let t0 = Instant::now();
+                tokio::time::timeout(timeout, acquire)
+                    .await
+                    .map_err(|_| full(t0.elapsed()))?
+                    .map_err(|_| Error::Transport { addr: String::new(), message: "producer closed".into() })?
+            }
         };
         b.stats.buffered_records.fetch_add(1, Ordering::AcqRel);
         b.stats.buffered_bytes.fetch_add(size as u64, Ordering::Relaxed);
