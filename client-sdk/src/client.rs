@@ -436,6 +436,7 @@ impl Client {
             }
             // A NOT_LEADER with an address is worth an immediate retry there.
             let hinted = matches!(&err, Error::Broker { leader: Some(LeaderHint { addr: Some(_), .. }), .. });
+            tracing::debug!(attempt, elapsed_ms = elapsed.as_millis() as u64, hinted, error = %err, "retrying");
             if !hinted || attempt > 3 {
                 let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;

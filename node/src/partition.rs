@@ -170,6 +170,18 @@ impl Partition {
         Ok(())
     }
 
+    /// Waits, at most a lease, until Raft takes a write here again. A
+    /// leader woken from quiet holds its lease through liveness
+    /// ([`Self::is_leader`]), but openraft takes writes only under its own
+    /// lease (a majority acknowledged a heartbeat within it), which lapsed
+    /// while the group slept: it would refuse the first write after a nap
+    /// as not led, and the client would back off for tens of milliseconds.
+    /// The wake-up sent a heartbeat; this waits for its acknowledgements,
+    /// one round trip. Returns at once while the lease holds.
+    async fn raft_lease(&self) {
+        raft_lease(&self.raft, self.me).await
+    }
+
     fn append_cmd(batch: Bytes, header: &BatchHeader) -> Request {
         Request::Append { batch, record_count: header.record_count, max_timestamp_ms: header.max_timestamp_ms }
     }
@@ -179,6 +191,7 @@ impl Partition {
     /// batches are proposed in its sequence order ([`ProposalOrder`]).
     pub async fn append(&self, batch: Bytes, header: &BatchHeader, timeout: Duration) -> Result<Appended> {
         self.ensure_appendable()?;
+        self.raft_lease().await;
         let cmd = Self::append_cmd(batch, header);
         self.order.wait_turn(&header.producer).await;
         let (responder, written) = ProgressResponder::complete_only();
@@ -250,8 +263,13 @@ impl Partition {
         let cmd = Self::append_cmd(batch, header);
         let raft = self.raft.clone();
         let name = self.name.clone();
+        let me = self.me;
         tokio::spawn(async move {
-            if tokio::time::timeout(timeout, raft.client_write(cmd)).await.is_err() {
+            let write = async {
+                raft_lease(&raft, me).await;
+                raft.client_write(cmd).await
+            };
+            if tokio::time::timeout(timeout, write).await.is_err() {
                 debug!(partition = %name, ?timeout, "acks=none write not committed in time; its slot is released");
             }
             drop(slot);
@@ -320,6 +338,7 @@ impl Partition {
     /// Proposes `req` at the leader and waits until it is applied.
     async fn write(&self, req: Request) -> Result<Response> {
         self.ensure_leader()?;
+        self.raft_lease().await;
         match self.raft.client_write(req).await {
             Ok(r) => match r.data {
                 Response::Rejected(r) => Err(NodeError::Rejected(r)),
@@ -401,6 +420,7 @@ impl Partition {
     /// at the leader.
     pub async fn propose_queue(&self, cmd: QueueCmd) -> Result<QueueResult> {
         self.ensure_leader()?;
+        self.raft_lease().await;
         match self.raft.client_write(Request::Queue(cmd)).await {
             Ok(r) => match r.data {
                 Response::Queue(q) => Ok(q),
@@ -494,6 +514,19 @@ impl Partition {
 /// one before it is called out of range.
 fn needs_catch_up(offset: u64, high_watermark: u64, settled: bool) -> bool {
     !settled || offset > high_watermark
+}
+
+/// [`Partition::raft_lease`] of the replica `me` of `raft`'s group. Once
+/// `me` no longer leads, it returns too: the write is refused as not led.
+async fn raft_lease(raft: &Raft, me: NodeId) {
+    let lease = raft.lease();
+    let ready = move |m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>| {
+        !crate::members::leads(m, me) || crate::members::leased(m, me, lease)
+    };
+    if ready(&raft.metrics().borrow_watched()) {
+        return;
+    }
+    let _ = raft.wait(Some(lease)).metrics(ready, "the Raft lease back").await;
 }
 
 #[cfg(test)]

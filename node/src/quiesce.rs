@@ -31,7 +31,10 @@
 //!   voters' nodes answered a ping sent within the lease. Followers wake
 //!   only after [`Quiescer::dead_after`] (longer than the lease) without
 //!   hearing it, so no other leader is elected while that lease holds.
-//!   Reads at a leader without its Raft lease take a ReadIndex round.
+//!   Reads at a leader without its Raft lease take a ReadIndex round;
+//!   writes wait for the Raft lease to come back (the acknowledgements of
+//!   the heartbeat sent on waking, one round trip), since openraft takes
+//!   writes only under it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -3,13 +3,14 @@
 //! Contract checked: idle partition groups go quiet on every replica (they
 //! stop ticking and heartbeating), and a quiet group loses nothing of what
 //! a ticking one does: while quiet it still names its leader; a write wakes
-//! it and is acknowledged; a restarted replica does not unseat its quiet
-//! leaders; a SIGKILLed quiet leader is replaced and writes resume; every
-//! acknowledged record is read back exactly once at its offset. What each
-//! node reports of its groups to its peers (`NodeInfo`: leaders, offsets,
-//! leader counts, readiness), which a node keeps for its quiet groups
-//! rather than reading them all again for every report, follows each group
-//! as it wakes, takes writes and goes quiet again.
+//! it and is acknowledged at its first try; a restarted replica does not
+//! unseat its quiet leaders; a SIGKILLed quiet leader is replaced and
+//! writes resume; every acknowledged record is read back exactly once at
+//! its offset. What each node reports of its groups to its peers
+//! (`NodeInfo`: leaders, offsets, leader counts, readiness), which a node
+//! keeps for its quiet groups rather than reading them all again for every
+//! report, follows each group as it wakes, takes writes and goes quiet
+//! again.
 
 mod common;
 
@@ -24,6 +25,8 @@ use replog_testkit::{Cluster, poll_until};
 const PARTITIONS: u32 = 6;
 /// The smallest the node accepts: twice the max election timeout.
 const QUIET_AFTER_MS: &str = "1400";
+/// Raft's leader lease: the max election timeout (the node's default).
+const RAFT_LEASE: std::time::Duration = std::time::Duration::from_millis(700);
 
 /// Waits until every running node reports all its partition groups quiet.
 async fn all_quiet(cluster: &Cluster, what: &str) {
@@ -39,6 +42,12 @@ async fn all_quiet(cluster: &Cluster, what: &str) {
             .then_some(())
     })
     .await
+}
+
+/// Produce requests the running nodes refused as not led, so far.
+fn refused_as_not_led(cluster: &Cluster) -> f64 {
+    let selector = r#"replog_produce_requests_total{result="NOT_LEADER"}"#;
+    cluster.serving().into_iter().map(|id| common::metric(&cluster.node(id).metrics, selector).unwrap_or(0.0)).sum()
 }
 
 /// Leaders of every partition as the cluster reports them, once all have one.
@@ -182,10 +191,47 @@ async fn given_idle_partitions_when_quiet_then_they_take_writes_keep_leaders_acr
     let before = leaders(&client).await;
     check_quiet_reports(&cluster, &before, &acked).await;
 
-    // A write wakes its group and is acknowledged; its leader's report
-    // has it at once.
+    // A write wakes its group and is acknowledged, at its first try. Its
+    // leader's report has it at once.
+    let refused = refused_as_not_led(&cluster);
     one_each_by(&producer, "woken", &mut acked).await;
+    assert_eq!(refused_as_not_led(&cluster), refused, "a write to a woken quiet leader was refused as not led");
     check_leader_reports(&cluster, &leaders(&client).await, &acked).await;
+    check(&client, &acked).await;
+
+    // After a longer nap, with both followers answering late (paused as
+    // the write arrives): Raft's own lease (a majority acknowledged a
+    // heartbeat within the election timeout's upper bound) has lapsed
+    // while the group slept, and the woken leader waits for the
+    // acknowledgements of the heartbeat its wake-up sent, rather than
+    // refusing the write as not led (which would cost the producer a
+    // backoff).
+    all_quiet(&cluster, "every group quiet before a write meets slow followers").await;
+    // Nothing to await but time: the lease lapses by itself.
+    tokio::time::sleep(RAFT_LEASE + std::time::Duration::from_millis(300)).await;
+    let leader = leaders(&client).await[&0];
+    let followers: Vec<u64> = cluster.serving().into_iter().filter(|id| *id != leader).collect();
+    let leader_metrics = cluster.node(leader).metrics.clone();
+    let quiet = || common::metric(&leader_metrics, "replog_raft_groups_quiet").unwrap_or(0.0);
+    let (quiet_before, refused) = (quiet(), refused_as_not_led(&cluster));
+    for f in &followers {
+        cluster.pause(*f).expect("pause a follower");
+    }
+    let value = "slow-followers-0";
+    let handle = producer.enqueue("q", Some(0), Record::new(None, Bytes::from(value), 0)).await.expect("enqueue");
+    // The write has reached the leader once it has woken the group there.
+    wait_for("the write to wake partition 0 at its leader", WAIT, || async { (quiet() < quiet_before).then_some(()) })
+        .await;
+    for f in &followers {
+        cluster.resume(*f).expect("resume a follower");
+    }
+    let (_, offset) = handle.wait().await.unwrap_or_else(|e| panic!("{value} not acknowledged: {e}"));
+    acked.push((0, offset, value.to_string()));
+    assert_eq!(
+        refused_as_not_led(&cluster),
+        refused,
+        "a write after a long nap, followers late, was refused as not led"
+    );
     check(&client, &acked).await;
 
     // A replica restarting while its groups are quiet: it follows the
