@@ -219,10 +219,18 @@ pub struct Quiescer {
     /// change: a [`crate::census::Census`] read at one count holds until
     /// the next.
     changes: AtomicU64,
+    /// Where a woken leader's heartbeats are hurried.
+    pool: Arc<crate::raft_net::PeerPool>,
 }
 
 impl Quiescer {
-    pub fn new(me: NodeId, idle_after_ms: u64, lease: Duration, heartbeat: Duration) -> Quiescer {
+    pub fn new(
+        me: NodeId,
+        idle_after_ms: u64,
+        lease: Duration,
+        heartbeat: Duration,
+        pool: Arc<crate::raft_net::PeerPool>,
+    ) -> Quiescer {
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -237,6 +245,7 @@ impl Quiescer {
             peers: Mutex::default(),
             wakes: Mutex::default(),
             changes: AtomicU64::new(0),
+            pool,
         }
     }
 
@@ -290,6 +299,8 @@ impl Quiescer {
         }
         p.raft().runtime_config().tick(true);
         if p.raft().led_by(self.me) {
+            // Writes here wait for this heartbeat's acknowledgements.
+            self.pool.hurry_heartbeats(p.group());
             let raft = p.raft().clone();
             tokio::spawn(async move {
                 let _ = raft.trigger().heartbeat().await;

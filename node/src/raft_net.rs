@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io::Read;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bincode::Options;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -97,7 +97,11 @@ pub type PeerChannel = Unary<Channel>;
 pub struct PeerPool {
     conns: Mutex<HashMap<String, Channel>>,
     local_ip: Option<IpAddr>,
-    batchers: Mutex<HashMap<(String, Batched), mpsc::UnboundedSender<Pending>>>,
+    batchers: Mutex<HashMap<(String, Batched), mpsc::UnboundedSender<Queued>>>,
+    /// Groups whose heartbeats go out without waiting for others, until
+    /// the instant kept: leaders just woken from quiet, whose writes wait
+    /// for the acknowledgements of those heartbeats (Raft's lease).
+    hurried: Mutex<HashMap<GroupId, Instant>>,
     port_offset: u16,
     tls: Mutex<Option<ClientTlsConfig>>,
     /// Limits what goes to replicas that partition moves bring in.
@@ -116,6 +120,9 @@ pub fn peer_addr(addr: &str, offset: u16) -> Result<String, String> {
 /// same peer.
 type Pending = (RaftMessage, oneshot::Sender<Result<RaftMessage, String>>);
 
+/// A message for a batcher, and whether its batch goes at once.
+type Queued = (Pending, bool);
+
 /// The messages that go to a peer in batches: many groups send them at
 /// once (every heartbeat interval; when a node starts or fails), each is
 /// small, and per-call overhead dominates their cost. Thousands of single
@@ -131,6 +138,9 @@ enum Batched {
 /// How long a message waits for others to the same peer. Small against
 /// the heartbeat interval and the election timeout.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// How long a woken leader's heartbeats skip the linger: its first round,
+/// whose acknowledgements its writes wait for.
+const HURRY_FOR: Duration = Duration::from_millis(100);
 const BATCH_MAX: usize = 1024;
 const BATCH_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -163,6 +173,7 @@ impl PeerPool {
             conns: Mutex::default(),
             local_ip,
             batchers: Mutex::default(),
+            hurried: Mutex::default(),
             port_offset,
             tls: Mutex::new(tls),
             throttle: None,
@@ -191,9 +202,31 @@ impl PeerPool {
         self.batchers.lock().expect("batchers lock").clear();
     }
 
+    /// The heartbeats of `group` go out at once for a while (see
+    /// [`HURRY_FOR`]), not after the batch linger: its leader has just
+    /// woken from quiet, and a write there waits for their
+    /// acknowledgements.
+    pub fn hurry_heartbeats(&self, group: GroupId) {
+        self.hurried.lock().expect("hurried lock").insert(group, Instant::now() + HURRY_FOR);
+    }
+
+    /// Whether `group`'s heartbeats go at once now; forgets it once not.
+    fn heartbeats_hurried(&self, group: GroupId) -> bool {
+        let mut hurried = self.hurried.lock().expect("hurried lock");
+        match hurried.get(&group) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                hurried.remove(&group);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Sends one group's message of `kind` to `addr` together with the
-    /// other groups' messages of that kind to the same peer.
-    async fn batched(&self, addr: &str, kind: Batched, msg: RaftMessage) -> Result<RaftMessage, String> {
+    /// other groups' messages of that kind to the same peer; `hurry`: its
+    /// batch goes at once, with only what is already waiting.
+    async fn batched(&self, addr: &str, kind: Batched, msg: RaftMessage, hurry: bool) -> Result<RaftMessage, String> {
         let tx = {
             let mut batchers = self.batchers.lock().expect("batchers lock");
             let key = (addr.to_string(), kind);
@@ -209,7 +242,7 @@ impl PeerPool {
             }
         };
         let (reply, rx) = oneshot::channel();
-        tx.send((msg, reply)).map_err(|_| format!("{kind:?} batcher stopped"))?;
+        tx.send(((msg, reply), hurry)).map_err(|_| format!("{kind:?} batcher stopped"))?;
         rx.await.map_err(|_| format!("{kind:?} batcher dropped the call"))?
     }
 
@@ -240,19 +273,28 @@ impl PeerPool {
 
 /// Collects messages of `kind` for one peer for up to [`BATCH_LINGER`] and
 /// sends them as one batch call.
-async fn run_batcher(client: RaftPeerClient<PeerChannel>, kind: Batched, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run_batcher(client: RaftPeerClient<PeerChannel>, kind: Batched, mut rx: mpsc::UnboundedReceiver<Queued>) {
     while let Some(first) = rx.recv().await {
-        let until = tokio::time::Instant::now() + BATCH_LINGER;
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(m)) => batch.push(m),
-                _ => break,
-            }
-        }
+        let batch = collect(first, &mut rx).await;
         // Sent from its own task so a slow peer never holds up the next batch.
         tokio::spawn(send_batch(client.clone(), kind, batch));
     }
+}
+
+/// A batch starting with `first`: what else comes within [`BATCH_LINGER`],
+/// up to [`BATCH_MAX`]; once a message in it is hurried, only what is
+/// already waiting.
+async fn collect((first, mut hurry): Queued, rx: &mut mpsc::UnboundedReceiver<Queued>) -> Vec<Pending> {
+    let until = tokio::time::Instant::now() + BATCH_LINGER;
+    let mut batch = vec![first];
+    while batch.len() < BATCH_MAX {
+        let next =
+            if hurry { rx.try_recv().ok() } else { tokio::time::timeout_at(until, rx.recv()).await.ok().flatten() };
+        let Some((m, h)) = next else { break };
+        hurry |= h;
+        batch.push(m);
+    }
+    batch
 }
 
 /// One batch call, each answer handed to its caller.
@@ -359,9 +401,11 @@ impl PeerConn {
         decode_payload(&resp.payload).map_err(net_err)
     }
 
-    /// `req` sent with the other groups' messages of `kind` to this peer.
+    /// `req` sent with the other groups' messages of `kind` to this peer
+    /// (a woken leader's heartbeats without waiting for them).
     async fn batched<Req: Serialize, Resp: DeserializeOwned>(&self, kind: Batched, req: &Req) -> RpcResult<Resp> {
-        let sent = self.pool.batched(&self.addr, kind, self.envelope(req)?).await;
+        let hurry = kind == Batched::Heartbeat && self.pool.heartbeats_hurried(self.group);
+        let sent = self.pool.batched(&self.addr, kind, self.envelope(req)?, hurry).await;
         self.open(sent.map_err(|e| net_err(format!("node {}: {e}", self.target)))?)
     }
 
@@ -623,6 +667,50 @@ mod tests {
         }
     }
 
+    /// A message for a batcher, numbered by its group; and the group
+    /// numbers of a batch.
+    fn queued(g: u64, hurry: bool) -> Queued {
+        let m = RaftMessage { group_id: g, payload: Vec::new().into(), error: String::new() };
+        ((m, oneshot::channel().0), hurry)
+    }
+    fn groups(batch: &[Pending]) -> Vec<u64> {
+        batch.iter().map(|(m, _)| m.group_id).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_lingers_for_later_messages_unless_one_in_it_is_hurried() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        // Not hurried: what comes within the linger joins, later ones not.
+        let late = tx.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(BATCH_LINGER / 2).await;
+            late.send(queued(2, false)).unwrap();
+            tokio::time::sleep(BATCH_LINGER).await;
+            late.send(queued(3, false)).unwrap();
+        });
+        assert_eq!(groups(&collect(queued(1, false), &mut rx).await), [1, 2]);
+        assert_eq!(start.elapsed(), BATCH_LINGER, "the batch waited out its linger");
+        sender.await.unwrap();
+        assert_eq!(groups(&collect(rx.recv().await.unwrap(), &mut rx).await), [3]);
+
+        // Hurried first: what already waits goes along, at once.
+        let start = tokio::time::Instant::now();
+        tx.send(queued(5, false)).unwrap();
+        assert_eq!(groups(&collect(queued(4, true), &mut rx).await), [4, 5]);
+        assert_eq!(start.elapsed(), Duration::ZERO, "a hurried batch waits for nothing");
+        // Hurried later: the batch goes as soon as that one joins it.
+        let start = tokio::time::Instant::now();
+        let later = tx.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(BATCH_LINGER / 5).await;
+            later.send(queued(7, true)).unwrap();
+        });
+        assert_eq!(groups(&collect(queued(6, false), &mut rx).await), [6, 7]);
+        assert_eq!(start.elapsed(), BATCH_LINGER / 5);
+        sender.await.unwrap();
+    }
+
     #[tokio::test]
     async fn given_a_peer_without_vote_batches_then_batched_votes_go_as_single_calls_each_with_its_answer() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -637,9 +725,9 @@ mod tests {
             |g: u64| RaftMessage { group_id: g, payload: format!("g{g}").into_bytes().into(), error: String::new() };
         // Sent together, so that they share one batch.
         let (a, b, c) = tokio::join!(
-            pool.batched(&addr, Batched::Vote, msg(1)),
-            pool.batched(&addr, Batched::Vote, msg(2)),
-            pool.batched(&addr, Batched::PreVote, msg(3)),
+            pool.batched(&addr, Batched::Vote, msg(1), false),
+            pool.batched(&addr, Batched::Vote, msg(2), false),
+            pool.batched(&addr, Batched::PreVote, msg(3), false),
         );
         let answer = |r: Result<RaftMessage, String>| {
             let m = r.expect("answered by a single call");
@@ -649,7 +737,7 @@ mod tests {
         assert_eq!(answer(b), (2, "vote:g2".to_string()));
         assert_eq!(answer(c), (3, "pre:g3".to_string()));
         // Heartbeats have no such fallback: the old peer had their batches.
-        let hb = pool.batched(&addr, Batched::Heartbeat, msg(4)).await;
+        let hb = pool.batched(&addr, Batched::Heartbeat, msg(4), false).await;
         assert!(hb.is_err_and(|e| e.contains("old peer")));
         server.abort();
     }
