@@ -170,18 +170,6 @@ impl Partition {
         Ok(())
     }
 
-    /// Waits, at most a lease, until Raft takes a write here again. A
-    /// leader woken from quiet holds its lease through liveness
-    /// ([`Self::is_leader`]), but openraft takes writes only under its own
-    /// lease (a majority acknowledged a heartbeat within it), which lapsed
-    /// while the group slept: it would refuse the first write after a nap
-    /// as not led, and the client would back off for tens of milliseconds.
-    /// The wake-up sent a heartbeat; this waits for its acknowledgements,
-    /// one round trip. Returns at once while the lease holds.
-    async fn raft_lease(&self) {
-        raft_lease(&self.raft, self.me).await
-    }
-
     fn append_cmd(batch: Bytes, header: &BatchHeader) -> Request {
         Request::Append { batch, record_count: header.record_count, max_timestamp_ms: header.max_timestamp_ms }
     }
@@ -191,7 +179,7 @@ impl Partition {
     /// batches are proposed in its sequence order ([`ProposalOrder`]).
     pub async fn append(&self, batch: Bytes, header: &BatchHeader, timeout: Duration) -> Result<Appended> {
         self.ensure_appendable()?;
-        self.raft_lease().await;
+        raft_lease(&self.raft, self.me).await;
         let cmd = Self::append_cmd(batch, header);
         self.order.wait_turn(&header.producer).await;
         let (responder, written) = ProgressResponder::complete_only();
@@ -338,7 +326,7 @@ impl Partition {
     /// Proposes `req` at the leader and waits until it is applied.
     async fn write(&self, req: Request) -> Result<Response> {
         self.ensure_leader()?;
-        self.raft_lease().await;
+        raft_lease(&self.raft, self.me).await;
         match self.raft.client_write(req).await {
             Ok(r) => match r.data {
                 Response::Rejected(r) => Err(NodeError::Rejected(r)),
@@ -420,7 +408,7 @@ impl Partition {
     /// at the leader.
     pub async fn propose_queue(&self, cmd: QueueCmd) -> Result<QueueResult> {
         self.ensure_leader()?;
-        self.raft_lease().await;
+        raft_lease(&self.raft, self.me).await;
         match self.raft.client_write(Request::Queue(cmd)).await {
             Ok(r) => match r.data {
                 Response::Queue(q) => Ok(q),
@@ -516,8 +504,15 @@ fn needs_catch_up(offset: u64, high_watermark: u64, settled: bool) -> bool {
     !settled || offset > high_watermark
 }
 
-/// [`Partition::raft_lease`] of the replica `me` of `raft`'s group. Once
-/// `me` no longer leads, it returns too: the write is refused as not led.
+/// Waits, at most a lease, until Raft takes a write at the replica `me` of
+/// `raft`'s group again. A leader woken from quiet holds its lease through
+/// liveness ([`Partition::is_leader`]), but openraft takes writes only
+/// under its own lease (a majority acknowledged a heartbeat within it),
+/// which lapsed while the group slept: it would refuse the first write
+/// after a nap as not led, and the client would back off for tens of
+/// milliseconds. The wake-up sent a heartbeat; this waits for its
+/// acknowledgements, one round trip. Returns at once while the lease holds,
+/// and once `me` no longer leads (the write is then refused as not led).
 async fn raft_lease(raft: &Raft, me: NodeId) {
     let lease = raft.lease();
     let ready = move |m: &openraft::RaftMetrics<replog_raft_store::TypeConfig>| {
