@@ -8,6 +8,12 @@
 //! four such calls between the nodes (two Raft appends to each follower).
 //! [`Unary`] wraps a channel so that each request body looks one frame
 //! ahead: the message's DATA frame then carries END_STREAM itself.
+//!
+//! With that, the workspace's copy of hyper (third_party/hyper/PATCHED.md)
+//! hands the ended body to HTTP/2 together with the HEADERS, so a unary
+//! call leaves in a single write: upstream hyper waits for send capacity
+//! that a new stream gets only once its HEADERS are written, and so wrote
+//! the DATA frame in a second write.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -97,7 +103,13 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use bytes::Bytes;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
     use super::*;
 
@@ -173,6 +185,133 @@ mod tests {
 
     fn late(parts: &[&'static str]) -> Late {
         Late(parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect())
+    }
+
+    /// A TCP connection that counts the writes made to it.
+    struct Counted {
+        io: tokio::net::TcpStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl Counted {
+        fn count<T>(&self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+            if let Poll::Ready(Ok(_)) = &r {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
+            r
+        }
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.io).poll_write(cx, buf);
+            self.count(r)
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+            self.count(r)
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Connects a channel to `addr` over a [`Counted`] connection.
+    #[derive(Clone)]
+    struct Connect {
+        addr: std::net::SocketAddr,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl tower_service::Service<http::Uri> for Connect {
+        type Response = TokioIo<Counted>;
+        type Error = std::io::Error;
+        type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<Counted>>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Uri) -> Self::Future {
+            let (addr, writes) = (self.addr, self.writes.clone());
+            Box::pin(async move {
+                let io = tokio::net::TcpStream::connect(addr).await?;
+                io.set_nodelay(true)?;
+                Ok(TokioIo::new(Counted { io, writes }))
+            })
+        }
+    }
+
+    /// Answers every call on the first connection to `listener` with an
+    /// empty gRPC message and status OK, once it has read the request.
+    async fn answer_calls(listener: tokio::net::TcpListener) {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut conn = h2::server::handshake(tcp).await.expect("server handshake");
+        while let Some(Ok((req, mut respond))) = conn.accept().await {
+            tokio::spawn(async move {
+                let mut body = req.into_body();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.expect("request body");
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                let head = http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
+                let mut send = respond.send_response(head, false).expect("response headers");
+                send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false).expect("response message");
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                send.send_trailers(trailers).expect("trailers");
+            });
+        }
+    }
+
+    /// Every produce from the SDK and every Raft append between nodes is
+    /// a unary call: its HEADERS and its one DATA frame leave in a single
+    /// write, so the receiver wakes once for it (the HTTP/2 client's
+    /// patch, third_party/hyper/PATCHED.md, with [`EndStreamEarly`]).
+    #[tokio::test]
+    async fn a_unary_call_leaves_in_one_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(answer_calls(listener));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let channel = tonic::transport::Endpoint::from_static("http://replog.test")
+            .connect_with_connector(Connect { addr, writes: writes.clone() })
+            .await
+            .expect("connect");
+        let mut client = crate::pb::replog_client::ReplogClient::new(Unary(channel));
+        let call = || crate::pb::ProduceRequest { topic: "orders".into(), ..Default::default() };
+        // The first calls also settle the connection (its preface and
+        // settings, and their acknowledgements).
+        for _ in 0..3 {
+            client.clone().produce(call()).await.expect("warm-up call");
+        }
+        const CALLS: usize = 20;
+        let before = writes.load(Ordering::SeqCst);
+        for _ in 0..CALLS {
+            client.produce(call()).await.expect("call");
+        }
+        let per_call = (writes.load(Ordering::SeqCst) - before) as f64 / CALLS as f64;
+        assert_eq!(per_call, 1.0, "writes per unary call: HEADERS and DATA must share one");
     }
 
     #[test]
