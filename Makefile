@@ -1,11 +1,11 @@
-# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make bench-move · make bench-restart · make memory · make rejoin · make membership
+# replog — make run · make stop · make test · make lint · make chaos · make soak · make fuzz · make bench · make bench-move · make bench-restart · make bench-stages · make memory · make rejoin · make membership
 # See docs/ and ops/cluster.sh --help for the local cluster.
 
 CARGO   ?= cargo
 CLUSTER := ops/cluster.sh
 BIN     := target/release
 
-.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas bench-move bench-restart memory rejoin membership clean-cluster
+.PHONY: build run stop test lint check-ops chaos soak fuzz bench bench-schemas bench-move bench-restart bench-stages memory rejoin membership clean-cluster
 
 build:
 	$(CARGO) build --release --bins
@@ -114,6 +114,12 @@ bench-move:
 # after SIGTERM and after SIGKILL (docs/benchmarks.md).
 bench-restart:
 	bash ops/bench-restart.sh
+
+# Where one record's time goes, one record at a time: each stage from the
+# SDK to the leader, the followers' fsyncs and back, from perf sched
+# (STAGES_RATE, STAGES_SECONDS; docs/benchmarks.md).
+bench-stages:
+	bash ops/bench-stages.sh
 
 # RSS of every node while 4 GiB (MEMORY_GB) is produced and read back.
 memory:

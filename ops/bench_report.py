@@ -238,6 +238,7 @@ def main():
     o.append("flock /tmp/replog-chaos.lock target/release/replog bench failover --fault kill --rate 2000 --duration 12")
     o.append("ops/bench-idle.sh               # idle partitions (IDLE_PARTITIONS=10000, IDLE_QUIESCE_AFTER_MS=0 for never quiet)")
     o.append("make bench-restart              # restart with 1 GiB of log (RESTART_GIB)")
+    o.append("make bench-stages               # where a lone record's time goes, stage by stage (perf sched)")
     o.append("```\n")
     o.append(NOTES_MARK)
     o.append(notes.lstrip("\n") if notes else "\n")
