@@ -264,19 +264,29 @@ mod tests {
 
     /// Answers every call on the first connection to `listener` with an
     /// empty gRPC message and status OK, once it has read the request.
-    async fn answer_calls(listener: tokio::net::TcpListener) {
+    /// `max_streams`: how many calls the server lets the client have open
+    /// at once. Each answer says how many bytes its request body held.
+    async fn answer_calls(listener: tokio::net::TcpListener, max_streams: u32) {
         let (tcp, _) = listener.accept().await.expect("accept");
-        let mut conn = h2::server::handshake(tcp).await.expect("server handshake");
+        let mut conn =
+            h2::server::Builder::new().max_concurrent_streams(max_streams).handshake(tcp).await.expect("handshake");
         while let Some(Ok((req, mut respond))) = conn.accept().await {
             tokio::spawn(async move {
                 let mut body = req.into_body();
+                let mut received = 0;
                 while let Some(chunk) = body.data().await {
                     let chunk = chunk.expect("request body");
+                    received += chunk.len();
                     let _ = body.flow_control().release_capacity(chunk.len());
                 }
+                // The answer's record_count (field 2) carries the byte count.
+                let msg = crate::pb::ProduceResponse { record_count: received as u32, ..Default::default() };
+                let mut framed = vec![0u8];
+                framed.extend_from_slice(&(prost::Message::encoded_len(&msg) as u32).to_be_bytes());
+                framed.extend_from_slice(&prost::Message::encode_to_vec(&msg));
                 let head = http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
                 let mut send = respond.send_response(head, false).expect("response headers");
-                send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false).expect("response message");
+                send.send_data(Bytes::from(framed), false).expect("response message");
                 let mut trailers = http::HeaderMap::new();
                 trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
                 send.send_trailers(trailers).expect("trailers");
@@ -292,7 +302,7 @@ mod tests {
     async fn a_unary_call_leaves_in_one_write() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(answer_calls(listener));
+        tokio::spawn(answer_calls(listener, 100));
         let writes = Arc::new(AtomicUsize::new(0));
         let channel = tonic::transport::Endpoint::from_static("http://replog.test")
             .connect_with_connector(Connect { addr, writes: writes.clone() })
@@ -312,6 +322,45 @@ mod tests {
         }
         let per_call = (writes.load(Ordering::SeqCst) - before) as f64 / CALLS as f64;
         assert_eq!(per_call, 1.0, "writes per unary call: HEADERS and DATA must share one");
+    }
+
+    /// A body handed to HTTP/2 before its stream may send is held, not
+    /// lost: calls beyond the peer's limit of open streams wait for a
+    /// stream to close, and bodies larger than the peer's flow-control
+    /// window (64 KiB at first) go as the peer reads them.
+    #[tokio::test]
+    async fn calls_past_the_stream_limit_and_the_window_all_arrive_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(answer_calls(listener, 1));
+        let channel = tonic::transport::Endpoint::from_static("http://replog.test")
+            .connect_with_connector(Connect { addr, writes: Arc::default() })
+            .await
+            .expect("connect");
+        let client = crate::pb::replog_client::ReplogClient::new(Unary(channel));
+        // One call first: until the client has the server's settings, it
+        // does not know the limit, and the server refuses the streams past it.
+        client.clone().produce(crate::pb::ProduceRequest::default()).await.expect("first call");
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..6u8 {
+            let mut client = client.clone();
+            let req = crate::pb::ProduceRequest {
+                batch: Bytes::from(vec![i; (1 << 20) + usize::from(i)]),
+                ..Default::default()
+            };
+            // The gRPC frame: a 5-byte prefix, then the message.
+            let sent = 5 + prost::Message::encoded_len(&req);
+            calls.spawn(
+                async move { (sent, client.produce(req).await.expect("call").into_inner().record_count as usize) },
+            );
+        }
+        let answers = tokio::time::timeout(std::time::Duration::from_secs(30), calls.join_all())
+            .await
+            .expect("every call answered");
+        assert_eq!(answers.len(), 6);
+        for (sent, received) in answers {
+            assert_eq!(received, sent, "the server received each request body whole");
+        }
     }
 
     #[test]
