@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v perf >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "bench-stages: perf is missing; installing it needs root" >&2; exit 1; }
+  apt-get update -qq >/dev/null 2>&1 || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null 2>&1 ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-tools-generic >/dev/null 2>&1 || true
   command -v perf >/dev/null || { echo "bench-stages: perf could not be installed" >&2; exit 1; }
@@ -44,8 +45,10 @@ $R bench produce --topic stages --partitions 1 --producers 1 --record-size 100 -
 leader=$($R topic describe stages | awk '$1 == "0" { print $2 }')
 pid() { cat "$REPLOG_CLUSTER_DIR/node-$1.pid"; }
 followers=$(for n in 1 2 3; do [ "$n" = "$leader" ] || pid "$n"; done | paste -sd' ')
-# CPU ticks and context switches of each node, summed over its threads.
+# CPU ticks and context switches of each node, summed over its threads,
+# after a line with the time.
 usage() {
+  date +%s.%N
   for n in 1 2 3; do
     p=$(pid "$n")
     cs=$(cat /proc/"$p"/task/*/status | awk '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print s }')
@@ -55,6 +58,8 @@ usage() {
 $R bench produce --topic stages --partitions 1 --producers 1 --record-size 100 --rate "$RATE" --linger-ms 0 \
   --duration $((SECS + 3)) --output json >"$OUT/bench.json" 2>/dev/null &
 bench=$!
+# The recording starts once the run is past its own start (its
+# connections, its first batch), which the records before were for.
 sleep 1.5
 usage >"$OUT/before"
 perf sched record -o "$OUT/sched.data" -- sleep "$SECS" >/dev/null 2>&1
@@ -62,5 +67,5 @@ usage >"$OUT/after"
 wait "$bench"
 perf sched timehist -i "$OUT/sched.data" -w 2>/dev/null >"$OUT/timehist.txt"
 python3 ops/bench_stages.py "$OUT/timehist.txt" "$bench" "$(pid "$leader")" $followers \
-  --bench "$OUT/bench.json" --usage "$OUT/before" "$OUT/after" --seconds "$SECS" --rate "$RATE" \
+  --bench "$OUT/bench.json" --usage "$OUT/before" "$OUT/after" --rate "$RATE" \
   --leader-node "$leader" --clk-tck "$(getconf CLK_TCK)"

@@ -105,13 +105,14 @@ def follow(ev, client, leader, followers):
 
 
 def usage(path):
-    """node -> (CPU ticks, context switches)."""
+    """The time it was taken, and node -> (CPU ticks, context switches)."""
     out = {}
     with open(path) as f:
+        taken = float(f.readline())
         for line in f:
             node, ticks, cs = line.split()
             out[int(node)] = (int(ticks), int(cs))
-    return out
+    return taken, out
 
 
 def main():
@@ -122,7 +123,6 @@ def main():
     ap.add_argument("followers", type=int, nargs=2)
     ap.add_argument("--bench")
     ap.add_argument("--usage", nargs=2)
-    ap.add_argument("--seconds", type=float)
     ap.add_argument("--rate", type=float)
     ap.add_argument("--leader-node", type=int)
     ap.add_argument("--clk-tck", type=int, default=100)
@@ -144,9 +144,9 @@ def main():
             b = json.loads(f.read().strip().splitlines()[-1])
         print(f"the bench, over its whole run: p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms")
         summary.update(bench_p50_ms=b["p50_ms"], bench_p99_ms=b["p99_ms"])
-    if a.usage and a.seconds and a.rate:
-        before, after = usage(a.usage[0]), usage(a.usage[1])
-        records = a.seconds * a.rate
+    if a.usage and a.rate:
+        (t0, before), (t1, after) = usage(a.usage[0]), usage(a.usage[1])
+        records = (t1 - t0) * a.rate
         for node in sorted(after):
             cpu_ms = (after[node][0] - before[node][0]) * 1e3 / a.clk_tck / records
             cs = (after[node][1] - before[node][1]) / records

@@ -262,10 +262,11 @@ mod tests {
         }
     }
 
-    /// Answers every call on the first connection to `listener` with an
-    /// empty gRPC message and status OK, once it has read the request.
+    /// Answers every call on the first connection to `listener`, once it
+    /// has read the request, with status OK and a `ProduceResponse` whose
+    /// `record_count` is how many bytes the request body held.
     /// `max_streams`: how many calls the server lets the client have open
-    /// at once. Each answer says how many bytes its request body held.
+    /// at once.
     async fn answer_calls(listener: tokio::net::TcpListener, max_streams: u32) {
         let (tcp, _) = listener.accept().await.expect("accept");
         let mut conn =
@@ -279,7 +280,6 @@ mod tests {
                     received += chunk.len();
                     let _ = body.flow_control().release_capacity(chunk.len());
                 }
-                // The answer's record_count (field 2) carries the byte count.
                 let msg = crate::pb::ProduceResponse { record_count: received as u32, ..Default::default() };
                 let mut framed = vec![0u8];
                 framed.extend_from_slice(&(prost::Message::encoded_len(&msg) as u32).to_be_bytes());
