@@ -62,45 +62,37 @@ def follow(ev, client, leader, followers):
         return None
 
     worker, flusher = "tokio-rt-worker", "replog-flusher"
+    # Each stage ends at the first wake-up after the previous one ended
+    # that matches its test.
+    chain = [
+        ("client send", lambda e: e[2] == client and e[4] == leader),
+        ("leader: appends out", lambda e: e[2] == leader and e[4] in followers and e[3] == worker),
+        ("follower: fsync asked", lambda e: e[2] in followers and e[1] == worker and e[3] == flusher),
+        ("follower: fsync done", lambda e: e[2] in followers and e[1] == flusher and e[3] == worker),
+        ("follower: ack out", lambda e: e[2] in followers and e[4] == leader),
+        ("leader: reply out", lambda e: e[2] == leader and e[4] == client),
+    ]
     starts = [i for i, e in enumerate(ev) if e[1] == "replog-clock" and e[2] == client and e[3] == worker]
     got = {s: [] for s in STAGES}
     for k, lo in enumerate(starts):
         hi = starts[k + 1] if k + 1 < len(starts) else len(ev)
-        t0 = ev[lo][0]
-        sent = first(lo, hi, t0, lambda e: e[2] == client and e[4] == leader)
-        if sent is None:
-            continue
-        out = first(lo, hi, sent, lambda e: e[2] == leader and e[4] in followers and e[3] == worker)
-        if out is None:
-            continue
-        asked = first(lo, hi, out, lambda e: e[2] in followers and e[1] == worker and e[3] == flusher)
-        if asked is None:
-            continue
-        done = first(lo, hi, asked, lambda e: e[2] in followers and e[1] == flusher and e[3] == worker)
-        if done is None:
-            continue
-        ack = first(lo, hi, done, lambda e: e[2] in followers and e[4] == leader)
-        if ack is None:
-            continue
-        reply = first(lo, hi, ack, lambda e: e[2] == leader and e[4] == client)
-        if reply is None:
-            continue
-        for name, d in [
-            ("client send", sent - t0),
-            ("leader: appends out", out - sent),
-            ("follower: fsync asked", asked - out),
-            ("follower: fsync done", done - asked),
-            ("follower: ack out", ack - done),
-            ("leader: reply out", reply - ack),
-            ("to the reply", reply - t0),
-        ]:
-            got[name].append(d)
-        own = first(lo, hi, sent, lambda e: e[2] == leader and e[1] == worker and e[3] == flusher)
-        if own is not None and own < reply:
-            got["leader: fsync asked"].append(own - sent)
-            own_done = first(lo, hi, own, lambda e: e[2] == leader and e[1] == flusher and e[3] == worker)
-            if own_done is not None:
-                got["leader: fsync done"].append(own_done - own)
+        ends = [ev[lo][0]]
+        for _, test in chain:
+            end = first(lo, hi, ends[-1], test)
+            if end is None:
+                break
+            ends.append(end)
+        else:
+            for (name, _), a, b in zip(chain, ends, ends[1:]):
+                got[name].append(b - a)
+            got["to the reply"].append(ends[-1] - ends[0])
+            sent, reply = ends[1], ends[-1]
+            own = first(lo, hi, sent, lambda e: e[2] == leader and e[1] == worker and e[3] == flusher)
+            if own is not None and own < reply:
+                got["leader: fsync asked"].append(own - sent)
+                own_done = first(lo, hi, own, lambda e: e[2] == leader and e[1] == flusher and e[3] == worker)
+                if own_done is not None:
+                    got["leader: fsync done"].append(own_done - own)
     return got, len(starts)
 
 

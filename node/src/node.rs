@@ -156,7 +156,7 @@ impl Node {
                 },
                 Duration::from_millis(config.election_timeout_max_ms),
                 Duration::from_millis(config.heartbeat_ms),
-                pool.clone(),
+                pool,
             )),
             waker: crate::failover::Waker::default(),
             coordinator: Coordinator::default(),
