@@ -51,6 +51,20 @@ const HEADER: usize = 8;
 /// Frames above this are corrupt by definition: no entry is that large
 /// (batches are limited far below it).
 const MAX_FRAME: usize = 1 << 30;
+/// Zeros written ahead of small appends to the active segment. An append
+/// that grows the file makes its fdatasync commit the file's new size to
+/// the filesystem's journal as well; an append over zeros already on disk
+/// changes data only. On this project's ext4 test machine, 1,100-byte
+/// writes each followed by fdatasync took p50 / p99 157–172 / 340–427 µs
+/// appended and 112–125 / 200–247 µs over zeros, with 3.25 against 2.0
+/// context switches per write. So the size is committed once per `ROOM`
+/// instead of at every small append. A frame that lands in the room is
+/// told from the zeros by its length and checksum (a zero length ends the
+/// scan on open), and the room is cut off when the segment is sealed or
+/// recovered. Large appends (at least [`ROOM_BELOW`]) grow the file as
+/// they go, so a saturated log writes no zeros.
+const ROOM: u64 = 256 << 10;
+const ROOM_BELOW: u64 = 64 << 10;
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -189,6 +203,8 @@ struct Active {
     /// Start of every frame; `len` is the end of the last.
     positions: Vec<u64>,
     len: u64,
+    /// The file's length: past `len`, zeros written ahead ([`ROOM`]).
+    room: u64,
 }
 
 impl Active {
@@ -441,11 +457,22 @@ impl SegmentLog {
                 to += 1;
             }
             let chunk = &buf[offsets[from] as usize..offsets[to] as usize];
-            if let Err(e) = a.file.write_all_at(chunk, a.len) {
+            let end = a.len + chunk.len() as u64;
+            let mut written = a.file.write_all_at(chunk, a.len);
+            if written.is_ok() && end > a.room {
+                a.room = end;
+                if (chunk.len() as u64) < ROOM_BELOW {
+                    let room = (end + ROOM).min(self.segment_bytes.max(end));
+                    written = a.file.write_all_at(&vec![0; (room - end) as usize], end);
+                    a.room = room;
+                }
+            }
+            if let Err(e) = written {
                 // Leave no partial frame behind for a later append to
                 // follow; the frames written before stay, a prefix of
                 // `entries` that the log now ends with.
                 let _ = a.file.set_len(a.len);
+                a.room = a.len;
                 return Err(e);
             }
             let (at, skip) = (a.len, offsets[from]);
@@ -475,6 +502,10 @@ impl SegmentLog {
                 let idx_path = self.dir.join(idx_name(a.first));
                 let written = File::create(&idx_path).and_then(|f| {
                     f.write_all_at(&idx, 0)?;
+                    // A sealed segment's file is its frames, no room.
+                    if a.room > a.len {
+                        a.file.set_len(a.len)?;
+                    }
                     // Sealed segments are trusted as they are on open, so they
                     // must be whole on disk before the log moves past them.
                     self.syncer.sync_now(&f, false)?;
@@ -497,7 +528,7 @@ impl SegmentLog {
             .open(self.dir.join(seg_name(first)))?;
         // The new file's name must be durable before entries in it count.
         self.syncer.mark(&dir, true);
-        segs.active = Some(Active { first, file: Arc::new(file), positions: Vec::new(), len: 0 });
+        segs.active = Some(Active { first, file: Arc::new(file), positions: Vec::new(), len: 0, room: 0 });
         Ok(())
     }
 
@@ -614,6 +645,7 @@ impl SegmentLog {
             let cut = a.positions[keep];
             a.positions.truncate(keep);
             a.len = cut;
+            a.room = cut;
             a.file.set_len(cut)?;
             self.syncer.sync_now(&a.file, true)?;
         }
@@ -795,14 +827,24 @@ fn recover_active(dir: &Path, first: u64) -> io::Result<Active> {
     let path = dir.join(seg_name(first));
     let file = OpenOptions::new().read(true).write(true).open(&path)?;
     let scan = scan(&file, first)?;
-    if scan.valid_len != file.metadata()?.len() {
-        tracing::warn!(
-            segment = %path.display(),
-            kept = scan.valid_len,
-            "cutting the unsynced tail of a log segment left by a crash"
-        );
-        file.set_len(scan.valid_len)?;
-        file.sync_all()?;
+    let file_len = file.metadata()?.len();
+    let mut room = scan.valid_len;
+    if file_len != scan.valid_len {
+        if all_zeros(&file, scan.valid_len, file_len)? {
+            // Only the room written ahead ([`ROOM`]): kept for the next
+            // appends.
+            room = file_len;
+        } else {
+            // A torn or corrupt frame. Cut it, durably, so that no bytes
+            // of it outlive the restart for a later scan to misread.
+            tracing::warn!(
+                segment = %path.display(),
+                kept = scan.valid_len,
+                "cutting the unsynced tail of a log segment left by a crash"
+            );
+            file.set_len(scan.valid_len)?;
+            file.sync_all()?;
+        }
     }
     // An active segment keeps its positions in memory; a stale index from an
     // earlier seal would only mislead.
@@ -811,7 +853,22 @@ fn recover_active(dir: &Path, first: u64) -> io::Result<Active> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    Ok(Active { first, file: Arc::new(file), positions: scan.positions, len: scan.valid_len })
+    Ok(Active { first, file: Arc::new(file), positions: scan.positions, len: scan.valid_len, room })
+}
+
+/// Whether `file` holds only zero bytes in `[from, to)`.
+fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// A sealed segment reopened for writing (a truncation cuts into it).
@@ -824,7 +881,7 @@ fn reopen_sealed(dir: &Path, s: &Sealed) -> io::Result<Active> {
         return Err(invalid(format!("segment index of {} entries; {} expected", positions.len(), s.count)));
     }
     fs::remove_file(dir.join(idx_name(s.first)))?;
-    Ok(Active { first: s.first, file: Arc::new(file), positions, len: s.len })
+    Ok(Active { first: s.first, file: Arc::new(file), positions, len: s.len, room: s.len })
 }
 
 struct Scan {
@@ -1031,7 +1088,7 @@ mod tests {
         let log = open(dir.path(), 1 << 20);
         log.append(&entries(1..11, 1)).unwrap();
         let path = dir.path().join("g").join(seg_name(1));
-        let len = fs::metadata(&path).unwrap().len();
+        let len = log.segs.read().unwrap().active.as_ref().unwrap().len;
         drop(log);
         // Half of the last frame never reached the disk.
         OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 50).unwrap();
@@ -1049,6 +1106,53 @@ mod tests {
         f.write_all_at(&[0xff], pos + 20).unwrap();
         let log = open(dir.path(), 1 << 20);
         assert_eq!(indexes(&log), (1..5).collect::<Vec<_>>());
+    }
+
+    /// Small appends go over zeros written ahead of them; the zeros are
+    /// no entries, a reopened segment keeps them (and cuts a torn frame in
+    /// them), and a sealed segment is only its frames.
+    #[test]
+    fn small_appends_go_over_room_written_ahead_which_sealing_and_reopening_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), 1 << 20);
+        append_each(&log, &entries(1..11, 1));
+        let path = dir.path().join("g").join(seg_name(1));
+        let (frames, first_end) = {
+            let segs = log.segs.read().unwrap();
+            let a = segs.active.as_ref().unwrap();
+            (a.len, a.positions[1])
+        };
+        let file_len = fs::metadata(&path).unwrap().len();
+        assert_eq!(file_len, first_end + ROOM, "the room made by the first small append, not grown by the next ones");
+        let tail = fs::read(&path).unwrap()[frames as usize..].to_vec();
+        assert!(tail.iter().all(|b| *b == 0), "the room is zeros");
+        // Reopened, the log is its entries, and the room stays for more.
+        drop(log);
+        let log = open(dir.path(), 1 << 20);
+        assert_eq!(indexes(&log), (1..11).collect::<Vec<_>>());
+        assert_eq!(fs::metadata(&path).unwrap().len(), file_len, "a room of zeros is kept");
+        // A frame torn inside the room: its first half written, zeros after.
+        let torn = entry(11, 1);
+        let mut frame = Vec::new();
+        encode_frame(&torn, &mut frame).unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&frame[..frame.len() / 2], frames).unwrap();
+        drop(log);
+        let log = open(dir.path(), 1 << 20);
+        assert_eq!(indexes(&log), (1..11).collect::<Vec<_>>());
+        assert_eq!(fs::metadata(&path).unwrap().len(), frames, "reopening cuts a torn frame, room and all");
+        // Sealing cuts the room too; the next segment starts its own.
+        log.append(&entries(11..12, 2)).unwrap();
+        drop(log);
+        let log = open(dir.path(), 1100);
+        log.append(&entries(12..30, 2)).unwrap();
+        let sealed = log.segs.read().unwrap().sealed.clone();
+        assert!(!sealed.is_empty());
+        for s in &sealed {
+            assert_eq!(fs::metadata(dir.path().join("g").join(seg_name(s.first))).unwrap().len(), s.len);
+        }
+        drop(log);
+        let log = open(dir.path(), 1100);
+        assert_eq!(indexes(&log), (1..30).collect::<Vec<_>>());
     }
 
     #[test]
