@@ -60,9 +60,11 @@ const MAX_FRAME: usize = 1 << 30;
 /// context switches per write. So the size is committed once per `ROOM`
 /// instead of at every small append. A frame that lands in the room is
 /// told from the zeros by its length and checksum (a zero length ends the
-/// scan on open), and the room is cut off when the segment is sealed or
-/// recovered. Large appends (at least [`ROOM_BELOW`]) grow the file as
-/// they go, so a saturated log writes no zeros.
+/// scan on open); sealing cuts the room off, and recovery keeps it only if
+/// it is all zeros. Large appends (at least [`ROOM_BELOW`]) grow the file
+/// as they go, so a saturated log writes no zeros. The room is only a
+/// saving: an append whose zeros cannot be written (a full disk) goes on
+/// without them.
 const ROOM: u64 = 256 << 10;
 const ROOM_BELOW: u64 = 64 << 10;
 
@@ -458,12 +460,14 @@ impl SegmentLog {
             }
             let chunk = &buf[offsets[from] as usize..offsets[to] as usize];
             let end = a.len + chunk.len() as u64;
-            let mut written = a.file.write_all_at(chunk, a.len);
+            let written = a.file.write_all_at(chunk, a.len);
             if written.is_ok() && end > a.room {
                 a.room = end;
-                if (chunk.len() as u64) < ROOM_BELOW {
-                    let room = (end + ROOM).min(self.segment_bytes.max(end));
-                    written = a.file.write_all_at(&vec![0; (room - end) as usize], end);
+                let room = (end + ROOM).min(self.segment_bytes.max(end));
+                if (chunk.len() as u64) < ROOM_BELOW
+                    && room > end
+                    && a.file.write_all_at(&vec![0; (room - end) as usize], end).is_ok()
+                {
                     a.room = room;
                 }
             }
@@ -503,9 +507,7 @@ impl SegmentLog {
                 let written = File::create(&idx_path).and_then(|f| {
                     f.write_all_at(&idx, 0)?;
                     // A sealed segment's file is its frames, no room.
-                    if a.room > a.len {
-                        a.file.set_len(a.len)?;
-                    }
+                    a.file.set_len(a.len)?;
                     // Sealed segments are trusted as they are on open, so they
                     // must be whole on disk before the log moves past them.
                     self.syncer.sync_now(&f, false)?;
