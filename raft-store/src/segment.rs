@@ -65,7 +65,14 @@ const MAX_FRAME: usize = 1 << 30;
 /// as they go, so a saturated log writes no zeros. The room is only a
 /// saving: an append whose zeros cannot be written (a full disk) goes on
 /// without them.
+///
+/// The room grows with the segment: as much as the segment holds, from
+/// [`ROOM_MIN`] up to `ROOM`. So a partition written a little holds a few
+/// KiB of zeros, not 256 (10,000 such partitions would otherwise hold
+/// 2.5 GB of them), and a busy one commits a new size once per 256 KiB
+/// after its segment's first few.
 const ROOM: u64 = 256 << 10;
+const ROOM_MIN: u64 = 4 << 10;
 const ROOM_BELOW: u64 = 64 << 10;
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -463,7 +470,7 @@ impl SegmentLog {
             let written = a.file.write_all_at(chunk, a.len);
             if written.is_ok() && end > a.room {
                 a.room = end;
-                let room = (end + ROOM).min(self.segment_bytes.max(end));
+                let room = (end + end.clamp(ROOM_MIN, ROOM)).min(self.segment_bytes.max(end));
                 if (chunk.len() as u64) < ROOM_BELOW
                     && room > end
                     && a.file.write_all_at(&vec![0; (room - end) as usize], end).is_ok()
@@ -1119,13 +1126,12 @@ mod tests {
         let log = open(dir.path(), 1 << 20);
         append_each(&log, &entries(1..11, 1));
         let path = dir.path().join("g").join(seg_name(1));
-        let (frames, first_end) = {
-            let segs = log.segs.read().unwrap();
-            let a = segs.active.as_ref().unwrap();
-            (a.len, a.positions[1])
-        };
+        let frames = log.segs.read().unwrap().active.as_ref().unwrap().len;
         let file_len = fs::metadata(&path).unwrap().len();
-        assert_eq!(file_len, first_end + ROOM, "the room made by the first small append, not grown by the next ones");
+        assert!(
+            file_len > frames && file_len - frames <= ROOM_MIN,
+            "a segment written a little holds a few KiB of zeros past its {frames} bytes: {file_len}"
+        );
         let tail = fs::read(&path).unwrap()[frames as usize..].to_vec();
         assert!(tail.iter().all(|b| *b == 0), "the room is zeros");
         // Reopened, the log is its entries, and the room stays for more.
@@ -1155,6 +1161,30 @@ mod tests {
         drop(log);
         let log = open(dir.path(), 1100);
         assert_eq!(indexes(&log), (1..30).collect::<Vec<_>>());
+    }
+
+    /// The room grows with the segment, up to [`ROOM`]: the file's size
+    /// changes a dozen times over a megabyte of small appends.
+    #[test]
+    fn the_room_grows_with_the_segment_up_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), 64 << 20);
+        let path = dir.path().join("g").join(seg_name(1));
+        let (mut appends, mut grown, mut file_len) = (0, Vec::new(), 0);
+        while file_len < 1 << 20 {
+            appends += 1;
+            log.append(&[entry(appends, 1)]).unwrap();
+            let len = fs::metadata(&path).unwrap().len();
+            if len != file_len {
+                let frames = log.segs.read().unwrap().active.as_ref().unwrap().len;
+                grown.push((frames, len - frames));
+                file_len = len;
+            }
+        }
+        for &(frames, room) in &grown {
+            assert_eq!(room, frames.clamp(ROOM_MIN, ROOM), "zeros written past {frames} bytes: {grown:?}");
+        }
+        assert!(grown.len() <= 16, "{appends} appends grew the file {} times: {grown:?}", grown.len());
     }
 
     #[test]
