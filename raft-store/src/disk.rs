@@ -159,18 +159,19 @@ fn reserve(path: &Path, len: u64) -> io::Result<()> {
     let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, len_i) };
     if rc != 0 {
         // Filesystems without fallocate: write the bytes out.
-        write_zeros(&f, len)?;
+        write_zeros(&f, 0, len)?;
     }
     f.sync_all()?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
-fn write_zeros(f: &File, len: u64) -> io::Result<()> {
+/// Writes zeros over `[from, to)` of `f`, a megabyte at most at a time.
+pub(crate) fn write_zeros(f: &File, from: u64, to: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let chunk = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(chunk.len() as u64) as usize;
+    let chunk = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(chunk.len() as u64) as usize;
         f.write_all_at(&chunk[..n], at)?;
         at += n as u64;
     }

@@ -473,7 +473,7 @@ impl SegmentLog {
                 let room = (end + end.clamp(ROOM_MIN, ROOM)).min(self.segment_bytes.max(end));
                 if (chunk.len() as u64) < ROOM_BELOW
                     && room > end
-                    && a.file.write_all_at(&vec![0; (room - end) as usize], end).is_ok()
+                    && crate::disk::write_zeros(&a.file, end, room).is_ok()
                 {
                     a.room = room;
                 }
