@@ -66,6 +66,13 @@ def main():
     def nats_rate(rate):
         return next((n for n in nats if n.get("mode") == "window" and n.get("rate") == rate), None)
 
+    def send_delay(r):
+        """p50 / p99 of a rated run's send delay (ms), or a dash."""
+        if "send_delay_p50_ms" in r:
+            return f"{fmt(r['send_delay_p50_ms'], 2)} / {fmt(r['send_delay_p99_ms'], 2)}"
+        d = r.get("send_delay_us")
+        return f"{fmt(d['p50'] / 1000.0, 2)} / {fmt(d['p99'] / 1000.0, 2)}" if d else "–"
+
     def nats_ms(n, q):
         return None if n is None else n["lat_us"][q] / 1000.0
 
@@ -138,6 +145,8 @@ def main():
         "Latency in ms. With a rate it counts from each record's intended send time (open loop, no\n"
         "coordinated omission); without one (`max-*`) from the moment the record was enqueued, all records\n"
         "offered at once — those latencies measure the producer's own queue, the throughput is the figure.\n"
+        "`send delay` (p50 / p99, produce with a rate): from the intended send time until the producer took\n"
+        "the record; the load generator's own lateness, inside the latency.\n"
         "`e2e`: from intended send time until a Subscribe consumer has the record.\n"
         "Partitioner `keyless`: records without keys, partitions picked by the producer (sticky: one\n"
         "partition until 1 MiB have gone there); `spread`: each record names the next partition in turn.\n"
@@ -148,15 +157,15 @@ def main():
             else ""
         )
     )
-    o.append("| run | mode | size B | partitions | partitioner | producers | rate | records | rec/s | MB/s | p50 | p99 | p99.9 | max | errors |")
-    o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    o.append("| run | mode | size B | partitions | partitioner | producers | rate | records | rec/s | MB/s | p50 | p99 | p99.9 | max | send delay | errors |")
+    o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("bench") in ("dd-dsync", "idle", "restart", None):
             continue
         o.append(
             f"| {r.get('label')} | {r['bench']}{'/' + r['mode'] if r.get('mode') else ''} | {r.get('record_size', '–')} | {r.get('partitions', '–')} | "
             f"{r.get('partitioner', '–')} | {r.get('producers', '–')} | {fmt(r.get('rate'), 0)} | {r['records']} | {fmt(r['records_per_sec'], 0)} | {r['mb_per_sec']} | "
-            f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['p999_ms'], 2)} | {fmt(r['max_ms'], 2)} | {r.get('errors', '–')} |"
+            f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['p999_ms'], 2)} | {fmt(r['max_ms'], 2)} | {send_delay(r)} | {r.get('errors', '–')} |"
         )
     o.append("")
 
@@ -218,15 +227,17 @@ def main():
             "`../shared/peers/` (nats-server 2.9, 3 nodes on loopback, file storage; an acknowledgement\n"
             "means a majority has the message in the page cache — it does not fsync before acknowledging).\n"
             "`window` with a rate: latency from each message's due time; `sync`: one message at a time.\n"
+            "`send delay` (p50 / p99 ms): from the due time until the driver had handed the message to its client\n"
+            "(it paces on tokio's timer, which wakes at millisecond ticks); inside the latency, as replog's is.\n"
         )
-        o.append("| mode | size B | window | rate | n | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms |")
-        o.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        o.append("| mode | size B | window | rate | n | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | send delay |")
+        o.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in nats:
             lat = n.get("lat_us") or n.get("batch_us") or {}
             ms = lambda q: fmt(lat[q] / 1000.0, 2) if q in lat else "–"
             o.append(
                 f"| {n['mode']} | {n['size']} | {n.get('window', n.get('batch', '–'))} | {n.get('rate', '–') or '–'} | {n['count']} | "
-                f"{fmt(n['msgs_per_s'], 0)} | {n['mb_per_sec'] if 'mb_per_sec' in n else n.get('mb_per_s', '–')} | {ms('p50')} | {ms('p99')} | {ms('p999')} | {ms('max')} |"
+                f"{fmt(n['msgs_per_s'], 0)} | {n['mb_per_sec'] if 'mb_per_sec' in n else n.get('mb_per_s', '–')} | {ms('p50')} | {ms('p99')} | {ms('p999')} | {ms('max')} | {send_delay(n)} |"
             )
         o.append("")
 

@@ -61,12 +61,20 @@ async fn given_a_cluster_when_each_bench_mode_runs_then_its_json_parses_and_its_
     assert_eq!((n(&v, "records"), n(&v, "offered"), n(&v, "errors")), (800, 800, 0), "{v}");
     assert_eq!(v["latency_from"], "intended send time");
     assert_eq!(v["partitioner"], "keyless");
+    // Each record's latency includes its own send delay, so every
+    // quantile of the one is at least that of the other.
+    for q in ["p50", "p99"] {
+        let (delay, latency) = (&v[format!("send_delay_{q}_ms")], &v[format!("{q}_ms")]);
+        assert!(delay.as_f64().is_some_and(|d| d <= latency.as_f64().unwrap()), "send delay {q}: {v}");
+    }
+    assert!(v["send_delay_max_ms"].as_f64().is_some_and(|d| d <= v["max_ms"].as_f64().unwrap()), "{v}");
 
     // closed loop, as before: --records records.
     let mut args = vec!["produce", "--topic", "b-produce", "--records", "500"];
     args.extend(common);
     let v = bench(&bootstrap, &args);
     assert_eq!((n(&v, "records"), n(&v, "errors")), (500, 0), "{v}");
+    assert!(v.get("send_delay_p50_ms").is_none(), "no send delay without a rate: {v}");
 
     // e2e: everything produced is consumed, once.
     let mut args = vec!["e2e", "--topic", "b-e2e", "--rate", "400", "--duration", "2", "--partitioner", "keyless"];

@@ -60,6 +60,10 @@ pub type ValueFn = Arc<dyn Fn(u64, Instant) -> Bytes + Send + Sync>;
 pub struct LoadResult {
     /// Latency from intended send time to acknowledgement, microseconds.
     pub hist: Histogram<u64>,
+    /// With a rate: from each record's intended send time until the
+    /// producer took it (its `enqueue` returned), microseconds. This is the
+    /// load generator's own lateness, and it is inside `hist`.
+    pub send_delay: Histogram<u64>,
     pub acked: u64,
     pub errors: u64,
     /// Records offered (enqueued or refused at enqueue).
@@ -96,12 +100,20 @@ pub async fn run(
             one_task(producer, spec, task, n, rate, start, value, outcomes, progress, offered).await
         }));
     }
-    let mut out =
-        LoadResult { hist: histogram(), acked: 0, errors: 0, offered: 0, elapsed: Duration::ZERO, first_error: None };
+    let mut out = LoadResult {
+        hist: histogram(),
+        send_delay: histogram(),
+        acked: 0,
+        errors: 0,
+        offered: 0,
+        elapsed: Duration::ZERO,
+        first_error: None,
+    };
     let mut last = start;
     for t in tasks {
         let r = t.await??;
         out.hist.add(&r.hist)?;
+        out.send_delay.add(&r.send_delay)?;
         out.acked += r.acked;
         out.errors += r.errors;
         out.first_error = out.first_error.or(r.first_error);
@@ -132,6 +144,7 @@ async fn one_task(
     let collector = tokio::spawn(async move {
         let mut r = LoadResult {
             hist: histogram(),
+            send_delay: histogram(),
             acked: 0,
             errors: 0,
             offered: 0,
@@ -181,6 +194,11 @@ async fn one_task(
     let mut refused = 0u64;
     let mut first_refusal = None;
     let mut j = 0u64;
+    let mut send_delay = histogram();
+    // The instant the last pacing wait was for: the next is at least a
+    // step after it, not after the (later) moment the task woke, so the
+    // lateness of one wake is not carried into every wake after it.
+    let mut woke_for: Option<Instant> = None;
     // The run ends with the first record intended at or after the deadline,
     // never with the clock: a task that wakes late still offers every record
     // due before the deadline, timed from when it was due.
@@ -207,6 +225,10 @@ async fn one_task(
             offered.fetch_add(1, Ordering::Relaxed);
             match producer.enqueue(&spec.topic, partition, rec).await {
                 Ok(handle) => {
+                    if rate.is_some() {
+                        let _ =
+                            send_delay.record(Instant::now().saturating_duration_since(intended).as_micros() as u64);
+                    }
                     let _ = tx.send((intended, handle));
                 }
                 Err(e) => {
@@ -220,12 +242,15 @@ async fn one_task(
         if let Some(r) = rate
             && j < n
         {
-            let at = (start + Duration::from_secs_f64(j as f64 / r)).max(now + PACING_STEP);
+            let next = start + Duration::from_secs_f64(j as f64 / r);
+            let at = woke_for.map_or(next, |w| next.max(w + PACING_STEP));
+            woke_for = Some(at);
             crate::clock::sleep_until(at.into()).await;
         }
     }
     drop(tx);
     let mut r = collector.await?;
+    r.send_delay = send_delay;
     r.errors += refused;
     r.first_error = r.first_error.or(first_refusal);
     Ok(r)

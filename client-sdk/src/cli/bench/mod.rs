@@ -6,7 +6,10 @@
 //!
 //! `produce`, `e2e` and `failover` offer load the same way ([`load`]):
 //! with `--rate R` at a fixed R records/s, latency counted from each
-//! record's intended send time (no coordinated omission); without it as
+//! record's intended send time (no coordinated omission), and `produce`
+//! also reports the load generator's own lateness inside that latency
+//! (`send_delay_p50_ms`, `send_delay_p99_ms`, `send_delay_max_ms`: from
+//! the intended time until the producer took the record); without it as
 //! fast as the producer takes records. `--duration S` bounds the offer in
 //! time (with `--rate`, R × S records). `produce` takes `--max-in-flight W`
 //! (batches per partition), `--linger-ms`, `--compression` and `--payload`.
@@ -402,6 +405,14 @@ async fn produce(client: Client, a: BenchArgs) -> anyhow::Result<()> {
         json!({"validate": a.validate, "offered": r.offered, "errors": r.errors, "first_error": r.first_error,
                "batches_sent": producer.stats().batches_sent(), "batches_resent": producer.stats().batches_resent()}),
     );
+    if a.rate.is_some() {
+        let ms = |q: f64| r.send_delay.value_at_quantile(q) as f64 / 1000.0;
+        extend(
+            &mut extra,
+            json!({"send_delay_p50_ms": ms(0.5), "send_delay_p99_ms": ms(0.99),
+                   "send_delay_max_ms": r.send_delay.max() as f64 / 1000.0}),
+        );
+    }
     report("produce", r.acked, r.acked * a.record_size as u64, r.elapsed, &r.hist, extra);
     if r.errors > 0 {
         anyhow::bail!("{} records were not acknowledged", r.errors);
