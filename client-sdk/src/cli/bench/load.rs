@@ -74,6 +74,20 @@ pub struct LoadResult {
     pub first_error: Option<String>,
 }
 
+impl LoadResult {
+    fn empty() -> LoadResult {
+        LoadResult {
+            hist: histogram(),
+            send_delay: histogram(),
+            acked: 0,
+            errors: 0,
+            offered: 0,
+            elapsed: Duration::ZERO,
+            first_error: None,
+        }
+    }
+}
+
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
 }
@@ -100,15 +114,7 @@ pub async fn run(
             one_task(producer, spec, task, n, rate, start, value, outcomes, progress, offered).await
         }));
     }
-    let mut out = LoadResult {
-        hist: histogram(),
-        send_delay: histogram(),
-        acked: 0,
-        errors: 0,
-        offered: 0,
-        elapsed: Duration::ZERO,
-        first_error: None,
-    };
+    let mut out = LoadResult::empty();
     let mut last = start;
     for t in tasks {
         let r = t.await??;
@@ -142,15 +148,7 @@ async fn one_task(
     // The collector waits for answers in whatever order they come, so a
     // slow partition does not delay the timing of a fast one.
     let collector = tokio::spawn(async move {
-        let mut r = LoadResult {
-            hist: histogram(),
-            send_delay: histogram(),
-            acked: 0,
-            errors: 0,
-            offered: 0,
-            elapsed: Duration::ZERO,
-            first_error: None,
-        };
+        let mut r = LoadResult::empty();
         let mut pending = FuturesUnordered::new();
         let mut open = true;
         let mut last = start;
