@@ -3,7 +3,9 @@
 //! tokio's timer fires a deadline only at its next millisecond tick, so a
 //! wait of 2 ms lasts 2–3 ms. A producer's linger is such a wait, and the
 //! extra millisecond is latency its first record pays; the bench's open
-//! loop pacing records at their intended instants is another. Here one
+//! loop pacing records at their intended instants is another (on Linux
+//! the bench paces on a timerfd of each load task's own instead, which
+//! saves this thread's wake-up per instant). Here one
 //! thread per process keeps the instants asked for in a heap and sleeps
 //! until the earliest (the OS's timed wait: tens of microseconds late, not
 //! a millisecond), then wakes its waiter.
