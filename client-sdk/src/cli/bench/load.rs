@@ -197,7 +197,7 @@ async fn one_task(
     // step after it, not after the (later) moment the task woke, so the
     // lateness of one wake is not carried into every wake after it.
     let mut woke_for: Option<Instant> = None;
-    let mut pacer = Pacer::new();
+    let pacer = Pacer::new();
     // The run ends with the first record intended at or after the deadline,
     // never with the clock: a task that wakes late still offers every record
     // due before the deadline, timed from when it was due.
@@ -279,7 +279,7 @@ impl Pacer {
         }
     }
 
-    async fn sleep_until(&mut self, at: Instant) {
+    async fn sleep_until(&self, at: Instant) {
         let now = Instant::now();
         if at <= now {
             return;
@@ -348,7 +348,7 @@ mod tests {
     /// own timer.
     #[tokio::test]
     async fn the_pacer_ends_each_wait_at_or_after_its_instant() {
-        let mut pacer = Pacer::new();
+        let pacer = Pacer::new();
         #[cfg(target_os = "linux")]
         assert!(pacer.timer.is_some(), "a timerfd for the pacer");
         for offset_us in [300u64, 100, 2_000, 0, 50, 700] {
